@@ -1,0 +1,125 @@
+/* The CPU backend: fills tw_backend_ops with the kernels of kernels/cpu. Memory is host memory
+ * (64-byte aligned for the SIMD paths); the stream is synchronous, so sync is a no-op. */
+#include "tw_cpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tw_status cpu_alloc(tw_backend *be, size_t bytes, void **out) {
+    (void)be;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded == 0) rounded = 64;
+    *out = aligned_alloc(64, rounded);
+    if (!*out) return TW_ERR(TW_ERR_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
+    return TW_OK;
+}
+
+static void cpu_free(tw_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static tw_status cpu_copy(tw_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+    return TW_OK;
+}
+
+static tw_status cpu_sync(tw_backend *be) {
+    (void)be;
+    return TW_OK;
+}
+
+static tw_status cpu_mem_available(tw_backend *be, size_t *bytes) {
+    (void)be;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return TW_ERR(TW_ERR_IO, "cannot read /proc/meminfo");
+    char line[256];
+    unsigned long long kb = 0;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+            found = 1;
+            break;
+        }
+    }
+    fclose(f);
+    if (!found) return TW_ERR(TW_ERR_IO, "no MemAvailable line in /proc/meminfo");
+    *bytes = (size_t)kb * 1024;
+    return TW_OK;
+}
+
+static tw_status cpu_gemm(tw_backend *be, const tw_gemm_args *a) {
+    return gemm_cpu(a, be->threads);
+}
+static tw_status cpu_attn_prefill(tw_backend *be, const tw_attn_prefill_args *a) {
+    return attn_prefill_cpu(a, be->threads);
+}
+static tw_status cpu_attn_decode(tw_backend *be, const tw_attn_decode_args *a) {
+    return attn_decode_cpu(a, be->threads);
+}
+static tw_status cpu_kv_store(tw_backend *be, const tw_kv_store_args *a) {
+    return kv_store_cpu(a, be->threads);
+}
+static tw_status cpu_rmsnorm(tw_backend *be, int rows, int dim, const float *x, const void *w,
+                             tw_dtype w_dtype, float eps, float *y) {
+    return rmsnorm_cpu(rows, dim, x, w, w_dtype, eps, y, be->threads);
+}
+static tw_status cpu_rope(tw_backend *be, int tokens, int n_heads, int head_dim, float *x, int ldx,
+                          const int *positions, const tw_rope_params *rp) {
+    return rope_cpu(tokens, n_heads, head_dim, x, ldx, positions, rp, be->threads);
+}
+static tw_status cpu_swiglu(tw_backend *be, int rows, int f, const float *gate, const float *up,
+                            int ld_in, float *out) {
+    return swiglu_cpu(rows, f, gate, up, ld_in, out, be->threads);
+}
+static tw_status cpu_add(tw_backend *be, size_t n, const float *x, float *y) {
+    return add_cpu(n, x, y, be->threads);
+}
+static tw_status cpu_embed(tw_backend *be, int n, const int *tokens, const void *table,
+                           tw_dtype dtype, int row0, int rows, int dim, float *out) {
+    return embed_cpu(n, tokens, table, dtype, row0, rows, dim, out, be->threads);
+}
+static tw_status cpu_argmax(tw_backend *be, int rows, int n, const float *logits, int *idx,
+                            float *val) {
+    return argmax_cpu(rows, n, logits, idx, val, be->threads);
+}
+
+static void cpu_destroy(tw_backend *be) {
+    free(be);
+}
+
+static const tw_backend_ops tw_cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .mem_available = cpu_mem_available,
+    .gemm = cpu_gemm,
+    .attn_prefill = cpu_attn_prefill,
+    .attn_decode = cpu_attn_decode,
+    .kv_store = cpu_kv_store,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .embed = cpu_embed,
+    .argmax = cpu_argmax,
+    .destroy = cpu_destroy,
+};
+
+tw_status tw_backend_cpu_create(int threads, tw_backend **out) {
+    *out = NULL;
+    if (threads < 0)
+        return TW_ERR(TW_ERR_INVALID, "--threads must be >= 0 (0 = all cores), got %d", threads);
+    tw_backend *be = calloc(1, sizeof *be);
+    if (!be) return TW_ERR(TW_ERR_NOMEM, "cannot allocate the cpu backend");
+    be->ops = &tw_cpu_ops;
+    be->threads = tw_cpu_threads(threads);
+    be->device = -1;
+    *out = be;
+    return TW_OK;
+}

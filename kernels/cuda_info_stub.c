@@ -1,0 +1,25 @@
+/* tw_cuda_info when the CUDA backend is not built: every query says so. */
+#include "tw_cuda_info.h"
+
+#include <stdio.h>
+
+#ifndef TW_HAVE_CUDA
+tw_status tw_cuda_device_count(int *n) {
+    *n = 0;
+    return TW_ERR(TW_ERR_UNSUPPORTED, "CUDA was not built into this binary");
+}
+
+tw_status tw_cuda_device_query(int device, tw_cuda_device_info *info) {
+    (void)device;
+    (void)info;
+    return TW_ERR(TW_ERR_UNSUPPORTED, "CUDA was not built into this binary");
+}
+
+void tw_cuda_versions(char *runtime, size_t rn, char *driver, size_t dn) {
+    snprintf(runtime, rn, "not built");
+    snprintf(driver, dn, "not built");
+}
+#else
+/* ISO C forbids an empty translation unit. */
+typedef int tw_cuda_info_stub_unused;
+#endif

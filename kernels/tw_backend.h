@@ -1,0 +1,144 @@
+/* tw_backend: the one interface between the engine and the kernels.
+ * A backend is an opaque context plus a table of function pointers. Buffers are backend memory
+ * (host memory for the CPU backend, device memory for CUDA); operations are queued in order on
+ * the backend's stream and complete by tw_backend.sync. Nothing above this header includes a
+ * backend's own headers (no CUDA header reaches the engine).
+ *
+ * Layout conventions (row-major throughout):
+ *   activations   [tokens, features] fp32
+ *   weights       [out_features, in_features] (checkpoint layout; y = x . W^T), fp32 or bf16
+ *   KV cache      per layer [batch, n_kv_heads, max_seq, head_dim], fp32 or bf16
+ *   queries       [tokens, n_heads, head_dim], tokens ordered sequence-major (b, s)
+ * Every op returns TW_OK or a status with tw_last_error() naming the op and the problem. */
+#ifndef TW_BACKEND_H
+#define TW_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tw_numeric.h"
+#include "tw_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { TW_F32 = 0, TW_BF16 = 1, TW_I32 = 2 } tw_dtype;
+
+size_t tw_dtype_size(tw_dtype dt);
+const char *tw_dtype_name(tw_dtype dt);
+/* Parses "fp32"/"f32"/"float32" or "bf16"/"bfloat16"; returns TW_ERR_INVALID otherwise. */
+tw_status tw_dtype_parse(const char *s, tw_dtype *out);
+
+/* y[m, n] = x[m, k] . w[n, k]^T  (+ y when accumulate: fuses the residual add) */
+typedef struct {
+    int m, n, k;
+    const float *x; /* [m, ldx] fp32, ldx >= k */
+    const void *w;  /* [n, k] w_dtype */
+    tw_dtype w_dtype;
+    float *y;     /* [m, ldy] fp32, ldy >= n */
+    int ldx, ldy; /* 0 means packed (k, n) */
+    int accumulate;
+} tw_gemm_args;
+
+/* Causal attention for `seq` new tokens per sequence whose keys and values are already in the
+ * cache at positions [start_pos[b], start_pos[b] + seq). Query token s of sequence b sits at
+ * position start_pos[b] + s and attends to cache positions 0 .. start_pos[b] + s.
+ * Grouped-query: head h reads KV head h / (n_heads / n_kv_heads). */
+typedef struct {
+    int batch, seq, n_heads, n_kv_heads, head_dim, max_seq;
+    const int *start_pos; /* [batch], host memory */
+    const float *q;       /* [batch * seq, n_heads, head_dim] */
+    const void *k_cache;  /* [batch, n_kv_heads, max_seq, head_dim] kv_dtype */
+    const void *v_cache;
+    tw_dtype kv_dtype;
+    float *out;  /* [batch * seq, n_heads, head_dim] */
+    float scale; /* usually 1/sqrt(head_dim) */
+} tw_attn_prefill_args;
+
+/* One new query per sequence attending to cache positions 0 .. lens[b]-1 (lens include the new
+ * token, whose K and V were stored first). Sequences may have different lengths. */
+typedef struct {
+    int batch, n_heads, n_kv_heads, head_dim, max_seq;
+    const int *lens; /* [batch], host memory */
+    const float *q;  /* [batch, n_heads, head_dim] */
+    const void *k_cache;
+    const void *v_cache;
+    tw_dtype kv_dtype;
+    float *out; /* [batch, n_heads, head_dim] */
+    float scale;
+} tw_attn_decode_args;
+
+/* Stores `seq` new tokens of K and V per sequence into the cache at start_pos[b] + s, converting
+ * to kv_dtype. k, v: [batch * seq, n_kv_heads, head_dim] fp32, rows ldkv apart (elements). */
+typedef struct {
+    int batch, seq, n_kv_heads, head_dim, max_seq;
+    const int *start_pos; /* [batch], host memory */
+    const float *k, *v;
+    int ldkv; /* 0 means packed (n_kv_heads * head_dim) */
+    void *k_cache, *v_cache;
+    tw_dtype kv_dtype;
+} tw_kv_store_args;
+
+typedef struct tw_backend tw_backend;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+
+    /* memory: alloc returns TW_ERR_NOMEM naming the size; free(NULL) is a no-op */
+    tw_status (*alloc)(tw_backend *be, size_t bytes, void **out);
+    void (*free)(tw_backend *be, void *p);
+    tw_status (*upload)(tw_backend *be, void *dst, const void *src_host, size_t bytes);
+    tw_status (*download)(tw_backend *be, void *dst_host, const void *src, size_t bytes);
+    tw_status (*sync)(tw_backend *be);
+    /* bytes free for new allocations (device memory, or host MemAvailable) */
+    tw_status (*mem_available)(tw_backend *be, size_t *bytes);
+
+    tw_status (*gemm)(tw_backend *be, const tw_gemm_args *a);
+    tw_status (*attn_prefill)(tw_backend *be, const tw_attn_prefill_args *a);
+    tw_status (*attn_decode)(tw_backend *be, const tw_attn_decode_args *a);
+    tw_status (*kv_store)(tw_backend *be, const tw_kv_store_args *a);
+    /* y[rows, dim] = x / rms(x) * w ; w is [dim] in w_dtype; x and y may alias */
+    tw_status (*rmsnorm)(tw_backend *be, int rows, int dim, const float *x, const void *w,
+                         tw_dtype w_dtype, float eps, float *y);
+    /* in place on x[tokens, n_heads, head_dim] (rows ldx elements apart, 0 = packed);
+     * positions[tokens] in host memory */
+    tw_status (*rope)(tw_backend *be, int tokens, int n_heads, int head_dim, float *x, int ldx,
+                      const int *positions, const tw_rope_params *rp);
+    /* out[rows, f] = silu(gate) * up; gate/up rows ld_in elements apart, out packed */
+    tw_status (*swiglu)(tw_backend *be, int rows, int f, const float *gate, const float *up,
+                        int ld_in, float *out);
+    /* y[n] += x[n] */
+    tw_status (*add)(tw_backend *be, size_t n, const float *x, float *y);
+    /* out[n, dim] = table[tokens[i] - row0, :] for tokens in [row0, row0 + rows); other tokens
+     * give zero rows (vocabulary-parallel shards); tokens in host memory */
+    tw_status (*embed)(tw_backend *be, int n, const int *tokens, const void *table, tw_dtype dtype,
+                       int row0, int rows, int dim, float *out);
+    /* per row of logits[rows, n]: index and value of the maximum (first on ties);
+     * idx and val in host memory */
+    tw_status (*argmax)(tw_backend *be, int rows, int n, const float *logits, int *idx, float *val);
+
+    void (*destroy)(tw_backend *be);
+} tw_backend_ops;
+
+struct tw_backend {
+    const tw_backend_ops *ops;
+    void *ctx;   /* backend-private */
+    int threads; /* CPU worker threads (CPU backend), 0 = all cores */
+    int device;  /* accelerator ordinal (CUDA backend) */
+};
+
+/* Constructors. The CUDA one returns TW_ERR_UNSUPPORTED, saying so, when CUDA was not built or
+ * no device is present; it never falls back to the CPU. The caller frees with tw_backend_destroy.*/
+tw_status tw_backend_cpu_create(int threads, tw_backend **out);
+tw_status tw_backend_cuda_create(int device, tw_backend **out);
+tw_status tw_backend_create(const char *name, int threads, int device, tw_backend **out);
+void tw_backend_destroy(tw_backend *be);
+
+/* Whether this binary contains the CUDA backend (compile-time). */
+int tw_cuda_built(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
