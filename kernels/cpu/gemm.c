@@ -20,7 +20,7 @@
 #define TW_GEMM_SKINNY_MAX 8    /* largest m taken by the skinny (GEMV) path */
 #define TW_GEMM_KC         256  /* kc: B micro-panel (kc x nr) stays in L1 */
 #define TW_GEMM_MC         144  /* mc: A block (mc x kc) stays in L2 */
-#define TW_GEMM_NC         4080 /* nc: B panel (kc x nc) stays in L3 */
+#define TW_GEMM_NC         4096 /* nc cap: columns per packed weight panel */
 #define TW_GEMM_SKINNY_NB  32   /* weight rows per skinny block (kept in L2 across x chunks) */
 
 /* ---- bf16 array conversion ------------------------------------------------------------------ */
@@ -131,8 +131,9 @@ static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, siz
     const int bf16 = a->w_dtype == TW_BF16;
     const size_t wsz = bf16 ? 2 : 4;
     const int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
-    /* Contiguous, equal shares of weight rows per thread: each thread streams its own rows. */
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+    /* Blocks of weight rows handed out dynamically: each block is streamed once, by one thread,
+     * and a descheduled thread on a shared machine delays one block, not a fixed share. */
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int b = 0; b < nblocks; b++) {
         int j0 = b * TW_GEMM_SKINNY_NB;
         int nb = a->n - j0 < TW_GEMM_SKINNY_NB ? a->n - j0 : TW_GEMM_SKINNY_NB;
@@ -185,104 +186,127 @@ static void tw_pack_b(int nr, int nc, int kc, const void *w, int bf16, size_t ld
     }
 }
 
-/* One thread's rectangle y[m0 .. m1, n0 .. n1]. abuf: [mc_max * kc], bbuf: [kc * nc_max]. */
-static void tw_gemm_tile(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx, size_t ldy,
-                         int m0, int m1, int n0, int n1, int mc_max, float *abuf, float *bbuf) {
-    const int mr = kn->mr, nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
-    const size_t wsz = bf16 ? 2 : 4;
+/* Shares of the blocked path. The weight panel of a jc block is packed once for all of k and
+ * shared by every thread; work items are (mc block of rows) x (chunk of columns), handed out
+ * dynamically: on a shared or oversubscribed machine a descheduled thread then delays one small
+ * item, not a fixed half of the matrix. */
+#define TW_GEMM_BPANEL_BYTES     ((size_t)16 << 20) /* packed W panel (nc x k fp32) budget: in L3 */
+#define TW_GEMM_ITEMS_PER_THREAD 16
+
+typedef struct {
+    const tw_gemm_kernels *kn;
+    const tw_gemm_args *a;
+    size_t ldx, ldy;
+    int mc, nc_max, nchunk; /* rows per item, columns per jc block, columns per item */
+} tw_gemm_plan;
+
+/* Computes y[ic .. ic+mc, jc+j0 .. jc+j1] from the packed panel bp (all of k) of block jc. */
+static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncpad, int j0, int j1,
+                         const float *bp, float *abuf) {
+    const tw_gemm_kernels *kn = pl->kn;
+    const tw_gemm_args *a = pl->a;
+    const int mr = kn->mr, nr = kn->nr;
     float edge[16 * 64]; /* [mr, nr] scratch for partial micro-tiles (mr <= 16, nr <= 64) */
-    for (int jc = n0; jc < n1; jc += TW_GEMM_NC) {
-        int nc = n1 - jc < TW_GEMM_NC ? n1 - jc : TW_GEMM_NC;
-        for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
-            int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
-            int add = a->accumulate || pc > 0;
-            const char *wsrc = (const char *)a->w + ((size_t)jc * a->k + pc) * wsz;
-            tw_pack_b(nr, nc, kc, wsrc, bf16, (size_t)a->k, bbuf);
-            for (int ic = m0; ic < m1; ic += mc_max) {
-                int mc = m1 - ic < mc_max ? m1 - ic : mc_max;
-                tw_pack_a(mr, mc, kc, a->x + (size_t)ic * ldx + pc, ldx, abuf);
-                for (int jr = 0; jr < nc; jr += nr) {
-                    int nb = nc - jr < nr ? nc - jr : nr;
-                    const float *bp = bbuf + (size_t)(jr / nr) * kc * nr;
-                    for (int ir = 0; ir < mc; ir += mr) {
-                        int mb = mc - ir < mr ? mc - ir : mr;
-                        const float *ap = abuf + (size_t)(ir / mr) * kc * mr;
-                        float *c = a->y + (size_t)(ic + ir) * ldy + jc + jr;
-                        if (mb == mr && nb == nr) {
-                            kn->ukr(kc, ap, bp, c, ldy, add);
-                        } else {
-                            kn->ukr(kc, ap, bp, edge, (size_t)nr, 0);
-                            for (int i = 0; i < mb; i++)
-                                for (int j = 0; j < nb; j++) {
-                                    float v = edge[i * nr + j];
-                                    float *cij = c + (size_t)i * ldy + j;
-                                    *cij = add ? *cij + v : v;
-                                }
+    for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
+        int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+        int add = a->accumulate || pc > 0;
+        tw_pack_a(mr, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
+        const float *bpc = bp + (size_t)pc * ncpad; /* this k block's micro-panels */
+        for (int jr = j0; jr < j1; jr += nr) {
+            int nb = j1 - jr < nr ? j1 - jr : nr;
+            const float *bs = bpc + (size_t)(jr / nr) * kc * nr;
+            for (int ir = 0; ir < mc; ir += mr) {
+                int mb = mc - ir < mr ? mc - ir : mr;
+                const float *ap = abuf + (size_t)(ir / mr) * kc * mr;
+                float *c = a->y + (size_t)(ic + ir) * pl->ldy + jc + jr;
+                if (mb == mr && nb == nr) {
+                    kn->ukr(kc, ap, bs, c, pl->ldy, add);
+                } else {
+                    kn->ukr(kc, ap, bs, edge, (size_t)nr, 0);
+                    for (int i = 0; i < mb; i++)
+                        for (int j = 0; j < nb; j++) {
+                            float v = edge[i * nr + j];
+                            float *cij = c + (size_t)i * pl->ldy + j;
+                            *cij = add ? *cij + v : v;
                         }
-                    }
                 }
             }
         }
     }
 }
 
-/* Splits `units` (micro-tiles) into `parts` near-equal shares; returns [start, end) of share i. */
-static void tw_share(int units, int parts, int i, int *s, int *e) {
-    int base = units / parts, rem = units % parts;
-    *s = i * base + (i < rem ? i : rem);
-    *e = *s + base + (i < rem ? 1 : 0);
-}
-
 static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx,
                                  size_t ldy, int nthreads) {
-    const int mr = kn->mr, nr = kn->nr;
-    const int mt = (a->m + mr - 1) / mr, nt = (a->n + nr - 1) / nr; /* micro-tiles per dim */
-    /* Thread grid tm x tn: minimise per-thread compute plus packing, both in element units
-     * (packing one element costs about as much as 20 multiply-adds per output here). */
-    int tm = 1, tn = nthreads;
-    double best = -1.0;
-    for (int d = 1; d <= nthreads; d++) {
-        if (nthreads % d) continue;
-        int dm = d, dn = nthreads / d;
-        if (dm > mt || dn > nt) continue;
-        double rows = (double)((mt + dm - 1) / dm) * mr, cols = (double)((nt + dn - 1) / dn) * nr;
-        double cost = rows * cols + 20.0 * (rows + cols);
-        if (best < 0 || cost < best) best = cost, tm = dm, tn = dn;
+    const int mr = kn->mr, nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
+    const size_t wsz = bf16 ? 2 : 4;
+    tw_gemm_plan pl = {kn, a, ldx, ldy, 0, 0, 0};
+    /* nc: as many columns as keep the packed panel (nc x k) within the L3 budget. */
+    long ncl = (long)(TW_GEMM_BPANEL_BYTES / ((size_t)a->k * sizeof(float)));
+    ncl = ncl / nr * nr;
+    if (ncl < 4L * nr) ncl = 4L * nr;
+    if (ncl > TW_GEMM_NC) ncl = TW_GEMM_NC / nr * nr;
+    long npad = (long)(a->n + nr - 1) / nr * nr;
+    pl.nc_max = (int)(ncl < npad ? ncl : npad);
+    /* mc: the L2 block, shrunk (to whole micro-panels) when m is small so rows alone give
+     * enough items; then columns are chunked until there are enough items for balance. */
+    const int target = nthreads * TW_GEMM_ITEMS_PER_THREAD;
+    pl.mc = (TW_GEMM_MC / mr) * mr;
+    int mpanels = (a->m + mr - 1) / mr;
+    if ((mpanels * mr + pl.mc - 1) / pl.mc < nthreads) {
+        int per = (mpanels + nthreads - 1) / nthreads;
+        pl.mc = (per < 1 ? 1 : per) * mr;
     }
-    if (best < 0) tm = 1, tn = 1; /* fewer micro-tiles than threads in both directions */
-    const int used = tm * tn;
-    const int kc = a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC;
-    const int mc_max = (TW_GEMM_MC / mr) * mr;
-    int nc_max = ((a->n + nr - 1) / nr) * nr;
-    if (nc_max > TW_GEMM_NC) nc_max = TW_GEMM_NC;
-    const size_t abytes = ((size_t)mc_max * kc * sizeof(float) + 63) & ~(size_t)63;
-    const size_t bbytes = ((size_t)nc_max * kc * sizeof(float) + 63) & ~(size_t)63;
+    const int mblocks = (a->m + pl.mc - 1) / pl.mc;
+    int strips = pl.nc_max / nr, nch = 1;
+    while (mblocks * nch < target && strips / (nch * 2) >= 8) nch *= 2;
+    pl.nchunk = (strips + nch - 1) / nch * nr;
+
+    const size_t kc0 = (size_t)(a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC);
+    const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 63) & ~(size_t)63;
+    const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
+    float *bp = aligned_alloc(64, (bbytes + 63) & ~(size_t)63); // [k/kc][nc/nr][kc][nr]
+    if (!bp)
+        return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes for the packed panel", bbytes);
     int failed = 0;
-#pragma omp parallel num_threads(used)
+#pragma omp parallel num_threads(nthreads)
     {
-        /* The team may be smaller than asked (nested or limited runtime): share by its size. */
-        int team = omp_get_num_threads(), tid = omp_get_thread_num();
-        float *buf = aligned_alloc(64, abytes + bbytes);
-        if (!buf) {
+        float *abuf = aligned_alloc(64, abytes); // [mc/mr][kc][mr]
+        if (!abuf) {
 #pragma omp atomic write
             failed = 1;
-        } else {
-            for (int t = tid; t < used; t += team) {
-                int ti = t / tn, tj = t % tn, ms, me, ns, ne;
-                tw_share(mt, tm, ti, &ms, &me);
-                tw_share(nt, tn, tj, &ns, &ne);
-                int m0 = ms * mr, m1 = me * mr < a->m ? me * mr : a->m;
-                int n0 = ns * nr, n1 = ne * nr < a->n ? ne * nr : a->n;
-                if (m0 < m1 && n0 < n1)
-                    tw_gemm_tile(kn, a, ldx, ldy, m0, m1, n0, n1, mc_max, buf,
-                                 buf + abytes / sizeof(float));
-            }
-            free(buf);
         }
+        for (int jc = 0; jc < a->n; jc += pl.nc_max) {
+            const int nc = a->n - jc < pl.nc_max ? a->n - jc : pl.nc_max;
+            const int ncpad = (nc + nr - 1) / nr * nr;
+            const int nstrips = ncpad / nr, kblocks = (a->k + TW_GEMM_KC - 1) / TW_GEMM_KC;
+            /* Pack this block's panel for all of k, cooperatively. */
+#pragma omp for schedule(dynamic, 1) collapse(2)
+            for (int q = 0; q < kblocks; q++)
+                for (int s = 0; s < nstrips; s++) {
+                    int pc = q * TW_GEMM_KC;
+                    int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+                    int nb = nc - s * nr < nr ? nc - s * nr : nr;
+                    const char *src =
+                        (const char *)a->w + ((size_t)(jc + s * nr) * a->k + pc) * wsz;
+                    tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k,
+                              bp + (size_t)pc * ncpad + (size_t)s * kc * nr);
+                }
+            const int chunks = (ncpad + pl.nchunk - 1) / pl.nchunk;
+#pragma omp for schedule(dynamic, 1) collapse(2)
+            for (int ib = 0; ib < mblocks; ib++)
+                for (int cb = 0; cb < chunks; cb++) {
+                    if (!abuf) continue;
+                    int ic = ib * pl.mc, mc = a->m - ic < pl.mc ? a->m - ic : pl.mc;
+                    int j0 = cb * pl.nchunk, j1 = j0 + pl.nchunk < nc ? j0 + pl.nchunk : nc;
+                    tw_gemm_item(&pl, ic, mc, jc, ncpad, j0, j1, bp, abuf);
+                }
+        }
+        free(abuf);
     }
+    free(bp);
     if (failed)
-        return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffers per thread",
-                      abytes + bbytes);
+        return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffer per thread",
+                      abytes);
     return TW_OK;
 }
 
