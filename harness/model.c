@@ -45,7 +45,7 @@ static tw_status tw_json_num(json_t *root, const char *origin, const char *key, 
 }
 
 static tw_status tw_model_parse_rope(json_t *root, const char *origin, tw_model_config *c) {
-    double theta;
+    double theta = 0;
     TW_TRY(tw_json_num(root, origin, "rope_theta", 0, 10000.0, &theta));
     if (!(theta > 1.0)) return TW_ERR(TW_ERR_PARSE, "%s: rope_theta must be > 1", origin);
     memset(&c->rope, 0, sizeof c->rope);
@@ -60,7 +60,7 @@ static tw_status tw_model_parse_rope(json_t *root, const char *origin, tw_model_
     if (!t) t = json_object_get(rs, "type");
     const char *type = json_is_string(t) ? json_string_value(t) : NULL;
     if (!type) return TW_ERR(TW_ERR_PARSE, "%s: rope_scaling has no rope_type", origin);
-    double factor;
+    double factor = 1;
     TW_TRY(tw_json_num(rs, origin, "factor", 1, 1.0, &factor));
     if (!(factor > 0)) return TW_ERR(TW_ERR_PARSE, "%s: rope_scaling.factor must be > 0", origin);
     c->rope.factor = (float)factor;
@@ -69,7 +69,7 @@ static tw_status tw_model_parse_rope(json_t *root, const char *origin, tw_model_
     } else if (!strcmp(type, "linear")) {
         c->rope.type = TW_ROPE_LINEAR;
     } else if (!strcmp(type, "llama3")) {
-        double lo, hi, orig;
+        double lo = 0, hi = 0, orig = 0;
         TW_TRY(tw_json_num(rs, origin, "low_freq_factor", 1, 0, &lo));
         TW_TRY(tw_json_num(rs, origin, "high_freq_factor", 1, 0, &hi));
         TW_TRY(tw_json_num(rs, origin, "original_max_position_embeddings", 1, 0, &orig));
@@ -116,7 +116,7 @@ tw_status tw_model_parse(const char *text, const char *origin, tw_model_config *
         if (sl) {
             *sl = '\0';
             const char *d = strrchr(dir, '/');
-            snprintf(c->name, sizeof c->name, "%s", d ? d + 1 : dir);
+            snprintf(c->name, sizeof c->name, "%.127s", d ? d + 1 : dir);
         }
     }
     json_t *mt = json_object_get(root, "model_type");
@@ -154,7 +154,7 @@ tw_status tw_model_parse(const char *text, const char *origin, tw_model_config *
         st = TW_ERR(TW_ERR_PARSE, "%s: head_dim (%d) must be even for RoPE", origin, c->head_dim);
         goto done;
     }
-    double eps;
+    double eps = 0;
     if ((st = tw_json_num(root, origin, "rms_norm_eps", 0, 1e-5, &eps)) != TW_OK) goto done;
     if (!(eps > 0 && eps < 1)) {
         st = TW_ERR(TW_ERR_PARSE, "%s: rms_norm_eps must be in (0, 1)", origin);
