@@ -3,13 +3,11 @@
  * its share of the data-centre capacity additions; JSON, SVG and the one-line headline. */
 #include "tw_project.h"
 
-#include <dirent.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define TW_SECONDS_PER_YEAR (365.25 * 86400.0)
 
@@ -468,27 +466,4 @@ tw_status tw_project_device_from_result(const char *path, tw_project_device *out
 done:
     json_decref(root);
     return st;
-}
-
-tw_status tw_project_newest_result(const char *dir, char *out, size_t n) {
-    DIR *d = opendir(dir);
-    if (!d) return TW_ERR(TW_ERR_IO, "cannot open results folder %s (give --results FILE)", dir);
-    struct dirent *de;
-    double best = -1;
-    char path[4096];
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l < 6 || strcmp(de->d_name + l - 5, ".json")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        struct stat sb;
-        if (stat(path, &sb) || !S_ISREG(sb.st_mode)) continue;
-        double t = (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
-        if (t > best) {
-            best = t;
-            snprintf(out, n, "%s", path);
-        }
-    }
-    closedir(d);
-    if (best < 0) return TW_ERR(TW_ERR_IO, "no result files (*.json) in %s", dir);
-    return TW_OK;
 }

@@ -162,7 +162,5 @@ tw_status tw_project_svg(const tw_projection *p, char **out);
  * fields were used. */
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n);
-/* Newest *.json in dir (by modification time) into out. */
-tw_status tw_project_newest_result(const char *dir, char *out, size_t n);
 
 #endif
