@@ -43,8 +43,8 @@ static tw_status tw_override(tw_args *a, tw_project_inputs *in) {
     tw_set(&s->fleet_tokens_per_j, v);
     TW_TRY(tw_args_double(a, "--inference-share", s->inference_share.value, 1e-6, 1, &v));
     tw_set(&s->inference_share, v);
-    TW_TRY(tw_args_double(a, "--price-per-mtok", s->price_usd_per_token.value * 1e6, 1e-6, 1e6,
-                          &v));
+    TW_TRY(
+        tw_args_double(a, "--price-per-mtok", s->price_usd_per_token.value * 1e6, 1e-6, 1e6, &v));
     if (fabs(v - s->price_usd_per_token.value * 1e6) > 1e-12 * v)
         tw_set(&s->price_usd_per_token, v * 1e-6);
     TW_TRY(tw_args_double(a, "--pue", s->pue.value, 1, 5, &v));
@@ -62,15 +62,18 @@ static tw_status tw_override(tw_args *a, tw_project_inputs *in) {
 }
 
 static void tw_fmt_num(char *b, size_t n, double v) {
-    if (v >= 1e6) snprintf(b, n, "%.4g", v);
-    else if (v >= 10) snprintf(b, n, "%.0f", v);
-    else snprintf(b, n, "%.3g", v);
+    if (v >= 1e6)
+        snprintf(b, n, "%.4g", v);
+    else if (v >= 10)
+        snprintf(b, n, "%.0f", v);
+    else
+        snprintf(b, n, "%.3g", v);
 }
 
 static void tw_print_table(const tw_projection *p, int only, tw_format fmt) {
-    const char *head[] = {"year",          "scenario",      "demand (tokens/s)", "devices",
-                          "IT MW",         "facility MW",   "DC additions MW",   "share of additions",
-                          "extrapolated",  "basis"};
+    const char *head[] = {"year",         "scenario",    "demand (tokens/s)", "devices",
+                          "IT MW",        "facility MW", "DC additions MW",   "share of additions",
+                          "extrapolated", "basis"};
     tw_table t;
     tw_table_init(&t, 10, head);
     for (int k = 0; k < TW_PROJECT_NYEARS; k++) {
@@ -78,7 +81,8 @@ static void tw_print_table(const tw_projection *p, int only, tw_format fmt) {
             if (only >= 0 && s != only) continue;
             const tw_project_row *r = &p->rows[s][k];
             char d[48], dv[48], it[48], fa[48], dc[48], basis[300], ex[40];
-            snprintf(d, sizeof d, "%s%.3e", tw_bound_symbol(r->demand_bound), r->demand_tokens_per_s);
+            snprintf(d, sizeof d, "%s%.3e", tw_bound_symbol(r->demand_bound),
+                     r->demand_tokens_per_s);
             tw_fmt_num(dv, sizeof dv, r->devices);
             tw_fmt_num(it, sizeof it, r->it_mw);
             tw_fmt_num(fa, sizeof fa, r->facility_mw);
@@ -102,10 +106,10 @@ static void tw_print_table(const tw_projection *p, int only, tw_format fmt) {
 
 static void tw_print_assumptions(const tw_project_inputs *in, const tw_projection *p) {
     const tw_assumptions *a = &in->a;
-    const tw_assumption *list[] = {&a->fleet_tokens_per_j, &a->inference_share,
+    const tw_assumption *list[] = {&a->fleet_tokens_per_j,  &a->inference_share,
                                    &a->price_usd_per_token, &a->pue,
-                                   &a->lifetime_years,     &a->ref_tokens_per_s,
-                                   &a->utilisation,        &a->power_growth_from};
+                                   &a->lifetime_years,      &a->ref_tokens_per_s,
+                                   &a->utilisation,         &a->power_growth_from};
     printf("\nAssumptions (configs/assumptions.json; not given by the document):\n\n");
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
         const tw_assumption *x = list[i];
@@ -207,13 +211,15 @@ int tw_cmd_project(int argc, char **argv) {
         }
         if (tps > 0) {
             dev.tokens_per_s = tps;
-            strncat(note, "; tokens/s overridden by --tokens-per-s", sizeof note - strlen(note) - 1);
+            strncat(note, "; tokens/s overridden by --tokens-per-s",
+                    sizeof note - strlen(note) - 1);
         }
         if (watts > 0) {
             dev.watts = watts;
             dev.assumed = 1;
             snprintf(dev.source, sizeof dev.source, "--watts given on the command line");
-            strncat(note, "; watts overridden by --watts (assumed)", sizeof note - strlen(note) - 1);
+            strncat(note, "; watts overridden by --watts (assumed)",
+                    sizeof note - strlen(note) - 1);
         }
     }
     tw_log("%s", note);
@@ -236,7 +242,8 @@ int tw_cmd_project(int argc, char **argv) {
         if (txt) puts(txt);
         free(txt);
     } else {
-        if (fmt == TW_FMT_MD) printf("## Projection: devices and megawatts for projected token demand\n\n");
+        if (fmt == TW_FMT_MD)
+            printf("## Projection: devices and megawatts for projected token demand\n\n");
         tw_print_table(p, only, fmt);
         if (fmt == TW_FMT_MD) {
             tw_print_assumptions(in, p);

@@ -14,7 +14,7 @@
 typedef int nvmlReturn_t;
 typedef struct fake_dev {
     unsigned idx;
-} *nvmlDevice_t;
+} * nvmlDevice_t;
 
 static struct fake_dev fake_devs[8];
 static int fake_init, fake_no_energy;
@@ -96,7 +96,8 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long l
     if (fake_no_energy) return 3;
     double t = fake_now() - fake_t0;
     /* integral of p0 + ramp*t (mW) over seconds = millijoules; offset per device */
-    *mj = 1000000ULL * (d->idx + 1) + (unsigned long long)(fake_p0_mw * t + 0.5 * fake_ramp * t * t);
+    *mj =
+        1000000ULL * (d->idx + 1) + (unsigned long long)(fake_p0_mw * t + 0.5 * fake_ramp * t * t);
     return 0;
 }
 

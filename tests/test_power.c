@@ -187,6 +187,7 @@ Test(nvml, energy_counter_two_gpus) {
     tw_power_opts o = {.source = "auto", .sample_ms = 10, .gpu_index = 0, .devices = 2};
     cr_assert_eq(tw_power_open(&o, &m), TW_OK, "%s", tw_last_error());
     cr_assert_str_eq(tw_power_source(m), "nvml");
+    cr_assert_str_eq(tw_power_label(m), "nvml");
     cr_assert(strstr(tw_power_method(m), "total-energy counter"), "%s", tw_power_method(m));
     cr_assert_str_eq(tw_power_fallbacks(m), "");
     cr_assert_eq(tw_power_begin(m, "prefill"), TW_OK, "%s", tw_last_error());
@@ -241,11 +242,14 @@ Test(nvml, sampling_fallback_integrates_a_ramp) {
     json_t *tt = json_object_get(tr, "t_s"), *tw = json_object_get(tr, "power_w");
     size_t n = json_array_size(tw);
     cr_assert_geq(n, 3, "%zu samples", n);
-    double t0 = json_number_value(json_array_get(tt, 0)), t1 = json_number_value(json_array_get(tt, n - 1));
-    double w0 = json_number_value(json_array_get(tw, 0)), w1 = json_number_value(json_array_get(tw, n - 1));
+    double t0 = json_number_value(json_array_get(tt, 0)),
+           t1 = json_number_value(json_array_get(tt, n - 1));
+    double w0 = json_number_value(json_array_get(tw, 0)),
+           w1 = json_number_value(json_array_get(tw, n - 1));
     double want = 0.5 * (w0 + w1) * (t1 - t0);
     cr_assert_lt(REL(r.energy_j, want), 0.01, "energy %g want %g", r.energy_j, want);
-    cr_assert_lt(REL((w1 - w0) / (t1 - t0), 1000.0), 0.02, "ramp seen %g W/s", (w1 - w0) / (t1 - t0));
+    cr_assert_lt(REL((w1 - w0) / (t1 - t0), 1000.0), 0.02, "ramp seen %g W/s",
+                 (w1 - w0) / (t1 - t0));
     cr_assert_float_eq(r.peak_power_w, w1, 1e-9);
     cr_assert_lt(r.mean_power_w, r.peak_power_w);
     json_decref(j);
@@ -288,6 +292,7 @@ Test(assumed, given_watts_nested_regions_and_token_ratios) {
     tw_power_opts o = {.source = "assumed", .assumed_w = 312.5, .gpu_index = -1, .devices = 3};
     cr_assert_eq(tw_power_open(&o, &m), TW_OK, "%s", tw_last_error());
     cr_assert(strstr(tw_power_method(m), "given by the user"));
+    cr_assert_str_eq(tw_power_label(m), "assumed: 312.5 W per device given by the user");
     tw_power_region rp, rd, re;
     cr_assert_eq(tw_power_begin(m, "e2e"), TW_OK);
     cr_assert_eq(tw_power_begin(m, "prefill"), TW_OK);
@@ -322,12 +327,14 @@ Test(assumed, given_watts_nested_regions_and_token_ratios) {
 Test(assumed, rated_watts_lookup_longest_match) {
     double w;
     char entry[128], src[512];
-    cr_assert_eq(tw_power_rated_w("NVIDIA H100 80GB HBM3", &w, entry, sizeof entry, src, sizeof src),
-                 TW_OK, "%s", tw_last_error());
+    cr_assert_eq(
+        tw_power_rated_w("NVIDIA H100 80GB HBM3", &w, entry, sizeof entry, src, sizeof src), TW_OK,
+        "%s", tw_last_error());
     cr_assert_eq(w, 700.0);
     cr_assert(strstr(src, "datasheet"), "%s", src);
-    cr_assert_eq(tw_power_rated_w("AMD EPYC 9654 96-Core Processor", &w, entry, sizeof entry, NULL, 0),
-                 TW_OK);
+    cr_assert_eq(
+        tw_power_rated_w("AMD EPYC 9654 96-Core Processor", &w, entry, sizeof entry, NULL, 0),
+        TW_OK);
     cr_assert_eq(w, 360.0);
     cr_assert(strstr(entry, "9654"), "generic entry won over the exact one: %s", entry);
     cr_assert_eq(tw_power_rated_w("AMD EPYC", &w, entry, sizeof entry, NULL, 0), TW_OK);

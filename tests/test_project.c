@@ -170,11 +170,11 @@ Test(growth, malformed_files_are_refused) {
     expect_refused("MW", "{\"year\":2025,\"value\":0,\"qualifier\":\"q\",\"bound\":\"approx\"}",
                    "positive");
     expect_refused("furlongs", ok, "unknown unit");
-    snprintf(pts, sizeof pts, "%s,{\"year\":2024,\"value\":7,\"qualifier\":\"q\",\"bound\":\"lower\"}",
-             ok);
+    snprintf(pts, sizeof pts,
+             "%s,{\"year\":2024,\"value\":7,\"qualifier\":\"q\",\"bound\":\"lower\"}", ok);
     expect_refused("MW", pts, "out of order");
-    snprintf(pts, sizeof pts, "%s,{\"year\":2025,\"value\":7,\"qualifier\":\"q\",\"bound\":\"lower\"}",
-             ok);
+    snprintf(pts, sizeof pts,
+             "%s,{\"year\":2025,\"value\":7,\"qualifier\":\"q\",\"bound\":\"lower\"}", ok);
     expect_refused("MW", pts, "out of order");
     expect_refused("MW", "{\"year\":2025,\"value\":5,\"qualifier\":\"q\",\"bound\":\"maybe\"}",
                    "unknown bound");
@@ -184,7 +184,8 @@ Test(growth, malformed_files_are_refused) {
 Test(project, zero_or_negative_tokens_or_watts_refused) {
     tw_project_inputs *in = load_inputs();
     tw_projection *p = malloc(sizeof *p);
-    const double bad[][2] = {{0, 700}, {-5, 700}, {3066, 0}, {3066, -1}, {NAN, 700}, {3066, INFINITY}};
+    const double bad[][2] = {{0, 700},   {-5, 700},  {3066, 0},
+                             {3066, -1}, {NAN, 700}, {3066, INFINITY}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tw_project_device d = {.tokens_per_s = bad[i][0], .watts = bad[i][1]};
         cr_assert_eq(tw_project_compute(in, &d, p), TW_ERR_INVALID, "case %zu accepted", i);

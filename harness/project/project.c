@@ -70,11 +70,16 @@ tw_status tw_project_inputs_load(tw_project_inputs *in) {
 }
 
 static void tw_fmt_value(char *buf, size_t n, double v) {
-    if (v >= 1e12) snprintf(buf, n, "%.3g trillion", v / 1e12);
-    else if (v >= 1e9) snprintf(buf, n, "%.3g billion", v / 1e9);
-    else if (v >= 1e6) snprintf(buf, n, "%.3g million", v / 1e6);
-    else if (v >= 100) snprintf(buf, n, "%.0f", v);
-    else snprintf(buf, n, "%.3g", v);
+    if (v >= 1e12)
+        snprintf(buf, n, "%.3g trillion", v / 1e12);
+    else if (v >= 1e9)
+        snprintf(buf, n, "%.3g billion", v / 1e9);
+    else if (v >= 1e6)
+        snprintf(buf, n, "%.3g million", v / 1e6);
+    else if (v >= 100)
+        snprintf(buf, n, "%.0f", v);
+    else
+        snprintf(buf, n, "%.3g", v);
 }
 
 static tw_bound tw_bound_merge(tw_bound a, tw_bound b) {
@@ -112,10 +117,13 @@ tw_status tw_project_compute(const tw_project_inputs *in, const tw_project_devic
                 r->demand_tokens_per_s = g.value * 1e6 * a->fleet_tokens_per_j.value;
                 r->demand_bound = g.bound;
                 r->demand_extrapolated = g.status == TW_PT_EXTRAPOLATED;
+                char rate[96] = "";
+                if (g.status != TW_PT_STATED)
+                    snprintf(rate, sizeof rate, " at %.3fx/yr from power_growth_from=%s", pf,
+                             a->power_growth_from.text);
                 snprintf(r->basis, sizeof r->basis,
                          "inference power %s%.0f MW (%s%s) x %.3g tokens/J",
-                         tw_bound_symbol(g.bound), g.value, tw_point_status_name(g.status),
-                         g.status == TW_PT_STATED ? "" : ", rate from power_growth_from",
+                         tw_bound_symbol(g.bound), g.value, tw_point_status_name(g.status), rate,
                          a->fleet_tokens_per_j.value);
             } else if (s == TW_SCEN_REVENUE) {
                 TW_TRY(tw_growth_at(&in->revenue, y, 0, &g));
@@ -240,10 +248,10 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
     json_object_set_new(root, "device", dev);
     const tw_assumptions *a = &in->a;
     json_t *as = json_object();
-    const tw_assumption *list[] = {&a->fleet_tokens_per_j, &a->inference_share,
+    const tw_assumption *list[] = {&a->fleet_tokens_per_j,  &a->inference_share,
                                    &a->price_usd_per_token, &a->pue,
-                                   &a->lifetime_years,     &a->ref_tokens_per_s,
-                                   &a->utilisation,        &a->power_growth_from};
+                                   &a->lifetime_years,      &a->ref_tokens_per_s,
+                                   &a->utilisation,         &a->power_growth_from};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++)
         json_object_set_new(as, list[i]->name, tw_assumption_json(list[i]));
     json_object_set_new(root, "assumptions", as);
@@ -287,7 +295,8 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
     return TW_OK;
 }
 
-/* ---- SVG --------------------------------------------------------------------------------------- */
+/* ---- SVG ---------------------------------------------------------------------------------------
+ */
 
 typedef struct {
     char *buf;
@@ -405,7 +414,8 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
     return TW_OK;
 }
 
-/* ---- result files ------------------------------------------------------------------------------ */
+/* ---- result files ------------------------------------------------------------------------------
+ */
 
 static int tw_get_number(json_t *root, const char *a, const char *b, const char *c, double *out) {
     json_t *v = json_object_get(root, a);
