@@ -98,6 +98,7 @@ tw_status tw_project_compute(const tw_project_inputs *in, const tw_project_devic
     const tw_assumptions *a = &in->a;
     memset(out, 0, sizeof *out);
     out->dev = *dev;
+    out->pue = a->pue.value;
     double pf = a->power_growth_from.value;
     snprintf(out->power_growth_note, sizeof out->power_growth_note,
              "inference power before %d placed at %.3fx/yr (%+.1f%%/yr) from "
@@ -331,8 +332,21 @@ static void tw_sb_printf(tw_sbuf *b, const char *fmt, ...) {
     }
 }
 
+/* The source label can come from a result file: keep it from breaking the XML. */
+static void tw_xml_text(char *dst, size_t n, const char *src) {
+    size_t j = 0;
+    for (; *src && j + 1 < n; src++) {
+        char c = *src;
+        if (c == '<' || c == '>' || c == '&' || c == '"') c = '_';
+        dst[j++] = c;
+    }
+    dst[j] = '\0';
+}
+
 tw_status tw_project_svg(const tw_projection *p, char **out) {
-    const double W = 760, H = 440, L = 80, R = 200, T = 50, B = 60;
+    char source[64];
+    tw_xml_text(source, sizeof source, p->dev.source);
+    const double W = 820, H = 470, L = 90, R = 230, T = 56, B = 76;
     const char *colour[TW_SCEN_COUNT] = {"#d62728", "#1f77b4", "#2ca02c"};
     double lo = INFINITY, hi = -INFINITY;
     for (int k = 0; k < TW_PROJECT_NYEARS; k++) {
@@ -356,10 +370,12 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                  "font-family=\"sans-serif\" font-size=\"12\">\n"
                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                 "<text x=\"%.0f\" y=\"20\" font-size=\"14\">Facility MW to serve projected token "
-                 "demand at %.4g tokens/s and %.4g W per device (%s%s)</text>\n",
-                 W, H, L, p->dev.tokens_per_s, p->dev.watts,
-                 p->dev.assumed ? "ASSUMED watts: " : "measured by ", p->dev.source);
+                 "<text x=\"%.0f\" y=\"20\" font-size=\"14\">Facility MW to serve projected "
+                 "token demand, by scenario (PUE %.2f)</text>\n"
+                 "<text x=\"%.0f\" y=\"38\" font-size=\"11\">at %.4g tokens/s and %.4g W per "
+                 "device (%s%.60s)</text>\n",
+                 W, H, L, p->pue, L, p->dev.tokens_per_s, p->dev.watts,
+                 p->dev.assumed ? "ASSUMED watts: " : "measured by ", source);
     for (double d = d0; d <= d1; d++) {
         double y = TW_Y(pow(10, d));
         tw_sb_printf(&b,
@@ -402,8 +418,9 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
     }
     tw_sb_printf(&b,
                  "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">log scale; hollow markers: "
-                 "extrapolated beyond the document's stated points; %s</text>\n</svg>\n",
-                 L, H - 12, p->power_growth_note);
+                 "extrapolated beyond the document's stated points</text>\n"
+                 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%s</text>\n</svg>\n",
+                 L, H - 30, L, H - 14, p->power_growth_note);
 #undef TW_X
 #undef TW_Y
     if (b.oom) {

@@ -132,6 +132,7 @@ typedef struct {
 typedef struct {
     tw_project_device dev;
     char power_growth_note[160]; /* how the single-point power series was placed */
+    double pue;                  /* as used */
     tw_project_row rows[TW_SCEN_COUNT][TW_PROJECT_NYEARS];
 } tw_projection;
 
