@@ -49,6 +49,7 @@ struct tw_engine {
     double *layer_rms;  /* [n_layers] */
     float *host_row;    /* [hidden] */
     double comm_s;
+    int capture; /* copy logits and layer RMS to the host each step */
 };
 
 tw_status tw_engine_shard(const tw_model_config *c, int r, int tp, tw_shard *s) {
@@ -249,7 +250,8 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
         st = TW_ERR(TW_ERR_NOMEM, "engine: host bookkeeping");
         goto fail;
     }
-    if (o->keep_host_logits) {
+    e->capture = o->keep_host_logits;
+    {
         e->host_logits = calloc((size_t)o->max_batch * (size_t)s->vocab_pad * (size_t)e->o.tp_size,
                                 sizeof(float));
         if (!e->host_logits) {
@@ -322,6 +324,10 @@ const float *tw_engine_logits(const tw_engine *e) {
 
 const double *tw_engine_layer_rms(const tw_engine *e) {
     return e->layer_rms;
+}
+
+void tw_engine_set_capture(tw_engine *e, int on) {
+    e->capture = on;
 }
 
 double tw_engine_comm_seconds(const tw_engine *e) {
@@ -484,7 +490,7 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
         TW_TRY(ops->gemm(be, &ggu));
         TW_TRY(ops->swiglu(be, T, s->ffn, e->gu, e->gu + s->ffn, 2 * s->ffn, e->act));
         TW_TRY(tw_engine_proj_residual(e, T, s->ffn, e->act, L->wdown));
-        if (e->o.keep_host_logits) TW_TRY(tw_engine_rms_of_row(e, e->x, &e->layer_rms[l]));
+        if (e->capture) TW_TRY(tw_engine_rms_of_row(e, e->x, &e->layer_rms[l]));
     }
     /* final norm and LM head on the last token of each sequence: rows (b*seq + seq-1) */
     TW_TRY(ops->rmsnorm(be, T, H, e->x, e->final_norm, e->o.w_dtype, c->rms_eps, e->h));
@@ -500,7 +506,7 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
     TW_TRY(ops->gemm(be, &gl));
     float *val = e->scratch_f;
     TW_TRY(ops->argmax(be, batch, s->vocab, e->logits, idx, val));
-    if (e->o.keep_host_logits && e->o.tp_size <= 1) {
+    if (e->capture && e->o.tp_size <= 1) {
         for (int b = 0; b < batch; b++)
             TW_TRY(ops->download(be, e->host_logits + (size_t)b * c->vocab,
                                  e->logits + (size_t)b * s->vocab_pad,
@@ -511,7 +517,7 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
         TW_TRY(tw_engine_comm_argmax(e->o.comm, batch, s->vocab0, idx, val,
                                      e->scratch_i + T + 3 * e->o.max_batch,
                                      e->scratch_f + e->o.max_batch));
-        if (e->o.keep_host_logits)
+        if (e->capture)
             TW_TRY(tw_engine_comm_gather_logits(e->o.comm, e->be, batch, s->vocab_pad, c->vocab,
                                                 e->logits, e->host_logits));
         e->comm_s += tw_now_s() - t0;

@@ -2,6 +2,7 @@
 #include "tw_results.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,10 @@
 #ifdef TW_HAVE_MPI
 #include <mpi.h>
 #endif
+
+json_t *tw_jnum(double v) {
+    return isfinite(v) ? json_real(v) : json_null();
+}
 
 /* Runs a short git query in the source tree; empty string when unavailable. */
 static void tw_git_query(const char *args, char *out, size_t n) {

@@ -29,7 +29,7 @@ typedef struct {
     uint64_t seed;
     struct tw_comm *comm; /* NULL: tp = 1 */
     int tp_rank, tp_size;
-    int keep_host_logits; /* gather full-vocabulary logits to the host each step (dump, tests) */
+    int keep_host_logits; /* initial capture setting: see tw_engine_set_capture */
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */
@@ -65,12 +65,14 @@ tw_status tw_engine_prefill(tw_engine *e, int batch, int len, const int *tokens,
 /* Decode one token per sequence (tokens[b]); next[b] receives the greedy next token. */
 tw_status tw_engine_decode(tw_engine *e, int batch, const int *tokens, int *next);
 
-/* Full-vocabulary logits [batch, vocab] of the last step (rank 0; needs keep_host_logits). */
+/* Full-vocabulary logits [batch, vocab] of the last step (needs capture on). */
 const float *tw_engine_logits(const tw_engine *e);
 int tw_engine_position(const tw_engine *e, int b);
 /* RMS of the residual stream after each layer, for the last step's first token (layer count
- * entries); for range checks. Needs keep_host_logits. */
+ * entries); for range checks. Needs capture on. */
 const double *tw_engine_layer_rms(const tw_engine *e);
+/* Turns the host copies of logits and layer RMS on or off (off while timing). */
+void tw_engine_set_capture(tw_engine *e, int on);
 /* Seconds spent in collectives since create (0 for one rank). */
 double tw_engine_comm_seconds(const tw_engine *e);
 

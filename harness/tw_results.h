@@ -9,6 +9,9 @@
 
 #define TW_RESULT_SCHEMA_VERSION 1
 
+/* A JSON number, or null for NaN and infinities (which JSON cannot carry). */
+json_t *tw_jnum(double v);
+
 /* Provenance: tool version, build commit, source tree commit and dirty flag (read at run time
  * when the source tree is present), host, CPU, cores, compiler and flags, backend, library
  * versions, start and end time (UTC). New reference; caller owns it. */
