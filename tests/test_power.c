@@ -164,6 +164,7 @@ Test(rapl, missing_tree_is_unsupported, .fini = rm_tree) {
     json_t *j;
     cr_assert_eq(tw_power_energy_json(m, NULL, &j), TW_OK);
     cr_assert(json_is_null(json_object_get(json_object_get(j, "e2e"), "energy_j")));
+    cr_assert_eq(json_array_size(json_object_get(j, "fallbacks")), 3);
     json_decref(j);
     tw_power_close(m);
 }

@@ -31,8 +31,10 @@ struct tw_power_meter {
     int have_src;
     const char *source; /* "nvml", "rapl", "assumed", "none" */
     char method[1400];
-    char label[160]; /* short: "nvml", "assumed: rated 700 W (NVIDIA H100 SXM5 80GB)" */
-    char fallbacks[1536];
+    char label[160];      /* short: "nvml", "assumed: rated 700 W (NVIDIA H100 SXM5 80GB)" */
+    char fallbacks[1536]; /* every note below, joined with "; " */
+    char notes[3][512];   /* one per source not used, for the JSON array */
+    int nnotes;
     double assumed_w; /* per device */
     int devices, sample_ms;
 
@@ -56,6 +58,7 @@ struct tw_power_meter {
 };
 
 static void tw_note(tw_power_meter *m, const char *src, const char *why) {
+    if (m->nnotes < 3) snprintf(m->notes[m->nnotes++], sizeof m->notes[0], "%s: %s", src, why);
     size_t u = strlen(m->fallbacks);
     snprintf(m->fallbacks + u, sizeof m->fallbacks - u, "%s%s: %s", u ? "; " : "", src, why);
 }
@@ -447,7 +450,7 @@ tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *t
     json_object_set_new(o, "label", json_string(m->label));
     json_object_set_new(o, "method", json_string(m->method));
     json_t *fb = json_array();
-    if (m->fallbacks[0]) json_array_append_new(fb, json_string(m->fallbacks));
+    for (int i = 0; i < m->nnotes; i++) json_array_append_new(fb, json_string(m->notes[i]));
     json_object_set_new(o, "fallbacks", fb);
     json_object_set_new(o, "devices", json_integer(m->devices));
     json_object_set_new(o, "sample_interval_ms", json_integer(m->sample_ms));
