@@ -81,8 +81,7 @@ static tw_status tw_nvml_read_power(void *ctx, double *out) {
     return TW_OK;
 }
 
-static int tw_nvml_get(tw_nvml_ret (*f)(tw_nvml_dev, int, unsigned *), tw_nvml_dev h,
-                       int which) {
+static int tw_nvml_get(tw_nvml_ret (*f)(tw_nvml_dev, int, unsigned *), tw_nvml_dev h, int which) {
     unsigned v;
     return f && f(h, which, &v) == 0 ? (int)v : -1;
 }
@@ -111,7 +110,8 @@ static json_t *tw_nvml_provenance(void *ctx) {
         json_t *d = json_object();
         json_object_set_new(d, "index", json_integer(g->idx));
         json_object_set_new(d, "name", json_string(g->name));
-        json_object_set_new(d, "power_limit_w", g->limit_w > 0 ? json_real(g->limit_w) : json_null());
+        json_object_set_new(d, "power_limit_w",
+                            g->limit_w > 0 ? json_real(g->limit_w) : json_null());
         json_object_set_new(d, "sm_clock_mhz_start", tw_int_or_null(g->sm_mhz[0]));
         json_object_set_new(d, "sm_clock_mhz_end", tw_int_or_null(g->sm_mhz[1]));
         json_object_set_new(d, "mem_clock_mhz_start", tw_int_or_null(g->mem_mhz[0]));
@@ -136,7 +136,7 @@ static void tw_nvml_close(void *ctx) {
     do {                                                                                           \
         *(void **)&n->field = dlsym(n->lib, sym);                                                  \
         if (!n->field && (required)) {                                                             \
-            st = TW_ERR(TW_ERR_UNSUPPORTED, "%s lacks %s", n->lib_path, sym);                       \
+            st = TW_ERR(TW_ERR_UNSUPPORTED, "%s lacks %s", n->lib_path, sym);                      \
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
@@ -182,8 +182,8 @@ tw_status tw_power_nvml_open(int gpu_index, int devices, tw_power_src *src, char
         goto fail;
     }
     if ((unsigned)gpu_index + (unsigned)devices > cnt) {
-        st = TW_ERR(TW_ERR_DEVICE, "NVML sees %u GPU(s); asked for %d from index %d", cnt,
-                    devices, gpu_index);
+        st = TW_ERR(TW_ERR_DEVICE, "NVML sees %u GPU(s); asked for %d from index %d", cnt, devices,
+                    gpu_index);
         goto fail;
     }
     if (!n->driver || n->driver(n->driver_version, sizeof n->driver_version))

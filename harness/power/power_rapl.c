@@ -41,8 +41,7 @@ static tw_status tw_rapl_read_u64(const char *dir, const char *file, uint64_t *o
     char *ok = fgets(line, sizeof line, f);
     int e = errno;
     fclose(f);
-    if (!ok)
-        return TW_ERR(TW_ERR_IO, "%s unreadable: %s", path, e ? strerror(e) : "empty file");
+    if (!ok) return TW_ERR(TW_ERR_IO, "%s unreadable: %s", path, e ? strerror(e) : "empty file");
     char *end;
     errno = 0;
     unsigned long long v = strtoull(line, &end, 10);
@@ -161,8 +160,9 @@ tw_status tw_power_rapl_open(tw_power_src *src) {
         tw_status zs = tw_rapl_read_u64(z->dir, "max_energy_range_uj", &z->max_uj);
         if (!zs) zs = tw_rapl_read_u64(z->dir, "energy_uj", &z->last_uj);
         if (!zs && z->last_uj > z->max_uj)
-            zs = TW_ERR(TW_ERR_PARSE, "%s: energy_uj %" PRIu64 " above max_energy_range_uj %" PRIu64,
-                        z->dir, z->last_uj, z->max_uj);
+            zs =
+                TW_ERR(TW_ERR_PARSE, "%s: energy_uj %" PRIu64 " above max_energy_range_uj %" PRIu64,
+                       z->dir, z->last_uj, z->max_uj);
         if (zs) {
             if (z->measured) {
                 st = tw_error_ctx(zs, "RAPL zone %s (%s)", z->dir, z->name);
@@ -185,9 +185,9 @@ tw_status tw_power_rapl_open(tw_power_src *src) {
     src->provenance = tw_rapl_provenance;
     src->close = tw_rapl_close;
     int w = snprintf(src->method, sizeof src->method,
-             "RAPL energy_uj counters under %s, %d %s zone(s) summed, wraparound at "
-             "max_energy_range_uj; trace from energy differences",
-             r->root, nmeasured, npkg ? "package" : "top-level");
+                     "RAPL energy_uj counters under %s, %d %s zone(s) summed, wraparound at "
+                     "max_energy_range_uj; trace from energy differences",
+                     r->root, nmeasured, npkg ? "package" : "top-level");
     (void)w; /* a long root shortens the description only */
     return TW_OK;
 fail:

@@ -20,7 +20,7 @@ typedef struct {
     char name[32];
     int open;
     double t0, e0;
-    size_t i0;                       /* first trace sample of the open region */
+    size_t i0;                        /* first trace sample of the open region */
     double energy_j, seconds, peak_w; /* accumulated over closed regions */
     int regions;
 } tw_power_phase_acc;
@@ -31,7 +31,10 @@ struct tw_power_meter {
     int have_src;
     const char *source; /* "nvml", "rapl", "assumed", "none" */
     char method[1400];
-    char fallbacks[1536];
+    char label[160];      /* short: "nvml", "assumed: rated 700 W (NVIDIA H100 SXM5 80GB)" */
+    char fallbacks[1536]; /* every note below, joined with "; " */
+    char notes[3][512];   /* one per source not used, for the JSON array */
+    int nnotes;
     double assumed_w; /* per device */
     int devices, sample_ms;
 
@@ -40,7 +43,7 @@ struct tw_power_meter {
     pthread_t thread;
     int thread_running, stop;
     int nopen;
-    double t_origin; /* time of the first begin; trace times are relative to it */
+    double t_origin;       /* time of the first begin; trace times are relative to it */
     double last_t, last_e; /* previous reading, for energy-difference samples */
     int have_last;
     tw_status sample_err; /* first error the sampler thread met */
@@ -55,6 +58,7 @@ struct tw_power_meter {
 };
 
 static void tw_note(tw_power_meter *m, const char *src, const char *why) {
+    if (m->nnotes < 3) snprintf(m->notes[m->nnotes++], sizeof m->notes[0], "%s: %s", src, why);
     size_t u = strlen(m->fallbacks);
     snprintf(m->fallbacks + u, sizeof m->fallbacks - u, "%s%s: %s", u ? "; " : "", src, why);
 }
@@ -138,21 +142,26 @@ static tw_status tw_open_assumed(tw_power_meter *m, const tw_power_opts *o, cons
         snprintf(m->method, sizeof m->method,
                  "assumed: %.4g W per device given by the user (--watts), not measured",
                  o->assumed_w);
+        snprintf(m->label, sizeof m->label, "assumed: %.4g W per device given by the user",
+                 o->assumed_w);
         return TW_OK;
     }
     const char *name = o->device_name && *o->device_name ? o->device_name
-                       : gpu_name && *gpu_name          ? gpu_name
-                       : o->gpu_index < 0               ? tw_cpu_model()
-                                                        : NULL;
+                       : gpu_name && *gpu_name           ? gpu_name
+                       : o->gpu_index < 0                ? tw_cpu_model()
+                                                         : NULL;
     if (!name)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "no watts given and no device name to look up rated watts for GPU %d",
                       o->gpu_index);
     char entry[128], source[512];
     TW_TRY(tw_power_rated_w(name, &m->assumed_w, entry, sizeof entry, source, sizeof source));
-    snprintf(m->method, sizeof m->method,
-             "assumed: rated %.4g W per device for \"%s\" (devices.json entry %s; %s), not measured",
-             m->assumed_w, name, entry, source);
+    snprintf(
+        m->method, sizeof m->method,
+        "assumed: rated %.4g W per device for \"%s\" (devices.json entry %s; %s), not measured",
+        m->assumed_w, name, entry, source);
+    snprintf(m->label, sizeof m->label, "assumed: rated %.4g W of %.100s (devices.json)",
+             m->assumed_w, entry);
     return TW_OK;
 }
 
@@ -161,8 +170,8 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
     const char *want = o->source && *o->source ? o->source : "auto";
     if (strcmp(want, "auto") && strcmp(want, "nvml") && strcmp(want, "rapl") &&
         strcmp(want, "assumed") && strcmp(want, "none"))
-        return TW_ERR(TW_ERR_INVALID, "unknown power source \"%s\" (auto, nvml, rapl, assumed, none)",
-                      want);
+        return TW_ERR(TW_ERR_INVALID,
+                      "unknown power source \"%s\" (auto, nvml, rapl, assumed, none)", want);
     int sample_ms = o->sample_ms ? o->sample_ms : 50;
     if (sample_ms < 10 || sample_ms > 100)
         return TW_ERR(TW_ERR_INVALID, "power sample interval %d ms outside 10..100", sample_ms);
@@ -212,12 +221,14 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
     m->source = "none";
     snprintf(m->method, sizeof m->method, "none: no power source%s",
              is_auto ? " could be used (see fallbacks)" : " asked for");
+    snprintf(m->label, sizeof m->label, "none");
     goto done;
 measured:
     m->have_src = 1;
     m->source = m->src.name;
     m->mode = m->src.read_energy_j ? TW_MODE_COUNTER : TW_MODE_SAMPLED;
     snprintf(m->method, sizeof m->method, "%s", m->src.method);
+    snprintf(m->label, sizeof m->label, "%s", m->src.name);
 done:
     *out = m;
     return TW_OK;
@@ -260,7 +271,8 @@ tw_status tw_power_begin(tw_power_meter *m, const char *phase) {
     }
     p->i0 = m->ntrace;
     double e = 0;
-    if ((st = tw_take(m, 0, &e))) goto out;
+    /* inside another open region the energy since the last reading belongs to the trace */
+    if ((st = tw_take(m, m->nopen > 0, &e))) goto out;
     p->t0 = tw_now_s();
     p->e0 = e;
     p->open = 1;
@@ -301,8 +313,8 @@ tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *ou
         case TW_MODE_SAMPLED: /* trapezoid over the samples taken at begin, during and at end */
             energy = 0;
             for (size_t i = p->i0 + 1; i < m->ntrace; i++)
-                energy += 0.5 * (m->trace_w[i] + m->trace_w[i - 1]) *
-                          (m->trace_t[i] - m->trace_t[i - 1]);
+                energy +=
+                    0.5 * (m->trace_w[i] + m->trace_w[i - 1]) * (m->trace_t[i] - m->trace_t[i - 1]);
             break;
         case TW_MODE_ASSUMED:
             energy = m->assumed_w * m->devices * sec;
@@ -382,6 +394,9 @@ const char *tw_power_source(const tw_power_meter *m) {
 int tw_power_is_assumed(const tw_power_meter *m) {
     return m->mode == TW_MODE_ASSUMED;
 }
+const char *tw_power_label(const tw_power_meter *m) {
+    return m->label;
+}
 const char *tw_power_method(const tw_power_meter *m) {
     return m->method;
 }
@@ -420,7 +435,8 @@ static json_t *tw_region_json(const tw_power_meter *m, const tw_power_region *r,
     int tok = tokens > 0 && isfinite(tokens);
     json_object_set_new(o, "tokens", tok ? json_real(tokens) : json_null());
     json_object_set_new(o, "j_per_token", tw_num(tok ? r->energy_j / tokens : NAN));
-    json_object_set_new(o, "tokens_per_j", tw_num(tok && r->energy_j > 0 ? tokens / r->energy_j : NAN));
+    json_object_set_new(o, "tokens_per_j",
+                        tw_num(tok && r->energy_j > 0 ? tokens / r->energy_j : NAN));
     return o;
 }
 
@@ -431,9 +447,10 @@ tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *t
     json_t *o = json_object();
     json_object_set_new(o, "source", json_string(m->source));
     json_object_set_new(o, "assumed", json_boolean(m->mode == TW_MODE_ASSUMED));
+    json_object_set_new(o, "label", json_string(m->label));
     json_object_set_new(o, "method", json_string(m->method));
     json_t *fb = json_array();
-    if (m->fallbacks[0]) json_array_append_new(fb, json_string(m->fallbacks));
+    for (int i = 0; i < m->nnotes; i++) json_array_append_new(fb, json_string(m->notes[i]));
     json_object_set_new(o, "fallbacks", fb);
     json_object_set_new(o, "devices", json_integer(m->devices));
     json_object_set_new(o, "sample_interval_ms", json_integer(m->sample_ms));
@@ -468,8 +485,8 @@ tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *t
     if (tw_e2e(m, &e2e, &derived)) {
         const tw_power_phase_acc *p = tw_find_phase(m, "e2e");
         json_t *j = tw_region_json(m, &e2e, tokens ? tokens->e2e : 0, p ? p->regions : 0);
-        json_object_set_new(j, "derived", derived ? json_string("sum of the other phases' regions")
-                                                  : json_false());
+        json_object_set_new(
+            j, "derived", derived ? json_string("sum of the other phases' regions") : json_false());
         json_object_set_new(o, "e2e", j);
     } else {
         json_object_set_new(o, "e2e", json_null());

@@ -22,7 +22,7 @@ typedef struct {
 
 /* One region, or the sum of a phase's regions. Totals are over all measured devices. */
 typedef struct {
-    double energy_j;     /* NAN when the source is "none" */
+    double energy_j; /* NAN when the source is "none" */
     double seconds;
     double mean_power_w; /* energy_j / seconds */
     double peak_power_w; /* highest trace sample in the region; mean_power_w if none */
@@ -48,6 +48,9 @@ tw_status tw_power_phase(const tw_power_meter *m, const char *phase, tw_power_re
 
 const char *tw_power_source(const tw_power_meter *m); /* "nvml", "rapl", "assumed", "none" */
 int tw_power_is_assumed(const tw_power_meter *m);
+/* Short label for headlines: "nvml", "rapl", "assumed: rated 700 W of NVIDIA H100 SXM5 80GB
+ * (devices.json)", "assumed: 300 W per device given by the user", "none". */
+const char *tw_power_label(const tw_power_meter *m);
 /* How energy is obtained, e.g. "NVML total-energy counter, 2 GPUs from index 0". */
 const char *tw_power_method(const tw_power_meter *m);
 /* Why each earlier source was not used ("nvml: ...; rapl: ..."), "" when none was skipped. */

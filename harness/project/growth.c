@@ -157,11 +157,10 @@ tw_status tw_growth_at(const tw_growth_series *s, double year, double single_poi
             out->value = p[i].value;
             out->status = TW_PT_STATED;
             out->bound = p[i].bound;
-            out->annual_factor = n > 1 ? pow(p[i == n - 1 ? i : i + 1].value /
-                                                 p[i == n - 1 ? i - 1 : i].value,
-                                             1.0 / (p[i == n - 1 ? i : i + 1].year -
-                                                    p[i == n - 1 ? i - 1 : i].year))
-                                       : single_point_factor;
+            out->annual_factor =
+                n > 1 ? pow(p[i == n - 1 ? i : i + 1].value / p[i == n - 1 ? i - 1 : i].value,
+                            1.0 / (p[i == n - 1 ? i : i + 1].year - p[i == n - 1 ? i - 1 : i].year))
+                      : single_point_factor;
             return TW_OK;
         }
     }

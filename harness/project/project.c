@@ -70,11 +70,16 @@ tw_status tw_project_inputs_load(tw_project_inputs *in) {
 }
 
 static void tw_fmt_value(char *buf, size_t n, double v) {
-    if (v >= 1e12) snprintf(buf, n, "%.3g trillion", v / 1e12);
-    else if (v >= 1e9) snprintf(buf, n, "%.3g billion", v / 1e9);
-    else if (v >= 1e6) snprintf(buf, n, "%.3g million", v / 1e6);
-    else if (v >= 100) snprintf(buf, n, "%.0f", v);
-    else snprintf(buf, n, "%.3g", v);
+    if (v >= 1e12)
+        snprintf(buf, n, "%.3g trillion", v / 1e12);
+    else if (v >= 1e9)
+        snprintf(buf, n, "%.3g billion", v / 1e9);
+    else if (v >= 1e6)
+        snprintf(buf, n, "%.3g million", v / 1e6);
+    else if (v >= 100)
+        snprintf(buf, n, "%.0f", v);
+    else
+        snprintf(buf, n, "%.3g", v);
 }
 
 static tw_bound tw_bound_merge(tw_bound a, tw_bound b) {
@@ -93,6 +98,7 @@ tw_status tw_project_compute(const tw_project_inputs *in, const tw_project_devic
     const tw_assumptions *a = &in->a;
     memset(out, 0, sizeof *out);
     out->dev = *dev;
+    out->pue = a->pue.value;
     double pf = a->power_growth_from.value;
     snprintf(out->power_growth_note, sizeof out->power_growth_note,
              "inference power before %d placed at %.3fx/yr (%+.1f%%/yr) from "
@@ -112,10 +118,13 @@ tw_status tw_project_compute(const tw_project_inputs *in, const tw_project_devic
                 r->demand_tokens_per_s = g.value * 1e6 * a->fleet_tokens_per_j.value;
                 r->demand_bound = g.bound;
                 r->demand_extrapolated = g.status == TW_PT_EXTRAPOLATED;
+                char rate[96] = "";
+                if (g.status != TW_PT_STATED)
+                    snprintf(rate, sizeof rate, " at %.3fx/yr from power_growth_from=%s", pf,
+                             a->power_growth_from.text);
                 snprintf(r->basis, sizeof r->basis,
                          "inference power %s%.0f MW (%s%s) x %.3g tokens/J",
-                         tw_bound_symbol(g.bound), g.value, tw_point_status_name(g.status),
-                         g.status == TW_PT_STATED ? "" : ", rate from power_growth_from",
+                         tw_bound_symbol(g.bound), g.value, tw_point_status_name(g.status), rate,
                          a->fleet_tokens_per_j.value);
             } else if (s == TW_SCEN_REVENUE) {
                 TW_TRY(tw_growth_at(&in->revenue, y, 0, &g));
@@ -240,10 +249,10 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
     json_object_set_new(root, "device", dev);
     const tw_assumptions *a = &in->a;
     json_t *as = json_object();
-    const tw_assumption *list[] = {&a->fleet_tokens_per_j, &a->inference_share,
+    const tw_assumption *list[] = {&a->fleet_tokens_per_j,  &a->inference_share,
                                    &a->price_usd_per_token, &a->pue,
-                                   &a->lifetime_years,     &a->ref_tokens_per_s,
-                                   &a->utilisation,        &a->power_growth_from};
+                                   &a->lifetime_years,      &a->ref_tokens_per_s,
+                                   &a->utilisation,         &a->power_growth_from};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++)
         json_object_set_new(as, list[i]->name, tw_assumption_json(list[i]));
     json_object_set_new(root, "assumptions", as);
@@ -287,7 +296,8 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
     return TW_OK;
 }
 
-/* ---- SVG --------------------------------------------------------------------------------------- */
+/* ---- SVG ---------------------------------------------------------------------------------------
+ */
 
 typedef struct {
     char *buf;
@@ -322,8 +332,21 @@ static void tw_sb_printf(tw_sbuf *b, const char *fmt, ...) {
     }
 }
 
+/* The source label can come from a result file: keep it from breaking the XML. */
+static void tw_xml_text(char *dst, size_t n, const char *src) {
+    size_t j = 0;
+    for (; *src && j + 1 < n; src++) {
+        char c = *src;
+        if (c == '<' || c == '>' || c == '&' || c == '"') c = '_';
+        dst[j++] = c;
+    }
+    dst[j] = '\0';
+}
+
 tw_status tw_project_svg(const tw_projection *p, char **out) {
-    const double W = 760, H = 440, L = 80, R = 200, T = 50, B = 60;
+    char source[64];
+    tw_xml_text(source, sizeof source, p->dev.source);
+    const double W = 820, H = 470, L = 90, R = 230, T = 56, B = 76;
     const char *colour[TW_SCEN_COUNT] = {"#d62728", "#1f77b4", "#2ca02c"};
     double lo = INFINITY, hi = -INFINITY;
     for (int k = 0; k < TW_PROJECT_NYEARS; k++) {
@@ -347,10 +370,12 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                  "font-family=\"sans-serif\" font-size=\"12\">\n"
                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                 "<text x=\"%.0f\" y=\"20\" font-size=\"14\">Facility MW to serve projected token "
-                 "demand at %.4g tokens/s and %.4g W per device (%s%s)</text>\n",
-                 W, H, L, p->dev.tokens_per_s, p->dev.watts,
-                 p->dev.assumed ? "ASSUMED watts: " : "measured by ", p->dev.source);
+                 "<text x=\"%.0f\" y=\"20\" font-size=\"14\">Facility MW to serve projected "
+                 "token demand, by scenario (PUE %.2f)</text>\n"
+                 "<text x=\"%.0f\" y=\"38\" font-size=\"11\">at %.4g tokens/s and %.4g W per "
+                 "device (%s%.60s)</text>\n",
+                 W, H, L, p->pue, L, p->dev.tokens_per_s, p->dev.watts,
+                 p->dev.assumed ? "ASSUMED watts: " : "measured by ", source);
     for (double d = d0; d <= d1; d++) {
         double y = TW_Y(pow(10, d));
         tw_sb_printf(&b,
@@ -393,8 +418,9 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
     }
     tw_sb_printf(&b,
                  "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">log scale; hollow markers: "
-                 "extrapolated beyond the document's stated points; %s</text>\n</svg>\n",
-                 L, H - 12, p->power_growth_note);
+                 "extrapolated beyond the document's stated points</text>\n"
+                 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%s</text>\n</svg>\n",
+                 L, H - 30, L, H - 14, p->power_growth_note);
 #undef TW_X
 #undef TW_Y
     if (b.oom) {
@@ -405,7 +431,8 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
     return TW_OK;
 }
 
-/* ---- result files ------------------------------------------------------------------------------ */
+/* ---- result files ------------------------------------------------------------------------------
+ */
 
 static int tw_get_number(json_t *root, const char *a, const char *b, const char *c, double *out) {
     json_t *v = json_object_get(root, a);

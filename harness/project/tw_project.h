@@ -68,23 +68,23 @@ tw_status tw_growth_at(const tw_growth_series *s, double year, double single_poi
 /* Annual growth factor of the segment between the first and last stated points. */
 tw_status tw_growth_overall_factor(const tw_growth_series *s, double *out);
 
-const char *tw_bound_symbol(tw_bound b);        /* "", "≥", "≈", "≲" */
+const char *tw_bound_symbol(tw_bound b);              /* "", "≥", "≈", "≲" */
 const char *tw_point_status_name(tw_point_status st); /* stated, interpolated, extrapolated */
 
 /* ---- assumptions ----------------------------------------------------------------------------- */
 
 typedef struct {
     char name[48];
-    double value;          /* numeric value (for power_growth_from: the resolved factor) */
-    char text[48];         /* the value as text where it is not a number (power_growth_from) */
+    double value;  /* numeric value (for power_growth_from: the resolved factor) */
+    char text[48]; /* the value as text where it is not a number (power_growth_from) */
     char unit[48];
     char source[512];
-    int overridden;        /* set from the command line */
+    int overridden; /* set from the command line */
 } tw_assumption;
 
 typedef struct {
-    tw_assumption fleet_tokens_per_j, inference_share, price_usd_per_token, pue,
-        lifetime_years, ref_tokens_per_s, utilisation, power_growth_from;
+    tw_assumption fleet_tokens_per_j, inference_share, price_usd_per_token, pue, lifetime_years,
+        ref_tokens_per_s, utilisation, power_growth_from;
 } tw_assumptions;
 
 /* Loads configs/assumptions.json (path NULL) or the given file; every entry must be present
@@ -109,19 +109,19 @@ typedef struct {
     tw_scenario scenario;
     double demand_tokens_per_s; /* D(y) */
     tw_bound demand_bound;
-    int demand_extrapolated;    /* any growth value behind D(y) was extrapolated */
-    char basis[256];            /* the series values behind D(y), with their status */
-    double devices;             /* N = D / T */
-    double it_mw;               /* N x W / 1e6 */
-    double facility_mw;         /* it_mw x PUE */
-    double dc_additions_mw;     /* Figure 7 for that year */
+    int demand_extrapolated; /* any growth value behind D(y) was extrapolated */
+    char basis[256];         /* the series values behind D(y), with their status */
+    double devices;          /* N = D / T */
+    double it_mw;            /* N x W / 1e6 */
+    double facility_mw;      /* it_mw x PUE */
+    double dc_additions_mw;  /* Figure 7 for that year */
     tw_point_status dc_status;
     tw_bound dc_bound;
     double share_of_additions; /* facility_mw / dc_additions_mw */
 } tw_project_row;
 
-#define TW_PROJECT_YEAR0 2025
-#define TW_PROJECT_YEAR1 2030
+#define TW_PROJECT_YEAR0  2025
+#define TW_PROJECT_YEAR1  2030
 #define TW_PROJECT_NYEARS (TW_PROJECT_YEAR1 - TW_PROJECT_YEAR0 + 1)
 
 typedef struct {
@@ -132,6 +132,7 @@ typedef struct {
 typedef struct {
     tw_project_device dev;
     char power_growth_note[160]; /* how the single-point power series was placed */
+    double pue;                  /* as used */
     tw_project_row rows[TW_SCEN_COUNT][TW_PROJECT_NYEARS];
 } tw_projection;
 
