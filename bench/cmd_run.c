@@ -430,7 +430,7 @@ int tw_cmd_run(int argc, char **argv) {
     if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
         isfinite(s_e2e.median)) {
         char label[160];
-        snprintf(label, sizeof label, "%s", tw_power_source(pm));
+        snprintf(label, sizeof label, "%s", tw_power_label(pm));
         if (tw_project_headline(s_e2e.median, w_dev, label, tw_power_is_assumed(pm), headline,
                                 sizeof headline) != TW_OK)
             snprintf(headline, sizeof headline, "projection unavailable: %s", tw_last_error());
