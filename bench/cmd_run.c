@@ -13,6 +13,7 @@
 #include "tw_backend.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
+#include "tw_comm.h"
 #include "tw_engine.h"
 #include "tw_machine.h"
 #include "tw_model.h"
@@ -29,7 +30,8 @@ static const char *tw_run_usage =
     "[--seed S]\n"
     "            [--out DIR|FILE.json] [--format md|json|csv] [--dump-logits FILE.npy]\n"
     "            [--power auto|nvml|rapl|assumed|none] [--watts W] [--sample-ms MS]\n"
-    "            [--membw-gbps X] [--peak-gflops X] [--device N]";
+    "            [--membw-gbps X] [--peak-gflops X] [--device N]\n"
+    "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
 
 static volatile sig_atomic_t tw_run_interrupted = 0;
 
@@ -39,7 +41,9 @@ static void tw_run_on_sigint(int sig) {
 }
 
 typedef struct {
-    const char *model, *backend, *out, *dump, *power;
+    const char *model, *backend, *out, *dump, *power, *comm;
+    int tp;
+    double comm_timeout_s;
     double watts;
     int sample_ms;
     tw_dtype w_dtype, kv_dtype;
@@ -77,6 +81,9 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_str(a, "--dump-logits", NULL, &o->dump));
     TW_TRY(tw_args_double(a, "--membw-gbps", 0, 0, 1e6, &o->membw_gbps));
     TW_TRY(tw_args_double(a, "--peak-gflops", 0, 0, 1e9, &o->peak_gflops));
+    TW_TRY(tw_args_int(a, "--tp", 1, 1, 4096, &o->tp));
+    TW_TRY(tw_args_str(a, "--comm", "auto", &o->comm));
+    TW_TRY(tw_args_double(a, "--comm-timeout", 60, 0.1, 86400, &o->comm_timeout_s));
     TW_TRY(tw_args_str(a, "--power", "auto", &o->power));
     TW_TRY(tw_args_double(a, "--watts", 0, 0, 1e7, &o->watts));
     TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->sample_ms));
@@ -178,6 +185,7 @@ int tw_cmd_run(int argc, char **argv) {
     tw_engine *e = NULL;
     tw_npy_writer *dump = NULL;
     tw_power_meter *pm = NULL;
+    tw_comm *comm = NULL;
     int *prompt = NULL, *cur = NULL, *next = NULL, *gen_tokens = NULL, *check_tokens = NULL;
     tw_rep *reps = NULL;
     json_t *root = NULL;
@@ -186,7 +194,37 @@ int tw_cmd_run(int argc, char **argv) {
     char interrupted_at[256] = "";
 
     if ((st = tw_model_load(o.model, &cfg)) != TW_OK) goto fail;
-    if ((st = tw_backend_create(o.backend, o.threads, o.device, &be)) != TW_OK) goto fail;
+    /* ranks: a communicator whenever more than one rank runs (or is asked for) */
+    int rank = 0, nranks = 1;
+    if (o.tp > 1 || tw_comm_under_launcher()) {
+        stage = "communicator";
+        if ((st = tw_comm_create(o.comm, o.backend, o.comm_timeout_s, &comm)) != TW_OK) goto fail;
+        rank = tw_comm_rank(comm);
+        nranks = tw_comm_size(comm);
+        if (nranks != o.tp) {
+            st = TW_ERR(TW_ERR_INVALID,
+                        "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
+                        "tokwatt run --tp %d",
+                        nranks, o.tp, o.tp, o.tp);
+            goto fail;
+        }
+        if (rank != 0) tw_log_quiet(1);
+        /* every rank must run the same scenario (the binary is checked on creation) */
+        char canon[2048];
+        snprintf(canon, sizeof canon,
+                 "model=%s|backend=%s|dtype=%d|kv=%d|batch=%d|prompt=%d|gen=%d|warmup=%d|reps=%d|"
+                 "seed=%ld|tp=%d|power=%s|watts=%g",
+                 cfg.json, o.backend, (int)o.w_dtype, (int)o.kv_dtype, o.batch, o.prompt, o.gen,
+                 o.warmup, o.reps, o.seed, o.tp, o.power, o.watts);
+        if ((st = tw_comm_check_consistency(comm, canon, strlen(canon), "the run configuration")) !=
+            TW_OK)
+            goto fail;
+        tw_log("tensor parallel over %d ranks, communicator %s", nranks, tw_comm_kind(comm));
+    }
+    int device = comm && tw_comm_device(comm) >= 0 ? tw_comm_device(comm) : o.device;
+    if ((st = tw_backend_create(o.backend, o.threads, device, &be)) != TW_OK) goto fail;
+    if (comm && be->ops->native_stream)
+        if ((st = tw_comm_set_stream(comm, be->ops->native_stream(be))) != TW_OK) goto fail;
     tw_engine_opts eo = {.cfg = &cfg,
                          .be = be,
                          .w_dtype = o.w_dtype,
@@ -195,8 +233,9 @@ int tw_cmd_run(int argc, char **argv) {
                          .max_seq = o.prompt + o.gen,
                          .max_prefill = o.prompt,
                          .seed = (uint64_t)o.seed,
-                         .tp_rank = 0,
-                         .tp_size = 1};
+                         .comm = comm,
+                         .tp_rank = rank,
+                         .tp_size = nranks};
     tw_mem_plan plan;
     if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
     tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s), KV cache %.2f GiB (%s), "
@@ -263,6 +302,7 @@ int tw_cmd_run(int argc, char **argv) {
             break;
     }
     int reps_done = 0;
+    double comm_s0 = e ? tw_engine_comm_seconds(e) : 0;
     stage = "measured repetitions";
     for (int r = 0; r < o.reps && st == TW_OK && !tw_run_interrupted; r++) {
         if (show_progress) fprintf(stderr, "\r# repetition %d/%d   ", r + 1, o.reps);
@@ -306,6 +346,7 @@ int tw_cmd_run(int argc, char **argv) {
     }
 
     /* ---- metrics ------------------------------------------------------------------------ */
+    double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
     double end_unix = tw_unix_now_s();
     int nrep = 0;
     for (int r = 0; r < o.reps; r++) nrep += reps[r].complete;
@@ -357,8 +398,8 @@ int tw_cmd_run(int argc, char **argv) {
     json_object_set_new(scen, "warmup", json_integer(o.warmup));
     json_object_set_new(scen, "reps", json_integer(o.reps));
     json_object_set_new(scen, "seed", json_integer(o.seed));
-    json_object_set_new(scen, "tp", json_integer(1));
-    json_object_set_new(scen, "devices", json_integer(1));
+    json_object_set_new(scen, "tp", json_integer(nranks));
+    json_object_set_new(scen, "devices", json_integer(nranks));
     json_object_set_new(root, "scenario", scen);
     json_error_t jerr;
     json_t *mj = json_loads(cfg.json, 0, &jerr);
@@ -424,6 +465,58 @@ int tw_cmd_run(int argc, char **argv) {
     json_t *energy = NULL;
     if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) goto fail;
     json_object_set_new(root, "energy", energy);
+    /* per-rank figures, the collective share and the fabric (tensor parallel runs) */
+    double measured_s = 0;
+    for (int r = 0; r < o.reps; r++)
+        if (reps[r].complete) measured_s += reps[r].ttft_s + reps[r].decode_s;
+    double comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
+    json_object_set_new(m, "collective_share", comm ? tw_jnum(comm_share) : json_real(0.0));
+    if (comm) {
+        double mine[5] = {s_ttft.median, s_step.p50, s_dec.median, comm_share, NAN};
+        double w_rank = 0;
+        if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
+        const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
+                                "mean_power_w"};
+        double *all = calloc((size_t)nranks * 5, sizeof(double));
+        if (!all) {
+            st = TW_ERR(TW_ERR_NOMEM, "per-rank figures");
+            goto fail;
+        }
+        for (int k = 0; k < 5 && st == TW_OK; k++)
+            st = tw_comm_allgather_f64(comm, mine[k], all + (size_t)k * nranks);
+        tw_comm_hosts hosts;
+        memset(&hosts, 0, sizeof hosts);
+        if (st == TW_OK) st = tw_comm_gather_hosts(comm, &hosts);
+        if (st != TW_OK) {
+            free(all);
+            goto fail;
+        }
+        json_t *rj = json_array();
+        for (int r = 0; r < nranks; r++) {
+            json_t *x = json_object();
+            json_object_set_new(x, "rank", json_integer(r));
+            json_object_set_new(x, "host", json_string(hosts.host[r]));
+            for (int k = 0; k < 5; k++)
+                json_object_set_new(x, names[k], tw_jnum(all[(size_t)k * nranks + r]));
+            json_array_append_new(rj, x);
+        }
+        json_object_set_new(root, "ranks", rj);
+        json_t *cj = json_object();
+        json_object_set_new(cj, "kind", json_string(tw_comm_kind(comm)));
+        json_object_set_new(cj, "ranks", json_integer(nranks));
+        json_object_set_new(cj, "hosts", json_integer(hosts.n_hosts));
+        json_object_set_new(cj, "max_ranks_per_host", json_integer(hosts.max_per_host));
+        json_object_set_new(cj, "devices_per_rank", json_integer(1));
+        json_object_set_new(cj, "timeout_s", json_real(o.comm_timeout_s));
+        json_object_set_new(root, "comm", cj);
+        tw_comm_free_hosts(&hosts);
+        free(all);
+    }
+    if (rank != 0) {
+        rc = TW_EXIT_OK;
+        goto done;
+    }
+
     /* the projection's headline: e2e output tokens/s and mean watts, per device */
     char headline[1024] = "";
     double w_dev = 0;
@@ -491,6 +584,9 @@ int tw_cmd_run(int argc, char **argv) {
             else
                 printf("energy: not measured (power source %s)\n", tw_power_source(pm));
             printf("%s\n", headline);
+            if (comm)
+                printf("tensor parallel: %d ranks over %s, collectives %.1f%% of measured time\n",
+                       nranks, tw_comm_kind(comm), 100 * comm_share);
             if (interrupted_at[0]) printf("INCOMPLETE: %s\n", interrupted_at);
         }
     }
@@ -498,6 +594,11 @@ int tw_cmd_run(int argc, char **argv) {
     rc = interrupted_at[0] ? TW_EXIT_FAIL : TW_EXIT_OK;
     goto done;
 fail:
+    if (comm) {
+        /* one rank's failure ends the whole job now, rather than at the peers' timeout */
+        fprintf(stderr, "tokwatt run: rank %d: error: %s\n", tw_comm_rank(comm), tw_last_error());
+        tw_comm_abort(comm, TW_EXIT_FAIL);
+    }
     fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
     if (st == TW_ERR_INVALID) rc = TW_EXIT_USAGE;
 done:
@@ -510,6 +611,7 @@ done:
     free(prompt), free(cur), free(next), free(gen_tokens), free(check_tokens);
     tw_engine_destroy(e);
     tw_backend_destroy(be);
+    tw_comm_destroy(comm);
     tw_model_free(&cfg);
     return rc;
 }

@@ -276,6 +276,22 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if ((st = tw_engine_alloc(e, bufs[i].n * sizeof(float), (void **)bufs[i].p)) != TW_OK)
             goto fail;
+    /* The LM head writes vocab columns of rows vocab_pad apart; the padding columns hold -inf
+     * for good, so the argmax can scan whole padded rows. */
+    if (s->vocab < s->vocab_pad) {
+        size_t npad = (size_t)(s->vocab_pad - s->vocab);
+        float *ninf = malloc(npad * sizeof(float));
+        if (!ninf) {
+            st = TW_ERR(TW_ERR_NOMEM, "engine: logits padding");
+            goto fail;
+        }
+        for (size_t i = 0; i < npad; i++) ninf[i] = -INFINITY;
+        for (int b = 0; b < o->max_batch && st == TW_OK; b++)
+            st = e->be->ops->upload(e->be, e->logits + (size_t)b * s->vocab_pad + s->vocab, ninf,
+                                    npad * sizeof(float));
+        free(ninf);
+        if (st != TW_OK) goto fail;
+    }
     if ((st = tw_engine_weights(e)) != TW_OK) goto fail;
     if ((st = e->be->ops->sync(e->be)) != TW_OK) goto fail;
     *out = e;
@@ -505,7 +521,7 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
                        .ldy = s->vocab_pad};
     TW_TRY(ops->gemm(be, &gl));
     float *val = e->scratch_f;
-    TW_TRY(ops->argmax(be, batch, s->vocab, e->logits, idx, val));
+    TW_TRY(ops->argmax(be, batch, s->vocab_pad, e->logits, idx, val));
     if (e->capture && e->o.tp_size <= 1) {
         for (int b = 0; b < batch; b++)
             TW_TRY(ops->download(be, e->host_logits + (size_t)b * c->vocab,
