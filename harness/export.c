@@ -20,7 +20,7 @@
 
 /* Elements per row block: 4M (16 MB in fp32) bounds memory for any model size while keeping
  * tw_weight_fill's OpenMP loop and the file writes in large pieces. */
-#define TW_EXPORT_BLOCK_ELEMS ((size_t)4 << 20)
+size_t tw_export_block_elems = (size_t)4 << 20;
 
 static void tw_export_add(const tw_model_config *c, tw_weight_kind k, int layer,
                           tw_export_entry *out, int *n) {
@@ -119,19 +119,18 @@ static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_s
     if ((st = tw_st_writer_open(path, decl, n, meta, 6, &w)) != TW_OK) goto done;
 
     size_t esize = tw_st_dtype_size(dtype);
-    size_t block_rows_cap = TW_EXPORT_BLOCK_ELEMS / max_cols;
-    if (block_rows_cap < 1) block_rows_cap = 1;
-    buf = malloc(block_rows_cap * max_cols * esize); /* [block_rows, cols] */
+    /* a block holds floor(block / cols) >= 1 whole rows: at most max(block, widest row) */
+    size_t buf_elems = tw_export_block_elems > max_cols ? tw_export_block_elems : max_cols;
+    buf = malloc(buf_elems * esize); /* [rows in block, cols] */
     if (!buf) {
-        st = TW_ERR(TW_ERR_NOMEM, "export row block of %zu bytes",
-                    block_rows_cap * max_cols * esize);
+        st = TW_ERR(TW_ERR_NOMEM, "export row block of %zu bytes", buf_elems * esize);
         goto done;
     }
     uint64_t total = 0, done_bytes = 0, elems = 0;
     for (int i = 0; i < n; i++) total += (uint64_t)list[i].rows * (uint64_t)list[i].cols * esize;
     for (int i = 0; i < n; i++) {
         const tw_export_entry *e = &list[i];
-        int rows_per_block = (int)(TW_EXPORT_BLOCK_ELEMS / (size_t)e->cols);
+        int rows_per_block = (int)(tw_export_block_elems / (size_t)e->cols);
         if (rows_per_block < 1) rows_per_block = 1;
         for (int r0 = 0; r0 < e->rows; r0 += rows_per_block) {
             int nr = e->rows - r0 < rows_per_block ? e->rows - r0 : rows_per_block;
