@@ -285,14 +285,11 @@ float tw_weight_scale(const tw_model_config *c, tw_weight_kind k) {
     /* uniform in [-a, a) has variance a^2 / 3 */
     switch (k) {
     case TW_W_EMBED:
-        return sqrtf(3.0f);
+        return 0.02f * sqrtf(3.0f); /* std 0.02, as in trained Llama checkpoints */
     case TW_W_ATTN_NORM:
     case TW_W_FFN_NORM:
     case TW_W_FINAL_NORM:
         return 0.1f; /* around 1: see tw_weight_value */
-    case TW_W_O:
-    case TW_W_DOWN:
-        return sqrtf(3.0f / (float)cols) / sqrtf(2.0f * (float)c->n_layers);
     default:
         return sqrtf(3.0f / (float)cols);
     }

@@ -6,9 +6,10 @@
  * parallel shard is exactly a slice of the TP=1 tensor. The generator is counter-based:
  *   u = splitmix64(splitmix64(seed ^ (kind << 56) ^ (layer << 40)) + row * cols + col)
  *   value = scale(kind) * (2 * (u >> 40) / 2^24 - 1)            (uniform in [-scale, scale))
- * Scales keep activations O(1) through every layer (doc/MODEL.md): linear layers 1/sqrt(in)
- * variance, output projections (o_proj, down_proj) further divided by sqrt(2 * layers) so the
- * residual stream does not grow with depth, norms 1 +- 0.1, embedding unit variance. */
+ * Scales (doc/MODEL.md): linear layers variance 1/in (each block's output is O(1)), norms
+ * 1 +- 0.1, embedding std 0.02 as in trained Llama checkpoints. The residual stream then grows
+ * like sqrt(2 * layer), as in real pre-norm models, and stays finite through 126 layers; the
+ * small embedding keeps a tied LM head from echoing the input token. */
 #ifndef TW_MODEL_H
 #define TW_MODEL_H
 
