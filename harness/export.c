@@ -82,11 +82,12 @@ static tw_status tw_export_write_json(const char *path, json_t *root) {
     return st;
 }
 
+/* The formula is defined (and documented) once, in harness/tw_model.h; the per-kind scales are
+ * recorded as numbers in tokwatt-export.json so the description cannot go stale. */
 static const char *tw_export_generator =
     "tokwatt counter-based synthetic weights: u = splitmix64(splitmix64(seed ^ (kind << 56) ^ "
-    "(layer << 40)) + row * cols + col); value = scale(kind) * (2 * (u >> 40) / 2^24 - 1), norms "
-    "1 + 0.1 * that; scales: embedding sqrt(3), linear sqrt(3 / in), o_proj and down_proj further "
-    "/ sqrt(2 * layers) (harness/model.c tw_weight_value)";
+    "(layer << 40)) + row * cols + col); value = scale(kind) * (2 * (u >> 40) / 2^24 - 1), norm "
+    "weights 1 + scale * (...); see harness/tw_model.h tw_weight_value";
 
 static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_st_dtype dtype,
                                    const tw_export_entry *list, int n, const char *path,
@@ -213,6 +214,15 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
         st = TW_ERR(TW_ERR_NOMEM, "building tokwatt-export.json");
         goto done;
     }
+    /* scale(kind) of every tensor kind, by a representative Hugging Face name */
+    json_t *scales = json_object();
+    for (int k = 0; k < TW_W_KINDS; k++) {
+        if (k == TW_W_LM_HEAD && c->tie_embeddings) continue;
+        char nm[96];
+        tw_weight_hf_name((tw_weight_kind)k, 0, nm, sizeof nm);
+        json_object_set_new(scales, nm, json_real(tw_weight_scale(c, (tw_weight_kind)k)));
+    }
+    json_object_set_new(info, "generator_scales", scales);
     snprintf(path, sizeof path, "%s/tokwatt-export.json", dir);
     st = tw_export_write_json(path, info);
 done:

@@ -252,10 +252,13 @@ Test(ref_model, hidden_norms_stay_order_one) {
         double rms[64];
         for (int i = 0; i < 64; i++) rms[i] = NAN;
         tw_ref_hidden_norms(m, tok, N, rms);
-        /* embeddings are uniform in [-sqrt 3, sqrt 3): unit variance */
-        cr_assert(fabs(rms[0] - 1.0) < 0.1, "%s: embedding rms %.4f", models[mi], rms[0]);
+        /* embeddings are uniform in [-a, a): RMS a / sqrt(3) */
+        double want0 = tw_weight_scale(&c, TW_W_EMBED) / sqrt(3.0);
+        cr_assert(fabs(rms[0] - want0) < 0.1 * want0, "%s: embedding rms %.4f, want %.4f",
+                  models[mi], rms[0], want0);
+        /* each pre-norm block adds an O(1) update: the stream stays O(1) over a few layers */
         for (int l = 1; l <= c.n_layers; l++)
-            cr_assert(rms[l] > 0.5 && rms[l] < 2.0, "%s: rms after layer %d = %.4f", models[mi],
+            cr_assert(rms[l] > 0.2 && rms[l] < 5.0, "%s: rms after layer %d = %.4f", models[mi],
                       l - 1, rms[l]);
         cr_assert(isnan(rms[c.n_layers + 1]), "wrote past n_layers + 1 values");
         tw_ref_destroy(m);
@@ -263,12 +266,13 @@ Test(ref_model, hidden_norms_stay_order_one) {
     }
 }
 
-/* Golden logits from Hugging Face transformers 5.2x LlamaForCausalLM (eager attention, weights
- * and compute in float64), loaded from `tokwatt export` folders of these models (seed 7),
- * prompt tw_prompt_tokens(seed 11). They pin the reference to the Hugging Face definition of
- * Llama (rotate-half RoPE, llama3 scaling, GQA head mapping, tied head). transformers computes
- * inv_freq in float32, hence the 1e-5 tolerance. If the synthetic weight generator
- * (harness/model.c) changes, regenerate: export, then run the model in transformers. */
+/* Golden logits from Hugging Face transformers 5.24 LlamaForCausalLM (eager attention, weights
+ * and compute in float64, but transformers' RMSNorm computes in float32), loaded from `tokwatt
+ * export` folders of these models (seed 7), prompt tw_prompt_tokens(seed 11). They pin the
+ * reference to the Hugging Face definition of Llama (rotate-half RoPE, llama3 scaling, GQA head
+ * mapping, tied head). transformers computes inv_freq and RMSNorm in float32, hence the 1e-5
+ * tolerance (observed: ~3e-7 relative). If the synthetic weight generator (harness/model.c)
+ * changes, regenerate: export, then run the model in transformers. */
 typedef struct {
     const char *model;
     int bf16, n;
@@ -282,18 +286,18 @@ Test(ref_model, matches_huggingface_transformers_golden) {
          0,
          70,
          {0, 69},
-         {{-0.60911774667568175, -0.94825385795030981, 0.0040124146983607145, 0.30101195963122535,
-           -0.57869021128922371},
-          {1.4884652437610524, -2.1256873008591626, 0.17587908382177878, -1.222019331627004,
-           -0.45599285972351289}}},
+         {{-1.2693778617948743, 1.1917982156495865, -0.40255803079897556, 0.012853948194893109,
+           0.6666646207556356},
+          {-0.30338279035195087, -0.96283940581723626, -1.0573405053834253, 0.74442176081207001,
+           -2.4523933328231831}}},
         {"tiny-tied",
          1,
          33,
          {0, 32},
-         {{3.0614259298048996, 11.973870529504211, 7.1342410128322058, -2.9424023566443864,
-           -8.5189737645453221},
-          {-1.0359191094844391, -8.2461589949382414, 0.63223617674901789, 13.438834495481956,
-           1.5932942155400269}}},
+         {{0.038055435629305023, 0.26512363698534624, 0.026635016129509026, 0.28574227337964109,
+           -0.18265382614508052},
+          {0.15891496413107475, -0.18736306830479421, -0.064591236379703876, -0.18733306869758515,
+           -0.00068251231227689502}}},
     };
     const int ids[5] = {0, 1, 2, 100, 299};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
