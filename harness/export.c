@@ -20,7 +20,7 @@
 
 /* Elements per row block: 4M (16 MB in fp32) bounds memory for any model size while keeping
  * tw_weight_fill's OpenMP loop and the file writes in large pieces. */
-#define TW_EXPORT_BLOCK_ELEMS ((size_t)4 << 20)
+size_t tw_export_block_elems = (size_t)4 << 20;
 
 static void tw_export_add(const tw_model_config *c, tw_weight_kind k, int layer,
                           tw_export_entry *out, int *n) {
@@ -82,11 +82,12 @@ static tw_status tw_export_write_json(const char *path, json_t *root) {
     return st;
 }
 
+/* The formula is defined (and documented) once, in harness/tw_model.h; the per-kind scales are
+ * recorded as numbers in tokwatt-export.json so the description cannot go stale. */
 static const char *tw_export_generator =
     "tokwatt counter-based synthetic weights: u = splitmix64(splitmix64(seed ^ (kind << 56) ^ "
-    "(layer << 40)) + row * cols + col); value = scale(kind) * (2 * (u >> 40) / 2^24 - 1), norms "
-    "1 + 0.1 * that; scales: embedding sqrt(3), linear sqrt(3 / in), o_proj and down_proj further "
-    "/ sqrt(2 * layers) (harness/model.c tw_weight_value)";
+    "(layer << 40)) + row * cols + col); value = scale(kind) * (2 * (u >> 40) / 2^24 - 1), norm "
+    "weights 1 + scale * (...); see harness/tw_model.h tw_weight_value";
 
 static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_st_dtype dtype,
                                    const tw_export_entry *list, int n, const char *path,
@@ -119,19 +120,18 @@ static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_s
     if ((st = tw_st_writer_open(path, decl, n, meta, 6, &w)) != TW_OK) goto done;
 
     size_t esize = tw_st_dtype_size(dtype);
-    size_t block_rows_cap = TW_EXPORT_BLOCK_ELEMS / max_cols;
-    if (block_rows_cap < 1) block_rows_cap = 1;
-    buf = malloc(block_rows_cap * max_cols * esize); /* [block_rows, cols] */
+    /* a block holds floor(block / cols) >= 1 whole rows: at most max(block, widest row) */
+    size_t buf_elems = tw_export_block_elems > max_cols ? tw_export_block_elems : max_cols;
+    buf = malloc(buf_elems * esize); /* [rows in block, cols] */
     if (!buf) {
-        st = TW_ERR(TW_ERR_NOMEM, "export row block of %zu bytes",
-                    block_rows_cap * max_cols * esize);
+        st = TW_ERR(TW_ERR_NOMEM, "export row block of %zu bytes", buf_elems * esize);
         goto done;
     }
     uint64_t total = 0, done_bytes = 0, elems = 0;
     for (int i = 0; i < n; i++) total += (uint64_t)list[i].rows * (uint64_t)list[i].cols * esize;
     for (int i = 0; i < n; i++) {
         const tw_export_entry *e = &list[i];
-        int rows_per_block = (int)(TW_EXPORT_BLOCK_ELEMS / (size_t)e->cols);
+        int rows_per_block = (int)(tw_export_block_elems / (size_t)e->cols);
         if (rows_per_block < 1) rows_per_block = 1;
         for (int r0 = 0; r0 < e->rows; r0 += rows_per_block) {
             int nr = e->rows - r0 < rows_per_block ? e->rows - r0 : rows_per_block;
@@ -214,6 +214,15 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
         st = TW_ERR(TW_ERR_NOMEM, "building tokwatt-export.json");
         goto done;
     }
+    /* scale(kind) of every tensor kind, by a representative Hugging Face name */
+    json_t *scales = json_object();
+    for (int k = 0; k < TW_W_KINDS; k++) {
+        if (k == TW_W_LM_HEAD && c->tie_embeddings) continue;
+        char nm[96];
+        tw_weight_hf_name((tw_weight_kind)k, 0, nm, sizeof nm);
+        json_object_set_new(scales, nm, json_real(tw_weight_scale(c, (tw_weight_kind)k)));
+    }
+    json_object_set_new(info, "generator_scales", scales);
     snprintf(path, sizeof path, "%s/tokwatt-export.json", dir);
     st = tw_export_write_json(path, info);
 done:

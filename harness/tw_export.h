@@ -4,6 +4,7 @@
 #ifndef TW_EXPORT_H
 #define TW_EXPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tw_model.h"
@@ -33,6 +34,10 @@ typedef struct {
 
 /* Progress callback: bytes of tensor data written so far, of total. */
 typedef void (*tw_export_progress_fn)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
+
+/* Row-block size in elements (default 4M): at most max(this, one row) elements are held at a
+ * time. Tests lower it so that tensors span several blocks. */
+extern size_t tw_export_block_elems;
 
 /* dtype: TW_ST_BF16 (tw_weight_fill_bf16 values) or TW_ST_F32 (tw_weight_fill values).
  * Refuses (TW_ERR_IO, before writing anything) when the disk holding dir lacks the room.
