@@ -12,7 +12,7 @@
 #include "kernels/cpu/tw_cpu.h"
 #include "tw_test_util.h"
 
-#define TOL 1e-5
+#define TOL       1e-5
 #define GUARD     16
 #define GUARD_VAL 1234.5f
 
