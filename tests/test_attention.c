@@ -35,8 +35,7 @@ static void guarded_check_free(float *p, size_t n, const char *what) {
     free(p - GUARD);
 }
 
-/* ---- a random KV cache ------------------------------------------------------------------------
- */
+/* ---- a random KV cache ----------------------------------------------------------------------- */
 typedef struct {
     int batch, n_kv_heads, max_seq, head_dim;
     int bf16;
@@ -131,8 +130,7 @@ static int simd_levels(tw_simd *lv) {
     return n;
 }
 
-/* ---- prefill ------------------------------------------------------------------------------------
- */
+/* ---- prefill --------------------------------------------------------------------------------- */
 static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, const int *start,
                         int bf16, float qscale, int threads, uint64_t seed) {
     tw_test_rng r;
@@ -223,8 +221,7 @@ Test(attention, prefill_peaky_scores) {
     run_prefill(2, 129, 6, 2, 64, 140, start, 0, 40.0f, 0, 61);
 }
 
-/* ---- decode ------------------------------------------------------------------------------------
- */
+/* ---- decode ---------------------------------------------------------------------------------- */
 static void run_decode(int batch, int h, int g, int d, int max_seq, const int *lens, int bf16,
                        float qscale, int threads, uint64_t seed) {
     tw_test_rng r;

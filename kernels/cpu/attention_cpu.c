@@ -196,8 +196,7 @@ static size_t kv_elem_size(tw_dtype dt) {
     return dt == TW_BF16 ? sizeof(tw_bf16) : sizeof(float);
 }
 
-/* ---- prefill ----------------------------------------------------------------------------------
- */
+/* ---- prefill --------------------------------------------------------------------------------- */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_prefill: NULL arguments");
     TW_TRY(attn_check_heads("attn_prefill", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
@@ -278,8 +277,7 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     return TW_OK;
 }
 
-/* ---- decode ------------------------------------------------------------------------------------
- */
+/* ---- decode ---------------------------------------------------------------------------------- */
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_decode: NULL arguments");
     TW_TRY(attn_check_heads("attn_decode", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
@@ -383,8 +381,7 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     return TW_OK;
 }
 
-/* ---- KV store ----------------------------------------------------------------------------------
- */
+/* ---- KV store -------------------------------------------------------------------------------- */
 tw_status kv_store_cpu(const tw_kv_store_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "kv_store: NULL arguments");
     if (a->batch < 1 || a->seq < 1 || a->n_kv_heads < 1 || a->head_dim < 1 || a->max_seq < 1)
