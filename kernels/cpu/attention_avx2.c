@@ -131,9 +131,28 @@ scores_gen(int nq, int nk, int d, const float *q, const void *k, int bf16, float
             s3[j] = r3;
         }
     }
+    /* remaining queries (all of them in multi-head decode): one query against eight keys, the
+     * query slice loaded once for 8 FMAs and the 8 sums reduced together */
     for (; i < nq; i++) {
         const float *qi = q + (size_t)i * d;
-        for (int j = 0; j < nk; j++) {
+        float *si = s + (size_t)i * ld_s;
+        int j = 0;
+        for (; j + 8 <= nk; j += 8) {
+            size_t k0 = (size_t)j * d;
+            __m256 a[8];
+            for (int u = 0; u < 8; u++) a[u] = _mm256_setzero_ps();
+            for (int t = 0; t < d8; t += 8) {
+                __m256 x = _mm256_loadu_ps(qi + t);
+                for (int u = 0; u < 8; u++)
+                    a[u] = _mm256_fmadd_ps(x, ldv(k, k0 + (size_t)u * d + t, bf16), a[u]);
+            }
+            float r[8];
+            _mm256_storeu_ps(r, hsum8x8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+            for (int t = d8; t < d; t++)
+                for (int u = 0; u < 8; u++) r[u] += qi[t] * lds(k, k0 + (size_t)u * d + t, bf16);
+            for (int u = 0; u < 8; u++) si[j + u] = r[u];
+        }
+        for (; j < nk; j++) {
             size_t kj = (size_t)j * d;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
             int t = 0;
@@ -220,10 +239,24 @@ pv_gen(int nq, int nk, int d, const float *p, int ld_p, const void *v, int bf16,
             o3[t] = c3;
         }
     }
+    /* remaining rows (all of them in multi-head decode): 64 columns in 8 registers per pass, so
+     * one broadcast of p serves 8 FMAs */
+    const int d64 = d & ~63;
     for (; i < nq; i++) {
         const float *pi = p + (size_t)i * ld_p;
         float *oi = o + (size_t)i * d;
         int t = 0;
+        for (; t < d64; t += 64) {
+            __m256 c[8];
+            for (int u = 0; u < 8; u++) c[u] = _mm256_loadu_ps(oi + t + 8 * u);
+            for (int j = 0; j < nk; j++) {
+                size_t vj = (size_t)j * d + t;
+                __m256 w = _mm256_broadcast_ss(pi + j);
+                for (int u = 0; u < 8; u++)
+                    c[u] = _mm256_fmadd_ps(w, ldv(v, vj + 8 * (size_t)u, bf16), c[u]);
+            }
+            for (int u = 0; u < 8; u++) _mm256_storeu_ps(oi + t + 8 * u, c[u]);
+        }
         for (; t < d16; t += 16) {
             __m256 c0 = _mm256_loadu_ps(oi + t), c1 = _mm256_loadu_ps(oi + t + 8);
             for (int j = 0; j < nk; j++) {
