@@ -609,6 +609,7 @@ int tw_cmd_run(int argc, char **argv) {
     int ncombo = o.ndtype * o.nbatch * o.nprompt * o.ngen, done_combos = 0;
     char incomplete[512] = "";
 
+    signal(SIGINT, tw_run_on_sigint);
     if ((st = tw_model_load(o.model, &x.cfg)) != TW_OK) goto fail;
     if ((st = tw_run_setup(&x)) != TW_OK) goto fail;
 
@@ -666,7 +667,6 @@ int tw_cmd_run(int argc, char **argv) {
     if (x.membw <= 0) x.membw_src = "not measured";
     if (x.peak <= 0) x.peak_src = "not measured";
 
-    signal(SIGINT, tw_run_on_sigint);
     /* one engine per weight dtype, sized for the largest combination of that dtype */
     for (int d = 0; d < o.ndtype && !incomplete[0]; d++) {
         int mb = 0, mp = 0, ms = 0;

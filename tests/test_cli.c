@@ -196,11 +196,12 @@ Test(cli, sigint_still_writes_what_was_measured_marked_incomplete) {
         (void)f;
         if (!freopen("/dev/null", "w", stdout)) _exit(99);
         execl(tokwatt(), "tokwatt", "run", "--model", "tiny", "--prompt", "200", "--gen", "300",
-              "--reps", "1000", "--warmup", "0", "--threads", "1", "--out", res, (char *)NULL);
+              "--reps", "1000", "--warmup", "0", "--threads", "1", "--membw-gbps", "10",
+              "--peak-gflops", "10", "--out", res, (char *)NULL);
         _exit(98);
     }
     /* wait until at least one repetition is surely done, then interrupt */
-    sleep(3);
+    sleep(5);
     kill(pid, SIGINT);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
