@@ -98,19 +98,39 @@ static inline float load_w1(const void *w, int bf16, size_t p) {
     return ((const float *)w)[p];
 }
 
-/* MROWS rows of x against NW weight rows; MROWS * NW accumulators (<= 8), constant bounds so
- * the compiler keeps them in registers. */
+#ifndef TW_SKINNY_PF
+#define TW_SKINNY_PF 1024 /* bytes ahead each weight row is prefetched */
+#endif
+
+/* MROWS rows of x against NW weight rows (MROWS * NW accumulators, constant bounds so they stay
+ * in registers). Each step consumes one 64-byte line of every weight row (32 bf16 or 16 fp32)
+ * and prefetches TW_SKINNY_PF bytes ahead: several rows streamed at once plus software
+ * prefetch keep more memory requests in flight than one hardware-prefetched stream does
+ * (measured ~35 vs ~24 GB/s on this host). */
 static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, const int NW, int k,
                                                               const float *x, size_t ldx,
                                                               const void *w, int bf16, float *y,
                                                               size_t ldy, int add) {
     const size_t wsz = bf16 ? 2 : 4;
-    const char *wr[4];
+    const int step = bf16 ? 32 : 16; /* elements per 64-byte line */
+    const char *wr[8];
     for (int j = 0; j < NW; j++) wr[j] = (const char *)w + (size_t)j * k * wsz;
-    __m256 acc[4][4];
+    __m256 acc[4][8];
     for (int i = 0; i < MROWS; i++)
         for (int j = 0; j < NW; j++) acc[i][j] = _mm256_setzero_ps();
     int p = 0;
+    for (; p + step <= k; p += step) {
+        for (int j = 0; j < NW; j++)
+            _mm_prefetch(wr[j] + (size_t)p * wsz + TW_SKINNY_PF, _MM_HINT_T0);
+        for (int v = 0; v < step; v += 8) {
+            __m256 xv[4];
+            for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p + v);
+            for (int j = 0; j < NW; j++) {
+                __m256 wv = load_w8(wr[j], bf16, (size_t)(p + v));
+                for (int i = 0; i < MROWS; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], wv, acc[i][j]);
+            }
+        }
+    }
     for (; p + 8 <= k; p += 8) {
         __m256 xv[4];
         for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p);
@@ -134,7 +154,7 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
                                     float *y, size_t ldy, int add) {                               \
         skinny_tile(MM, NWW, k, x, ldx, w, bf16, y, ldy, add);                                     \
     }
-TW_SKINNY_CASE(1, 4)
+TW_SKINNY_CASE(1, 8)
 TW_SKINNY_CASE(1, 1)
 TW_SKINNY_CASE(2, 4)
 TW_SKINNY_CASE(2, 1)
@@ -147,9 +167,9 @@ typedef void (*skinny_fn)(int, const float *, size_t, const void *, int, float *
 
 static void skinny_avx2(int m, int n, int k, const float *x, size_t ldx, const void *w, int bf16,
                         float *y, size_t ldy, int add) {
-    static const skinny_fn wide[5] = {0, skinny_1x4, skinny_2x4, skinny_3x2, skinny_4x2};
+    static const skinny_fn wide[5] = {0, skinny_1x8, skinny_2x4, skinny_3x2, skinny_4x2};
     static const skinny_fn one[5] = {0, skinny_1x1, skinny_2x1, skinny_3x1, skinny_4x1};
-    static const int nw[5] = {0, 4, 4, 2, 2};
+    static const int nw[5] = {0, 8, 4, 2, 2};
     const size_t wrow = (size_t)k * (bf16 ? 2 : 4);
     int j = 0;
     for (; j + nw[m] <= n; j += nw[m])
