@@ -82,8 +82,8 @@ static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, con
     }
 }
 
-const tw_gemm_kernels tw_gemm_kernels_portable = {"portable", TW_PORT_MR, TW_PORT_NR, ukr_portable,
-                                                  skinny_portable};
+const tw_gemm_kernels tw_gemm_kernels_portable = {"portable",   TW_PORT_MR,      TW_PORT_NR,
+                                                  ukr_portable, skinny_portable, NULL};
 
 static const tw_gemm_kernels *tw_gemm_pick(void) {
 #if defined(TW_X86)
@@ -124,8 +124,7 @@ static tw_status tw_gemm_check(const char *fn, const tw_gemm_args *a, int thread
     return TW_OK;
 }
 
-/* ---- skinny path ------------------------------------------------------------------------------
- */
+/* ---- skinny path ---- */
 static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx, size_t ldy,
                            int nthreads) {
     const int bf16 = a->w_dtype == TW_BF16;
@@ -146,8 +145,7 @@ static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, siz
     }
 }
 
-/* ---- blocked path -----------------------------------------------------------------------------
- */
+/* ---- blocked path ---- */
 /* Packs x[m0 .. m0+mc, p0 .. p0+kc] into mr-tall micro-panels [kc][mr], zero-padding rows. */
 static void tw_pack_a(int mr, int mc, int kc, const float *x, size_t ldx, float *ap) {
     for (int i0 = 0; i0 < mc; i0 += mr) {
@@ -288,8 +286,9 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
                     int nb = nc - s * nr < nr ? nc - s * nr : nr;
                     const char *src =
                         (const char *)a->w + ((size_t)(jc + s * nr) * a->k + pc) * wsz;
-                    tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k,
-                              bp + (size_t)pc * ncpad + (size_t)s * kc * nr);
+                    float *dst = bp + (size_t)pc * ncpad + (size_t)s * kc * nr;
+                    if (nb < nr || !kn->pack_b || !kn->pack_b(kc, src, bf16, (size_t)a->k, dst))
+                        tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k, dst);
                 }
             const int chunks = (ncpad + pl.nchunk - 1) / pl.nchunk;
 #pragma omp for schedule(dynamic, 1) collapse(2)

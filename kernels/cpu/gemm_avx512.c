@@ -75,4 +75,5 @@ static void skinny_avx512(int m, int n, int k, const float *x, size_t ldx, const
     }
 }
 
-const tw_gemm_kernels tw_gemm_kernels_avx512 = {"avx512", MR, NR, ukr_avx512_6x32, skinny_avx512};
+const tw_gemm_kernels tw_gemm_kernels_avx512 = {"avx512",      MR,  NR, ukr_avx512_6x32,
+                                                skinny_avx512, NULL};

@@ -17,11 +17,17 @@ typedef void (*tw_gemm_ukr_fn)(int kc, const float *a, const float *b, float *c,
 typedef void (*tw_gemm_skinny_fn)(int m, int n, int k, const float *x, size_t ldx, const void *w,
                                   int w_bf16, float *y, size_t ldy, int add);
 
+/* Optional fast packing of one B micro-panel: bp[p, jj] = w[jj, p] for p < kc, jj < nr, from nr
+ * full weight rows ldw elements apart (fp32 or bf16). Returns 0 when it does not handle the
+ * case (the driver then packs in plain C). */
+typedef int (*tw_gemm_pack_b_fn)(int kc, const void *w, int w_bf16, size_t ldw, float *bp);
+
 typedef struct {
     const char *name;
     int mr, nr; /* micro-tile */
     tw_gemm_ukr_fn ukr;
     tw_gemm_skinny_fn skinny;
+    tw_gemm_pack_b_fn pack_b; /* may be NULL */
 } tw_gemm_kernels;
 
 #define TW_GEMM_SKINNY_ROWS 4 /* rows of x per skinny call */
