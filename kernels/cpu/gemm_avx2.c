@@ -214,5 +214,25 @@ static int pack_b_avx2(int kc, const void *w, int bf16, size_t ldw, float *bp) {
     return 1;
 }
 
-const tw_gemm_kernels tw_gemm_kernels_avx2 = {"avx2",        MR,          NR,
-                                              ukr_avx2_6x16, skinny_avx2, pack_b_avx2};
+/* Packs 6 rows of x x kc into [kc][6]: 8x8 transposes of the 6 rows (plus 2 ignored), each
+ * transposed column stored as 8 floats of which the last 2 are overwritten by the next
+ * (so up to 8 floats past the panel are written: the driver leaves slack). */
+static int pack_a_avx2(int kc, const float *x, size_t ldx, float *ap) {
+    if (kc % 8) return 0;
+    for (int p = 0; p < kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < MR; i++) r[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p);
+        r[6] = r[7] = _mm256_setzero_ps();
+        transpose8(r);
+        for (int q = 0; q < 8; q++) _mm256_storeu_ps(ap + (size_t)(p + q) * MR, r[q]);
+    }
+    return 1;
+}
+
+const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
+                                              .mr = MR,
+                                              .nr = NR,
+                                              .ukr = ukr_avx2_6x16,
+                                              .skinny = skinny_avx2,
+                                              .pack_b = pack_b_avx2,
+                                              .pack_a = pack_a_avx2};
