@@ -18,11 +18,15 @@
 #include <omp.h>
 #include <pthread.h>
 
-#define TW_GEMM_SKINNY_MAX 8    /* largest m taken by the skinny (GEMV) path */
-#define TW_GEMM_KC         256  /* kc: B micro-panel (kc x nr) stays in L1 */
-#define TW_GEMM_MC         144  /* mc: A block (mc x kc) stays in L2 */
-#define TW_GEMM_NC         4096 /* nc cap: columns per packed weight panel */
-#define TW_GEMM_SKINNY_NB  32   /* weight rows per skinny block (kept in L2 across x chunks) */
+#define TW_GEMM_SKINNY_MAX 8 /* largest m taken by the skinny (GEMV) path */
+#ifndef TW_GEMM_KC
+#define TW_GEMM_KC 256 /* kc: B micro-panel (kc x nr) stays in L1 */
+#endif
+#ifndef TW_GEMM_MC
+#define TW_GEMM_MC 144 /* mc: A block (mc x kc) stays in L2 */
+#endif
+#define TW_GEMM_NC        4096 /* nc cap: columns per packed weight panel */
+#define TW_GEMM_SKINNY_NB 32   /* weight rows per skinny block (kept in L2 across x chunks) */
 
 /* ---- bf16 array conversion ------------------------------------------------------------------ */
 void tw_bf16_from_f32_array(tw_bf16 *dst, const float *src, size_t n) {

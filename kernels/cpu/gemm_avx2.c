@@ -6,6 +6,9 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#ifndef TW_UKR_PF
+#define TW_UKR_PF 1
+#endif
 #define MR 6
 #define NR 16
 
@@ -43,8 +46,10 @@ static void ukr_avx2_6x16(int kc, const float *a, const float *b, float *c, size
     } while (0)
     int p = 0;
     for (; p + 4 <= kc; p += 4) {
+#if TW_UKR_PF
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
         _mm_prefetch((const char *)(a + 8 * MR), _MM_HINT_T0);
+#endif
         TW_STEP(0);
         TW_STEP(1);
         TW_STEP(2);
