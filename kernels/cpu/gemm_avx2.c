@@ -104,7 +104,7 @@ static inline float load_w1(const void *w, int bf16, size_t p) {
 }
 
 #ifndef TW_SKINNY_PF
-#define TW_SKINNY_PF 1024 /* bytes ahead each weight row is prefetched */
+#define TW_SKINNY_PF 512 /* bytes ahead each weight row is prefetched */
 #endif
 
 /* MROWS rows of x against NW weight rows (MROWS * NW accumulators, constant bounds so they stay
@@ -118,6 +118,7 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
                                                               size_t ldy, int add) {
     const size_t wsz = bf16 ? 2 : 4;
     const int step = bf16 ? 32 : 16; /* elements per 64-byte line */
+    const size_t rowbytes = (size_t)k * wsz;
     const char *wr[8];
     for (int j = 0; j < NW; j++) wr[j] = (const char *)w + (size_t)j * k * wsz;
     __m256 acc[4][8];
@@ -125,8 +126,12 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
         for (int j = 0; j < NW; j++) acc[i][j] = _mm256_setzero_ps();
     int p = 0;
     for (; p + step <= k; p += step) {
-        for (int j = 0; j < NW; j++)
-            _mm_prefetch(wr[j] + (size_t)p * wsz + TW_SKINNY_PF, _MM_HINT_T0);
+        /* Past the end of a row, prefetch the same row of the next group instead (rows are
+         * contiguous, so that is NW - 1 rows further): the next group starts warm. Prefetches
+         * never fault, so running past the matrix is harmless. */
+        size_t off = (size_t)p * wsz + TW_SKINNY_PF;
+        if (off >= rowbytes) off += (size_t)(NW - 1) * rowbytes;
+        for (int j = 0; j < NW; j++) _mm_prefetch(wr[j] + off, _MM_HINT_T0);
         for (int v = 0; v < step; v += 8) {
             __m256 xv[4];
             for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p + v);
