@@ -76,8 +76,10 @@ Test(bench_cli, gemm_json_small_shape) {
 
 Test(bench_cli, gemm_decode_portable) {
     static char out[1 << 16];
-    int rc = run_tokwatt("bench gemm --m 1 --n 300 --k 257 --simd portable --reps 3 --format csv",
-                         out, sizeof out);
+    int rc =
+        run_tokwatt("bench gemm --m 1 --n 300 --k 257 --simd portable --reps 3 --membw-bytes 24M "
+                    "--format csv",
+                    out, sizeof out);
     cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
     cr_expect(strstr(out, "tokwatt,portable,fp32,1,300,257"), "csv: %s", out);
 }
@@ -90,6 +92,7 @@ Test(bench_cli, usage_errors_exit_2) {
     cr_expect_eq(run_tokwatt("bench gemm --simd sse", out, sizeof out), 2);
     cr_expect_eq(run_tokwatt("bench membw --bytes 1K", out, sizeof out), 2);
     cr_expect_eq(run_tokwatt("bench membw --reps 0", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --membw-bytes 1K", out, sizeof out), 2);
     cr_expect_eq(run_tokwatt("bench gemm --help", out, sizeof out), 0);
     cr_expect(strstr(out, "usage: tokwatt bench gemm"));
 }
