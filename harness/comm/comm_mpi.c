@@ -94,14 +94,14 @@ static void tw_mpi_liveness(tw_comm *c, char *silent, size_t n) {
     free(req);
 }
 
-/* Polls one request until it completes, fails, or the deadline passes. */
-static tw_status tw_mpi_wait(tw_comm *c, MPI_Request *req, const char *what) {
+/* Polls requests until all complete, one fails, or the deadline passes. */
+static tw_status tw_mpi_waitall(tw_comm *c, int nreq, MPI_Request *req, const char *what) {
     tw_mpi_ctx *x = c->ctx;
     double t0 = tw_now_s(), deadline = t0 + c->timeout_s;
     unsigned long spins = 0;
     for (;;) {
         int flag = 0;
-        int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+        int rc = MPI_Testall(nreq, req, &flag, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) {
             char buf[MPI_MAX_ERROR_STRING];
             x->failed = 1;
@@ -127,6 +127,10 @@ static tw_status tw_mpi_wait(tw_comm *c, MPI_Request *req, const char *what) {
                           silent);
         }
     }
+}
+
+static tw_status tw_mpi_wait(tw_comm *c, MPI_Request *req, const char *what) {
+    return tw_mpi_waitall(c, 1, req, what);
 }
 
 static tw_status tw_mpi_usable(tw_comm *c, size_t count) {
@@ -188,10 +192,76 @@ static void tw_f32_to_bf16_n(const float *in, tw_bf16 *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = tw_bf16_from_f32(in[i]);
 }
 
+/* Small all-reduces: every rank sends its whole input to every other rank (point to point) and
+ * reduces all contributions locally, in rank order, in fp32 (bf16 rounded once).
+ * Why: for a few KiB the latency of one exchange round beats the schedule of the non-blocking
+ * MPI_Iallreduce (about 2x faster at 8 B to 2 KiB on 2 ranks), and every rank gets bit-identical
+ * results. Used for n * bytes <= TW_MPI_SMALL_BYTES and at most TW_MPI_SMALL_RANKS ranks. */
+#define TW_MPI_SMALL_BYTES (16 * 1024)
+#define TW_MPI_SMALL_RANKS 16
+#define TW_MPI_SMALL_TAG   7302
+
+static float tw_mpi_load(const void *p, size_t i, tw_dtype dt) {
+    if (dt == TW_BF16) return tw_f32_from_bf16(((const tw_bf16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static tw_status tw_mpi_allreduce_small(tw_comm *c, const void *in, void *out, size_t count,
+                                        tw_dtype dt, tw_redop op) {
+    tw_mpi_ctx *x = c->ctx;
+    int n = c->size;
+    size_t es = tw_comm_dtype_size(dt), b = count * es;
+    /* [n, b] bytes of the peers' inputs (own slot unused), in the fp32 scratch */
+    float *f = NULL;
+    TW_TRY(tw_mpi_scratch(c, (b * (size_t)n + 3) / 4, &f));
+    unsigned char *slots = (unsigned char *)f;
+    MPI_Request req[2 * TW_MPI_SMALL_RANKS];
+    int nreq = 0;
+    for (int p = 0; p < n; p++) {
+        if (p == c->rank) continue;
+        TW_MPI_CALL(c, "allreduce",
+                    MPI_Irecv(slots + (size_t)p * b, (int)b, MPI_BYTE, p, TW_MPI_SMALL_TAG, x->comm,
+                              &req[nreq++]));
+    }
+    for (int p = 0; p < n; p++) {
+        if (p == c->rank) continue;
+        TW_MPI_CALL(c, "allreduce",
+                    MPI_Isend(in, (int)b, MPI_BYTE, p, TW_MPI_SMALL_TAG, x->comm, &req[nreq++]));
+    }
+    TW_TRY(tw_mpi_waitall(c, nreq, req, "allreduce"));
+    for (size_t i = 0; i < count; i++) {
+        if (dt == TW_I32) {
+            int32_t acc = 0;
+            for (int p = 0; p < n; p++) {
+                int32_t v;
+                memcpy(&v,
+                       (p == c->rank ? (const unsigned char *)in : slots + (size_t)p * b) + i * es,
+                       4);
+                acc = p == 0 ? v : (op == TW_RED_MAX ? (v > acc ? v : acc) : acc + v);
+            }
+            ((int32_t *)out)[i] = acc;
+            continue;
+        }
+        float acc = 0.0f;
+        for (int p = 0; p < n; p++) {
+            float v = tw_mpi_load(p == c->rank ? in : slots + (size_t)p * b, i, dt);
+            acc = p == 0 ? v : (op == TW_RED_MAX ? (v > acc ? v : acc) : acc + v);
+        }
+        if (dt == TW_BF16)
+            ((tw_bf16 *)out)[i] = tw_bf16_from_f32(acc);
+        else
+            ((float *)out)[i] = acc;
+    }
+    return TW_OK;
+}
+
 static tw_status tw_mpi_allreduce(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
                                   tw_redop op) {
     tw_mpi_ctx *x = c->ctx;
     TW_TRY(tw_mpi_usable(c, count));
+    if (c->size <= TW_MPI_SMALL_RANKS &&
+        count * tw_comm_dtype_size(dt) * (size_t)c->size <= TW_MPI_SMALL_BYTES)
+        return tw_mpi_allreduce_small(c, in, out, count, dt, op);
     MPI_Request req;
     if (dt == TW_BF16) {
         float *f = NULL;
