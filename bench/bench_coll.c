@@ -736,8 +736,9 @@ static tw_status coll_run(const coll_opts *o, tw_comm *c, int argc, char **argv,
     x.host_f = malloc(max_el * sizeof(float));
     x.host_b = malloc(max_el * es);
     if (!rows || !x.host_f || !x.host_b) st = TW_ERR(TW_ERR_NOMEM, "benchmark buffers");
-    if (st == TW_OK) st = tw_comm_buf_alloc(c, (max_in + 1) * es, &x.in);
-    if (st == TW_OK) st = tw_comm_buf_alloc(c, (max_out + 1) * es, &x.out);
+    /* the in-place forms run in `out`, which must then hold the input too (reducescatter) */
+    if (st == TW_OK) st = tw_comm_buf_alloc(c, max_in * es, &x.in);
+    if (st == TW_OK) st = tw_comm_buf_alloc(c, max_el * es, &x.out);
     double *per_rank = malloc(sizeof(double) * (size_t)n);
     if (!per_rank && st == TW_OK) st = TW_ERR(TW_ERR_NOMEM, "per-rank times");
     int nrows = 0;
