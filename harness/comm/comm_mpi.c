@@ -49,7 +49,7 @@ static const char *tw_mpi_errstr(int rc, char *buf) {
 static void tw_mpi_liveness(tw_comm *c, char *silent, size_t n) {
     tw_mpi_ctx *x = c->ctx;
     double grace = c->timeout_s * 0.25;
-    if (grace < 0.5) grace = 0.5;
+    if (grace < 1.0) grace = 1.0;
     if (grace > 5.0) grace = 5.0;
     unsigned long long token = (unsigned long long)x->seq;
     char *alive = calloc((size_t)c->size, 1);
