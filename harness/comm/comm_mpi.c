@@ -28,9 +28,10 @@ typedef struct {
     MPI_Comm health; /* liveness poll after a timeout */
     float *scratch;  /* bf16 reductions in fp32 */
     size_t scratch_n;
-    uint64_t seq; /* collectives issued, for messages */
-    int failed;   /* an earlier collective failed: the communicator is unusable */
-    int oversub;  /* more ranks on this host than cores: yield while polling */
+    uint64_t seq;       /* collectives issued, for messages */
+    int failed;         /* an earlier collective failed: the communicator is unusable */
+    int oversub;        /* more ranks on this host than cores: yield while polling */
+    size_t small_bytes; /* all-reduces up to this many bytes x ranks go by direct exchange */
 } tw_mpi_ctx;
 
 static int g_mpi_we_init = 0; /* this module called MPI_Init_thread */
@@ -201,11 +202,6 @@ static void tw_f32_to_bf16_n(const float *in, tw_bf16 *out, size_t n) {
 #define TW_MPI_SMALL_RANKS 16
 #define TW_MPI_SMALL_TAG   7302
 
-static float tw_mpi_load(const void *p, size_t i, tw_dtype dt) {
-    if (dt == TW_BF16) return tw_f32_from_bf16(((const tw_bf16 *)p)[i]);
-    return ((const float *)p)[i];
-}
-
 static tw_status tw_mpi_allreduce_small(tw_comm *c, const void *in, void *out, size_t count,
                                         tw_dtype dt, tw_redop op) {
     tw_mpi_ctx *x = c->ctx;
@@ -228,29 +224,40 @@ static tw_status tw_mpi_allreduce_small(tw_comm *c, const void *in, void *out, s
         TW_MPI_CALL(c, "allreduce",
                     MPI_Isend(in, (int)b, MPI_BYTE, p, TW_MPI_SMALL_TAG, x->comm, &req[nreq++]));
     }
+    /* own input into its slot, so that the reduction reads only the scratch (in may be out) */
+    memcpy(slots + (size_t)c->rank * b, in, b);
     TW_TRY(tw_mpi_waitall(c, nreq, req, "allreduce"));
+    if (dt == TW_F32) {
+        /* rank order, one pass per rank: vectorisable, and the same bits on every rank */
+        float *o = out;
+        const float *s0 = (const float *)slots;
+        for (size_t i = 0; i < count; i++) o[i] = s0[i];
+        for (int p = 1; p < n; p++) {
+            const float *sp = (const float *)(slots + (size_t)p * b);
+            if (op == TW_RED_MAX)
+                for (size_t i = 0; i < count; i++) o[i] = sp[i] > o[i] ? sp[i] : o[i];
+            else
+                for (size_t i = 0; i < count; i++) o[i] += sp[i];
+        }
+        return TW_OK;
+    }
     for (size_t i = 0; i < count; i++) {
         if (dt == TW_I32) {
             int32_t acc = 0;
             for (int p = 0; p < n; p++) {
                 int32_t v;
-                memcpy(&v,
-                       (p == c->rank ? (const unsigned char *)in : slots + (size_t)p * b) + i * es,
-                       4);
+                memcpy(&v, slots + (size_t)p * b + i * es, 4);
                 acc = p == 0 ? v : (op == TW_RED_MAX ? (v > acc ? v : acc) : acc + v);
             }
             ((int32_t *)out)[i] = acc;
             continue;
         }
-        float acc = 0.0f;
+        float acc = 0.0f; /* bf16: fp32 accumulation, one rounding */
         for (int p = 0; p < n; p++) {
-            float v = tw_mpi_load(p == c->rank ? in : slots + (size_t)p * b, i, dt);
+            float v = tw_f32_from_bf16(((const tw_bf16 *)(slots + (size_t)p * b))[i]);
             acc = p == 0 ? v : (op == TW_RED_MAX ? (v > acc ? v : acc) : acc + v);
         }
-        if (dt == TW_BF16)
-            ((tw_bf16 *)out)[i] = tw_bf16_from_f32(acc);
-        else
-            ((float *)out)[i] = acc;
+        ((tw_bf16 *)out)[i] = tw_bf16_from_f32(acc);
     }
     return TW_OK;
 }
@@ -260,7 +267,7 @@ static tw_status tw_mpi_allreduce(tw_comm *c, const void *in, void *out, size_t 
     tw_mpi_ctx *x = c->ctx;
     TW_TRY(tw_mpi_usable(c, count));
     if (c->size <= TW_MPI_SMALL_RANKS &&
-        count * tw_comm_dtype_size(dt) * (size_t)c->size <= TW_MPI_SMALL_BYTES)
+        count * tw_comm_dtype_size(dt) * (size_t)c->size <= x->small_bytes)
         return tw_mpi_allreduce_small(c, in, out, count, dt, op);
     MPI_Request req;
     if (dt == TW_BF16) {
@@ -471,6 +478,20 @@ tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
     MPI_Comm_free(&node);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     x->oversub = cores > 0 && c->local_size > cores;
+    x->small_bytes = TW_MPI_SMALL_BYTES;
+    const char *sb = getenv("TW_COMM_MPI_SMALL_BYTES"); /* tuning: 0 disables the direct path */
+    if (sb && *sb) {
+        char *end;
+        long long v = strtoll(sb, &end, 10);
+        if (*end || v < 0 || v > (1 << 24)) {
+            MPI_Comm_free(&x->comm);
+            MPI_Comm_free(&x->health);
+            free(x);
+            free(c);
+            return TW_ERR(TW_ERR_INVALID, "TW_COMM_MPI_SMALL_BYTES='%s' is not in [0, 16M]", sb);
+        }
+        x->small_bytes = (size_t)v;
+    }
     g_mpi_refs++;
     *out = c;
     return TW_OK;
