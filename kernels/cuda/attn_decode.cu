@@ -65,9 +65,9 @@ __global__ void __launch_bounds__(AD_THREADS) tw_k_attn_decode_split(const tw_ad
 #pragma unroll
         for (int e = 0; e < EPL; e++) {
             o[gi][e] = 0.0f;
-            q[gi][e] = gi < ng ? p.q[((size_t)b * p.n_heads + h0 + gi) * D + lane * EPL + e] *
-                                     p.scale
-                               : 0.0f;
+            q[gi][e] = gi < ng
+                           ? p.q[((size_t)b * p.n_heads + h0 + gi) * D + lane * EPL + e] * p.scale
+                           : 0.0f;
         }
     }
     const size_t kv_off = ((size_t)b * p.n_kv + kvh) * p.max_seq * D + lane * EPL;

@@ -274,8 +274,7 @@ __global__ void __launch_bounds__(AP_THREADS) tw_k_attn_prefill_simt(const tw_ap
 
 template <int D, bool BF16> static tw_status ap_set_smem(tw_cuda_ctx *ctx) {
     TW_CU(ctx, cudaFuncSetAttribute(tw_k_attn_prefill_mma<D, BF16>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    ap_cfg<D>::SMEM));
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, ap_cfg<D>::SMEM));
     return TW_OK;
 }
 
@@ -325,7 +324,8 @@ tw_status tw_cuda_attn_prefill_run(tw_cuda_ctx *ctx, const tw_attn_prefill_args 
             return TW_ERR(TW_ERR_INVALID, "cuda attn_prefill: grid too large (heads %d batch %d)",
                           a->n_heads, a->batch);
         if (a->head_dim == 64)
-            bf16 ? ap_launch_mma<64, true>(ctx->stream, p) : ap_launch_mma<64, false>(ctx->stream, p);
+            bf16 ? ap_launch_mma<64, true>(ctx->stream, p)
+                 : ap_launch_mma<64, false>(ctx->stream, p);
         else
             bf16 ? ap_launch_mma<128, true>(ctx->stream, p)
                  : ap_launch_mma<128, false>(ctx->stream, p);

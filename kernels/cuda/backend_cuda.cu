@@ -12,7 +12,8 @@
 #include "tw_cuda_info.h"
 #include "tw_cuda_internal.cuh"
 
-/* ---- errors ------------------------------------------------------------------------------------ */
+/* ---- errors ------------------------------------------------------------------------------------
+ */
 tw_status tw_cuda_fail(const tw_cuda_ctx *ctx, cudaError_t e, const char *call, const char *file,
                        int line) {
     (void)cudaGetLastError(); /* clear a non-sticky error so later calls don't inherit it */
@@ -24,9 +25,9 @@ tw_status tw_cuda_fail(const tw_cuda_ctx *ctx, cudaError_t e, const char *call, 
 
 tw_status tw_cublas_fail(const tw_cuda_ctx *ctx, cublasStatus_t s, const char *call,
                          const char *file, int line) {
-    return tw_error_at(TW_ERR_DEVICE, file, line, "%s failed on CUDA device %d (%s): %s (%s)",
-                       call, ctx ? ctx->device : -1, ctx ? ctx->name : "?",
-                       cublasLtGetStatusString(s), cublasLtGetStatusName(s));
+    return tw_error_at(TW_ERR_DEVICE, file, line, "%s failed on CUDA device %d (%s): %s (%s)", call,
+                       ctx ? ctx->device : -1, ctx ? ctx->name : "?", cublasLtGetStatusString(s),
+                       cublasLtGetStatusName(s));
 }
 
 static int tw_cuda_sync_each = -1; /* debug builds, or TW_CUDA_SYNC=1: sync after each launch */
@@ -42,7 +43,8 @@ tw_status tw_cuda_debug_sync(tw_cuda_ctx *ctx, const char *what) {
     return TW_OK;
 }
 
-/* ---- scratch and staging ----------------------------------------------------------------------- */
+/* ---- scratch and staging -----------------------------------------------------------------------
+ */
 tw_status tw_cuda_scratch_reserve(tw_cuda_ctx *ctx, tw_cuda_scratch *s, size_t bytes,
                                   const char *what) {
     if (s->bytes >= bytes) return TW_OK;
@@ -132,8 +134,8 @@ tw_status tw_cuda_stage_in(tw_cuda_ctx *ctx, const void *host, size_t bytes, voi
 tw_status tw_cuda_stage_out(tw_cuda_ctx *ctx, void *host, const void *dev, size_t bytes) {
     size_t off = 0;
     TW_TRY(stage_reserve(ctx, bytes, &off));
-    TW_CU(ctx, cudaMemcpyAsync(ctx->h_stage + off, dev, bytes, cudaMemcpyDeviceToHost,
-                               ctx->stream));
+    TW_CU(ctx,
+          cudaMemcpyAsync(ctx->h_stage + off, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream));
     if (ctx->capturing) {
         tw_cuda_hostio io = {NULL, host, off, bytes};
         return hostio_push(&ctx->cap_out, &ctx->n_cap_out, &ctx->cap_cap_out, io);
@@ -143,7 +145,8 @@ tw_status tw_cuda_stage_out(tw_cuda_ctx *ctx, void *host, const void *dev, size_
     return TW_OK;
 }
 
-/* ---- entry checks ------------------------------------------------------------------------------ */
+/* ---- entry checks ------------------------------------------------------------------------------
+ */
 static tw_cuda_ctx *cuda_ctx(tw_backend *be) {
     return (tw_cuda_ctx *)be->ctx;
 }
@@ -157,7 +160,8 @@ static tw_cuda_ctx *cuda_ctx(tw_backend *be) {
         if (!(cond)) return TW_ERR(TW_ERR_INVALID, __VA_ARGS__);                                   \
     } while (0)
 
-/* ---- memory ------------------------------------------------------------------------------------ */
+/* ---- memory ------------------------------------------------------------------------------------
+ */
 static tw_status cu_alloc(tw_backend *be, size_t bytes, void **out) {
     ENTER(be, "alloc");
     *out = NULL;
@@ -234,7 +238,8 @@ static tw_status cu_mem_available(tw_backend *be, size_t *bytes) {
     return TW_OK;
 }
 
-/* ---- GEMM -------------------------------------------------------------------------------------- */
+/* ---- GEMM --------------------------------------------------------------------------------------
+ */
 static tw_status cast_x(tw_cuda_ctx *ctx, const tw_gemm_args *a, int ldx, int *kpad,
                         const __nv_bfloat16 **xb) {
     *kpad = (a->k + 7) / 8 * 8; /* 16-byte rows for cp.async */
@@ -254,16 +259,16 @@ static tw_status cu_gemm(tw_backend *be, const tw_gemm_args *a) {
     CHECK(ldx >= a->k, "cuda gemm: ldx=%d < k=%d", ldx, a->k);
     CHECK(ldy >= a->n, "cuda gemm: ldy=%d < n=%d", ldy, a->n);
     CHECK(a->w_dtype == TW_F32 || a->w_dtype == TW_BF16, "cuda gemm: weight dtype %s",
-          tw_dtype_name(a->w_dtype));
+          tw_cuda_dtype_name(a->w_dtype));
     tw_status st;
     if (a->w_dtype == TW_F32) {
         if (ctx->gemm_impl == TW_GEMM_CUBLAS)
             st = tw_cuda_gemm_cublas(ctx, a, a->x, 0, ldx);
         else
-            st = tw_cuda_gemm_f32(ctx, a->m, a->n, a->k, a->x, ldx, (const float *)a->w, a->y,
-                                  ldy, a->accumulate);
-        return st == TW_OK ? TW_OK : tw_error_ctx(st, "cuda gemm m=%d n=%d k=%d fp32", a->m, a->n,
-                                                  a->k);
+            st = tw_cuda_gemm_f32(ctx, a->m, a->n, a->k, a->x, ldx, (const float *)a->w, a->y, ldy,
+                                  a->accumulate);
+        return st == TW_OK ? TW_OK
+                           : tw_error_ctx(st, "cuda gemm m=%d n=%d k=%d fp32", a->m, a->n, a->k);
     }
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)a->w;
     const __nv_bfloat16 *xb;
@@ -290,7 +295,8 @@ static tw_status cu_gemm(tw_backend *be, const tw_gemm_args *a) {
                        : tw_error_ctx(st, "cuda gemm m=%d n=%d k=%d bf16", a->m, a->n, a->k);
 }
 
-/* ---- attention and KV cache -------------------------------------------------------------------- */
+/* ---- attention and KV cache --------------------------------------------------------------------
+ */
 static tw_status check_heads(int n_heads, int n_kv, int head_dim, const char *op) {
     if (n_heads < 1 || n_kv < 1 || n_heads % n_kv)
         return TW_ERR(TW_ERR_INVALID, "cuda %s: n_heads=%d not a multiple of n_kv_heads=%d", op,
@@ -309,8 +315,8 @@ static tw_status cu_attn_prefill(tw_backend *be, const tw_attn_prefill_args *a) 
     CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda attn_prefill: kv dtype");
     for (int b = 0; b < a->batch; b++)
         CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
-              "cuda attn_prefill: start_pos[%d]=%d + seq %d exceeds max_seq %d", b,
-              a->start_pos[b], a->seq, a->max_seq);
+              "cuda attn_prefill: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
+              a->seq, a->max_seq);
     void *sp;
     TW_TRY(tw_cuda_stage_in(ctx, a->start_pos, sizeof(int) * a->batch, &sp));
     return tw_cuda_attn_prefill_run(ctx, a, (const int *)sp);
@@ -352,7 +358,8 @@ static tw_status cu_kv_store(tw_backend *be, const tw_kv_store_args *a) {
     return tw_cuda_kv_store_run(ctx, a, (const int *)sp);
 }
 
-/* ---- element-wise ops -------------------------------------------------------------------------- */
+/* ---- element-wise ops --------------------------------------------------------------------------
+ */
 static tw_status cu_rmsnorm(tw_backend *be, int rows, int dim, const float *x, const void *w,
                             tw_dtype wdt, float eps, float *y) {
     ENTER(be, "rmsnorm");
@@ -397,8 +404,8 @@ static tw_status cu_add(tw_backend *be, size_t n, const float *x, float *y) {
 static tw_status cu_embed(tw_backend *be, int n, const int *tokens, const void *table,
                           tw_dtype dtype, int row0, int rows, int dim, float *out) {
     ENTER(be, "embed");
-    CHECK(n > 0 && dim > 0 && rows > 0 && tokens && table && out,
-          "cuda embed: n=%d rows=%d dim=%d", n, rows, dim);
+    CHECK(n > 0 && dim > 0 && rows > 0 && tokens && table && out, "cuda embed: n=%d rows=%d dim=%d",
+          n, rows, dim);
     CHECK(dtype == TW_F32 || dtype == TW_BF16, "cuda embed: table dtype");
     void *tp;
     TW_TRY(tw_cuda_stage_in(ctx, tokens, sizeof(int) * (size_t)n, &tp));
@@ -419,7 +426,8 @@ static tw_status cu_argmax(tw_backend *be, int rows, int n, const float *logits,
     return TW_OK;
 }
 
-/* ---- construction ------------------------------------------------------------------------------ */
+/* ---- construction ------------------------------------------------------------------------------
+ */
 static void cu_ctx_free(tw_cuda_ctx *ctx) {
     if (!ctx) return;
     cudaSetDevice(ctx->device);
@@ -450,9 +458,9 @@ static void cu_destroy(tw_backend *be) {
 }
 
 static const tw_backend_ops tw_cuda_ops_table = {
-    "cuda",          cu_alloc,        cu_free,        cu_upload,   cu_download,  cu_sync,
-    cu_mem_available, cu_gemm,        cu_attn_prefill, cu_attn_decode, cu_kv_store, cu_rmsnorm,
-    cu_rope,         cu_swiglu,       cu_add,         cu_embed,    cu_argmax,    cu_destroy,
+    "cuda",           cu_alloc,  cu_free,         cu_upload,      cu_download, cu_sync,
+    cu_mem_available, cu_gemm,   cu_attn_prefill, cu_attn_decode, cu_kv_store, cu_rmsnorm,
+    cu_rope,          cu_swiglu, cu_add,          cu_embed,       cu_argmax,   cu_destroy,
 };
 
 static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
@@ -468,8 +476,7 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     TW_CU(ctx, cudaMalloc((void **)&ctx->d_stage, TW_CUDA_RING_BYTES + TW_CUDA_ARENA_BYTES));
     tw_status st = tw_cuda_gemm_mma_init(ctx);
     if (st == TW_OK) st = tw_cuda_attn_prefill_init(ctx);
-    if (st == TW_OK && ctx->cc_major == 9 && ctx->cc_minor == 0)
-        st = tw_cuda_gemm_wgmma_init(ctx);
+    if (st == TW_OK && ctx->cc_major == 9 && ctx->cc_minor == 0) st = tw_cuda_gemm_wgmma_init(ctx);
     if (st != TW_OK)
         return tw_error_ctx(st,
                             "CUDA device %d (%s, compute capability %d.%d) cannot run this "
@@ -482,8 +489,8 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
         else if (!strcmp(impl, "wgmma"))
             ctx->gemm_impl = TW_GEMM_WGMMA;
         else if (strcmp(impl, "tokwatt"))
-            return TW_ERR(TW_ERR_INVALID,
-                          "TW_CUDA_GEMM='%s' (expected tokwatt, cublas or wgmma)", impl);
+            return TW_ERR(TW_ERR_INVALID, "TW_CUDA_GEMM='%s' (expected tokwatt, cublas or wgmma)",
+                          impl);
     }
     return TW_OK;
 }
@@ -541,7 +548,8 @@ extern "C" tw_status tw_backend_cuda_create(int device, tw_backend **out) {
     return TW_OK;
 }
 
-/* ---- tw_backend_cuda.h ------------------------------------------------------------------------- */
+/* ---- tw_backend_cuda.h -------------------------------------------------------------------------
+ */
 static tw_status cuda_be(tw_backend *be, tw_cuda_ctx **ctx) {
     if (!be || be->ops != &tw_cuda_ops_table)
         return TW_ERR(TW_ERR_UNSUPPORTED, "not a CUDA backend (%s)",

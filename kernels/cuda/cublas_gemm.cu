@@ -32,10 +32,10 @@ static tw_status lt_plan_make(tw_cuda_ctx *ctx, tw_lt_plan *pl) {
     pl->used = 1; /* from here lt_plan_clear releases what exists; create the rest */
     pl->la = pl->lb = pl->lc = NULL;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    TW_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
-                                                  sizeof ta));
-    TW_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
-                                                  sizeof tb));
+    TW_CUBLAS(ctx,
+              cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    TW_CUBLAS(ctx,
+              cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     TW_CUBLAS(ctx, cublasLtMatrixLayoutCreate(&pl->la, ab, pl->k, pl->n, pl->k));
     TW_CUBLAS(ctx, cublasLtMatrixLayoutCreate(&pl->lb, ab, pl->k, pl->m, pl->ldb));
     TW_CUBLAS(ctx, cublasLtMatrixLayoutCreate(&pl->lc, CUDA_R_32F, pl->n, pl->m, pl->ldc));
@@ -60,15 +60,15 @@ static tw_status lt_plan_make(tw_cuda_ctx *ctx, tw_lt_plan *pl) {
     cublasLtMatmulHeuristicResult_t res;
     int nres = 0;
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, pl->op, pl->la, pl->lb, pl->lc, pl->lc, pref,
-                                           1, &res, &nres);
+        s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, pl->op, pl->la, pl->lb, pl->lc, pl->lc, pref, 1,
+                                           &res, &nres);
     cublasLtMatmulPreferenceDestroy(pref);
     if (s != CUBLAS_STATUS_SUCCESS)
         return tw_cublas_fail(ctx, s, "cublasLt preference/heuristic", __FILE__, __LINE__);
     if (nres < 1)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "cublasLt has no algorithm for m=%d n=%d k=%d (%s weights) on %s", pl->m,
-                      pl->n, pl->k, tw_dtype_name((tw_dtype)pl->wdt), ctx->name);
+                      pl->n, pl->k, tw_cuda_dtype_name(pl->wdt), ctx->name);
     pl->algo = res.algo;
     return TW_OK;
 }
@@ -107,8 +107,8 @@ tw_status tw_cuda_gemm_cublas(tw_cuda_ctx *ctx, const tw_gemm_args *a, const voi
         }
     }
     float alpha = 1.0f, beta = a->accumulate ? 1.0f : 0.0f;
-    TW_CUBLAS(ctx, cublasLtMatmul(ctx->lt, pl->op, &alpha, a->w, pl->la, x_dev, pl->lb, &beta,
-                                  a->y, pl->lc, a->y, pl->lc, &pl->algo, ctx->lt_ws,
-                                  ctx->lt_ws_bytes, ctx->stream));
+    TW_CUBLAS(ctx, cublasLtMatmul(ctx->lt, pl->op, &alpha, a->w, pl->la, x_dev, pl->lb, &beta, a->y,
+                                  pl->lc, a->y, pl->lc, &pl->algo, ctx->lt_ws, ctx->lt_ws_bytes,
+                                  ctx->stream));
     return TW_OK;
 }

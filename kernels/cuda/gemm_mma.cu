@@ -24,8 +24,8 @@
 template <bool VEC>
 __device__ static inline void gm_load_tile(__nv_bfloat16 *sa, __nv_bfloat16 *sb,
                                            const __nv_bfloat16 *__restrict__ xb,
-                                           const __nv_bfloat16 *__restrict__ w, int m, int n,
-                                           int k, int kpad, int m0, int n0, int k0) {
+                                           const __nv_bfloat16 *__restrict__ w, int m, int n, int k,
+                                           int kpad, int m0, int n0, int k0) {
     const int tid = threadIdx.x;
 #pragma unroll
     for (int i = 0; i < (GM_BM * GM_BK / 8) / GM_THREADS; i++) {
@@ -67,8 +67,8 @@ __global__ void __launch_bounds__(GM_THREADS, 1)
                   const __nv_bfloat16 *__restrict__ w, float *__restrict__ y, int ldy,
                   int accumulate) {
     extern __shared__ __align__(16) unsigned char gm_smem[];
-    __nv_bfloat16 *s_a = (__nv_bfloat16 *)gm_smem;           /* [STAGES][BM][LDS] */
-    __nv_bfloat16 *s_b = s_a + GM_STAGES * GM_BM * GM_LDS;   /* [STAGES][BN][LDS] */
+    __nv_bfloat16 *s_a = (__nv_bfloat16 *)gm_smem;         /* [STAGES][BM][LDS] */
+    __nv_bfloat16 *s_b = s_a + GM_STAGES * GM_BM * GM_LDS; /* [STAGES][BN][LDS] */
 
     const int m0 = blockIdx.y * GM_BM, n0 = blockIdx.x * GM_BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -158,13 +158,11 @@ tw_status tw_cuda_gemm_mma_init(tw_cuda_ctx *ctx) {
     return TW_OK;
 }
 
-tw_status tw_cuda_gemm_mma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad,
-                           const __nv_bfloat16 *xb, const __nv_bfloat16 *w, float *y, int ldy,
-                           int accumulate) {
+tw_status tw_cuda_gemm_mma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad, const __nv_bfloat16 *xb,
+                           const __nv_bfloat16 *w, float *y, int ldy, int accumulate) {
     dim3 grid(tw_cuda_div_up(n, GM_BN), tw_cuda_div_up(m, GM_BM));
     if (grid.y > 65535u)
-        return TW_ERR(TW_ERR_INVALID, "cuda gemm: m=%d needs %u row blocks (max 65535)", m,
-                      grid.y);
+        return TW_ERR(TW_ERR_INVALID, "cuda gemm: m=%d needs %u row blocks (max 65535)", m, grid.y);
     bool vec = (k % 8 == 0) && ((uintptr_t)w % 16 == 0);
     if (vec)
         tw_k_gemm_mma<true>

@@ -53,28 +53,34 @@ __device__ static inline void wg_wait0(void) {
 /* d (64 fp32 per thread) = a . b (+ d when accumulate != 0); both operands K-major in smem. */
 __device__ static inline void wg_mma_64x128x16(float d[64], uint64_t da, uint64_t db,
                                                int accumulate) {
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
-                 "}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(da), "l"(db), "r"(accumulate));
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, "
+        "%37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, "
+        "%55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63])
+        : "l"(da), "l"(db), "r"(accumulate));
 }
 /* One k tile of A (64 x 64) and B (128 x 64) into the core-matrix layout: the 16-byte chunk of
  * row r and k-chunk kc (8 elements) lives at byte (kc * ROWS + r) * 16. */
 __device__ static inline void wg_load_tile(unsigned char *sa, unsigned char *sb,
                                            const __nv_bfloat16 *__restrict__ xb,
-                                           const __nv_bfloat16 *__restrict__ w, int m, int n,
-                                           int k, int kpad, int m0, int n0, int k0) {
+                                           const __nv_bfloat16 *__restrict__ w, int m, int n, int k,
+                                           int kpad, int m0, int n0, int k0) {
 #pragma unroll
     for (int i = 0; i < WG_BM * (WG_BK / 8) / WG_THREADS; i++) {
         int c = threadIdx.x + i * WG_THREADS;
@@ -102,7 +108,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
                     int accumulate) {
 #ifdef TW_WGMMA_ENABLED
     extern __shared__ __align__(128) unsigned char wg_smem[];
-    unsigned char *s_a = wg_smem;                                /* [STAGES][BM * BK * 2] */
+    unsigned char *s_a = wg_smem;                                 /* [STAGES][BM * BK * 2] */
     unsigned char *s_b = wg_smem + WG_STAGES * WG_BM * WG_BK * 2; /* [STAGES][BN * BK * 2] */
     const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * WG_BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -128,8 +134,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             int nk = kt + WG_STAGES - 1;
             if (nk < ktiles) {
                 int s = nk % WG_STAGES;
-                wg_load_tile(s_a + s * WG_BM * WG_BK * 2, s_b + s * WG_BN * WG_BK * 2, xb, w, m,
-                             n, k, kpad, m0, n0, nk * WG_BK);
+                wg_load_tile(s_a + s * WG_BM * WG_BK * 2, s_b + s * WG_BN * WG_BK * 2, xb, w, m, n,
+                             k, kpad, m0, n0, nk * WG_BK);
             }
             tw_cp_async_commit();
         }
@@ -178,8 +184,9 @@ tw_status tw_cuda_gemm_wgmma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad,
                              const __nv_bfloat16 *xb, const __nv_bfloat16 *w, float *y, int ldy,
                              int accumulate) {
     if (!(ctx->cc_major == 9 && ctx->cc_minor == 0))
-        return TW_ERR(TW_ERR_UNSUPPORTED, "gemm wgmma: device %d (%s) is not compute capability 9.0",
-                      ctx->device, ctx->name);
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "gemm wgmma: device %d (%s) is not compute capability 9.0", ctx->device,
+                      ctx->name);
     if (k % 8 != 0 || (uintptr_t)w % 16 != 0) /* guarded weight loads: the mma.sync kernel */
         return tw_cuda_gemm_mma(ctx, m, n, k, kpad, xb, w, y, ldy, accumulate);
     dim3 grid(tw_cuda_div_up(n, WG_BN), tw_cuda_div_up(m, WG_BM));

@@ -36,7 +36,8 @@ void tw_cuda_cast_x_bf16(cudaStream_t st, int m, int k, int kpad, const float *x
                                                                                xb);
 }
 
-/* ---- RMSNorm: one block per row --------------------------------------------------------------- */
+/* ---- RMSNorm: one block per row ---------------------------------------------------------------
+ */
 __device__ static inline float tw_block_sum(float v, float *red) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -105,7 +106,8 @@ tw_status tw_cuda_rope_run(tw_cuda_ctx *ctx, int tokens, int n_heads, int head_d
     return TW_OK;
 }
 
-/* ---- SwiGLU and add ---------------------------------------------------------------------------- */
+/* ---- SwiGLU and add ----------------------------------------------------------------------------
+ */
 __global__ void __launch_bounds__(TW_OPS_THREADS)
     tw_k_swiglu(int rows, int f, const float *gate, const float *up, int ld_in, float *out) {
     size_t total = (size_t)rows * f;
@@ -119,7 +121,7 @@ __global__ void __launch_bounds__(TW_OPS_THREADS)
 tw_status tw_cuda_swiglu_run(tw_cuda_ctx *ctx, int rows, int f, const float *gate, const float *up,
                              int ld_in, float *out) {
     tw_k_swiglu<<<tw_grid_for((size_t)rows * f), TW_OPS_THREADS, 0, ctx->stream>>>(rows, f, gate,
-                                                                                    up, ld_in, out);
+                                                                                   up, ld_in, out);
     TW_CU_LAUNCHED(ctx, "swiglu");
     return TW_OK;
 }
@@ -136,7 +138,8 @@ tw_status tw_cuda_add_run(tw_cuda_ctx *ctx, size_t n, const float *x, float *y) 
     return TW_OK;
 }
 
-/* ---- embedding ---------------------------------------------------------------------------------- */
+/* ---- embedding ----------------------------------------------------------------------------------
+ */
 __global__ void __launch_bounds__(TW_OPS_THREADS)
     tw_k_embed(int n, const int *tokens, const void *table, tw_dtype dt, int row0, int rows,
                int dim, float *out) {
@@ -206,7 +209,8 @@ tw_status tw_cuda_argmax_run(tw_cuda_ctx *ctx, int rows, int n, const float *log
     return TW_OK;
 }
 
-/* ---- KV-cache store --------------------------------------------------------------------------- */
+/* ---- KV-cache store ---------------------------------------------------------------------------
+ */
 __global__ void __launch_bounds__(TW_OPS_THREADS)
     tw_k_kv_store(int batch, int seq, int n_kv, int d, int max_seq, const int *start,
                   const float *k, const float *v, int ldkv, void *kc, void *vc, tw_dtype dt) {

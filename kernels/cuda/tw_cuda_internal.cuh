@@ -118,9 +118,8 @@ tw_status tw_cuda_stage_out(tw_cuda_ctx *ctx, void *host, const void *dev, size_
 void tw_cuda_cast_x_bf16(cudaStream_t st, int m, int k, int kpad, const float *x, int ldx,
                          __nv_bfloat16 *xb);
 /* mma.sync GEMM: y[m, ldy] (+)= xb[m, kpad] . w[n, k]^T, w bf16 */
-tw_status tw_cuda_gemm_mma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad,
-                           const __nv_bfloat16 *xb, const __nv_bfloat16 *w, float *y, int ldy,
-                           int accumulate);
+tw_status tw_cuda_gemm_mma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad, const __nv_bfloat16 *xb,
+                           const __nv_bfloat16 *w, float *y, int ldy, int accumulate);
 /* fp32-weight fallback (SIMT, fp32 FMA): y[m, ldy] (+)= x[m, ldx] . w[n, k]^T */
 tw_status tw_cuda_gemm_f32(tw_cuda_ctx *ctx, int m, int n, int k, const float *x, int ldx,
                            const float *w, float *y, int ldy, int accumulate);
@@ -159,6 +158,11 @@ tw_status tw_cuda_argmax_run(tw_cuda_ctx *ctx, int rows, int n, const float *log
                              float *val_dev);
 
 #define TW_ROPE_MAX_HALF 256 /* head_dim up to 512 */
+
+/* dtype names without backend.c, so the CUDA objects link without the CPU backend */
+static inline const char *tw_cuda_dtype_name(int dt) {
+    return dt == TW_BF16 ? "bf16" : dt == TW_F32 ? "fp32" : dt == TW_I32 ? "i32" : "?";
+}
 
 static inline int tw_cuda_div_up(int a, int b) {
     return (a + b - 1) / b;

@@ -1,10 +1,10 @@
 /* Inline PTX wrappers shared by the tensor-core kernels (sm_80+): cp.async, ldmatrix and the
  * m16n8k16 bf16 mma.sync. Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"),
  * with g = lane / 4 and t = lane % 4:
- *   A (16x16, row):  a0 = A[g][2t..2t+1]   a1 = A[g+8][2t..]   a2 = A[g][2t+8..]   a3 = A[g+8][2t+8..]
- *   B (16x8, col):   b0 = B[2t..2t+1][g]   b1 = B[2t+8..2t+9][g]
- *   C (16x8, f32):   c0,c1 = C[g][2t..2t+1]   c2,c3 = C[g+8][2t..2t+1]
- * B "col" means B^T is stored row-major: for y = x . w^T that is the weight itself, [n][k]. */
+ *   A (16x16, row):  a0 = A[g][2t..2t+1]   a1 = A[g+8][2t..]   a2 = A[g][2t+8..]   a3 =
+ * A[g+8][2t+8..] B (16x8, col):   b0 = B[2t..2t+1][g]   b1 = B[2t+8..2t+9][g] C (16x8, f32): c0,c1
+ * = C[g][2t..2t+1]   c2,c3 = C[g+8][2t..2t+1] B "col" means B^T is stored row-major: for y = x .
+ * w^T that is the weight itself, [n][k]. */
 #ifndef TW_MMA_CUH
 #define TW_MMA_CUH
 
