@@ -190,7 +190,14 @@ tw_status tw_args_format(tw_args *a, tw_format *out) {
     return TW_OK;
 }
 
+static int tw_log_is_quiet = 0;
+
+void tw_log_quiet(int quiet) {
+    tw_log_is_quiet = quiet;
+}
+
 void tw_log(const char *fmt, ...) {
+    if (tw_log_is_quiet) return;
     va_list ap;
     va_start(ap, fmt);
     fputs("# ", stderr);

@@ -42,6 +42,8 @@ tw_status tw_args_format(tw_args *a, tw_format *out); /* --format md|json|csv, d
 
 /* Logs go to stderr, always, so that stdout holds only the requested format. */
 void tw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Silences tw_log (ranks other than 0 of a multi-rank run); errors still print. */
+void tw_log_quiet(int quiet);
 
 /* ---- tables: one header with units, rows of cells, printed as markdown or CSV ---------------- */
 typedef struct {

@@ -118,6 +118,9 @@ typedef struct {
      * idx and val in host memory */
     tw_status (*argmax)(tw_backend *be, int rows, int n, const float *logits, int *idx, float *val);
 
+    /* the native stream (cudaStream_t) for communicators to queue on; NULL op: host, none */
+    void *(*native_stream)(tw_backend *be);
+
     void (*destroy)(tw_backend *be);
 } tw_backend_ops;
 

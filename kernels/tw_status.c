@@ -29,7 +29,18 @@ tw_status tw_error_ctx(tw_status st, const char *fmt, ...) {
     char old[TW_ERRMSG_LEN];
     memcpy(old, tw_errmsg, sizeof old);
     if (old[0] == '\0') snprintf(old, sizeof old, "%s", tw_status_name(st));
-    snprintf(tw_errmsg, sizeof tw_errmsg, "%s: %s", prefix, old);
+    /* the chained message is cut at the buffer's end when it grows past it */
+    size_t lp = strnlen(prefix, sizeof prefix);
+    memcpy(tw_errmsg, prefix, lp);
+    size_t pos = lp;
+    if (pos + 2 < sizeof tw_errmsg) {
+        tw_errmsg[pos++] = ':';
+        tw_errmsg[pos++] = ' ';
+    }
+    size_t lo = strnlen(old, sizeof old);
+    if (lo > sizeof tw_errmsg - 1 - pos) lo = sizeof tw_errmsg - 1 - pos;
+    memcpy(tw_errmsg + pos, old, lo);
+    tw_errmsg[pos + lo] = '\0';
     return st;
 }
 

@@ -1,0 +1,284 @@
+/* `tokwatt project`: devices and megawatts needed to serve each year's projected token demand
+ * (2025-2030) under the power, revenue and shipments scenarios, from a result file or explicit
+ * tokens/s and watts per device; table, JSON or CSV on stdout, SVG chart beside the results. */
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness/project/tw_project.h"
+#include "tw_cli.h"
+#include "tw_cmds.h"
+#include "tw_results.h"
+#include "tw_util.h"
+
+static const char *tw_project_usage =
+    "tokwatt project [--results FILE | --tokens-per-s T --watts W] [--scenario "
+    "all|power|revenue|shipments] [--headline-scenario S] [--format md|json|csv] [--svg PATH | "
+    "--no-svg] [--results-dir DIR] [assumption overrides]\n"
+    "  --results FILE        a tokwatt run result (default: the newest in --results-dir, "
+    "results/);\n"
+    "                        uses e2e tokens/s per device and mean watts per device\n"
+    "  --tokens-per-s T      tokens/s per device (with --watts: no result file needed)\n"
+    "  --watts W             watts per device; labelled as given (assumed), not measured\n"
+    "  --svg PATH            chart path (default: beside the result file, or "
+    "results/projection-<time>.svg)\n"
+    "  assumption overrides (defaults and sources in configs/assumptions.json):\n"
+    "  --fleet-tokens-per-j X   --inference-share F   --price-per-mtok USD   --pue X\n"
+    "  --lifetime-years Y       --ref-tokens-per-s T  --utilisation F\n"
+    "  --power-growth-from revenue|dc_additions|FACTOR";
+
+static void tw_set(tw_assumption *a, double v) {
+    if (v != a->value) {
+        a->value = v;
+        a->overridden = 1;
+    }
+}
+
+static tw_status tw_override(tw_args *a, tw_project_inputs *in) {
+    tw_assumptions *s = &in->a;
+    double v;
+    TW_TRY(tw_args_double(a, "--fleet-tokens-per-j", s->fleet_tokens_per_j.value, 1e-6, 1e6, &v));
+    tw_set(&s->fleet_tokens_per_j, v);
+    TW_TRY(tw_args_double(a, "--inference-share", s->inference_share.value, 1e-6, 1, &v));
+    tw_set(&s->inference_share, v);
+    TW_TRY(
+        tw_args_double(a, "--price-per-mtok", s->price_usd_per_token.value * 1e6, 1e-6, 1e6, &v));
+    if (fabs(v - s->price_usd_per_token.value * 1e6) > 1e-12 * v)
+        tw_set(&s->price_usd_per_token, v * 1e-6);
+    TW_TRY(tw_args_double(a, "--pue", s->pue.value, 1, 5, &v));
+    tw_set(&s->pue, v);
+    TW_TRY(tw_args_double(a, "--lifetime-years", s->lifetime_years.value, 0.5, 30, &v));
+    tw_set(&s->lifetime_years, v);
+    TW_TRY(tw_args_double(a, "--ref-tokens-per-s", s->ref_tokens_per_s.value, 1e-6, 1e12, &v));
+    tw_set(&s->ref_tokens_per_s, v);
+    TW_TRY(tw_args_double(a, "--utilisation", s->utilisation.value, 1e-6, 1, &v));
+    tw_set(&s->utilisation, v);
+    const char *g;
+    TW_TRY(tw_args_str(a, "--power-growth-from", NULL, &g));
+    if (g) TW_TRY(tw_project_set_power_growth(in, g, 1));
+    return TW_OK;
+}
+
+static void tw_fmt_num(char *b, size_t n, double v) {
+    if (v >= 1e6)
+        snprintf(b, n, "%.4g", v);
+    else if (v >= 10)
+        snprintf(b, n, "%.0f", v);
+    else
+        snprintf(b, n, "%.3g", v);
+}
+
+static void tw_print_table(const tw_projection *p, int only, tw_format fmt) {
+    const char *head[] = {"year",         "scenario",    "demand (tokens/s)", "devices",
+                          "IT MW",        "facility MW", "DC additions MW",   "share of additions",
+                          "extrapolated", "basis"};
+    tw_table t;
+    tw_table_init(&t, 10, head);
+    for (int k = 0; k < TW_PROJECT_NYEARS; k++) {
+        for (int s = 0; s < TW_SCEN_COUNT; s++) {
+            if (only >= 0 && s != only) continue;
+            const tw_project_row *r = &p->rows[s][k];
+            char d[48], dv[48], it[48], fa[48], dc[48], basis[300], ex[40];
+            snprintf(d, sizeof d, "%s%.3e", tw_bound_symbol(r->demand_bound),
+                     r->demand_tokens_per_s);
+            tw_fmt_num(dv, sizeof dv, r->devices);
+            tw_fmt_num(it, sizeof it, r->it_mw);
+            tw_fmt_num(fa, sizeof fa, r->facility_mw);
+            snprintf(dc, sizeof dc, "%s%.0f", tw_bound_symbol(r->dc_bound), r->dc_additions_mw);
+            snprintf(ex, sizeof ex, "%s%s%s", r->demand_extrapolated ? "demand" : "",
+                     r->demand_extrapolated && r->dc_status == TW_PT_EXTRAPOLATED ? "+" : "",
+                     r->dc_status == TW_PT_EXTRAPOLATED ? "additions" : "");
+            if (!ex[0]) snprintf(ex, sizeof ex, "no");
+            snprintf(basis, sizeof basis, "%s", r->basis);
+            if (fmt == TW_FMT_CSV)
+                for (char *c = basis; *c; c++)
+                    if (*c == ',') *c = ';';
+            tw_table_addf(&t, "%d|%s|%s|%s|%s|%s|%s|%.1f%%|%s|%s", r->year,
+                          tw_scenario_name(r->scenario), d, dv, it, fa, dc,
+                          r->share_of_additions * 100, ex, basis);
+        }
+    }
+    tw_table_print(&t, fmt, stdout);
+    tw_table_free(&t);
+}
+
+static void tw_print_assumptions(const tw_project_inputs *in, const tw_projection *p) {
+    const tw_assumptions *a = &in->a;
+    const tw_assumption *list[] = {&a->fleet_tokens_per_j,  &a->inference_share,
+                                   &a->price_usd_per_token, &a->pue,
+                                   &a->lifetime_years,      &a->ref_tokens_per_s,
+                                   &a->utilisation,         &a->power_growth_from};
+    printf("\nAssumptions (configs/assumptions.json; not given by the document):\n\n");
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
+        const tw_assumption *x = list[i];
+        if (x->text[0])
+            printf("- %s = %s (%.3fx/yr)%s: %s\n", x->name, x->text, x->value,
+                   x->overridden ? " [command line]" : "", x->source);
+        else
+            printf("- %s = %g %s%s: %s\n", x->name, x->value, x->unit,
+                   x->overridden ? " [command line]" : "", x->source);
+    }
+    printf("\nNotes: %s. Values before or after the document's stated points are extrapolated "
+           "at the nearest segment's constant annual rate and marked in the 'extrapolated' "
+           "column. ≥ marks a lower bound (\"over\"), ≈ \"roughly\", ≲ \"nearly\". %s\n",
+           p->power_growth_note,
+           p->dev.assumed ? "The watts are ASSUMED, not measured." : "The watts are measured.");
+}
+
+int tw_cmd_project(int argc, char **argv) {
+    tw_args a;
+    if (tw_args_init(&a, "tokwatt project", tw_project_usage, argc, argv)) {
+        tw_cli_fail(NULL);
+        return TW_EXIT_FAIL;
+    }
+    if (tw_args_flag(&a, "--help") || tw_args_flag(&a, "-h")) {
+        printf("usage: %s\n", tw_project_usage);
+        tw_args_free(&a);
+        return TW_EXIT_OK;
+    }
+    int rc = TW_EXIT_USAGE;
+    tw_project_inputs *in = malloc(sizeof *in);
+    tw_projection *p = malloc(sizeof *p);
+    json_t *js = NULL;
+    char *svg = NULL;
+    if (!in || !p) {
+        fprintf(stderr, "tokwatt: error: out of memory\n");
+        rc = TW_EXIT_FAIL;
+        goto out;
+    }
+    if (tw_project_inputs_load(in)) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        rc = TW_EXIT_FAIL;
+        goto out;
+    }
+    const char *results, *results_dir, *scen, *head_scen, *svg_path;
+    double tps, watts;
+    tw_format fmt;
+    int no_svg = tw_args_flag(&a, "--no-svg");
+    if (tw_args_str(&a, "--results", NULL, &results) ||
+        tw_args_str(&a, "--results-dir", "results", &results_dir) ||
+        tw_args_double(&a, "--tokens-per-s", 0, 1e-9, 1e15, &tps) ||
+        tw_args_double(&a, "--watts", 0, 1e-6, 1e9, &watts) ||
+        tw_args_str(&a, "--scenario", "all", &scen) ||
+        tw_args_str(&a, "--headline-scenario", "power", &head_scen) ||
+        tw_args_str(&a, "--svg", NULL, &svg_path) || tw_args_format(&a, &fmt) ||
+        tw_override(&a, in) || tw_args_finish(&a)) {
+        tw_cli_fail(&a);
+        goto out;
+    }
+    int only = -1;
+    tw_scenario hs;
+    if (strcmp(scen, "all")) {
+        tw_scenario s;
+        if (tw_scenario_parse(scen, &s)) {
+            tw_cli_fail(&a);
+            goto out;
+        }
+        only = (int)s;
+    }
+    if (tw_scenario_parse(head_scen, &hs)) {
+        tw_cli_fail(&a);
+        goto out;
+    }
+    if (only >= 0 && strcmp(head_scen, "power") == 0) hs = (tw_scenario)only;
+    tw_project_device dev = {0};
+    char note[1024] = "", found[4096];
+    if (tps > 0 && watts > 0 && !results) {
+        dev.tokens_per_s = tps;
+        dev.watts = watts;
+        dev.assumed = 1;
+        snprintf(dev.source, sizeof dev.source, "--watts given on the command line");
+        snprintf(note, sizeof note, "tokens/s and watts per device from the command line");
+    } else if ((tps > 0) != (watts > 0) && !results) {
+        TW_ERR(TW_ERR_INVALID, "--tokens-per-s and --watts go together (or give --results FILE)");
+        tw_cli_fail(&a);
+        goto out;
+    } else {
+        if (!results) {
+            if (tw_result_newest(results_dir, found, sizeof found)) {
+                tw_error_ctx(TW_ERR_IO, "no --results FILE and no --tokens-per-s/--watts");
+                tw_cli_fail(&a);
+                goto out;
+            }
+            results = found;
+        }
+        if (tw_project_device_from_result(results, &dev, note, sizeof note)) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            rc = TW_EXIT_FAIL;
+            goto out;
+        }
+        if (tps > 0) {
+            dev.tokens_per_s = tps;
+            strncat(note, "; tokens/s overridden by --tokens-per-s",
+                    sizeof note - strlen(note) - 1);
+        }
+        if (watts > 0) {
+            dev.watts = watts;
+            dev.assumed = 1;
+            snprintf(dev.source, sizeof dev.source, "--watts given on the command line");
+            strncat(note, "; watts overridden by --watts (assumed)",
+                    sizeof note - strlen(note) - 1);
+        }
+    }
+    tw_log("%s", note);
+    if (tw_project_compute(in, &dev, p)) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        rc = TW_EXIT_FAIL;
+        goto out;
+    }
+    char headline[1024];
+    tw_project_headline_of(p, hs, headline, sizeof headline);
+    if (fmt == TW_FMT_JSON) {
+        if (tw_project_to_json(in, p, &js)) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            rc = TW_EXIT_FAIL;
+            goto out;
+        }
+        json_object_set_new(js, "input_note", json_string(note));
+        json_object_set_new(js, "headline", json_string(headline));
+        char *txt = json_dumps(js, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+        if (txt) puts(txt);
+        free(txt);
+    } else {
+        if (fmt == TW_FMT_MD)
+            printf("## Projection: devices and megawatts for projected token demand\n\n");
+        tw_print_table(p, only, fmt);
+        if (fmt == TW_FMT_MD) {
+            tw_print_assumptions(in, p);
+            printf("\n**Headline:** %s\n", headline);
+        } else {
+            tw_log("%s", headline);
+        }
+    }
+    if (!no_svg) {
+        char path[4200];
+        if (svg_path) {
+            snprintf(path, sizeof path, "%s", svg_path);
+        } else if (results) {
+            snprintf(path, sizeof path, "%s", results);
+            size_t l = strlen(path);
+            if (l > 5 && !strcmp(path + l - 5, ".json")) path[l - 5] = '\0';
+            strncat(path, ".projection.svg", sizeof path - strlen(path) - 1);
+        } else {
+            char ts[64];
+            tw_utc_compact(ts, sizeof ts, tw_unix_now_s());
+            snprintf(path, sizeof path, "%s/projection-%s.svg", results_dir, ts);
+        }
+        if (tw_project_svg(p, &svg) || tw_write_file_atomic(path, svg, strlen(svg))) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            rc = TW_EXIT_FAIL;
+            goto out;
+        }
+        tw_log("chart: %s", path);
+    }
+    rc = TW_EXIT_OK;
+out:
+    json_decref(js);
+    free(svg);
+    free(in);
+    free(p);
+    tw_args_free(&a);
+    return rc;
+}

@@ -1,0 +1,421 @@
+/* The `mpi` communicator: CPU ranks over MPI, host buffers.
+ * Every collective is the non-blocking MPI call (MPI_Iallreduce and friends) polled with
+ * MPI_Test against a deadline, so a dead or stalled peer gives TW_ERR_TIMEOUT within the bound
+ * instead of a hang. On a timeout the ranks that timed out exchange a liveness message on a
+ * separate communicator for a short grace period; the ranks that do not answer are named.
+ * The communicators use MPI_ERRORS_RETURN, so a peer failure that MPI detects is an error too.
+ * bf16 reductions are done in fp32 (converted into a scratch buffer) and rounded once. */
+#include "tw_comm.h"
+
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tw_util.h"
+
+#ifdef TW_HAVE_MPI
+#include <mpi.h>
+
+int tw_comm_mpi_built(void) {
+    return 1;
+}
+
+typedef struct {
+    MPI_Comm comm;   /* collectives */
+    MPI_Comm health; /* liveness poll after a timeout */
+    float *scratch;  /* bf16 reductions in fp32 */
+    size_t scratch_n;
+    uint64_t seq; /* collectives issued, for messages */
+    int failed;   /* an earlier collective failed: the communicator is unusable */
+    int oversub;  /* more ranks on this host than cores: yield while polling */
+} tw_mpi_ctx;
+
+static int g_mpi_we_init = 0; /* this module called MPI_Init_thread */
+static int g_mpi_refs = 0;    /* live mpi communicators */
+
+#define TW_HEALTH_TAG 7301
+
+static const char *tw_mpi_errstr(int rc, char *buf) {
+    int len = 0;
+    if (MPI_Error_string(rc, buf, &len) != MPI_SUCCESS) snprintf(buf, 64, "MPI error %d", rc);
+    return buf;
+}
+
+/* After a timeout: tell every other rank we are alive and stuck in collective `seq`, then listen
+ * for the same from the others for a grace period. Writes the ranks that stayed silent. */
+static void tw_mpi_liveness(tw_comm *c, char *silent, size_t n) {
+    tw_mpi_ctx *x = c->ctx;
+    double grace = c->timeout_s * 0.25;
+    if (grace < 0.5) grace = 0.5;
+    if (grace > 5.0) grace = 5.0;
+    unsigned long long token = (unsigned long long)x->seq;
+    char *alive = calloc((size_t)c->size, 1);
+    MPI_Request *req = calloc((size_t)c->size, sizeof(MPI_Request));
+    if (!alive || !req) {
+        snprintf(silent, n, "(unknown: out of memory)");
+        free(alive);
+        free(req);
+        return;
+    }
+    alive[c->rank] = 1;
+    for (int p = 0; p < c->size; p++) {
+        req[p] = MPI_REQUEST_NULL;
+        if (p != c->rank)
+            MPI_Isend(&token, 1, MPI_UNSIGNED_LONG_LONG, p, TW_HEALTH_TAG, x->health, &req[p]);
+    }
+    double end = tw_now_s() + grace;
+    int missing = c->size - 1;
+    while (missing > 0 && tw_now_s() < end) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TW_HEALTH_TAG, x->health, &flag, &st) != MPI_SUCCESS) break;
+        if (!flag) {
+            usleep(1000);
+            continue;
+        }
+        unsigned long long got;
+        MPI_Recv(&got, 1, MPI_UNSIGNED_LONG_LONG, st.MPI_SOURCE, TW_HEALTH_TAG, x->health,
+                 MPI_STATUS_IGNORE);
+        if (st.MPI_SOURCE >= 0 && st.MPI_SOURCE < c->size && !alive[st.MPI_SOURCE]) {
+            alive[st.MPI_SOURCE] = 1;
+            missing--;
+        }
+    }
+    size_t used = 0;
+    silent[0] = '\0';
+    for (int p = 0; p < c->size && used + 16 < n; p++)
+        if (!alive[p])
+            used += (size_t)snprintf(silent + used, n - used, "%s%d", used ? ", " : "", p);
+    /* the sends are never waited for: the job is about to be torn down */
+    free(alive);
+    free(req);
+}
+
+/* Polls one request until it completes, fails, or the deadline passes. */
+static tw_status tw_mpi_wait(tw_comm *c, MPI_Request *req, const char *what) {
+    tw_mpi_ctx *x = c->ctx;
+    double t0 = tw_now_s(), deadline = t0 + c->timeout_s;
+    unsigned long spins = 0;
+    for (;;) {
+        int flag = 0;
+        int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            char buf[MPI_MAX_ERROR_STRING];
+            x->failed = 1;
+            return TW_ERR(TW_ERR_COMM, "rank %d: %s #%llu failed: %s (a peer died?)", c->rank, what,
+                          (unsigned long long)x->seq, tw_mpi_errstr(rc, buf));
+        }
+        if (flag) return TW_OK;
+        spins++;
+        /* Why yield: with more ranks than cores (mpirun --oversubscribe) a spinning rank would
+         * take the core from the peer it waits for. Otherwise spin for latency. */
+        if (x->oversub || spins > 20000) sched_yield();
+        if ((spins & 63) == 0 && tw_now_s() > deadline) {
+            x->failed = 1;
+            char silent[256];
+            tw_mpi_liveness(c, silent, sizeof silent);
+            return TW_ERR(TW_ERR_TIMEOUT,
+                          "rank %d: collective %s #%llu did not complete within %g s (a peer died "
+                          "or stalls); %s%s",
+                          c->rank, what, (unsigned long long)x->seq, c->timeout_s,
+                          silent[0] ? "no answer to a liveness poll from rank(s) "
+                                    : "every rank answered a liveness poll (a slow or stuck "
+                                      "network, or ranks in different collectives)",
+                          silent);
+        }
+    }
+}
+
+static tw_status tw_mpi_usable(tw_comm *c, size_t count) {
+    tw_mpi_ctx *x = c->ctx;
+    if (count * (size_t)c->size > (size_t)INT_MAX)
+        return TW_ERR(TW_ERR_INVALID, "rank %d: count %zu x %d ranks exceeds MPI's int counts",
+                      c->rank, count, c->size);
+    if (x->failed)
+        return TW_ERR(TW_ERR_COMM,
+                      "rank %d: the mpi communicator failed earlier and cannot be used", c->rank);
+    x->seq++;
+    return TW_OK;
+}
+
+#define TW_MPI_CALL(c, what, call)                                                                 \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) {                                                                  \
+            char buf_[MPI_MAX_ERROR_STRING];                                                       \
+            ((tw_mpi_ctx *)(c)->ctx)->failed = 1;                                                  \
+            return TW_ERR(TW_ERR_COMM, "rank %d: %s: %s failed: %s", (c)->rank, what, #call,       \
+                          tw_mpi_errstr(rc_, buf_));                                               \
+        }                                                                                          \
+    } while (0)
+
+static MPI_Datatype tw_mpi_type(tw_dtype dt) {
+    switch (dt) {
+    case TW_F32:
+        return MPI_FLOAT;
+    case TW_BF16:
+        return MPI_UINT16_T; /* moved as bits; reductions go through fp32 */
+    case TW_I32:
+        return MPI_INT32_T;
+    }
+    return MPI_DATATYPE_NULL;
+}
+
+static MPI_Op tw_mpi_op(tw_redop op) {
+    return op == TW_RED_MAX ? MPI_MAX : MPI_SUM;
+}
+
+static tw_status tw_mpi_scratch(tw_comm *c, size_t n, float **out) {
+    tw_mpi_ctx *x = c->ctx;
+    if (n > x->scratch_n) {
+        float *p = realloc(x->scratch, n * sizeof(float));
+        if (!p) return TW_ERR(TW_ERR_NOMEM, "bf16 reduction scratch of %zu floats", n);
+        x->scratch = p;
+        x->scratch_n = n;
+    }
+    *out = x->scratch;
+    return TW_OK;
+}
+
+static void tw_bf16_to_f32_n(const tw_bf16 *in, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = tw_f32_from_bf16(in[i]);
+}
+
+static void tw_f32_to_bf16_n(const float *in, tw_bf16 *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = tw_bf16_from_f32(in[i]);
+}
+
+static tw_status tw_mpi_allreduce(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
+                                  tw_redop op) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, count));
+    MPI_Request req;
+    if (dt == TW_BF16) {
+        float *f = NULL;
+        TW_TRY(tw_mpi_scratch(c, count, &f));
+        tw_bf16_to_f32_n(in, f, count);
+        TW_MPI_CALL(
+            c, "allreduce",
+            MPI_Iallreduce(MPI_IN_PLACE, f, (int)count, MPI_FLOAT, tw_mpi_op(op), x->comm, &req));
+        TW_TRY(tw_mpi_wait(c, &req, "allreduce"));
+        tw_f32_to_bf16_n(f, out, count);
+        return TW_OK;
+    }
+    TW_MPI_CALL(c, "allreduce",
+                MPI_Iallreduce(in == out ? MPI_IN_PLACE : in, out, (int)count, tw_mpi_type(dt),
+                               tw_mpi_op(op), x->comm, &req));
+    return tw_mpi_wait(c, &req, "allreduce");
+}
+
+static tw_status tw_mpi_allgather(tw_comm *c, const void *in, void *out, size_t count,
+                                  tw_dtype dt) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, count));
+    size_t b = count * tw_comm_dtype_size(dt);
+    int inplace = in == (const void *)((const char *)out + (size_t)c->rank * b);
+    MPI_Request req;
+    TW_MPI_CALL(c, "allgather",
+                MPI_Iallgather(inplace ? MPI_IN_PLACE : in, (int)count, tw_mpi_type(dt), out,
+                               (int)count, tw_mpi_type(dt), x->comm, &req));
+    return tw_mpi_wait(c, &req, "allgather");
+}
+
+static tw_status tw_mpi_reducescatter(tw_comm *c, const void *in, void *out, size_t count,
+                                      tw_dtype dt, tw_redop op) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, count));
+    size_t total = count * (size_t)c->size;
+    MPI_Request req;
+    if (dt == TW_BF16) {
+        float *f = NULL;
+        TW_TRY(tw_mpi_scratch(c, total, &f));
+        tw_bf16_to_f32_n(in, f, total);
+        /* in place on the scratch: the reduced block lands at f[0, count) */
+        TW_MPI_CALL(c, "reducescatter",
+                    MPI_Ireduce_scatter_block(MPI_IN_PLACE, f, (int)count, MPI_FLOAT, tw_mpi_op(op),
+                                              x->comm, &req));
+        TW_TRY(tw_mpi_wait(c, &req, "reducescatter"));
+        tw_f32_to_bf16_n(f, out, count);
+        return TW_OK;
+    }
+    size_t b = count * tw_comm_dtype_size(dt);
+    if ((const char *)in + (size_t)c->rank * b == (const char *)out) {
+        /* in-place form: MPI_IN_PLACE reduces `in` and leaves the block at its start */
+        void *buf = (void *)(uintptr_t)in;
+        TW_MPI_CALL(c, "reducescatter",
+                    MPI_Ireduce_scatter_block(MPI_IN_PLACE, buf, (int)count, tw_mpi_type(dt),
+                                              tw_mpi_op(op), x->comm, &req));
+        TW_TRY(tw_mpi_wait(c, &req, "reducescatter"));
+        memmove(out, buf, b);
+        return TW_OK;
+    }
+    TW_MPI_CALL(c, "reducescatter",
+                MPI_Ireduce_scatter_block(in, out, (int)count, tw_mpi_type(dt), tw_mpi_op(op),
+                                          x->comm, &req));
+    return tw_mpi_wait(c, &req, "reducescatter");
+}
+
+static tw_status tw_mpi_broadcast(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
+                                  int root) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, count));
+    if (c->rank == root && in != out) memcpy(out, in, count * tw_comm_dtype_size(dt));
+    MPI_Request req;
+    TW_MPI_CALL(c, "broadcast", MPI_Ibcast(out, (int)count, tw_mpi_type(dt), root, x->comm, &req));
+    return tw_mpi_wait(c, &req, "broadcast");
+}
+
+static tw_status tw_mpi_alltoall(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, count));
+    size_t total_b = count * tw_comm_dtype_size(dt) * (size_t)c->size;
+    void *tmp = NULL;
+    if (in == out) {
+        /* Why a copy: MPI_IN_PLACE for the non-blocking all-to-all is not implemented by every
+         * MPI (OpenMPI's libnbc among them). */
+        tmp = malloc(total_b);
+        if (!tmp) return TW_ERR(TW_ERR_NOMEM, "alltoall in-place copy of %zu bytes", total_b);
+        memcpy(tmp, in, total_b);
+        in = tmp;
+    }
+    MPI_Request req;
+    int rc = MPI_Ialltoall(in, (int)count, tw_mpi_type(dt), out, (int)count, tw_mpi_type(dt),
+                           x->comm, &req);
+    tw_status st = TW_OK;
+    if (rc != MPI_SUCCESS) {
+        char buf[MPI_MAX_ERROR_STRING];
+        x->failed = 1;
+        st = TW_ERR(TW_ERR_COMM, "rank %d: MPI_Ialltoall failed: %s", c->rank,
+                    tw_mpi_errstr(rc, buf));
+    } else {
+        st = tw_mpi_wait(c, &req, "alltoall");
+    }
+    if (st == TW_OK || !x->failed) free(tmp); /* a pending request may still read it */
+    return st;
+}
+
+static tw_status tw_mpi_barrier(tw_comm *c) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, 0));
+    MPI_Request req;
+    TW_MPI_CALL(c, "barrier", MPI_Ibarrier(x->comm, &req));
+    return tw_mpi_wait(c, &req, "barrier");
+}
+
+static tw_status tw_mpi_nop(tw_comm *c) {
+    (void)c;
+    return TW_OK;
+}
+
+static tw_status tw_mpi_host_allgather(tw_comm *c, const void *in, void *out, size_t bytes) {
+    tw_mpi_ctx *x = c->ctx;
+    TW_TRY(tw_mpi_usable(c, bytes));
+    MPI_Request req;
+    TW_MPI_CALL(c, "host allgather",
+                MPI_Iallgather(in, (int)bytes, MPI_BYTE, out, (int)bytes, MPI_BYTE, x->comm, &req));
+    return tw_mpi_wait(c, &req, "host allgather");
+}
+
+static void tw_mpi_destroy(tw_comm *c) {
+    if (!c) return;
+    tw_mpi_ctx *x = c->ctx;
+    int failed = x->failed;
+    if (!failed) {
+        MPI_Comm_free(&x->comm);
+        MPI_Comm_free(&x->health);
+    }
+    free(x->scratch);
+    free(x);
+    free(c);
+    g_mpi_refs--;
+    int fin = 0;
+    MPI_Finalized(&fin);
+    /* after a failure MPI_Finalize could wait for the dead peer: leave that to tw_comm_abort */
+    if (g_mpi_refs == 0 && g_mpi_we_init && !fin && !failed) MPI_Finalize();
+}
+
+static void tw_mpi_abort(tw_comm *c, int code) {
+    (void)c;
+    MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    _exit(code ? code : 1);
+}
+
+static const tw_comm_ops tw_mpi_ops = {
+    .name = "mpi",
+    .allreduce = tw_mpi_allreduce,
+    .allgather = tw_mpi_allgather,
+    .reducescatter = tw_mpi_reducescatter,
+    .broadcast = tw_mpi_broadcast,
+    .alltoall = tw_mpi_alltoall,
+    .barrier = tw_mpi_barrier,
+    .wait = tw_mpi_nop,
+    .host_allgather = tw_mpi_host_allgather,
+    .set_stream = NULL,
+    .destroy = tw_mpi_destroy,
+    .abort = tw_mpi_abort,
+};
+
+tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
+    *out = NULL;
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (fin) return TW_ERR(TW_ERR_COMM, "MPI was already finalised in this process");
+    if (!inited) {
+        int provided = 0;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return TW_ERR(TW_ERR_COMM, "MPI_Init_thread failed");
+        g_mpi_we_init = 1;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    tw_comm *c = calloc(1, sizeof *c);
+    tw_mpi_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return TW_ERR(TW_ERR_NOMEM, "creating the mpi communicator");
+    }
+    c->ops = &tw_mpi_ops;
+    c->ctx = x;
+    c->device = -1;
+    c->timeout_s = timeout_s > 0 ? timeout_s : 60.0;
+    /* Creation uses blocking calls (a peer that dies this early is reported by the launcher). */
+    MPI_Comm node;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &x->comm) != MPI_SUCCESS ||
+        MPI_Comm_dup(MPI_COMM_WORLD, &x->health) != MPI_SUCCESS ||
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) !=
+            MPI_SUCCESS) {
+        free(x);
+        free(c);
+        return TW_ERR(TW_ERR_COMM, "creating the MPI communicators failed");
+    }
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(x->health, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(x->comm, &c->rank);
+    MPI_Comm_size(x->comm, &c->size);
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    x->oversub = cores > 0 && c->local_size > cores;
+    g_mpi_refs++;
+    *out = c;
+    return TW_OK;
+}
+
+#else /* !TW_HAVE_MPI */
+
+int tw_comm_mpi_built(void) {
+    return 0;
+}
+
+tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
+    (void)timeout_s;
+    *out = NULL;
+    return TW_ERR(TW_ERR_UNSUPPORTED, "the mpi communicator is not built (no MPI found by CMake)");
+}
+
+#endif

@@ -1,0 +1,79 @@
+/* The inference engine: a Llama-family forward pass (prefill and decode with a KV cache, greedy
+ * sampling) driven only through the backend interface (kernels/tw_backend.h), so that the CPU
+ * and CUDA backends and tensor-parallel shards plug in without changing it.
+ *
+ * Tensor parallelism (Megatron style): rank r of tp holds query heads [r*H/tp, (r+1)*H/tp), the
+ * KV heads they read (replicated when tp > n_kv_heads), columns [r*F/tp, ...) of gate/up and the
+ * matching rows of down, the matching columns of o_proj, and a vocabulary shard of the embedding
+ * and LM head. Partial sums after o_proj and down_proj (and the sharded embedding) are summed
+ * with the communicator; the argmax is reduced across ranks. */
+#ifndef TW_ENGINE_H
+#define TW_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tw_backend.h"
+#include "tw_model.h"
+
+struct tw_comm; /* harness/comm/tw_comm.h; NULL means one rank */
+
+typedef struct {
+    const tw_model_config *cfg;
+    tw_backend *be;
+    tw_dtype w_dtype;  /* TW_F32 or TW_BF16 */
+    tw_dtype kv_dtype; /* TW_F32 or TW_BF16 */
+    int max_batch;     /* sequences */
+    int max_seq;       /* KV-cache positions per sequence (prompt + generated) */
+    int max_prefill;   /* tokens per sequence in one prefill call */
+    uint64_t seed;
+    struct tw_comm *comm; /* NULL: tp = 1 */
+    int tp_rank, tp_size;
+    int keep_host_logits; /* initial capture setting: see tw_engine_set_capture */
+} tw_engine_opts;
+
+/* Bytes this rank needs, planned before anything is allocated. */
+typedef struct {
+    size_t weights_bytes;
+    size_t kv_bytes;
+    size_t act_bytes;
+    size_t total_bytes;
+    size_t available_bytes; /* what the backend reports free */
+    int64_t params_local;   /* weights held by this rank */
+} tw_mem_plan;
+
+typedef struct tw_engine tw_engine;
+
+/* Shard geometry of one rank (also used by tests to check slices). */
+typedef struct {
+    int heads, kv_heads, head0, kv_head0, ffn, ffn0, vocab, vocab0, vocab_pad;
+} tw_shard;
+tw_status tw_engine_shard(const tw_model_config *c, int tp_rank, int tp_size, tw_shard *out);
+
+tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *plan);
+/* Plans, refuses a plan that does not fit (TW_ERR_NOMEM naming need and availability) before
+ * allocating, allocates, generates this rank's weights. */
+tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out);
+void tw_engine_destroy(tw_engine *e);
+
+/* Forgets every sequence (positions back to 0); the KV cache is overwritten, not cleared. */
+void tw_engine_reset(tw_engine *e);
+
+/* Prefill: `len` tokens for each of `batch` sequences (tokens[b * len + i]), appended after each
+ * sequence's current position. next[b] receives the greedy next token. */
+tw_status tw_engine_prefill(tw_engine *e, int batch, int len, const int *tokens, int *next);
+/* Decode one token per sequence (tokens[b]); next[b] receives the greedy next token. */
+tw_status tw_engine_decode(tw_engine *e, int batch, const int *tokens, int *next);
+
+/* Full-vocabulary logits [batch, vocab] of the last step (needs capture on). */
+const float *tw_engine_logits(const tw_engine *e);
+int tw_engine_position(const tw_engine *e, int b);
+/* RMS of the residual stream after each layer, for the last step's first token (layer count
+ * entries); for range checks. Needs capture on. */
+const double *tw_engine_layer_rms(const tw_engine *e);
+/* Turns the host copies of logits and layer RMS on or off (off while timing). */
+void tw_engine_set_capture(tw_engine *e, int on);
+/* Seconds spent in collectives since create (0 for one rank). */
+double tw_engine_comm_seconds(const tw_engine *e);
+
+#endif

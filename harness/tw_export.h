@@ -1,0 +1,49 @@
+/* Exporting the synthetic model as a Hugging Face folder: model.safetensors (Llama tensor names
+ * and shapes), config.json (the config as read, plus torch_dtype) and tokwatt-export.json
+ * (seed, generator, tool version and commit). Used by `tokwatt export` and the tests. */
+#ifndef TW_EXPORT_H
+#define TW_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tw_model.h"
+#include "tw_safetensors.h"
+#include "tw_status.h"
+
+typedef struct {
+    tw_weight_kind kind;
+    int layer; /* 0 for global tensors */
+    char name[96];
+    int ndim;       /* 1 for norms ([hidden]), 2 otherwise ([rows, cols]) */
+    int rows, cols; /* as tw_weight_shape: norms have rows = 1 */
+} tw_export_entry;
+
+/* The tensors of the model in file order: embed_tokens, then per layer input_layernorm, q, k,
+ * v, o, post_attention_layernorm, gate, up, down, then model.norm and lm_head (omitted when
+ * tie_word_embeddings). Fills out[] when not NULL; returns the count. */
+int tw_export_list(const tw_model_config *c, tw_export_entry *out);
+
+typedef struct {
+    int n_tensors;
+    uint64_t params;     /* elements written */
+    uint64_t data_bytes; /* tensor bytes */
+    uint64_t file_bytes; /* model.safetensors size */
+    char path[4096];     /* DIR/model.safetensors */
+} tw_export_result;
+
+/* Progress callback: bytes of tensor data written so far, of total. */
+typedef void (*tw_export_progress_fn)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
+
+/* Row-block size in elements (default 4M): at most max(this, one row) elements are held at a
+ * time. Tests lower it so that tensors span several blocks. */
+extern size_t tw_export_block_elems;
+
+/* dtype: TW_ST_BF16 (tw_weight_fill_bf16 values) or TW_ST_F32 (tw_weight_fill values).
+ * Refuses (TW_ERR_IO, before writing anything) when the disk holding dir lacks the room.
+ * Holds one row block (at most ~4M elements) in memory at a time. */
+tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype dtype,
+                          const char *dir, tw_export_progress_fn progress, void *ctx,
+                          tw_export_result *res);
+
+#endif

@@ -1,0 +1,350 @@
+/* CPU GEMM driver: y[m, n] = x[m, k] . w[n, k]^T (+ y), weights fp32 or bf16, fp32 accumulation.
+ * Two regimes:
+ *  - m <= TW_GEMM_SKINNY_MAX (decode): bandwidth bound. Threads split the weight rows (n); each
+ *    weight row is streamed from memory once and used for every row of x. bf16 weights are
+ *    widened in registers, never stored as fp32.
+ *  - larger m (prefill): compute bound. BLIS-style blocking: a kc x nc panel of W^T is packed
+ *    (converted to fp32 when bf16) into nr-wide micro-panels, an mc x kc block of x into mr-tall
+ *    micro-panels, and a register-blocked mr x nr micro-kernel runs over them. Each thread owns
+ *    a rectangle of y (a tm x tn grid chosen to balance work and packing), so threads never
+ *    synchronise.
+ * The SIMD level (portable C, AVX2+FMA, AVX-512) is chosen at run time by tw_cpu_simd_active. */
+#include "tw_cpu.h"
+#include "gemm_internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+#define TW_GEMM_SKINNY_MAX 8    /* largest m taken by the skinny (GEMV) path */
+#define TW_GEMM_KC         256  /* kc: B micro-panel (kc x nr) stays in L1 */
+#define TW_GEMM_MC         144  /* mc: A block (mc x kc) stays in L2 */
+#define TW_GEMM_NC         4096 /* nc cap: columns per packed weight panel */
+#define TW_GEMM_SKINNY_NB  32   /* weight rows per skinny block (kept in L2 across x chunks) */
+
+/* ---- bf16 array conversion ------------------------------------------------------------------ */
+void tw_bf16_from_f32_array(tw_bf16 *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = tw_bf16_from_f32(src[i]);
+}
+
+void tw_f32_from_bf16_array(float *dst, const tw_bf16 *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = tw_f32_from_bf16(src[i]);
+}
+
+/* ---- portable kernels (plain C; the compiler vectorises them for the baseline ISA) ---------- */
+#define TW_PORT_MR 4
+#define TW_PORT_NR 16
+
+static void ukr_portable(int kc, const float *a, const float *b, float *c, size_t ldc, int add) {
+    float acc[TW_PORT_MR][TW_PORT_NR];
+    for (int i = 0; i < TW_PORT_MR; i++)
+        for (int j = 0; j < TW_PORT_NR; j++) acc[i][j] = 0.0f;
+    for (int p = 0; p < kc; p++) {
+        const float *bp = b + (size_t)p * TW_PORT_NR;
+        const float *ap = a + (size_t)p * TW_PORT_MR;
+        for (int i = 0; i < TW_PORT_MR; i++)
+            for (int j = 0; j < TW_PORT_NR; j++) acc[i][j] += ap[i] * bp[j];
+    }
+    for (int i = 0; i < TW_PORT_MR; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (add)
+            for (int j = 0; j < TW_PORT_NR; j++) ci[j] += acc[i][j];
+        else
+            for (int j = 0; j < TW_PORT_NR; j++) ci[j] = acc[i][j];
+    }
+}
+
+static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, const void *w,
+                            int w_bf16, float *y, size_t ldy, int add) {
+    enum { CH = 8 }; /* independent partial sums so the loop vectorises and pipelines */
+    for (int j = 0; j < n; j++) {
+        for (int i = 0; i < m; i++) {
+            const float *xi = x + (size_t)i * ldx;
+            float part[CH] = {0};
+            int p = 0;
+            if (w_bf16) {
+                const tw_bf16 *wj = (const tw_bf16 *)w + (size_t)j * k;
+                for (; p + CH <= k; p += CH)
+                    for (int c = 0; c < CH; c++) part[c] += xi[p + c] * tw_f32_from_bf16(wj[p + c]);
+                for (; p < k; p++) part[0] += xi[p] * tw_f32_from_bf16(wj[p]);
+            } else {
+                const float *wj = (const float *)w + (size_t)j * k;
+                for (; p + CH <= k; p += CH)
+                    for (int c = 0; c < CH; c++) part[c] += xi[p + c] * wj[p + c];
+                for (; p < k; p++) part[0] += xi[p] * wj[p];
+            }
+            float s = 0.0f;
+            for (int c = 0; c < CH; c++) s += part[c];
+            float *yij = y + (size_t)i * ldy + j;
+            *yij = add ? *yij + s : s;
+        }
+    }
+}
+
+const tw_gemm_kernels tw_gemm_kernels_portable = {"portable", TW_PORT_MR, TW_PORT_NR, ukr_portable,
+                                                  skinny_portable};
+
+static const tw_gemm_kernels *tw_gemm_pick(void) {
+#if defined(TW_X86)
+    switch (tw_cpu_simd_active()) {
+    case TW_SIMD_AVX512:
+        return &tw_gemm_kernels_avx512;
+    case TW_SIMD_AVX2:
+        return &tw_gemm_kernels_avx2;
+    case TW_SIMD_PORTABLE:
+        break;
+    }
+#endif
+    return &tw_gemm_kernels_portable;
+}
+
+/* ---- argument checks ------------------------------------------------------------------------- */
+/* Local name table: keeps this file independent of backend.c (and so of the whole backend). */
+static const char *tw_gemm_dtype_name(tw_dtype dt) {
+    return dt == TW_F32 ? "fp32" : dt == TW_BF16 ? "bf16" : dt == TW_I32 ? "i32" : "unknown";
+}
+
+static tw_status tw_gemm_check(const char *fn, const tw_gemm_args *a, int threads) {
+    if (!a) return TW_ERR(TW_ERR_INVALID, "%s: args is NULL", fn);
+    if (a->m < 1 || a->n < 1 || a->k < 1)
+        return TW_ERR(TW_ERR_INVALID, "%s: shape m=%d n=%d k=%d (each must be >= 1)", fn, a->m,
+                      a->n, a->k);
+    if (!a->x) return TW_ERR(TW_ERR_INVALID, "%s: x is NULL (m=%d k=%d)", fn, a->m, a->k);
+    if (!a->w) return TW_ERR(TW_ERR_INVALID, "%s: w is NULL (n=%d k=%d)", fn, a->n, a->k);
+    if (!a->y) return TW_ERR(TW_ERR_INVALID, "%s: y is NULL (m=%d n=%d)", fn, a->m, a->n);
+    if (a->ldx != 0 && a->ldx < a->k)
+        return TW_ERR(TW_ERR_INVALID, "%s: ldx=%d is smaller than k=%d", fn, a->ldx, a->k);
+    if (a->ldy != 0 && a->ldy < a->n)
+        return TW_ERR(TW_ERR_INVALID, "%s: ldy=%d is smaller than n=%d", fn, a->ldy, a->n);
+    if (threads < 0) return TW_ERR(TW_ERR_INVALID, "%s: threads=%d (must be >= 0)", fn, threads);
+    if (a->w_dtype != TW_F32 && a->w_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "%s: weight dtype %s (expected fp32 or bf16)", fn,
+                      tw_gemm_dtype_name(a->w_dtype));
+    return TW_OK;
+}
+
+/* ---- skinny path ------------------------------------------------------------------------------
+ */
+static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx, size_t ldy,
+                           int nthreads) {
+    const int bf16 = a->w_dtype == TW_BF16;
+    const size_t wsz = bf16 ? 2 : 4;
+    const int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
+    /* Blocks of weight rows handed out dynamically: each block is streamed once, by one thread,
+     * and a descheduled thread on a shared machine delays one block, not a fixed share. */
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int b = 0; b < nblocks; b++) {
+        int j0 = b * TW_GEMM_SKINNY_NB;
+        int nb = a->n - j0 < TW_GEMM_SKINNY_NB ? a->n - j0 : TW_GEMM_SKINNY_NB;
+        const char *wb = (const char *)a->w + (size_t)j0 * a->k * wsz;
+        for (int i0 = 0; i0 < a->m; i0 += TW_GEMM_SKINNY_ROWS) {
+            int mb = a->m - i0 < TW_GEMM_SKINNY_ROWS ? a->m - i0 : TW_GEMM_SKINNY_ROWS;
+            kn->skinny(mb, nb, a->k, a->x + (size_t)i0 * ldx, ldx, wb, bf16,
+                       a->y + (size_t)i0 * ldy + j0, ldy, a->accumulate);
+        }
+    }
+}
+
+/* ---- blocked path -----------------------------------------------------------------------------
+ */
+/* Packs x[m0 .. m0+mc, p0 .. p0+kc] into mr-tall micro-panels [kc][mr], zero-padding rows. */
+static void tw_pack_a(int mr, int mc, int kc, const float *x, size_t ldx, float *ap) {
+    for (int i0 = 0; i0 < mc; i0 += mr) {
+        int mb = mc - i0 < mr ? mc - i0 : mr;
+        for (int ii = 0; ii < mr; ii++) {
+            if (ii < mb) {
+                const float *src = x + (size_t)(i0 + ii) * ldx;
+                for (int p = 0; p < kc; p++) ap[(size_t)p * mr + ii] = src[p];
+            } else {
+                for (int p = 0; p < kc; p++) ap[(size_t)p * mr + ii] = 0.0f;
+            }
+        }
+        ap += (size_t)kc * mr;
+    }
+}
+
+/* Packs W^T[p0 .. p0+kc, j0 .. j0+nc] (= w rows j, columns p) into nr-wide micro-panels
+ * [kc][nr], converting bf16 to fp32 and zero-padding columns. w points at w[j0, p0]. */
+static void tw_pack_b(int nr, int nc, int kc, const void *w, int bf16, size_t ldw, float *bp) {
+    for (int j0 = 0; j0 < nc; j0 += nr) {
+        int nb = nc - j0 < nr ? nc - j0 : nr;
+        for (int jj = 0; jj < nr; jj++) {
+            if (jj < nb) {
+                if (bf16) {
+                    const tw_bf16 *src = (const tw_bf16 *)w + (size_t)(j0 + jj) * ldw;
+                    for (int p = 0; p < kc; p++) bp[(size_t)p * nr + jj] = tw_f32_from_bf16(src[p]);
+                } else {
+                    const float *src = (const float *)w + (size_t)(j0 + jj) * ldw;
+                    for (int p = 0; p < kc; p++) bp[(size_t)p * nr + jj] = src[p];
+                }
+            } else {
+                for (int p = 0; p < kc; p++) bp[(size_t)p * nr + jj] = 0.0f;
+            }
+        }
+        bp += (size_t)kc * nr;
+    }
+}
+
+/* Shares of the blocked path. The weight panel of a jc block is packed once for all of k and
+ * shared by every thread; work items are (mc block of rows) x (chunk of columns), handed out
+ * dynamically: on a shared or oversubscribed machine a descheduled thread then delays one small
+ * item, not a fixed half of the matrix. */
+#define TW_GEMM_BPANEL_BYTES     ((size_t)16 << 20) /* packed W panel (nc x k fp32) budget: in L3 */
+#define TW_GEMM_ITEMS_PER_THREAD 16
+
+typedef struct {
+    const tw_gemm_kernels *kn;
+    const tw_gemm_args *a;
+    size_t ldx, ldy;
+    int mc, nc_max, nchunk; /* rows per item, columns per jc block, columns per item */
+} tw_gemm_plan;
+
+/* Computes y[ic .. ic+mc, jc+j0 .. jc+j1] from the packed panel bp (all of k) of block jc. */
+static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncpad, int j0, int j1,
+                         const float *bp, float *abuf) {
+    const tw_gemm_kernels *kn = pl->kn;
+    const tw_gemm_args *a = pl->a;
+    const int mr = kn->mr, nr = kn->nr;
+    float edge[16 * 64]; /* [mr, nr] scratch for partial micro-tiles (mr <= 16, nr <= 64) */
+    for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
+        int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+        int add = a->accumulate || pc > 0;
+        tw_pack_a(mr, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
+        const float *bpc = bp + (size_t)pc * ncpad; /* this k block's micro-panels */
+        for (int jr = j0; jr < j1; jr += nr) {
+            int nb = j1 - jr < nr ? j1 - jr : nr;
+            const float *bs = bpc + (size_t)(jr / nr) * kc * nr;
+            for (int ir = 0; ir < mc; ir += mr) {
+                int mb = mc - ir < mr ? mc - ir : mr;
+                const float *ap = abuf + (size_t)(ir / mr) * kc * mr;
+                float *c = a->y + (size_t)(ic + ir) * pl->ldy + jc + jr;
+                if (mb == mr && nb == nr) {
+                    kn->ukr(kc, ap, bs, c, pl->ldy, add);
+                } else {
+                    kn->ukr(kc, ap, bs, edge, (size_t)nr, 0);
+                    for (int i = 0; i < mb; i++)
+                        for (int j = 0; j < nb; j++) {
+                            float v = edge[i * nr + j];
+                            float *cij = c + (size_t)i * pl->ldy + j;
+                            *cij = add ? *cij + v : v;
+                        }
+                }
+            }
+        }
+    }
+}
+
+static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx,
+                                 size_t ldy, int nthreads) {
+    const int mr = kn->mr, nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
+    const size_t wsz = bf16 ? 2 : 4;
+    tw_gemm_plan pl = {kn, a, ldx, ldy, 0, 0, 0};
+    /* nc: as many columns as keep the packed panel (nc x k) within the L3 budget. */
+    long ncl = (long)(TW_GEMM_BPANEL_BYTES / ((size_t)a->k * sizeof(float)));
+    ncl = ncl / nr * nr;
+    if (ncl < 4L * nr) ncl = 4L * nr;
+    if (ncl > TW_GEMM_NC) ncl = TW_GEMM_NC / nr * nr;
+    long npad = (long)(a->n + nr - 1) / nr * nr;
+    pl.nc_max = (int)(ncl < npad ? ncl : npad);
+    /* mc: the L2 block, shrunk (to whole micro-panels) when m is small so rows alone give
+     * enough items; then columns are chunked until there are enough items for balance. */
+    const int target = nthreads * TW_GEMM_ITEMS_PER_THREAD;
+    pl.mc = (TW_GEMM_MC / mr) * mr;
+    int mpanels = (a->m + mr - 1) / mr;
+    if ((mpanels * mr + pl.mc - 1) / pl.mc < nthreads) {
+        int per = (mpanels + nthreads - 1) / nthreads;
+        pl.mc = (per < 1 ? 1 : per) * mr;
+    }
+    const int mblocks = (a->m + pl.mc - 1) / pl.mc;
+    int strips = pl.nc_max / nr, nch = 1;
+    while (mblocks * nch < target && strips / (nch * 2) >= 8) nch *= 2;
+    pl.nchunk = (strips + nch - 1) / nch * nr;
+
+    const size_t kc0 = (size_t)(a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC);
+    const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 63) & ~(size_t)63;
+    const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
+    float *bp = aligned_alloc(64, (bbytes + 63) & ~(size_t)63); // [k/kc][nc/nr][kc][nr]
+    if (!bp)
+        return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes for the packed panel", bbytes);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *abuf = aligned_alloc(64, abytes); // [mc/mr][kc][mr]
+        if (!abuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        for (int jc = 0; jc < a->n; jc += pl.nc_max) {
+            const int nc = a->n - jc < pl.nc_max ? a->n - jc : pl.nc_max;
+            const int ncpad = (nc + nr - 1) / nr * nr;
+            const int nstrips = ncpad / nr, kblocks = (a->k + TW_GEMM_KC - 1) / TW_GEMM_KC;
+            /* Pack this block's panel for all of k, cooperatively. */
+#pragma omp for schedule(dynamic, 1) collapse(2)
+            for (int q = 0; q < kblocks; q++)
+                for (int s = 0; s < nstrips; s++) {
+                    int pc = q * TW_GEMM_KC;
+                    int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+                    int nb = nc - s * nr < nr ? nc - s * nr : nr;
+                    const char *src =
+                        (const char *)a->w + ((size_t)(jc + s * nr) * a->k + pc) * wsz;
+                    tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k,
+                              bp + (size_t)pc * ncpad + (size_t)s * kc * nr);
+                }
+            const int chunks = (ncpad + pl.nchunk - 1) / pl.nchunk;
+#pragma omp for schedule(dynamic, 1) collapse(2)
+            for (int ib = 0; ib < mblocks; ib++)
+                for (int cb = 0; cb < chunks; cb++) {
+                    if (!abuf) continue;
+                    int ic = ib * pl.mc, mc = a->m - ic < pl.mc ? a->m - ic : pl.mc;
+                    int j0 = cb * pl.nchunk, j1 = j0 + pl.nchunk < nc ? j0 + pl.nchunk : nc;
+                    tw_gemm_item(&pl, ic, mc, jc, ncpad, j0, j1, bp, abuf);
+                }
+        }
+        free(abuf);
+    }
+    free(bp);
+    if (failed)
+        return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffer per thread",
+                      abytes);
+    return TW_OK;
+}
+
+static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads) {
+    const tw_gemm_kernels *kn = tw_gemm_pick();
+    size_t ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
+    size_t ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
+    int nthreads = tw_cpu_threads(threads);
+    /* Tiny products: thread start-up costs more than the work. */
+    if ((double)a->m * a->n * a->k < 32768.0) nthreads = 1;
+    if (a->m <= TW_GEMM_SKINNY_MAX) {
+        int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
+        if (nthreads > nblocks) nthreads = nblocks;
+        tw_gemm_skinny(kn, a, ldx, ldy, nthreads);
+        return TW_OK;
+    }
+    tw_status st = tw_gemm_blocked(kn, a, ldx, ldy, nthreads);
+    if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
+    return TW_OK;
+}
+
+tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads) {
+    TW_TRY(tw_gemm_check("gemm_f32_cpu", a, threads));
+    if (a->w_dtype != TW_F32)
+        return TW_ERR(TW_ERR_INVALID, "gemm_f32_cpu: weights are %s (expected fp32)",
+                      tw_gemm_dtype_name(a->w_dtype));
+    return tw_gemm_run("gemm_f32_cpu", a, threads);
+}
+
+tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads) {
+    TW_TRY(tw_gemm_check("gemm_bf16_cpu", a, threads));
+    if (a->w_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "gemm_bf16_cpu: weights are %s (expected bf16)",
+                      tw_gemm_dtype_name(a->w_dtype));
+    return tw_gemm_run("gemm_bf16_cpu", a, threads);
+}
+
+tw_status gemm_cpu(const tw_gemm_args *a, int threads) {
+    TW_TRY(tw_gemm_check("gemm_cpu", a, threads));
+    return tw_gemm_run("gemm_cpu", a, threads);
+}

@@ -1,0 +1,228 @@
+/* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, embedding
+ * lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a flat
+ * array) and small calls stay on one thread, where a parallel region would cost more than the
+ * work. */
+#include "attn_prims.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+/* Threads for `work` elements of streaming work: one below ~64K elements. */
+static int ops_threads(size_t work, int threads) {
+    return work < (1u << 16) ? 1 : tw_cpu_threads(threads);
+}
+
+static tw_status ops_check_threads(const char *op, int threads) {
+    if (threads < 0)
+        return TW_ERR(TW_ERR_INVALID, "%s: threads must be >= 0 (0 = all cores), got %d", op,
+                      threads);
+    return TW_OK;
+}
+
+tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype w_dtype, float eps,
+                      float *y, int threads) {
+    TW_TRY(ops_check_threads("rmsnorm", threads));
+    if (rows < 1 || dim < 1)
+        return TW_ERR(TW_ERR_INVALID, "rmsnorm: rows %d and dim %d must be >= 1", rows, dim);
+    if (!x || !w || !y)
+        return TW_ERR(TW_ERR_INVALID, "rmsnorm: NULL %s", !x ? "x" : !w ? "w" : "y");
+    if (w_dtype != TW_F32 && w_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "rmsnorm: weight dtype must be fp32 or bf16, got %d",
+                      (int)w_dtype);
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        return TW_ERR(TW_ERR_INVALID, "rmsnorm: eps must be finite and >= 0, got %g", (double)eps);
+    int nt = ops_threads((size_t)rows * dim, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        if (w_dtype == TW_F32) {
+            const float *wf = w;
+#pragma omp simd
+            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * wf[i];
+        } else {
+            const tw_bf16 *wb = w;
+#pragma omp simd
+            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
+        }
+    }
+    return TW_OK;
+}
+
+static tw_status rope_check_params(const tw_rope_params *rp) {
+    if (!(rp->theta > 0.0f) || !isfinite(rp->theta))
+        return TW_ERR(TW_ERR_INVALID, "rope: rope_theta must be > 0, got %g", (double)rp->theta);
+    if (rp->type != TW_ROPE_DEFAULT && rp->type != TW_ROPE_LINEAR && rp->type != TW_ROPE_LLAMA3)
+        return TW_ERR(TW_ERR_INVALID, "rope: unknown rope type %d", (int)rp->type);
+    if (rp->type != TW_ROPE_DEFAULT && !(rp->factor > 0.0f))
+        return TW_ERR(TW_ERR_INVALID, "rope: scaling factor must be > 0, got %g",
+                      (double)rp->factor);
+    if (rp->type == TW_ROPE_LLAMA3 &&
+        (!(rp->low_freq_factor > 0.0f) || !(rp->high_freq_factor > rp->low_freq_factor) ||
+         !(rp->original_max_pos > 0.0f)))
+        return TW_ERR(TW_ERR_INVALID,
+                      "rope: llama3 scaling needs 0 < low_freq_factor (%g) < high_freq_factor "
+                      "(%g) and original_max_position_embeddings > 0 (%g)",
+                      (double)rp->low_freq_factor, (double)rp->high_freq_factor,
+                      (double)rp->original_max_pos);
+    return TW_OK;
+}
+
+tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, const int *positions,
+                   const tw_rope_params *rp, int threads) {
+    TW_TRY(ops_check_threads("rope", threads));
+    if (tokens < 1 || n_heads < 1)
+        return TW_ERR(TW_ERR_INVALID, "rope: tokens %d and n_heads %d must be >= 1", tokens,
+                      n_heads);
+    if (head_dim < 2 || head_dim % 2)
+        return TW_ERR(TW_ERR_INVALID, "rope: head_dim must be even and >= 2, got %d", head_dim);
+    if (!x || !positions || !rp)
+        return TW_ERR(TW_ERR_INVALID, "rope: NULL %s", !x ? "x" : !positions ? "positions" : "rp");
+    TW_TRY(rope_check_params(rp));
+    const long row = (long)n_heads * head_dim;
+    const long ld = ldx ? ldx : row;
+    if (ld < row)
+        return TW_ERR(TW_ERR_INVALID, "rope: ldx %d is less than n_heads * head_dim = %ld", ldx,
+                      row);
+    for (int t = 0; t < tokens; t++)
+        if (positions[t] < 0)
+            return TW_ERR(TW_ERR_INVALID, "rope: positions[%d] = %d is negative", t, positions[t]);
+    const int half = head_dim / 2;
+    float *inv = malloc(sizeof(float) * (size_t)half);
+    if (!inv) return TW_ERR(TW_ERR_NOMEM, "rope: %d frequencies", half);
+    for (int i = 0; i < half; i++) inv[i] = tw_rope_inv_freq(i, head_dim, rp);
+    int nt = ops_threads((size_t)tokens * row * 8, threads); /* sin/cos: weigh more than a copy */
+    int fail = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        /* cos and sin of one token, shared by its heads */
+        float *cs = malloc(sizeof(float) * 2 * (size_t)half);
+        if (!cs) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(static)
+        for (int t = 0; t < tokens; t++) {
+            if (!cs) continue;
+            for (int i = 0; i < half; i++) {
+                float ang = tw_rope_angle(positions[t], inv[i]);
+                cs[i] = cosf(ang);
+                cs[half + i] = sinf(ang);
+            }
+            for (int h = 0; h < n_heads; h++) {
+                float *xh = x + (size_t)t * ld + (size_t)h * head_dim;
+                for (int i = 0; i < half; i++)
+                    tw_rope_rotate(&xh[i], &xh[half + i], cs[i], cs[half + i]);
+            }
+        }
+        free(cs);
+    }
+    free(inv);
+    if (fail) return TW_ERR(TW_ERR_NOMEM, "rope: per-thread sin/cos table of %d", half);
+    return TW_OK;
+}
+
+tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
+                     int threads) {
+    TW_TRY(ops_check_threads("swiglu", threads));
+    if (rows < 1 || f < 1)
+        return TW_ERR(TW_ERR_INVALID, "swiglu: rows %d and f %d must be >= 1", rows, f);
+    if (!gate || !up || !out)
+        return TW_ERR(TW_ERR_INVALID, "swiglu: NULL %s", !gate ? "gate" : !up ? "up" : "out");
+    const long ld = ld_in ? ld_in : f;
+    if (ld < f) return TW_ERR(TW_ERR_INVALID, "swiglu: ld_in %d is less than f = %d", ld_in, f);
+    const tw_attn_prims *pr = tw_attn_prims_get();
+    int nt = ops_threads((size_t)rows * f * 4, threads); /* exp: weigh more than a copy */
+    if (rows == 1 && nt > 1) {                           /* one token: split the row */
+        const int chunk = 4096;
+        int nc = (f + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int c = 0; c < nc; c++) {
+            int i0 = c * chunk, n = f - i0 < chunk ? f - i0 : chunk;
+            pr->swiglu_row(n, gate + i0, up + i0, out + i0);
+        }
+        return TW_OK;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++)
+        pr->swiglu_row(f, gate + (size_t)r * ld, up + (size_t)r * ld, out + (size_t)r * f);
+    return TW_OK;
+}
+
+tw_status add_cpu(size_t n, const float *x, float *y, int threads) {
+    TW_TRY(ops_check_threads("add", threads));
+    if (n == 0) return TW_OK;
+    if (!x || !y) return TW_ERR(TW_ERR_INVALID, "add: NULL %s", !x ? "x" : "y");
+    int nt = ops_threads(n, threads);
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    return TW_OK;
+}
+
+tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype, int row0, int rows,
+                    int dim, float *out, int threads) {
+    TW_TRY(ops_check_threads("embed", threads));
+    if (n < 1 || dim < 1 || rows < 1 || row0 < 0)
+        return TW_ERR(TW_ERR_INVALID,
+                      "embed: n %d, rows %d and dim %d must be >= 1 and row0 %d >= 0", n, rows, dim,
+                      row0);
+    if (!tokens || !table || !out)
+        return TW_ERR(TW_ERR_INVALID, "embed: NULL %s",
+                      !tokens  ? "tokens"
+                      : !table ? "table"
+                               : "out");
+    if (dtype != TW_F32 && dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "embed: table dtype must be fp32 or bf16, got %d",
+                      (int)dtype);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0)
+            return TW_ERR(TW_ERR_INVALID, "embed: tokens[%d] = %d is negative", i, tokens[i]);
+    int nt = ops_threads((size_t)n * dim, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * dim;
+        long r = (long)tokens[i] - row0;
+        if (r < 0 || r >= rows) { /* another shard's token */
+            memset(o, 0, sizeof(float) * (size_t)dim);
+        } else if (dtype == TW_F32) {
+            memcpy(o, (const float *)table + (size_t)r * dim, sizeof(float) * (size_t)dim);
+        } else {
+            const tw_bf16 *src = (const tw_bf16 *)table + (size_t)r * dim;
+            for (int j = 0; j < dim; j++) o[j] = tw_f32_from_bf16(src[j]);
+        }
+    }
+    return TW_OK;
+}
+
+tw_status argmax_cpu(int rows, int n, const float *logits, int *idx, float *val, int threads) {
+    TW_TRY(ops_check_threads("argmax", threads));
+    if (rows < 1 || n < 1)
+        return TW_ERR(TW_ERR_INVALID, "argmax: rows %d and n %d must be >= 1", rows, n);
+    if (!logits || !idx || !val)
+        return TW_ERR(TW_ERR_INVALID, "argmax: NULL %s", !logits ? "logits" : !idx ? "idx" : "val");
+    int nt = ops_threads((size_t)rows * n, threads);
+    if (nt > rows) nt = rows;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *lr = logits + (size_t)r * n;
+        int best = 0;
+        float bv = lr[0];
+        /* strict '>' keeps the first index on ties; a NaN never wins (and a NaN first element
+         * is replaced by the first number) */
+        for (int i = 1; i < n; i++)
+            if (lr[i] > bv || (isnan(bv) && !isnan(lr[i]))) {
+                bv = lr[i];
+                best = i;
+            }
+        idx[r] = best;
+        val[r] = bv;
+    }
+    return TW_OK;
+}

@@ -1,0 +1,323 @@
+/* The float64 reference model (tests/tw_ref_model.c) checked on its own: building blocks on
+ * hand-computed vectors, a 1-token forward where attention reduces to the value vector,
+ * causality, and golden logits from Hugging Face transformers' LlamaForCausalLM. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tw_model.h"
+#include "tw_ref_model.h"
+#include "tw_test_util.h"
+
+static void load_model(const char *name, tw_model_config *c) {
+    cr_assert_eq(tw_model_load(name, c), TW_OK, "%s", tw_last_error());
+}
+
+static void assert_close(double got, double want, double rel, const char *what) {
+    cr_assert(fabs(got - want) <= rel * fmax(1.0, fabs(want)), "%s: got %.17g want %.17g", what,
+              got, want);
+}
+
+Test(ref_model, rmsnorm_known_vector) {
+    double x[4] = {1, 2, 3, 4}, w[4] = {1, 0.5, 2, -1}, out[4];
+    /* mean(x^2) = 30 / 4 = 7.5 */
+    tw_ref_rmsnorm(x, w, 4, 0.0, out);
+    assert_close(out[0], 0.3651483716701107, 1e-15, "out[0] = 1 / sqrt(7.5)");
+    assert_close(out[1], 0.3651483716701107, 1e-15, "out[1] = 2 * 0.5 / sqrt(7.5)");
+    assert_close(out[2], 2.1908902300206643, 1e-15, "out[2] = 3 * 2 / sqrt(7.5)");
+    assert_close(out[3], -1.4605934866804429, 1e-15, "out[3] = -4 / sqrt(7.5)");
+    tw_ref_rmsnorm(x, w, 4, 1e-5, out);
+    assert_close(out[0], 0.3651481282381064, 1e-15, "eps inside the sqrt");
+}
+
+Test(ref_model, rope_rotate_half_known_vector) {
+    tw_rope_params rp;
+    memset(&rp, 0, sizeof rp);
+    rp.theta = 10000.0f;
+    rp.type = TW_ROPE_DEFAULT;
+    rp.factor = 1.0f;
+    /* D = 4: inv_freq = {1, 10000^-0.5 = 0.01}; pairs (x0, x2) and (x1, x3) */
+    assert_close(tw_ref_rope_inv_freq(&rp, 4, 0), 1.0, 1e-15, "inv_freq[0]");
+    assert_close(tw_ref_rope_inv_freq(&rp, 4, 1), 0.01, 1e-15, "inv_freq[1]");
+    double x[4] = {1, 2, 3, 4};
+    tw_ref_rope(x, 4, 0, &rp);
+    cr_assert(x[0] == 1 && x[1] == 2 && x[2] == 3 && x[3] == 4, "position 0 is the identity");
+    tw_ref_rope(x, 4, 1, &rp);
+    /* x0' = cos(1) - 3 sin(1), x2' = 3 cos(1) + sin(1); angle 0.01 for the second pair */
+    assert_close(x[0], -1.9841106485555495, 1e-14, "x0 at pos 1");
+    assert_close(x[2], 2.4623779024123156, 1e-14, "x2 at pos 1");
+    assert_close(x[1], 1.959900667496664, 1e-14, "x1 at pos 1");
+    assert_close(x[3], 4.019799668334994, 1e-14, "x3 at pos 1");
+    double y[4] = {1, 2, 3, 4};
+    tw_ref_rope(y, 4, 3, &rp);
+    assert_close(y[0], -1.413352520780047, 1e-14, "x0 at pos 3");
+    assert_close(y[2], -2.828857481741469, 1e-14, "x2 at pos 3");
+    assert_close(y[1], 1.8791180666879925, 1e-14, "x1 at pos 3");
+    assert_close(y[3], 4.058191135400942, 1e-14, "x3 at pos 3");
+}
+
+Test(ref_model, rope_llama3_and_linear_inv_freq) {
+    /* Llama 3.1's rope_scaling: theta 500000, head_dim 128, factor 8, low 1, high 4, orig 8192.
+     * Wavelength bands: < 8192 / 4 = 2048 kept, > 8192 / 1 divided by 8, between blended. */
+    tw_rope_params rp;
+    memset(&rp, 0, sizeof rp);
+    rp.theta = 500000.0f;
+    rp.type = TW_ROPE_LLAMA3;
+    rp.factor = 8.0f;
+    rp.low_freq_factor = 1.0f;
+    rp.high_freq_factor = 4.0f;
+    rp.original_max_pos = 8192.0f;
+    /* i = 0: inv 1, wavelength 2 pi: kept */
+    assert_close(tw_ref_rope_inv_freq(&rp, 128, 0), 1.0, 1e-15, "i=0 kept");
+    /* i = 63: inv = 500000^(-126/128), wavelength ~2e7 > 8192: divided by 8 */
+    assert_close(tw_ref_rope_inv_freq(&rp, 128, 63), 3.068925988914511e-07, 1e-12, "i=63 / 8");
+    /* i = 32: inv = 500000^-0.5 = 1.414213562373095e-3, wavelength 4442.88 in the band:
+     * smooth = (8192 / 4442.88 - 1) / 3 = 0.281282605, (1 - smooth) inv / 8 + smooth inv */
+    assert_close(tw_ref_rope_inv_freq(&rp, 128, 32), 0.0005248461609929547, 1e-12, "i=32 band");
+    rp.type = TW_ROPE_LINEAR;
+    rp.factor = 2.0f;
+    assert_close(tw_ref_rope_inv_freq(&rp, 128, 32), 0.001414213562373095 / 2, 1e-12, "linear");
+}
+
+Test(ref_model, silu) {
+    assert_close(tw_ref_silu(0.0), 0.0, 1e-15, "silu(0)");
+    assert_close(tw_ref_silu(1.0), 0.7310585786300049, 1e-15, "silu(1) = 1 / (1 + e^-1)");
+    assert_close(tw_ref_silu(-2.0), -0.2384058440442351, 1e-15, "silu(-2)");
+}
+
+/* One token: softmax over a single key is 1, so each head's attention output is its kv head's
+ * value vector, and q, k and RoPE drop out. Rebuilt here from the weights long-hand. */
+static void one_token_check(const char *model) {
+    tw_model_config c;
+    load_model(model, &c);
+    tw_ref_model *m = tw_ref_create(&c, 3, 0);
+    cr_assert_not_null(m);
+    int H = c.hidden, D = c.head_dim, NH = c.n_heads, G = c.n_kv_heads, F = c.intermediate;
+    int tok = c.vocab - 2;
+    double *logits = malloc(sizeof(double) * c.vocab);
+    for (int i = 0; i < c.vocab; i++) logits[i] = NAN;
+    tw_ref_forward(m, &tok, 1, logits);
+
+    double *x = calloc((size_t)H, sizeof(double)), *h = calloc((size_t)H, sizeof(double));
+    double *v = calloc((size_t)G * D, sizeof(double)),
+           *att = calloc((size_t)NH * D, sizeof(double));
+    double *a = calloc((size_t)F, sizeof(double));
+    for (int i = 0; i < H; i++) x[i] = tw_weight_value(&c, 3, TW_W_EMBED, 0, tok, i);
+    for (int l = 0; l < c.n_layers; l++) {
+        tw_ref_rmsnorm(x, tw_ref_weight(m, TW_W_ATTN_NORM, l), H, c.rms_eps, h);
+        for (int r = 0; r < G * D; r++) {
+            v[r] = 0;
+            for (int j = 0; j < H; j++) v[r] += tw_weight_value(&c, 3, TW_W_V, l, r, j) * h[j];
+        }
+        for (int hd = 0; hd < NH; hd++) /* Hugging Face repeat_kv: head hd reads kv head hd/rep */
+            for (int d = 0; d < D; d++) att[hd * D + d] = v[(hd / (NH / G)) * D + d];
+        for (int r = 0; r < H; r++)
+            for (int j = 0; j < NH * D; j++)
+                x[r] += tw_weight_value(&c, 3, TW_W_O, l, r, j) * att[j];
+        tw_ref_rmsnorm(x, tw_ref_weight(m, TW_W_FFN_NORM, l), H, c.rms_eps, h);
+        for (int r = 0; r < F; r++) {
+            double g = 0, u = 0;
+            for (int j = 0; j < H; j++) {
+                g += tw_weight_value(&c, 3, TW_W_GATE, l, r, j) * h[j];
+                u += tw_weight_value(&c, 3, TW_W_UP, l, r, j) * h[j];
+            }
+            a[r] = g / (1 + exp(-g)) * u;
+        }
+        for (int r = 0; r < H; r++)
+            for (int j = 0; j < F; j++) x[r] += tw_weight_value(&c, 3, TW_W_DOWN, l, r, j) * a[j];
+    }
+    tw_ref_rmsnorm(x, tw_ref_weight(m, TW_W_FINAL_NORM, 0), H, c.rms_eps, h);
+    tw_weight_kind head = c.tie_embeddings ? TW_W_EMBED : TW_W_LM_HEAD;
+    double num = 0, den = 0;
+    for (int r = 0; r < c.vocab; r++) {
+        double want = 0;
+        for (int j = 0; j < H; j++) want += tw_weight_value(&c, 3, head, 0, r, j) * h[j];
+        num += (logits[r] - want) * (logits[r] - want);
+        den += want * want;
+    }
+    double rel = sqrt(num / den);
+    cr_assert(rel < 1e-12, "%s: 1-token logits rel err %.3e (tolerance 1e-12)", model, rel);
+    free(x), free(h), free(v), free(att), free(a), free(logits);
+    tw_ref_destroy(m);
+    tw_model_free(&c);
+}
+
+Test(ref_model, one_token_attention_is_value_vector) {
+    one_token_check("tiny");
+    one_token_check("tiny-tied");
+}
+
+Test(ref_model, causal_later_tokens_do_not_change_earlier_logits) {
+    tw_model_config c;
+    load_model("tiny", &c);
+    tw_ref_model *m = tw_ref_create(&c, 5, 0);
+    cr_assert_not_null(m);
+    enum { N = 17, CUT = 9 };
+    int tok[N], tok2[N];
+    tw_prompt_tokens(21, 1, N, c.vocab, tok);
+    memcpy(tok2, tok, sizeof tok);
+    for (int i = CUT; i < N; i++) tok2[i] = (tok[i] + 1 + i) % c.vocab;
+    double *l1 = malloc(sizeof(double) * N * c.vocab), *l2 = malloc(sizeof(double) * N * c.vocab);
+    tw_ref_forward(m, tok, N, l1);
+    tw_ref_forward(m, tok2, N, l2);
+    for (int t = 0; t < N; t++) {
+        double d = 0;
+        for (int v = 0; v < c.vocab; v++)
+            d = fmax(d, fabs(l1[t * c.vocab + v] - l2[t * c.vocab + v]));
+        if (t < CUT)
+            cr_assert(d == 0, "position %d changed by %.3e when tokens from %d changed", t, d, CUT);
+        else
+            cr_assert(d > 1e-3, "position %d did not change (%.3e) with its own token", t, d);
+    }
+    /* a prefix forward gives the same logits as the first positions of the longer one */
+    double *l3 = malloc(sizeof(double) * CUT * c.vocab);
+    tw_ref_forward(m, tok, CUT, l3);
+    cr_assert(memcmp(l3, l1, sizeof(double) * CUT * c.vocab) == 0, "prefix logits differ");
+    free(l1), free(l2), free(l3);
+    tw_ref_destroy(m);
+    tw_model_free(&c);
+}
+
+Test(ref_model, repeated_token_gives_same_logits_everywhere) {
+    /* With one token repeated, every position attends over identical value vectors, so the
+     * attention output (a convex combination) is that vector whatever the RoPE scores: every
+     * position's logits equal position 0's. Catches softmax weights that do not sum to 1. */
+    tw_model_config c;
+    load_model("tiny", &c);
+    tw_ref_model *m = tw_ref_create(&c, 9, 0);
+    enum { N = 13 };
+    int tok[N];
+    for (int i = 0; i < N; i++) tok[i] = 123;
+    double *l = malloc(sizeof(double) * N * c.vocab);
+    tw_ref_forward(m, tok, N, l);
+    for (int t = 1; t < N; t++)
+        for (int v = 0; v < c.vocab; v++)
+            cr_assert(fabs(l[t * c.vocab + v] - l[v]) < 1e-12 * fmax(1, fabs(l[v])),
+                      "position %d vocab %d: %.17g vs %.17g", t, v, l[t * c.vocab + v], l[v]);
+    free(l);
+    tw_ref_destroy(m);
+    tw_model_free(&c);
+}
+
+Test(ref_model, weights_fp32_and_bf16) {
+    tw_model_config c;
+    load_model("tiny-tied", &c);
+    tw_ref_model *m32 = tw_ref_create(&c, 4, 0), *m16 = tw_ref_create(&c, 4, 1);
+    cr_assert(m32 && m16);
+    cr_assert_eq(tw_ref_weight(m32, TW_W_LM_HEAD, 0), tw_ref_weight(m32, TW_W_EMBED, 0),
+                 "tied LM head is the embedding");
+    tw_weight_kind kinds[] = {TW_W_EMBED, TW_W_Q, TW_W_DOWN, TW_W_FFN_NORM, TW_W_FINAL_NORM};
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
+        int rows, cols, layer = 1;
+        tw_weight_shape(&c, kinds[ki], &rows, &cols);
+        const double *w32 = tw_ref_weight(m32, kinds[ki], layer);
+        const double *w16 = tw_ref_weight(m16, kinds[ki], layer);
+        int rounded = 0;
+        for (int r = 0; r < rows; r += 7)
+            for (int j = 0; j < cols; j += 3) {
+                float f = tw_weight_value(&c, 4, kinds[ki], layer, r, j);
+                cr_assert_eq(w32[r * cols + j], (double)f);
+                cr_assert_eq(w16[r * cols + j], (double)tw_test_from_bf16(tw_test_to_bf16(f)));
+                rounded += w16[r * cols + j] != w32[r * cols + j];
+            }
+        cr_assert(rounded > 0, "kind %d: bf16 weights identical to fp32", (int)kinds[ki]);
+    }
+    /* bf16 weights move the logits by roughly bf16's precision, not more */
+    enum { N = 6 };
+    int tok[N];
+    tw_prompt_tokens(2, 1, N, c.vocab, tok);
+    double *a = malloc(sizeof(double) * N * c.vocab), *b = malloc(sizeof(double) * N * c.vocab);
+    tw_ref_forward(m32, tok, N, a);
+    tw_ref_forward(m16, tok, N, b);
+    double num = 0, den = 0;
+    for (int i = 0; i < N * c.vocab; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
+    double rel = sqrt(num / den);
+    cr_assert(rel > 1e-5 && rel < 3e-2, "bf16 vs fp32 weights: logits rel diff %.3e", rel);
+    free(a), free(b);
+    tw_ref_destroy(m32);
+    tw_ref_destroy(m16);
+    tw_model_free(&c);
+}
+
+Test(ref_model, hidden_norms_stay_order_one) {
+    const char *models[] = {"tiny", "tiny-tied"};
+    for (int mi = 0; mi < 2; mi++) {
+        tw_model_config c;
+        load_model(models[mi], &c);
+        tw_ref_model *m = tw_ref_create(&c, 1, 1);
+        enum { N = 17 };
+        int tok[N];
+        tw_prompt_tokens(1, 1, N, c.vocab, tok);
+        double rms[64];
+        for (int i = 0; i < 64; i++) rms[i] = NAN;
+        tw_ref_hidden_norms(m, tok, N, rms);
+        /* embeddings are uniform in [-a, a): RMS a / sqrt(3) */
+        double want0 = tw_weight_scale(&c, TW_W_EMBED) / sqrt(3.0);
+        cr_assert(fabs(rms[0] - want0) < 0.1 * want0, "%s: embedding rms %.4f, want %.4f",
+                  models[mi], rms[0], want0);
+        /* each pre-norm block adds an O(1) update: the stream stays O(1) over a few layers */
+        for (int l = 1; l <= c.n_layers; l++)
+            cr_assert(rms[l] > 0.2 && rms[l] < 5.0, "%s: rms after layer %d = %.4f", models[mi],
+                      l - 1, rms[l]);
+        cr_assert(isnan(rms[c.n_layers + 1]), "wrote past n_layers + 1 values");
+        tw_ref_destroy(m);
+        tw_model_free(&c);
+    }
+}
+
+/* Golden logits from Hugging Face transformers 5.24 LlamaForCausalLM (eager attention, weights
+ * and compute in float64, but transformers' RMSNorm computes in float32), loaded from `tokwatt
+ * export` folders of these models (seed 7), prompt tw_prompt_tokens(seed 11). They pin the
+ * reference to the Hugging Face definition of Llama (rotate-half RoPE, llama3 scaling, GQA head
+ * mapping, tied head). transformers computes inv_freq and RMSNorm in float32, hence the 1e-5
+ * tolerance (observed: ~3e-7 relative). If the synthetic weight generator (harness/model.c)
+ * changes, regenerate: export, then run the model in transformers. */
+typedef struct {
+    const char *model;
+    int bf16, n;
+    int pos[2];
+    double want[2][5]; /* logits of vocab ids 0, 1, 2, 100, 299 at pos[0], pos[1] */
+} golden_case;
+
+Test(ref_model, matches_huggingface_transformers_golden) {
+    const golden_case cases[] = {
+        {"tiny",
+         0,
+         70,
+         {0, 69},
+         {{0.21862874953486527, -0.442327822355828, 0.2883589125642193, 0.038417027528165885,
+           -0.4877581011432334},
+          {-1.6922016695860853, -0.30697316252705115, -1.172241170637374, 0.038476060822246944,
+           -1.662035439259512}}},
+        {"tiny-tied",
+         1,
+         33,
+         {0, 32},
+         {{0.038055435629305023, 0.26512363698534624, 0.026635016129509026, 0.28574227337964109,
+           -0.18265382614508052},
+          {0.15891496413107475, -0.18736306830479421, -0.064591236379703876, -0.18733306869758515,
+           -0.00068251231227689502}}},
+    };
+    const int ids[5] = {0, 1, 2, 100, 299};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const golden_case *g = &cases[ci];
+        tw_model_config c;
+        load_model(g->model, &c);
+        tw_ref_model *m = tw_ref_create(&c, 7, g->bf16);
+        int *tok = malloc(sizeof(int) * g->n);
+        tw_prompt_tokens(11, 1, g->n, c.vocab, tok);
+        double *l = malloc(sizeof(double) * g->n * c.vocab);
+        tw_ref_forward(m, tok, g->n, l);
+        for (int p = 0; p < 2; p++)
+            for (int k = 0; k < 5; k++) {
+                double got = l[g->pos[p] * c.vocab + ids[k]], want = g->want[p][k];
+                cr_assert(fabs(got - want) <= 1e-5 * fmax(1.0, fabs(want)),
+                          "%s pos %d vocab %d: reference %.17g, transformers %.17g", g->model,
+                          g->pos[p], ids[k], got, want);
+            }
+        free(tok), free(l);
+        tw_ref_destroy(m);
+        tw_model_free(&c);
+    }
+}
