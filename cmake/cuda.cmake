@@ -37,3 +37,12 @@ foreach(src ${TW_CUDA_REPORT_SRC})
   endforeach()
 endforeach()
 add_custom_target(tw_cuda_reports ALL DEPENDS ${TW_CUDA_REPORTS})
+
+# The CUDA benchmarks as their own executable (bench/bench_cuda.c is also globbed into tokwatt,
+# where the lead wires `tokwatt bench cuda`).
+add_executable(tokwatt-cuda-bench bench/cuda/tokwatt_cuda_bench.c bench/bench_cuda.c
+               bench/tw_cli.c)
+target_include_directories(tokwatt-cuda-bench PRIVATE ${CMAKE_SOURCE_DIR}/bench)
+target_link_libraries(tokwatt-cuda-bench PRIVATE tw)
+set_target_properties(tokwatt-cuda-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                      ${CMAKE_BINARY_DIR}/bench)

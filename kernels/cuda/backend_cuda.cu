@@ -457,10 +457,16 @@ static void cu_destroy(tw_backend *be) {
     free(be);
 }
 
+/* the stream communicators (NCCL) queue on, so collectives order with the kernels */
+static void *cu_native_stream(tw_backend *be) {
+    return (void *)cuda_ctx(be)->stream;
+}
+
 static const tw_backend_ops tw_cuda_ops_table = {
-    "cuda",           cu_alloc,  cu_free,         cu_upload,      cu_download, cu_sync,
-    cu_mem_available, cu_gemm,   cu_attn_prefill, cu_attn_decode, cu_kv_store, cu_rmsnorm,
-    cu_rope,          cu_swiglu, cu_add,          cu_embed,       cu_argmax,   cu_destroy,
+    "cuda",      cu_alloc,         cu_free,          cu_upload,       cu_download,
+    cu_sync,     cu_mem_available, cu_gemm,          cu_attn_prefill, cu_attn_decode,
+    cu_kv_store, cu_rmsnorm,       cu_rope,          cu_swiglu,       cu_add,
+    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,
 };
 
 static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
