@@ -276,8 +276,11 @@ tw_status tw_compare_diff(const tw_spread *a, const tw_spread *b, tw_diff *out) 
 
 const char *tw_significance_text(tw_significance s) {
     switch (s) {
-    case TW_SIG_YES: return "significant";
-    case TW_SIG_NO: return "not significant (within run-to-run noise)";
-    default: return "unknown (fewer than 2 repetitions)";
+    case TW_SIG_YES:
+        return "significant";
+    case TW_SIG_NO:
+        return "not significant (within run-to-run noise)";
+    default:
+        return "unknown (fewer than 2 repetitions)";
     }
 }

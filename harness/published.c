@@ -8,13 +8,16 @@
 #include "tw_config.h"
 #include "tw_model.h"
 
-static const char *const tw_metric_names[] = {"output_tokens_per_s_per_system",
-                                              "output_tokens_per_s_per_accelerator",
-                                              "j_per_output_token"};
+static const char *const tw_metric_names[] = {
+    "output_tokens_per_s_per_system", "output_tokens_per_s_per_accelerator", "j_per_output_token"};
 static const char *const tw_metric_units[] = {"tokens/s", "tokens/s", "J/token"};
 
-const char *tw_pub_metric_name(tw_pub_metric m) { return tw_metric_names[m]; }
-const char *tw_pub_metric_unit(tw_pub_metric m) { return tw_metric_units[m]; }
+const char *tw_pub_metric_name(tw_pub_metric m) {
+    return tw_metric_names[m];
+}
+const char *tw_pub_metric_unit(tw_pub_metric m) {
+    return tw_metric_units[m];
+}
 
 /* A required non-empty string field copied into out. */
 static tw_status tw_req_str(json_t *o, const char *key, const char *what, char *out, size_t n) {
@@ -226,8 +229,10 @@ tw_status tw_preset_parse(json_t *root, const char *origin, tw_preset *p) {
                       "preset %s: \"caveats\" must list what the preset cannot reproduce", origin);
     json_array_foreach(cav, i, v) {
         if (!json_is_string(v) || json_string_length(v) == 0 || i >= TW_PRESET_MAX_CAVEATS)
-            return TW_ERR(TW_ERR_PARSE, "preset %s: caveats[%zu] is not a non-empty string (or "
-                          "more than %d)", origin, i, TW_PRESET_MAX_CAVEATS);
+            return TW_ERR(TW_ERR_PARSE,
+                          "preset %s: caveats[%zu] is not a non-empty string (or "
+                          "more than %d)",
+                          origin, i, TW_PRESET_MAX_CAVEATS);
         snprintf(p->caveats[i], sizeof p->caveats[i], "%s", json_string_value(v));
         p->n_caveats++;
     }

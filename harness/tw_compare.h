@@ -42,8 +42,8 @@ typedef struct {
 
 typedef struct {
     char path[512];
-    char name[96]; /* basename */
-    char kind[16]; /* run | sweep */
+    char name[96];   /* basename */
+    char kind[16];   /* run | sweep */
     char preset[96]; /* scenario.preset when the run recorded one */
     int nrows;
     tw_run_row *rows;
@@ -55,10 +55,11 @@ typedef struct {
 tw_status tw_result_file_load(const char *path, tw_result_file *out);
 void tw_result_file_free(tw_result_file *f);
 
-/* ---- measured against published --------------------------------------------------------------- */
+/* ---- measured against published ---------------------------------------------------------------
+ */
 
 typedef struct {
-    double system_tps, per_accel_tps; /* NaN for an energy-only row */
+    double system_tps, per_accel_tps;           /* NaN for an energy-only row */
     double tokens_per_j_low, tokens_per_j_high; /* the range's ends (equal for one figure) */
     int tokens_per_j_from_rating; /* derived: per-accelerator tokens/s / rated W (upper bound) */
 } tw_pub_figures;
@@ -78,15 +79,16 @@ tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out)
 /* measured / published (NaN when either is missing). */
 double tw_compare_ratio(double measured, double published);
 
-/* ---- one result against another --------------------------------------------------------------- */
+/* ---- one result against another ---------------------------------------------------------------
+ */
 
 typedef enum { TW_SIG_NO = 0, TW_SIG_YES, TW_SIG_UNKNOWN } tw_significance;
 
 typedef struct {
-    double a, b;     /* medians */
-    double delta;    /* b - a */
-    double rel;      /* delta / a */
-    double noise;    /* max(range_a, range_b) */
+    double a, b;  /* medians */
+    double delta; /* b - a */
+    double rel;   /* delta / a */
+    double noise; /* max(range_a, range_b) */
     tw_significance sig;
 } tw_diff;
 

@@ -26,14 +26,14 @@ typedef struct {
     char benchmark[96], round[64], division[32], submitter[96], url[256], citation[400];
     char verification[256];
     char accelerator[96];
-    int count;            /* accelerators in the system, >= 1 */
-    double rated_w;       /* rated watts per accelerator, > 0 */
+    int count;      /* accelerators in the system, >= 1 */
+    double rated_w; /* rated watts per accelerator, > 0 */
     char rated_w_source[160];
-    char model[64];       /* configs/models stem, e.g. "llama-2-70b" */
+    char model[64]; /* configs/models stem, e.g. "llama-2-70b" */
     char precision[32];
-    char scenario[16];    /* offline, server, interactive */
-    int batch;            /* 0 when not given */
-    int input_tokens;     /* 0 when not given (lengths_note says why) */
+    char scenario[16]; /* offline, server, interactive */
+    int batch;         /* 0 when not given */
+    int input_tokens;  /* 0 when not given (lengths_note says why) */
     int output_tokens;
     char lengths_note[400];
     tw_pub_metric metric;
