@@ -365,8 +365,10 @@ static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads)
     size_t ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     size_t ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
     int nthreads = tw_cpu_threads(threads);
-    /* Tiny products: thread start-up costs more than the work. */
-    if ((double)a->m * a->n * a->k < 32768.0) nthreads = 1;
+    /* Small products (< 2 MFLOP, ~25 us on one core) run on the calling thread: an OpenMP
+     * fork/join costs microseconds, and on a shared, oversubscribed machine the join can wait
+     * a whole scheduler slice (measured: 20-30 ms) for a descheduled worker. */
+    if ((double)a->m * a->n * a->k < 1048576.0) nthreads = 1;
     if (a->m <= TW_GEMM_SKINNY_MAX) {
         int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
         if (nthreads > nblocks) nthreads = nblocks;
