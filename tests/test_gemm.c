@@ -1,9 +1,10 @@
 /* CPU GEMM (kernels/cpu/gemm*.c) against a naive float64 reference: every SIMD path the CPU has
  * x fp32/bf16 weights x awkward shapes (m = 1 decode through blocked prefill, odd k, tails),
  * accumulate on/off, padded ldx/ldy, 1 and 2 threads. Outputs are NaN-poisoned before each call;
- * row padding of y and a guard region after y must stay untouched. Tolerance: relative norm
- * error <= 1e-5 for both dtypes, because the bf16 reference uses the bf16-rounded weights, so
- * the only error left is fp32 accumulation (about 1e-7 here). */
+ * row padding of y and a guard region after y must stay untouched. Products under 2^20
+ * multiply-adds run on one thread whatever `threads` says, so some shapes are above that.
+ * Tolerance: relative norm error <= 1e-5 for both dtypes, because the bf16 reference uses the
+ * bf16-rounded weights, so the only error left is fp32 accumulation (about 1e-7 here). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,9 +22,28 @@ typedef struct {
 } shape;
 
 static const shape SHAPES[] = {
-    {1, 1, 1},    {1, 37, 67},   {1, 129, 257}, {1, 64, 3},   {2, 33, 17},   {3, 5, 1},
-    {4, 70, 9},   {5, 17, 31},   {8, 40, 64},   {9, 20, 33},  {37, 129, 67}, {17, 300, 257},
-    {300, 17, 3}, {61, 70, 600}, {13, 4100, 5}, {150, 45, 1}, {7, 3, 513},
+    {1, 1, 1},
+    {1, 37, 67},
+    {1, 129, 257},
+    {1, 64, 3},
+    {2, 33, 17},
+    {3, 5, 1},
+    {4, 70, 9},
+    {5, 17, 31},
+    {8, 40, 64},
+    {9, 20, 33},
+    {37, 129, 67},
+    {17, 300, 257},
+    {300, 17, 3},
+    {61, 70, 600},
+    {13, 4100, 5},
+    {150, 45, 1},
+    {7, 3, 513},
+    /* >= 2^20 multiply-adds: large enough that threads = 2 really runs two threads */
+    {1, 1030, 1027},
+    {6, 333, 531},
+    {37, 129, 300},
+    {100, 77, 260},
 };
 
 /* Naive float64 reference: ref[i, j] = y0[i, j] (when accumulating) + sum_p x[i, p] w[j, p]. */

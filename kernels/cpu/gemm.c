@@ -3,11 +3,11 @@
  *  - m <= TW_GEMM_SKINNY_MAX (decode): bandwidth bound. Threads split the weight rows (n); each
  *    weight row is streamed from memory once and used for every row of x. bf16 weights are
  *    widened in registers, never stored as fp32.
- *  - larger m (prefill): compute bound. BLIS-style blocking: a kc x nc panel of W^T is packed
- *    (converted to fp32 when bf16) into nr-wide micro-panels, an mc x kc block of x into mr-tall
- *    micro-panels, and a register-blocked mr x nr micro-kernel runs over them. Each thread owns
- *    a rectangle of y (a tm x tn grid chosen to balance work and packing), so threads never
- *    synchronise.
+ *  - larger m (prefill): compute bound. BLIS-style blocking: an nc-column panel of W^T (all of
+ *    k, <= 16 MiB so it stays in L3) is packed once, by all threads together, into nr-wide
+ *    micro-panels (bf16 converted to fp32 there); then work items of (mc rows x a column chunk)
+ *    are handed out dynamically, each packing its mc x kc blocks of x into mr-tall micro-panels
+ *    and running the register-blocked mr x nr micro-kernel (6x16 on AVX2) over them.
  * The SIMD level (portable C, AVX2+FMA, AVX-512) is chosen at run time by tw_cpu_simd_active. */
 #include "tw_cpu.h"
 #include "gemm_internal.h"
@@ -365,8 +365,10 @@ static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads)
     size_t ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     size_t ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
     int nthreads = tw_cpu_threads(threads);
-    /* Tiny products: thread start-up costs more than the work. */
-    if ((double)a->m * a->n * a->k < 32768.0) nthreads = 1;
+    /* Small products (< 2 MFLOP, ~25 us on one core) run on the calling thread: an OpenMP
+     * fork/join costs microseconds, and on a shared, oversubscribed machine the join can wait
+     * a whole scheduler slice (measured: 20-30 ms) for a descheduled worker. */
+    if ((double)a->m * a->n * a->k < 1048576.0) nthreads = 1;
     if (a->m <= TW_GEMM_SKINNY_MAX) {
         int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
         if (nthreads > nblocks) nthreads = nblocks;
