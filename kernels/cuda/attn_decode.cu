@@ -11,6 +11,7 @@
  * partial output and its log-sum-exp per (head, split).
  * Phase 2, grid (n_heads, batch): the partials are merged with tw_lse_add / tw_splitkv_weight,
  * the same helpers the CPU code and tests use. Empty splits carry lse = -inf and weight 0. */
+#include "tw_cuda_index.h"
 #include "tw_cuda_internal.cuh"
 
 #define AD_THREADS 128
@@ -54,8 +55,8 @@ __global__ void __launch_bounds__(AD_THREADS) tw_k_attn_decode_split(const tw_ad
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
     const int len = p.lens[b];
-    const int per = (len + p.splits - 1) / p.splits;
-    const int s0 = min(len, split * per), s1 = min(len, s0 + per);
+    int s0, s1;
+    tw_splitkv_range(len, p.splits, split, &s0, &s1);
 
     float q[AD_GMAX][EPL], o[AD_GMAX][EPL];
     tw_softmax_state st[AD_GMAX];

@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
     __nv_bfloat16 *s_v = s_k + 2 * AP_BN * LDS;    /* [2][BN][LDS] */
 
     const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * AP_BM;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kvh = h / (p.n_heads / p.n_kv);
     const int start = p.start[b];
     const int kv_end = start + min(q0 + AP_BM, p.seq); /* keys this block needs: [0, kv_end) */
@@ -90,18 +90,19 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
     const float sl2 = p.scale * 1.4426950408889634f; /* scores in log2 units */
 
     /* Q fragments: rows r0 (= g) and r1 (= g + 8) of this warp's 16 */
-    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+    const int r0 = q0 + warp * 16 + tw_mma_a_row(lane, 0),
+              r1 = q0 + warp * 16 + tw_mma_a_row(lane, 1);
     const float *q_r0 = p.q + (((size_t)b * p.seq + r0) * p.n_heads + h) * D;
     const float *q_r1 = p.q + (((size_t)b * p.seq + r1) * p.n_heads + h) * D;
     const bool in0 = r0 < p.seq, in1 = r1 < p.seq;
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-        int d0 = kk * 16 + 2 * t;
+        int d0 = kk * 16 + tw_mma_a_col(lane, 0), d2 = kk * 16 + tw_mma_a_col(lane, 2);
         qf[kk][0] = in0 ? tw_pack_bf16x2(q_r0[d0], q_r0[d0 + 1]) : 0u;
         qf[kk][1] = in1 ? tw_pack_bf16x2(q_r1[d0], q_r1[d0 + 1]) : 0u;
-        qf[kk][2] = in0 ? tw_pack_bf16x2(q_r0[d0 + 8], q_r0[d0 + 9]) : 0u;
-        qf[kk][3] = in1 ? tw_pack_bf16x2(q_r1[d0 + 8], q_r1[d0 + 9]) : 0u;
+        qf[kk][2] = in0 ? tw_pack_bf16x2(q_r0[d2], q_r0[d2 + 1]) : 0u;
+        qf[kk][3] = in1 ? tw_pack_bf16x2(q_r1[d2], q_r1[d2 + 1]) : 0u;
     }
     const int pos0 = start + r0, pos1 = start + r1;
 
@@ -138,8 +139,8 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
 #pragma unroll
             for (int np = 0; np < AP_BN / 16; np++) {
                 uint32_t r[4];
-                tw_ldmatrix_x4(r, sk + (np * 16 + (lane % 8) + (lane / 16) * 8) * LDS + kk * 16 +
-                                      ((lane / 8) % 2) * 8);
+                tw_ldmatrix_x4(r, sk + (np * 16 + tw_ldsm_b_row(lane)) * LDS + kk * 16 +
+                                      tw_ldsm_b_col(lane));
                 tw_mma_bf16_16816(s[2 * np], qf[kk], r[0], r[1]);
                 tw_mma_bf16_16816(s[2 * np + 1], qf[kk], r[2], r[3]);
             }
@@ -150,8 +151,8 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
         for (int nt = 0; nt < AP_BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int key = j0 + nt * 8 + 2 * t + (e & 1);
-                int pos = e < 2 ? pos0 : pos1;
+                int key = j0 + nt * 8 + tw_mma_c_col(lane, e);
+                int pos = tw_mma_c_row(lane, e) < 8 ? pos0 : pos1;
                 float v = key > pos ? -INFINITY : s[nt][e] * sl2;
                 s[nt][e] = v;
                 mx[e / 2] = fmaxf(mx[e / 2], v);
@@ -198,8 +199,8 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
 #pragma unroll
             for (int dp = 0; dp < D / 16; dp++) {
                 uint32_t r[4];
-                tw_ldmatrix_x4_trans(r, sv + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * LDS +
-                                            dp * 16 + (lane / 16) * 8);
+                tw_ldmatrix_x4_trans(r, sv + (kk * 16 + tw_ldsm_bt_row(lane)) * LDS + dp * 16 +
+                                            tw_ldsm_bt_col(lane));
                 tw_mma_bf16_16816(o[2 * dp], pa, r[0], r[1]);
                 tw_mma_bf16_16816(o[2 * dp + 1], pa, r[2], r[3]);
             }
@@ -217,7 +218,7 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
     float *o_r1 = p.out + (((size_t)b * p.seq + r1) * p.n_heads + h) * D;
 #pragma unroll
     for (int dt = 0; dt < D / 8; dt++) {
-        int d = dt * 8 + 2 * t;
+        int d = dt * 8 + tw_mma_c_col(lane, 0);
         if (in0) {
             o_r0[d] = o[dt][0] * inv0;
             o_r0[d + 1] = o[dt][1] * inv0;

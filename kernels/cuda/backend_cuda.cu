@@ -153,7 +153,7 @@ static tw_cuda_ctx *cuda_ctx(tw_backend *be) {
 
 #define ENTER(be, opname)                                                                          \
     tw_cuda_ctx *ctx = cuda_ctx(be);                                                               \
-    TW_CU(ctx, cudaSetDevice(ctx->device))
+    if (!ctx->capturing) TW_CU(ctx, cudaSetDevice(ctx->device)) /* current since capture began */
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -561,6 +561,7 @@ static tw_status cuda_be(tw_backend *be, tw_cuda_ctx **ctx) {
         return TW_ERR(TW_ERR_UNSUPPORTED, "not a CUDA backend (%s)",
                       be && be->ops ? be->ops->name : "null");
     *ctx = cuda_ctx(be);
+    if ((*ctx)->capturing) return TW_OK; /* the device is current since the capture began */
     cudaError_t e = cudaSetDevice((*ctx)->device);
     if (e != cudaSuccess) return tw_cuda_fail(*ctx, e, "cudaSetDevice", __FILE__, __LINE__);
     return TW_OK;

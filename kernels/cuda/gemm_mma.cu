@@ -112,13 +112,13 @@ __global__ void __launch_bounds__(GM_THREADS, 1)
             uint32_t af[4][4], bf[4][2];
 #pragma unroll
             for (int mt = 0; mt < 4; mt++)
-                tw_ldmatrix_x4(af[mt], sa + (wm + mt * 16 + (lane % 16)) * GM_LDS + ks * 16 +
-                                           (lane / 16) * 8);
+                tw_ldmatrix_x4(af[mt], sa + (wm + mt * 16 + tw_ldsm_a_row(lane)) * GM_LDS +
+                                           ks * 16 + tw_ldsm_a_col(lane));
 #pragma unroll
             for (int np = 0; np < 2; np++) {
                 uint32_t r[4];
-                tw_ldmatrix_x4(r, sb + (wn + np * 16 + (lane % 8) + (lane / 16) * 8) * GM_LDS +
-                                      ks * 16 + ((lane / 8) % 2) * 8);
+                tw_ldmatrix_x4(r, sb + (wn + np * 16 + tw_ldsm_b_row(lane)) * GM_LDS + ks * 16 +
+                                      tw_ldsm_b_col(lane));
                 bf[2 * np][0] = r[0];
                 bf[2 * np][1] = r[1];
                 bf[2 * np + 1][0] = r[2];
@@ -133,15 +133,14 @@ __global__ void __launch_bounds__(GM_THREADS, 1)
     }
     tw_cp_async_wait<0>();
 
-    const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int mt = 0; mt < 4; mt++)
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                int row = m0 + wm + mt * 16 + g + h * 8;
-                int col = n0 + wn + nt * 8 + 2 * t;
+                int row = m0 + wm + mt * 16 + tw_mma_c_row(lane, 2 * h);
+                int col = n0 + wn + nt * 8 + tw_mma_c_col(lane, 2 * h);
                 if (row >= m) continue;
                 float *yr = y + (size_t)row * ldy;
                 if (col < n) yr[col] = acc[mt][nt][2 * h] + (accumulate ? yr[col] : 0.0f);

@@ -156,13 +156,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     tw_cp_async_wait<0>();
 
     /* accumulator layout: warp w owns rows 16w..16w+15; per n8 chunk i, like mma.m16n8 */
-    const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < WG_BN / 8; i++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            int row = m0 + warp * 16 + g + 8 * h;
-            int col = n0 + i * 8 + 2 * t;
+            int row = m0 + warp * 16 + tw_mma_c_row(lane, 2 * h);
+            int col = n0 + i * 8 + tw_mma_c_col(lane, 2 * h);
             if (row >= m) continue;
             float *yr = y + (size_t)row * ldy;
             if (col < n) yr[col] = d[4 * i + 2 * h] + (accumulate ? yr[col] : 0.0f);

@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "tw_cuda_index.h"
+
 __device__ static inline uint32_t tw_smem_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
