@@ -10,6 +10,7 @@
 #include "harness/tw_util.h"
 #include "kernels/cpu/tw_cpu.h"
 #include "tw_cli.h"
+#include "tw_route.h"
 #include "tw_cmds.h"
 
 static const char *tw_attn_usage =
@@ -217,6 +218,9 @@ static tw_status parse(tw_args *args, attn_opts *o) {
 }
 
 int tw_bench_attention(int argc, char **argv) {
+    int routed = 0;
+    int route_rc = tw_bench_route("attention", argc, argv, &routed);
+    if (routed) return route_rc;
     tw_args args;
     if (tw_args_init(&args, "tokwatt bench attention", tw_attn_usage, argc, argv) != TW_OK) {
         tw_cli_fail(NULL);
@@ -226,6 +230,10 @@ int tw_bench_attention(int argc, char **argv) {
         printf("usage: %s\n", tw_attn_usage);
         tw_args_free(&args);
         return TW_EXIT_OK;
+    }
+    {
+        const char *backend_cpu; /* "cpu" (anything else was routed above) */
+        tw_args_str(&args, "--backend", "cpu", &backend_cpu);
     }
     attn_opts o;
     memset(&o, 0, sizeof o);

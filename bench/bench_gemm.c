@@ -4,6 +4,7 @@
  * OpenBLAS sgemm on the same shape in a child process (bench/baseline_openblas) for a ratio. */
 #include "cpu/tw_cpu.h"
 #include "tw_cli.h"
+#include "tw_route.h"
 #include "tw_cmds.h"
 #include "tw_machine.h"
 #include "tw_util.h"
@@ -202,6 +203,9 @@ static void run_baseline(int m, int n, int k, tw_dtype dt, int threads, int reps
 }
 
 int tw_bench_gemm(int argc, char **argv) {
+    int routed = 0;
+    int route_rc = tw_bench_route("gemm", argc, argv, &routed);
+    if (routed) return route_rc;
     tw_args args;
     if (tw_args_init(&args, "tokwatt bench gemm", GEMM_USAGE, argc, argv) != TW_OK) {
         tw_cli_fail(NULL);
@@ -211,6 +215,10 @@ int tw_bench_gemm(int argc, char **argv) {
         fputs(GEMM_HELP, stdout);
         tw_args_free(&args);
         return TW_EXIT_OK;
+    }
+    {
+        const char *backend_cpu; /* "cpu" (anything else was routed above) */
+        tw_args_str(&args, "--backend", "cpu", &backend_cpu);
     }
     int m, n, k, threads, reps, warmup;
     size_t membw_bytes;

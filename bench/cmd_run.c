@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tw_backend.h"
+#include "tw_backend_cuda.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_comm.h"
@@ -34,6 +35,7 @@ static const char *tw_run_usage =
     "            [--threads T] [--seed S] [--out DIR|FILE.json] [--format md|json|csv]\n"
     "            [--dump-logits FILE.npy] [--power auto|nvml|rapl|assumed|none] [--watts W]\n"
     "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N]\n"
+    "            [--gemm tokwatt|cublas]  (CUDA backend: hand-written GEMM or cuBLASLt)\n"
     "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
 
 #define TW_RUN_MAX_LIST 32
@@ -46,7 +48,7 @@ static void tw_run_on_sigint(int sig) {
 }
 
 typedef struct {
-    const char *model, *backend, *out, *dump, *power, *comm;
+    const char *model, *backend, *out, *dump, *power, *comm, *gemm;
     int batch[TW_RUN_MAX_LIST], nbatch;
     int prompt[TW_RUN_MAX_LIST], nprompt;
     int gen[TW_RUN_MAX_LIST], ngen;
@@ -117,6 +119,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     const char *dt, *kvdt;
     TW_TRY(tw_args_str(a, "--model", "llama-3.2-1b", &o->model));
     TW_TRY(tw_args_str(a, "--backend", "cpu", &o->backend));
+    TW_TRY(tw_args_str(a, "--gemm", NULL, &o->gemm));
     TW_TRY(tw_args_str(a, "--dtype", "bf16", &dt));
     TW_TRY(tw_parse_dtypes(dt, o->dtype, 4, &o->ndtype));
     TW_TRY(tw_args_str(a, "--kv-dtype", NULL, &kvdt));
@@ -149,6 +152,9 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         return TW_ERR(TW_ERR_INVALID,
                       "--watts gives an assumed power: it goes with --power assumed");
     if (o->watts > 0) o->power = "assumed";
+    if (o->gemm && strcmp(o->backend, "cuda"))
+        return TW_ERR(TW_ERR_INVALID,
+                      "--gemm %s chooses the CUDA GEMM: it goes with --backend cuda", o->gemm);
     if (o->ntp > 1)
         return TW_ERR(TW_ERR_INVALID,
                       "--tp takes one value: a sweep over tensor-parallel degrees needs one mpirun "
@@ -347,6 +353,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "model", json_string(cfg->name));
     json_object_set_new(scen, "backend", json_string(be->ops->name));
     json_object_set_new(scen, "threads", json_integer(be->threads));
+    if (!strcmp(be->ops->name, "cuda"))
+        json_object_set_new(scen, "gemm", json_string(tw_cuda_get_gemm(be)));
     json_object_set_new(scen, "dtype", json_string(tw_dtype_name(k->dtype)));
     json_object_set_new(scen, "kv_dtype", json_string(tw_dtype_name(k->kv_dtype)));
     json_object_set_new(scen, "batch", json_integer(k->batch));
@@ -509,6 +517,7 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
     }
     int device = x->comm && tw_comm_device(x->comm) >= 0 ? tw_comm_device(x->comm) : o->device;
     TW_TRY(tw_backend_create(o->backend, o->threads, device, &x->be));
+    if (o->gemm) TW_TRY(tw_cuda_set_gemm(x->be, o->gemm));
     if (x->comm && x->be->ops->native_stream)
         TW_TRY(tw_comm_set_stream(x->comm, x->be->ops->native_stream(x->be)));
     return TW_OK;

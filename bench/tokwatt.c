@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
         {"reducescatter", tw_bench_reducescatter, ""},
         {"broadcast", tw_bench_broadcast, ""},
         {"alltoall", tw_bench_alltoall, ""},
+        {"cuda", tw_bench_cuda, "CUDA kernels vs cuBLAS and the copy ceiling (GPU)"},
     };
     int n = (int)(sizeof cmds / sizeof cmds[0]);
     int nb = (int)(sizeof benches / sizeof benches[0]);

@@ -27,5 +27,6 @@ int tw_bench_allgather(int argc, char **argv) __attribute__((weak));
 int tw_bench_reducescatter(int argc, char **argv) __attribute__((weak));
 int tw_bench_broadcast(int argc, char **argv) __attribute__((weak));
 int tw_bench_alltoall(int argc, char **argv) __attribute__((weak));
+int tw_bench_cuda(int argc, char **argv) __attribute__((weak));
 
 #endif
