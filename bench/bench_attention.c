@@ -35,15 +35,6 @@ typedef struct {
     int *start, *lens; /* [B] */
 } attn_bufs;
 
-/* Local dtype helpers: kernels/backend.c has the general ones, but linking it pulls in the whole
- * CPU backend (GEMM included), which this benchmark does not use. */
-static size_t kv_size(tw_dtype dt) {
-    return dt == TW_BF16 ? 2 : 4;
-}
-static const char *kv_name(tw_dtype dt) {
-    return dt == TW_BF16 ? "bf16" : "fp32";
-}
-
 static void bufs_free(attn_bufs *b) {
     free(b->q);
     free(b->out);
@@ -67,7 +58,7 @@ static tw_status bufs_make(const attn_opts *o, attn_bufs *b) {
     size_t ntok = (size_t)o->batch * (o->decode ? 1 : o->seq);
     size_t nq = ntok * o->heads * o->head_dim;
     size_t nkv = (size_t)o->batch * o->kv_heads * o->seq * o->head_dim;
-    size_t es = kv_size(o->kv_dtype);
+    size_t es = tw_dtype_size(o->kv_dtype);
     b->q = malloc(sizeof(float) * nq);
     b->out = malloc(sizeof(float) * nq);
     b->k = malloc(es * nkv);
@@ -208,11 +199,7 @@ static tw_status parse(tw_args *args, attn_opts *o) {
     if (o->heads % o->kv_heads)
         return TW_ERR(TW_ERR_INVALID, "option --kv-heads: %d does not divide --heads %d",
                       o->kv_heads, o->heads);
-    if (!strcmp(kvs, "fp32") || !strcmp(kvs, "f32") || !strcmp(kvs, "float32"))
-        o->kv_dtype = TW_F32;
-    else if (!strcmp(kvs, "bf16") || !strcmp(kvs, "bfloat16"))
-        o->kv_dtype = TW_BF16;
-    else
+    if (tw_dtype_parse(kvs, &o->kv_dtype) != TW_OK || o->kv_dtype == TW_I32)
         return TW_ERR(TW_ERR_INVALID, "option --kv-dtype: '%s' is not fp32 or bf16", kvs);
     o->simd = tw_cpu_simd_active();
     if (simd) {
@@ -261,7 +248,7 @@ int tw_bench_attention(int argc, char **argv) {
     }
     tw_log("attention %s: B=%d H=%d G=%d D=%d S=%d kv %s, %s, %d threads",
            o.decode ? "decode" : "prefill", o.batch, o.heads, o.kv_heads, o.head_dim, o.seq,
-           kv_name(o.kv_dtype), tw_simd_name(o.simd), nthreads);
+           tw_dtype_name(o.kv_dtype), tw_simd_name(o.simd), nthreads);
 
     /* correctness first: a wrong kernel gets no figure */
     double err = INFINITY;
@@ -301,7 +288,7 @@ int tw_bench_attention(int argc, char **argv) {
 
     double B = o.batch, H = o.heads, D = o.head_dim, S = o.seq;
     double flops = o.decode ? 4.0 * S * D * H * B : 4.0 * S * S / 2.0 * D * H * B;
-    double kv_bytes = 2.0 * B * o.kv_heads * S * D * (double)kv_size(o.kv_dtype);
+    double kv_bytes = 2.0 * B * o.kv_heads * S * D * (double)tw_dtype_size(o.kv_dtype);
     double gflops = flops / ts.median / 1e9, gbps = kv_bytes / ts.median / 1e9;
     /* ROOFLINE (to be added by the lead): fractions of harness/tw_machine.h's
      * tw_machine_fp32_peak (prefill, compute-bound) and tw_machine_membw (decode, bandwidth-bound)
@@ -317,7 +304,7 @@ int tw_bench_attention(int argc, char **argv) {
         json_object_set_new(j, "kv_heads", json_integer(o.kv_heads));
         json_object_set_new(j, "head_dim", json_integer(o.head_dim));
         json_object_set_new(j, "seq", json_integer(o.seq));
-        json_object_set_new(j, "kv_dtype", json_string(kv_name(o.kv_dtype)));
+        json_object_set_new(j, "kv_dtype", json_string(tw_dtype_name(o.kv_dtype)));
         json_object_set_new(j, "simd", json_string(tw_simd_name(o.simd)));
         json_object_set_new(j, "threads", json_integer(nthreads));
         json_object_set_new(j, "reps", json_integer(o.reps));
@@ -345,7 +332,7 @@ int tw_bench_attention(int argc, char **argv) {
     tw_table t;
     tw_table_init(&t, 14, head);
     tw_table_addf(&t, "%s|%d|%d|%d|%d|%d|%s|%s|%d|%.6g|%.6g|%.2f|%.2f|%.2g", mode, o.batch, o.heads,
-                  o.kv_heads, o.head_dim, o.seq, kv_name(o.kv_dtype), tw_simd_name(o.simd),
+                  o.kv_heads, o.head_dim, o.seq, tw_dtype_name(o.kv_dtype), tw_simd_name(o.simd),
                   nthreads, ts.median, ts.min, gflops, gbps, err);
     tw_table_print(&t, o.fmt, stdout);
     tw_table_free(&t);

@@ -23,7 +23,8 @@ extern char **environ;
 
 #define GEMM_USAGE                                                                                 \
     "tokwatt bench gemm [--m M] [--n N] [--k K] [--dtype fp32|bf16] [--threads T] [--reps R] "     \
-    "[--warmup W] [--baseline] [--simd portable|avx2|avx512] [--format md|json|csv]"
+    "[--warmup W] [--baseline] [--simd portable|avx2|avx512] [--membw-bytes B] "                   \
+    "[--format md|json|csv]"
 
 #define GEMM_HELP                                                                                  \
     "usage: " GEMM_USAGE "\n\n"                                                                    \
@@ -36,6 +37,7 @@ extern char **environ;
     "  --baseline      also run OpenBLAS cblas_sgemm (bench/baseline_openblas) on the same\n"      \
     "                  shape; for bf16 it runs on the fp32-converted weights\n"                    \
     "  --simd          force a lower SIMD level than the CPU's best\n"                             \
+    "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default 512M)\n"          \
     "  --format        md (default), json or csv on stdout; logs go to stderr\n"                   \
     "The result is checked against float64 on sampled rows first (exit 3 on a mismatch).\n"        \
     "For m <= 8 the weights rotate over copies totalling >= 256 MiB, so every rep streams them\n"  \
@@ -211,6 +213,7 @@ int tw_bench_gemm(int argc, char **argv) {
         return TW_EXIT_OK;
     }
     int m, n, k, threads, reps, warmup;
+    size_t membw_bytes;
     const char *dts, *simds;
     tw_format fmt;
     int baseline = tw_args_flag(&args, "--baseline");
@@ -224,8 +227,15 @@ int tw_bench_gemm(int argc, char **argv) {
         (st = tw_args_int(&args, "--reps", 10, 1, 100000, &reps)) ||
         (st = tw_args_int(&args, "--warmup", 2, 0, 100000, &warmup)) ||
         (st = tw_args_str(&args, "--dtype", "fp32", &dts)) ||
-        (st = tw_args_str(&args, "--simd", NULL, &simds)) || (st = tw_args_format(&args, &fmt)) ||
-        (st = tw_args_finish(&args))) {
+        (st = tw_args_str(&args, "--simd", NULL, &simds)) ||
+        (st = tw_args_bytes(&args, "--membw-bytes", "512M", &membw_bytes)) ||
+        (st = tw_args_format(&args, &fmt)) || (st = tw_args_finish(&args))) {
+        tw_cli_fail(&args);
+        tw_args_free(&args);
+        return TW_EXIT_USAGE;
+    }
+    if (membw_bytes < ((size_t)3 << 20)) {
+        TW_ERR(TW_ERR_INVALID, "option --membw-bytes: %zu is below 3M", membw_bytes);
         tw_cli_fail(&args);
         tw_args_free(&args);
         return TW_EXIT_USAGE;
@@ -342,7 +352,7 @@ int tw_bench_gemm(int argc, char **argv) {
     }
     if (bw_bound) {
         tw_membw_result mb;
-        if (tw_machine_membw(threads, 0, 3, &mb) != TW_OK) {
+        if (tw_machine_membw(threads, membw_bytes, 3, &mb) != TW_OK) {
             fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
             return TW_EXIT_FAIL;
         }

@@ -1,7 +1,11 @@
 /* `tokwatt run`: synthetic transformer inference, the suite's main job.
- * Plans memory, builds the engine, runs warm-up and measured repetitions of prefill + decode,
- * and writes a result file (metrics as medians with spread, scenario, model, provenance). An
- * interrupted run (SIGINT) still writes what it measured, marked incomplete. */
+ * Plans memory, builds the engine, runs warm-up and measured repetitions of prefill + decode for
+ * every combination of the swept options (--batch, --prompt, --gen, --dtype take comma-separated
+ * lists, as llama-bench does), and writes one result file (metrics as medians with spread,
+ * scenario, model, energy, provenance). Every combination is planned before the first runs; one
+ * that does not fit is refused by name. An interrupted run (SIGINT) still writes what it
+ * measured, marked incomplete. Under mpirun with --tp N the engine is tensor-parallel; rank 0
+ * writes the result. */
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -24,14 +28,15 @@
 #include "tw_util.h"
 
 static const char *tw_run_usage =
-    "tokwatt run [--model NAME|PATH] [--backend cpu|cuda] [--dtype bf16|fp32] [--kv-dtype "
-    "bf16|fp32]\n"
-    "            [--batch B] [--prompt P] [--gen G] [--warmup W] [--reps R] [--threads T] "
-    "[--seed S]\n"
-    "            [--out DIR|FILE.json] [--format md|json|csv] [--dump-logits FILE.npy]\n"
-    "            [--power auto|nvml|rapl|assumed|none] [--watts W] [--sample-ms MS]\n"
-    "            [--membw-gbps X] [--peak-gflops X] [--device N]\n"
+    "tokwatt run [--model NAME|PATH] [--backend cpu|cuda] [--dtype bf16|fp32[,..]] "
+    "[--kv-dtype bf16|fp32]\n"
+    "            [--batch B[,..]] [--prompt P[,..]] [--gen G[,..]] [--warmup W] [--reps R]\n"
+    "            [--threads T] [--seed S] [--out DIR|FILE.json] [--format md|json|csv]\n"
+    "            [--dump-logits FILE.npy] [--power auto|nvml|rapl|assumed|none] [--watts W]\n"
+    "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N]\n"
     "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
+
+#define TW_RUN_MAX_LIST 32
 
 static volatile sig_atomic_t tw_run_interrupted = 0;
 
@@ -42,36 +47,88 @@ static void tw_run_on_sigint(int sig) {
 
 typedef struct {
     const char *model, *backend, *out, *dump, *power, *comm;
-    int tp;
-    double comm_timeout_s;
-    double watts;
-    int sample_ms;
-    tw_dtype w_dtype, kv_dtype;
-    int batch, prompt, gen, warmup, reps, threads, device;
+    int batch[TW_RUN_MAX_LIST], nbatch;
+    int prompt[TW_RUN_MAX_LIST], nprompt;
+    int gen[TW_RUN_MAX_LIST], ngen;
+    int tp[TW_RUN_MAX_LIST], ntp;
+    tw_dtype dtype[4];
+    int ndtype;
+    tw_dtype kv_dtype;
+    int kv_given;
+    int warmup, reps, threads, device, sample_ms;
     long seed;
     tw_format fmt;
-    double membw_gbps, peak_gflops; /* 0: measure */
+    double membw_gbps, peak_gflops, watts, comm_timeout_s;
 } tw_run_opts;
+
+/* One combination of the swept options. */
+typedef struct {
+    tw_dtype dtype, kv_dtype;
+    int batch, prompt, gen;
+} tw_combo;
 
 typedef struct {
     double ttft_s;   /* prefill, including the first token's argmax */
     double decode_s; /* all decode steps */
     double *step_s;  /* [gen - 1] */
-    int steps_done;  /* decode steps completed */
     int complete;
 } tw_rep;
+
+/* What the whole run shares. */
+typedef struct {
+    const tw_run_opts *o;
+    tw_model_config cfg;
+    tw_backend *be;
+    tw_comm *comm;
+    int rank, nranks;
+    double membw, peak;
+    const char *membw_src, *peak_src;
+} tw_run_ctx;
+
+/* Figures of one combination, for the table. */
+typedef struct {
+    tw_combo c;
+    tw_stats pf, dec, e2e, ttft, step;
+    double decode_gbps, bw_frac, pf_gflops, mfu, comm_share;
+    double j_per_token_e2e, mean_w;
+    int energy_measured, assumed;
+    char headline[1024];
+    char incomplete[256];
+    int reps_done;
+} tw_combo_summary;
+
+static tw_status tw_parse_dtypes(const char *s, tw_dtype *out, int max, int *n) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    *n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n >= max) return TW_ERR(TW_ERR_INVALID, "option --dtype: more than %d values", max);
+        tw_status st = tw_dtype_parse(tok, &out[*n]);
+        if (st != TW_OK) return tw_error_ctx(st, "option --dtype");
+        for (int i = 0; i < *n; i++)
+            if (out[i] == out[*n]) return TW_ERR(TW_ERR_INVALID, "option --dtype: %s twice", tok);
+        (*n)++;
+    }
+    if (*n == 0) return TW_ERR(TW_ERR_INVALID, "option --dtype: empty list");
+    return TW_OK;
+}
 
 static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     const char *dt, *kvdt;
     TW_TRY(tw_args_str(a, "--model", "llama-3.2-1b", &o->model));
     TW_TRY(tw_args_str(a, "--backend", "cpu", &o->backend));
     TW_TRY(tw_args_str(a, "--dtype", "bf16", &dt));
-    TW_TRY(tw_dtype_parse(dt, &o->w_dtype));
-    TW_TRY(tw_args_str(a, "--kv-dtype", dt, &kvdt));
-    TW_TRY(tw_dtype_parse(kvdt, &o->kv_dtype));
-    TW_TRY(tw_args_int(a, "--batch", 1, 1, 4096, &o->batch));
-    TW_TRY(tw_args_int(a, "--prompt", 128, 1, 1 << 20, &o->prompt));
-    TW_TRY(tw_args_int(a, "--gen", 32, 1, 1 << 20, &o->gen));
+    TW_TRY(tw_parse_dtypes(dt, o->dtype, 4, &o->ndtype));
+    TW_TRY(tw_args_str(a, "--kv-dtype", NULL, &kvdt));
+    if (kvdt) {
+        TW_TRY(tw_dtype_parse(kvdt, &o->kv_dtype));
+        o->kv_given = 1;
+    }
+    TW_TRY(tw_args_int_list(a, "--batch", "1", 1, 4096, o->batch, TW_RUN_MAX_LIST, &o->nbatch));
+    TW_TRY(tw_args_int_list(a, "--prompt", "128", 1, 1 << 20, o->prompt, TW_RUN_MAX_LIST,
+                            &o->nprompt));
+    TW_TRY(tw_args_int_list(a, "--gen", "32", 1, 1 << 20, o->gen, TW_RUN_MAX_LIST, &o->ngen));
+    TW_TRY(tw_args_int_list(a, "--tp", "1", 1, 4096, o->tp, TW_RUN_MAX_LIST, &o->ntp));
     TW_TRY(tw_args_int(a, "--warmup", 1, 0, 1000, &o->warmup));
     TW_TRY(tw_args_int(a, "--reps", 3, 1, 1000, &o->reps));
     TW_TRY(tw_args_int(a, "--threads", 0, 0, 4096, &o->threads));
@@ -81,7 +138,6 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_str(a, "--dump-logits", NULL, &o->dump));
     TW_TRY(tw_args_double(a, "--membw-gbps", 0, 0, 1e6, &o->membw_gbps));
     TW_TRY(tw_args_double(a, "--peak-gflops", 0, 0, 1e9, &o->peak_gflops));
-    TW_TRY(tw_args_int(a, "--tp", 1, 1, 4096, &o->tp));
     TW_TRY(tw_args_str(a, "--comm", "auto", &o->comm));
     TW_TRY(tw_args_double(a, "--comm-timeout", 60, 0.1, 86400, &o->comm_timeout_s));
     TW_TRY(tw_args_str(a, "--power", "auto", &o->power));
@@ -93,18 +149,31 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         return TW_ERR(TW_ERR_INVALID,
                       "--watts gives an assumed power: it goes with --power assumed");
     if (o->watts > 0) o->power = "assumed";
+    if (o->ntp > 1)
+        return TW_ERR(TW_ERR_INVALID,
+                      "--tp takes one value: a sweep over tensor-parallel degrees needs one mpirun "
+                      "per degree (mpirun -np N tokwatt run --tp N)");
+    int ncombo = o->ndtype * o->nbatch * o->nprompt * o->ngen;
+    if (o->dump && ncombo > 1)
+        return TW_ERR(TW_ERR_INVALID, "--dump-logits needs a single combination, not a sweep of %d",
+                      ncombo);
     return TW_OK;
 }
 
+static void tw_combo_name(const tw_combo *c, char *buf, size_t n) {
+    snprintf(buf, n, "dtype=%s kv=%s batch=%d prompt=%d gen=%d", tw_dtype_name(c->dtype),
+             tw_dtype_name(c->kv_dtype), c->batch, c->prompt, c->gen);
+}
+
 /* Bytes one decode step must read at least: every weight that multiplies the token once, the
- * embedding row, and the KV cache of every sequence up to its length. */
-static double tw_decode_step_bytes(const tw_model_config *c, const tw_run_opts *o, int ctx) {
-    double ws = (double)tw_dtype_size(o->w_dtype);
+ * embedding rows, and the KV cache of every sequence at context ctx (doc/METRICS.md). */
+static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx) {
+    double ws = (double)tw_dtype_size(k->dtype);
     double weights = (double)tw_model_params_nonembed(c) * ws;
     if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
-    weights += (double)o->batch * c->hidden * ws;                        /* embedding rows */
-    double kv = (double)o->batch * c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * (double)ctx *
-                (double)tw_dtype_size(o->kv_dtype);
+    weights += (double)k->batch * c->hidden * ws;                        /* embedding rows */
+    double kv = (double)k->batch * c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * (double)ctx *
+                (double)tw_dtype_size(k->kv_dtype);
     return weights + kv;
 }
 
@@ -119,45 +188,395 @@ static json_t *tw_stats_json(const tw_stats *s) {
     return j;
 }
 
-/* Runs one repetition: reset, prefill, gen-1 decode steps. Tokens generated go to gen_tokens
- * [batch, gen] when non-NULL; logits to the npy writer when non-NULL. */
-static tw_status tw_run_rep(tw_engine *e, const tw_run_opts *o, const int *prompt, int *cur,
-                            int *next, tw_rep *r, int *gen_tokens, tw_npy_writer *dump,
+/* One repetition: reset, prefill, gen-1 decode steps. Tokens go to gen_tokens [batch, gen] when
+ * non-NULL, logits to the npy writer when non-NULL, energy to pm when non-NULL. */
+static tw_status tw_run_rep(tw_engine *e, const tw_combo *k, const int *prompt, int *cur, int *next,
+                            tw_rep *r, int *gen_tokens, tw_npy_writer *dump,
                             const tw_model_config *c, tw_backend *be, tw_power_meter *pm) {
     tw_engine_reset(e);
-    r->steps_done = 0;
     r->complete = 0;
     if (pm) TW_TRY(tw_power_begin(pm, "prefill"));
     double t0 = tw_now_s();
-    TW_TRY(tw_engine_prefill(e, o->batch, o->prompt, prompt, next));
+    TW_TRY(tw_engine_prefill(e, k->batch, k->prompt, prompt, next));
     TW_TRY(be->ops->sync(be));
     r->ttft_s = tw_now_s() - t0;
     if (pm) TW_TRY(tw_power_end(pm, "prefill", NULL));
     if (gen_tokens)
-        for (int b = 0; b < o->batch; b++) gen_tokens[(size_t)b * o->gen] = next[b];
-    if (dump) TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)o->batch * c->vocab));
-    if (pm && o->gen > 1) TW_TRY(tw_power_begin(pm, "decode"));
+        for (int b = 0; b < k->batch; b++) gen_tokens[(size_t)b * k->gen] = next[b];
+    if (dump) TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)k->batch * c->vocab));
+    if (pm && k->gen > 1) TW_TRY(tw_power_begin(pm, "decode"));
     double d0 = tw_now_s();
-    for (int s = 1; s < o->gen; s++) {
+    for (int s = 1; s < k->gen; s++) {
         if (tw_run_interrupted) {
             if (pm) tw_power_end(pm, "decode", NULL);
             return TW_ERR(TW_ERR_INTERRUPTED, "interrupted (SIGINT) at decode step %d", s);
         }
-        memcpy(cur, next, sizeof(int) * (size_t)o->batch);
+        memcpy(cur, next, sizeof(int) * (size_t)k->batch);
         double s0 = tw_now_s();
-        TW_TRY(tw_engine_decode(e, o->batch, cur, next));
+        TW_TRY(tw_engine_decode(e, k->batch, cur, next));
         TW_TRY(be->ops->sync(be));
         r->step_s[s - 1] = tw_now_s() - s0;
-        r->steps_done = s;
         if (gen_tokens)
-            for (int b = 0; b < o->batch; b++) gen_tokens[(size_t)b * o->gen + s] = next[b];
+            for (int b = 0; b < k->batch; b++) gen_tokens[(size_t)b * k->gen + s] = next[b];
         if (dump)
-            TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)o->batch * c->vocab));
+            TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)k->batch * c->vocab));
     }
     r->decode_s = tw_now_s() - d0;
-    if (pm && o->gen > 1) TW_TRY(tw_power_end(pm, "decode", NULL));
+    if (pm && k->gen > 1) TW_TRY(tw_power_end(pm, "decode", NULL));
     r->complete = 1;
     return TW_OK;
+}
+
+/* Runs one combination on engine e and appends its row to `rows`. A failure returns its status;
+ * an interruption returns TW_OK with sum->incomplete set (what was measured is kept). */
+static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, json_t *rows,
+                              tw_combo_summary *sum) {
+    const tw_run_opts *o = x->o;
+    const tw_model_config *cfg = &x->cfg;
+    tw_backend *be = x->be;
+    tw_status st = TW_OK;
+    memset(sum, 0, sizeof *sum);
+    sum->c = *k;
+    size_t B = (size_t)k->batch;
+    int *prompt = malloc(sizeof(int) * B * (size_t)k->prompt);
+    int *cur = malloc(sizeof(int) * B), *next = malloc(sizeof(int) * B);
+    int *gen_tokens = malloc(sizeof(int) * B * (size_t)k->gen);
+    int *check_tokens = malloc(sizeof(int) * B * (size_t)k->gen);
+    tw_rep *reps = calloc((size_t)o->reps, sizeof *reps);
+    size_t nsteps = (size_t)(k->gen > 1 ? k->gen - 1 : 1);
+    double *v = calloc(4 * ((size_t)o->reps + 1) + (size_t)o->reps * nsteps + 1, sizeof(double));
+    tw_power_meter *pm = NULL;
+    tw_npy_writer *dump = NULL;
+    if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps || !v) {
+        st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
+        goto out;
+    }
+    for (int r = 0; r < o->reps; r++)
+        if (!(reps[r].step_s = calloc(nsteps, sizeof(double)))) {
+            st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
+            goto out;
+        }
+    tw_prompt_tokens((uint64_t)o->seed, k->batch, k->prompt, cfg->vocab, prompt);
+
+    int is_cuda = !strcmp(be->ops->name, "cuda");
+    tw_power_opts po = {.source = o->power,
+                        .assumed_w = o->watts,
+                        .sample_ms = o->sample_ms,
+                        .gpu_index = is_cuda ? be->device : -1,
+                        .devices = 1};
+    if ((st = tw_power_open(&po, &pm)) != TW_OK) goto out;
+
+    int show_progress = isatty(STDERR_FILENO) && x->rank == 0;
+    char name[160];
+    tw_combo_name(k, name, sizeof name);
+    for (int w = 0; w < o->warmup && !tw_run_interrupted; w++) {
+        tw_rep tmp = {.step_s = reps[0].step_s};
+        if (show_progress) fprintf(stderr, "\r# %s: warm-up %d/%d   ", name, w + 1, o->warmup);
+        st = tw_run_rep(e, k, prompt, cur, next, &tmp, NULL, NULL, cfg, be, NULL);
+        if (st != TW_OK) break;
+    }
+    double comm_s0 = tw_engine_comm_seconds(e);
+    for (int r = 0; r < o->reps && st == TW_OK && !tw_run_interrupted; r++) {
+        if (show_progress) fprintf(stderr, "\r# %s: repetition %d/%d   ", name, r + 1, o->reps);
+        st = tw_run_rep(e, k, prompt, cur, next, &reps[r], r == 0 ? gen_tokens : check_tokens, NULL,
+                        cfg, be, pm);
+        if (st != TW_OK) break;
+        sum->reps_done++;
+        if (r > 0 && memcmp(gen_tokens, check_tokens, sizeof(int) * B * (size_t)k->gen) != 0)
+            st = TW_ERR(TW_ERR_INTERNAL,
+                        "%s: repetition %d generated different tokens than repetition 1: the "
+                        "engine is not deterministic",
+                        name, r + 1);
+    }
+    double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
+    if (show_progress) fprintf(stderr, "\r%70s\r", "");
+    if (st == TW_ERR_INTERRUPTED || tw_run_interrupted) {
+        snprintf(sum->incomplete, sizeof sum->incomplete,
+                 "SIGINT during %s (%d of %d repetitions complete)", name, sum->reps_done, o->reps);
+        st = TW_OK;
+    }
+    if (st != TW_OK) goto out;
+
+    /* an un-timed pass that dumps the logits of every step */
+    if (o->dump && !sum->incomplete[0]) {
+        int64_t shape[3] = {k->gen, (int64_t)B, cfg->vocab};
+        if ((st = tw_npy_writer_open(o->dump, shape, 3, &dump)) != TW_OK) goto out;
+        tw_engine_set_capture(e, 1);
+        tw_rep tmp = {.step_s = reps[0].step_s};
+        double keep = reps[0].step_s[0];
+        st = tw_run_rep(e, k, prompt, cur, next, &tmp, check_tokens, dump, cfg, be, NULL);
+        reps[0].step_s[0] = keep;
+        tw_engine_set_capture(e, 0);
+        if (st != TW_OK) goto out;
+        st = tw_npy_writer_close(dump);
+        dump = NULL;
+        if (st != TW_OK) goto out;
+        tw_log("logits of %d steps written to %s", k->gen, o->dump);
+    }
+
+    /* ---- metrics: medians over complete repetitions ----------------------------------------- */
+    double *v_pf = v, *v_dec = v_pf + o->reps + 1, *v_e2e = v_dec + o->reps + 1;
+    double *v_ttft = v_e2e + o->reps + 1, *v_step = v_ttft + o->reps + 1;
+    int nd = 0, ns = 0;
+    double measured_s = 0;
+    for (int r = 0; r < o->reps; r++) {
+        if (!reps[r].complete) continue;
+        v_ttft[nd] = reps[r].ttft_s;
+        v_pf[nd] = (double)B * k->prompt / reps[r].ttft_s;
+        v_dec[nd] = k->gen > 1 ? (double)B * (k->gen - 1) / reps[r].decode_s : NAN;
+        v_e2e[nd] = (double)B * k->gen / (reps[r].ttft_s + reps[r].decode_s);
+        measured_s += reps[r].ttft_s + reps[r].decode_s;
+        nd++;
+        for (int s = 0; s < k->gen - 1; s++) v_step[ns++] = reps[r].step_s[s];
+    }
+    sum->pf = tw_stats_of(v_pf, nd);
+    sum->dec = tw_stats_of(v_dec, nd);
+    sum->e2e = tw_stats_of(v_e2e, nd);
+    sum->ttft = tw_stats_of(v_ttft, nd);
+    sum->step = tw_stats_of(v_step, ns);
+    double step_bytes = tw_decode_step_bytes(cfg, k, k->prompt + k->gen / 2);
+    sum->decode_gbps = ns ? step_bytes / sum->step.median / 1e9 : NAN;
+    sum->bw_frac = x->membw > 0 ? sum->decode_gbps / x->membw : NAN;
+    double pf_flops = (double)B * k->prompt * tw_model_flops_per_token(cfg, k->prompt / 2);
+    sum->pf_gflops = nd ? pf_flops / sum->ttft.median / 1e9 : NAN;
+    sum->mfu = x->peak > 0 ? sum->pf_gflops / x->peak : NAN;
+    sum->comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
+
+    json_t *row = json_object();
+    json_t *scen = json_object();
+    json_object_set_new(scen, "model", json_string(cfg->name));
+    json_object_set_new(scen, "backend", json_string(be->ops->name));
+    json_object_set_new(scen, "threads", json_integer(be->threads));
+    json_object_set_new(scen, "dtype", json_string(tw_dtype_name(k->dtype)));
+    json_object_set_new(scen, "kv_dtype", json_string(tw_dtype_name(k->kv_dtype)));
+    json_object_set_new(scen, "batch", json_integer(k->batch));
+    json_object_set_new(scen, "prompt", json_integer(k->prompt));
+    json_object_set_new(scen, "gen", json_integer(k->gen));
+    json_object_set_new(scen, "warmup", json_integer(o->warmup));
+    json_object_set_new(scen, "reps", json_integer(o->reps));
+    json_object_set_new(scen, "seed", json_integer(o->seed));
+    json_object_set_new(scen, "tp", json_integer(x->nranks));
+    json_object_set_new(scen, "devices", json_integer(x->nranks));
+    json_object_set_new(row, "scenario", scen);
+    json_object_set_new(row, "complete", json_boolean(!sum->incomplete[0]));
+    if (sum->incomplete[0])
+        json_object_set_new(row, "incomplete_reason", json_string(sum->incomplete));
+
+    json_t *m = json_object();
+    json_object_set_new(m, "prefill_tokens_per_s", tw_jnum(sum->pf.median));
+    json_object_set_new(m, "decode_tokens_per_s", tw_jnum(sum->dec.median));
+    json_object_set_new(m, "e2e_tokens_per_s", tw_jnum(sum->e2e.median));
+    json_object_set_new(m, "ttft_s", tw_jnum(sum->ttft.median));
+    json_t *tpot = json_object();
+    json_object_set_new(tpot, "mean", tw_jnum(sum->step.mean));
+    json_object_set_new(tpot, "p50", tw_jnum(sum->step.p50));
+    json_object_set_new(tpot, "p99", tw_jnum(sum->step.p99));
+    json_object_set_new(tpot, "n", json_integer(sum->step.n));
+    json_object_set_new(m, "tpot_s", tpot);
+    json_object_set_new(m, "decode_bandwidth_gbps", tw_jnum(sum->decode_gbps));
+    json_object_set_new(m, "decode_bandwidth_fraction", tw_jnum(sum->bw_frac));
+    json_object_set_new(m, "decode_bytes_per_step", tw_jnum(step_bytes));
+    json_object_set_new(m, "prefill_gflops", tw_jnum(sum->pf_gflops));
+    json_object_set_new(m, "prefill_mfu", tw_jnum(sum->mfu));
+    json_object_set_new(m, "collective_share", x->comm ? tw_jnum(sum->comm_share) : json_real(0));
+    json_t *spread = json_object();
+    json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&sum->pf));
+    json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&sum->dec));
+    json_object_set_new(spread, "e2e_tokens_per_s", tw_stats_json(&sum->e2e));
+    json_object_set_new(spread, "ttft_s", tw_stats_json(&sum->ttft));
+    json_object_set_new(spread, "tpot_s", tw_stats_json(&sum->step));
+    json_object_set_new(m, "spread", spread);
+    json_object_set_new(m, "repetitions_complete", json_integer(nd));
+    json_object_set_new(row, "metrics", m);
+
+    json_t *pt = json_array(), *gt = json_array();
+    for (size_t b = 0; b < B; b++) {
+        json_t *p1 = json_array(), *g1 = json_array();
+        for (int i = 0; i < k->prompt; i++)
+            json_array_append_new(p1, json_integer(prompt[b * k->prompt + i]));
+        for (int i = 0; i < k->gen && nd > 0; i++)
+            json_array_append_new(g1, json_integer(gen_tokens[b * k->gen + i]));
+        json_array_append_new(pt, p1);
+        json_array_append_new(gt, g1);
+    }
+    json_object_set_new(row, "prompt_tokens", pt);
+    json_object_set_new(row, "generated_tokens", gt);
+
+    tw_power_tokens ptok = {.prefill = (double)nd * B * k->prompt,
+                            .decode = (double)nd * B * (k->gen - 1),
+                            .e2e = (double)nd * B * k->gen};
+    json_t *energy = NULL;
+    if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) {
+        json_decref(row);
+        goto out;
+    }
+    json_t *e2e_j = json_object_get(energy, "e2e");
+    json_t *jpt = json_object_get(e2e_j, "j_per_token");
+    sum->energy_measured = json_is_number(jpt);
+    sum->j_per_token_e2e = sum->energy_measured ? json_number_value(jpt) : NAN;
+    sum->assumed = tw_power_is_assumed(pm);
+    json_object_set_new(row, "energy", energy);
+
+    /* per-rank figures (tensor-parallel runs): every rank takes part */
+    if (x->comm) {
+        double mine[5] = {sum->ttft.median, sum->step.p50, sum->dec.median, sum->comm_share, NAN};
+        double w_rank = 0;
+        if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
+        const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
+                                "mean_power_w"};
+        double *all = calloc((size_t)x->nranks * 5, sizeof(double));
+        if (!all) st = TW_ERR(TW_ERR_NOMEM, "per-rank figures");
+        for (int q = 0; q < 5 && st == TW_OK; q++)
+            st = tw_comm_allgather_f64(x->comm, mine[q], all + (size_t)q * x->nranks);
+        if (st == TW_OK) {
+            json_t *rj = json_array();
+            for (int r = 0; r < x->nranks; r++) {
+                json_t *y = json_object();
+                json_object_set_new(y, "rank", json_integer(r));
+                for (int q = 0; q < 5; q++)
+                    json_object_set_new(y, names[q], tw_jnum(all[(size_t)q * x->nranks + r]));
+                json_array_append_new(rj, y);
+            }
+            json_object_set_new(row, "ranks", rj);
+        }
+        free(all);
+        if (st != TW_OK) {
+            json_decref(row);
+            goto out;
+        }
+    }
+
+    /* the projection's headline: e2e output tokens/s and mean watts, per device */
+    double w_dev = 0;
+    sum->mean_w = NAN;
+    if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
+        isfinite(sum->e2e.median)) {
+        sum->mean_w = w_dev;
+        if (tw_project_headline(sum->e2e.median / x->nranks, w_dev, tw_power_label(pm),
+                                tw_power_is_assumed(pm), sum->headline,
+                                sizeof sum->headline) != TW_OK)
+            snprintf(sum->headline, sizeof sum->headline, "projection unavailable: %s",
+                     tw_last_error());
+    } else {
+        snprintf(sum->headline, sizeof sum->headline,
+                 "projection unavailable: no power figure (source %s); give --watts W or "
+                 "--power assumed",
+                 tw_power_source(pm));
+    }
+    json_object_set_new(row, "projection_headline", json_string(sum->headline));
+    json_array_append_new(rows, row);
+out:
+    if (dump) tw_npy_writer_abort(dump);
+    tw_power_close(pm);
+    if (reps)
+        for (int r = 0; r < o->reps; r++) free(reps[r].step_s);
+    free(reps);
+    free(v);
+    free(prompt), free(cur), free(next), free(gen_tokens), free(check_tokens);
+    return st;
+}
+
+/* Sets up the communicator (tensor-parallel runs) and the backend. */
+static tw_status tw_run_setup(tw_run_ctx *x) {
+    const tw_run_opts *o = x->o;
+    x->rank = 0;
+    x->nranks = 1;
+    if (o->tp[0] > 1 || tw_comm_under_launcher()) {
+        TW_TRY(tw_comm_create(o->comm, o->backend, o->comm_timeout_s, &x->comm));
+        x->rank = tw_comm_rank(x->comm);
+        x->nranks = tw_comm_size(x->comm);
+        if (x->nranks != o->tp[0])
+            return TW_ERR(TW_ERR_INVALID,
+                          "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
+                          "tokwatt run --tp %d",
+                          x->nranks, o->tp[0], o->tp[0], o->tp[0]);
+        if (x->rank != 0) tw_log_quiet(1);
+        /* every rank must run the same scenario (the binary is checked on creation) */
+        char canon[4096];
+        size_t used = (size_t)snprintf(
+            canon, sizeof canon, "model=%s|backend=%s|warmup=%d|reps=%d|seed=%ld|power=%s|watts=%g",
+            x->cfg.json, o->backend, o->warmup, o->reps, o->seed, o->power, o->watts);
+        const int *lists[3] = {o->batch, o->prompt, o->gen};
+        const int counts[3] = {o->nbatch, o->nprompt, o->ngen};
+        for (int l = 0; l < 3; l++)
+            for (int i = 0; i < counts[l] && used < sizeof canon; i++)
+                used +=
+                    (size_t)snprintf(canon + used, sizeof canon - used, "|%d:%d", l, lists[l][i]);
+        for (int i = 0; i < o->ndtype && used < sizeof canon; i++)
+            used += (size_t)snprintf(canon + used, sizeof canon - used, "|dt%d", (int)o->dtype[i]);
+        TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
+        tw_log("tensor parallel over %d ranks, communicator %s", x->nranks, tw_comm_kind(x->comm));
+    }
+    int device = x->comm && tw_comm_device(x->comm) >= 0 ? tw_comm_device(x->comm) : o->device;
+    TW_TRY(tw_backend_create(o->backend, o->threads, device, &x->be));
+    if (x->comm && x->be->ops->native_stream)
+        TW_TRY(tw_comm_set_stream(x->comm, x->be->ops->native_stream(x->be)));
+    return TW_OK;
+}
+
+static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, tw_dtype dt, tw_dtype kv, int batch,
+                                         int prompt, int seq) {
+    tw_engine_opts eo = {.cfg = &x->cfg,
+                         .be = x->be,
+                         .w_dtype = dt,
+                         .kv_dtype = kv,
+                         .max_batch = batch,
+                         .max_seq = seq,
+                         .max_prefill = prompt,
+                         .seed = (uint64_t)x->o->seed,
+                         .comm = x->comm,
+                         .tp_rank = x->rank,
+                         .tp_size = x->nranks};
+    return eo;
+}
+
+static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, int n,
+                           tw_format fmt) {
+    const char *head[] = {"model", "params", "backend", "threads",
+                          "dtype", "test",   "t/s",     "spread (min-max)"};
+    tw_table t;
+    tw_table_init(&t, 8, head);
+    char params[32];
+    snprintf(params, sizeof params, "%.2f B", (double)tw_model_params(&x->cfg) / 1e9);
+    const char *bn = x->be->ops->name;
+    for (int i = 0; i < n; i++) {
+        const tw_combo_summary *s = &sums[i];
+        const char *dn = tw_dtype_name(s->c.dtype);
+        tw_table_addf(&t, "%s|%s|%s|%d|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
+                      x->be->threads, dn, s->c.prompt, s->c.batch, s->pf.median, s->pf.min,
+                      s->pf.max);
+        tw_table_addf(&t, "%s|%s|%s|%d|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
+                      x->be->threads, dn, s->c.gen, s->c.batch, s->dec.median, s->dec.min,
+                      s->dec.max);
+        tw_table_addf(&t, "%s|%s|%s|%d|%s|e2e (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
+                      x->be->threads, dn, s->c.batch, s->e2e.median, s->e2e.min, s->e2e.max);
+    }
+    tw_table_print(&t, fmt, stdout);
+    tw_table_free(&t);
+    if (fmt != TW_FMT_MD) return;
+    for (int i = 0; i < n; i++) {
+        const tw_combo_summary *s = &sums[i];
+        char name[160];
+        tw_combo_name(&s->c, name, sizeof name);
+        printf("\n%s%s\n", n > 1 ? "## " : "", n > 1 ? name : "");
+        printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n", s->ttft.median,
+               s->step.mean, s->step.p50, s->step.p99);
+        printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n", s->decode_gbps,
+               100 * s->bw_frac, x->membw_src, x->membw);
+        printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", s->pf_gflops,
+               100 * s->mfu, x->peak_src, x->peak);
+        if (s->energy_measured)
+            printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
+                   s->assumed ? " (ASSUMED watts, not measured)" : "", s->mean_w,
+                   s->j_per_token_e2e);
+        else
+            printf("energy: not measured\n");
+        if (x->comm)
+            printf("tensor parallel: %d ranks over %s, collectives %.1f%% of measured time\n",
+                   x->nranks, tw_comm_kind(x->comm), 100 * s->comm_share);
+        printf("%s\n", s->headline);
+        if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);
+    }
 }
 
 int tw_cmd_run(int argc, char **argv) {
@@ -179,439 +598,240 @@ int tw_cmd_run(int argc, char **argv) {
 
     int rc = TW_EXIT_FAIL;
     tw_status st = TW_OK;
-    tw_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    tw_backend *be = NULL;
+    tw_run_ctx x;
+    memset(&x, 0, sizeof x);
+    x.o = &o;
     tw_engine *e = NULL;
-    tw_npy_writer *dump = NULL;
-    tw_power_meter *pm = NULL;
-    tw_comm *comm = NULL;
-    int *prompt = NULL, *cur = NULL, *next = NULL, *gen_tokens = NULL, *check_tokens = NULL;
-    tw_rep *reps = NULL;
-    json_t *root = NULL;
+    tw_combo *combos = NULL;
+    tw_combo_summary *sums = NULL;
+    json_t *root = NULL, *rows = json_array();
     double start_unix = tw_unix_now_s();
-    const char *stage = "setup";
-    char interrupted_at[256] = "";
-
-    if ((st = tw_model_load(o.model, &cfg)) != TW_OK) goto fail;
-    /* ranks: a communicator whenever more than one rank runs (or is asked for) */
-    int rank = 0, nranks = 1;
-    if (o.tp > 1 || tw_comm_under_launcher()) {
-        stage = "communicator";
-        if ((st = tw_comm_create(o.comm, o.backend, o.comm_timeout_s, &comm)) != TW_OK) goto fail;
-        rank = tw_comm_rank(comm);
-        nranks = tw_comm_size(comm);
-        if (nranks != o.tp) {
-            st = TW_ERR(TW_ERR_INVALID,
-                        "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
-                        "tokwatt run --tp %d",
-                        nranks, o.tp, o.tp, o.tp);
-            goto fail;
-        }
-        if (rank != 0) tw_log_quiet(1);
-        /* every rank must run the same scenario (the binary is checked on creation) */
-        char canon[2048];
-        snprintf(canon, sizeof canon,
-                 "model=%s|backend=%s|dtype=%d|kv=%d|batch=%d|prompt=%d|gen=%d|warmup=%d|reps=%d|"
-                 "seed=%ld|tp=%d|power=%s|watts=%g",
-                 cfg.json, o.backend, (int)o.w_dtype, (int)o.kv_dtype, o.batch, o.prompt, o.gen,
-                 o.warmup, o.reps, o.seed, o.tp, o.power, o.watts);
-        if ((st = tw_comm_check_consistency(comm, canon, strlen(canon), "the run configuration")) !=
-            TW_OK)
-            goto fail;
-        tw_log("tensor parallel over %d ranks, communicator %s", nranks, tw_comm_kind(comm));
-    }
-    int device = comm && tw_comm_device(comm) >= 0 ? tw_comm_device(comm) : o.device;
-    if ((st = tw_backend_create(o.backend, o.threads, device, &be)) != TW_OK) goto fail;
-    if (comm && be->ops->native_stream)
-        if ((st = tw_comm_set_stream(comm, be->ops->native_stream(be))) != TW_OK) goto fail;
-    tw_engine_opts eo = {.cfg = &cfg,
-                         .be = be,
-                         .w_dtype = o.w_dtype,
-                         .kv_dtype = o.kv_dtype,
-                         .max_batch = o.batch,
-                         .max_seq = o.prompt + o.gen,
-                         .max_prefill = o.prompt,
-                         .seed = (uint64_t)o.seed,
-                         .comm = comm,
-                         .tp_rank = rank,
-                         .tp_size = nranks};
-    tw_mem_plan plan;
-    if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
-    tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s), KV cache %.2f GiB (%s), "
-           "activations %.2f GiB; %.2f GiB available",
-           cfg.name, (double)tw_model_params(&cfg) / 1e9, plan.weights_bytes / 1073741824.0,
-           tw_dtype_name(o.w_dtype), plan.kv_bytes / 1073741824.0, tw_dtype_name(o.kv_dtype),
-           plan.act_bytes / 1073741824.0, plan.available_bytes / 1073741824.0);
-    double tb = tw_now_s();
-    if ((st = tw_engine_create(&eo, &e)) != TW_OK) goto fail;
-    tw_log("engine ready on %s (%d threads) in %.1f s", be->ops->name, be->threads,
-           tw_now_s() - tb);
-
-    /* roofline ceilings of this machine, measured now unless given */
-    double membw = o.membw_gbps, peak = o.peak_gflops;
-    const char *membw_src = "given (--membw-gbps)", *peak_src = "given (--peak-gflops)";
-    if (membw <= 0 && !strcmp(be->ops->name, "cpu")) {
-        tw_membw_result mb;
-        if ((st = tw_machine_membw(be->threads, 0, 5, &mb)) != TW_OK) goto fail;
-        membw = mb.read_gbps;
-        membw_src = "measured (tokwatt bench membw read)";
-    }
-    if (peak <= 0 && !strcmp(be->ops->name, "cpu")) {
-        if ((st = tw_machine_fp32_peak(be->threads, &peak)) != TW_OK) goto fail;
-        peak_src = "measured (fp32 FMA loop)";
-    }
-
-    int is_cuda = !strcmp(be->ops->name, "cuda");
-    tw_power_opts po = {.source = o.power,
-                        .assumed_w = o.watts,
-                        .sample_ms = o.sample_ms,
-                        .gpu_index = is_cuda ? o.device : -1,
-                        .devices = 1};
-    if ((st = tw_power_open(&po, &pm)) != TW_OK) goto fail;
-    tw_log("power: %s (%s)%s%s", tw_power_source(pm), tw_power_method(pm),
-           tw_power_fallbacks(pm)[0] ? "; not used: " : "", tw_power_fallbacks(pm));
-
-    size_t B = (size_t)o.batch;
-    prompt = malloc(sizeof(int) * B * (size_t)o.prompt);
-    cur = malloc(sizeof(int) * B);
-    next = malloc(sizeof(int) * B);
-    gen_tokens = malloc(sizeof(int) * B * (size_t)o.gen);
-    check_tokens = malloc(sizeof(int) * B * (size_t)o.gen);
-    reps = calloc((size_t)o.reps, sizeof *reps);
-    if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps) {
-        st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
-        goto fail;
-    }
-    for (int r = 0; r < o.reps; r++) {
-        reps[r].step_s = calloc((size_t)(o.gen > 1 ? o.gen - 1 : 1), sizeof(double));
-        if (!reps[r].step_s) {
-            st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
-            goto fail;
-        }
-    }
-    tw_prompt_tokens((uint64_t)o.seed, o.batch, o.prompt, cfg.vocab, prompt);
+    int ncombo = o.ndtype * o.nbatch * o.nprompt * o.ngen, done_combos = 0;
+    char incomplete[512] = "";
 
     signal(SIGINT, tw_run_on_sigint);
-    int show_progress = isatty(STDERR_FILENO);
-    stage = "warm-up";
-    for (int w = 0; w < o.warmup && !tw_run_interrupted; w++) {
-        tw_rep tmp = {.step_s = reps[0].step_s};
-        if (show_progress) fprintf(stderr, "\r# warm-up %d/%d   ", w + 1, o.warmup);
-        if ((st = tw_run_rep(e, &o, prompt, cur, next, &tmp, NULL, NULL, &cfg, be, NULL)) != TW_OK)
-            break;
+    if ((st = tw_model_load(o.model, &x.cfg)) != TW_OK) goto fail;
+    if ((st = tw_run_setup(&x)) != TW_OK) goto fail;
+
+    /* every combination, in a stable order (dtype, batch, prompt, gen), planned before any runs */
+    combos = calloc((size_t)ncombo, sizeof *combos);
+    sums = calloc((size_t)ncombo, sizeof *sums);
+    if (!combos || !sums) {
+        st = TW_ERR(TW_ERR_NOMEM, "sweep bookkeeping");
+        goto fail;
     }
-    int reps_done = 0;
-    double comm_s0 = e ? tw_engine_comm_seconds(e) : 0;
-    stage = "measured repetitions";
-    for (int r = 0; r < o.reps && st == TW_OK && !tw_run_interrupted; r++) {
-        if (show_progress) fprintf(stderr, "\r# repetition %d/%d   ", r + 1, o.reps);
-        st = tw_run_rep(e, &o, prompt, cur, next, &reps[r], r == 0 ? gen_tokens : check_tokens,
-                        NULL, &cfg, be, pm);
-        if (st == TW_OK) {
-            reps_done++;
-            if (r > 0 && memcmp(gen_tokens, check_tokens, sizeof(int) * B * (size_t)o.gen) != 0) {
-                st = TW_ERR(TW_ERR_INTERNAL,
-                            "repetition %d generated different tokens than repetition 1: the "
-                            "engine is not deterministic",
-                            r + 1);
+    int nc = 0;
+    for (int d = 0; d < o.ndtype; d++)
+        for (int b = 0; b < o.nbatch; b++)
+            for (int p = 0; p < o.nprompt; p++)
+                for (int g = 0; g < o.ngen; g++) {
+                    tw_combo *k = &combos[nc++];
+                    k->dtype = o.dtype[d];
+                    k->kv_dtype = o.kv_given ? o.kv_dtype : o.dtype[d];
+                    k->batch = o.batch[b], k->prompt = o.prompt[p], k->gen = o.gen[g];
+                    tw_engine_opts eo = tw_engine_opts_for(&x, k->dtype, k->kv_dtype, k->batch,
+                                                           k->prompt, k->prompt + k->gen);
+                    tw_mem_plan plan;
+                    char name[160];
+                    tw_combo_name(k, name, sizeof name);
+                    if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) {
+                        st = tw_error_ctx(st, "combination %s", name);
+                        goto fail;
+                    }
+                    if (plan.available_bytes && plan.total_bytes > plan.available_bytes) {
+                        st = TW_ERR(TW_ERR_NOMEM,
+                                    "combination %s does not fit on %s: needs %.2f GiB (weights "
+                                    "%.2f, KV cache %.2f, activations %.2f) but %.2f GiB is "
+                                    "available; nothing was run",
+                                    name, x.be->ops->name, plan.total_bytes / 1073741824.0,
+                                    plan.weights_bytes / 1073741824.0, plan.kv_bytes / 1073741824.0,
+                                    plan.act_bytes / 1073741824.0,
+                                    plan.available_bytes / 1073741824.0);
+                        goto fail;
+                    }
+                }
+
+    /* roofline ceilings of this machine, measured now unless given */
+    x.membw = o.membw_gbps, x.peak = o.peak_gflops;
+    x.membw_src = "given (--membw-gbps)", x.peak_src = "given (--peak-gflops)";
+    if (x.membw <= 0 && !strcmp(x.be->ops->name, "cpu")) {
+        tw_membw_result mb;
+        if ((st = tw_machine_membw(x.be->threads, 0, 5, &mb)) != TW_OK) goto fail;
+        x.membw = mb.read_gbps;
+        x.membw_src = "measured (tokwatt bench membw read)";
+    }
+    if (x.peak <= 0 && !strcmp(x.be->ops->name, "cpu")) {
+        if ((st = tw_machine_fp32_peak(x.be->threads, &x.peak)) != TW_OK) goto fail;
+        x.peak_src = "measured (fp32 FMA loop)";
+    }
+    if (x.membw <= 0) x.membw_src = "not measured";
+    if (x.peak <= 0) x.peak_src = "not measured";
+
+    /* one engine per weight dtype, sized for the largest combination of that dtype */
+    for (int d = 0; d < o.ndtype && !incomplete[0]; d++) {
+        int mb = 0, mp = 0, ms = 0;
+        for (int i = 0; i < ncombo; i++) {
+            if (combos[i].dtype != o.dtype[d]) continue;
+            if (combos[i].batch > mb) mb = combos[i].batch;
+            if (combos[i].prompt > mp) mp = combos[i].prompt;
+            if (combos[i].prompt + combos[i].gen > ms) ms = combos[i].prompt + combos[i].gen;
+        }
+        tw_dtype kv = o.kv_given ? o.kv_dtype : o.dtype[d];
+        tw_engine_opts eo = tw_engine_opts_for(&x, o.dtype[d], kv, mb, mp, ms);
+        tw_mem_plan plan;
+        if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
+        int shared = !(plan.available_bytes && plan.total_bytes > plan.available_bytes);
+        if (!shared)
+            tw_log("the largest %s combinations do not fit together: one engine per combination",
+                   tw_dtype_name(o.dtype[d]));
+        tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s) per rank, KV cache %.2f GiB "
+               "(%s), activations %.2f GiB; %.2f GiB available",
+               x.cfg.name, (double)tw_model_params(&x.cfg) / 1e9, plan.weights_bytes / 1073741824.0,
+               tw_dtype_name(o.dtype[d]), plan.kv_bytes / 1073741824.0, tw_dtype_name(kv),
+               plan.act_bytes / 1073741824.0, plan.available_bytes / 1073741824.0);
+        for (int i = 0; i < ncombo && !incomplete[0]; i++) {
+            tw_combo *k = &combos[i];
+            if (k->dtype != o.dtype[d]) continue;
+            if (!e) {
+                tw_engine_opts ek = shared ? eo
+                                           : tw_engine_opts_for(&x, k->dtype, k->kv_dtype, k->batch,
+                                                                k->prompt, k->prompt + k->gen);
+                double tb = tw_now_s();
+                if ((st = tw_engine_create(&ek, &e)) != TW_OK) goto fail;
+                tw_log("engine ready on %s (%d threads) in %.1f s", x.be->ops->name, x.be->threads,
+                       tw_now_s() - tb);
+            }
+            if ((st = tw_run_combo(&x, e, k, rows, &sums[done_combos])) != TW_OK) {
+                if (x.comm || done_combos == 0) goto fail;
+                /* keep what the earlier combinations measured: write them, marked incomplete */
+                char name[160];
+                tw_combo_name(k, name, sizeof name);
+                snprintf(incomplete, sizeof incomplete, "combination %s failed: %.150s", name,
+                         tw_last_error());
+                fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
+                st = TW_OK;
+                break;
+            }
+            if (sums[done_combos].incomplete[0])
+                snprintf(incomplete, sizeof incomplete, "%s", sums[done_combos].incomplete);
+            if (sums[done_combos].reps_done > 0 || !incomplete[0]) done_combos++;
+            if (!shared) {
+                tw_engine_destroy(e);
+                e = NULL;
             }
         }
+        tw_engine_destroy(e);
+        e = NULL;
     }
-    if (show_progress) fprintf(stderr, "\r%40s\r", "");
-    if (st == TW_ERR_INTERRUPTED || tw_run_interrupted) {
-        snprintf(interrupted_at, sizeof interrupted_at,
-                 "SIGINT during %s (%d of %d repetitions complete)", stage, reps_done, o.reps);
-        st = TW_OK;
-    }
-    if (st != TW_OK) goto fail;
-
-    /* an un-timed pass that dumps the logits of every step */
-    if (o.dump && !interrupted_at[0]) {
-        int64_t shape[3] = {o.gen, (int64_t)B, cfg.vocab};
-        if ((st = tw_npy_writer_open(o.dump, shape, 3, &dump)) != TW_OK) goto fail;
-        tw_engine_set_capture(e, 1);
-        tw_rep tmp = {.step_s = reps[0].step_s};
-        double keep_ttft = reps[0].ttft_s;
-        st = tw_run_rep(e, &o, prompt, cur, next, &tmp, check_tokens, dump, &cfg, be, NULL);
-        reps[0].ttft_s = keep_ttft;
-        tw_engine_set_capture(e, 0);
-        if (st != TW_OK) goto fail;
-        if ((st = tw_npy_writer_close(dump)) != TW_OK) {
-            dump = NULL;
-            goto fail;
-        }
-        dump = NULL;
-        tw_log("logits of %d steps written to %s", o.gen, o.dump);
+    if (incomplete[0] && done_combos < ncombo) {
+        char more[128];
+        snprintf(more, sizeof more, "; %d of %d combinations measured", done_combos, ncombo);
+        strncat(incomplete, more, sizeof incomplete - strlen(incomplete) - 1);
     }
 
-    /* ---- metrics ------------------------------------------------------------------------ */
-    double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
+    /* ---- the result file (rank 0) ----------------------------------------------------------- */
     double end_unix = tw_unix_now_s();
-    int nrep = 0;
-    for (int r = 0; r < o.reps; r++) nrep += reps[r].complete;
-    double *v_pf = calloc((size_t)o.reps + 1, sizeof(double));
-    double *v_dec = calloc((size_t)o.reps + 1, sizeof(double));
-    double *v_e2e = calloc((size_t)o.reps + 1, sizeof(double));
-    double *v_ttft = calloc((size_t)o.reps + 1, sizeof(double));
-    size_t nsteps_all = (size_t)o.reps * (size_t)(o.gen > 1 ? o.gen - 1 : 1);
-    double *v_step = calloc(nsteps_all + 1, sizeof(double));
-    int ns = 0, nd = 0;
-    for (int r = 0; r < o.reps; r++) {
-        if (!reps[r].complete) continue;
-        v_ttft[nd] = reps[r].ttft_s;
-        v_pf[nd] = (double)B * o.prompt / reps[r].ttft_s;
-        v_dec[nd] = o.gen > 1 ? (double)B * (o.gen - 1) / reps[r].decode_s : NAN;
-        v_e2e[nd] = (double)B * o.gen / (reps[r].ttft_s + reps[r].decode_s);
-        nd++;
-        for (int s = 0; s < o.gen - 1; s++) v_step[ns++] = reps[r].step_s[s];
+    tw_comm_hosts hosts;
+    memset(&hosts, 0, sizeof hosts);
+    if (x.comm && (st = tw_comm_gather_hosts(x.comm, &hosts)) != TW_OK) goto fail;
+    if (x.rank != 0) {
+        tw_comm_free_hosts(&hosts);
+        rc = TW_EXIT_OK;
+        goto done;
     }
-    tw_stats s_pf = tw_stats_of(v_pf, nd), s_dec = tw_stats_of(v_dec, nd);
-    tw_stats s_e2e = tw_stats_of(v_e2e, nd), s_ttft = tw_stats_of(v_ttft, nd);
-    tw_stats s_step = tw_stats_of(v_step, ns);
-    free(v_pf), free(v_dec), free(v_e2e), free(v_ttft), free(v_step);
-
-    /* decode roofline: bytes at the mean context of the decode steps */
-    int mean_ctx = o.prompt + o.gen / 2;
-    double step_bytes = tw_decode_step_bytes(&cfg, &o, mean_ctx);
-    double decode_gbps = ns ? step_bytes / s_step.median / 1e9 : NAN;
-    double bw_frac = membw > 0 ? decode_gbps / membw : NAN;
-    double pf_flops = (double)B * o.prompt * tw_model_flops_per_token(&cfg, o.prompt / 2);
-    double pf_gflops = nd ? pf_flops / s_ttft.median / 1e9 : NAN;
-    double mfu = peak > 0 ? pf_gflops / peak : NAN;
-
     root = json_object();
     json_object_set_new(root, "schema_version", json_integer(TW_RESULT_SCHEMA_VERSION));
-    json_object_set_new(root, "kind", json_string("run"));
-    json_object_set_new(root, "complete", json_boolean(!interrupted_at[0]));
-    if (interrupted_at[0])
-        json_object_set_new(root, "incomplete_reason", json_string(interrupted_at));
-    json_t *scen = json_object();
-    json_object_set_new(scen, "model", json_string(cfg.name));
-    json_object_set_new(scen, "backend", json_string(be->ops->name));
-    json_object_set_new(scen, "threads", json_integer(be->threads));
-    json_object_set_new(scen, "dtype", json_string(tw_dtype_name(o.w_dtype)));
-    json_object_set_new(scen, "kv_dtype", json_string(tw_dtype_name(o.kv_dtype)));
-    json_object_set_new(scen, "batch", json_integer(o.batch));
-    json_object_set_new(scen, "prompt", json_integer(o.prompt));
-    json_object_set_new(scen, "gen", json_integer(o.gen));
-    json_object_set_new(scen, "warmup", json_integer(o.warmup));
-    json_object_set_new(scen, "reps", json_integer(o.reps));
-    json_object_set_new(scen, "seed", json_integer(o.seed));
-    json_object_set_new(scen, "tp", json_integer(nranks));
-    json_object_set_new(scen, "devices", json_integer(nranks));
-    json_object_set_new(root, "scenario", scen);
+    json_object_set_new(root, "kind", json_string(ncombo > 1 ? "sweep" : "run"));
+    json_object_set_new(root, "complete", json_boolean(!incomplete[0]));
+    if (incomplete[0]) json_object_set_new(root, "incomplete_reason", json_string(incomplete));
     json_error_t jerr;
-    json_t *mj = json_loads(cfg.json, 0, &jerr);
+    json_t *mj = json_loads(x.cfg.json, 0, &jerr);
     json_object_set_new(root, "model", mj ? mj : json_null());
-
-    json_t *m = json_object();
-    json_object_set_new(m, "prefill_tokens_per_s", tw_jnum(s_pf.median));
-    json_object_set_new(m, "decode_tokens_per_s", tw_jnum(s_dec.median));
-    json_object_set_new(m, "e2e_tokens_per_s", tw_jnum(s_e2e.median));
-    json_object_set_new(m, "ttft_s", tw_jnum(s_ttft.median));
-    json_t *tpot = json_object();
-    json_object_set_new(tpot, "mean", tw_jnum(s_step.mean));
-    json_object_set_new(tpot, "p50", tw_jnum(s_step.p50));
-    json_object_set_new(tpot, "p99", tw_jnum(s_step.p99));
-    json_object_set_new(tpot, "n", json_integer(s_step.n));
-    json_object_set_new(m, "tpot_s", tpot);
-    json_object_set_new(m, "decode_bandwidth_gbps", tw_jnum(decode_gbps));
-    json_object_set_new(m, "decode_bandwidth_fraction", tw_jnum(bw_frac));
-    json_object_set_new(m, "decode_bytes_per_step", tw_jnum(step_bytes));
-    json_object_set_new(m, "prefill_gflops", tw_jnum(pf_gflops));
-    json_object_set_new(m, "prefill_mfu", tw_jnum(mfu));
-    json_t *spread = json_object();
-    json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&s_pf));
-    json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&s_dec));
-    json_object_set_new(spread, "e2e_tokens_per_s", tw_stats_json(&s_e2e));
-    json_object_set_new(spread, "ttft_s", tw_stats_json(&s_ttft));
-    json_object_set_new(spread, "tpot_s", tw_stats_json(&s_step));
-    json_object_set_new(m, "spread", spread);
-    json_object_set_new(m, "repetitions_complete", json_integer(nrep));
-    json_object_set_new(root, "metrics", m);
-
-    json_t *roof = json_object();
-    json_object_set_new(roof, "membw_gbps", membw > 0 ? tw_jnum(membw) : json_null());
-    json_object_set_new(roof, "membw_source", json_string(membw > 0 ? membw_src : "not measured"));
-    json_object_set_new(roof, "peak_gflops", peak > 0 ? tw_jnum(peak) : json_null());
-    json_object_set_new(roof, "peak_source", json_string(peak > 0 ? peak_src : "not measured"));
-    json_object_set_new(root, "roofline", roof);
-
-    json_t *mem = json_object();
-    json_object_set_new(mem, "weights_bytes", json_integer((json_int_t)plan.weights_bytes));
-    json_object_set_new(mem, "kv_cache_bytes", json_integer((json_int_t)plan.kv_bytes));
-    json_object_set_new(mem, "activation_bytes", json_integer((json_int_t)plan.act_bytes));
-    json_object_set_new(mem, "params", json_integer((json_int_t)tw_model_params(&cfg)));
-    json_object_set_new(root, "memory", mem);
-
-    json_t *pt = json_array(), *gt = json_array();
-    for (size_t b = 0; b < B; b++) {
-        json_t *p1 = json_array(), *g1 = json_array();
-        for (int i = 0; i < o.prompt; i++)
-            json_array_append_new(p1, json_integer(prompt[b * o.prompt + i]));
-        for (int i = 0; i < o.gen && nrep > 0; i++)
-            json_array_append_new(g1, json_integer(gen_tokens[b * o.gen + i]));
-        json_array_append_new(pt, p1);
-        json_array_append_new(gt, g1);
+    if (ncombo == 1 && json_array_size(rows) == 1) {
+        /* a single run: its row's fields at the top level */
+        json_t *row = json_array_get(rows, 0);
+        const char *key;
+        json_t *val;
+        json_object_foreach(row, key, val) {
+            if (strcmp(key, "complete") && strcmp(key, "incomplete_reason"))
+                json_object_set(root, key, val);
+        }
+    } else {
+        json_object_set(root, "rows", rows);
     }
-    json_object_set_new(root, "prompt_tokens", pt);
-    json_object_set_new(root, "generated_tokens", gt);
-    json_object_set_new(root, "provenance",
-                        tw_provenance_json(be->ops->name, start_unix, end_unix));
-    tw_power_tokens ptok = {.prefill = (double)nrep * B * o.prompt,
-                            .decode = (double)nrep * B * (o.gen - 1),
-                            .e2e = (double)nrep * B * o.gen};
-    json_t *energy = NULL;
-    if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) goto fail;
-    json_object_set_new(root, "energy", energy);
-    /* per-rank figures, the collective share and the fabric (tensor parallel runs) */
-    double measured_s = 0;
-    for (int r = 0; r < o.reps; r++)
-        if (reps[r].complete) measured_s += reps[r].ttft_s + reps[r].decode_s;
-    double comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
-    json_object_set_new(m, "collective_share", comm ? tw_jnum(comm_share) : json_real(0.0));
-    if (comm) {
-        double mine[5] = {s_ttft.median, s_step.p50, s_dec.median, comm_share, NAN};
-        double w_rank = 0;
-        if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
-        const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
-                                "mean_power_w"};
-        double *all = calloc((size_t)nranks * 5, sizeof(double));
-        if (!all) {
-            st = TW_ERR(TW_ERR_NOMEM, "per-rank figures");
-            goto fail;
-        }
-        for (int k = 0; k < 5 && st == TW_OK; k++)
-            st = tw_comm_allgather_f64(comm, mine[k], all + (size_t)k * nranks);
-        tw_comm_hosts hosts;
-        memset(&hosts, 0, sizeof hosts);
-        if (st == TW_OK) st = tw_comm_gather_hosts(comm, &hosts);
-        if (st != TW_OK) {
-            free(all);
-            goto fail;
-        }
-        json_t *rj = json_array();
-        for (int r = 0; r < nranks; r++) {
-            json_t *x = json_object();
-            json_object_set_new(x, "rank", json_integer(r));
-            json_object_set_new(x, "host", json_string(hosts.host[r]));
-            for (int k = 0; k < 5; k++)
-                json_object_set_new(x, names[k], tw_jnum(all[(size_t)k * nranks + r]));
-            json_array_append_new(rj, x);
-        }
-        json_object_set_new(root, "ranks", rj);
+    json_t *roof = json_object();
+    json_object_set_new(roof, "membw_gbps", x.membw > 0 ? json_real(x.membw) : json_null());
+    json_object_set_new(roof, "membw_source", json_string(x.membw_src));
+    json_object_set_new(roof, "peak_gflops", x.peak > 0 ? json_real(x.peak) : json_null());
+    json_object_set_new(roof, "peak_source", json_string(x.peak_src));
+    json_object_set_new(root, "roofline", roof);
+    json_t *mem = json_object();
+    json_object_set_new(mem, "params", json_integer((json_int_t)tw_model_params(&x.cfg)));
+    json_object_set_new(root, "memory", mem);
+    if (x.comm) {
         json_t *cj = json_object();
-        json_object_set_new(cj, "kind", json_string(tw_comm_kind(comm)));
-        json_object_set_new(cj, "ranks", json_integer(nranks));
+        json_object_set_new(cj, "kind", json_string(tw_comm_kind(x.comm)));
+        json_object_set_new(cj, "ranks", json_integer(x.nranks));
         json_object_set_new(cj, "hosts", json_integer(hosts.n_hosts));
         json_object_set_new(cj, "max_ranks_per_host", json_integer(hosts.max_per_host));
+        json_t *hl = json_array();
+        for (int r = 0; r < hosts.size; r++) json_array_append_new(hl, json_string(hosts.host[r]));
+        json_object_set_new(cj, "rank_hosts", hl);
         json_object_set_new(cj, "devices_per_rank", json_integer(1));
         json_object_set_new(cj, "timeout_s", json_real(o.comm_timeout_s));
         json_object_set_new(root, "comm", cj);
         tw_comm_free_hosts(&hosts);
-        free(all);
     }
-    if (rank != 0) {
-        rc = TW_EXIT_OK;
-        goto done;
-    }
-
-    /* the projection's headline: e2e output tokens/s and mean watts, per device */
-    char headline[1024] = "";
-    double w_dev = 0;
-    if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
-        isfinite(s_e2e.median)) {
-        char label[160];
-        snprintf(label, sizeof label, "%s", tw_power_label(pm));
-        if (tw_project_headline(s_e2e.median, w_dev, label, tw_power_is_assumed(pm), headline,
-                                sizeof headline) != TW_OK)
-            snprintf(headline, sizeof headline, "projection unavailable: %s", tw_last_error());
-    } else {
-        snprintf(headline, sizeof headline,
-                 "projection unavailable: no power figure (source %s); give --watts W or "
-                 "--power assumed",
-                 tw_power_source(pm));
-    }
-    json_object_set_new(root, "projection_headline", json_string(headline));
+    json_object_set_new(root, "provenance",
+                        tw_provenance_json(x.be->ops->name, start_unix, end_unix));
 
     char path[1024];
     size_t ol = strlen(o.out);
     if (ol > 5 && !strcmp(o.out + ol - 5, ".json"))
         snprintf(path, sizeof path, "%s", o.out);
     else
-        tw_result_default_path(path, sizeof path, o.out, cfg.name, start_unix);
+        tw_result_default_path(path, sizeof path, o.out, x.cfg.name, start_unix);
+    /* per-combination memory plans, for the record */
+    {
+        tw_engine_opts eo =
+            tw_engine_opts_for(&x, combos[0].dtype, combos[0].kv_dtype, combos[0].batch,
+                               combos[0].prompt, combos[0].prompt + combos[0].gen);
+        tw_mem_plan plan;
+        if (tw_engine_plan(&eo, &plan) == TW_OK) {
+            json_object_set_new(mem, "weights_bytes", json_integer((json_int_t)plan.weights_bytes));
+            json_object_set_new(mem, "kv_cache_bytes", json_integer((json_int_t)plan.kv_bytes));
+            json_object_set_new(mem, "activation_bytes", json_integer((json_int_t)plan.act_bytes));
+            json_object_set_new(mem, "per_rank", json_boolean(x.nranks > 1));
+        }
+    }
     if ((st = tw_result_write(root, path)) != TW_OK) goto fail;
 
-    /* ---- the table ------------------------------------------------------------------------ */
     if (o.fmt == TW_FMT_JSON) {
         char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (text) puts(text);
         free(text);
     } else {
-        const char *head[] = {"model", "params", "backend", "threads",
-                              "dtype", "test",   "t/s",     "spread (min-max)"};
-        tw_table t;
-        tw_table_init(&t, 8, head);
-        char params[32];
-        snprintf(params, sizeof params, "%.2f B", (double)tw_model_params(&cfg) / 1e9);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", cfg.name, params,
-                      be->ops->name, be->threads, tw_dtype_name(o.w_dtype), o.prompt, o.batch,
-                      s_pf.median, s_pf.min, s_pf.max);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", cfg.name, params,
-                      be->ops->name, be->threads, tw_dtype_name(o.w_dtype), o.gen, o.batch,
-                      s_dec.median, s_dec.min, s_dec.max);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|e2e (batch %d)|%.2f|%.2f-%.2f", cfg.name, params,
-                      be->ops->name, be->threads, tw_dtype_name(o.w_dtype), o.batch, s_e2e.median,
-                      s_e2e.min, s_e2e.max);
-        tw_table_print(&t, o.fmt, stdout);
-        tw_table_free(&t);
-        if (o.fmt == TW_FMT_MD) {
-            printf("\nTTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n",
-                   s_ttft.median, s_step.mean, s_step.p50, s_step.p99);
-            printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n", decode_gbps,
-                   100 * bw_frac, membw_src, membw);
-            printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", pf_gflops,
-                   100 * mfu, peak_src, peak);
-            tw_power_region er;
-            if (tw_power_phase(pm, "decode", &er) == TW_OK && isfinite(er.energy_j))
-                printf("energy (%s%s): decode %.1f W mean, %.4f J/token; prefill+decode %.4f "
-                       "J/token\n",
-                       tw_power_method(pm), tw_power_is_assumed(pm) ? ", ASSUMED" : "",
-                       er.mean_power_w, er.energy_j / ptok.decode,
-                       json_number_value(
-                           json_object_get(json_object_get(energy, "e2e"), "j_per_token")));
-            else
-                printf("energy: not measured (power source %s)\n", tw_power_source(pm));
-            printf("%s\n", headline);
-            if (comm)
-                printf("tensor parallel: %d ranks over %s, collectives %.1f%% of measured time\n",
-                       nranks, tw_comm_kind(comm), 100 * comm_share);
-            if (interrupted_at[0]) printf("INCOMPLETE: %s\n", interrupted_at);
-        }
+        tw_print_table(&x, sums, done_combos, o.fmt);
     }
     tw_log("result written to %s", path);
-    rc = interrupted_at[0] ? TW_EXIT_FAIL : TW_EXIT_OK;
+    rc = incomplete[0] ? TW_EXIT_FAIL : TW_EXIT_OK;
     goto done;
 fail:
-    if (comm) {
+    if (x.comm) {
         /* one rank's failure ends the whole job now, rather than at the peers' timeout */
-        fprintf(stderr, "tokwatt run: rank %d: error: %s\n", tw_comm_rank(comm), tw_last_error());
-        tw_comm_abort(comm, TW_EXIT_FAIL);
+        fprintf(stderr, "tokwatt run: rank %d: error: %s\n", x.rank, tw_last_error());
+        tw_comm_abort(x.comm, TW_EXIT_FAIL);
     }
     fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
     if (st == TW_ERR_INVALID) rc = TW_EXIT_USAGE;
 done:
-    if (dump) tw_npy_writer_abort(dump);
-    tw_power_close(pm);
     json_decref(root);
-    if (reps)
-        for (int r = 0; r < o.reps; r++) free(reps[r].step_s);
-    free(reps);
-    free(prompt), free(cur), free(next), free(gen_tokens), free(check_tokens);
+    json_decref(rows);
+    free(combos);
+    free(sums);
     tw_engine_destroy(e);
-    tw_backend_destroy(be);
-    tw_comm_destroy(comm);
-    tw_model_free(&cfg);
+    tw_backend_destroy(x.be);
+    tw_comm_destroy(x.comm);
+    tw_model_free(&x.cfg);
     return rc;
 }

@@ -52,6 +52,10 @@ if(TW_TESTS AND MPI_C_FOUND)
     add_test(NAME mpi_coll_np${np} COMMAND ${TW_MPIRUN} -np ${np} $<TARGET_FILE:mpi_coll>)
     set_tests_properties(mpi_coll_np${np} PROPERTIES TIMEOUT 60)
   endforeach()
+  # the same with the direct-exchange path for small all-reduces off (all through MPI_Iallreduce)
+  add_test(NAME mpi_coll_nbc_np3 COMMAND ${TW_MPIRUN} -x TW_COMM_MPI_SMALL_BYTES=0 -np 3
+    $<TARGET_FILE:mpi_coll>)
+  set_tests_properties(mpi_coll_nbc_np3 PROPERTIES TIMEOUT 60)
   # a rank with a different configuration: every rank fails naming rank 1
   add_test(NAME mpi_mismatch_np2 COMMAND ${TW_MPIRUN} -np 2 $<TARGET_FILE:mpi_mismatch>)
   add_test(NAME mpi_mismatch_np4 COMMAND ${TW_MPIRUN} -np 4 $<TARGET_FILE:mpi_mismatch>)

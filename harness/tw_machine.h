@@ -21,7 +21,8 @@ typedef struct {
 tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result *out);
 
 /* fp32 multiply-add throughput (GFLOP/s, 2 flops per FMA lane) of an independent-accumulator
- * loop at the active SIMD level on `threads` threads (0 = all cores); runs < 0.5 s. */
+ * loop at the active SIMD level on `threads` threads (0 = all cores); runs < 0.5 s. Each
+ * thread's rate is taken over its own CPU time (robust to a shared machine) and summed. */
 tw_status tw_machine_fp32_peak(int threads, double *gflops);
 
 #endif

@@ -1,9 +1,11 @@
 /* CPU attention kernels (attn_prefill_cpu, attn_decode_cpu, kv_store_cpu) against a naive
  * float64 softmax(q k^T * scale) v written here, on random caches of awkward shapes, fp32 and
- * bf16 KV, both SIMD paths. The whole cache is random, also past each query's causal limit, so
- * reading a masked key changes the result. Outputs are NaN-poisoned and surrounded by guards.
- * Tolerance: relative norm error 1e-5 for fp32 and for bf16 caches alike (the reference uses
- * the bf16-rounded K and V, so the kernel's conversion is exact and only fp32 rounding is left). */
+ * bf16 KV, both SIMD paths. The cache is random also between each query's causal limit and the
+ * end of the call's tokens, so attending to a masked key changes the result. Outputs are
+ * NaN-poisoned and surrounded by guards. Positions past what a call may read (start_pos + seq, or
+ * lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for bf16 caches alike (the
+ * reference uses the bf16-rounded K and V, so the kernel's conversion is exact and only fp32
+ * rounding is left). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,7 +14,7 @@
 #include "kernels/cpu/tw_cpu.h"
 #include "tw_test_util.h"
 
-#define TOL 1e-5
+#define TOL       1e-5
 #define GUARD     16
 #define GUARD_VAL 1234.5f
 
@@ -33,8 +35,7 @@ static void guarded_check_free(float *p, size_t n, const char *what) {
     free(p - GUARD);
 }
 
-/* ---- a random KV cache ------------------------------------------------------------------------
- */
+/* ---- a random KV cache ----------------------------------------------------------------------- */
 typedef struct {
     int batch, n_kv_heads, max_seq, head_dim;
     int bf16;
@@ -42,8 +43,10 @@ typedef struct {
     double *kd, *vd; /* the same values (bf16-rounded when bf16) for the reference */
 } test_cache;
 
+/* valid[b]: positions >= valid[b] of sequence b were never written: they hold NaN, so a kernel
+ * that touches them (even with weight 0) produces NaN. NULL: everything valid. */
 static void cache_make(test_cache *c, tw_test_rng *r, int batch, int g, int max_seq, int d,
-                       int bf16) {
+                       int bf16, const int *valid) {
     c->batch = batch;
     c->n_kv_heads = g;
     c->max_seq = max_seq;
@@ -56,6 +59,14 @@ static void cache_make(test_cache *c, tw_test_rng *r, int batch, int g, int max_
     cr_assert(kf && vf && c->kd && c->vd);
     tw_test_fill(r, kf, n, 1.0f);
     tw_test_fill(r, vf, n, 1.0f);
+    for (int b = 0; valid && b < batch; b++)
+        for (int h = 0; h < g; h++)
+            for (int p = valid[b]; p < max_seq; p++)
+                for (int x = 0; x < d; x++) {
+                    size_t i = (((size_t)b * g + h) * max_seq + p) * d + x;
+                    kf[i] = NAN;
+                    vf[i] = NAN;
+                }
     if (bf16) {
         uint16_t *kb = malloc(2 * n), *vb = malloc(2 * n);
         cr_assert(kb && vb);
@@ -119,14 +130,17 @@ static int simd_levels(tw_simd *lv) {
     return n;
 }
 
-/* ---- prefill ------------------------------------------------------------------------------------
- */
+/* ---- prefill --------------------------------------------------------------------------------- */
 static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, const int *start,
                         int bf16, float qscale, int threads, uint64_t seed) {
     tw_test_rng r;
     tw_test_rng_seed(&r, seed);
     test_cache c;
-    cache_make(&c, &r, batch, g, max_seq, d, bf16);
+    int *valid = malloc(sizeof(int) * batch);
+    cr_assert(valid);
+    for (int b = 0; b < batch; b++) valid[b] = start[b] + seq;
+    cache_make(&c, &r, batch, g, max_seq, d, bf16, valid);
+    free(valid);
     size_t nq = (size_t)batch * seq * h * d;
     float *q = malloc(sizeof(float) * nq);
     double *ref = malloc(sizeof(double) * nq);
@@ -207,14 +221,13 @@ Test(attention, prefill_peaky_scores) {
     run_prefill(2, 129, 6, 2, 64, 140, start, 0, 40.0f, 0, 61);
 }
 
-/* ---- decode ------------------------------------------------------------------------------------
- */
+/* ---- decode ---------------------------------------------------------------------------------- */
 static void run_decode(int batch, int h, int g, int d, int max_seq, const int *lens, int bf16,
                        float qscale, int threads, uint64_t seed) {
     tw_test_rng r;
     tw_test_rng_seed(&r, seed);
     test_cache c;
-    cache_make(&c, &r, batch, g, max_seq, d, bf16);
+    cache_make(&c, &r, batch, g, max_seq, d, bf16, lens);
     size_t nq = (size_t)batch * h * d;
     float *q = malloc(sizeof(float) * nq);
     double *ref = malloc(sizeof(double) * nq);
@@ -288,7 +301,7 @@ Test(attention, decode_matches_prefill_last_token) {
     tw_test_rng_seed(&r, 111);
     enum { B = 2, S = 37, H = 6, G = 2, D = 64, MAXS = 80 };
     test_cache c;
-    cache_make(&c, &r, B, G, MAXS, D, 1);
+    cache_make(&c, &r, B, G, MAXS, D, 1, NULL);
     int start[B] = {3, 40};
     static float q[B * S * H * D], outp[B * S * H * D], qd[B * H * D], outd[B * H * D];
     tw_test_fill(&r, q, sizeof q / sizeof q[0], 1.5f);

@@ -44,7 +44,7 @@ tw_status tw_redop_parse(const char *s, tw_redop *out) {
 
 uint64_t tw_comm_hash64(const void *p, size_t n, uint64_t seed) {
     const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull ^ seed;
+    uint64_t h = 14695981039346656037ull ^ seed;
     for (size_t i = 0; i < n; i++) {
         h ^= b[i];
         h *= 1099511628211ull;

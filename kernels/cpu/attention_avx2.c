@@ -37,17 +37,82 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-/* Four queries against one key per step: each 8-wide slice of k is loaded once for 4 FMAs. */
-static void scores_avx2(int nq, int nk, int d, const float *q, const float *k, float *s, int ld_s) {
+/* Horizontal sums of 8 vectors at once: lane j of the result is the sum of v[j]. Three rounds
+ * of hadd plus one cross-lane add instead of eight separate reductions. */
+static inline __m256 hsum8x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5,
+                             __m256 v6, __m256 v7) {
+    __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
+    __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v4, v5), _mm256_hadd_ps(v6, v7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+/* Key / value loads from an fp32 or a bf16 cache; bf16 is the top half of a float, so widening
+ * is a zero-extend and a shift. Read in place, a bf16 cache costs no conversion pass. */
+static inline __m256 ldv(const void *base, size_t i, int bf16) {
+    if (!bf16) return _mm256_loadu_ps((const float *)base + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const tw_bf16 *)base + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline float lds(const void *base, size_t i, int bf16) {
+    return bf16 ? tw_f32_from_bf16(((const tw_bf16 *)base)[i]) : ((const float *)base)[i];
+}
+
+/* Four queries against two keys per step (8 accumulators): each 8-wide slice costs 6 loads for
+ * 8 FMAs, and the 8 dot products are reduced together. */
+static inline __attribute__((always_inline)) void
+scores_gen(int nq, int nk, int d, const float *q, const void *k, int bf16, float *s, int ld_s) {
     const int d8 = d & ~7;
     int i = 0;
     for (; i + 4 <= nq; i += 4) {
         const float *q0 = q + (size_t)i * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
-        for (int j = 0; j < nk; j++) {
-            const float *kj = k + (size_t)j * d;
+        float *s0 = s + (size_t)i * ld_s, *s1 = s0 + ld_s, *s2 = s1 + ld_s, *s3 = s2 + ld_s;
+        int j = 0;
+        for (; j + 2 <= nk; j += 2) {
+            size_t ka = (size_t)j * d, kb = ka + d;
+            __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0,
+                   b3 = a0;
+            for (int t = 0; t < d8; t += 8) {
+                __m256 kva = ldv(k, ka + t, bf16), kvb = ldv(k, kb + t, bf16);
+                __m256 x = _mm256_loadu_ps(q0 + t);
+                a0 = _mm256_fmadd_ps(x, kva, a0);
+                b0 = _mm256_fmadd_ps(x, kvb, b0);
+                x = _mm256_loadu_ps(q1 + t);
+                a1 = _mm256_fmadd_ps(x, kva, a1);
+                b1 = _mm256_fmadd_ps(x, kvb, b1);
+                x = _mm256_loadu_ps(q2 + t);
+                a2 = _mm256_fmadd_ps(x, kva, a2);
+                b2 = _mm256_fmadd_ps(x, kvb, b2);
+                x = _mm256_loadu_ps(q3 + t);
+                a3 = _mm256_fmadd_ps(x, kva, a3);
+                b3 = _mm256_fmadd_ps(x, kvb, b3);
+            }
+            float r[8];
+            _mm256_storeu_ps(r, hsum8x8(a0, b0, a1, b1, a2, b2, a3, b3));
+            for (int t = d8; t < d; t++) {
+                r[0] += q0[t] * lds(k, ka + t, bf16);
+                r[1] += q0[t] * lds(k, kb + t, bf16);
+                r[2] += q1[t] * lds(k, ka + t, bf16);
+                r[3] += q1[t] * lds(k, kb + t, bf16);
+                r[4] += q2[t] * lds(k, ka + t, bf16);
+                r[5] += q2[t] * lds(k, kb + t, bf16);
+                r[6] += q3[t] * lds(k, ka + t, bf16);
+                r[7] += q3[t] * lds(k, kb + t, bf16);
+            }
+            s0[j] = r[0];
+            s0[j + 1] = r[1];
+            s1[j] = r[2];
+            s1[j + 1] = r[3];
+            s2[j] = r[4];
+            s2[j + 1] = r[5];
+            s3[j] = r[6];
+            s3[j + 1] = r[7];
+        }
+        for (; j < nk; j++) {
+            size_t kj = (size_t)j * d;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int t = 0; t < d8; t += 8) {
-                __m256 kv = _mm256_loadu_ps(kj + t);
+                __m256 kv = ldv(k, kj + t, bf16);
                 a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + t), kv, a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + t), kv, a1);
                 a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + t), kv, a2);
@@ -55,31 +120,50 @@ static void scores_avx2(int nq, int nk, int d, const float *q, const float *k, f
             }
             float r0 = hsum8(a0), r1 = hsum8(a1), r2 = hsum8(a2), r3 = hsum8(a3);
             for (int t = d8; t < d; t++) {
-                r0 += q0[t] * kj[t];
-                r1 += q1[t] * kj[t];
-                r2 += q2[t] * kj[t];
-                r3 += q3[t] * kj[t];
+                r0 += q0[t] * lds(k, kj + t, bf16);
+                r1 += q1[t] * lds(k, kj + t, bf16);
+                r2 += q2[t] * lds(k, kj + t, bf16);
+                r3 += q3[t] * lds(k, kj + t, bf16);
             }
-            s[(size_t)i * ld_s + j] = r0;
-            s[(size_t)(i + 1) * ld_s + j] = r1;
-            s[(size_t)(i + 2) * ld_s + j] = r2;
-            s[(size_t)(i + 3) * ld_s + j] = r3;
+            s0[j] = r0;
+            s1[j] = r1;
+            s2[j] = r2;
+            s3[j] = r3;
         }
     }
+    /* remaining queries (all of them in multi-head decode): one query against eight keys, the
+     * query slice loaded once for 8 FMAs and the 8 sums reduced together */
     for (; i < nq; i++) {
         const float *qi = q + (size_t)i * d;
-        for (int j = 0; j < nk; j++) {
-            const float *kj = k + (size_t)j * d;
+        float *si = s + (size_t)i * ld_s;
+        int j = 0;
+        for (; j + 8 <= nk; j += 8) {
+            size_t k0 = (size_t)j * d;
+            __m256 a[8];
+            for (int u = 0; u < 8; u++) a[u] = _mm256_setzero_ps();
+            for (int t = 0; t < d8; t += 8) {
+                __m256 x = _mm256_loadu_ps(qi + t);
+                for (int u = 0; u < 8; u++)
+                    a[u] = _mm256_fmadd_ps(x, ldv(k, k0 + (size_t)u * d + t, bf16), a[u]);
+            }
+            float r[8];
+            _mm256_storeu_ps(r, hsum8x8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+            for (int t = d8; t < d; t++)
+                for (int u = 0; u < 8; u++) r[u] += qi[t] * lds(k, k0 + (size_t)u * d + t, bf16);
+            for (int u = 0; u < 8; u++) si[j + u] = r[u];
+        }
+        for (; j < nk; j++) {
+            size_t kj = (size_t)j * d;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
             int t = 0;
             for (; t + 16 <= d8; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t), _mm256_loadu_ps(kj + t), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t + 8), _mm256_loadu_ps(kj + t + 8), a1);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t), ldv(k, kj + t, bf16), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t + 8), ldv(k, kj + t + 8, bf16), a1);
             }
             for (; t < d8; t += 8)
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t), _mm256_loadu_ps(kj + t), a0);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + t), ldv(k, kj + t, bf16), a0);
             float r = hsum8(_mm256_add_ps(a0, a1));
-            for (; t < d; t++) r += qi[t] * kj[t];
+            for (; t < d; t++) r += qi[t] * lds(k, kj + t, bf16);
             s[(size_t)i * ld_s + j] = r;
         }
     }
@@ -87,7 +171,8 @@ static void scores_avx2(int nq, int nk, int d, const float *q, const float *k, f
 
 /* Four output rows x 16 columns held in 8 registers while all nk value rows stream past:
  * each 8-wide slice of v is loaded once for 4 FMAs and o is read and written once per block. */
-static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float *v, float *o) {
+static inline __attribute__((always_inline)) void
+pv_gen(int nq, int nk, int d, const float *p, int ld_p, const void *v, int bf16, float *o) {
     const int d16 = d & ~15, d8 = d & ~7;
     int i = 0;
     for (; i + 4 <= nq; i += 4) {
@@ -100,8 +185,8 @@ static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float
             __m256 c20 = _mm256_loadu_ps(o2 + t), c21 = _mm256_loadu_ps(o2 + t + 8);
             __m256 c30 = _mm256_loadu_ps(o3 + t), c31 = _mm256_loadu_ps(o3 + t + 8);
             for (int j = 0; j < nk; j++) {
-                const float *vj = v + (size_t)j * d + t;
-                __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+                size_t vj = (size_t)j * d + t;
+                __m256 v0 = ldv(v, vj, bf16), v1 = ldv(v, vj + 8, bf16);
                 __m256 w = _mm256_broadcast_ss(p0 + j);
                 c00 = _mm256_fmadd_ps(w, v0, c00);
                 c01 = _mm256_fmadd_ps(w, v1, c01);
@@ -128,7 +213,7 @@ static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float
             __m256 c0 = _mm256_loadu_ps(o0 + t), c1 = _mm256_loadu_ps(o1 + t);
             __m256 c2 = _mm256_loadu_ps(o2 + t), c3 = _mm256_loadu_ps(o3 + t);
             for (int j = 0; j < nk; j++) {
-                __m256 vv = _mm256_loadu_ps(v + (size_t)j * d + t);
+                __m256 vv = ldv(v, (size_t)j * d + t, bf16);
                 c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), vv, c0);
                 c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), vv, c1);
                 c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p2 + j), vv, c2);
@@ -142,7 +227,7 @@ static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float
         for (; t < d; t++) {
             float c0 = o0[t], c1 = o1[t], c2 = o2[t], c3 = o3[t];
             for (int j = 0; j < nk; j++) {
-                float vv = v[(size_t)j * d + t];
+                float vv = lds(v, (size_t)j * d + t, bf16);
                 c0 += p0[j] * vv;
                 c1 += p1[j] * vv;
                 c2 += p2[j] * vv;
@@ -154,17 +239,31 @@ static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float
             o3[t] = c3;
         }
     }
+    /* remaining rows (all of them in multi-head decode): 64 columns in 8 registers per pass, so
+     * one broadcast of p serves 8 FMAs */
+    const int d64 = d & ~63;
     for (; i < nq; i++) {
         const float *pi = p + (size_t)i * ld_p;
         float *oi = o + (size_t)i * d;
         int t = 0;
+        for (; t < d64; t += 64) {
+            __m256 c[8];
+            for (int u = 0; u < 8; u++) c[u] = _mm256_loadu_ps(oi + t + 8 * u);
+            for (int j = 0; j < nk; j++) {
+                size_t vj = (size_t)j * d + t;
+                __m256 w = _mm256_broadcast_ss(pi + j);
+                for (int u = 0; u < 8; u++)
+                    c[u] = _mm256_fmadd_ps(w, ldv(v, vj + 8 * (size_t)u, bf16), c[u]);
+            }
+            for (int u = 0; u < 8; u++) _mm256_storeu_ps(oi + t + 8 * u, c[u]);
+        }
         for (; t < d16; t += 16) {
             __m256 c0 = _mm256_loadu_ps(oi + t), c1 = _mm256_loadu_ps(oi + t + 8);
             for (int j = 0; j < nk; j++) {
-                const float *vj = v + (size_t)j * d + t;
+                size_t vj = (size_t)j * d + t;
                 __m256 w = _mm256_broadcast_ss(pi + j);
-                c0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj), c0);
-                c1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8), c1);
+                c0 = _mm256_fmadd_ps(w, ldv(v, vj, bf16), c0);
+                c1 = _mm256_fmadd_ps(w, ldv(v, vj + 8, bf16), c1);
             }
             _mm256_storeu_ps(oi + t, c0);
             _mm256_storeu_ps(oi + t + 8, c1);
@@ -172,16 +271,34 @@ static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float
         for (; t < d8; t += 8) {
             __m256 c0 = _mm256_loadu_ps(oi + t);
             for (int j = 0; j < nk; j++)
-                c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pi + j),
-                                     _mm256_loadu_ps(v + (size_t)j * d + t), c0);
+                c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pi + j), ldv(v, (size_t)j * d + t, bf16),
+                                     c0);
             _mm256_storeu_ps(oi + t, c0);
         }
         for (; t < d; t++) {
             float c = oi[t];
-            for (int j = 0; j < nk; j++) c += pi[j] * v[(size_t)j * d + t];
+            for (int j = 0; j < nk; j++) c += pi[j] * lds(v, (size_t)j * d + t, bf16);
             oi[t] = c;
         }
     }
+}
+
+static void scores_avx2(int nq, int nk, int d, const float *q, const float *k, float *s, int ld_s) {
+    scores_gen(nq, nk, d, q, k, 0, s, ld_s);
+}
+
+static void scores_bf16_avx2(int nq, int nk, int d, const float *q, const tw_bf16 *k, float *s,
+                             int ld_s) {
+    scores_gen(nq, nk, d, q, k, 1, s, ld_s);
+}
+
+static void pv_avx2(int nq, int nk, int d, const float *p, int ld_p, const float *v, float *o) {
+    pv_gen(nq, nk, d, p, ld_p, v, 0, o);
+}
+
+static void pv_bf16_avx2(int nq, int nk, int d, const float *p, int ld_p, const tw_bf16 *v,
+                         float *o) {
+    pv_gen(nq, nk, d, p, ld_p, v, 1, o);
 }
 
 static float exp_sub_sum_avx2(int n, float m, const float *s, float *p) {
@@ -234,6 +351,8 @@ static void swiglu_row_avx2(int n, const float *gate, const float *up, float *ou
 static const tw_attn_prims tw_attn_prims_avx2_table = {
     .scores = scores_avx2,
     .pv = pv_avx2,
+    .scores_bf16 = scores_bf16_avx2,
+    .pv_bf16 = pv_bf16_avx2,
     .exp_sub_sum = exp_sub_sum_avx2,
     .bf16_to_f32 = bf16_to_f32_avx2,
     .swiglu_row = swiglu_row_avx2,

@@ -133,14 +133,14 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
     for (int i = 0; i < nq; i++) w->st[i] = tw_softmax_init();
     for (int j0 = k0; j0 < k1; j0 += TW_ATTN_KB) {
         int nk = k1 - j0 < TW_ATTN_KB ? k1 - j0 : TW_ATTN_KB;
-        const float *kt;
         if (dt == TW_F32) {
-            kt = (const float *)k + (size_t)j0 * d;
+            pr->scores(nq, nk, d, w->q, (const float *)k + (size_t)j0 * d, w->s, TW_ATTN_KB);
+        } else if (pr->scores_bf16) {
+            pr->scores_bf16(nq, nk, d, w->q, (const tw_bf16 *)k + (size_t)j0 * d, w->s, TW_ATTN_KB);
         } else {
             pr->bf16_to_f32((size_t)nk * d, (const tw_bf16 *)k + (size_t)j0 * d, w->kb);
-            kt = w->kb;
+            pr->scores(nq, nk, d, w->q, w->kb, w->s, TW_ATTN_KB);
         }
-        pr->scores(nq, nk, d, w->q, kt, w->s, TW_ATTN_KB);
         int any = 0;
         for (int i = 0; i < nq; i++) {
             float *si = w->s + (size_t)i * TW_ATTN_KB;
@@ -161,14 +161,14 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
             for (int j = nv; j < nk; j++) si[j] = 0.0f;
         }
         if (!any) continue;
-        const float *vt;
         if (dt == TW_F32) {
-            vt = (const float *)v + (size_t)j0 * d;
+            pr->pv(nq, nk, d, w->s, TW_ATTN_KB, (const float *)v + (size_t)j0 * d, w->o);
+        } else if (pr->pv_bf16) {
+            pr->pv_bf16(nq, nk, d, w->s, TW_ATTN_KB, (const tw_bf16 *)v + (size_t)j0 * d, w->o);
         } else {
             pr->bf16_to_f32((size_t)nk * d, (const tw_bf16 *)v + (size_t)j0 * d, w->vb);
-            vt = w->vb;
+            pr->pv(nq, nk, d, w->s, TW_ATTN_KB, w->vb, w->o);
         }
-        pr->pv(nq, nk, d, w->s, TW_ATTN_KB, vt, w->o);
     }
 }
 
@@ -196,8 +196,7 @@ static size_t kv_elem_size(tw_dtype dt) {
     return dt == TW_BF16 ? sizeof(tw_bf16) : sizeof(float);
 }
 
-/* ---- prefill ----------------------------------------------------------------------------------
- */
+/* ---- prefill --------------------------------------------------------------------------------- */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_prefill: NULL arguments");
     TW_TRY(attn_check_heads("attn_prefill", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
@@ -278,8 +277,7 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     return TW_OK;
 }
 
-/* ---- decode ------------------------------------------------------------------------------------
- */
+/* ---- decode ---------------------------------------------------------------------------------- */
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_decode: NULL arguments");
     TW_TRY(attn_check_heads("attn_decode", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
@@ -383,8 +381,7 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     return TW_OK;
 }
 
-/* ---- KV store ----------------------------------------------------------------------------------
- */
+/* ---- KV store -------------------------------------------------------------------------------- */
 tw_status kv_store_cpu(const tw_kv_store_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "kv_store: NULL arguments");
     if (a->batch < 1 || a->seq < 1 || a->n_kv_heads < 1 || a->head_dim < 1 || a->max_seq < 1)

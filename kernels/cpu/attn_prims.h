@@ -14,6 +14,10 @@ typedef struct {
     void (*scores)(int nq, int nk, int d, const float *q, const float *k, float *s, int ld_s);
     /* o[i, :] += sum_j p[i, j] * v[j, :]; p rows ld_p, v [nk, d], o [nq, d] */
     void (*pv)(int nq, int nk, int d, const float *p, int ld_p, const float *v, float *o);
+    /* the same reading K or V straight from a bf16 cache; NULL: convert blocks with bf16_to_f32 */
+    void (*scores_bf16)(int nq, int nk, int d, const float *q, const tw_bf16 *k, float *s,
+                        int ld_s);
+    void (*pv_bf16)(int nq, int nk, int d, const float *p, int ld_p, const tw_bf16 *v, float *o);
     /* p[j] = exp(s[j] - m) for j < n (in place allowed); returns the sum of the p[j] */
     float (*exp_sub_sum)(int n, float m, const float *s, float *p);
     /* dst[i] = (float)src[i] */

@@ -9,6 +9,7 @@
 
 #if defined(TW_X86)
 #include <cpuid.h>
+#include <pthread.h>
 
 static unsigned long long tw_xgetbv0(void) {
     unsigned int eax, edx;
@@ -20,7 +21,7 @@ typedef struct {
     int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, os_avx, os_avx512;
 } tw_x86_features;
 
-static tw_x86_features tw_x86_probe(void) {
+static tw_x86_features tw_x86_probe_uncached(void) {
     tw_x86_features f;
     memset(&f, 0, sizeof f);
     unsigned a, b, c, d;
@@ -43,6 +44,19 @@ static tw_x86_features tw_x86_probe(void) {
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = (a >> 5) & 1;
     return f;
+}
+
+/* CPUID traps to the hypervisor in a VM (measured ~40 us per tw_cpu_simd_active call here),
+ * and kernels consult the SIMD level on every call: probe once. pthread_once makes the first
+ * concurrent callers wait for the one probe. */
+static tw_x86_features tw_x86_cached;
+static pthread_once_t tw_x86_once = PTHREAD_ONCE_INIT;
+static void tw_x86_probe_once(void) {
+    tw_x86_cached = tw_x86_probe_uncached();
+}
+static tw_x86_features tw_x86_probe(void) {
+    pthread_once(&tw_x86_once, tw_x86_probe_once);
+    return tw_x86_cached;
 }
 #endif
 

@@ -16,12 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#include <pthread.h>
 
-#define TW_GEMM_SKINNY_MAX 8    /* largest m taken by the skinny (GEMV) path */
-#define TW_GEMM_KC         256  /* kc: B micro-panel (kc x nr) stays in L1 */
-#define TW_GEMM_MC         144  /* mc: A block (mc x kc) stays in L2 */
-#define TW_GEMM_NC         4096 /* nc cap: columns per packed weight panel */
-#define TW_GEMM_SKINNY_NB  32   /* weight rows per skinny block (kept in L2 across x chunks) */
+#define TW_GEMM_SKINNY_MAX 8 /* largest m taken by the skinny (GEMV) path */
+#ifndef TW_GEMM_KC
+#define TW_GEMM_KC 256 /* kc: B micro-panel (kc x nr) stays in L1 */
+#endif
+#ifndef TW_GEMM_MC
+#define TW_GEMM_MC 144 /* mc: A block (mc x kc) stays in L2 */
+#endif
+#define TW_GEMM_NC        4096 /* nc cap: columns per packed weight panel */
+#define TW_GEMM_SKINNY_NB 32   /* weight rows per skinny block (kept in L2 across x chunks) */
 
 /* ---- bf16 array conversion ------------------------------------------------------------------ */
 void tw_bf16_from_f32_array(tw_bf16 *dst, const float *src, size_t n) {
@@ -82,8 +87,13 @@ static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, con
     }
 }
 
-const tw_gemm_kernels tw_gemm_kernels_portable = {"portable", TW_PORT_MR, TW_PORT_NR, ukr_portable,
-                                                  skinny_portable};
+const tw_gemm_kernels tw_gemm_kernels_portable = {.name = "portable",
+                                                  .mr = TW_PORT_MR,
+                                                  .nr = TW_PORT_NR,
+                                                  .ukr = ukr_portable,
+                                                  .skinny = skinny_portable,
+                                                  .pack_b = NULL,
+                                                  .pack_a = NULL};
 
 static const tw_gemm_kernels *tw_gemm_pick(void) {
 #if defined(TW_X86)
@@ -124,8 +134,7 @@ static tw_status tw_gemm_check(const char *fn, const tw_gemm_args *a, int thread
     return TW_OK;
 }
 
-/* ---- skinny path ------------------------------------------------------------------------------
- */
+/* ---- skinny path ---- */
 static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx, size_t ldy,
                            int nthreads) {
     const int bf16 = a->w_dtype == TW_BF16;
@@ -146,12 +155,17 @@ static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, siz
     }
 }
 
-/* ---- blocked path -----------------------------------------------------------------------------
- */
+/* ---- blocked path ---- */
 /* Packs x[m0 .. m0+mc, p0 .. p0+kc] into mr-tall micro-panels [kc][mr], zero-padding rows. */
-static void tw_pack_a(int mr, int mc, int kc, const float *x, size_t ldx, float *ap) {
+static void tw_pack_a(const tw_gemm_kernels *kn, int mc, int kc, const float *x, size_t ldx,
+                      float *ap) {
+    const int mr = kn->mr;
     for (int i0 = 0; i0 < mc; i0 += mr) {
         int mb = mc - i0 < mr ? mc - i0 : mr;
+        if (mb == mr && kn->pack_a && kn->pack_a(kc, x + (size_t)i0 * ldx, ldx, ap)) {
+            ap += (size_t)kc * mr;
+            continue;
+        }
         for (int ii = 0; ii < mr; ii++) {
             if (ii < mb) {
                 const float *src = x + (size_t)(i0 + ii) * ldx;
@@ -210,7 +224,7 @@ static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncp
     for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
         int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
         int add = a->accumulate || pc > 0;
-        tw_pack_a(mr, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
+        tw_pack_a(kn, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
         const float *bpc = bp + (size_t)pc * ncpad; /* this k block's micro-panels */
         for (int jr = j0; jr < j1; jr += nr) {
             int nb = j1 - jr < nr ? j1 - jr : nr;
@@ -233,6 +247,39 @@ static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncp
             }
         }
     }
+}
+
+/* The packed weight panel (up to 16 MiB) is kept between calls: allocating it afresh costs
+ * thousands of page faults and zeroing per call (~3% of a 2048^3 product). One cached buffer;
+ * a concurrent caller that finds it in use allocates its own. */
+static pthread_mutex_t tw_panel_mu = PTHREAD_MUTEX_INITIALIZER;
+static float *tw_panel_buf;
+static size_t tw_panel_bytes;
+
+static float *tw_gemm_panel_get(size_t bytes, int *cached) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    *cached = 0;
+    if (pthread_mutex_trylock(&tw_panel_mu) == 0) {
+        if (tw_panel_bytes < bytes) {
+            free(tw_panel_buf);
+            tw_panel_buf = aligned_alloc(64, bytes);
+            tw_panel_bytes = tw_panel_buf ? bytes : 0;
+        }
+        if (tw_panel_buf) {
+            *cached = 1;
+            return tw_panel_buf;
+        }
+        pthread_mutex_unlock(&tw_panel_mu);
+        return NULL;
+    }
+    return aligned_alloc(64, bytes);
+}
+
+static void tw_gemm_panel_put(float *p, int cached) {
+    if (cached)
+        pthread_mutex_unlock(&tw_panel_mu);
+    else
+        free(p);
 }
 
 static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx,
@@ -262,9 +309,11 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     pl.nchunk = (strips + nch - 1) / nch * nr;
 
     const size_t kc0 = (size_t)(a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC);
-    const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 63) & ~(size_t)63;
+    /* + 64 bytes: pack_a may write 8 floats past the last panel */
+    const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 64 + 63) & ~(size_t)63;
     const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
-    float *bp = aligned_alloc(64, (bbytes + 63) & ~(size_t)63); // [k/kc][nc/nr][kc][nr]
+    int cached = 0;
+    float *bp = tw_gemm_panel_get(bbytes, &cached); // [k/kc][nc/nr][kc][nr]
     if (!bp)
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes for the packed panel", bbytes);
     int failed = 0;
@@ -288,8 +337,9 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
                     int nb = nc - s * nr < nr ? nc - s * nr : nr;
                     const char *src =
                         (const char *)a->w + ((size_t)(jc + s * nr) * a->k + pc) * wsz;
-                    tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k,
-                              bp + (size_t)pc * ncpad + (size_t)s * kc * nr);
+                    float *dst = bp + (size_t)pc * ncpad + (size_t)s * kc * nr;
+                    if (nb < nr || !kn->pack_b || !kn->pack_b(kc, src, bf16, (size_t)a->k, dst))
+                        tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k, dst);
                 }
             const int chunks = (ncpad + pl.nchunk - 1) / pl.nchunk;
 #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -303,7 +353,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
         }
         free(abuf);
     }
-    free(bp);
+    tw_gemm_panel_put(bp, cached);
     if (failed)
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffer per thread",
                       abytes);

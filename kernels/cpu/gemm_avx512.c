@@ -75,4 +75,10 @@ static void skinny_avx512(int m, int n, int k, const float *x, size_t ldx, const
     }
 }
 
-const tw_gemm_kernels tw_gemm_kernels_avx512 = {"avx512", MR, NR, ukr_avx512_6x32, skinny_avx512};
+const tw_gemm_kernels tw_gemm_kernels_avx512 = {.name = "avx512",
+                                                .mr = MR,
+                                                .nr = NR,
+                                                .ukr = ukr_avx512_6x32,
+                                                .skinny = skinny_avx512,
+                                                .pack_b = NULL,
+                                                .pack_a = NULL};

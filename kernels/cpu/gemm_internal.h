@@ -17,11 +17,23 @@ typedef void (*tw_gemm_ukr_fn)(int kc, const float *a, const float *b, float *c,
 typedef void (*tw_gemm_skinny_fn)(int m, int n, int k, const float *x, size_t ldx, const void *w,
                                   int w_bf16, float *y, size_t ldy, int add);
 
+/* Optional fast packing of one B micro-panel: bp[p, jj] = w[jj, p] for p < kc, jj < nr, from nr
+ * full weight rows ldw elements apart (fp32 or bf16). Returns 0 when it does not handle the
+ * case (the driver then packs in plain C). */
+typedef int (*tw_gemm_pack_b_fn)(int kc, const void *w, int w_bf16, size_t ldw, float *bp);
+
+/* Optional fast packing of one full A micro-panel: ap[p, ii] = x[ii, p] for p < kc, ii < mr.
+ * May write up to 8 floats past the panel's end (the driver leaves that slack). Returns 0 when
+ * it does not handle the case. */
+typedef int (*tw_gemm_pack_a_fn)(int kc, const float *x, size_t ldx, float *ap);
+
 typedef struct {
     const char *name;
     int mr, nr; /* micro-tile */
     tw_gemm_ukr_fn ukr;
     tw_gemm_skinny_fn skinny;
+    tw_gemm_pack_b_fn pack_b; /* may be NULL */
+    tw_gemm_pack_a_fn pack_a; /* may be NULL */
 } tw_gemm_kernels;
 
 #define TW_GEMM_SKINNY_ROWS 4 /* rows of x per skinny call */

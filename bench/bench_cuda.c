@@ -1,0 +1,449 @@
+/* CUDA benchmarks (issue 6): the device-to-device copy ceiling, bf16 GEMM (tokwatt mma.sync,
+ * cuBLAS, and the experimental wgmma path on sm_90a) with ratios to cuBLAS measured in the same
+ * run, the M=1 GEMV, flash-attention prefill and split-KV decode. Every kernel figure is also
+ * given as a fraction of the datasheet roofline (configs/devices.json) and of the measured copy
+ * bandwidth. Entry point tw_bench_cuda(argc, argv): run by the `tokwatt-cuda-bench` executable
+ * (cmake/cuda.cmake) and meant to be wired as `tokwatt bench cuda` / `--backend cuda`.
+ *
+ * Conventions: times are medians over --reps timed with CUDA events around each rep; the copy
+ * bandwidth counts bytes read plus bytes written (a d2d copy of B bytes moves 2B); memory-bound
+ * kernels count the bytes they must read (weights, K and V), so both are DRAM traffic per
+ * second. Without CUDA (or a device) it fails with the reason; it never measures the CPU. */
+#include "bench_cuda.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tw_backend.h"
+#include "tw_backend_cuda.h"
+#include "tw_cli.h"
+#include "tw_cmds.h"
+#include "tw_cuda_info.h"
+#include "tw_util.h"
+
+static const char *const CUDA_BENCH_USAGE =
+    "tokwatt bench cuda [--device N] [--what all|copy|gemm|gemv|prefill|decode]\n"
+    "                          [--size 8192] [--reps 10] [--quick] [--out FILE.json]\n"
+    "                          [--format md|json]\n";
+
+typedef struct {
+    tw_backend *be;
+    int reps;
+    char dev[256];
+    int cc_major, cc_minor;
+    double peak_bf16, peak_bw; /* datasheet, 0 if unknown */
+    double copy_bps;           /* measured, read + written */
+} cb_ctx;
+
+static unsigned long long cb_rng = 0x243F6A8885A308D3ull;
+static float cb_rnd(void) {
+    cb_rng ^= cb_rng << 13;
+    cb_rng ^= cb_rng >> 7;
+    cb_rng ^= cb_rng << 17;
+    return (float)((double)(cb_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static int cb_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ---- devices.json: the longest case-insensitive match of the device name ------------------- */
+static void cb_roofline(cb_ctx *c) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/configs/devices.json", TW_SOURCE_DIR);
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root) {
+        tw_log("bench cuda: %s unreadable (%s): no roofline fractions", path, err.text);
+        return;
+    }
+    size_t best = 0, i, j;
+    json_t *dev, *m;
+    json_array_foreach(json_object_get(root, "devices"), i, dev) {
+        json_array_foreach(json_object_get(dev, "match"), j, m) {
+            const char *s = json_string_value(m);
+            if (!s || strlen(s) <= best) continue;
+            size_t n = strlen(s);
+            for (const char *p = c->dev; *p; p++)
+                if (!strncasecmp(p, s, n)) {
+                    best = n;
+                    c->peak_bf16 = json_number_value(json_object_get(dev, "peak_bf16_flops"));
+                    c->peak_bw = json_number_value(json_object_get(dev, "mem_bw_bytes_per_s"));
+                    break;
+                }
+        }
+    }
+    json_decref(root);
+}
+
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
+static tw_status cb_alloc_fill(cb_ctx *c, size_t n, int bf16, void **out) {
+    size_t esz = bf16 ? 2 : 4;
+    void *h = malloc(n * esz);
+    if (!h) return TW_ERR(TW_ERR_NOMEM, "host buffer of %zu bytes", n * esz);
+    for (size_t i = 0; i < n; i++) {
+        float v = cb_rnd();
+        if (bf16)
+            ((tw_bf16 *)h)[i] = tw_bf16_from_f32(v);
+        else
+            ((float *)h)[i] = v;
+    }
+    tw_status st = c->be->ops->alloc(c->be, n * esz, out);
+    if (st == TW_OK) st = c->be->ops->upload(c->be, *out, h, n * esz);
+    free(h);
+    return st;
+}
+
+typedef tw_status (*cb_fn)(cb_ctx *c, void *arg);
+
+/* median seconds of one call of fn over c->reps, after 2 warm-up calls */
+static tw_status cb_time(cb_ctx *c, cb_fn fn, void *arg, double *median_s) {
+    double *t = calloc((size_t)c->reps, sizeof *t);
+    if (!t) return TW_ERR(TW_ERR_NOMEM, "timings");
+    tw_status st = TW_OK;
+    for (int i = 0; i < 2 && st == TW_OK; i++) st = fn(c, arg);
+    if (st == TW_OK) st = c->be->ops->sync(c->be);
+    for (int r = 0; r < c->reps && st == TW_OK; r++) {
+        st = tw_cuda_timer_start(c->be);
+        if (st == TW_OK) st = fn(c, arg);
+        if (st == TW_OK) st = tw_cuda_timer_stop(c->be, &t[r]);
+    }
+    if (st == TW_OK) {
+        qsort(t, (size_t)c->reps, sizeof *t, cb_cmp);
+        *median_s = c->reps % 2 ? t[c->reps / 2] : 0.5 * (t[c->reps / 2 - 1] + t[c->reps / 2]);
+    }
+    free(t);
+    return st;
+}
+
+/* ---- copy -------------------------------------------------------------------------------------
+ */
+typedef struct {
+    void *dst, *src;
+    size_t bytes;
+} cb_copy;
+
+static tw_status cb_copy_fn(cb_ctx *c, void *arg) {
+    cb_copy *a = arg;
+    return tw_cuda_copy_d2d(c->be, a->dst, a->src, a->bytes);
+}
+
+static tw_status cb_bench_copy(cb_ctx *c, size_t bytes, json_t *out) {
+    cb_copy a = {NULL, NULL, bytes};
+    TW_TRY(c->be->ops->alloc(c->be, bytes, &a.dst));
+    tw_status st = c->be->ops->alloc(c->be, bytes, &a.src);
+    double t = 0;
+    if (st == TW_OK) st = cb_time(c, cb_copy_fn, &a, &t);
+    c->be->ops->free(c->be, a.dst);
+    c->be->ops->free(c->be, a.src);
+    TW_TRY(st);
+    c->copy_bps = 2.0 * (double)bytes / t;
+    json_t *o = json_object();
+    json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
+    json_object_set_new(o, "time_s", json_real(t));
+    json_object_set_new(o, "copy_bw_bytes_per_s", json_real(c->copy_bps));
+    json_object_set_new(o, "counts", json_string("bytes read + bytes written"));
+    if (c->peak_bw > 0)
+        json_object_set_new(o, "fraction_of_datasheet_bw", json_real(c->copy_bps / c->peak_bw));
+    json_object_set_new(out, "copy", o);
+    return TW_OK;
+}
+
+/* ---- GEMM / GEMV ------------------------------------------------------------------------------
+ */
+static tw_status cb_gemm_fn(cb_ctx *c, void *arg) {
+    return c->be->ops->gemm(c->be, (const tw_gemm_args *)arg);
+}
+
+static double cb_rel_diff(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+}
+
+/* Times each implementation on one shape; checks each against cuBLAS's output (rel 2-norm). */
+static tw_status cb_bench_gemm(cb_ctx *c, int m, int n, int k, const char *label, json_t *arr) {
+    void *x = NULL, *w = NULL, *y = NULL;
+    float *ref = NULL, *got = NULL;
+    size_t ny = (size_t)m * n;
+    tw_status st = cb_alloc_fill(c, (size_t)m * k, 0, &x);
+    if (st == TW_OK) st = cb_alloc_fill(c, (size_t)n * k, 1, &w);
+    if (st == TW_OK) st = c->be->ops->alloc(c->be, ny * 4, &y);
+    ref = malloc(ny * 4);
+    got = malloc(ny * 4);
+    if (st == TW_OK && (!ref || !got)) st = TW_ERR(TW_ERR_NOMEM, "host copies of y");
+    tw_gemm_args g = {m, n, k, x, w, TW_BF16, y, 0, 0, 0};
+    const char *impls[3] = {"cublas", "tokwatt", "wgmma"};
+    int n_impl = (c->cc_major == 9 && c->cc_minor == 0) ? 3 : 2;
+    double t_cublas = 0;
+    for (int i = 0; i < n_impl && st == TW_OK; i++) {
+        double t = 0;
+        st = tw_cuda_set_gemm(c->be, impls[i]);
+        if (st == TW_OK) st = cb_time(c, cb_gemm_fn, &g, &t);
+        if (st == TW_OK) st = c->be->ops->download(c->be, i ? got : ref, y, ny * 4);
+        if (st != TW_OK) break;
+        if (i == 0) t_cublas = t;
+        double flops = 2.0 * m * n * k, bytes = (double)n * k * 2 + (double)m * k * 4 + ny * 4;
+        json_t *o = json_object();
+        json_object_set_new(o, "kernel", json_string(label));
+        json_object_set_new(o, "impl", json_string(impls[i]));
+        json_object_set_new(o, "m", json_integer(m));
+        json_object_set_new(o, "n", json_integer(n));
+        json_object_set_new(o, "k", json_integer(k));
+        json_object_set_new(o, "time_s", json_real(t));
+        json_object_set_new(o, "tflops", json_real(flops / t / 1e12));
+        json_object_set_new(o, "bw_bytes_per_s", json_real(bytes / t));
+        json_object_set_new(o, "ratio_to_cublas", json_real(t_cublas / t));
+        if (c->peak_bf16 > 0)
+            json_object_set_new(o, "fraction_of_peak_bf16", json_real(flops / t / c->peak_bf16));
+        if (c->copy_bps > 0)
+            json_object_set_new(o, "fraction_of_copy_bw", json_real(bytes / t / c->copy_bps));
+        if (i > 0)
+            json_object_set_new(o, "rel_diff_to_cublas", json_real(cb_rel_diff(got, ref, ny)));
+        json_array_append_new(arr, o);
+    }
+    (void)tw_cuda_set_gemm(c->be, "tokwatt");
+    c->be->ops->free(c->be, x);
+    c->be->ops->free(c->be, w);
+    c->be->ops->free(c->be, y);
+    free(ref);
+    free(got);
+    return st;
+}
+
+/* ---- attention --------------------------------------------------------------------------------
+ */
+static tw_status cb_prefill_fn(cb_ctx *c, void *arg) {
+    return c->be->ops->attn_prefill(c->be, (const tw_attn_prefill_args *)arg);
+}
+static tw_status cb_decode_fn(cb_ctx *c, void *arg) {
+    return c->be->ops->attn_decode(c->be, (const tw_attn_decode_args *)arg);
+}
+
+static tw_status cb_bench_attention(cb_ctx *c, int seq, int batch_dec, json_t *arr) {
+    const int heads = 32, kvh = 8, d = 128;
+    void *q = NULL, *kc = NULL, *vc = NULL, *out = NULL;
+    int maxb = batch_dec > 1 ? batch_dec : 1;
+    size_t ncache = (size_t)maxb * kvh * seq * d;
+    size_t nq = (size_t)seq * heads * d;
+    tw_status st =
+        cb_alloc_fill(c, nq > (size_t)maxb * heads * d ? nq : (size_t)maxb * heads * d, 0, &q);
+    if (st == TW_OK) st = cb_alloc_fill(c, ncache, 1, &kc);
+    if (st == TW_OK) st = cb_alloc_fill(c, ncache, 1, &vc);
+    if (st == TW_OK)
+        st = c->be->ops->alloc(
+            c->be, (nq > (size_t)maxb * heads * d ? nq : (size_t)maxb * heads * d) * 4, &out);
+    int *start = calloc((size_t)maxb, sizeof *start), *lens = malloc((size_t)maxb * sizeof *lens);
+    if (st == TW_OK && (!start || !lens)) st = TW_ERR(TW_ERR_NOMEM, "lens");
+    float scale = 1.0f / sqrtf((float)d);
+    if (st == TW_OK) {
+        /* prefill: one sequence of `seq` tokens, causal, GQA 32/8, bf16 cache */
+        tw_attn_prefill_args a = {1, seq, heads, kvh,     d,   seq,  start,
+                                  q, kc,  vc,    TW_BF16, out, scale};
+        double t = 0;
+        st = cb_time(c, cb_prefill_fn, &a, &t);
+        if (st == TW_OK) {
+            double flops = 4.0 * d * heads * ((double)seq * (seq + 1) / 2.0);
+            json_t *o = json_object();
+            json_object_set_new(o, "kernel", json_string("attn_prefill"));
+            json_object_set_new(o, "impl", json_string("tokwatt"));
+            json_object_set_new(o, "seq", json_integer(seq));
+            json_object_set_new(o, "heads", json_integer(heads));
+            json_object_set_new(o, "kv_heads", json_integer(kvh));
+            json_object_set_new(o, "head_dim", json_integer(d));
+            json_object_set_new(o, "causal", json_true());
+            json_object_set_new(o, "time_s", json_real(t));
+            json_object_set_new(o, "tflops", json_real(flops / t / 1e12));
+            if (c->peak_bf16 > 0)
+                json_object_set_new(o, "fraction_of_peak_bf16",
+                                    json_real(flops / t / c->peak_bf16));
+            json_array_append_new(arr, o);
+        }
+    }
+    if (st == TW_OK) {
+        /* decode: batch_dec sequences of `seq` cached tokens each */
+        for (int b = 0; b < maxb; b++) lens[b] = seq;
+        tw_attn_decode_args a = {maxb, heads, kvh, d, seq, lens, q, kc, vc, TW_BF16, out, scale};
+        double t = 0;
+        st = cb_time(c, cb_decode_fn, &a, &t);
+        if (st == TW_OK) {
+            double bytes = 2.0 * maxb * kvh * (double)seq * d * 2;
+            json_t *o = json_object();
+            json_object_set_new(o, "kernel", json_string("attn_decode"));
+            json_object_set_new(o, "impl", json_string("tokwatt"));
+            json_object_set_new(o, "batch", json_integer(maxb));
+            json_object_set_new(o, "len", json_integer(seq));
+            json_object_set_new(o, "heads", json_integer(heads));
+            json_object_set_new(o, "kv_heads", json_integer(kvh));
+            json_object_set_new(o, "head_dim", json_integer(d));
+            json_object_set_new(o, "time_s", json_real(t));
+            json_object_set_new(o, "bw_bytes_per_s", json_real(bytes / t));
+            if (c->copy_bps > 0)
+                json_object_set_new(o, "fraction_of_copy_bw", json_real(bytes / t / c->copy_bps));
+            if (c->peak_bw > 0)
+                json_object_set_new(o, "fraction_of_datasheet_bw",
+                                    json_real(bytes / t / c->peak_bw));
+            json_array_append_new(arr, o);
+        }
+    }
+    free(start);
+    free(lens);
+    c->be->ops->free(c->be, q);
+    c->be->ops->free(c->be, kc);
+    c->be->ops->free(c->be, vc);
+    c->be->ops->free(c->be, out);
+    return st;
+}
+
+/* ---- report -----------------------------------------------------------------------------------
+ */
+static double jnum(json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    return v ? json_number_value(v) : NAN;
+}
+
+static void cb_print_md(json_t *root) {
+    json_t *copy = json_object_get(root, "copy");
+    printf("### CUDA kernels on %s\n\n", json_string_value(json_object_get(root, "device")));
+    if (copy)
+        printf("Device-to-device copy: %.0f GB/s (read + written)\n\n",
+               jnum(copy, "copy_bw_bytes_per_s") / 1e9);
+    printf("| kernel | impl | shape | time (ms) | TFLOP/s | GB/s | x cuBLAS | of peak | of copy BW "
+           "|\n");
+    printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(root, "results"), i, o) {
+        char shape[96];
+        const char *kern = json_string_value(json_object_get(o, "kernel"));
+        if (json_object_get(o, "m"))
+            snprintf(shape, sizeof shape, "%lldx%lldx%lld",
+                     (long long)json_integer_value(json_object_get(o, "m")),
+                     (long long)json_integer_value(json_object_get(o, "n")),
+                     (long long)json_integer_value(json_object_get(o, "k")));
+        else if (json_object_get(o, "batch"))
+            snprintf(shape, sizeof shape, "b%lld len %lld",
+                     (long long)json_integer_value(json_object_get(o, "batch")),
+                     (long long)json_integer_value(json_object_get(o, "len")));
+        else
+            snprintf(shape, sizeof shape, "S=%lld D=%lld",
+                     (long long)json_integer_value(json_object_get(o, "seq")),
+                     (long long)json_integer_value(json_object_get(o, "head_dim")));
+        printf("| %s | %s | %s | %.3f | %.1f | %.0f | %.2f | %.2f | %.2f |\n", kern,
+               json_string_value(json_object_get(o, "impl")), shape, jnum(o, "time_s") * 1e3,
+               jnum(o, "tflops"), jnum(o, "bw_bytes_per_s") / 1e9, jnum(o, "ratio_to_cublas"),
+               jnum(o, "fraction_of_peak_bf16"), jnum(o, "fraction_of_copy_bw"));
+    }
+}
+
+int tw_bench_cuda(int argc, char **argv) {
+    tw_args args;
+    if (tw_args_init(&args, "tokwatt bench cuda", CUDA_BENCH_USAGE, argc, argv) != TW_OK) {
+        tw_cli_fail(NULL);
+        return TW_EXIT_FAIL;
+    }
+    if (tw_args_flag(&args, "--help") || tw_args_flag(&args, "-h")) {
+        printf("usage: %s", CUDA_BENCH_USAGE);
+        tw_args_free(&args);
+        return TW_EXIT_OK;
+    }
+    int device, size, reps;
+    const char *what, *outp;
+    tw_format fmt;
+    int quick = tw_args_flag(&args, "--quick");
+    tw_status st;
+    if ((st = tw_args_int(&args, "--device", 0, 0, 1024, &device)) ||
+        (st = tw_args_int(&args, "--size", 8192, 16, 65536, &size)) ||
+        (st = tw_args_int(&args, "--reps", 10, 1, 10000, &reps)) ||
+        (st = tw_args_str(&args, "--what", "all", &what)) ||
+        (st = tw_args_str(&args, "--out", NULL, &outp)) || (st = tw_args_format(&args, &fmt)) ||
+        (st = tw_args_finish(&args))) {
+        tw_cli_fail(&args);
+        tw_args_free(&args);
+        return TW_EXIT_USAGE;
+    }
+    const char *whats[] = {"all", "copy", "gemm", "gemv", "prefill", "decode"};
+    int ok = 0;
+    for (int i = 0; i < 6; i++) ok |= !strcmp(what, whats[i]);
+    if (!ok || fmt == TW_FMT_CSV) {
+        TW_ERR(TW_ERR_INVALID,
+               ok ? "--format csv is not supported here (md or json)"
+                  : "--what '%s' (all, copy, gemm, gemv, prefill, decode)",
+               what);
+        tw_cli_fail(&args);
+        tw_args_free(&args);
+        return TW_EXIT_USAGE;
+    }
+    tw_args_free(&args);
+    int all = !strcmp(what, "all");
+    cb_ctx c;
+    memset(&c, 0, sizeof c);
+    c.reps = reps;
+    if (tw_backend_cuda_create(device, &c.be) != TW_OK) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        return TW_EXIT_FAIL;
+    }
+    tw_cuda_device_desc(c.be, c.dev, sizeof c.dev, &c.cc_major, &c.cc_minor);
+    cb_roofline(&c);
+    json_t *root = json_object(), *arr = json_array();
+    char rt[32], drv[32], when[64];
+    tw_cuda_versions(rt, sizeof rt, drv, sizeof drv);
+    tw_utc_iso(when, sizeof when, tw_unix_now_s());
+    json_object_set_new(root, "schema", json_string("tokwatt.bench.cuda/1"));
+    json_object_set_new(root, "device", json_string(c.dev));
+    json_object_set_new(root, "compute_capability", json_sprintf("%d.%d", c.cc_major, c.cc_minor));
+    json_object_set_new(root, "cuda_runtime", json_string(rt));
+    json_object_set_new(root, "cuda_driver", json_string(drv));
+    json_object_set_new(root, "date", json_string(when));
+    json_object_set_new(root, "git_commit", json_string(TW_GIT_COMMIT));
+    json_object_set_new(root, "reps", json_integer(reps));
+    json_object_set_new(root, "quick", json_boolean(quick));
+    if (c.peak_bf16 > 0)
+        json_object_set_new(root, "datasheet_peak_bf16_flops", json_real(c.peak_bf16));
+    if (c.peak_bw > 0)
+        json_object_set_new(root, "datasheet_mem_bw_bytes_per_s", json_real(c.peak_bw));
+    json_object_set_new(root, "results", arr);
+
+    int s = quick ? (size < 2048 ? size : 2048) : size;
+    st = TW_OK;
+    /* the copy ceiling first: the memory-bound kernels are quoted against it */
+    if (st == TW_OK &&
+        (all || !strcmp(what, "copy") || !strcmp(what, "gemv") || !strcmp(what, "decode")))
+        st = cb_bench_copy(&c, quick ? ((size_t)256 << 20) : ((size_t)1 << 30), root);
+    if (st == TW_OK && (all || !strcmp(what, "gemm"))) st = cb_bench_gemm(&c, s, s, s, "gemm", arr);
+    if (st == TW_OK && (all || !strcmp(what, "gemv"))) {
+        st = cb_bench_gemm(&c, 1, s, s, "gemv", arr);
+        if (st == TW_OK && !quick) st = cb_bench_gemm(&c, 1, 28672, 8192, "gemv", arr);
+    }
+    if (st == TW_OK && (all || !strcmp(what, "prefill") || !strcmp(what, "decode")))
+        st = cb_bench_attention(&c, quick ? 1024 : 4096, quick ? 4 : 16, arr);
+    if (st != TW_OK) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        json_decref(root);
+        tw_backend_destroy(c.be);
+        return TW_EXIT_FAIL;
+    }
+    char *js = json_dumps(root, JSON_INDENT(2));
+    if (outp && js && tw_write_file_atomic(outp, js, strlen(js)) != TW_OK) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        st = TW_ERR_IO;
+    }
+    if (fmt == TW_FMT_JSON)
+        printf("%s\n", js ? js : "{}");
+    else
+        cb_print_md(root);
+    free(js);
+    json_decref(root);
+    tw_backend_destroy(c.be);
+    return st == TW_OK ? TW_EXIT_OK : TW_EXIT_FAIL;
+}

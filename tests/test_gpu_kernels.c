@@ -1,0 +1,639 @@
+/* Every CUDA backend op against an independent float64 reference written here, on awkward sizes
+ * (not multiples of any tile), with device outputs poisoned with NaN before each call. Label
+ * "gpu" (by name): skipped with a reported reason where no CUDA device exists or CUDA was not
+ * built. Tolerances (relative 2-norm): fp32 paths 1e-5 (1e-4 where long fp32 reductions or
+ * exponentials add rounding), bf16 tensor-core paths 1e-2 (activations, queries and softmax
+ * weights rounded to bf16), RoPE 1e-4 (fp32 angle as Hugging Face computes it). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tw_backend.h"
+#include "tw_backend_cuda.h"
+#include "tw_cuda_info.h"
+#include "tw_test_util.h"
+
+/* The test calls only the CUDA backend (not backend.c), so it links without the CPU kernels. */
+static const char *dtn(tw_dtype dt) {
+    return dt == TW_BF16 ? "bf16" : "fp32";
+}
+
+/* ---- harness ------------------------------------------------------------------------------- */
+static tw_backend *gpu_or_skip(void) {
+    int n = 0;
+    tw_status st = tw_cuda_device_count(&n);
+    if (st != TW_OK) cr_skip_test("no CUDA device: %s", tw_last_error());
+    if (n == 0) cr_skip_test("no CUDA device: none found");
+    tw_backend *be = NULL;
+    st = tw_backend_cuda_create(0, &be);
+    cr_assert_eq(st, TW_OK, "a device exists but the CUDA backend failed: %s", tw_last_error());
+    return be;
+}
+
+static void *dev_alloc(tw_backend *be, size_t bytes) {
+    void *p = NULL;
+    cr_assert_eq(be->ops->alloc(be, bytes, &p), TW_OK, "alloc: %s", tw_last_error());
+    return p;
+}
+
+static void *dev_from(tw_backend *be, const void *h, size_t bytes) {
+    void *p = dev_alloc(be, bytes);
+    cr_assert_eq(be->ops->upload(be, p, h, bytes), TW_OK, "upload: %s", tw_last_error());
+    return p;
+}
+
+static void *dev_nan(tw_backend *be, size_t n_floats) {
+    float *h = malloc(n_floats * sizeof *h);
+    tw_test_poison(h, n_floats);
+    void *p = dev_from(be, h, n_floats * sizeof *h);
+    free(h);
+    return p;
+}
+
+static void to_host(tw_backend *be, void *h, const void *d, size_t bytes) {
+    cr_assert_eq(be->ops->sync(be), TW_OK, "sync: %s", tw_last_error());
+    cr_assert_eq(be->ops->download(be, h, d, bytes), TW_OK, "download: %s", tw_last_error());
+}
+
+static float *rnd(tw_test_rng *r, size_t n, float scale) {
+    float *x = malloc(n * sizeof *x);
+    tw_test_fill(r, x, n, scale);
+    return x;
+}
+
+static uint16_t *to_bf16(const float *x, size_t n) {
+    uint16_t *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = tw_test_to_bf16(x[i]);
+    return h;
+}
+
+/* ---- GEMM ---------------------------------------------------------------------------------- */
+typedef struct {
+    int m, n, k, ldx, ldy, accumulate;
+} gemm_case;
+
+static void check_gemm(tw_backend *be, const gemm_case *c, tw_dtype wdt, double tol,
+                       const char *impl) {
+    tw_test_rng r;
+    tw_test_rng_seed(&r, (uint64_t)(c->m * 1000003 + c->n * 1009 + c->k));
+    int ldx = c->ldx ? c->ldx : c->k, ldy = c->ldy ? c->ldy : c->n;
+    size_t nx = (size_t)c->m * ldx, nw = (size_t)c->n * c->k, ny = (size_t)c->m * ldy;
+    float *x = rnd(&r, nx, 1.0f), *w = rnd(&r, nw, 1.0f), *y0 = rnd(&r, ny, 1.0f);
+    uint16_t *wb = to_bf16(w, nw);
+    double *ref = calloc(ny, sizeof *ref);
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            double s = c->accumulate ? y0[(size_t)i * ldy + j] : 0.0;
+            for (int kk = 0; kk < c->k; kk++) {
+                double wv = wdt == TW_BF16 ? tw_test_from_bf16(wb[(size_t)j * c->k + kk])
+                                           : w[(size_t)j * c->k + kk];
+                s += (double)x[(size_t)i * ldx + kk] * wv;
+            }
+            ref[(size_t)i * ldy + j] = s;
+        }
+    void *dx = dev_from(be, x, nx * 4);
+    void *dw = wdt == TW_BF16 ? dev_from(be, wb, nw * 2) : dev_from(be, w, nw * 4);
+    void *dy = c->accumulate ? dev_from(be, y0, ny * 4) : dev_nan(be, ny);
+    tw_gemm_args a = {c->m, c->n, c->k, dx, dw, wdt, dy, c->ldx, c->ldy, c->accumulate};
+    cr_assert_eq(tw_cuda_set_gemm(be, impl), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(be->ops->gemm(be, &a), TW_OK, "gemm: %s", tw_last_error());
+    float *y = malloc(ny * sizeof *y);
+    to_host(be, y, dy, ny * 4);
+    /* compare only the m x n block; padding columns of y must be untouched */
+    float *yc = malloc((size_t)c->m * c->n * sizeof *yc);
+    double *rc = malloc((size_t)c->m * c->n * sizeof *rc);
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            yc[(size_t)i * c->n + j] = y[(size_t)i * ldy + j];
+            rc[(size_t)i * c->n + j] = ref[(size_t)i * ldy + j];
+        }
+    double err = tw_test_rel_err(yc, rc, (size_t)c->m * c->n);
+    cr_expect(err < tol, "gemm %s %s m=%d n=%d k=%d ldx=%d ldy=%d acc=%d: rel err %g (tol %g)",
+              impl, dtn(wdt), c->m, c->n, c->k, ldx, ldy, c->accumulate, err, tol);
+    for (int i = 0; i < c->m; i++)
+        for (int j = c->n; j < ldy; j++) {
+            float v = y[(size_t)i * ldy + j], want = c->accumulate ? y0[(size_t)i * ldy + j] : NAN;
+            cr_expect(c->accumulate ? v == want : isnan(v),
+                      "gemm %s wrote padding y[%d][%d] (ldy %d)", impl, i, j, ldy);
+        }
+    be->ops->free(be, dx);
+    be->ops->free(be, dw);
+    be->ops->free(be, dy);
+    free(x), free(w), free(y0), free(wb), free(ref), free(y), free(yc), free(rc);
+}
+
+static const gemm_case gemm_cases[] = {
+    {1, 37, 67, 0, 0, 0},         {1, 300, 1024, 0, 0, 1}, {3, 129, 64, 70, 131, 0},
+    {8, 257, 1000, 0, 0, 0},      {9, 65, 136, 0, 0, 0},   {37, 129, 67, 0, 0, 0},
+    {130, 257, 136, 140, 260, 1}, {200, 65, 300, 0, 0, 0}, {257, 384, 512, 0, 0, 0},
+};
+
+Test(gpu_gemm, bf16_tokwatt_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
+        check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "tokwatt");
+    be->ops->destroy(be);
+}
+
+Test(gpu_gemm, bf16_cublas_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
+        check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "cublas");
+    be->ops->destroy(be);
+}
+
+Test(gpu_gemm, fp32_weights_match_reference) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++) {
+        check_gemm(be, &gemm_cases[i], TW_F32, 1e-5, "tokwatt");
+        check_gemm(be, &gemm_cases[i], TW_F32, 1e-5, "cublas");
+    }
+    be->ops->destroy(be);
+}
+
+Test(gpu_gemm, wgmma_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    char name[256];
+    int maj = 0, min = 0;
+    cr_assert_eq(tw_cuda_device_desc(be, name, sizeof name, &maj, &min), TW_OK);
+    if (!(maj == 9 && min == 0)) {
+        cr_expect_neq(tw_cuda_set_gemm(be, "wgmma"), TW_OK, "wgmma accepted on cc %d.%d", maj, min);
+        be->ops->destroy(be);
+        cr_skip_test("wgmma needs compute capability 9.0; %s is %d.%d", name, maj, min);
+    }
+    for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
+        if (gemm_cases[i].m > 8) check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "wgmma");
+    gemm_case big = {300, 520, 1024, 0, 0, 1};
+    check_gemm(be, &big, TW_BF16, 1e-2, "wgmma");
+    be->ops->destroy(be);
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+typedef struct {
+    int batch, seq, n_heads, n_kv, d, max_seq;
+    int start[4];
+} attn_case;
+
+/* cache [batch, n_kv, max_seq, d], NaN everywhere except positions < valid[b] */
+static float *make_cache(tw_test_rng *r, int batch, int n_kv, int max_seq, int d, const int *valid,
+                         tw_dtype dt) {
+    size_t n = (size_t)batch * n_kv * max_seq * d;
+    float *c = malloc(n * sizeof *c);
+    tw_test_poison(c, n);
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < n_kv; h++)
+            for (int p = 0; p < valid[b]; p++)
+                for (int j = 0; j < d; j++) {
+                    float v = (float)tw_test_uniform(r);
+                    if (dt == TW_BF16) v = tw_test_from_bf16(tw_test_to_bf16(v));
+                    c[(((size_t)b * n_kv + h) * max_seq + p) * d + j] = v;
+                }
+    return c;
+}
+
+static void *cache_to_dev(tw_backend *be, const float *c, size_t n, tw_dtype dt) {
+    if (dt == TW_F32) return dev_from(be, c, n * 4);
+    uint16_t *h = to_bf16(c, n);
+    void *p = dev_from(be, h, n * 2);
+    free(h);
+    return p;
+}
+
+/* softmax(q . k * scale) . v over keys 0..last, in double */
+static void ref_attend(const float *q, const float *kc, const float *vc, int d, int last,
+                       double scale, double *out) {
+    double mx = -INFINITY;
+    double *s = malloc((size_t)(last + 1) * sizeof *s);
+    for (int p = 0; p <= last; p++) {
+        double dot = 0;
+        for (int j = 0; j < d; j++) dot += (double)q[j] * kc[(size_t)p * d + j];
+        s[p] = dot * scale;
+        if (s[p] > mx) mx = s[p];
+    }
+    double den = 0;
+    for (int j = 0; j < d; j++) out[j] = 0;
+    for (int p = 0; p <= last; p++) {
+        double e = exp(s[p] - mx);
+        den += e;
+        for (int j = 0; j < d; j++) out[j] += e * vc[(size_t)p * d + j];
+    }
+    for (int j = 0; j < d; j++) out[j] /= den;
+    free(s);
+}
+
+static void check_prefill(tw_backend *be, const attn_case *c, tw_dtype dt, double tol) {
+    tw_test_rng r;
+    tw_test_rng_seed(&r, (uint64_t)(c->seq * 31 + c->d + c->batch * 7 + dt));
+    int valid[4];
+    for (int b = 0; b < c->batch; b++) valid[b] = c->start[b] + c->seq;
+    size_t ncache = (size_t)c->batch * c->n_kv * c->max_seq * c->d;
+    float *kc = make_cache(&r, c->batch, c->n_kv, c->max_seq, c->d, valid, dt);
+    float *vc = make_cache(&r, c->batch, c->n_kv, c->max_seq, c->d, valid, dt);
+    size_t nq = (size_t)c->batch * c->seq * c->n_heads * c->d;
+    float *q = rnd(&r, nq, 1.0f);
+    double scale = 1.0 / sqrt((double)c->d);
+    double *ref = malloc(nq * sizeof *ref);
+    int group = c->n_heads / c->n_kv;
+    for (int b = 0; b < c->batch; b++)
+        for (int s = 0; s < c->seq; s++)
+            for (int h = 0; h < c->n_heads; h++) {
+                size_t row = (((size_t)b * c->seq + s) * c->n_heads + h) * c->d;
+                size_t kvo = ((size_t)b * c->n_kv + h / group) * c->max_seq * c->d;
+                ref_attend(q + row, kc + kvo, vc + kvo, c->d, c->start[b] + s, scale, ref + row);
+            }
+    void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
+    void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
+    tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,  c->start,
+                              dq,       dk,     dv,         dt,      dout, (float)scale};
+    cr_assert_eq(be->ops->attn_prefill(be, &a), TW_OK, "attn_prefill: %s", tw_last_error());
+    float *out = malloc(nq * sizeof *out);
+    to_host(be, out, dout, nq * 4);
+    double err = tw_test_rel_err(out, ref, nq);
+    cr_expect(err < tol,
+              "attn_prefill %s batch=%d seq=%d heads=%d/%d d=%d start0=%d: rel err %g (tol %g)",
+              dtn(dt), c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->start[0], err, tol);
+    be->ops->free(be, dq), be->ops->free(be, dout), be->ops->free(be, dk), be->ops->free(be, dv);
+    free(kc), free(vc), free(q), free(ref), free(out);
+}
+
+static const attn_case prefill_cases[] = {
+    {2, 17, 4, 2, 64, 40, {0, 5}},         {1, 130, 8, 2, 128, 200, {3}},
+    {2, 1, 2, 1, 128, 9, {0, 7}},          {1, 67, 4, 4, 64, 67, {0}},
+    {3, 65, 6, 3, 128, 300, {0, 64, 170}}, {1, 70, 2, 2, 32, 80, {9}},
+    {1, 33, 4, 1, 256, 40, {2}},
+};
+
+Test(gpu_attention, prefill_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof prefill_cases / sizeof prefill_cases[0]; i++) {
+        /* the mma path rounds q, K and P to bf16; the SIMT path (d 32, 256) is fp32 */
+        int mma = prefill_cases[i].d == 64 || prefill_cases[i].d == 128;
+        check_prefill(be, &prefill_cases[i], TW_F32, mma ? 1e-2 : 1e-4);
+        check_prefill(be, &prefill_cases[i], TW_BF16, mma ? 1e-2 : 1e-4);
+    }
+    be->ops->destroy(be);
+}
+
+typedef struct {
+    int batch, n_heads, n_kv, d, max_seq;
+    int lens[4];
+} decode_case;
+
+static void check_decode(tw_backend *be, const decode_case *c, tw_dtype dt) {
+    tw_test_rng r;
+    tw_test_rng_seed(&r, (uint64_t)(c->lens[0] * 13 + c->d + dt));
+    size_t ncache = (size_t)c->batch * c->n_kv * c->max_seq * c->d;
+    float *kc = make_cache(&r, c->batch, c->n_kv, c->max_seq, c->d, c->lens, dt);
+    float *vc = make_cache(&r, c->batch, c->n_kv, c->max_seq, c->d, c->lens, dt);
+    size_t nq = (size_t)c->batch * c->n_heads * c->d;
+    float *q = rnd(&r, nq, 2.0f);
+    double scale = 1.0 / sqrt((double)c->d);
+    double *ref = malloc(nq * sizeof *ref);
+    int group = c->n_heads / c->n_kv;
+    for (int b = 0; b < c->batch; b++)
+        for (int h = 0; h < c->n_heads; h++) {
+            size_t row = ((size_t)b * c->n_heads + h) * c->d;
+            size_t kvo = ((size_t)b * c->n_kv + h / group) * c->max_seq * c->d;
+            ref_attend(q + row, kc + kvo, vc + kvo, c->d, c->lens[b] - 1, scale, ref + row);
+        }
+    void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
+    void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
+    tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq, c->lens,
+                             dq,       dk,         dv,      dt,   dout,       (float)scale};
+    cr_assert_eq(be->ops->attn_decode(be, &a), TW_OK, "attn_decode: %s", tw_last_error());
+    float *out = malloc(nq * sizeof *out);
+    to_host(be, out, dout, nq * 4);
+    double err = tw_test_rel_err(out, ref, nq);
+    cr_expect(err < 1e-4, "attn_decode %s batch=%d heads=%d/%d d=%d len0=%d: rel err %g (tol 1e-4)",
+              dtn(dt), c->batch, c->n_heads, c->n_kv, c->d, c->lens[0], err);
+    be->ops->free(be, dq), be->ops->free(be, dout), be->ops->free(be, dk), be->ops->free(be, dv);
+    free(kc), free(vc), free(q), free(ref), free(out);
+}
+
+static const decode_case decode_cases[] = {
+    {3, 8, 2, 128, 320, {1, 37, 300}},   {1, 16, 1, 64, 129, {129}},    {2, 4, 4, 32, 17, {17, 3}},
+    {4, 12, 4, 256, 70, {5, 69, 1, 33}}, {1, 32, 8, 128, 4100, {4097}},
+};
+
+Test(gpu_attention, decode_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof decode_cases / sizeof decode_cases[0]; i++) {
+        check_decode(be, &decode_cases[i], TW_F32);
+        check_decode(be, &decode_cases[i], TW_BF16);
+    }
+    be->ops->destroy(be);
+}
+
+Test(gpu_attention, kv_store_writes_only_its_positions) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 77);
+    const int batch = 2, seq = 5, n_kv = 3, d = 40, max_seq = 19, ld = 130;
+    int start[2] = {0, 11};
+    for (int t = 0; t < 2; t++) {
+        tw_dtype dt = t ? TW_BF16 : TW_F32;
+        size_t nkv = (size_t)batch * seq * ld, ncache = (size_t)batch * n_kv * max_seq * d;
+        float *k = rnd(&r, nkv, 1.0f), *v = rnd(&r, nkv, 1.0f);
+        size_t esz = (dt == TW_BF16 ? 2u : 4u);
+        unsigned char *sentinel = malloc(ncache * esz);
+        memset(sentinel, 0x5a, ncache * esz);
+        void *dk = dev_from(be, k, nkv * 4), *dv = dev_from(be, v, nkv * 4);
+        void *kc = dev_from(be, sentinel, ncache * esz), *vc = dev_from(be, sentinel, ncache * esz);
+        tw_kv_store_args a = {batch, seq, n_kv, d, max_seq, start, dk, dv, ld, kc, vc, dt};
+        cr_assert_eq(be->ops->kv_store(be, &a), TW_OK, "kv_store: %s", tw_last_error());
+        unsigned char *hk = malloc(ncache * esz), *hv = malloc(ncache * esz);
+        to_host(be, hk, kc, ncache * esz);
+        to_host(be, hv, vc, ncache * esz);
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < n_kv; h++)
+                for (int p = 0; p < max_seq; p++)
+                    for (int j = 0; j < d; j++) {
+                        size_t ci = (((size_t)b * n_kv + h) * max_seq + p) * d + j;
+                        int s = p - start[b];
+                        for (int w = 0; w < 2; w++) {
+                            const unsigned char *hc = w ? hv : hk;
+                            const float *src = w ? v : k;
+                            if (s >= 0 && s < seq) {
+                                float want = src[((size_t)b * seq + s) * ld + h * d + j];
+                                float got;
+                                if (dt == TW_F32)
+                                    memcpy(&got, hc + ci * 4, 4);
+                                else {
+                                    uint16_t u;
+                                    memcpy(&u, hc + ci * 2, 2);
+                                    got = tw_test_from_bf16(u);
+                                    want = tw_test_from_bf16(tw_test_to_bf16(want));
+                                }
+                                cr_assert_eq(got, want, "kv_store %s b%d h%d p%d j%d", dtn(dt), b,
+                                             h, p, j);
+                            } else {
+                                cr_assert_eq(hc[ci * esz], 0x5a, "kv_store wrote position %d", p);
+                            }
+                        }
+                    }
+        be->ops->free(be, dk), be->ops->free(be, dv), be->ops->free(be, kc), be->ops->free(be, vc);
+        free(k), free(v), free(sentinel), free(hk), free(hv);
+    }
+    be->ops->destroy(be);
+}
+
+/* ---- element-wise ops ------------------------------------------------------------------------ */
+Test(gpu_ops, rmsnorm_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 5);
+    const int shapes[][2] = {{1, 7}, {3, 1000}, {17, 4099}};
+    for (int si = 0; si < 3; si++)
+        for (int t = 0; t < 2; t++)
+            for (int alias = 0; alias < 2; alias++) {
+                int rows = shapes[si][0], dim = shapes[si][1];
+                tw_dtype wdt = t ? TW_BF16 : TW_F32;
+                size_t n = (size_t)rows * dim;
+                float *x = rnd(&r, n, 3.0f), *w = rnd(&r, dim, 1.0f);
+                uint16_t *wb = to_bf16(w, dim);
+                double *ref = malloc(n * sizeof *ref);
+                for (int i = 0; i < rows; i++) {
+                    double ss = 0;
+                    for (int j = 0; j < dim; j++)
+                        ss += (double)x[(size_t)i * dim + j] * x[(size_t)i * dim + j];
+                    double inv = 1.0 / sqrt(ss / dim + 1e-5);
+                    for (int j = 0; j < dim; j++) {
+                        double wv = t ? tw_test_from_bf16(wb[j]) : w[j];
+                        ref[(size_t)i * dim + j] = x[(size_t)i * dim + j] * inv * wv;
+                    }
+                }
+                void *dx = dev_from(be, x, n * 4);
+                void *dw = t ? dev_from(be, wb, dim * 2) : dev_from(be, w, dim * 4);
+                void *dy = alias ? dx : dev_nan(be, n);
+                cr_assert_eq(be->ops->rmsnorm(be, rows, dim, dx, dw, wdt, 1e-5f, dy), TW_OK, "%s",
+                             tw_last_error());
+                float *y = malloc(n * sizeof *y);
+                to_host(be, y, dy, n * 4);
+                double err = tw_test_rel_err(y, ref, n);
+                cr_expect(err < 1e-5, "rmsnorm rows=%d dim=%d %s alias=%d: rel err %g", rows, dim,
+                          dtn(wdt), alias, err);
+                be->ops->free(be, dx), be->ops->free(be, dw);
+                if (!alias) be->ops->free(be, dy);
+                free(x), free(w), free(wb), free(ref), free(y);
+            }
+    be->ops->destroy(be);
+}
+
+/* inverse frequency long-hand in double (Llama 3 scaling written out independently) */
+static double ref_inv_freq(int i, int d, const tw_rope_params *rp) {
+    double inv = pow(rp->theta, -2.0 * i / d);
+    if (rp->type == TW_ROPE_LINEAR) return inv / rp->factor;
+    if (rp->type != TW_ROPE_LLAMA3) return inv;
+    double wl = 2 * M_PI / inv;
+    double lo = rp->original_max_pos / rp->low_freq_factor;
+    double hi = rp->original_max_pos / rp->high_freq_factor;
+    if (wl < hi) return inv;
+    if (wl > lo) return inv / rp->factor;
+    double sm = (rp->original_max_pos / wl - rp->low_freq_factor) /
+                (rp->high_freq_factor - rp->low_freq_factor);
+    return (1 - sm) * inv / rp->factor + sm * inv;
+}
+
+Test(gpu_ops, rope_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 6);
+    tw_rope_params rps[2] = {{10000.0f, TW_ROPE_DEFAULT, 1, 1, 1, 1},
+                             {500000.0f, TW_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f}};
+    for (int pi = 0; pi < 2; pi++) {
+        const int tokens = 7, heads = 3, d = 64, ld = 3 * 64 + 5;
+        size_t n = (size_t)tokens * ld;
+        float *x = rnd(&r, n, 1.0f);
+        int pos[7];
+        for (int t = 0; t < tokens; t++) pos[t] = (int)((tw_test_uniform(&r) + 1) * 1000);
+        double *ref = malloc(n * sizeof *ref);
+        for (size_t i = 0; i < n; i++) ref[i] = x[i];
+        for (int t = 0; t < tokens; t++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < d / 2; i++) {
+                    double ang = pos[t] * ref_inv_freq(i, d, &rps[pi]);
+                    size_t o = (size_t)t * ld + h * d;
+                    double a = x[o + i], b = x[o + i + d / 2];
+                    ref[o + i] = a * cos(ang) - b * sin(ang);
+                    ref[o + i + d / 2] = b * cos(ang) + a * sin(ang);
+                }
+        void *dx = dev_from(be, x, n * 4);
+        cr_assert_eq(be->ops->rope(be, tokens, heads, d, dx, ld, pos, &rps[pi]), TW_OK, "%s",
+                     tw_last_error());
+        float *y = malloc(n * sizeof *y);
+        to_host(be, y, dx, n * 4);
+        double err = tw_test_rel_err(y, ref, n);
+        cr_expect(err < 1e-4, "rope type %d: rel err %g (tol 1e-4)", rps[pi].type, err);
+        be->ops->free(be, dx);
+        free(x), free(ref), free(y);
+    }
+    be->ops->destroy(be);
+}
+
+Test(gpu_ops, swiglu_add_embed_match_reference) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 7);
+    /* swiglu: gate and up are column slices of one [rows, 2f + 3] buffer */
+    const int rows = 7, f = 300, ld = 2 * f + 3;
+    float *gu = rnd(&r, (size_t)rows * ld, 4.0f);
+    double *ref = malloc((size_t)rows * f * sizeof *ref);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < f; j++) {
+            double g = gu[(size_t)i * ld + j], u = gu[(size_t)i * ld + f + j];
+            ref[(size_t)i * f + j] = g / (1 + exp(-g)) * u;
+        }
+    float *dgu = dev_from(be, gu, (size_t)rows * ld * 4);
+    void *dout = dev_nan(be, (size_t)rows * f);
+    cr_assert_eq(be->ops->swiglu(be, rows, f, dgu, dgu + f, ld, dout), TW_OK, "%s",
+                 tw_last_error());
+    float *out = malloc((size_t)rows * f * sizeof *out);
+    to_host(be, out, dout, (size_t)rows * f * 4);
+    cr_expect(tw_test_rel_err(out, ref, (size_t)rows * f) < 1e-5, "swiglu");
+    /* add */
+    const size_t n = 1001;
+    float *a = rnd(&r, n, 1.0f), *b = rnd(&r, n, 1.0f);
+    double *ra = malloc(n * sizeof *ra);
+    for (size_t i = 0; i < n; i++) ra[i] = (double)a[i] + b[i];
+    void *da = dev_from(be, a, n * 4), *db = dev_from(be, b, n * 4);
+    cr_assert_eq(be->ops->add(be, n, da, db), TW_OK, "%s", tw_last_error());
+    float *sum = malloc(n * sizeof *sum);
+    to_host(be, sum, db, n * 4);
+    cr_expect(tw_test_rel_err(sum, ra, n) < 1e-6, "add");
+    /* embed: shard rows [100, 100 + 37) of a vocabulary; other tokens give zero rows */
+    const int vrows = 37, dim = 129, row0 = 100, nt = 9;
+    int tokens[9] = {100, 136, 99, 137, 120, 0, 101, 5000, 136};
+    float *table = rnd(&r, (size_t)vrows * dim, 1.0f);
+    uint16_t *tb = to_bf16(table, (size_t)vrows * dim);
+    for (int t = 0; t < 2; t++) {
+        void *dt_ = t ? dev_from(be, tb, (size_t)vrows * dim * 2)
+                      : dev_from(be, table, (size_t)vrows * dim * 4);
+        void *de = dev_nan(be, (size_t)nt * dim);
+        cr_assert_eq(
+            be->ops->embed(be, nt, tokens, dt_, t ? TW_BF16 : TW_F32, row0, vrows, dim, de), TW_OK,
+            "%s", tw_last_error());
+        float *e = malloc((size_t)nt * dim * sizeof *e);
+        to_host(be, e, de, (size_t)nt * dim * 4);
+        for (int i = 0; i < nt; i++)
+            for (int j = 0; j < dim; j++) {
+                int rr = tokens[i] - row0;
+                float want = 0.0f;
+                if (rr >= 0 && rr < vrows)
+                    want = t ? tw_test_from_bf16(tb[(size_t)rr * dim + j])
+                             : table[(size_t)rr * dim + j];
+                cr_assert_eq(e[(size_t)i * dim + j], want, "embed token %d col %d", tokens[i], j);
+            }
+        be->ops->free(be, dt_), be->ops->free(be, de);
+        free(e);
+    }
+    be->ops->free(be, dgu), be->ops->free(be, dout), be->ops->free(be, da), be->ops->free(be, db);
+    free(gu), free(ref), free(out), free(a), free(b), free(ra), free(sum), free(table), free(tb);
+    be->ops->destroy(be);
+}
+
+Test(gpu_ops, argmax_first_maximum) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 8);
+    const int rows = 5, n = 50001;
+    float *l = rnd(&r, (size_t)rows * n, 10.0f);
+    int want[5];
+    for (int i = 0; i < rows; i++) {
+        int a = (int)((tw_test_uniform(&r) + 1) * 0.5 * (n - 1));
+        int b = (a + 17 + i * 1000) % n;
+        int first = a < b ? a : b;
+        l[(size_t)i * n + a] = 11.0f; /* a tie: the lower index wins */
+        l[(size_t)i * n + b] = 11.0f;
+        want[i] = first;
+    }
+    void *dl = dev_from(be, l, (size_t)rows * n * 4);
+    int idx[5];
+    float val[5];
+    cr_assert_eq(be->ops->argmax(be, rows, n, dl, idx, val), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(be->ops->sync(be), TW_OK);
+    for (int i = 0; i < rows; i++) {
+        cr_expect_eq(idx[i], want[i], "row %d: argmax %d, want %d", i, idx[i], want[i]);
+        cr_expect_eq(val[i], 11.0f, "row %d value %g", i, val[i]);
+    }
+    be->ops->free(be, dl);
+    free(l);
+    be->ops->destroy(be);
+}
+
+/* ---- graph capture: host arrays re-read at each launch ------------------------------------- */
+Test(gpu_graph, captured_step_rereads_host_arrays) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 9);
+    const int vocab = 97, dim = 64, nt = 3;
+    float *table = rnd(&r, (size_t)vocab * dim, 1.0f), *w = rnd(&r, (size_t)vocab * dim, 1.0f);
+    float *ones = malloc(dim * sizeof *ones);
+    for (int j = 0; j < dim; j++) ones[j] = 1.0f;
+    uint16_t *wb = to_bf16(w, (size_t)vocab * dim);
+    void *dtab = dev_from(be, table, (size_t)vocab * dim * 4);
+    void *dw = dev_from(be, wb, (size_t)vocab * dim * 2);
+    void *dn = dev_from(be, ones, dim * 4);
+    void *dx = dev_alloc(be, (size_t)nt * dim * 4), *dlog = dev_alloc(be, (size_t)nt * vocab * 4);
+    int tokens[3] = {1, 2, 3}, idx[3], idx_ref[3];
+    float val[3], val_ref[3];
+    tw_gemm_args g = {nt, vocab, dim, dx, dw, TW_BF16, dlog, 0, 0, 0};
+#define STEP()                                                                                     \
+    do {                                                                                           \
+        cr_assert_eq(be->ops->embed(be, nt, tokens, dtab, TW_F32, 0, vocab, dim, dx), TW_OK, "%s", \
+                     tw_last_error());                                                             \
+        cr_assert_eq(be->ops->rmsnorm(be, nt, dim, dx, dn, TW_F32, 1e-5f, dx), TW_OK);             \
+        cr_assert_eq(be->ops->gemm(be, &g), TW_OK, "%s", tw_last_error());                         \
+        cr_assert_eq(be->ops->argmax(be, nt, vocab, dlog, idx, val), TW_OK, "%s",                  \
+                     tw_last_error());                                                             \
+    } while (0)
+    STEP(); /* warm-up: scratch reaches its final size */
+    cr_assert_eq(be->ops->sync(be), TW_OK);
+    cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "%s", tw_last_error());
+    STEP();
+    void *graph = NULL;
+    cr_assert_eq(tw_cuda_graph_end(be, &graph), TW_OK, "%s", tw_last_error());
+    for (int it = 0; it < 4; it++) {
+        for (int i = 0; i < nt; i++) tokens[i] = (it * 31 + i * 7 + 5) % vocab;
+        /* uncaptured reference for these tokens */
+        STEP();
+        cr_assert_eq(be->ops->sync(be), TW_OK);
+        memcpy(idx_ref, idx, sizeof idx);
+        memcpy(val_ref, val, sizeof val);
+        memset(idx, 0xff, sizeof idx);
+        cr_assert_eq(tw_cuda_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
+        for (int i = 0; i < nt; i++) {
+            cr_expect_eq(idx[i], idx_ref[i], "launch %d row %d: graph %d, direct %d", it, i, idx[i],
+                         idx_ref[i]);
+            cr_expect_eq(val[i], val_ref[i], "launch %d row %d value", it, i);
+        }
+    }
+#undef STEP
+    tw_cuda_graph_destroy(be, graph);
+    be->ops->free(be, dtab), be->ops->free(be, dw), be->ops->free(be, dn), be->ops->free(be, dx),
+        be->ops->free(be, dlog);
+    free(table), free(w), free(ones), free(wb);
+    be->ops->destroy(be);
+}
+
+/* ---- bad input: clear errors, no crash ----------------------------------------------------- */
+Test(gpu_errors, bad_arguments_are_reported) {
+    tw_backend *be = gpu_or_skip();
+    void *p = dev_alloc(be, 4096);
+    tw_gemm_args g = {4, 4, 8, p, p, TW_BF16, p, 3, 0, 0}; /* ldx < k */
+    cr_expect_eq(be->ops->gemm(be, &g), TW_ERR_INVALID);
+    cr_expect(strstr(tw_last_error(), "ldx"), "message: %s", tw_last_error());
+    cr_expect_eq(tw_cuda_set_gemm(be, "fastest"), TW_ERR_INVALID);
+    int lens[1] = {0};
+    tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f};
+    cr_expect_eq(be->ops->attn_decode(be, &d), TW_ERR_INVALID);
+    void *huge = NULL;
+    tw_status st = be->ops->alloc(be, (size_t)1 << 50, &huge);
+    cr_expect_eq(st, TW_ERR_NOMEM, "1 PiB alloc: %s", tw_last_error());
+    cr_expect(strstr(tw_last_error(), "device 0"), "message names the device: %s", tw_last_error());
+    /* the backend still works afterwards */
+    cr_expect_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
+    be->ops->free(be, p);
+    be->ops->destroy(be);
+}

@@ -1,0 +1,109 @@
+/* Machine calibration (harness/machine.c) and the `tokwatt bench gemm` / `bench membw`
+ * commands: argument checks, sane positive figures on small buffers, JSON on stdout only,
+ * exit codes (0 ok, 2 usage). The command tests need TW_TOKWATT (set by ctest). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "tw_machine.h"
+
+Test(machine, membw_small_buffer) {
+    tw_membw_result r;
+    cr_assert_eq(tw_machine_membw(2, (size_t)24 << 20, 2, &r), TW_OK, "%s", tw_last_error());
+    cr_expect_gt(r.read_gbps, 0.1);
+    cr_expect_gt(r.copy_gbps, 0.1);
+    cr_expect_gt(r.triad_gbps, 0.1);
+    cr_expect_lt(r.read_gbps, 10000.0);
+    cr_expect_eq(r.threads, 2);
+    cr_expect_leq(r.bytes, (size_t)24 << 20);
+    cr_expect_gt(r.bytes, (size_t)20 << 20);
+}
+
+Test(machine, membw_bad_arguments) {
+    tw_membw_result r;
+    cr_expect_eq(tw_machine_membw(1, (size_t)24 << 20, 0, &r), TW_ERR_INVALID);
+    cr_expect(strstr(tw_last_error(), "reps=0"));
+    cr_expect_eq(tw_machine_membw(-1, (size_t)24 << 20, 1, &r), TW_ERR_INVALID);
+    cr_expect_eq(tw_machine_membw(1, 1000, 1, &r), TW_ERR_INVALID);
+    cr_expect(strstr(tw_last_error(), "bytes=1000"));
+    cr_expect_eq(tw_machine_membw(1, 0, 1, NULL), TW_ERR_INVALID);
+}
+
+Test(machine, fp32_peak) {
+    double g = 0;
+    cr_assert_eq(tw_machine_fp32_peak(1, &g), TW_OK, "%s", tw_last_error());
+    cr_expect_gt(g, 0.1);
+    cr_expect_lt(g, 1e5);
+    cr_expect_eq(tw_machine_fp32_peak(-2, &g), TW_ERR_INVALID);
+    cr_expect_eq(tw_machine_fp32_peak(1, NULL), TW_ERR_INVALID);
+}
+
+/* Runs a tokwatt command line, capturing stdout; returns the exit code. */
+static int run_tokwatt(const char *args, char *out, size_t cap) {
+    const char *exe = getenv("TW_TOKWATT");
+    if (!exe) cr_skip_test("TW_TOKWATT is not set (run through ctest)");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", exe, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "cannot run %s", cmd);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(bench_cli, gemm_json_small_shape) {
+    static char out[1 << 16];
+    int rc = run_tokwatt("bench gemm --m 37 --n 129 --k 67 --dtype bf16 --reps 3 --warmup 1 "
+                         "--format json",
+                         out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    json_error_t err;
+    json_t *o = json_loads(out, 0, &err);
+    cr_assert(o, "stdout is not JSON (%s): %s", err.text, out);
+    const char *keys[] = {"gflops", "gbps", "median_s", "roofline_fraction"};
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_object_get(o, keys[i]);
+        cr_assert(json_is_real(v), "key %s missing", keys[i]);
+        cr_expect_gt(json_real_value(v), 0.0, "key %s", keys[i]);
+    }
+    cr_expect_leq(json_real_value(json_object_get(o, "check_rel_err")), 1e-4);
+    json_decref(o);
+}
+
+Test(bench_cli, gemm_decode_portable) {
+    static char out[1 << 16];
+    int rc =
+        run_tokwatt("bench gemm --m 1 --n 300 --k 257 --simd portable --reps 3 --membw-bytes 24M "
+                    "--format csv",
+                    out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    cr_expect(strstr(out, "tokwatt,portable,fp32,1,300,257"), "csv: %s", out);
+}
+
+Test(bench_cli, usage_errors_exit_2) {
+    static char out[4096];
+    cr_expect_eq(run_tokwatt("bench gemm --m 0", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --dtype fp16", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --bogus 1", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --simd sse", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench membw --bytes 1K", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench membw --reps 0", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --membw-bytes 1K", out, sizeof out), 2);
+    cr_expect_eq(run_tokwatt("bench gemm --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "usage: tokwatt bench gemm"));
+}
+
+Test(bench_cli, membw_json) {
+    static char out[1 << 14];
+    int rc = run_tokwatt("bench membw --bytes 24M --reps 2 --format json", out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    json_t *o = json_loads(out, 0, NULL);
+    cr_assert(o, "stdout is not JSON: %s", out);
+    cr_expect_gt(json_real_value(json_object_get(o, "read_gbps")), 0.1);
+    cr_expect_gt(json_real_value(json_object_get(o, "triad_gbps")), 0.1);
+    json_decref(o);
+}
