@@ -44,6 +44,9 @@ static void tw_add_caveat(json_t *list, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) if (!strcmp(json_string_value(v), buf)) return; /* once */
     json_array_append_new(list, json_string(buf));
 }
 
