@@ -24,6 +24,7 @@
 #include "tw_model.h"
 #include "tw_npy.h"
 #include "tw_power.h"
+#include "tw_published.h"
 #include "tw_project.h"
 #include "tw_results.h"
 #include "tw_util.h"
@@ -36,6 +37,7 @@ static const char *tw_run_usage =
     "            [--dump-logits FILE.npy] [--power auto|nvml|rapl|assumed|none] [--watts W]\n"
     "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N]\n"
     "            [--gemm tokwatt|cublas]  (CUDA backend: hand-written GEMM or cuBLASLt)\n"
+    "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
     "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
 
 #define TW_RUN_MAX_LIST 32
@@ -49,6 +51,8 @@ static void tw_run_on_sigint(int sig) {
 
 typedef struct {
     const char *model, *backend, *out, *dump, *power, *comm, *gemm;
+    const char *preset_name;
+    tw_preset preset; /* valid when preset_name */
     int batch[TW_RUN_MAX_LIST], nbatch;
     int prompt[TW_RUN_MAX_LIST], nprompt;
     int gen[TW_RUN_MAX_LIST], ngen;
@@ -117,21 +121,35 @@ static tw_status tw_parse_dtypes(const char *s, tw_dtype *out, int max, int *n) 
 
 static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     const char *dt, *kvdt;
-    TW_TRY(tw_args_str(a, "--model", "llama-3.2-1b", &o->model));
+    /* a preset (configs/scenarios) gives the defaults; options given explicitly override it */
+    static char d_batch[16] = "1", d_prompt[16] = "128", d_gen[16] = "32", d_tp[16] = "1";
+    const char *d_model = "llama-3.2-1b", *d_dtype = "bf16", *d_kv = NULL;
+    TW_TRY(tw_args_str(a, "--preset", NULL, &o->preset_name));
+    if (o->preset_name) {
+        TW_TRY(tw_preset_load(o->preset_name, &o->preset));
+        snprintf(d_batch, sizeof d_batch, "%d", o->preset.batch);
+        snprintf(d_prompt, sizeof d_prompt, "%d", o->preset.prompt);
+        snprintf(d_gen, sizeof d_gen, "%d", o->preset.gen);
+        snprintf(d_tp, sizeof d_tp, "%d", o->preset.tp);
+        d_model = o->preset.model;
+        d_dtype = o->preset.dtype;
+        d_kv = o->preset.kv_dtype[0] ? o->preset.kv_dtype : NULL;
+    }
+    TW_TRY(tw_args_str(a, "--model", d_model, &o->model));
     TW_TRY(tw_args_str(a, "--backend", "cpu", &o->backend));
     TW_TRY(tw_args_str(a, "--gemm", NULL, &o->gemm));
-    TW_TRY(tw_args_str(a, "--dtype", "bf16", &dt));
+    TW_TRY(tw_args_str(a, "--dtype", d_dtype, &dt));
     TW_TRY(tw_parse_dtypes(dt, o->dtype, 4, &o->ndtype));
-    TW_TRY(tw_args_str(a, "--kv-dtype", NULL, &kvdt));
+    TW_TRY(tw_args_str(a, "--kv-dtype", d_kv, &kvdt));
     if (kvdt) {
         TW_TRY(tw_dtype_parse(kvdt, &o->kv_dtype));
         o->kv_given = 1;
     }
-    TW_TRY(tw_args_int_list(a, "--batch", "1", 1, 4096, o->batch, TW_RUN_MAX_LIST, &o->nbatch));
-    TW_TRY(tw_args_int_list(a, "--prompt", "128", 1, 1 << 20, o->prompt, TW_RUN_MAX_LIST,
+    TW_TRY(tw_args_int_list(a, "--batch", d_batch, 1, 4096, o->batch, TW_RUN_MAX_LIST, &o->nbatch));
+    TW_TRY(tw_args_int_list(a, "--prompt", d_prompt, 1, 1 << 20, o->prompt, TW_RUN_MAX_LIST,
                             &o->nprompt));
-    TW_TRY(tw_args_int_list(a, "--gen", "32", 1, 1 << 20, o->gen, TW_RUN_MAX_LIST, &o->ngen));
-    TW_TRY(tw_args_int_list(a, "--tp", "1", 1, 4096, o->tp, TW_RUN_MAX_LIST, &o->ntp));
+    TW_TRY(tw_args_int_list(a, "--gen", d_gen, 1, 1 << 20, o->gen, TW_RUN_MAX_LIST, &o->ngen));
+    TW_TRY(tw_args_int_list(a, "--tp", d_tp, 1, 4096, o->tp, TW_RUN_MAX_LIST, &o->ntp));
     TW_TRY(tw_args_int(a, "--warmup", 1, 0, 1000, &o->warmup));
     TW_TRY(tw_args_int(a, "--reps", 3, 1, 1000, &o->reps));
     TW_TRY(tw_args_int(a, "--threads", 0, 0, 4096, &o->threads));
@@ -365,6 +383,13 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "seed", json_integer(o->seed));
     json_object_set_new(scen, "tp", json_integer(x->nranks));
     json_object_set_new(scen, "devices", json_integer(x->nranks));
+    if (o->preset_name) {
+        json_object_set_new(scen, "preset", json_string(o->preset.name));
+        json_t *cv = json_array();
+        for (int i = 0; i < o->preset.n_caveats; i++)
+            json_array_append_new(cv, json_string(o->preset.caveats[i]));
+        json_object_set_new(scen, "caveats", cv);
+    }
     json_object_set_new(row, "scenario", scen);
     json_object_set_new(row, "complete", json_boolean(!sum->incomplete[0]));
     if (sum->incomplete[0])
@@ -585,6 +610,12 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
                    x->nranks, tw_comm_kind(x->comm), 100 * s->comm_share);
         printf("%s\n", s->headline);
         if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);
+    }
+    if (x->o->preset_name) {
+        printf("\npreset %s: synthetic, not a submission. It cannot reproduce:\n",
+               x->o->preset.name);
+        for (int i = 0; i < x->o->preset.n_caveats; i++)
+            printf("  - %s\n", x->o->preset.caveats[i]);
     }
 }
 

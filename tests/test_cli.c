@@ -155,6 +155,32 @@ Test(cli, sweep_that_does_not_fit_is_refused_naming_the_combination) {
     cr_assert(strstr(e, "nothing was run"), "%s", e);
 }
 
+Test(cli, preset_sets_defaults_and_records_its_caveats) {
+    char args[1024], out[300], err[300], res[300];
+    snprintf(res, sizeof res, "%s/p.json", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    /* the preset's model is too large here: override it and the lengths, keep the rest */
+    snprintf(args, sizeof args,
+             "run --preset mlenergy-llama3.1-8b-h100-b64 --model tiny --batch 2 --prompt 5 "
+             "--gen 3 --reps 1 --warmup 0 --out %s",
+             res);
+    cr_assert_eq(run(args, out, err), 0, "stderr: %s", slurp(err));
+    cr_assert(strstr(slurp(out), "not a submission"), "caveats printed");
+    json_error_t je;
+    json_t *r = json_load_file(res, 0, &je);
+    cr_assert(r, "%s", je.text);
+    json_t *sc = json_object_get(r, "scenario");
+    cr_assert_str_eq(json_string_value(json_object_get(sc, "preset")),
+                     "mlenergy-llama3.1-8b-h100-b64");
+    cr_assert_gt(json_array_size(json_object_get(sc, "caveats")), 0);
+    cr_assert_eq(json_integer_value(json_object_get(sc, "batch")), 2);
+    json_decref(r);
+    snprintf(args, sizeof args, "run --preset no-such-preset --out %s", dir);
+    cr_assert_eq(run(args, out, err), 2);
+    cr_assert(strstr(slurp(err), "no-such-preset"), "%s", slurp(err));
+}
+
 Test(cli, bad_arguments_exit_2_naming_the_argument) {
     char out[300], err[300];
     snprintf(out, sizeof out, "%s/out", dir);
