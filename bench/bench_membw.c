@@ -1,6 +1,6 @@
-/* `tokwatt bench membw`: read / copy / triad memory bandwidth (GB/s, median over reps) on
- * buffers far larger than the last-level cache; the read figure is the yardstick that decode
- * efficiency is quoted against. */
+/* `tokwatt bench membw`: read / copy / triad memory bandwidth (GB/s, best of reps, the STREAM
+ * convention for a ceiling) on buffers far larger than the last-level cache; the read figure is the
+ * yardstick that decode efficiency is quoted against. */
 #include "cpu/tw_cpu.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
@@ -15,7 +15,7 @@
 
 #define MEMBW_HELP                                                                                 \
     "usage: " MEMBW_USAGE "\n\n"                                                                   \
-    "Memory bandwidth in GB/s (1e9 bytes/s), median over reps:\n"                                  \
+    "Memory bandwidth in GB/s (1e9 bytes/s), best of reps (STREAM convention):\n"                  \
     "  read   sum of a buffer (AVX2 loads when available, 8 accumulators, all threads)\n"          \
     "  copy   b = a, counting bytes read + bytes written (STREAM convention)\n"                    \
     "  triad  a = b + s * c, counting 2 reads + 1 write (STREAM convention)\n"                     \

@@ -16,8 +16,9 @@ typedef struct {
     int threads;
 } tw_membw_result;
 
-/* Median over `reps` of each kernel on buffers far larger than the last-level cache
- * (bytes == 0: 512 MiB in total per kernel). threads 0 = all cores; reps >= 1. */
+/* Best (fastest) of `reps` repetitions of each kernel, STREAM's convention for a ceiling, on
+ * buffers far larger than the last-level cache (bytes == 0: 512 MiB in total per kernel). threads 0
+ * = all cores; reps >= 1. */
 tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result *out);
 
 /* fp32 multiply-add throughput (GFLOP/s, 2 flops per FMA lane) of an independent-accumulator
