@@ -333,8 +333,10 @@ float tw_weight_value(const tw_model_config *c, uint64_t seed, tw_weight_kind k,
                             tw_weight_scale(c, k), is_norm);
 }
 
-void tw_weight_fill(const tw_model_config *c, uint64_t seed, tw_weight_kind k, int layer, int row0,
-                    int nrows, int col0, int ncols, float *out) {
+/* Generates the slice row by row into fp32 (out_f32) or bf16 (out_bf16). */
+static void tw_weight_fill_any(const tw_model_config *c, uint64_t seed, tw_weight_kind k, int layer,
+                               int row0, int nrows, int col0, int ncols, float *out_f32,
+                               tw_bf16 *out_bf16) {
     int rows, cols;
     tw_weight_shape(c, k, &rows, &cols);
     uint64_t base = tw_weight_stream(seed, k, layer);
@@ -343,27 +345,25 @@ void tw_weight_fill(const tw_model_config *c, uint64_t seed, tw_weight_kind k, i
 #pragma omp parallel for schedule(static) if ((int64_t)nrows * ncols > 65536)
     for (int r = 0; r < nrows; r++) {
         uint64_t rb = base + (uint64_t)(row0 + r) * (uint64_t)cols + (uint64_t)col0;
-        float *o = out + (size_t)r * ncols;
-        for (int j = 0; j < ncols; j++)
-            o[j] = tw_weight_from_u(tw_splitmix64(rb + (uint64_t)j), scale, is_norm);
+        size_t off = (size_t)r * ncols;
+        for (int j = 0; j < ncols; j++) {
+            float v = tw_weight_from_u(tw_splitmix64(rb + (uint64_t)j), scale, is_norm);
+            if (out_bf16)
+                out_bf16[off + j] = tw_bf16_from_f32(v);
+            else
+                out_f32[off + j] = v;
+        }
     }
+}
+
+void tw_weight_fill(const tw_model_config *c, uint64_t seed, tw_weight_kind k, int layer, int row0,
+                    int nrows, int col0, int ncols, float *out) {
+    tw_weight_fill_any(c, seed, k, layer, row0, nrows, col0, ncols, out, NULL);
 }
 
 void tw_weight_fill_bf16(const tw_model_config *c, uint64_t seed, tw_weight_kind k, int layer,
                          int row0, int nrows, int col0, int ncols, tw_bf16 *out) {
-    int rows, cols;
-    tw_weight_shape(c, k, &rows, &cols);
-    uint64_t base = tw_weight_stream(seed, k, layer);
-    float scale = tw_weight_scale(c, k);
-    int is_norm = k == TW_W_ATTN_NORM || k == TW_W_FFN_NORM || k == TW_W_FINAL_NORM;
-#pragma omp parallel for schedule(static) if ((int64_t)nrows * ncols > 65536)
-    for (int r = 0; r < nrows; r++) {
-        uint64_t rb = base + (uint64_t)(row0 + r) * (uint64_t)cols + (uint64_t)col0;
-        tw_bf16 *o = out + (size_t)r * ncols;
-        for (int j = 0; j < ncols; j++)
-            o[j] =
-                tw_bf16_from_f32(tw_weight_from_u(tw_splitmix64(rb + (uint64_t)j), scale, is_norm));
-    }
+    tw_weight_fill_any(c, seed, k, layer, row0, nrows, col0, ncols, NULL, out);
 }
 
 void tw_prompt_tokens(uint64_t seed, int batch, int len, int vocab, int *tokens) {

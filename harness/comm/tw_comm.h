@@ -37,8 +37,7 @@ extern "C" {
 
 typedef enum { TW_RED_SUM = 0, TW_RED_MAX = 1 } tw_redop;
 
-/* Element size and name of a dtype (the same as tw_dtype_size/_name, kept here so that the
- * communicator links without the compute backends). */
+/* Element size and name of a dtype (tw_dtype_size/_name of the backend interface). */
 size_t tw_comm_dtype_size(tw_dtype dt);
 const char *tw_comm_dtype_name(tw_dtype dt); /* "fp32", "bf16", "i32" */
 
