@@ -19,6 +19,7 @@
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_comm.h"
+#include "tw_cuda_info.h"
 #include "tw_engine.h"
 #include "tw_machine.h"
 #include "tw_model.h"
@@ -822,8 +823,20 @@ int tw_cmd_run(int argc, char **argv) {
         json_object_set_new(root, "comm", cj);
         tw_comm_free_hosts(&hosts);
     }
-    json_object_set_new(root, "provenance",
-                        tw_provenance_json(x.be->ops->name, start_unix, end_unix));
+    json_t *prov = tw_provenance_json(x.be->ops->name, start_unix, end_unix);
+    if (!strcmp(x.be->ops->name, "cuda")) {
+        /* the accelerator, for provenance and for the device table's roofline */
+        tw_cuda_device_info di;
+        if (tw_cuda_device_query(x.be->device, &di) == TW_OK) {
+            char cc[16];
+            snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+            json_object_set_new(prov, "gpu_name", json_string(di.name));
+            json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
+            json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
+            json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)di.total_mem));
+        }
+    }
+    json_object_set_new(root, "provenance", prov);
 
     char path[1024];
     size_t ol = strlen(o.out);
