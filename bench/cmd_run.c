@@ -37,7 +37,8 @@ static const char *tw_run_usage =
     "            [--threads T] [--seed S] [--out DIR|FILE.json] [--format md|json|csv]\n"
     "            [--dump-logits FILE.npy] [--power auto|nvml|rapl|assumed|none] [--watts W]\n"
     "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N]\n"
-    "            [--gemm tokwatt|cublas]  (CUDA backend: hand-written GEMM or cuBLASLt)\n"
+    "            [--gemm tokwatt|cublas] [--cuda-graph]  (CUDA backend: GEMM choice; decode steps\n"
+    "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
     "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
 
@@ -62,7 +63,7 @@ typedef struct {
     int ndtype;
     tw_dtype kv_dtype;
     int kv_given;
-    int warmup, reps, threads, device, sample_ms;
+    int warmup, reps, threads, device, sample_ms, cuda_graph;
     long seed;
     tw_format fmt;
     double membw_gbps, peak_gflops, watts, comm_timeout_s;
@@ -139,6 +140,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_str(a, "--model", d_model, &o->model));
     TW_TRY(tw_args_str(a, "--backend", "cpu", &o->backend));
     TW_TRY(tw_args_str(a, "--gemm", NULL, &o->gemm));
+    o->cuda_graph = tw_args_flag(a, "--cuda-graph");
     TW_TRY(tw_args_str(a, "--dtype", d_dtype, &dt));
     TW_TRY(tw_parse_dtypes(dt, o->dtype, 4, &o->ndtype));
     TW_TRY(tw_args_str(a, "--kv-dtype", d_kv, &kvdt));
@@ -171,6 +173,9 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         return TW_ERR(TW_ERR_INVALID,
                       "--watts gives an assumed power: it goes with --power assumed");
     if (o->watts > 0) o->power = "assumed";
+    if (o->cuda_graph && strcmp(o->backend, "cuda"))
+        return TW_ERR(TW_ERR_INVALID,
+                      "--cuda-graph replays CUDA graphs: it goes with --backend cuda");
     if (o->gemm && strcmp(o->backend, "cuda"))
         return TW_ERR(TW_ERR_INVALID,
                       "--gemm %s chooses the CUDA GEMM: it goes with --backend cuda", o->gemm);
@@ -372,8 +377,10 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "model", json_string(cfg->name));
     json_object_set_new(scen, "backend", json_string(be->ops->name));
     json_object_set_new(scen, "threads", json_integer(be->threads));
-    if (!strcmp(be->ops->name, "cuda"))
+    if (!strcmp(be->ops->name, "cuda")) {
         json_object_set_new(scen, "gemm", json_string(tw_cuda_get_gemm(be)));
+        json_object_set_new(scen, "cuda_graph", json_boolean(o->cuda_graph));
+    }
     json_object_set_new(scen, "dtype", json_string(tw_dtype_name(k->dtype)));
     json_object_set_new(scen, "kv_dtype", json_string(tw_dtype_name(k->kv_dtype)));
     json_object_set_new(scen, "batch", json_integer(k->batch));
@@ -561,7 +568,8 @@ static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, tw_dtype dt, tw_dt
                          .seed = (uint64_t)x->o->seed,
                          .comm = x->comm,
                          .tp_rank = x->rank,
-                         .tp_size = x->nranks};
+                         .tp_size = x->nranks,
+                         .cuda_graph = x->o->cuda_graph};
     return eo;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tw_backend_cuda.h"
 #include "tw_engine_comm.h"
 #include "tw_util.h"
 
@@ -50,6 +51,10 @@ struct tw_engine {
     float *host_row;    /* [hidden] */
     double comm_s;
     int capture; /* copy logits and layer RMS to the host each step */
+    /* CUDA graph of the decode step (opts.cuda_graph) */
+    void *graph;
+    int graph_batch, graph_warm_batch;
+    int *tok_stable; /* [max_batch] the captured token array */
 };
 
 tw_status tw_engine_shard(const tw_model_config *c, int r, int tp, tw_shard *s) {
@@ -218,6 +223,13 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     if (!o->cfg || !o->be) return TW_ERR(TW_ERR_INVALID, "engine: model and backend are required");
     if (o->tp_size > 1 && !o->comm)
         return TW_ERR(TW_ERR_INVALID, "engine: --tp %d needs a communicator", o->tp_size);
+    if (o->cuda_graph && strcmp(o->be->ops->name, "cuda") != 0)
+        return TW_ERR(TW_ERR_INVALID, "engine: CUDA graphs need the cuda backend, not %s",
+                      o->be->ops->name);
+    if (o->cuda_graph && o->tp_size > 1)
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "engine: CUDA graphs with tensor parallelism are not supported (the "
+                      "vocabulary-parallel argmax is reduced on the host)");
     tw_mem_plan plan;
     TW_TRY(tw_engine_plan(o, &plan));
     if (plan.available_bytes && plan.total_bytes > plan.available_bytes)
@@ -246,7 +258,9 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     e->scratch_f = calloc((size_t)o->max_batch * (1 + (size_t)o->tp_size), sizeof(float));
     e->layer_rms = calloc((size_t)c->n_layers, sizeof(double));
     e->host_row = calloc(H, sizeof(float));
-    if (!e->layers || !e->pos || !e->scratch_i || !e->scratch_f || !e->layer_rms || !e->host_row) {
+    e->tok_stable = calloc((size_t)o->max_batch, sizeof(int));
+    if (!e->layers || !e->pos || !e->scratch_i || !e->scratch_f || !e->layer_rms || !e->host_row ||
+        !e->tok_stable) {
         st = TW_ERR(TW_ERR_NOMEM, "engine: host bookkeeping");
         goto fail;
     }
@@ -323,6 +337,8 @@ void tw_engine_destroy(tw_engine *e) {
     free(e->host_logits);
     free(e->layer_rms);
     free(e->host_row);
+    free(e->tok_stable);
+    if (e->graph) tw_cuda_graph_destroy(be, e->graph);
     free(e);
 }
 
@@ -392,42 +408,17 @@ static tw_status tw_engine_rms_of_row(tw_engine *e, const float *row, double *ou
     return TW_OK;
 }
 
-/* One forward pass over `seq` new tokens of each of `batch` sequences (T = batch * seq rows,
- * sequence-major); writes next[b]. */
-static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *tokens, int *next) {
+/* Queues one forward pass on the backend's stream, embedding to argmax (idx, val: host). Kept
+ * apart from the host bookkeeping so that a CUDA graph can capture exactly this. */
+static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *tokens,
+                                   const int *positions, const int *start, const int *lens,
+                                   int *idx, float *val) {
     const tw_model_config *c = e->c;
     const tw_shard *s = &e->sh;
     const tw_backend_ops *ops = e->be->ops;
     tw_backend *be = e->be;
-    if (batch < 1 || batch > e->o.max_batch)
-        return TW_ERR(TW_ERR_INVALID, "batch %d is outside 1..%d (the engine's capacity)", batch,
-                      e->o.max_batch);
-    if (seq < 1 || (seq > 1 && seq > e->o.max_prefill))
-        return TW_ERR(TW_ERR_INVALID, "%d tokens per sequence exceed the planned prefill of %d",
-                      seq, e->o.max_prefill);
-    for (int b = 0; b < batch; b++) {
-        if (e->pos[b] + seq > e->o.max_seq)
-            return TW_ERR(TW_ERR_INVALID,
-                          "sequence %d would reach %d positions, past the KV cache's %d", b,
-                          e->pos[b] + seq, e->o.max_seq);
-        for (int i = 0; i < seq; i++) {
-            int t = tokens[(size_t)b * seq + i];
-            if (t < 0 || t >= c->vocab)
-                return TW_ERR(TW_ERR_INVALID, "token id %d is outside the vocabulary (0..%d)", t,
-                              c->vocab - 1);
-        }
-    }
     int T = batch * seq, H = c->hidden, D = c->head_dim;
     int qd = s->heads * D, kvd = s->kv_heads * D;
-    int *positions = e->scratch_i;      /* [T] */
-    int *start = positions + T;         /* [batch] */
-    int *lens = start + e->o.max_batch; /* [batch] */
-    int *idx = lens + e->o.max_batch;   /* [batch] */
-    for (int b = 0; b < batch; b++) {
-        start[b] = e->pos[b];
-        lens[b] = e->pos[b] + 1;
-        for (int i = 0; i < seq; i++) positions[b * seq + i] = e->pos[b] + i;
-    }
     tw_rope_params rp = c->rope;
 
     TW_TRY(ops->embed(be, T, tokens, e->embed, e->o.w_dtype, s->vocab0, s->vocab, H, e->x));
@@ -520,8 +511,87 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
                        .y = e->logits,
                        .ldy = s->vocab_pad};
     TW_TRY(ops->gemm(be, &gl));
-    float *val = e->scratch_f;
     TW_TRY(ops->argmax(be, batch, s->vocab_pad, e->logits, idx, val));
+    return TW_OK;
+}
+
+/* A decode step through a CUDA graph: the first step at a batch size runs uncaptured (scratch
+ * buffers reach their final size), the second is captured, and every later one replays it. The
+ * host arrays the ops read (tokens, positions, start, lens) and the argmax outputs stay at fixed
+ * engine-owned addresses, as the capture contract (kernels/tw_backend_cuda.h) requires. */
+static tw_status tw_engine_graph_step(tw_engine *e, int batch, const int *tokens,
+                                      const int *positions, const int *start, const int *lens,
+                                      int *idx, float *val) {
+    tw_backend *be = e->be;
+    memcpy(e->tok_stable, tokens, sizeof(int) * (size_t)batch);
+    if (e->graph && e->graph_batch != batch) {
+        tw_cuda_graph_destroy(be, e->graph);
+        e->graph = NULL;
+    }
+    if (!e->graph && e->graph_warm_batch != batch) {
+        TW_TRY(tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val));
+        e->graph_warm_batch = batch;
+        return TW_OK;
+    }
+    if (!e->graph) {
+        TW_TRY(tw_cuda_graph_begin(be));
+        tw_status st =
+            tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val);
+        void *g = NULL;
+        tw_status st_end = tw_cuda_graph_end(be, &g); /* always end the capture */
+        if (st != TW_OK) {
+            if (g) tw_cuda_graph_destroy(be, g);
+            return tw_error_ctx(st, "capturing the decode step");
+        }
+        if (st_end != TW_OK) return tw_error_ctx(st_end, "capturing the decode step");
+        e->graph = g;
+        e->graph_batch = batch;
+    }
+    TW_TRY(tw_cuda_graph_launch(be, e->graph));
+    return be->ops->sync(be); /* copies the argmax results to idx and val */
+}
+
+/* One forward pass over `seq` new tokens of each of `batch` sequences (T = batch * seq rows,
+ * sequence-major); writes next[b]. */
+static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *tokens, int *next) {
+    const tw_model_config *c = e->c;
+    const tw_shard *s = &e->sh;
+    const tw_backend_ops *ops = e->be->ops;
+    tw_backend *be = e->be;
+    if (batch < 1 || batch > e->o.max_batch)
+        return TW_ERR(TW_ERR_INVALID, "batch %d is outside 1..%d (the engine's capacity)", batch,
+                      e->o.max_batch);
+    if (seq < 1 || (seq > 1 && seq > e->o.max_prefill))
+        return TW_ERR(TW_ERR_INVALID, "%d tokens per sequence exceed the planned prefill of %d",
+                      seq, e->o.max_prefill);
+    for (int b = 0; b < batch; b++) {
+        if (e->pos[b] + seq > e->o.max_seq)
+            return TW_ERR(TW_ERR_INVALID,
+                          "sequence %d would reach %d positions, past the KV cache's %d", b,
+                          e->pos[b] + seq, e->o.max_seq);
+        for (int i = 0; i < seq; i++) {
+            int t = tokens[(size_t)b * seq + i];
+            if (t < 0 || t >= c->vocab)
+                return TW_ERR(TW_ERR_INVALID, "token id %d is outside the vocabulary (0..%d)", t,
+                              c->vocab - 1);
+        }
+    }
+    int T = batch * seq;
+    int *positions = e->scratch_i;      /* [T] */
+    int *start = positions + T;         /* [batch] */
+    int *lens = start + e->o.max_batch; /* [batch] */
+    int *idx = lens + e->o.max_batch;   /* [batch] */
+    for (int b = 0; b < batch; b++) {
+        start[b] = e->pos[b];
+        lens[b] = e->pos[b] + 1;
+        for (int i = 0; i < seq; i++) positions[b * seq + i] = e->pos[b] + i;
+    }
+    float *val = e->scratch_f;
+    if (e->o.cuda_graph && seq == 1 && !e->capture) {
+        TW_TRY(tw_engine_graph_step(e, batch, tokens, positions, start, lens, idx, val));
+    } else {
+        TW_TRY(tw_engine_enqueue(e, batch, seq, tokens, positions, start, lens, idx, val));
+    }
     if (e->capture && e->o.tp_size <= 1) {
         for (int b = 0; b < batch; b++)
             TW_TRY(ops->download(be, e->host_logits + (size_t)b * c->vocab,

@@ -30,6 +30,7 @@ typedef struct {
     struct tw_comm *comm; /* NULL: tp = 1 */
     int tp_rank, tp_size;
     int keep_host_logits; /* initial capture setting: see tw_engine_set_capture */
+    int cuda_graph;       /* replay decode steps as a CUDA graph (cuda backend, one rank) */
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */

@@ -194,6 +194,28 @@ Test(engine, bad_configs_are_refused_with_clear_errors) {
     cr_assert(strstr(tw_last_error(), "no-such-model"), "%s", tw_last_error());
 }
 
+Test(engine, cuda_graph_needs_the_cuda_backend) {
+    tw_model_config c;
+    cr_assert_eq(tw_model_load("tiny", &c), TW_OK, "%s", tw_last_error());
+    tw_backend *be;
+    cr_assert_eq(tw_backend_cpu_create(1, &be), TW_OK);
+    tw_engine_opts o = {.cfg = &c,
+                        .be = be,
+                        .w_dtype = TW_F32,
+                        .kv_dtype = TW_F32,
+                        .max_batch = 1,
+                        .max_seq = 8,
+                        .max_prefill = 4,
+                        .seed = 1,
+                        .tp_size = 1,
+                        .cuda_graph = 1};
+    tw_engine *e = NULL;
+    cr_assert_eq(tw_engine_create(&o, &e), TW_ERR_INVALID);
+    cr_assert(strstr(tw_last_error(), "CUDA graphs need the cuda backend"), "%s", tw_last_error());
+    tw_backend_destroy(be);
+    tw_model_free(&c);
+}
+
 Test(engine, scenario_larger_than_memory_is_refused_before_allocating) {
     tw_model_config c;
     cr_assert_eq(tw_model_load("llama-3.1-405b", &c), TW_OK, "%s", tw_last_error());
