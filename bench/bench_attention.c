@@ -10,6 +10,7 @@
 #include "harness/tw_util.h"
 #include "kernels/cpu/tw_cpu.h"
 #include "tw_cli.h"
+#include "tw_machine.h"
 #include "tw_route.h"
 #include "tw_cmds.h"
 
@@ -298,9 +299,19 @@ int tw_bench_attention(int argc, char **argv) {
     double flops = o.decode ? 4.0 * S * D * H * B : 4.0 * S * S / 2.0 * D * H * B;
     double kv_bytes = 2.0 * B * o.kv_heads * S * D * (double)tw_dtype_size(o.kv_dtype);
     double gflops = flops / ts.median / 1e9, gbps = kv_bytes / ts.median / 1e9;
-    /* ROOFLINE (to be added by the lead): fractions of harness/tw_machine.h's
-     * tw_machine_fp32_peak (prefill, compute-bound) and tw_machine_membw (decode, bandwidth-bound)
-     * belong here, as extra columns / JSON keys next to gflops and gbps. */
+    /* Roofline: the measured fp32 FMA peak and read bandwidth of this machine (256 MiB buffers,
+     * best of 3); the binding ceiling is the one the kernel is closer to. */
+    double peak_gflops = 0;
+    tw_membw_result mb;
+    memset(&mb, 0, sizeof mb);
+    if (tw_machine_fp32_peak(nthreads, &peak_gflops) != TW_OK ||
+        tw_machine_membw(nthreads, (size_t)256 << 20, 3, &mb) != TW_OK) {
+        fprintf(stderr, "tokwatt: error: roofline calibration: %s\n", tw_last_error());
+        return TW_EXIT_FAIL;
+    }
+    double frac_compute = gflops / peak_gflops, frac_bw = gbps / mb.read_gbps;
+    double roofline = frac_compute > frac_bw ? frac_compute : frac_bw;
+    const char *bound = frac_compute > frac_bw ? "compute" : "bandwidth";
 
     const char *mode = o.decode ? "decode" : "prefill";
     if (o.fmt == TW_FMT_JSON) {
@@ -324,6 +335,12 @@ int tw_bench_attention(int argc, char **argv) {
         json_object_set_new(j, "kv_bytes", json_real(kv_bytes));
         json_object_set_new(j, "gbps", json_real(gbps));
         json_object_set_new(j, "check_rel_err", json_real(err));
+        json_object_set_new(j, "peak_gflops", json_real(peak_gflops));
+        json_object_set_new(j, "membw_read_gbps", json_real(mb.read_gbps));
+        json_object_set_new(j, "compute_fraction", json_real(frac_compute));
+        json_object_set_new(j, "bandwidth_fraction", json_real(frac_bw));
+        json_object_set_new(j, "roofline_fraction", json_real(roofline));
+        json_object_set_new(j, "roofline_bound", json_string(bound));
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(j);
         if (!s) {
@@ -334,14 +351,17 @@ int tw_bench_attention(int argc, char **argv) {
         free(s);
         return TW_EXIT_OK;
     }
-    const char *head[] = {"mode",  "batch",    "heads", "kv_heads",     "head_dim",
-                          "seq",   "kv_dtype", "simd",  "threads",      "median_s",
-                          "min_s", "GFLOP/s",  "GB/s",  "check_rel_err"};
+    const char *head[] = {"mode",  "batch",    "heads", "kv_heads",      "head_dim",
+                          "seq",   "kv_dtype", "simd",  "threads",       "median_s",
+                          "min_s", "GFLOP/s",  "GB/s",  "check_rel_err", "roofline"};
     tw_table t;
-    tw_table_init(&t, 14, head);
-    tw_table_addf(&t, "%s|%d|%d|%d|%d|%d|%s|%s|%d|%.6g|%.6g|%.2f|%.2f|%.2g", mode, o.batch, o.heads,
-                  o.kv_heads, o.head_dim, o.seq, tw_dtype_name(o.kv_dtype), tw_simd_name(o.simd),
-                  nthreads, ts.median, ts.min, gflops, gbps, err);
+    tw_table_init(&t, 15, head);
+    char roof[128];
+    snprintf(roof, sizeof roof, "%.3f of %s (%.1f GFLOP/s, %.1f GB/s)", roofline, bound,
+             peak_gflops, mb.read_gbps);
+    tw_table_addf(&t, "%s|%d|%d|%d|%d|%d|%s|%s|%d|%.6g|%.6g|%.2f|%.2f|%.2g|%s", mode, o.batch,
+                  o.heads, o.kv_heads, o.head_dim, o.seq, tw_dtype_name(o.kv_dtype),
+                  tw_simd_name(o.simd), nthreads, ts.median, ts.min, gflops, gbps, err, roof);
     tw_table_print(&t, o.fmt, stdout);
     tw_table_free(&t);
     return TW_EXIT_OK;
