@@ -456,3 +456,60 @@ Test(attention, bad_arguments) {
     cr_assert_eq(attn_decode_cpu(&d, 0), TW_OK, "%s", tw_last_error());
     cr_assert_eq(kv_store_cpu(&s, 0), TW_OK, "%s", tw_last_error());
 }
+
+/* Decode results are bitwise independent of the thread count and of the other sequences in the
+ * batch (tokwatt's determinism guarantee: different --threads give identical tokens). A long
+ * context makes the kernel split the keys. */
+Test(attention, decode_bitwise_same_for_any_threads_and_batch) {
+    enum { H = 8, G = 2, D = 64, MAXS = 1500 };
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 77);
+    size_t cache_n = (size_t)3 * G * MAXS * D;
+    float *k = malloc(sizeof(float) * cache_n), *v = malloc(sizeof(float) * cache_n);
+    float *q = malloc(sizeof(float) * 3 * H * D);
+    tw_test_fill(&r, k, cache_n, 1.0f);
+    tw_test_fill(&r, v, cache_n, 1.0f);
+    tw_test_fill(&r, q, (size_t)3 * H * D, 1.0f);
+    float out[4][3 * H * D];
+    int lens3[3] = {1500, 1337, 40};
+    int threads[3] = {1, 2, 3};
+    for (int i = 0; i < 3; i++) {
+        tw_test_poison(out[i], 3 * H * D);
+        tw_attn_decode_args a = {.batch = 3,
+                                 .n_heads = H,
+                                 .n_kv_heads = G,
+                                 .head_dim = D,
+                                 .max_seq = MAXS,
+                                 .lens = lens3,
+                                 .q = q,
+                                 .k_cache = k,
+                                 .v_cache = v,
+                                 .kv_dtype = TW_F32,
+                                 .out = out[i],
+                                 .scale = 0.125f};
+        cr_assert_eq(attn_decode_cpu(&a, threads[i]), TW_OK, "%s", tw_last_error());
+        cr_assert(tw_test_all_finite(out[i], 3 * H * D));
+        if (i > 0)
+            cr_assert_arr_eq(out[i], out[0], sizeof(float) * 3 * H * D,
+                             "decode output differs between 1 and %d threads", threads[i]);
+    }
+    /* sequence 1 alone (its cache block moved to the front) gives the same bits as in the batch */
+    size_t blk = (size_t)G * MAXS * D;
+    tw_attn_decode_args one = {.batch = 1,
+                               .n_heads = H,
+                               .n_kv_heads = G,
+                               .head_dim = D,
+                               .max_seq = MAXS,
+                               .lens = &lens3[1],
+                               .q = q + H * D,
+                               .k_cache = k + blk,
+                               .v_cache = v + blk,
+                               .kv_dtype = TW_F32,
+                               .out = out[3],
+                               .scale = 0.125f};
+    tw_test_poison(out[3], 3 * H * D);
+    cr_assert_eq(attn_decode_cpu(&one, 2), TW_OK, "%s", tw_last_error());
+    cr_assert_arr_eq(out[3], out[0] + H * D, sizeof(float) * H * D,
+                     "a sequence's decode output depends on its batch neighbours");
+    free(k), free(v), free(q);
+}

@@ -15,9 +15,9 @@
 #include <omp.h>
 
 enum {
-    TW_ATTN_KB = 64,          /* keys per block: scores tile [nq, 64] and K/V tiles stay in L1/L2 */
-    TW_ATTN_QMAX = 16,        /* queries per prefill task (tokens x group heads) */
-    TW_DECODE_MIN_SPLIT = 256 /* keys per decode split at least: keeps the merge negligible */
+    TW_ATTN_KB = 64,   /* keys per block: scores tile [nq, 64] and K/V tiles stay in L1/L2 */
+    TW_ATTN_QMAX = 16, /* queries per prefill task (tokens x group heads) */
+    TW_DECODE_SPLIT_KEYS = 256 /* keys per decode split: enough to keep the merge negligible */
 };
 
 /* ---- portable inner loops ----------------------------------------------------------------- */
@@ -301,13 +301,12 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
 
     const int B = a->batch, H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = H / G;
     int nt = tw_cpu_threads(threads);
-    /* Split the sequence when batch x kv heads alone cannot keep every thread busy (about four
-     * tasks per thread for balance), but never below TW_DECODE_MIN_SPLIT keys per split. */
+    /* Splits of a fixed TW_DECODE_SPLIT_KEYS keys: split sp of a sequence covers keys
+     * [sp * TW_DECODE_SPLIT_KEYS, ...). The partition depends on nothing but the sequence's own
+     * length, so the result is bitwise the same for any thread count and any batch it sits in
+     * (tokwatt's determinism guarantee); long contexts still give every thread work. */
     long bg = (long)B * G;
-    long want = (4L * nt + bg - 1) / bg;
-    long cap = (maxlen + TW_DECODE_MIN_SPLIT - 1) / TW_DECODE_MIN_SPLIT;
-    int nsplit = (int)(want < cap ? want : cap);
-    if (nsplit < 1) nsplit = 1;
+    int nsplit = (maxlen + TW_DECODE_SPLIT_KEYS - 1) / TW_DECODE_SPLIT_KEYS;
 
     float *po = malloc(sizeof(float) * (size_t)B * H * nsplit * d); /* [B, H, nsplit, d] */
     float *plse = malloc(sizeof(float) * (size_t)B * H * nsplit);   /* [B, H, nsplit] */
@@ -338,7 +337,7 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
             int sp = (int)(t % nsplit);
             long r = t / nsplit;
             int kvh = (int)(r % G), b = (int)(r / G);
-            int len = a->lens[b], chunk = (len + nsplit - 1) / nsplit;
+            int len = a->lens[b], chunk = TW_DECODE_SPLIT_KEYS;
             int k0 = sp * chunk, k1 = k0 + chunk < len ? k0 + chunk : len;
             size_t pidx =
                 ((size_t)b * H + (size_t)kvh * group) * nsplit + sp; /* head gh: +gh*nsplit */
