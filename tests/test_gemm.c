@@ -234,3 +234,43 @@ Test(gemm, bad_arguments) {
     cr_assert_eq(gemm_bf16_cpu(&ok, 1), TW_ERR_INVALID);
     cr_assert(strstr(tw_last_error(), "expected bf16"));
 }
+
+/* Bitwise the same result for any thread count, in both regimes (skinny decode and blocked
+ * prefill): each output's reduction over k must not depend on how the work is divided, or
+ * tokwatt run --threads would change the generated tokens. */
+Test(gemm, bitwise_same_for_any_thread_count) {
+    const int shapes[][3] = {{1, 1031, 777}, {5, 513, 1029}, {67, 300, 1100}, {300, 257, 515}};
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 4242);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+        float *x = malloc(sizeof(float) * (size_t)m * k);
+        float *w = malloc(sizeof(float) * (size_t)n * k);
+        tw_bf16 *wb = malloc(sizeof(tw_bf16) * (size_t)n * k);
+        float *y[3];
+        tw_test_fill(&r, x, (size_t)m * k, 1.0f);
+        tw_test_fill(&r, w, (size_t)n * k, 0.1f);
+        for (size_t i = 0; i < (size_t)n * k; i++) wb[i] = tw_test_to_bf16(w[i]);
+        for (int dt = 0; dt < 2; dt++) {
+            int threads[3] = {1, 2, 3};
+            for (int t = 0; t < 3; t++) {
+                y[t] = malloc(sizeof(float) * (size_t)m * n);
+                tw_test_poison(y[t], (size_t)m * n);
+                tw_gemm_args a = {.m = m,
+                                  .n = n,
+                                  .k = k,
+                                  .x = x,
+                                  .w = dt ? (const void *)wb : w,
+                                  .w_dtype = dt ? TW_BF16 : TW_F32,
+                                  .y = y[t]};
+                cr_assert_eq(gemm_cpu(&a, threads[t]), TW_OK, "%s", tw_last_error());
+                if (t > 0)
+                    cr_assert_arr_eq(y[t], y[0], sizeof(float) * (size_t)m * n,
+                                     "%dx%dx%d %s: 1 and %d threads differ", m, n, k,
+                                     dt ? "bf16" : "fp32", threads[t]);
+            }
+            for (int t = 0; t < 3; t++) free(y[t]);
+        }
+        free(x), free(w), free(wb);
+    }
+}
