@@ -580,7 +580,11 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
     tw_table t;
     tw_table_init(&t, 8, head);
     char params[32];
-    snprintf(params, sizeof params, "%.2f B", (double)tw_model_params(&x->cfg) / 1e9);
+    double np = (double)tw_model_params(&x->cfg);
+    if (np >= 1e9)
+        snprintf(params, sizeof params, "%.2f B", np / 1e9);
+    else
+        snprintf(params, sizeof params, "%.2f M", np / 1e6);
     const char *bn = x->be->ops->name;
     for (int i = 0; i < n; i++) {
         const tw_combo_summary *s = &sums[i];

@@ -277,9 +277,15 @@ void tw_table_print(const tw_table *t, tw_format fmt, FILE *out) {
         fputc(' ', out);
     }
     fprintf(out, "|\n");
+    /* numbers right-aligned, text left-aligned, as a reader scans them */
     for (int r = 0; r < t->nrows; r++) {
-        for (int c = 0; c < t->ncols; c++)
-            fprintf(out, "| %*s ", w[c], t->cells[(size_t)r * t->ncols + c]);
+        for (int c = 0; c < t->ncols; c++) {
+            const char *cell = t->cells[(size_t)r * t->ncols + c];
+            char *end;
+            strtod(cell, &end);
+            int numeric = *cell && end != cell && (*end == '\0' || *end == ' ' || *end == '%');
+            fprintf(out, numeric ? "| %*s " : "| %-*s ", w[c], cell);
+        }
         fprintf(out, "|\n");
     }
     free(w);
