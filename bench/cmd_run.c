@@ -332,10 +332,12 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         int64_t shape[3] = {k->gen, (int64_t)B, cfg->vocab};
         if ((st = tw_npy_writer_open(o->dump, shape, 3, &dump)) != TW_OK) goto out;
         tw_engine_set_capture(e, 1);
-        tw_rep tmp = {.step_s = reps[0].step_s};
-        double keep = reps[0].step_s[0];
-        st = tw_run_rep(e, k, prompt, cur, next, &tmp, check_tokens, dump, cfg, be, NULL);
-        reps[0].step_s[0] = keep;
+        /* its own step-time array: the measured repetitions' times stay untouched */
+        tw_rep tmp = {.step_s = calloc(nsteps, sizeof(double))};
+        st = tmp.step_s
+                 ? tw_run_rep(e, k, prompt, cur, next, &tmp, check_tokens, dump, cfg, be, NULL)
+                 : TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
+        free(tmp.step_s);
         tw_engine_set_capture(e, 0);
         if (st != TW_OK) goto out;
         st = tw_npy_writer_close(dump);
