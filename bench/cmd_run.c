@@ -551,7 +551,15 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
         tw_log("tensor parallel over %d ranks, communicator %s", x->nranks, tw_comm_kind(x->comm));
     }
     int device = x->comm && tw_comm_device(x->comm) >= 0 ? tw_comm_device(x->comm) : o->device;
-    TW_TRY(tw_backend_create(o->backend, o->threads, device, &x->be));
+    int threads = o->threads;
+    if (threads == 0 && x->comm && x->comm->local_size > 1) {
+        /* ranks sharing a host share its cores: all cores each would oversubscribe them */
+        threads = tw_cpu_cores() / x->comm->local_size;
+        if (threads < 1) threads = 1;
+        tw_log("%d ranks on this host: %d threads each (--threads to override)",
+               x->comm->local_size, threads);
+    }
+    TW_TRY(tw_backend_create(o->backend, threads, device, &x->be));
     if (o->gemm) TW_TRY(tw_cuda_set_gemm(x->be, o->gemm));
     if (x->comm && x->be->ops->native_stream)
         TW_TRY(tw_comm_set_stream(x->comm, x->be->ops->native_stream(x->be)));
