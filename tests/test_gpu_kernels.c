@@ -642,7 +642,7 @@ Test(gpu_graph, recapture_reuses_staging_arena) {
         cr_assert_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
         tw_cuda_graph_destroy(be, graph);
     }
-    be->ops->download(be, x, dx, (size_t)nt * dim * 4);
+    cr_assert_eq(be->ops->download(be, x, dx, (size_t)nt * dim * 4), TW_OK, "%s", tw_last_error());
     for (int i = 0; i < nt; i++) /* the last capture's tokens */
         cr_expect_eq(x[(size_t)i * dim + 1], table[(size_t)((i * 13 + 99) % vocab) * dim + 1],
                      "row %d", i);
