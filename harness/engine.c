@@ -318,6 +318,10 @@ fail:
 void tw_engine_destroy(tw_engine *e) {
     if (!e) return;
     tw_backend *be = e->be;
+    /* First: destroying a graph whose launch was never synced copies its argmax results into
+     * idx/val (scratch_i/scratch_f), which used to be freed before this point. */
+    if (e->graph) tw_cuda_graph_destroy(be, e->graph);
+    e->graph = NULL;
     if (e->layers) {
         for (int l = 0; l < e->c->n_layers; l++) {
             tw_layer *L = &e->layers[l];
@@ -338,7 +342,6 @@ void tw_engine_destroy(tw_engine *e) {
     free(e->layer_rms);
     free(e->host_row);
     free(e->tok_stable);
-    if (e->graph) tw_cuda_graph_destroy(be, e->graph);
     free(e);
 }
 

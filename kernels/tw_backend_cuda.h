@@ -14,7 +14,8 @@
  *   contents between launches, keep shapes identical, and call sync before reading argmax output.
  *   Device buffers used during capture (activations, scratch) must not be freed or grown: run the
  *   step once uncaptured first so that scratch buffers reach their final size; a scratch buffer
- *   that would have to grow during capture is an error. Captured slots are never reused. */
+ *   that would have to grow during capture is an error. Captured slots are not reused while any
+ *   graph exists; a capture begun with no graph alive restarts the arena. */
 #ifndef TW_BACKEND_CUDA_H
 #define TW_BACKEND_CUDA_H
 

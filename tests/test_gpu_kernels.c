@@ -617,6 +617,40 @@ Test(gpu_graph, captured_step_rereads_host_arrays) {
     be->ops->destroy(be);
 }
 
+/* Re-capturing after the previous graph was destroyed (the engine does this whenever the batch
+ * size changes) must reuse the staging arena: 100 captures of a 16 KB host array overflow the
+ * 1 MB arena unless slots are reclaimed once no graph is alive. */
+Test(gpu_graph, recapture_reuses_staging_arena) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 10);
+    const int vocab = 37, dim = 8, nt = 4096;
+    float *table = rnd(&r, (size_t)vocab * dim, 1.0f);
+    void *dtab = dev_from(be, table, (size_t)vocab * dim * 4);
+    void *dx = dev_alloc(be, (size_t)nt * dim * 4);
+    int *tokens = malloc(nt * sizeof *tokens);
+    float *x = malloc((size_t)nt * dim * sizeof *x);
+    for (int it = 0; it < 100; it++) {
+        for (int i = 0; i < nt; i++) tokens[i] = (i * 13 + it) % vocab;
+        cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "capture %d: %s", it, tw_last_error());
+        tw_status st = be->ops->embed(be, nt, tokens, dtab, TW_F32, 0, vocab, dim, dx);
+        void *graph = NULL;
+        tw_status st_end = tw_cuda_graph_end(be, &graph);
+        cr_assert_eq(st, TW_OK, "capture %d: embed: %s", it, tw_last_error());
+        cr_assert_eq(st_end, TW_OK, "capture %d: end: %s", it, tw_last_error());
+        cr_assert_eq(tw_cuda_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
+        tw_cuda_graph_destroy(be, graph);
+    }
+    cr_assert_eq(be->ops->download(be, x, dx, (size_t)nt * dim * 4), TW_OK, "%s", tw_last_error());
+    for (int i = 0; i < nt; i++) /* the last capture's tokens */
+        cr_expect_eq(x[(size_t)i * dim + 1], table[(size_t)((i * 13 + 99) % vocab) * dim + 1],
+                     "row %d", i);
+    be->ops->free(be, dtab), be->ops->free(be, dx);
+    free(table), free(tokens), free(x);
+    be->ops->destroy(be);
+}
+
 /* ---- bad input: clear errors, no crash ----------------------------------------------------- */
 Test(gpu_errors, bad_arguments_are_reported) {
     tw_backend *be = gpu_or_skip();

@@ -8,8 +8,10 @@
  * (the accumulator layout of S equals the A layout of P), V fragments via ldmatrix.trans.
  * One pass over K and V; tiles past the block's last query position are never loaded.
  * Shared rows are padded by 16 bytes (D + 8 bf16) so ldmatrix phases are bank-conflict free.
- * Head dims 64 and 128 take this path; other multiples of 32 up to 256 take a simple one-warp-
- * per-row SIMT kernel (tw_k_attn_prefill_simt), which is a correctness path. */
+ * Head dims 64 and 128 take this path; head dims 32 and 256 take a simple one-warp-per-row SIMT
+ * kernel (tw_k_attn_prefill_simt), which is a correctness path. Other head dims (e.g. 96) are
+ * rejected with TW_ERR_UNSUPPORTED: only those two SIMT instances are launched (this comment used
+ * to claim every multiple of 32 up to 256). */
 #include "tw_cuda_internal.cuh"
 #include "tw_mma.cuh"
 

@@ -604,6 +604,11 @@ extern "C" tw_status tw_cuda_graph_begin(tw_backend *be) {
     TW_TRY(cuda_be(be, &ctx));
     if (ctx->capturing) return TW_ERR(TW_ERR_INVALID, "cuda graph: already capturing");
     TW_TRY(cu_sync_ctx(ctx));
+    /* The arena was never reclaimed, so every re-capture (the engine re-captures whenever the
+     * batch size changes, and one backend serves many engines and combinations) leaked its
+     * slots until captures failed with "arena full". With no live graph, nothing points into
+     * the arena and the stream is idle (synced above): it can be reused from the start. */
+    if (ctx->n_graphs == 0) ctx->arena_off = 0;
     TW_CU(ctx, cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal));
     ctx->capturing = 1;
     ctx->n_cap_in = ctx->n_cap_out = 0;
