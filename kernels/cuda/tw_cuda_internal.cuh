@@ -28,10 +28,15 @@
     } while (0)
 
 /* After every kernel launch: the launch error (bad configuration, missing image) always; in
- * debug builds (TW_CUDA_DEBUG_SYNC) also a stream sync so that faults name the kernel. */
+ * debug builds (TW_CUDA_DEBUG_SYNC) also a stream sync so that faults name the kernel.
+ * The launch error is reported under `what` (not "cudaPeekAtLastError()"): otherwise a failed
+ * launch whose caller adds no context (the GEMM's x -> bf16 cast, every op in ops.cu) would
+ * name the device but not the operation. */
 #define TW_CU_LAUNCHED(ctx, what)                                                                  \
     do {                                                                                           \
-        TW_CU(ctx, cudaPeekAtLastError());                                                         \
+        cudaError_t tw_cl_e_ = cudaPeekAtLastError();                                              \
+        if (tw_cl_e_ != cudaSuccess)                                                               \
+            return tw_cuda_fail((ctx), tw_cl_e_, (what), __FILE__, __LINE__);                      \
         TW_TRY(tw_cuda_debug_sync((ctx), (what)));                                                 \
     } while (0)
 
