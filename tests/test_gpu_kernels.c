@@ -124,9 +124,22 @@ static void check_gemm(tw_backend *be, const gemm_case *c, tw_dtype wdt, double 
 }
 
 static const gemm_case gemm_cases[] = {
-    {1, 37, 67, 0, 0, 0},         {1, 300, 1024, 0, 0, 1}, {3, 129, 64, 70, 131, 0},
-    {8, 257, 1000, 0, 0, 0},      {9, 65, 136, 0, 0, 0},   {37, 129, 67, 0, 0, 0},
-    {130, 257, 136, 140, 260, 1}, {200, 65, 300, 0, 0, 0}, {257, 384, 512, 0, 0, 0},
+    {1, 37, 67, 0, 0, 0},
+    {1, 300, 1024, 0, 0, 1},
+    {3, 129, 64, 70, 131, 0},
+    {8, 257, 1000, 0, 0, 0},
+    {9, 65, 136, 0, 0, 0},
+    {37, 129, 67, 0, 0, 0},
+    {130, 257, 136, 140, 260, 1},
+    {200, 65, 300, 0, 0, 0},
+    {257, 384, 512, 0, 0, 0},
+    /* the mma path with one k tile (k <= 32), k < 8 and odd k (guarded weight loads), and an
+     * x row stride that is not a multiple of 4 floats (the GEMV's unaligned path) */
+    {33, 40, 5, 0, 0, 0},
+    {20, 64, 24, 0, 0, 1},
+    {17, 96, 7, 0, 0, 0},
+    {4, 129, 67, 69, 0, 0},
+    {2, 64, 128, 131, 0, 1},
 };
 
 Test(gpu_gemm, bf16_tokwatt_matches_reference) {
