@@ -29,16 +29,6 @@ static tw_engine *make_engine(const tw_model_config *c, tw_backend **be, int thr
     return e;
 }
 
-static double rel_err_f(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
-}
-
 /* Decode step t's logits equal those of a prefill of the same t tokens: the KV cache holds what a
  * recomputation would. fp32 weights and cache, so the tolerance is fp32's. */
 Test(engine, kv_cache_matches_full_prefill) {
@@ -68,7 +58,7 @@ Test(engine, kv_cache_matches_full_prefill) {
         cr_assert_eq(tw_engine_prefill(full, B, t + 1, pre, next_full), TW_OK, "%s",
                      tw_last_error());
         memcpy(ref, tw_engine_logits(full), sizeof(float) * (size_t)B * c.vocab);
-        double err = rel_err_f(tw_engine_logits(dec), ref, (size_t)B * c.vocab);
+        double err = tw_test_rel_err_ff(tw_engine_logits(dec), ref, (size_t)B * c.vocab);
         cr_assert_lt(err, 1e-5, "step %d: decode vs full prefill rel err %g (tolerance 1e-5)", t,
                      err);
         for (int b = 0; b < B; b++) cr_assert_eq(next[b], next_full[b], "step %d seq %d", t, b);

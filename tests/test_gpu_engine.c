@@ -22,16 +22,6 @@ static tw_backend *cuda_or_skip(void) {
     return be;
 }
 
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
-}
-
 static void compare(const char *model, tw_dtype wd, tw_dtype kvd, int graph) {
     tw_backend *gpu = cuda_or_skip();
     tw_backend *cpu;
@@ -64,7 +54,7 @@ static void compare(const char *model, tw_dtype wd, tw_dtype kvd, int graph) {
         memcpy(lc, tw_engine_logits(ec), nv * sizeof(float));
         /* graph replays skip the host logits copy: compare tokens there, logits elsewhere */
         if (!graph || s == 0) {
-            double err = rel_err(tw_engine_logits(eg), lc, nv);
+            double err = tw_test_rel_err_ff(tw_engine_logits(eg), lc, nv);
             cr_assert_lt(err, 1e-2, "%s step %d: cuda vs cpu logits rel err %g", model, s, err);
         }
         for (int b = 0; b < B; b++)

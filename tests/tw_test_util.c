@@ -48,6 +48,18 @@ double tw_test_rel_err(const float *a, const double *b, size_t n) {
     return sqrt(num / den);
 }
 
+double tw_test_rel_err_ff(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    if (den == 0) return num == 0 ? 0 : INFINITY;
+    return sqrt(num / den);
+}
+
 uint16_t tw_test_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

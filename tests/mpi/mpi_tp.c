@@ -9,6 +9,7 @@
 
 #include "tw_comm.h"
 #include "tw_engine.h"
+#include "tw_test_util.h"
 
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
@@ -18,16 +19,6 @@
         fflush(stdout);                                                                            \
         tw_comm_abort(comm, 1);                                                                    \
     } while (0)
-
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
-}
 
 int main(void) {
     tw_comm *comm = NULL;
@@ -67,7 +58,8 @@ int main(void) {
         if (tw_engine_prefill(tp, B, P, prompt, nt) != TW_OK) FAIL("%s", tw_last_error());
         if (tw_engine_prefill(one, B, P, prompt, n1) != TW_OK) FAIL("%s", tw_last_error());
         for (int s = 0; s <= G - 1; s++) {
-            double err = rel_err(tw_engine_logits(tp), tw_engine_logits(one), (size_t)B * c.vocab);
+            double err = tw_test_rel_err_ff(tw_engine_logits(tp), tw_engine_logits(one),
+                                            (size_t)B * c.vocab);
             if (!(err < 1e-4))
                 FAIL("%s step %d: logits rel err %g > 1e-4 (tp=%d vs 1)", tw_dtype_name(dt), s, err,
                      n);
