@@ -39,7 +39,7 @@ static void tw_fmt(char *b, size_t n, double v) {
 
 static void tw_add_caveat(json_t *list, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void tw_add_caveat(json_t *list, const char *fmt, ...) {
-    char buf[1024];
+    char buf[2048]; /* a published row's source caveat quotes its verification and lengths notes */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);

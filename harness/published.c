@@ -36,6 +36,15 @@ static void tw_opt_str(json_t *o, const char *key, char *out, size_t n) {
     snprintf(out, n, "%s", json_is_string(v) ? json_string_value(v) : "");
 }
 
+/* An optional string that must fit: a note cut short would misquote its source. */
+static tw_status tw_opt_str_fit(json_t *o, const char *key, const char *what, char *out, size_t n) {
+    json_t *v = json_object_get(o, key);
+    if (json_is_string(v) && json_string_length(v) >= n)
+        return TW_ERR(TW_ERR_PARSE, "%s: \"%s\" is longer than %zu characters", what, key, n - 1);
+    tw_opt_str(o, key, out, n);
+    return TW_OK;
+}
+
 /* An optional positive integer (absent or null: 0). */
 static tw_status tw_opt_pos_int(json_t *o, const char *key, const char *what, int *out) {
     json_t *v = json_object_get(o, key);
@@ -98,7 +107,7 @@ tw_status tw_published_parse_row(json_t *row, const char *what, tw_published_row
     TW_TRY(tw_opt_pos_int(row, "batch", w, &r->batch));
     TW_TRY(tw_opt_pos_int(row, "input_tokens", w, &r->input_tokens));
     TW_TRY(tw_opt_pos_int(row, "output_tokens", w, &r->output_tokens));
-    tw_opt_str(row, "lengths_note", r->lengths_note, sizeof r->lengths_note);
+    TW_TRY(tw_opt_str_fit(row, "lengths_note", w, r->lengths_note, sizeof r->lengths_note));
     if ((!r->input_tokens || !r->output_tokens) && !r->lengths_note[0])
         return TW_ERR(TW_ERR_PARSE,
                       "%s: input_tokens/output_tokens missing and no \"lengths_note\" says why", w);

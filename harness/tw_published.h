@@ -24,7 +24,7 @@ const char *tw_pub_metric_unit(tw_pub_metric m);
 typedef struct {
     char id[96];
     char benchmark[96], round[64], division[32], submitter[96], url[256], citation[400];
-    char verification[256];
+    char verification[640]; /* how the figure reached the file: which file it was read from */
     char accelerator[96];
     int count;      /* accelerators in the system, >= 1 */
     double rated_w; /* rated watts per accelerator, > 0 */
@@ -35,7 +35,7 @@ typedef struct {
     int batch;         /* 0 when not given */
     int input_tokens;  /* 0 when not given (lengths_note says why) */
     int output_tokens;
-    char lengths_note[400];
+    char lengths_note[640];
     tw_pub_metric metric;
     char unit[16];
     double value;      /* > 0 */

@@ -1,13 +1,16 @@
-/* The published-figures dataset and the scenario presets: the shipped files pass their checks;
- * rows missing a unit, a source, a system or a value are refused, as is a unit that does not
- * match the metric; a preset whose shape disagrees with its model config, whose tp does not
- * divide the heads, or that lists no caveats is refused. */
+/* The published-figures dataset and the scenario presets: the shipped files pass their checks
+ * (every MLPerf row names the official results file it was read from, every model is a config in
+ * configs/models, and the figures are the ones read from those files); rows missing a unit, a
+ * source, a system or a value are refused, as are a unit that does not match the metric and a
+ * note too long to keep whole; a preset whose shape disagrees with its model config, whose tp does
+ * not divide the heads, or that lists no caveats is refused. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/tw_model.h"
 #include "harness/tw_published.h"
 
 static tw_published_set *load_shipped(void) {
@@ -19,8 +22,8 @@ static tw_published_set *load_shipped(void) {
 
 Test(published, shipped_dataset_passes_its_schema) {
     tw_published_set *s = load_shipped();
-    cr_assert_geq(s->n, 4);
-    int mlperf = 0, mlenergy = 0;
+    cr_assert_geq(s->n, 15);
+    int mlperf = 0, mlenergy = 0, v41 = 0, v50 = 0, l405 = 0, interactive = 0;
     for (int i = 0; i < s->n; i++) {
         const tw_published_row *r = &s->rows[i];
         cr_assert(r->url[0] && r->unit[0] && r->submitter[0] && r->round[0], "%s", r->id);
@@ -29,20 +32,64 @@ Test(published, shipped_dataset_passes_its_schema) {
         cr_assert_geq(r->value_high, r->value);
         cr_assert_gt(r->count, 0);
         cr_assert_gt(r->rated_w, 0);
-        /* every figure says how it was checked */
-        cr_assert(strstr(r->verification, "not re-verified offline"), "%s", r->id);
-        mlperf += !strncmp(r->id, "mlperf-", 7);
+        /* every row's model is one tokwatt can run: a config in configs/models */
+        tw_model_config cfg;
+        cr_assert_eq(tw_model_load(r->model, &cfg), TW_OK, "%s: %s", r->id, tw_last_error());
+        tw_model_free(&cfg);
+        /* every figure says how it was checked: an MLPerf row names the official results file it
+         * was read from; the rest say they were not re-verified */
+        if (!strncmp(r->id, "mlperf-", 7)) {
+            cr_assert(strstr(r->url, "https://github.com/mlcommons/inference_results_v") == r->url,
+                      "%s: %s", r->id, r->url);
+            cr_assert(strstr(r->url, "/mlperf_log_summary.txt"), "%s: %s", r->id, r->url);
+            cr_assert(strstr(r->verification, "mlperf_log_summary.txt"), "%s", r->id);
+            cr_assert(strstr(r->verification, "Result is : VALID"), "%s", r->id);
+            cr_assert(strstr(r->url, r->round), "%s: url is not in the %s repository", r->id,
+                      r->round);
+            cr_assert_eq(r->metric, TW_PUB_TPS_SYSTEM, "%s", r->id);
+            cr_assert_eq(r->count, 8, "%s", r->id);
+            mlperf++;
+            v41 += !strcmp(r->round, "v4.1");
+            v50 += !strcmp(r->round, "v5.0");
+            l405 += !strcmp(r->model, "llama-3.1-405b");
+            interactive += !strcmp(r->scenario, "interactive");
+        } else {
+            cr_assert(strstr(r->verification, "not re-verified offline"), "%s", r->id);
+        }
         mlenergy += !strncmp(r->id, "mlenergy-", 9);
     }
-    cr_assert_geq(mlperf, 3);
+    cr_assert_geq(mlperf, 14);
+    cr_assert_geq(v41, 4);
+    cr_assert_geq(v50, 10);
+    cr_assert_geq(l405, 4);
+    cr_assert_geq(interactive, 2);
     cr_assert_geq(mlenergy, 1);
-    /* the seed list's figures, as stated there */
+    /* figures as read from the results files (rounded to whole tokens/s) */
+    const struct {
+        const char *id;
+        double value;
+        int output_tokens;
+        const char *scenario;
+    } want[] = {
+        {"mlperf-v4.1-llama2-70b-offline-h100x8", 24525, 294, "offline"}, /* 24524.9 */
+        {"mlperf-v4.1-llama2-70b-server-h100x8", 21606, 294, "server"},   /* 21605.79 */
+        {"mlperf-v4.1-llama2-70b-offline-h200x8", 31303, 294, "offline"}, /* 31302.7 */
+        {"mlperf-v5.0-llama2-70b-offline-h200x8", 34988, 294, "offline"}, /* 34988.2 */
+        {"mlperf-v5.0-llama2-70b-interactive-h200x8", 19424, 294, "interactive"},
+        {"mlperf-v5.0-llama3.1-405b-offline-h200x8", 561, 685, "offline"},    /* 560.651 */
+        {"mlperf-v5.0-llama3.1-405b-server-h100x8-dell", 277, 685, "server"}, /* 277.12 */
+    };
     const tw_published_row *r;
-    cr_assert_eq(tw_published_find(s, "mlperf-v4.1-llama2-70b-offline-h100x8", &r), TW_OK);
-    cr_assert_eq(r->value, 24525);
-    cr_assert_eq(r->count, 8);
-    cr_assert_eq(tw_published_find(s, "mlperf-v4.1-llama2-70b-offline-h200x8", &r), TW_OK);
-    cr_assert_eq(r->value, 31303);
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        cr_assert_eq(tw_published_find(s, want[k].id, &r), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(r->value, want[k].value, "%s: %g", want[k].id, r->value);
+        cr_assert_eq(r->output_tokens, want[k].output_tokens, "%s", want[k].id);
+        cr_assert_str_eq(r->scenario, want[k].scenario, "%s", want[k].id);
+        cr_assert_eq(r->input_tokens, 0, "%s: no mean input length was found", want[k].id);
+    }
+    cr_assert_eq(tw_published_find(s, "mlperf-v5.0-llama3.1-405b-offline-h200x8", &r), TW_OK);
+    cr_assert_str_eq(r->model, "llama-3.1-405b");
+    cr_assert_str_eq(r->accelerator, "NVIDIA H200-SXM-141GB");
     cr_assert_eq(tw_published_find(s, "mlenergy-llama3.1-8b-h100-b64", &r), TW_OK);
     cr_assert_eq(r->metric, TW_PUB_J_PER_TOKEN);
     cr_assert_eq(r->value, 0.12);
@@ -142,6 +189,18 @@ Test(published, refuses_rows_missing_unit_source_system_value) {
     row = first_row();
     json_object_set_new(row, "value_high", json_real(1.0));
     expect_refused(row, "value_high");
+
+    /* a note too long for the row is refused, not cut short */
+    char long_note[1200];
+    memset(long_note, 'x', sizeof long_note - 1);
+    long_note[sizeof long_note - 1] = 0;
+    row = first_row();
+    json_object_set_new(row, "lengths_note", json_string(long_note));
+    expect_refused(row, "lengths_note");
+
+    row = first_row();
+    json_object_set_new(row, "verification", json_string(long_note));
+    expect_refused(row, "verification");
 }
 
 Test(published, refuses_duplicate_ids_and_wrong_schema) {
@@ -188,7 +247,7 @@ Test(preset, every_shipped_preset_loads_and_names_known_figures) {
     }
     closedir(d);
     free(s);
-    cr_assert_geq(n, 4);
+    cr_assert_geq(n, 8);
     tw_preset p;
     cr_assert_eq(tw_preset_load("mlperf-llama2-70b-offline-h100x8", &p), TW_OK);
     cr_assert_str_eq(p.model, "llama-2-70b");
@@ -198,6 +257,16 @@ Test(preset, every_shipped_preset_loads_and_names_known_figures) {
     int fp8 = 0;
     for (int i = 0; i < p.n_caveats; i++) fp8 |= strstr(p.caveats[i], "FP8") != NULL;
     cr_assert(fp8, "the MLPerf preset must say the submissions ran FP8");
+
+    /* the 405B preset mirrors the v5.0 H200 figure at tp 8 */
+    cr_assert_eq(tw_preset_load("mlperf-llama3.1-405b-offline-h200x8", &p), TW_OK, "%s",
+                 tw_last_error());
+    cr_assert_str_eq(p.model, "llama-3.1-405b");
+    cr_assert_eq(p.tp, 8);
+    cr_assert_eq(p.gen, 685);
+    cr_assert_str_eq(p.accelerator, "NVIDIA H200-SXM-141GB");
+    cr_assert_eq(p.n_published, 1);
+    cr_assert_str_eq(p.published[0], "mlperf-v5.0-llama3.1-405b-offline-h200x8");
 }
 
 static json_t *preset_json(void) {
