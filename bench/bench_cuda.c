@@ -1,8 +1,8 @@
 /* CUDA benchmarks (issue 6): the device-to-device copy ceiling, bf16 GEMM (tokwatt mma.sync,
- * cuBLAS, and the experimental wgmma path on sm_90a) with ratios to cuBLAS measured in the same
- * run, the M=1 GEMV, flash-attention prefill and split-KV decode. Every kernel figure is also
- * given as a fraction of the datasheet roofline (configs/devices.json) and of the measured copy
- * bandwidth. Entry point tw_bench_cuda(argc, argv): run by the `tokwatt-cuda-bench` executable
+ * cuBLAS, and the experimental wgmma and wgmma_tma paths on sm_90a) with ratios to cuBLAS measured
+ * in the same run, the M=1 GEMV, flash-attention prefill and split-KV decode. Every kernel figure
+ * is also given as a fraction of the datasheet roofline (configs/devices.json) and of the measured
+ * copy bandwidth. Entry point tw_bench_cuda(argc, argv): run by the `tokwatt-cuda-bench` executable
  * (cmake/cuda.cmake) and meant to be wired as `tokwatt bench cuda` / `--backend cuda`.
  *
  * Conventions: times are medians over --reps timed with CUDA events around each rep; the copy
@@ -183,8 +183,9 @@ static tw_status cb_bench_gemm(cb_ctx *c, int m, int n, int k, const char *label
     got = malloc(ny * 4);
     if (st == TW_OK && (!ref || !got)) st = TW_ERR(TW_ERR_NOMEM, "host copies of y");
     tw_gemm_args g = {m, n, k, x, w, TW_BF16, y, 0, 0, 0};
-    const char *impls[3] = {"cublas", "tokwatt", "wgmma"};
-    int n_impl = (c->cc_major == 9 && c->cc_minor == 0) ? 3 : 2;
+    /* the sm_90a paths (experimental) only on compute capability 9.0, last, after the others */
+    const char *impls[4] = {"cublas", "tokwatt", "wgmma", "wgmma_tma"};
+    int n_impl = (c->cc_major == 9 && c->cc_minor == 0) ? 4 : 2;
     double t_cublas = 0;
     for (int i = 0; i < n_impl && st == TW_OK; i++) {
         double t = 0;

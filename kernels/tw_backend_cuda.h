@@ -25,8 +25,10 @@
 extern "C" {
 #endif
 
-/* "tokwatt" (own kernels: mma.sync GEMM, GEMV for m <= 8), "cublas" (cublasLt), or
- * "wgmma" (experimental sm_90a warpgroup GEMM for bf16 weights; see gemm_wgmma.cu). */
+/* "tokwatt" (own kernels: mma.sync GEMM, GEMV for m <= 8), "cublas" (cublasLt),
+ * "wgmma" (experimental sm_90a warpgroup GEMM for bf16 weights; see gemm_wgmma.cu), or
+ * "wgmma_tma" (experimental sm_90a GEMM fed by the bulk tensor copy engine; see
+ * gemm_wgmma_tma.cu). The last two are refused on devices other than compute capability 9.0. */
 tw_status tw_cuda_set_gemm(tw_backend *be, const char *impl);
 const char *tw_cuda_get_gemm(tw_backend *be);
 

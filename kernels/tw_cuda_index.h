@@ -61,4 +61,120 @@ TW_HD static inline void tw_splitkv_range(int len, int splits, int split, int *s
     *s1 = *s0 + per < len ? *s0 + per : len;
 }
 
+/* ---- Hopper GEMM with TMA and wgmma (kernels/cuda/gemm_wgmma_tma.cu) ---------------------------
+ * The tile shape, shared-memory layout, descriptor encoding, pipeline parities and accumulator
+ * layout of tw_k_gemm_wgmma_tma, written here so that tests/test_cuda_helpers.c can run a
+ * software model of the tensor map (TMA, 128-byte swizzle), of wgmma's descriptor-addressed
+ * operand reads and of the mbarrier pipeline against exactly the values the kernel uses.
+ *
+ * Block tile TW_WGT_BM x TW_WGT_BN, k step TW_WGT_BK = 64 bf16 = 128 bytes (one row of the
+ * 128-byte swizzle pattern). Per stage: A (x rows) [BM][64] then B (w rows) [BN][64], both as TMA
+ * writes them with CU_TENSOR_MAP_SWIZZLE_128B into 1024-byte aligned buffers. */
+#define TW_WGT_BM          128 /* two consumer warpgroups x 64 rows */
+#define TW_WGT_BN          256 /* wgmma n; 128 fp32 accumulators per consumer thread */
+#define TW_WGT_BK          64  /* bf16 elements = 128 bytes = one swizzle row */
+#define TW_WGT_STAGES      4   /* 4 x 48 KB of the 227 KB a block can have */
+#define TW_WGT_CONSUMERS   2   /* consumer warpgroups (warpgroup 0 is the producer) */
+#define TW_WGT_THREADS     (128 * (1 + TW_WGT_CONSUMERS))
+#define TW_WGT_A_BYTES     (TW_WGT_BM * TW_WGT_BK * 2)          /* 16 KB */
+#define TW_WGT_B_BYTES     (TW_WGT_BN * TW_WGT_BK * 2)          /* 32 KB */
+#define TW_WGT_STAGE_BYTES (TW_WGT_A_BYTES + TW_WGT_B_BYTES)    /* 48 KB */
+#define TW_WGT_BAR_OFFSET  (TW_WGT_STAGES * TW_WGT_STAGE_BYTES) /* full[S], empty[S] */
+/* dynamic shared memory: stages, 2 x STAGES mbarriers, 1024 bytes of slack to align the base */
+#define TW_WGT_SMEM (TW_WGT_BAR_OFFSET + 2 * TW_WGT_STAGES * 8 + 1024)
+
+/* Bytes one TMA box of box_inner x box_outer elements of elem_bytes each delivers to shared
+ * memory. A box that is partly outside the tensor is still delivered whole (the outside elements
+ * zero-filled), so this is also the mbarrier transaction count for tail tiles. */
+TW_HD static inline uint32_t tw_tma_box_bytes(uint32_t box_inner, uint32_t box_outer,
+                                              uint32_t elem_bytes) {
+    return box_inner * box_outer * elem_bytes;
+}
+
+/* CU_TENSOR_MAP_SWIZZLE_128B with a 128-byte box row, destination 1024-byte aligned: the 16-byte
+ * chunk `chunk` (0..7) of box row `row` lands at row * 128 + 16 * (chunk XOR (row % 8)). The kernel
+ * never computes this (TMA and wgmma apply it in hardware); it is the contract between the tensor
+ * map's swizzle and the descriptor's layout type, which the CPU test models on both sides. */
+TW_HD static inline uint32_t tw_sw128_offset(uint32_t row, uint32_t chunk) {
+    return row * 128u + ((chunk ^ (row & 7u)) << 4);
+}
+
+/* wgmma shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format" of
+ * wgmma.mma_async): bits 0-13 encode(start address), 16-29 encode(leading dimension byte
+ * offset), 32-45 encode(stride dimension byte offset), 49-51 matrix base offset, 62-63 swizzle
+ * mode (0 none, 1 128-byte, 2 64-byte, 3 32-byte), with encode(x) = (x & 0x3FFFF) >> 4. */
+TW_HD static inline uint64_t tw_wgmma_desc_encode(uint32_t x) {
+    return (uint64_t)((x & 0x3FFFFu) >> 4);
+}
+TW_HD static inline uint64_t tw_wgmma_desc(uint32_t start, uint32_t lbo, uint32_t sbo,
+                                           uint32_t base_offset, uint32_t swizzle) {
+    return tw_wgmma_desc_encode(start) | (tw_wgmma_desc_encode(lbo) << 16) |
+           (tw_wgmma_desc_encode(sbo) << 32) | ((uint64_t)(base_offset & 7u) << 49) |
+           ((uint64_t)(swizzle & 3u) << 62);
+}
+#define TW_WGMMA_SWIZZLE_128B 1u
+
+/* K-major operand in the 128-byte swizzle layout that TMA wrote (rows 128 bytes apart, 8-row
+ * swizzle atoms of 1024 bytes stacked along m/n):
+ *  - swizzle mode 1 (128-byte);
+ *  - SBO = 1024: the stride dimension byte offset is the distance between consecutive 8-row
+ *    groups along m/n, here one 1024-byte atom;
+ *  - LBO: for swizzled K-major layouts the leading dimension byte offset is not used (the
+ *    documentation says "assumed to be 1"), so it is encoded as 1 (16 bytes);
+ *  - base offset 0: every stage buffer starts on a 1024-byte boundary, where the 128-byte
+ *    swizzle's repeating pattern starts (the documented condition for base offset 0);
+ *  - `start` may point 32, 64 or 96 bytes into the atom's first row: that selects the k16 slice
+ *    (16 bf16 = 32 bytes) of the 64-wide k tile; the swizzle is a function of the address bits,
+ *    so the hardware finds each row's chunk where TMA put it. */
+TW_HD static inline uint64_t tw_wgmma_desc_sw128_kmajor(uint32_t start) {
+    return tw_wgmma_desc(start, 16u, 1024u, 0u, TW_WGMMA_SWIZZLE_128B);
+}
+/* Descriptor of consumer warpgroup wg's A operand (rows 64 wg .. 64 wg + 63 of the stage's
+ * [BM][64] x tile) for k16 slice ks (0..3), from the stage's A buffer shared address. */
+TW_HD static inline uint64_t tw_wgt_desc_a(uint32_t stage_a, int wg, int ks) {
+    return tw_wgmma_desc_sw128_kmajor(stage_a + (uint32_t)wg * 64u * 128u + (uint32_t)ks * 32u);
+}
+/* Descriptor of the B operand (all BN rows of the stage's [BN][64] weight tile), k16 slice ks. */
+TW_HD static inline uint64_t tw_wgt_desc_b(uint32_t stage_b, int ks) {
+    return tw_wgmma_desc_sw128_kmajor(stage_b + (uint32_t)ks * 32u);
+}
+
+/* Accumulator element i (0 .. N/2 - 1) of thread t (0..127 in its warpgroup) for
+ * wgmma.mma_async.m64nNk16 with fp32 D (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16",
+ * accumulator D figure): warp t / 32 owns rows 16 (t / 32) .. + 15; within it, like mma.m16n8,
+ * group g = (t % 32) / 4 and q = t % 4; element i lies in column block i / 4 (8 columns), at
+ * row g (+ 8 for i % 4 >= 2) and column 2 q + i % 2. */
+TW_HD static inline int tw_wgmma_d_row(int t, int i) {
+    return (t / 32) * 16 + (t % 32) / 4 + ((i % 4) / 2) * 8;
+}
+TW_HD static inline int tw_wgmma_d_col(int t, int i) {
+    return (i / 4) * 8 + (t % 4) * 2 + (i % 2);
+}
+
+/* Pipeline over k tiles kt = 0, 1, ... through `stages` shared buffers. Each buffer has a
+ * "full" mbarrier (producer arrive.expect_tx + TMA bytes) and an "empty" one (consumer
+ * releases). The u-th use of a buffer (u = kt / stages) completes phase u of its full barrier;
+ * the consumers' release of use u completes phase u of its empty barrier. try_wait.parity(P)
+ * succeeds once the phase of parity P that the barrier is in (or just left) has completed, so:
+ *  - consumers wait on full[stage] with parity u & 1;
+ *  - the producer, before refilling for kt >= stages, waits on empty[stage] with parity
+ *    (u - 1) & 1 (the release of the previous use). */
+TW_HD static inline int tw_pipe_stage(int kt, int stages) {
+    return kt % stages;
+}
+TW_HD static inline uint32_t tw_pipe_full_parity(int kt, int stages) {
+    return (uint32_t)(kt / stages) & 1u;
+}
+TW_HD static inline uint32_t tw_pipe_empty_parity(int kt, int stages) {
+    return (uint32_t)(kt / stages - 1) & 1u;
+}
+
+/* Whether the tensor maps can describe the operands (cuTensorMapEncodeTiled: global address 16-
+ * byte aligned, row pitch a multiple of 16 bytes and < 2^40, dims <= 2^32): x as [m][kpad] bf16
+ * and w as [n][k] bf16. Otherwise the caller uses the mma.sync kernel. */
+TW_HD static inline int tw_wgt_tma_ok(int k, int kpad, uintptr_t x_addr, uintptr_t w_addr) {
+    return k > 0 && kpad >= k && k % 8 == 0 && kpad % 8 == 0 && x_addr % 16 == 0 &&
+           w_addr % 16 == 0 && x_addr != 0 && w_addr != 0;
+}
+
 #endif

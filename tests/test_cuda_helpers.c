@@ -2,7 +2,10 @@
  * ldmatrix.x4 (plain and .trans) and mma.sync m16n8k16, written here from the PTX ISA fragment
  * tables, runs the GEMM warp tile and the flash-attention warp tile exactly as the kernels
  * address them, and must reproduce a float64 matrix product. Also: split-KV ranges partition
- * every sequence. Runs without a GPU (label cpu). */
+ * every sequence; and for the sm_90a TMA + wgmma GEMM, models written here from the PTX ISA and
+ * the driver documentation of the tensor map's 128-byte swizzle (TMA), of wgmma's descriptor-
+ * addressed K-major operand reads and of the mbarrier phases, driven by the descriptors, byte
+ * counts, parities and accumulator layout the kernel uses. Runs without a GPU (label cpu). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -228,4 +231,358 @@ Test(cuda_index, splitkv_ranges_partition_each_sequence) {
             }
             cr_assert_eq(next, len, "len %d splits %d: keys up to %d covered", len, splits, next);
         }
+}
+
+/* ---- gemm_wgmma_tma.cu: descriptors, 128-byte swizzle, TMA + wgmma model, pipeline -------- */
+
+/* The descriptor fields read back by shifting and masking, as the PTX ISA lays them out. */
+typedef struct {
+    uint32_t start, lbo, sbo, base_offset, swizzle, reserved;
+} desc_fields;
+
+static desc_fields desc_decode(uint64_t d) {
+    desc_fields f;
+    f.start = (uint32_t)(d & 0x3FFF) * 16;       /* bits 0-13, in 16-byte units */
+    f.lbo = (uint32_t)((d >> 16) & 0x3FFF) * 16; /* bits 16-29 */
+    f.sbo = (uint32_t)((d >> 32) & 0x3FFF) * 16; /* bits 32-45 */
+    f.base_offset = (uint32_t)((d >> 49) & 0x7); /* bits 49-51 */
+    f.swizzle = (uint32_t)(d >> 62);             /* bits 62-63 */
+    f.reserved = (uint32_t)((d >> 14) & 0x3) | (uint32_t)((d >> 30) & 0x3) << 2 |
+                 (uint32_t)((d >> 46) & 0x7) << 4 | (uint32_t)((d >> 52) & 0x3FF) << 7;
+    return f;
+}
+
+Test(cuda_index, wgmma_descriptor_fields_round_trip) {
+    /* addresses in the 256 KB window the 18-bit encoding covers, awkward ones included; bits
+     * above it and the low 4 bits are dropped by encode(x) = (x & 0x3FFFF) >> 4 */
+    const uint32_t addrs[] = {0,       16,      32,         1008,       1024,   0x3FFF0,
+                              0x3FFFF, 0x40000, 0x40010,    0x12345678, 197632, 232448,
+                              7,       0xFFFF0, 0xFFFFFFFF, 49152 + 96};
+    const uint32_t nadd = sizeof addrs / sizeof addrs[0];
+    for (uint32_t i = 0; i < nadd; i++)
+        for (uint32_t j = 0; j < nadd; j++) {
+            uint32_t st = addrs[i], lbo = addrs[j], sbo = addrs[(i + j) % nadd];
+            uint32_t bo = (i + 3 * j) % 8, sw = (i + j) % 4;
+            desc_fields f = desc_decode(tw_wgmma_desc(st, lbo, sbo, bo, sw));
+            cr_assert_eq(f.start, (st % 262144) / 16 * 16, "start %#x -> %#x", st, f.start);
+            cr_assert_eq(f.lbo, (lbo % 262144) / 16 * 16, "lbo %#x -> %#x", lbo, f.lbo);
+            cr_assert_eq(f.sbo, (sbo % 262144) / 16 * 16, "sbo %#x -> %#x", sbo, f.sbo);
+            cr_assert_eq(f.base_offset, bo);
+            cr_assert_eq(f.swizzle, sw);
+            cr_assert_eq(f.reserved, 0, "reserved bits set: %#x", f.reserved);
+        }
+    /* the kernel's K-major 128-byte swizzle descriptor: mode 1, SBO 1024 (one 8-row atom),
+     * LBO encoded 1 (unused for swizzled K-major), base offset 0 */
+    desc_fields f = desc_decode(tw_wgmma_desc_sw128_kmajor(5 * 1024 + 64));
+    cr_assert_eq(f.swizzle, 1);
+    cr_assert_eq(f.sbo, 1024);
+    cr_assert_eq(f.lbo, 16);
+    cr_assert_eq(f.base_offset, 0);
+    cr_assert_eq(f.start, 5 * 1024 + 64);
+    cr_assert_eq(tw_wgmma_desc_sw128_kmajor(1024) >> 62, 1, "swizzle mode in bits 62-63");
+}
+
+Test(cuda_index, sw128_offset_is_the_address_bit_xor) {
+    for (uint32_t row = 0; row < 300; row++) {
+        int used = 0;
+        for (uint32_t chunk = 0; chunk < 8; chunk++) {
+            /* Swizzle<3,4,3> on the byte address: bits 4-6 ^= bits 7-9 */
+            uint32_t lin = row * 128 + chunk * 16;
+            uint32_t want = lin ^ (((lin >> 7) & 7) << 4);
+            uint32_t got = tw_sw128_offset(row, chunk);
+            cr_assert_eq(got, want, "row %u chunk %u: %u, want %u", row, chunk, got, want);
+            cr_assert(got >= row * 128 && got < row * 128 + 128, "row %u left its 128 bytes", row);
+            used |= 1 << ((got / 16) % 8);
+        }
+        cr_assert_eq(used, 0xFF, "row %u: chunks not a permutation", row);
+    }
+    /* the point of the swizzle: one chunk column of 8 consecutive rows hits 8 distinct 16-byte
+     * bank groups (a conflict-free 128-byte wavefront) */
+    for (uint32_t r0 = 0; r0 < 64; r0 += 8)
+        for (uint32_t chunk = 0; chunk < 8; chunk++) {
+            int groups = 0;
+            for (uint32_t r = r0; r < r0 + 8; r++)
+                groups |= 1 << ((tw_sw128_offset(r, chunk) / 16) % 8);
+            cr_assert_eq(groups, 0xFF, "rows %u.., chunk %u: bank groups %#x", r0, chunk, groups);
+        }
+}
+
+Test(cuda_index, wgmma_d_fragment_layout) {
+    /* independent formulation (PTX ISA figure for the m64nNk16 fp32 accumulator): warp w of the
+     * warpgroup holds rows 16w..16w+15; for each 8-column block j its registers 4j..4j+3 are
+     * (g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1) with g = lane / 4, q = lane % 4 */
+    const int ns[] = {8, 16, 128, 256};
+    for (int ni = 0; ni < 4; ni++) {
+        int n = ns[ni];
+        static int seen[64][256];
+        memset(seen, 0, sizeof seen);
+        for (int w = 0; w < 4; w++)
+            for (int lane = 0; lane < 32; lane++)
+                for (int j = 0; j < n / 8; j++)
+                    for (int e = 0; e < 4; e++) {
+                        int t = 32 * w + lane, i = 4 * j + e;
+                        int row = 16 * w + lane / 4 + (e >= 2 ? 8 : 0);
+                        int col = 8 * j + 2 * (lane % 4) + (e & 1);
+                        cr_assert_eq(tw_wgmma_d_row(t, i), row, "n %d t %d i %d row", n, t, i);
+                        cr_assert_eq(tw_wgmma_d_col(t, i), col, "n %d t %d i %d col", n, t, i);
+                        seen[tw_wgmma_d_row(t, i)][tw_wgmma_d_col(t, i)]++;
+                    }
+        for (int r = 0; r < 64; r++)
+            for (int c = 0; c < n; c++)
+                cr_assert_eq(seen[r][c], 1, "n %d: D[%d][%d] held %d times", n, r, c, seen[r][c]);
+        /* i and i + 1 (i even) are neighbouring columns of one row: the float2 epilogue */
+        for (int t = 0; t < 128; t++)
+            for (int i = 0; i < n / 2; i += 2) {
+                cr_assert_eq(tw_wgmma_d_row(t, i), tw_wgmma_d_row(t, i + 1));
+                cr_assert_eq(tw_wgmma_d_col(t, i) + 1, tw_wgmma_d_col(t, i + 1));
+                cr_assert_eq(tw_wgmma_d_col(t, i) % 2, 0);
+            }
+    }
+}
+
+/* TMA model (cuTensorMapEncodeTiled, CU_TENSOR_MAP_SWIZZLE_128B, 2-D bf16 [outer][inner], box
+ * [rows][64]): box row r's element e (chunk e / 8) goes to dst + 128 r + 16 (chunk ^ (r % 8)) +
+ * 2 (e % 8); elements outside the tensor are zeros. Returns the bytes delivered. smem holds one
+ * float per bf16 slot (index = byte address / 2). */
+static uint32_t tma_model_load(float *smem, uint32_t dst, const float *g, int inner, int outer,
+                               int c0, int c1, int rows) {
+    uint32_t bytes = 0;
+    for (int r = 0; r < rows; r++)
+        for (int e = 0; e < 64; e++) {
+            int gi = c0 + e, go = c1 + r;
+            float v = (gi < inner && go < outer) ? g[(size_t)go * inner + gi] : 0.0f;
+            uint32_t chunk = (uint32_t)e / 8;
+            uint32_t a = dst + 128u * r + 16u * (chunk ^ ((uint32_t)r % 8)) + 2u * (e % 8);
+            smem[a / 2] = v;
+            bytes += 2;
+        }
+    return bytes;
+}
+
+/* wgmma model: the `rows` x 16 K-major operand named by descriptor d, read as the PTX ISA
+ * describes the 128-byte swizzle K-major layout: 8-row atoms SBO bytes apart, rows 128 bytes
+ * apart inside an atom, the swizzle applied to the byte address (bits 4-6 ^= bits 7-9). */
+static void wgmma_model_operand(const float *smem, uint64_t d, int rows, float (*out)[16]) {
+    desc_fields f = desc_decode(d);
+    cr_assert_eq(f.swizzle, 1, "descriptor is not 128-byte swizzle");
+    cr_assert_eq(f.base_offset, 0, "non-zero base offset");
+    for (int r = 0; r < rows; r++)
+        for (int kk = 0; kk < 16; kk++) {
+            uint32_t a = f.start + (uint32_t)(r / 8) * f.sbo + (uint32_t)(r % 8) * 128u + 2u * kk;
+            uint32_t phys = a ^ (((a >> 7) & 7u) << 4);
+            out[r][kk] = smem[phys / 2];
+        }
+}
+
+/* Runs the whole GEMM as the kernel addresses it: every block, the producer's two boxes per k
+ * tile into the stage buffers, each consumer warpgroup's four k16 wgmma reads through the
+ * kernel's descriptors, the accumulator fragments through tw_wgmma_d_row/col, guarded stores. */
+static void wgt_model_gemm(int m, int n, int k, int ldy, int accumulate, uint64_t seed) {
+    int kpad = (k + 7) / 8 * 8;
+    cr_assert(tw_wgt_tma_ok(k, kpad, 256, 512), "k %d not eligible", k);
+    tw_test_rng rng;
+    tw_test_rng_seed(&rng, seed);
+    float *x = malloc((size_t)m * kpad * sizeof *x), *w = malloc((size_t)n * k * sizeof *w);
+    for (size_t i = 0; i < (size_t)m * kpad; i++)
+        x[i] = tw_test_from_bf16(tw_test_to_bf16((float)tw_test_uniform(&rng)));
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        w[i] = tw_test_from_bf16(tw_test_to_bf16((float)tw_test_uniform(&rng)));
+    float *y = malloc((size_t)m * ldy * sizeof *y), *y0 = malloc((size_t)m * ldy * sizeof *y0);
+    tw_test_fill(&rng, y0, (size_t)m * ldy, 1.0f);
+    if (accumulate)
+        memcpy(y, y0, (size_t)m * ldy * sizeof *y);
+    else
+        tw_test_poison(y, (size_t)m * ldy);
+    /* the dynamic window starts 16 bytes past a 1024 boundary: the kernel rounds up */
+    const uint32_t window = 16, base = (window + 1023u) & ~1023u;
+    cr_assert(base - window + TW_WGT_BAR_OFFSET + 2 * TW_WGT_STAGES * 8 <= TW_WGT_SMEM);
+    float *smem = calloc((window + TW_WGT_SMEM) / 2, sizeof *smem);
+    const uint32_t tx =
+        tw_tma_box_bytes(TW_WGT_BK, TW_WGT_BM, 2) + tw_tma_box_bytes(TW_WGT_BK, TW_WGT_BN, 2);
+    static float d[TW_WGT_CONSUMERS][128][128]; /* [warpgroup][thread][element] */
+    int ktiles = (kpad + TW_WGT_BK - 1) / TW_WGT_BK;
+    for (int bm = 0; bm * TW_WGT_BM < m; bm++)
+        for (int bn = 0; bn * TW_WGT_BN < n; bn++) {
+            int m0 = bm * TW_WGT_BM, n0 = bn * TW_WGT_BN;
+            memset(d, 0, sizeof d);
+            for (int kt = 0; kt < ktiles; kt++) {
+                int s = tw_pipe_stage(kt, TW_WGT_STAGES);
+                uint32_t sa = base + (uint32_t)s * TW_WGT_STAGE_BYTES, sb = sa + TW_WGT_A_BYTES;
+                cr_assert_eq(sa % 1024, 0);
+                cr_assert_eq(sb % 1024, 0);
+                uint32_t got = tma_model_load(smem, sa, x, kpad, m, kt * TW_WGT_BK, m0, TW_WGT_BM);
+                got += tma_model_load(smem, sb, w, k, n, kt * TW_WGT_BK, n0, TW_WGT_BN);
+                cr_assert_eq(got, tx, "stage bytes %u, expect_tx %u", got, tx);
+                for (int c = 0; c < TW_WGT_CONSUMERS; c++)
+                    for (int ks = 0; ks < TW_WGT_BK / 16; ks++) {
+                        static float opa[64][16], opb[TW_WGT_BN][16];
+                        static double acc[64][TW_WGT_BN];
+                        wgmma_model_operand(smem, tw_wgt_desc_a(sa, c, ks), 64, opa);
+                        wgmma_model_operand(smem, tw_wgt_desc_b(sb, ks), TW_WGT_BN, opb);
+                        for (int r = 0; r < 64; r++)
+                            for (int cc = 0; cc < TW_WGT_BN; cc++) {
+                                double sum = 0;
+                                for (int kk = 0; kk < 16; kk++)
+                                    sum += (double)opa[r][kk] * opb[cc][kk];
+                                acc[r][cc] = sum;
+                            }
+                        for (int t = 0; t < 128; t++)
+                            for (int i = 0; i < 128; i++)
+                                d[c][t][i] +=
+                                    (float)acc[tw_wgmma_d_row(t, i)][tw_wgmma_d_col(t, i)];
+                    }
+            }
+            for (int c = 0; c < TW_WGT_CONSUMERS; c++)
+                for (int t = 0; t < 128; t++)
+                    for (int i = 0; i < 128; i++) {
+                        int row = m0 + 64 * c + tw_wgmma_d_row(t, i);
+                        int col = n0 + tw_wgmma_d_col(t, i);
+                        if (row >= m || col >= n) continue;
+                        float *yp = &y[(size_t)row * ldy + col];
+                        *yp = d[c][t][i] + (accumulate ? *yp : 0.0f);
+                    }
+        }
+    double *ref = malloc((size_t)m * n * sizeof *ref);
+    float *yc = malloc((size_t)m * n * sizeof *yc);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double sum = accumulate ? y0[(size_t)i * ldy + j] : 0.0;
+            for (int kk = 0; kk < k; kk++)
+                sum += (double)x[(size_t)i * kpad + kk] * w[(size_t)j * k + kk];
+            ref[(size_t)i * n + j] = sum;
+            yc[(size_t)i * n + j] = y[(size_t)i * ldy + j];
+        }
+    double err = tw_test_rel_err(yc, ref, (size_t)m * n);
+    cr_assert(err < 1e-6, "model m=%d n=%d k=%d acc=%d: rel err %g", m, n, k, accumulate, err);
+    for (int i = 0; i < m; i++)
+        for (int j = n; j < ldy; j++) {
+            float v = y[(size_t)i * ldy + j];
+            cr_assert(accumulate ? v == y0[(size_t)i * ldy + j] : isnan(v), "padding y[%d][%d]", i,
+                      j);
+        }
+    free(x), free(w), free(y), free(y0), free(smem), free(ref), free(yc);
+}
+
+Test(cuda_index, wgmma_tma_model_gives_x_wt) {
+    /* rows past m and n, k past the end (zero-filled boxes), one and several k tiles, a padded
+     * y row stride, accumulate */
+    wgt_model_gemm(150, 300, 200, 300, 0, 21);
+    wgt_model_gemm(9, 37, 8, 41, 1, 22);
+    wgt_model_gemm(130, 257, 136, 260, 1, 23);
+}
+
+Test(cuda_index, wgmma_tma_eligibility) {
+    cr_expect(tw_wgt_tma_ok(8, 8, 16, 32));
+    cr_expect(tw_wgt_tma_ok(4096, 4096, 1 << 20, 256));
+    cr_expect(!tw_wgt_tma_ok(7, 8, 16, 32), "k %% 8 != 0: w row pitch not a multiple of 16 bytes");
+    cr_expect(!tw_wgt_tma_ok(67, 72, 16, 32));
+    cr_expect(!tw_wgt_tma_ok(64, 64, 16, 40), "w not 16-byte aligned");
+    cr_expect(!tw_wgt_tma_ok(64, 64, 8, 32), "x not 16-byte aligned");
+    cr_expect(!tw_wgt_tma_ok(64, 60, 16, 32), "kpad < k");
+    cr_expect(!tw_wgt_tma_ok(64, 64, 0, 32), "NULL x");
+    cr_expect(!tw_wgt_tma_ok(0, 0, 16, 32), "k = 0");
+}
+
+/* mbarrier model (PTX ISA): a phase completes when its pending arrivals and pending transaction
+ * bytes both reach zero; try_wait.parity(P) succeeds iff the current phase has parity != P
+ * (the phase of parity P is then the immediately preceding, completed one). */
+typedef struct {
+    int count, pending, tx, completed;
+} mbar_model;
+
+static void mbar_init(mbar_model *b, int count) {
+    b->count = b->pending = count;
+    b->tx = 0;
+    b->completed = 0;
+}
+static void mbar_check(mbar_model *b) {
+    if (b->pending == 0 && b->tx == 0) {
+        b->completed++;
+        b->pending = b->count;
+    }
+}
+static int mbar_try_wait(const mbar_model *b, uint32_t parity) {
+    return (uint32_t)(b->completed & 1) != parity;
+}
+
+/* The kernel's protocol with agents interleaved at random: the producer thread, the TMA engine
+ * (lands issued boxes later, in order), and 8 consumer warps, each retiring tile kt-1 (wait_group
+ * 1) after issuing tile kt. Checks: a consumer passes the full barrier only once its tile's data
+ * is there; TMA never overwrites a stage that a warp still reads; everything finishes. */
+static void pipeline_model(int ktiles, uint64_t seed) {
+    enum { S = TW_WGT_STAGES, W = TW_WGT_CONSUMERS * 4 };
+    const int bytes = TW_WGT_STAGE_BYTES;
+    mbar_model full[S], empty[S];
+    for (int s = 0; s < S; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], W);
+    int data[S], readers[S];          /* tile held by each stage; warps reading it */
+    int inflight[64], n_inflight = 0; /* issued, not landed TMA tiles (FIFO) */
+    int pk = 0, ck[W], cstate[W];     /* producer / consumer next tile; 0 wait, 1 retire */
+    for (int s = 0; s < S; s++) data[s] = -1, readers[s] = 0;
+    for (int c = 0; c < W; c++) ck[c] = 0, cstate[c] = 0;
+    tw_test_rng r;
+    tw_test_rng_seed(&r, seed);
+    int done = 0;
+    for (long step = 0; step < 1000000 && !done; step++) {
+        int who = (int)((tw_test_uniform(&r) + 1) * 0.5 * (W + 2)); /* 0 producer, 1 TMA, 2.. */
+        if (who > W + 1) who = W + 1;
+        if (who == 0 && pk < ktiles) {
+            int s = tw_pipe_stage(pk, S);
+            if (pk >= S && !mbar_try_wait(&empty[s], tw_pipe_empty_parity(pk, S))) continue;
+            full[s].tx += bytes; /* arrive.expect_tx */
+            full[s].pending--;
+            mbar_check(&full[s]);
+            cr_assert(n_inflight < 64);
+            inflight[n_inflight++] = pk++;
+        } else if (who == 1 && n_inflight > 0) {
+            int kt = inflight[0], s = tw_pipe_stage(kt, S);
+            cr_assert_eq(readers[s], 0,
+                         "TMA for tile %d overwrites stage %d while %d warps read tile %d", kt, s,
+                         readers[s], data[s]);
+            data[s] = kt;
+            full[s].tx -= bytes; /* complete_tx */
+            mbar_check(&full[s]);
+            memmove(inflight, inflight + 1, (size_t)--n_inflight * sizeof *inflight);
+        } else if (who >= 2) {
+            int c = who - 2, kt = ck[c];
+            if (cstate[c] == 0 && kt < ktiles) {
+                int s = tw_pipe_stage(kt, S);
+                if (!mbar_try_wait(&full[s], tw_pipe_full_parity(kt, S))) continue;
+                cr_assert_eq(data[s], kt, "warp %d passed full[%d] for tile %d but it holds %d", c,
+                             s, kt, data[s]);
+                readers[s]++; /* wgmma of tile kt in flight */
+                cstate[c] = 1;
+            } else if (cstate[c] == 1) {
+                /* wait_group 1: tile kt - 1 done, release its stage */
+                if (kt > 0) {
+                    int s = tw_pipe_stage(kt - 1, S);
+                    readers[s]--;
+                    empty[s].pending--;
+                    mbar_check(&empty[s]);
+                }
+                cstate[c] = 0;
+                ck[c] = kt + 1;
+                if (ck[c] == ktiles) { /* wait_group 0 after the loop */
+                    readers[tw_pipe_stage(ktiles - 1, S)]--;
+                    cstate[c] = 2;
+                }
+            }
+        }
+        done = pk == ktiles && n_inflight == 0;
+        for (int c = 0; c < W; c++) done = done && cstate[c] == 2;
+    }
+    cr_assert(done, "pipeline ktiles=%d seed %llu did not finish (deadlock?)", ktiles,
+              (unsigned long long)seed);
+    for (int s = 0; s < S; s++) cr_assert_eq(readers[s], 0);
+}
+
+Test(cuda_index, wgmma_tma_pipeline_parities) {
+    const int kts[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 40};
+    for (int i = 0; i < 10; i++)
+        for (uint64_t seed = 1; seed <= 20; seed++) pipeline_model(kts[i], seed * 7919 + kts[i]);
+    /* the parities themselves: use u = kt / S of a stage waits for phase u of full, u - 1 of empty
+     */
+    for (int kt = 0; kt < 100; kt++) {
+        cr_assert_eq(tw_pipe_full_parity(kt, 4), (uint32_t)((kt / 4) % 2));
+        if (kt >= 4) cr_assert_eq(tw_pipe_empty_parity(kt, 4), (uint32_t)((kt / 4 + 1) % 2));
+    }
 }

@@ -3,7 +3,9 @@
  *  - every kernel: 0 bytes spill stores and loads, registers <= 65536 / launch-bound threads
  *    (and <= 255); every kernel must be listed in the bounds table below;
  *  - the GEMM and flash-attention PTX contain bf16 mma.sync m16n8k16 (no silent scalar
- *    fallback), the sm_90a GEMM PTX contains wgmma.mma_async.
+ *    fallback), the sm_90a GEMM PTX contains wgmma.mma_async;
+ *  - the TMA GEMM's compute_90a PTX contains the bulk tensor copies, mbarrier waits, setmaxnreg
+ *    and the m64n256k16 wgmma, and its compute_80 PTX none of them.
  * Skipped (reported) when CUDA was not built, since then there are no reports. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -16,11 +18,11 @@ static const struct {
     const char *name;
     int threads;
 } kernel_bounds[] = {
-    {"tw_k_gemm_mma", 256},    {"tw_k_gemm_wgmma", 128},   {"tw_k_gemm_f32", 256},
-    {"tw_k_gemv_bf16", 256},   {"tw_k_attn_prefill", 128}, {"tw_k_attn_decode", 128},
-    {"tw_k_cast_x_bf16", 256}, {"tw_k_rmsnorm", 256},      {"tw_k_rope", 256},
-    {"tw_k_swiglu", 256},      {"tw_k_add", 256},          {"tw_k_embed", 256},
-    {"tw_k_argmax", 256},      {"tw_k_kv_store", 256},
+    {"tw_k_gemm_mma", 256},    {"tw_k_gemm_wgmma_tma", 384}, {"tw_k_gemm_wgmma", 128},
+    {"tw_k_gemm_f32", 256},    {"tw_k_gemv_bf16", 256},      {"tw_k_attn_prefill", 128},
+    {"tw_k_attn_decode", 128}, {"tw_k_cast_x_bf16", 256},    {"tw_k_rmsnorm", 256},
+    {"tw_k_rope", 256},        {"tw_k_swiglu", 256},         {"tw_k_add", 256},
+    {"tw_k_embed", 256},       {"tw_k_argmax", 256},         {"tw_k_kv_store", 256},
 };
 
 static const char *report_dir(char *buf, size_t n) {
@@ -107,8 +109,8 @@ Test(cuda_static, ptxas_no_spills_registers_within_bounds) {
     char dir[4096];
     if (!report_dir(dir, sizeof dir))
         cr_skip_test("no CUDA reports (CUDA backend not built, or TW_BUILD_DIR unset)");
-    const char *files[] = {"gemm_mma",     "gemm_wgmma",  "gemm_f32", "gemv",
-                           "attn_prefill", "attn_decode", "ops"};
+    const char *files[] = {"gemm_mma", "gemm_wgmma",   "gemm_wgmma_tma", "gemm_f32",
+                           "gemv",     "attn_prefill", "attn_decode",    "ops"};
     const char *archs[] = {"sm_80", "sm_90a"};
     int total = 0;
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++)
@@ -119,7 +121,7 @@ Test(cuda_static, ptxas_no_spills_registers_within_bounds) {
             cr_expect(n > 0, "%s lists no kernels", path);
             total += n;
         }
-    cr_assert(total >= 40, "only %d kernel reports found", total);
+    cr_assert(total >= 42, "only %d kernel reports found", total);
 }
 
 static int ptx_has(const char *dir, const char *file, const char *needle) {
@@ -156,4 +158,32 @@ Test(cuda_static, ptx_uses_tensor_cores) {
     /* the sm_80 build must not contain Hopper-only instructions */
     cr_expect(!ptx_has(dir, "gemm_wgmma.compute_80.ptx", "wgmma.mma_async"),
               "compute_80 PTX contains wgmma");
+}
+
+/* gemm_wgmma_tma.cu: the sm_90a PTX has the TMA + mbarrier pipeline, the producer/consumer
+ * register split and the m64n256k16 bf16 wgmma; the sm_80 PTX has none of them (trap body). */
+Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
+    char dir[4096];
+    if (!report_dir(dir, sizeof dir))
+        cr_skip_test("no CUDA reports (CUDA backend not built, or TW_BUILD_DIR unset)");
+    const char *hopper[] = {
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16",
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes",
+        "mbarrier.try_wait.parity.shared::cta.b64",
+        "mbarrier.arrive.expect_tx.shared::cta.b64",
+        "mbarrier.init.shared::cta.b64",
+        "setmaxnreg.dec.sync.aligned.u32",
+        "setmaxnreg.inc.sync.aligned.u32",
+        "wgmma.wait_group.sync.aligned 1",
+        "fence.mbarrier_init",
+    };
+    for (size_t i = 0; i < sizeof hopper / sizeof hopper[0]; i++) {
+        cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", hopper[i]),
+                  "gemm_wgmma_tma.compute_90a.ptx lacks %s", hopper[i]);
+        cr_expect(!ptx_has(dir, "gemm_wgmma_tma.compute_80.ptx", hopper[i]),
+                  "gemm_wgmma_tma.compute_80.ptx contains %s", hopper[i]);
+    }
+    /* the tensor maps are kernel parameters (__grid_constant__), read through their address */
+    cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", "cvta.param.u64"),
+              "tensor map parameter not addressed in param space");
 }

@@ -182,6 +182,71 @@ Test(gpu_gemm, wgmma_matches_reference) {
     be->ops->destroy(be);
 }
 
+/* The TMA + wgmma GEMM (sm_90a, experimental): the shared cases with m > 8, plus shapes that
+ * cross its 128 x 256 block tile and 64-wide k tile in every direction (k tails inside a TMA box,
+ * ring wrap-around with more k tiles than stages, an odd y row stride for the scalar epilogue),
+ * and one GEMM replayed from a CUDA graph (the tensor maps are kernel parameters, captured by
+ * value), which must reproduce the direct call bit for bit. k % 8 != 0 cases exercise the
+ * documented fall-back to the mma.sync kernel. */
+static const gemm_case wgmma_tma_cases[] = {
+    {300, 520, 1024, 0, 0, 1}, /* 3 x 3 blocks, 16 k tiles: the ring wraps four times */
+    {129, 257, 200, 0, 0, 0},  /* one row and one column past a block, last k tile 8 wide */
+    {37, 300, 72, 0, 301, 1},  /* odd ldy: scalar stores, accumulate */
+    {128, 256, 64, 0, 0, 0},   /* exactly one block and one k tile */
+    {250, 100, 8, 0, 0, 0},    /* k = 8: one box mostly zero-filled */
+    {17, 1000, 328, 0, 0, 1},
+};
+
+static void gemm_graph_matches_direct(tw_backend *be, const char *impl) {
+    const int m = 130, n = 257, k = 136;
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 77);
+    float *x = rnd(&r, (size_t)m * k, 1.0f), *w = rnd(&r, (size_t)n * k, 1.0f);
+    uint16_t *wb = to_bf16(w, (size_t)n * k);
+    void *dx = dev_from(be, x, (size_t)m * k * 4), *dw = dev_from(be, wb, (size_t)n * k * 2);
+    void *dy = dev_nan(be, (size_t)m * n);
+    float *direct = malloc((size_t)m * n * sizeof *direct), *graph = malloc((size_t)m * n * 4);
+    tw_gemm_args g = {m, n, k, dx, dw, TW_BF16, dy, 0, 0, 0};
+    cr_assert_eq(tw_cuda_set_gemm(be, impl), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(be->ops->gemm(be, &g), TW_OK, "gemm: %s", tw_last_error());
+    to_host(be, direct, dy, (size_t)m * n * 4);
+    void *poison = dev_nan(be, (size_t)m * n);
+    cr_assert_eq(tw_cuda_copy_d2d(be, dy, poison, (size_t)m * n * 4), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "%s", tw_last_error());
+    tw_status st = be->ops->gemm(be, &g);
+    void *gr = NULL;
+    tw_status st_end = tw_cuda_graph_end(be, &gr);
+    cr_assert_eq(st, TW_OK, "captured gemm: %s", tw_last_error());
+    cr_assert_eq(st_end, TW_OK, "graph end: %s", tw_last_error());
+    cr_assert_eq(tw_cuda_graph_launch(be, gr), TW_OK, "%s", tw_last_error());
+    to_host(be, graph, dy, (size_t)m * n * 4);
+    cr_expect(memcmp(direct, graph, (size_t)m * n * 4) == 0, "gemm %s: graph replay differs", impl);
+    tw_cuda_graph_destroy(be, gr);
+    be->ops->free(be, dx), be->ops->free(be, dw), be->ops->free(be, dy), be->ops->free(be, poison);
+    free(x), free(w), free(wb), free(direct), free(graph);
+}
+
+Test(gpu_gemm, wgmma_tma_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    char name[256];
+    int maj = 0, min = 0;
+    cr_assert_eq(tw_cuda_device_desc(be, name, sizeof name, &maj, &min), TW_OK);
+    if (!(maj == 9 && min == 0)) {
+        cr_expect_eq(tw_cuda_set_gemm(be, "wgmma_tma"), TW_ERR_UNSUPPORTED,
+                     "wgmma_tma accepted on cc %d.%d", maj, min);
+        cr_expect(strstr(tw_last_error(), "9.0"), "refusal says why: %s", tw_last_error());
+        be->ops->destroy(be);
+        cr_skip_test("wgmma_tma needs compute capability 9.0; %s is %d.%d", name, maj, min);
+    }
+    for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
+        if (gemm_cases[i].m > 8) check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "wgmma_tma");
+    for (size_t i = 0; i < sizeof wgmma_tma_cases / sizeof wgmma_tma_cases[0]; i++)
+        check_gemm(be, &wgmma_tma_cases[i], TW_BF16, 1e-2, "wgmma_tma");
+    cr_expect_str_eq(tw_cuda_get_gemm(be), "wgmma_tma");
+    gemm_graph_matches_direct(be, "wgmma_tma");
+    be->ops->destroy(be);
+}
+
 /* ---- attention ------------------------------------------------------------------------------ */
 typedef struct {
     int batch, seq, n_heads, n_kv, d, max_seq;

@@ -282,6 +282,10 @@ static tw_status cu_gemm(tw_backend *be, const tw_gemm_args *a) {
         TW_TRY(cast_x(ctx, a, ldx, &kpad, &xb));
         st = tw_cuda_gemm_wgmma(ctx, a->m, a->n, a->k, kpad, xb, w, a->y, ldy, a->accumulate);
         break;
+    case TW_GEMM_WGMMA_TMA:
+        TW_TRY(cast_x(ctx, a, ldx, &kpad, &xb));
+        st = tw_cuda_gemm_wgmma_tma(ctx, a->m, a->n, a->k, kpad, xb, w, a->y, ldy, a->accumulate);
+        break;
     default:
         if (a->m <= 8) {
             st = tw_cuda_gemv_bf16(ctx, a->m, a->n, a->k, a->x, ldx, w, a->y, ldy, a->accumulate);
@@ -469,6 +473,36 @@ static const tw_backend_ops tw_cuda_ops_table = {
     cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,
 };
 
+/* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a
+ * paths are refused, saying why, on any device other than compute capability 9.0. */
+static tw_status gemm_impl_select(tw_cuda_ctx *ctx, const char *impl) {
+    if (impl && !strcmp(impl, "tokwatt")) {
+        ctx->gemm_impl = TW_GEMM_TOKWATT;
+        return TW_OK;
+    }
+    if (impl && !strcmp(impl, "cublas")) {
+        ctx->gemm_impl = TW_GEMM_CUBLAS;
+        return TW_OK;
+    }
+    int wgmma = impl && !strcmp(impl, "wgmma"), wgmma_tma = impl && !strcmp(impl, "wgmma_tma");
+    if (!wgmma && !wgmma_tma)
+        return TW_ERR(TW_ERR_INVALID,
+                      "unknown gemm implementation '%s' (tokwatt, cublas, wgmma, wgmma_tma)",
+                      impl ? impl : "(null)");
+    if (!(ctx->cc_major == 9 && ctx->cc_minor == 0))
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "gemm '%s' needs a compute capability 9.0 device (sm_90a); device %d (%s) is "
+                      "%d.%d",
+                      impl, ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor);
+    if (wgmma_tma && !ctx->tma_encode)
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "gemm 'wgmma_tma': the driver of device %d (%s) provides no "
+                      "cuTensorMapEncodeTiled (cudaGetDriverEntryPointByVersion)",
+                      ctx->device, ctx->name);
+    ctx->gemm_impl = wgmma ? TW_GEMM_WGMMA : TW_GEMM_WGMMA_TMA;
+    return TW_OK;
+}
+
 static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     TW_CU(ctx, cudaSetDevice(ctx->device));
     TW_CU(ctx, cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
@@ -483,6 +517,8 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     tw_status st = tw_cuda_gemm_mma_init(ctx);
     if (st == TW_OK) st = tw_cuda_attn_prefill_init(ctx);
     if (st == TW_OK && ctx->cc_major == 9 && ctx->cc_minor == 0) st = tw_cuda_gemm_wgmma_init(ctx);
+    if (st == TW_OK && ctx->cc_major == 9 && ctx->cc_minor == 0)
+        st = tw_cuda_gemm_wgmma_tma_init(ctx);
     if (st != TW_OK)
         return tw_error_ctx(st,
                             "CUDA device %d (%s, compute capability %d.%d) cannot run this "
@@ -490,13 +526,8 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
                             ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor);
     const char *impl = getenv("TW_CUDA_GEMM");
     if (impl && *impl) {
-        if (!strcmp(impl, "cublas"))
-            ctx->gemm_impl = TW_GEMM_CUBLAS;
-        else if (!strcmp(impl, "wgmma"))
-            ctx->gemm_impl = TW_GEMM_WGMMA;
-        else if (strcmp(impl, "tokwatt"))
-            return TW_ERR(TW_ERR_INVALID, "TW_CUDA_GEMM='%s' (expected tokwatt, cublas or wgmma)",
-                          impl);
+        st = gemm_impl_select(ctx, impl);
+        if (st != TW_OK) return tw_error_ctx(st, "TW_CUDA_GEMM='%s'", impl);
     }
     return TW_OK;
 }
@@ -570,21 +601,7 @@ static tw_status cuda_be(tw_backend *be, tw_cuda_ctx **ctx) {
 extern "C" tw_status tw_cuda_set_gemm(tw_backend *be, const char *impl) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
-    if (impl && !strcmp(impl, "tokwatt"))
-        ctx->gemm_impl = TW_GEMM_TOKWATT;
-    else if (impl && !strcmp(impl, "cublas"))
-        ctx->gemm_impl = TW_GEMM_CUBLAS;
-    else if (impl && !strcmp(impl, "wgmma")) {
-        if (!(ctx->cc_major == 9 && ctx->cc_minor == 0))
-            return TW_ERR(TW_ERR_UNSUPPORTED,
-                          "gemm 'wgmma' needs a compute capability 9.0 device (sm_90a); device %d "
-                          "(%s) is %d.%d",
-                          ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor);
-        ctx->gemm_impl = TW_GEMM_WGMMA;
-    } else
-        return TW_ERR(TW_ERR_INVALID, "unknown gemm implementation '%s' (tokwatt, cublas, wgmma)",
-                      impl ? impl : "(null)");
-    return TW_OK;
+    return gemm_impl_select(ctx, impl);
 }
 
 extern "C" const char *tw_cuda_get_gemm(tw_backend *be) {
@@ -594,6 +611,8 @@ extern "C" const char *tw_cuda_get_gemm(tw_backend *be) {
         return "cublas";
     case TW_GEMM_WGMMA:
         return "wgmma";
+    case TW_GEMM_WGMMA_TMA:
+        return "wgmma_tma";
     default:
         return "tokwatt";
     }

@@ -40,7 +40,12 @@
         TW_TRY(tw_cuda_debug_sync((ctx), (what)));                                                 \
     } while (0)
 
-typedef enum { TW_GEMM_TOKWATT = 0, TW_GEMM_CUBLAS = 1, TW_GEMM_WGMMA = 2 } tw_cuda_gemm_impl;
+typedef enum {
+    TW_GEMM_TOKWATT = 0,
+    TW_GEMM_CUBLAS = 1,
+    TW_GEMM_WGMMA = 2,
+    TW_GEMM_WGMMA_TMA = 3
+} tw_cuda_gemm_impl;
 
 /* Device scratch buffer that grows on demand (never during graph capture). */
 typedef struct {
@@ -79,6 +84,7 @@ typedef struct tw_cuda_ctx {
     cudaStream_t stream;
     cudaEvent_t ev_start, ev_stop;
     tw_cuda_gemm_impl gemm_impl;
+    void *tma_encode; /* cuTensorMapEncodeTiled from the driver (cc 9.0 only), or NULL */
 
     cublasLtHandle_t lt;
     void *lt_ws;
@@ -135,6 +141,11 @@ tw_status tw_cuda_gemv_bf16(tw_cuda_ctx *ctx, int m, int n, int k, const float *
 tw_status tw_cuda_gemm_wgmma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad,
                              const __nv_bfloat16 *xb, const __nv_bfloat16 *w, float *y, int ldy,
                              int accumulate);
+/* sm_90a TMA + warpgroup GEMM (experimental, gemm_wgmma_tma.cu); TW_ERR_UNSUPPORTED on other
+ * devices; shapes a tensor map cannot describe go to the mma.sync kernel */
+tw_status tw_cuda_gemm_wgmma_tma(tw_cuda_ctx *ctx, int m, int n, int k, int kpad,
+                                 const __nv_bfloat16 *xb, const __nv_bfloat16 *w, float *y, int ldy,
+                                 int accumulate);
 tw_status tw_cuda_gemm_cublas(tw_cuda_ctx *ctx, const tw_gemm_args *a, const void *x_dev,
                               int x_is_bf16, int ldx);
 void tw_cuda_lt_destroy(tw_cuda_ctx *ctx);
@@ -148,6 +159,7 @@ tw_status tw_cuda_attn_decode_run(tw_cuda_ctx *ctx, const tw_attn_decode_args *a
 tw_status tw_cuda_gemm_mma_init(tw_cuda_ctx *ctx);
 tw_status tw_cuda_attn_prefill_init(tw_cuda_ctx *ctx);
 tw_status tw_cuda_gemm_wgmma_init(tw_cuda_ctx *ctx);
+tw_status tw_cuda_gemm_wgmma_tma_init(tw_cuda_ctx *ctx); /* also resolves ctx->tma_encode */
 
 tw_status tw_cuda_kv_store_run(tw_cuda_ctx *ctx, const tw_kv_store_args *a, const int *start_dev);
 tw_status tw_cuda_rmsnorm_run(tw_cuda_ctx *ctx, int rows, int dim, const float *x, const void *w,
