@@ -83,6 +83,22 @@ TW_HD static inline void tw_splitkv_range(int len, int splits, int split, int *s
 /* dynamic shared memory: stages, 2 x STAGES mbarriers, 1024 bytes of slack to align the base */
 #define TW_WGT_SMEM (TW_WGT_BAR_OFFSET + 2 * TW_WGT_STAGES * 8 + 1024)
 
+/* setmaxnreg split. The registers the launch gives every thread (ptxas raises a kernel that uses
+ * setmaxnreg to its launch-bound maximum: 65536 / 384 rounded down to 8 = 168) form the CTA's
+ * pool; setmaxnreg.dec hands (launch - producer) per producer thread back to it and
+ * setmaxnreg.inc blocks until it can take (consumer - launch) per consumer thread (PTX ISA,
+ * setmaxnreg: per-CTA pool, counts multiples of 8 in 24..256, one value per warpgroup). An inc
+ * the pool cannot cover blocks forever (no mbarrier timeout reaches it), so the split must
+ * balance for the launch count ptxas reports: tw_wgt_regpool_ok. */
+#define TW_WGT_PRODUCER_REGS 40
+#define TW_WGT_CONSUMER_REGS 232
+TW_HD static inline int tw_wgt_regpool_ok(int launch_regs) {
+    const int p = TW_WGT_PRODUCER_REGS, c = TW_WGT_CONSUMER_REGS;
+    int valid = p % 8 == 0 && c % 8 == 0 && p >= 24 && c <= 256 && p <= launch_regs &&
+                launch_regs <= c && launch_regs * TW_WGT_THREADS <= 65536;
+    return valid && 128 * (launch_regs - p) >= 128 * TW_WGT_CONSUMERS * (c - launch_regs);
+}
+
 /* Bytes one TMA box of box_inner x box_outer elements of elem_bytes each delivers to shared
  * memory. A box that is partly outside the tensor is still delivered whole (the outside elements
  * zero-filled), so this is also the mbarrier transaction count for tail tiles. */

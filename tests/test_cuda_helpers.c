@@ -483,6 +483,19 @@ Test(cuda_index, wgmma_tma_eligibility) {
     cr_expect(!tw_wgt_tma_ok(0, 0, 16, 32), "k = 0");
 }
 
+Test(cuda_index, wgmma_tma_setmaxnreg_pool_balances) {
+    /* per-CTA pool (PTX ISA setmaxnreg): one producer warpgroup gives back 128 (R - 40), two
+     * consumer warpgroups take 2 x 128 (232 - R); R = registers per thread at launch */
+    for (int r = 24; r <= 256; r += 8) {
+        long given = 128L * (r - 40), taken = 2L * 128 * (232 - r);
+        int want = r >= 40 && r <= 232 && r * 384 <= 65536 && given >= taken;
+        cr_assert_eq(tw_wgt_regpool_ok(r), want, "launch registers %d", r);
+    }
+    cr_assert(tw_wgt_regpool_ok(168), "the 384-thread launch bound gives 168 registers");
+    cr_assert(!tw_wgt_regpool_ok(160), "160: consumers' setmaxnreg.inc would wait forever");
+    cr_assert(!tw_wgt_regpool_ok(176), "176 x 384 exceeds the 65536-register file");
+}
+
 /* mbarrier model (PTX ISA): a phase completes when its pending arrivals and pending transaction
  * bytes both reach zero; try_wait.parity(P) succeeds iff the current phase has parity != P
  * (the phase of parity P is then the immediately preceding, completed one). */

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tw_cuda_index.h"
+
 /* kernel-name substring -> threads per block declared in its __launch_bounds__ */
 static const struct {
     const char *name;
@@ -160,6 +162,23 @@ Test(cuda_static, ptx_uses_tensor_cores) {
               "compute_80 PTX contains wgmma");
 }
 
+/* ptxas reports when it had to make the wgmma pipeline wait because other instructions touch
+ * in-flight accumulators ("warpgroup.wait is injected", "wgmma.mma_async instructions are
+ * serialized ..."): the compiler moved accumulator reads/copies into the pipeline. Neither
+ * Hopper GEMM may have that. */
+Test(cuda_static, wgmma_pipelines_not_serialized_by_ptxas) {
+    char dir[4096];
+    if (!report_dir(dir, sizeof dir))
+        cr_skip_test("no CUDA reports (CUDA backend not built, or TW_BUILD_DIR unset)");
+    const char *files[] = {"gemm_wgmma.sm_90a.ptxas.txt", "gemm_wgmma_tma.sm_90a.ptxas.txt"};
+    for (int i = 0; i < 2; i++) {
+        cr_expect(!ptx_has(dir, files[i], "wgmma.mma_async instructions are serialized"),
+                  "%s: ptxas serialized the wgmma pipeline", files[i]);
+        cr_expect(!ptx_has(dir, files[i], "warpgroup.wait is injected"),
+                  "%s: ptxas injected a warpgroup.wait", files[i]);
+    }
+}
+
 /* gemm_wgmma_tma.cu: the sm_90a PTX has the TMA + mbarrier pipeline, the producer/consumer
  * register split and the m64n256k16 bf16 wgmma; the sm_80 PTX has none of them (trap body). */
 Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
@@ -183,6 +202,20 @@ Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
         cr_expect(!ptx_has(dir, "gemm_wgmma_tma.compute_80.ptx", hopper[i]),
                   "gemm_wgmma_tma.compute_80.ptx contains %s", hopper[i]);
     }
+    /* ptxas gives a kernel with setmaxnreg its launch-bound register count; the producer's
+     * setmaxnreg.dec must free what the consumers' setmaxnreg.inc asks for, or they hang */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/gemm_wgmma_tma.sm_90a.ptxas.txt", dir);
+    char *rep = slurp(path);
+    cr_assert(rep, "cannot read %s", path);
+    char *e = strstr(rep, "tw_k_gemm_wgmma_tma");
+    char *u = e ? strstr(e, "Used ") : NULL;
+    int regs = 0;
+    cr_assert(u && sscanf(u, "Used %d registers", &regs) == 1, "%s: no register count", path);
+    free(rep);
+    cr_expect(tw_wgt_regpool_ok(regs),
+              "launch registers %d do not cover setmaxnreg.dec %d / inc %d (2 consumer warpgroups)",
+              regs, TW_WGT_PRODUCER_REGS, TW_WGT_CONSUMER_REGS);
     /* the tensor maps are kernel parameters (__grid_constant__), read through their address */
     cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", "cvta.param.u64"),
               "tensor map parameter not addressed in param space");

@@ -45,8 +45,6 @@
 #include "tw_cuda_internal.cuh"
 #include "tw_mma.cuh"
 
-#define WGT_PRODUCER_REGS 40
-#define WGT_CONSUMER_REGS 232 /* (40 + 2 x 232) x 128 = 64512 <= 65536 registers per SM */
 #define WGT_WAIT_LIMIT_NS 10000000000ull
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -196,7 +194,7 @@ __global__ void __launch_bounds__(TW_WGT_THREADS, 1)
 
     if (wg == 0) {
         /* ---- producer warpgroup ---- */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(WGT_PRODUCER_REGS));
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(TW_WGT_PRODUCER_REGS));
         if (threadIdx.x == 0) {
             asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)&tm_x) : "memory");
             asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)&tm_w) : "memory");
@@ -216,7 +214,7 @@ __global__ void __launch_bounds__(TW_WGT_THREADS, 1)
         }
     } else {
         /* ---- consumer warpgroups 1, 2: rows 64 (wg - 1) .. + 63 of the block tile ---- */
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(WGT_CONSUMER_REGS));
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(TW_WGT_CONSUMER_REGS));
         const int c = wg - 1, t = threadIdx.x % 128, lane = threadIdx.x % 32;
         float d[128];
 #pragma unroll
