@@ -5,7 +5,9 @@
  * scenario, model, energy, provenance). Every combination is planned before the first runs; one
  * that does not fit is refused by name. An interrupted run (SIGINT) still writes what it
  * measured, marked incomplete. Under mpirun with --tp N the engine is tensor-parallel; rank 0
- * writes the result. */
+ * writes the result. --tp takes a list too: the tensor-parallel degree is the outermost loop of
+ * the sweep, each degree running on ranks 0..N-1 of the launch (a sub-communicator) while the
+ * other ranks wait. */
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -40,9 +42,14 @@ static const char *tw_run_usage =
     "            [--gemm tokwatt|cublas] [--cuda-graph]  (CUDA backend: GEMM choice; decode steps\n"
     "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
-    "            [--tp N [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun -np N)";
+    "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
+    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)";
 
 #define TW_RUN_MAX_LIST 32
+/* How long a rank that sits out a tensor-parallel degree waits for the working ranks (a week):
+ * the degree's combinations may take hours. A working rank that fails ends the job itself
+ * (tw_comm_abort), so this bound only matters for a rank that hangs without failing. */
+#define TW_RUN_IDLE_WAIT_S (7 * 86400.0)
 
 static volatile sig_atomic_t tw_run_interrupted = 0;
 
@@ -71,6 +78,7 @@ typedef struct {
 
 /* One combination of the swept options. */
 typedef struct {
+    int tp; /* tensor-parallel degree: ranks 0..tp-1 run it */
     tw_dtype dtype, kv_dtype;
     int batch, prompt, gen;
 } tw_combo;
@@ -87,8 +95,10 @@ typedef struct {
     const tw_run_opts *o;
     tw_model_config cfg;
     tw_backend *be;
-    tw_comm *comm;
-    int rank, nranks;
+    tw_comm *comm;    /* the launch: every rank (NULL for one process without a launcher) */
+    int rank, nranks; /* in the launch */
+    tw_comm *tp_comm; /* the current degree's ranks 0..tp-1 (NULL on the ranks outside) */
+    int max_tp;       /* largest --tp degree */
     double membw, peak;
     const char *membw_src, *peak_src;
 } tw_run_ctx;
@@ -179,19 +189,22 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     if (o->gemm && strcmp(o->backend, "cuda"))
         return TW_ERR(TW_ERR_INVALID,
                       "--gemm %s chooses the CUDA GEMM: it goes with --backend cuda", o->gemm);
-    if (o->ntp > 1)
-        return TW_ERR(TW_ERR_INVALID,
-                      "--tp takes one value: a sweep over tensor-parallel degrees needs one mpirun "
-                      "per degree (mpirun -np N tokwatt run --tp N)");
-    int ncombo = o->ndtype * o->nbatch * o->nprompt * o->ngen;
+    for (int i = 0; i < o->ntp; i++)
+        for (int j = 0; j < i; j++)
+            if (o->tp[i] == o->tp[j])
+                return TW_ERR(TW_ERR_INVALID, "option --tp: %d twice", o->tp[i]);
+    int ncombo = o->ntp * o->ndtype * o->nbatch * o->nprompt * o->ngen;
     if (o->dump && ncombo > 1)
         return TW_ERR(TW_ERR_INVALID, "--dump-logits needs a single combination, not a sweep of %d",
                       ncombo);
     return TW_OK;
 }
 
-static void tw_combo_name(const tw_combo *c, char *buf, size_t n) {
-    snprintf(buf, n, "dtype=%s kv=%s batch=%d prompt=%d gen=%d", tw_dtype_name(c->dtype),
+/* The combination's name; it names the degree when --tp is a list. */
+static void tw_combo_name(const tw_run_opts *o, const tw_combo *c, char *buf, size_t n) {
+    char tp[24] = "";
+    if (o->ntp > 1) snprintf(tp, sizeof tp, "tp=%d ", c->tp);
+    snprintf(buf, n, "%sdtype=%s kv=%s batch=%d prompt=%d gen=%d", tp, tw_dtype_name(c->dtype),
              tw_dtype_name(c->kv_dtype), c->batch, c->prompt, c->gen);
 }
 
@@ -298,7 +311,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
 
     int show_progress = isatty(STDERR_FILENO) && x->rank == 0;
     char name[160];
-    tw_combo_name(k, name, sizeof name);
+    tw_combo_name(o, k, name, sizeof name);
     for (int w = 0; w < o->warmup && !tw_run_interrupted; w++) {
         tw_rep tmp = {.step_s = reps[0].step_s};
         if (show_progress) fprintf(stderr, "\r# %s: warm-up %d/%d   ", name, w + 1, o->warmup);
@@ -391,8 +404,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "warmup", json_integer(o->warmup));
     json_object_set_new(scen, "reps", json_integer(o->reps));
     json_object_set_new(scen, "seed", json_integer(o->seed));
-    json_object_set_new(scen, "tp", json_integer(x->nranks));
-    json_object_set_new(scen, "devices", json_integer(x->nranks));
+    json_object_set_new(scen, "tp", json_integer(k->tp));
+    json_object_set_new(scen, "devices", json_integer(k->tp));
     if (o->preset_name) {
         json_object_set_new(scen, "preset", json_string(o->preset.name));
         json_t *cv = json_array();
@@ -460,24 +473,25 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     sum->assumed = tw_power_is_assumed(pm);
     json_object_set_new(row, "energy", energy);
 
-    /* per-rank figures (tensor-parallel runs): every rank takes part */
+    /* per-rank figures (tensor-parallel runs): every rank of this degree takes part */
     if (x->comm) {
+        int nr = k->tp;
         double mine[5] = {sum->ttft.median, sum->step.p50, sum->dec.median, sum->comm_share, NAN};
         double w_rank = 0;
         if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
         const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
                                 "mean_power_w"};
-        double *all = calloc((size_t)x->nranks * 5, sizeof(double));
+        double *all = calloc((size_t)nr * 5, sizeof(double));
         if (!all) st = TW_ERR(TW_ERR_NOMEM, "per-rank figures");
         for (int q = 0; q < 5 && st == TW_OK; q++)
-            st = tw_comm_allgather_f64(x->comm, mine[q], all + (size_t)q * x->nranks);
+            st = tw_comm_allgather_f64(x->tp_comm, mine[q], all + (size_t)q * nr);
         if (st == TW_OK) {
             json_t *rj = json_array();
-            for (int r = 0; r < x->nranks; r++) {
+            for (int r = 0; r < nr; r++) {
                 json_t *y = json_object();
                 json_object_set_new(y, "rank", json_integer(r));
                 for (int q = 0; q < 5; q++)
-                    json_object_set_new(y, names[q], tw_jnum(all[(size_t)q * x->nranks + r]));
+                    json_object_set_new(y, names[q], tw_jnum(all[(size_t)q * nr + r]));
                 json_array_append_new(rj, y);
             }
             json_object_set_new(row, "ranks", rj);
@@ -495,7 +509,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
         isfinite(sum->e2e.median)) {
         sum->mean_w = w_dev;
-        if (tw_project_headline(sum->e2e.median / x->nranks, w_dev, tw_power_label(pm),
+        if (tw_project_headline(sum->e2e.median / k->tp, w_dev, tw_power_label(pm),
                                 tw_power_is_assumed(pm), sum->headline,
                                 sizeof sum->headline) != TW_OK)
             snprintf(sum->headline, sizeof sum->headline, "projection unavailable: %s",
@@ -524,15 +538,34 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
     const tw_run_opts *o = x->o;
     x->rank = 0;
     x->nranks = 1;
-    if (o->tp[0] > 1 || tw_comm_under_launcher()) {
+    x->max_tp = 1;
+    char tplist[256] = "";
+    for (int i = 0, used = 0; i < o->ntp && used < (int)sizeof tplist; i++) {
+        if (o->tp[i] > x->max_tp) x->max_tp = o->tp[i];
+        used +=
+            snprintf(tplist + used, sizeof tplist - (size_t)used, "%s%d", i ? "," : "", o->tp[i]);
+    }
+    if (x->max_tp > 1 && !tw_comm_under_launcher())
+        return TW_ERR(TW_ERR_INVALID,
+                      "no MPI launcher (1 rank) but --tp is %s: launch with mpirun -np %d tokwatt "
+                      "run --tp %s",
+                      tplist, x->max_tp, tplist);
+    if (tw_comm_under_launcher()) {
         TW_TRY(tw_comm_create(o->comm, o->backend, o->comm_timeout_s, &x->comm));
         x->rank = tw_comm_rank(x->comm);
         x->nranks = tw_comm_size(x->comm);
-        if (x->nranks != o->tp[0])
+        /* each degree N runs on ranks 0..N-1: the launch needs the largest degree's ranks */
+        if (x->nranks < x->max_tp) {
+            if (o->ntp == 1)
+                return TW_ERR(TW_ERR_INVALID,
+                              "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
+                              "tokwatt run --tp %d",
+                              x->nranks, o->tp[0], o->tp[0], o->tp[0]);
             return TW_ERR(TW_ERR_INVALID,
-                          "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
-                          "tokwatt run --tp %d",
-                          x->nranks, o->tp[0], o->tp[0], o->tp[0]);
+                          "%d ranks were launched but --tp is %s, whose largest degree %d needs %d "
+                          "ranks: launch with mpirun -np %d tokwatt run --tp %s",
+                          x->nranks, tplist, x->max_tp, x->max_tp, x->max_tp, tplist);
+        }
         if (x->rank != 0) tw_log_quiet(1);
         /* every rank must run the same scenario (the binary is checked on creation) */
         char canon[4096];
@@ -547,8 +580,21 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
                     (size_t)snprintf(canon + used, sizeof canon - used, "|%d:%d", l, lists[l][i]);
         for (int i = 0; i < o->ndtype && used < sizeof canon; i++)
             used += (size_t)snprintf(canon + used, sizeof canon - used, "|dt%d", (int)o->dtype[i]);
+        if (used < sizeof canon)
+            used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s", tplist);
         TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
-        tw_log("tensor parallel over %d ranks, communicator %s", x->nranks, tw_comm_kind(x->comm));
+        if (o->ntp == 1 && o->tp[0] == x->nranks) {
+            tw_log("tensor parallel over %d ranks, communicator %s", x->nranks,
+                   tw_comm_kind(x->comm));
+        } else {
+            char idle[64] = "";
+            if (x->max_tp < x->nranks)
+                snprintf(idle, sizeof idle, "; ranks %d..%d take part in no degree", x->max_tp,
+                         x->nranks - 1);
+            tw_log("%d ranks launched, communicator %s; tensor-parallel degrees %s, each on ranks "
+                   "0..N-1 while the others wait%s",
+                   x->nranks, tw_comm_kind(x->comm), tplist, idle);
+        }
     }
     int device = x->comm && tw_comm_device(x->comm) >= 0 ? tw_comm_device(x->comm) : o->device;
     int threads = o->threads;
@@ -566,8 +612,9 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
     return TW_OK;
 }
 
-static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, tw_dtype dt, tw_dtype kv, int batch,
-                                         int prompt, int seq) {
+/* Engine options for one rank at degree tp (its rank in the degree is its launch rank). */
+static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, int tp, tw_dtype dt, tw_dtype kv,
+                                         int batch, int prompt, int seq) {
     tw_engine_opts eo = {.cfg = &x->cfg,
                          .be = x->be,
                          .w_dtype = dt,
@@ -576,19 +623,23 @@ static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, tw_dtype dt, tw_dt
                          .max_seq = seq,
                          .max_prefill = prompt,
                          .seed = (uint64_t)x->o->seed,
-                         .comm = x->comm,
-                         .tp_rank = x->rank,
-                         .tp_size = x->nranks,
+                         .comm = tp > 1 ? x->tp_comm : NULL,
+                         .tp_rank = tp > 1 ? x->rank : 0,
+                         .tp_size = tp,
                          .cuda_graph = x->o->cuda_graph};
     return eo;
 }
 
 static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, int n,
                            tw_format fmt) {
-    const char *head[] = {"model", "params", "backend", "threads",
-                          "dtype", "test",   "t/s",     "spread (min-max)"};
+    /* a tp column only for a --tp sweep (a single degree's table stays as it was) */
+    int tpcol = x->o->ntp > 1;
+    const char *head8[] = {"model", "params", "backend", "threads",
+                           "dtype", "test",   "t/s",     "spread (min-max)"};
+    const char *head9[] = {"model", "params", "backend", "threads",         "tp",
+                           "dtype", "test",   "t/s",     "spread (min-max)"};
     tw_table t;
-    tw_table_init(&t, 8, head);
+    tw_table_init(&t, tpcol ? 9 : 8, tpcol ? head9 : head8);
     char params[32];
     double np = (double)tw_model_params(&x->cfg);
     if (np >= 1e9)
@@ -599,14 +650,16 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
     for (int i = 0; i < n; i++) {
         const tw_combo_summary *s = &sums[i];
         const char *dn = tw_dtype_name(s->c.dtype);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
-                      x->be->threads, dn, s->c.prompt, s->c.batch, s->pf.median, s->pf.min,
+        char tp[16] = "";
+        if (tpcol) snprintf(tp, sizeof tp, "|%d", s->c.tp);
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
+                      bn, x->be->threads, tp, dn, s->c.prompt, s->c.batch, s->pf.median, s->pf.min,
                       s->pf.max);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
-                      x->be->threads, dn, s->c.gen, s->c.batch, s->dec.median, s->dec.min,
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
+                      bn, x->be->threads, tp, dn, s->c.gen, s->c.batch, s->dec.median, s->dec.min,
                       s->dec.max);
-        tw_table_addf(&t, "%s|%s|%s|%d|%s|e2e (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
-                      x->be->threads, dn, s->c.batch, s->e2e.median, s->e2e.min, s->e2e.max);
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|e2e (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
+                      x->be->threads, tp, dn, s->c.batch, s->e2e.median, s->e2e.min, s->e2e.max);
     }
     tw_table_print(&t, fmt, stdout);
     tw_table_free(&t);
@@ -614,7 +667,7 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
     for (int i = 0; i < n; i++) {
         const tw_combo_summary *s = &sums[i];
         char name[160];
-        tw_combo_name(&s->c, name, sizeof name);
+        tw_combo_name(x->o, &s->c, name, sizeof name);
         printf("\n%s%s\n", n > 1 ? "## " : "", n > 1 ? name : "");
         printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n", s->ttft.median,
                s->step.mean, s->step.p50, s->step.p99);
@@ -629,8 +682,8 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
         else
             printf("energy: not measured\n");
         if (x->comm)
-            printf("tensor parallel: %d ranks over %s, collectives %.1f%% of measured time\n",
-                   x->nranks, tw_comm_kind(x->comm), 100 * s->comm_share);
+            printf("tensor parallel: %d rank%s over %s, collectives %.1f%% of measured time\n",
+                   s->c.tp, s->c.tp > 1 ? "s" : "", tw_comm_kind(x->comm), 100 * s->comm_share);
         printf("%s\n", s->headline);
         if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);
     }
@@ -669,14 +722,15 @@ int tw_cmd_run(int argc, char **argv) {
     tw_combo_summary *sums = NULL;
     json_t *root = NULL, *rows = json_array();
     double start_unix = tw_unix_now_s();
-    int ncombo = o.ndtype * o.nbatch * o.nprompt * o.ngen, done_combos = 0;
+    int ncombo = o.ntp * o.ndtype * o.nbatch * o.nprompt * o.ngen, done_combos = 0;
     char incomplete[512] = "";
 
     signal(SIGINT, tw_run_on_sigint);
     if ((st = tw_model_load(o.model, &x.cfg)) != TW_OK) goto fail;
     if ((st = tw_run_setup(&x)) != TW_OK) goto fail;
 
-    /* every combination, in a stable order (dtype, batch, prompt, gen), planned before any runs */
+    /* every combination, in a stable order (tp, dtype, batch, prompt, gen), planned before any
+     * runs; each rank plans the degrees it takes part in (its shard of them) */
     combos = calloc((size_t)ncombo, sizeof *combos);
     sums = calloc((size_t)ncombo, sizeof *sums);
     if (!combos || !sums) {
@@ -684,35 +738,41 @@ int tw_cmd_run(int argc, char **argv) {
         goto fail;
     }
     int nc = 0;
-    for (int d = 0; d < o.ndtype; d++)
-        for (int b = 0; b < o.nbatch; b++)
-            for (int p = 0; p < o.nprompt; p++)
-                for (int g = 0; g < o.ngen; g++) {
-                    tw_combo *k = &combos[nc++];
-                    k->dtype = o.dtype[d];
-                    k->kv_dtype = o.kv_given ? o.kv_dtype : o.dtype[d];
-                    k->batch = o.batch[b], k->prompt = o.prompt[p], k->gen = o.gen[g];
-                    tw_engine_opts eo = tw_engine_opts_for(&x, k->dtype, k->kv_dtype, k->batch,
-                                                           k->prompt, k->prompt + k->gen);
-                    tw_mem_plan plan;
-                    char name[160];
-                    tw_combo_name(k, name, sizeof name);
-                    if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) {
-                        st = tw_error_ctx(st, "combination %s", name);
-                        goto fail;
+    for (int t = 0; t < o.ntp; t++)
+        for (int d = 0; d < o.ndtype; d++)
+            for (int b = 0; b < o.nbatch; b++)
+                for (int p = 0; p < o.nprompt; p++)
+                    for (int g = 0; g < o.ngen; g++) {
+                        tw_combo *k = &combos[nc++];
+                        k->tp = o.tp[t];
+                        k->dtype = o.dtype[d];
+                        k->kv_dtype = o.kv_given ? o.kv_dtype : o.dtype[d];
+                        k->batch = o.batch[b], k->prompt = o.prompt[p], k->gen = o.gen[g];
+                        if (x.rank >= k->tp) continue; /* this rank sits the degree out */
+                        tw_engine_opts eo =
+                            tw_engine_opts_for(&x, k->tp, k->dtype, k->kv_dtype, k->batch,
+                                               k->prompt, k->prompt + k->gen);
+                        tw_mem_plan plan;
+                        char name[160];
+                        tw_combo_name(&o, k, name, sizeof name);
+                        if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) {
+                            st = tw_error_ctx(st, "combination %s", name);
+                            goto fail;
+                        }
+                        if (plan.available_bytes && plan.total_bytes > plan.available_bytes) {
+                            char who[48] = "";
+                            if (k->tp > 1) snprintf(who, sizeof who, " (rank %d)", x.rank);
+                            st = TW_ERR(
+                                TW_ERR_NOMEM,
+                                "combination %s does not fit on %s%s: needs %.2f GiB (weights "
+                                "%.2f, KV cache %.2f, activations %.2f) but %.2f GiB is "
+                                "available; nothing was run",
+                                name, x.be->ops->name, who, plan.total_bytes / 1073741824.0,
+                                plan.weights_bytes / 1073741824.0, plan.kv_bytes / 1073741824.0,
+                                plan.act_bytes / 1073741824.0, plan.available_bytes / 1073741824.0);
+                            goto fail;
+                        }
                     }
-                    if (plan.available_bytes && plan.total_bytes > plan.available_bytes) {
-                        st = TW_ERR(TW_ERR_NOMEM,
-                                    "combination %s does not fit on %s: needs %.2f GiB (weights "
-                                    "%.2f, KV cache %.2f, activations %.2f) but %.2f GiB is "
-                                    "available; nothing was run",
-                                    name, x.be->ops->name, plan.total_bytes / 1073741824.0,
-                                    plan.weights_bytes / 1073741824.0, plan.kv_bytes / 1073741824.0,
-                                    plan.act_bytes / 1073741824.0,
-                                    plan.available_bytes / 1073741824.0);
-                        goto fail;
-                    }
-                }
 
     /* roofline ceilings of this machine, measured now unless given */
     x.membw = o.membw_gbps, x.peak = o.peak_gflops;
@@ -730,61 +790,101 @@ int tw_cmd_run(int argc, char **argv) {
     if (x.membw <= 0) x.membw_src = "not measured";
     if (x.peak <= 0) x.peak_src = "not measured";
 
-    /* one engine per weight dtype, sized for the largest combination of that dtype */
-    for (int d = 0; d < o.ndtype && !incomplete[0]; d++) {
-        int mb = 0, mp = 0, ms = 0;
-        for (int i = 0; i < ncombo; i++) {
-            if (combos[i].dtype != o.dtype[d]) continue;
-            if (combos[i].batch > mb) mb = combos[i].batch;
-            if (combos[i].prompt > mp) mp = combos[i].prompt;
-            if (combos[i].prompt + combos[i].gen > ms) ms = combos[i].prompt + combos[i].gen;
+    /* degree by degree: ranks 0..tp-1 run it over a sub-communicator (the launch communicator
+     * itself when tp is the launch size), the others wait at a barrier */
+    for (int ti = 0; ti < o.ntp && !incomplete[0]; ti++) {
+        int tp = o.tp[ti];
+        int own_comm = 0;
+        if (x.comm && tp == x.nranks) {
+            x.tp_comm = x.comm;
+        } else if (x.comm) {
+            /* collective over every launched rank; NULL on ranks >= tp */
+            if ((st = tw_comm_sub(x.comm, tp, &x.tp_comm)) != TW_OK) goto fail;
+            own_comm = 1;
+            if (x.tp_comm && x.be->ops->native_stream &&
+                (st = tw_comm_set_stream(x.tp_comm, x.be->ops->native_stream(x.be))) != TW_OK)
+                goto fail;
         }
-        tw_dtype kv = o.kv_given ? o.kv_dtype : o.dtype[d];
-        tw_engine_opts eo = tw_engine_opts_for(&x, o.dtype[d], kv, mb, mp, ms);
-        tw_mem_plan plan;
-        if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
-        int shared = !(plan.available_bytes && plan.total_bytes > plan.available_bytes);
-        if (!shared)
-            tw_log("the largest %s combinations do not fit together: one engine per combination",
-                   tw_dtype_name(o.dtype[d]));
-        tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s) per rank, KV cache %.2f GiB "
-               "(%s), activations %.2f GiB; %.2f GiB available",
-               x.cfg.name, (double)tw_model_params(&x.cfg) / 1e9, plan.weights_bytes / 1073741824.0,
-               tw_dtype_name(o.dtype[d]), plan.kv_bytes / 1073741824.0, tw_dtype_name(kv),
-               plan.act_bytes / 1073741824.0, plan.available_bytes / 1073741824.0);
-        for (int i = 0; i < ncombo && !incomplete[0]; i++) {
-            tw_combo *k = &combos[i];
-            if (k->dtype != o.dtype[d]) continue;
-            if (!e) {
-                tw_engine_opts ek = shared ? eo
-                                           : tw_engine_opts_for(&x, k->dtype, k->kv_dtype, k->batch,
-                                                                k->prompt, k->prompt + k->gen);
-                double tb = tw_now_s();
-                if ((st = tw_engine_create(&ek, &e)) != TW_OK) goto fail;
-                tw_log("engine ready on %s (%d threads) in %.1f s", x.be->ops->name, x.be->threads,
-                       tw_now_s() - tb);
+        if (ncombo > 1 && o.ntp > 1)
+            tw_log("tensor-parallel degree %d: ranks 0..%d%s", tp, tp - 1,
+                   tp < x.nranks ? ", the others wait" : "");
+        /* one engine per weight dtype, sized for the largest combination of that dtype */
+        for (int d = 0; d < o.ndtype && !incomplete[0] && x.rank < tp; d++) {
+            int mb = 0, mp = 0, ms = 0;
+            for (int i = 0; i < ncombo; i++) {
+                if (combos[i].tp != tp || combos[i].dtype != o.dtype[d]) continue;
+                if (combos[i].batch > mb) mb = combos[i].batch;
+                if (combos[i].prompt > mp) mp = combos[i].prompt;
+                if (combos[i].prompt + combos[i].gen > ms) ms = combos[i].prompt + combos[i].gen;
             }
-            if ((st = tw_run_combo(&x, e, k, rows, &sums[done_combos])) != TW_OK) {
-                if (x.comm || done_combos == 0) goto fail;
-                /* keep what the earlier combinations measured: write them, marked incomplete */
-                char name[160];
-                tw_combo_name(k, name, sizeof name);
-                snprintf(incomplete, sizeof incomplete, "combination %s failed: %.150s", name,
-                         tw_last_error());
-                fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
-                st = TW_OK;
-                break;
+            tw_dtype kv = o.kv_given ? o.kv_dtype : o.dtype[d];
+            tw_engine_opts eo = tw_engine_opts_for(&x, tp, o.dtype[d], kv, mb, mp, ms);
+            tw_mem_plan plan;
+            if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
+            int shared = !(plan.available_bytes && plan.total_bytes > plan.available_bytes);
+            if (!shared)
+                tw_log("the largest %s combinations do not fit together: one engine per "
+                       "combination",
+                       tw_dtype_name(o.dtype[d]));
+            tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s) per rank, KV cache %.2f "
+                   "GiB (%s), activations %.2f GiB; %.2f GiB available",
+                   x.cfg.name, (double)tw_model_params(&x.cfg) / 1e9,
+                   plan.weights_bytes / 1073741824.0, tw_dtype_name(o.dtype[d]),
+                   plan.kv_bytes / 1073741824.0, tw_dtype_name(kv), plan.act_bytes / 1073741824.0,
+                   plan.available_bytes / 1073741824.0);
+            for (int i = 0; i < ncombo && !incomplete[0]; i++) {
+                tw_combo *k = &combos[i];
+                if (k->tp != tp || k->dtype != o.dtype[d]) continue;
+                if (!e) {
+                    tw_engine_opts ek =
+                        shared ? eo
+                               : tw_engine_opts_for(&x, tp, k->dtype, k->kv_dtype, k->batch,
+                                                    k->prompt, k->prompt + k->gen);
+                    double tb = tw_now_s();
+                    if ((st = tw_engine_create(&ek, &e)) != TW_OK) goto fail;
+                    tw_log("engine ready on %s (%d threads) in %.1f s", x.be->ops->name,
+                           x.be->threads, tw_now_s() - tb);
+                }
+                if ((st = tw_run_combo(&x, e, k, rows, &sums[done_combos])) != TW_OK) {
+                    if (x.comm || done_combos == 0) goto fail;
+                    /* keep what the earlier combinations measured: write them, marked
+                     * incomplete */
+                    char name[160];
+                    tw_combo_name(&o, k, name, sizeof name);
+                    snprintf(incomplete, sizeof incomplete, "combination %s failed: %.150s", name,
+                             tw_last_error());
+                    fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
+                    st = TW_OK;
+                    break;
+                }
+                if (sums[done_combos].incomplete[0])
+                    snprintf(incomplete, sizeof incomplete, "%s", sums[done_combos].incomplete);
+                if (sums[done_combos].reps_done > 0 || !incomplete[0]) done_combos++;
+                if (!shared) {
+                    tw_engine_destroy(e);
+                    e = NULL;
+                }
             }
-            if (sums[done_combos].incomplete[0])
-                snprintf(incomplete, sizeof incomplete, "%s", sums[done_combos].incomplete);
-            if (sums[done_combos].reps_done > 0 || !incomplete[0]) done_combos++;
-            if (!shared) {
-                tw_engine_destroy(e);
-                e = NULL;
-            }
+            tw_engine_destroy(e);
+            e = NULL;
         }
-        tw_engine_destroy(e);
-        e = NULL;
+        if (own_comm) tw_comm_destroy(x.tp_comm);
+        x.tp_comm = NULL;
+        /* the ranks that sat out wait here (sleeping, without the collective timeout) for the
+         * working ones, before the next degree or the final collectives */
+        if (x.comm && tp < x.nranks &&
+            (st = tw_comm_idle_barrier(x.comm, TW_RUN_IDLE_WAIT_S)) != TW_OK)
+            goto fail;
+        if (x.comm && ti + 1 < o.ntp) {
+            /* all agree whether to go on: an interruption on any rank stops the sweep
+             * everywhere, so that no rank waits in a degree the others skip */
+            double stop = 0;
+            if ((st = tw_comm_max_f64(x.comm, incomplete[0] ? 1.0 : 0.0, &stop)) != TW_OK)
+                goto fail;
+            if (stop > 0 && !incomplete[0])
+                snprintf(incomplete, sizeof incomplete,
+                         "another rank stopped the sweep after tensor-parallel degree %d", tp);
+        }
     }
     if (incomplete[0] && done_combos < ncombo) {
         char more[128];
@@ -869,14 +969,14 @@ int tw_cmd_run(int argc, char **argv) {
     /* per-combination memory plans, for the record */
     {
         tw_engine_opts eo =
-            tw_engine_opts_for(&x, combos[0].dtype, combos[0].kv_dtype, combos[0].batch,
-                               combos[0].prompt, combos[0].prompt + combos[0].gen);
+            tw_engine_opts_for(&x, combos[0].tp, combos[0].dtype, combos[0].kv_dtype,
+                               combos[0].batch, combos[0].prompt, combos[0].prompt + combos[0].gen);
         tw_mem_plan plan;
         if (tw_engine_plan(&eo, &plan) == TW_OK) {
             json_object_set_new(mem, "weights_bytes", json_integer((json_int_t)plan.weights_bytes));
             json_object_set_new(mem, "kv_cache_bytes", json_integer((json_int_t)plan.kv_bytes));
             json_object_set_new(mem, "activation_bytes", json_integer((json_int_t)plan.act_bytes));
-            json_object_set_new(mem, "per_rank", json_boolean(x.nranks > 1));
+            json_object_set_new(mem, "per_rank", json_boolean(combos[0].tp > 1));
         }
     }
     if ((st = tw_result_write(root, path)) != TW_OK) goto fail;

@@ -221,8 +221,7 @@ done:
 tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     *out = NULL;
     if (!o->cfg || !o->be) return TW_ERR(TW_ERR_INVALID, "engine: model and backend are required");
-    if (o->tp_size > 1 && !o->comm)
-        return TW_ERR(TW_ERR_INVALID, "engine: --tp %d needs a communicator", o->tp_size);
+    TW_TRY(tw_engine_comm_check(o->comm, o->tp_rank, o->tp_size));
     if (o->cuda_graph && strcmp(o->be->ops->name, "cuda") != 0)
         return TW_ERR(TW_ERR_INVALID, "engine: CUDA graphs need the cuda backend, not %s",
                       o->be->ops->name);

@@ -7,6 +7,18 @@
 
 #include "tw_comm.h"
 
+tw_status tw_engine_comm_check(struct tw_comm *comm, int tp_rank, int tp_size) {
+    if (tp_size <= 1) return TW_OK; /* one rank: the communicator is not used */
+    if (!comm) return TW_ERR(TW_ERR_INVALID, "engine: --tp %d needs a communicator", tp_size);
+    if (tw_comm_size(comm) != tp_size || tw_comm_rank(comm) != tp_rank)
+        return TW_ERR(
+            TW_ERR_INVALID,
+            "engine: tensor-parallel rank %d of %d, but the %s communicator is rank %d of "
+            "%d",
+            tp_rank, tp_size, tw_comm_kind(comm), tw_comm_rank(comm), tw_comm_size(comm));
+    return TW_OK;
+}
+
 tw_status tw_engine_comm_allreduce_sum(struct tw_comm *comm, tw_backend *be, float *buf, size_t n) {
     (void)be; /* the communicator queues on the backend's stream (set by the caller) */
     return tw_comm_allreduce(comm, buf, buf, n, TW_F32, TW_RED_SUM);

@@ -9,6 +9,8 @@
 
 struct tw_comm;
 
+/* Refuses a communicator that does not match the engine's tensor-parallel rank and size. */
+tw_status tw_engine_comm_check(struct tw_comm *comm, int tp_rank, int tp_size);
 /* buf[n] (backend memory) summed across ranks, in place. */
 tw_status tw_engine_comm_allreduce_sum(struct tw_comm *comm, tw_backend *be, float *buf, size_t n);
 /* Per row b: the global argmax over vocabulary shards. idx[b] is local to the shard starting

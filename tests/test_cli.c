@@ -196,7 +196,8 @@ Test(cli, bad_arguments_exit_2_naming_the_argument) {
         {"run --model /no/such/config.json", "/no/such/config.json"},
         {"bench nosuch", "unknown benchmark 'nosuch'"},
         {"frobnicate", "unknown command 'frobnicate'"},
-        {"run --tp 1,2", "--tp takes one value"},
+        {"run --tp 1,2", "launch with mpirun -np 2 tokwatt run --tp 1,2"},
+        {"run --tp 2,2", "--tp: 2 twice"},
         {"run --watts 300 --power rapl", "--watts"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -99,6 +99,41 @@ Test(comm, argument_errors_name_the_problem) {
     cr_assert(strstr(tw_last_error(), "gloo"), "%s", tw_last_error());
 }
 
+Test(comm, local_sub_is_a_new_owned_handle_of_one_rank) {
+    tw_comm *c = make_local();
+    tw_comm *s = NULL;
+    cr_assert_eq(tw_comm_sub(c, 1, &s), TW_OK, "%s", tw_last_error());
+    cr_assert(s && s != c, "a new handle, not the parent");
+    cr_assert_eq(tw_comm_size(s), 1);
+    cr_assert_eq(tw_comm_rank(s), 0);
+    cr_assert_str_eq(tw_comm_kind(s), "local");
+    cr_assert_float_eq(s->timeout_s, c->timeout_s, 0);
+    /* the sub-communicator works and keeps its own stats */
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 11);
+    float in[29], out[29];
+    tw_test_fill(&r, in, 29, 3.0f);
+    for (int i = 0; i < 29; i++) out[i] = NAN;
+    cr_assert_eq(tw_comm_allreduce(s, in, out, 29, TW_F32, TW_RED_SUM), TW_OK);
+    cr_assert_eq(memcmp(in, out, sizeof in), 0);
+    cr_assert_eq(tw_comm_get_stats(s).calls, 1);
+    cr_assert_eq(tw_comm_get_stats(c).calls, 0);
+    /* the idle barrier restores the communicator's timeout afterwards */
+    cr_assert_eq(tw_comm_idle_barrier(c, 1000.0), TW_OK, "%s", tw_last_error());
+    cr_assert_float_eq(c->timeout_s, 5.0, 0);
+    cr_assert_eq(c->idle_poll, 0);
+    cr_assert_eq(tw_comm_idle_barrier(c, 0), TW_ERR_INVALID);
+    tw_comm_destroy(s);
+    /* sizes outside [1, size] are refused naming the value */
+    tw_comm *bad = (tw_comm *)1;
+    cr_assert_eq(tw_comm_sub(c, 2, &bad), TW_ERR_INVALID);
+    cr_assert_null(bad);
+    cr_assert(strstr(tw_last_error(), "of 2 ranks"), "%s", tw_last_error());
+    cr_assert_eq(tw_comm_sub(c, 0, &bad), TW_ERR_INVALID);
+    cr_assert(strstr(tw_last_error(), "of 0 ranks"), "%s", tw_last_error());
+    tw_comm_destroy(c);
+}
+
 Test(comm, auto_without_launcher_is_local_and_timeout_from_env) {
     if (tw_comm_under_launcher()) cr_skip_test("running under an MPI launcher");
     setenv("TW_COMM_TIMEOUT_S", "7.5", 1);

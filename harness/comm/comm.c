@@ -134,6 +134,61 @@ void tw_comm_abort(tw_comm *c, int code) {
     _exit(code ? code : 1);
 }
 
+tw_status tw_comm_sub(tw_comm *c, int n, tw_comm **out) {
+    *out = NULL;
+    if (!c || !c->ops) return TW_ERR(TW_ERR_INVALID, "sub-communicator: NULL communicator");
+    if (n < 1 || n > c->size)
+        return TW_ERR(TW_ERR_INVALID,
+                      "rank %d: sub-communicator of %d ranks: not in [1, %d] (the %s "
+                      "communicator's size)",
+                      c->rank, n, c->size, c->ops->name);
+    if (!c->ops->sub)
+        return TW_ERR(TW_ERR_UNSUPPORTED, "rank %d: the %s communicator has no sub-communicators",
+                      c->rank, c->ops->name);
+    tw_comm *s = NULL;
+    tw_status st = c->ops->sub(c, n, &s);
+    if (st != TW_OK)
+        return tw_error_ctx(st, "rank %d: sub-communicator of ranks 0..%d of the %s communicator",
+                            c->rank, n - 1, c->ops->name);
+    if (c->rank < n && (!s || s->size != n || s->rank != c->rank)) {
+        int got_size = s ? s->size : -1, got_rank = s ? s->rank : -1;
+        tw_comm_destroy(s);
+        return TW_ERR(TW_ERR_INTERNAL,
+                      "rank %d: sub-communicator of %d ranks came back with size %d and rank %d",
+                      c->rank, n, got_size, got_rank);
+    }
+    if (c->rank >= n && s) {
+        tw_comm_destroy(s);
+        return TW_ERR(
+            TW_ERR_INTERNAL,
+            "rank %d: sub-communicator of %d ranks returned a handle to a rank outside it", c->rank,
+            n);
+    }
+    if (s) s->timeout_s = c->timeout_s;
+    *out = s;
+    return TW_OK;
+}
+
+tw_status tw_comm_idle_barrier(tw_comm *c, double wait_s) {
+    if (!c || !c->ops) return TW_ERR(TW_ERR_INVALID, "idle barrier: NULL communicator");
+    if (!(wait_s > 0))
+        return TW_ERR(TW_ERR_INVALID, "rank %d: idle barrier: wait of %g s is not positive",
+                      c->rank, wait_s);
+    double saved = c->timeout_s;
+    c->timeout_s = wait_s;
+    c->idle_poll = 1;
+    double t0 = tw_now_s();
+    tw_status st = c->ops->barrier(c);
+    c->stats.time_s += tw_now_s() - t0;
+    c->stats.calls++;
+    c->timeout_s = saved;
+    c->idle_poll = 0;
+    if (st != TW_OK)
+        return tw_error_ctx(st, "rank %d: waiting (up to %g s) for the working ranks", c->rank,
+                            wait_s);
+    return TW_OK;
+}
+
 tw_status tw_comm_set_stream(tw_comm *c, void *stream) {
     if (c->ops->set_stream) return c->ops->set_stream(c, stream);
     if (stream)
@@ -425,6 +480,14 @@ static tw_status tw_local_host_allgather(tw_comm *c, const void *in, void *out, 
     return TW_OK;
 }
 
+/* local has one rank: its only sub-communicator is a new local handle (owned by the caller). */
+static tw_status tw_local_sub(tw_comm *c, int n, tw_comm **out) {
+    if (n != 1)
+        return TW_ERR(TW_ERR_INVALID, "rank 0: local sub-communicator of %d ranks (local has 1)",
+                      n);
+    return tw_comm_local_create(c->timeout_s, out);
+}
+
 static void tw_local_destroy(tw_comm *c) {
     free(c);
 }
@@ -444,6 +507,7 @@ static const tw_comm_ops tw_local_ops = {
     .barrier = tw_local_nop,
     .wait = tw_local_nop,
     .host_allgather = tw_local_host_allgather,
+    .sub = tw_local_sub,
     .destroy = tw_local_destroy,
     .abort = tw_local_abort,
 };

@@ -112,9 +112,14 @@ static tw_status tw_mpi_waitall(tw_comm *c, int nreq, MPI_Request *req, const ch
         if (flag) return TW_OK;
         spins++;
         /* Why yield: with more ranks than cores (mpirun --oversubscribe) a spinning rank would
-         * take the core from the peer it waits for. Otherwise spin for latency. */
-        if (x->oversub || spins > 20000) sched_yield();
-        if ((spins & 63) == 0 && tw_now_s() > deadline) {
+         * take the core from the peer it waits for. Otherwise spin for latency. A rank that sits
+         * out while others work (tw_comm_idle_barrier) sleeps instead: latency does not matter
+         * there and the cores belong to the working ranks. */
+        if (c->idle_poll)
+            usleep(1000);
+        else if (x->oversub || spins > 20000)
+            sched_yield();
+        if ((c->idle_poll || (spins & 63) == 0) && tw_now_s() > deadline) {
             x->failed = 1;
             char silent[256];
             tw_mpi_liveness(c, silent, sizeof silent);
@@ -420,6 +425,8 @@ static void tw_mpi_abort(tw_comm *c, int code) {
     _exit(code ? code : 1);
 }
 
+static tw_status tw_mpi_sub(tw_comm *c, int n, tw_comm **out);
+
 static const tw_comm_ops tw_mpi_ops = {
     .name = "mpi",
     .allreduce = tw_mpi_allreduce,
@@ -431,9 +438,85 @@ static const tw_comm_ops tw_mpi_ops = {
     .wait = tw_mpi_nop,
     .host_allgather = tw_mpi_host_allgather,
     .set_stream = NULL,
+    .sub = tw_mpi_sub,
     .destroy = tw_mpi_destroy,
     .abort = tw_mpi_abort,
 };
+
+/* Wraps a communicator over `base` (duplicated: collectives and the liveness poll each get their
+ * own) with rank, size, node-local rank/size, the oversubscription flag and the small all-reduce
+ * threshold. Shared by creation (base MPI_COMM_WORLD) and tw_comm_sub (base the split). Uses
+ * blocking calls: it is collective over base. */
+static tw_status tw_mpi_wrap(MPI_Comm base, double timeout_s, tw_comm **out) {
+    *out = NULL;
+    size_t small_bytes = TW_MPI_SMALL_BYTES;
+    const char *sb = getenv("TW_COMM_MPI_SMALL_BYTES"); /* tuning: 0 disables the direct path */
+    if (sb && *sb) {
+        char *end;
+        long long v = strtoll(sb, &end, 10);
+        /* every rank reads the same environment, so all refuse together before any collective */
+        if (*end || v < 0 || v > (1 << 24))
+            return TW_ERR(TW_ERR_INVALID, "TW_COMM_MPI_SMALL_BYTES='%s' is not in [0, 16M]", sb);
+        small_bytes = (size_t)v;
+    }
+    tw_comm *c = calloc(1, sizeof *c);
+    tw_mpi_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c);
+        free(x);
+        return TW_ERR(TW_ERR_NOMEM, "creating the mpi communicator");
+    }
+    c->ops = &tw_mpi_ops;
+    c->ctx = x;
+    c->device = -1;
+    c->timeout_s = timeout_s > 0 ? timeout_s : 60.0;
+    /* Creation uses blocking calls (a peer that dies this early is reported by the launcher). */
+    MPI_Comm node;
+    if (MPI_Comm_dup(base, &x->comm) != MPI_SUCCESS ||
+        MPI_Comm_dup(base, &x->health) != MPI_SUCCESS ||
+        MPI_Comm_split_type(base, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) {
+        free(x);
+        free(c);
+        return TW_ERR(TW_ERR_COMM, "creating the MPI communicators failed");
+    }
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(x->health, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(x->comm, &c->rank);
+    MPI_Comm_size(x->comm, &c->size);
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    x->oversub = cores > 0 && c->local_size > cores;
+    x->small_bytes = small_bytes;
+    g_mpi_refs++;
+    *out = c;
+    return TW_OK;
+}
+
+/* MPI_Comm_split of ranks 0..n-1 (color 0, key the parent rank: same order; the others pass
+ * MPI_UNDEFINED and get MPI_COMM_NULL), then wrapped like creation. */
+static tw_status tw_mpi_sub(tw_comm *c, int n, tw_comm **out) {
+    tw_mpi_ctx *x = c->ctx;
+    *out = NULL;
+    if (x->failed)
+        return TW_ERR(TW_ERR_COMM,
+                      "rank %d: the mpi communicator failed earlier: no sub-communicator of %d "
+                      "ranks",
+                      c->rank, n);
+    /* Why a bounded barrier first: MPI_Comm_split blocks, so a dead or stalled peer is found
+     * here, within the timeout and named, rather than hanging the split. */
+    TW_TRY(tw_mpi_barrier(c));
+    MPI_Comm split = MPI_COMM_NULL;
+    TW_MPI_CALL(c, "sub-communicator",
+                MPI_Comm_split(x->comm, c->rank < n ? 0 : MPI_UNDEFINED, c->rank, &split));
+    if (c->rank >= n) return TW_OK; /* split is MPI_COMM_NULL here */
+    MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN);
+    tw_status st = tw_mpi_wrap(split, c->timeout_s, out);
+    MPI_Comm_free(&split);
+    if (st != TW_OK) return tw_error_ctx(st, "rank %d: wrapping the split of %d ranks", c->rank, n);
+    return TW_OK;
+}
 
 tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
     *out = NULL;
@@ -453,53 +536,7 @@ tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
         g_mpi_we_init = 1;
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    tw_comm *c = calloc(1, sizeof *c);
-    tw_mpi_ctx *x = calloc(1, sizeof *x);
-    if (!c || !x) {
-        free(c);
-        free(x);
-        return TW_ERR(TW_ERR_NOMEM, "creating the mpi communicator");
-    }
-    c->ops = &tw_mpi_ops;
-    c->ctx = x;
-    c->device = -1;
-    c->timeout_s = timeout_s > 0 ? timeout_s : 60.0;
-    /* Creation uses blocking calls (a peer that dies this early is reported by the launcher). */
-    MPI_Comm node;
-    if (MPI_Comm_dup(MPI_COMM_WORLD, &x->comm) != MPI_SUCCESS ||
-        MPI_Comm_dup(MPI_COMM_WORLD, &x->health) != MPI_SUCCESS ||
-        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) !=
-            MPI_SUCCESS) {
-        free(x);
-        free(c);
-        return TW_ERR(TW_ERR_COMM, "creating the MPI communicators failed");
-    }
-    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
-    MPI_Comm_set_errhandler(x->health, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(x->comm, &c->rank);
-    MPI_Comm_size(x->comm, &c->size);
-    MPI_Comm_rank(node, &c->local_rank);
-    MPI_Comm_size(node, &c->local_size);
-    MPI_Comm_free(&node);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    x->oversub = cores > 0 && c->local_size > cores;
-    x->small_bytes = TW_MPI_SMALL_BYTES;
-    const char *sb = getenv("TW_COMM_MPI_SMALL_BYTES"); /* tuning: 0 disables the direct path */
-    if (sb && *sb) {
-        char *end;
-        long long v = strtoll(sb, &end, 10);
-        if (*end || v < 0 || v > (1 << 24)) {
-            MPI_Comm_free(&x->comm);
-            MPI_Comm_free(&x->health);
-            free(x);
-            free(c);
-            return TW_ERR(TW_ERR_INVALID, "TW_COMM_MPI_SMALL_BYTES='%s' is not in [0, 16M]", sb);
-        }
-        x->small_bytes = (size_t)v;
-    }
-    g_mpi_refs++;
-    *out = c;
-    return TW_OK;
+    return tw_mpi_wrap(MPI_COMM_WORLD, timeout_s, out);
 }
 
 #else /* !TW_HAVE_MPI */

@@ -209,6 +209,8 @@ static tw_status tw_nccl_wait(tw_comm *c) {
 static tw_status tw_nccl_barrier(tw_comm *c) {
     tw_nccl_ctx *x = c->ctx;
     TW_TRY(tw_nccl_wait(c));
+    /* an idle barrier (tw_comm_idle_barrier) waits on the host communicator the same way */
+    if (c->idle_poll) return tw_comm_idle_barrier(x->host, c->timeout_s);
     return tw_comm_barrier(x->host);
 }
 
@@ -266,6 +268,8 @@ static void tw_nccl_abort(tw_comm *c, int code) {
     tw_comm_abort(x->host, code);
 }
 
+static tw_status tw_nccl_sub(tw_comm *c, int n, tw_comm **out);
+
 static const tw_comm_ops tw_nccl_ops = {
     .name = "nccl",
     .allreduce = tw_nccl_allreduce,
@@ -280,12 +284,13 @@ static const tw_comm_ops tw_nccl_ops = {
     .buf_alloc = tw_nccl_buf_alloc,
     .buf_free = tw_nccl_buf_free,
     .buf_copy = tw_nccl_buf_copy,
+    .sub = tw_nccl_sub,
     .destroy = tw_nccl_destroy,
     .abort = tw_nccl_abort,
 };
 
-static tw_status tw_nccl_init(tw_comm *c) {
-    tw_nccl_ctx *x = c->ctx;
+/* The device of a new communicator: the node-local rank (one GPU per rank). */
+static tw_status tw_nccl_pick_device(tw_comm *c) {
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
     if (e != cudaSuccess || ndev == 0)
@@ -296,8 +301,14 @@ static tw_status tw_nccl_init(tw_comm *c) {
                       "rank %d: %d ranks on this host but %d CUDA devices (one GPU per rank)",
                       c->rank, c->local_size, ndev);
     c->device = c->local_rank;
-    TW_CUDA_CHECK(c, cudaSetDevice(c->device));
+    return TW_OK;
+}
 
+/* The NCCL communicator over the host communicator's ranks, on c->device: rank 0's
+ * ncclUniqueId shared over the host communicator, then a non-blocking ncclCommInitRankConfig. */
+static tw_status tw_nccl_join(tw_comm *c) {
+    tw_nccl_ctx *x = c->ctx;
+    TW_CUDA_CHECK(c, cudaSetDevice(c->device));
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     if (c->rank == 0) TW_NCCL_CHECK(c, ncclGetUniqueId(&id));
@@ -314,13 +325,9 @@ static tw_status tw_nccl_init(tw_comm *c) {
     return tw_nccl_settle(c, "ncclCommInitRankConfig");
 }
 
-tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out) {
+/* A nccl communicator over the ranks of `host` (which it takes over: destroyed with it). */
+static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
     *out = NULL;
-    tw_comm *host = NULL;
-    if (tw_comm_under_launcher())
-        TW_TRY(tw_comm_mpi_create(timeout_s, &host));
-    else
-        TW_TRY(tw_comm_local_create(timeout_s, &host));
     tw_comm *c = calloc(1, sizeof *c);
     tw_nccl_ctx *x = calloc(1, sizeof *x);
     if (!c || !x) {
@@ -339,7 +346,47 @@ tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out) {
     c->local_size = host->local_size;
     c->device = -1;
     c->timeout_s = host->timeout_s;
-    tw_status st = tw_nccl_init(c);
+    *out = c;
+    return TW_OK;
+}
+
+/* Ranks 0..n-1 on the same devices and stream: a host sub-communicator (mpi split or local), then
+ * a fresh NCCL communicator among its members only (ncclGetUniqueId + ncclCommInitRankConfig, the
+ * creation path). Why not ncclCommSplit: it is collective over the parent NCCL communicator and
+ * adds a second non-blocking completion protocol; this way the ranks outside do no NCCL work. */
+static tw_status tw_nccl_sub(tw_comm *c, int n, tw_comm **out) {
+    tw_nccl_ctx *x = c->ctx;
+    *out = NULL;
+    TW_TRY(tw_nccl_usable(c));
+    TW_TRY(tw_nccl_wait(c)); /* the parent's queued work is done before the members move on */
+    tw_comm *hsub = NULL;
+    TW_TRY(tw_comm_sub(x->host, n, &hsub));
+    if (!hsub) return TW_OK; /* this rank is outside */
+    tw_comm *s = NULL;
+    TW_TRY(tw_nccl_wrap(hsub, &s));
+    s->device = c->device; /* the device stays this process's */
+    ((tw_nccl_ctx *)s->ctx)->stream = x->stream;
+    tw_status st = tw_nccl_join(s);
+    if (st != TW_OK) {
+        tw_nccl_destroy(s);
+        return tw_error_ctx(st, "rank %d: nccl sub-communicator of %d ranks on device %d", c->rank,
+                            n, c->device);
+    }
+    *out = s;
+    return TW_OK;
+}
+
+tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out) {
+    *out = NULL;
+    tw_comm *host = NULL;
+    if (tw_comm_under_launcher())
+        TW_TRY(tw_comm_mpi_create(timeout_s, &host));
+    else
+        TW_TRY(tw_comm_local_create(timeout_s, &host));
+    tw_comm *c = NULL;
+    TW_TRY(tw_nccl_wrap(host, &c));
+    tw_status st = tw_nccl_pick_device(c);
+    if (st == TW_OK) st = tw_nccl_join(c);
     if (st != TW_OK) {
         /* a local failure (no device) leaves the peers waiting: they time out, naming us */
         tw_nccl_destroy(c);

@@ -74,6 +74,8 @@ typedef struct {
     tw_status (*buf_alloc)(tw_comm *c, size_t bytes, void **out);
     void (*buf_free)(tw_comm *c, void *p);
     tw_status (*buf_copy)(tw_comm *c, void *dst, const void *src, size_t bytes, int to_device);
+    /* ranks 0..n-1 of c as a new communicator (checked by tw_comm_sub; *out NULL on rank >= n) */
+    tw_status (*sub)(tw_comm *c, int n, tw_comm **out);
     void (*destroy)(tw_comm *c);
     void (*abort)(tw_comm *c, int code);
 } tw_comm_ops;
@@ -86,6 +88,7 @@ struct tw_comm {
     int device;                 /* CUDA device of this rank (nccl), -1 otherwise */
     double timeout_s;
     tw_comm_stats stats;
+    int idle_poll; /* set by tw_comm_idle_barrier: sleep between polls instead of spinning */
 };
 
 /* kind: "auto" (mpi for backend "cpu" under an MPI launcher, nccl for "cuda", local when the
@@ -98,6 +101,20 @@ struct tw_comm {
 tw_status tw_comm_create(const char *kind, const char *backend, double timeout_s, tw_comm **out);
 /* Finalises MPI when this module initialised it and no communicator is left. */
 void tw_comm_destroy(tw_comm *c);
+/* A communicator over ranks 0..n-1 of c (1 <= n <= size), in the same rank order, for running
+ * at a smaller tensor-parallel degree inside one launch. Collective over ALL ranks of c: every
+ * rank calls it with the same n. Ranks < n receive a new communicator (*out) of the same kind,
+ * timeout and (nccl) device, with its own stats and node-local rank/size; ranks >= n receive
+ * *out = NULL and TW_OK. The caller owns *out and destroys it with tw_comm_destroy before
+ * destroying c (also for n == size: it is a new handle, never c itself). local: n must be 1.
+ * Errors name the rank, the operation and n. */
+tw_status tw_comm_sub(tw_comm *c, int n, tw_comm **out);
+/* A barrier for ranks that sit out while others work (the smaller degrees of a tensor-parallel
+ * sweep): it waits up to wait_s instead of the communicator's timeout, sleeping about 1 ms
+ * between polls so that a waiting rank leaves the cores to the working ranks. The working
+ * ranks' own collectives keep the communicator's timeout; a rank that fails ends the job with
+ * tw_comm_abort, which also ends the waiting ranks. */
+tw_status tw_comm_idle_barrier(tw_comm *c, double wait_s);
 /* Tears the whole job down after printing an error (MPI_Abort; exit() for local); no return. */
 void tw_comm_abort(tw_comm *c, int code) __attribute__((noreturn));
 
