@@ -25,31 +25,7 @@
 #define WG_THREADS 128
 #define WG_SMEM    (WG_STAGES * (WG_BM + WG_BN) * WG_BK * 2)
 
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define TW_WGMMA_ENABLED 1
-#endif
-
-#ifdef TW_WGMMA_ENABLED
-/* Shared-memory matrix descriptor, no swizzle: start >> 4 (bits 0-13), leading byte offset >> 4
- * (16-29), stride byte offset >> 4 (32-45), swizzle mode 0 (62-63). */
-__device__ static inline uint64_t wg_desc(const void *smem, uint32_t lbo, uint32_t sbo) {
-    uint64_t d = 0;
-    d |= (uint64_t)((tw_smem_addr(smem) >> 4) & 0x3fffu);
-    d |= (uint64_t)((lbo >> 4) & 0x3fffu) << 16;
-    d |= (uint64_t)((sbo >> 4) & 0x3fffu) << 32;
-    return d;
-}
-
-__device__ static inline void wg_fence(void) {
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ static inline void wg_commit(void) {
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-__device__ static inline void wg_wait0(void) {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-
+#ifdef TW_SM90A
 /* d (64 fp32 per thread) = a . b (+ d when accumulate != 0); both operands K-major in smem. */
 __device__ static inline void wg_mma_64x128x16(float d[64], uint64_t da, uint64_t db,
                                                int accumulate) {
@@ -106,7 +82,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     tw_k_gemm_wgmma(int m, int n, int k, int kpad, const __nv_bfloat16 *__restrict__ xb,
                     const __nv_bfloat16 *__restrict__ w, float *__restrict__ y, int ldy,
                     int accumulate) {
-#ifdef TW_WGMMA_ENABLED
+#ifdef TW_SM90A
     extern __shared__ __align__(128) unsigned char wg_smem[];
     unsigned char *s_a = wg_smem;                                 /* [STAGES][BM * BK * 2] */
     unsigned char *s_b = wg_smem + WG_STAGES * WG_BM * WG_BK * 2; /* [STAGES][BN * BK * 2] */
@@ -142,16 +118,18 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         const int s = kt % WG_STAGES;
         const unsigned char *sa = s_a + s * WG_BM * WG_BK * 2;
         const unsigned char *sb = s_b + s * WG_BN * WG_BK * 2;
-        wg_fence();
+        tw_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < WG_BK / 16; ks++) {
             /* k16 step = k-chunks 2ks, 2ks+1: LBO steps one k-chunk, SBO one 8-row group */
-            uint64_t da = wg_desc(sa + 2 * ks * WG_BM * 16, WG_BM * 16, 8 * 16);
-            uint64_t db = wg_desc(sb + 2 * ks * WG_BN * 16, WG_BN * 16, 8 * 16);
+            uint64_t da =
+                tw_wgmma_desc(tw_smem_addr(sa + 2 * ks * WG_BM * 16), WG_BM * 16, 8 * 16, 0u, 0u);
+            uint64_t db =
+                tw_wgmma_desc(tw_smem_addr(sb + 2 * ks * WG_BN * 16), WG_BN * 16, 8 * 16, 0u, 0u);
             wg_mma_64x128x16(d, da, db, (kt > 0 || ks > 0) ? 1 : 0);
         }
-        wg_commit();
-        wg_wait0();
+        tw_wgmma_commit();
+        tw_wgmma_wait<0>();
     }
     tw_cp_async_wait<0>();
 

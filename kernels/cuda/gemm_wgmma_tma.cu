@@ -47,11 +47,7 @@
 
 #define WGT_WAIT_LIMIT_NS 10000000000ull
 
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define TW_WGT_ENABLED 1
-#endif
-
-#ifdef TW_WGT_ENABLED
+#ifdef TW_SM90A
 /* ---- mbarrier (PTX ISA "Parallel Synchronization and Communication Instructions: mbarrier") - */
 __device__ static inline void wgt_mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -115,16 +111,6 @@ __device__ static inline void wgt_tma_load_2d(uint32_t dst, const CUtensorMap *m
 }
 
 /* ---- wgmma ---------------------------------------------------------------------------------- */
-__device__ static inline void wgt_fence(void) {
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ static inline void wgt_commit(void) {
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N> __device__ static inline void wgt_wait(void) {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
 /* d[64 x 256 tile, 128 per thread] = a . b^T (+ d when accumulate != 0). a: 64 x 16 and
  * b: 256 x 16 slices, both K-major (imm-trans-a = imm-trans-b = 0), scale-a = scale-b = 1. */
 __device__ static inline void wgt_mma_64x256x16(float d[128], uint64_t da, uint64_t db,
@@ -171,7 +157,7 @@ __global__ void __launch_bounds__(TW_WGT_THREADS, 1)
     tw_k_gemm_wgmma_tma(const __grid_constant__ CUtensorMap tm_x,
                         const __grid_constant__ CUtensorMap tm_w, int m, int n, int kpad,
                         float *__restrict__ y, int ldy, int accumulate) {
-#ifdef TW_WGT_ENABLED
+#ifdef TW_SM90A
     extern __shared__ __align__(1024) unsigned char wgt_smem[];
     /* the 128-byte swizzle pattern repeats every 1024 bytes: stage buffers start on such a
      * boundary (descriptor base offset 0); the dynamic window is only promised 16 bytes */
@@ -224,18 +210,18 @@ __global__ void __launch_bounds__(TW_WGT_THREADS, 1)
             wgt_mbar_wait(full0 + 8u * s, tw_pipe_full_parity(kt, TW_WGT_STAGES));
             const uint32_t sa = base + (uint32_t)s * TW_WGT_STAGE_BYTES;
             const uint32_t sb = sa + TW_WGT_A_BYTES;
-            wgt_fence();
+            tw_wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < TW_WGT_BK / 16; ks++)
                 wgt_mma_64x256x16(d, tw_wgt_desc_a(sa, c, ks), tw_wgt_desc_b(sb, ks),
                                   (kt > 0 || ks > 0) ? 1 : 0);
-            wgt_commit();
+            tw_wgmma_commit();
             /* tile kt's MMAs stay in flight; tile kt - 1's are done, so its stage is free */
-            wgt_wait<1>();
+            tw_wgmma_wait<1>();
             if (kt > 0 && lane == 0)
                 wgt_mbar_arrive(empty0 + 8u * tw_pipe_stage(kt - 1, TW_WGT_STAGES));
         }
-        wgt_wait<0>();
+        tw_wgmma_wait<0>();
 
         /* epilogue: element i of thread t is D[d_row(t, i)][d_col(t, i)]; i, i + 1 are
          * neighbouring columns (col even), stored as one float2 where y's layout allows */

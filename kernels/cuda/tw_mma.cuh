@@ -61,4 +61,25 @@ __device__ static inline uint32_t tw_pack_bf16x2(float lo, float hi) {
     return u;
 }
 
+/* ---- sm_90a warpgroup MMA (only where the arch-specific features are compiled) ---------------
+ * TW_SM90A is set only in the device pass for sm_90a: wgmma, setmaxnreg and the kernels built on
+ * them exist there alone; other targets compile those kernels' bodies out. */
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TW_SM90A 1
+#endif
+
+#ifdef TW_SM90A
+/* orders this warpgroup's accumulator-register accesses before the wgmma ops that follow */
+__device__ static inline void tw_wgmma_fence(void) {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ static inline void tw_wgmma_commit(void) {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+/* waits until at most N committed wgmma groups are still in flight */
+template <int N> __device__ static inline void tw_wgmma_wait(void) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+#endif
+
 #endif
