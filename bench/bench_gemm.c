@@ -24,7 +24,7 @@ extern char **environ;
 
 #define GEMM_USAGE                                                                                 \
     "tokwatt bench gemm [--m M] [--n N] [--k K] [--dtype fp32|bf16] [--threads T] [--reps R] "     \
-    "[--warmup W] [--baseline] [--simd portable|avx2|avx512] [--membw-bytes B] "                   \
+    "[--warmup W] [--baseline] [--simd LEVEL] [--membw-bytes B] "                                  \
     "[--format md|json|csv]"
 
 #define GEMM_HELP                                                                                  \
@@ -37,15 +37,19 @@ extern char **environ;
     "  --warmup        untimed repetitions first (default 2)\n"                                    \
     "  --baseline      also run OpenBLAS cblas_sgemm (bench/baseline_openblas) on the same\n"      \
     "                  shape; for bf16 it runs on the fp32-converted weights\n"                    \
-    "  --simd          force a lower SIMD level than the CPU's best\n"                             \
+    "  --simd          force a lower SIMD level than the CPU's best (portable, avx2, avx512,\n"    \
+    "                  avx512bf16, amx, neon, neonbf16)\n"                                         \
     "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default 512M)\n"          \
     "  --format        md (default), json or csv on stdout; logs go to stderr\n"                   \
-    "The result is checked against float64 on sampled rows first (exit 3 on a mismatch).\n"        \
+    "The result is checked against float64 on sampled rows first (exit 3 on a mismatch): within\n" \
+    "1e-4 (relative norm) where the activations stay fp32, 1e-2 where the kernel rounds them to\n" \
+    "bf16 for the bf16 dot-product instructions (the path column says which).\n"                   \
     "For m <= 8 the weights rotate over copies totalling >= 256 MiB, so every rep streams them\n"  \
     "from memory as decode does, and the roofline is the measured read bandwidth.\n"
 
-#define GEMM_CHECK_TOL 1e-4 /* relative norm error on sampled rows; fp32 accumulation */
-#define BW_BOUND_M     8    /* m at or below which the shape is weight-bandwidth bound */
+#define GEMM_CHECK_TOL      1e-4 /* relative norm error on sampled rows; fp32 activations */
+#define GEMM_CHECK_TOL_BF16 1e-2 /* activations rounded to bf16 for the product */
+#define BW_BOUND_M          8    /* m at or below which the shape is weight-bandwidth bound */
 
 typedef struct {
     int present, ok, exit_code;
@@ -257,14 +261,8 @@ int tw_bench_gemm(int argc, char **argv) {
         return TW_EXIT_USAGE;
     }
     if (simds) {
-        if (!strcmp(simds, "portable"))
-            level = TW_SIMD_PORTABLE;
-        else if (!strcmp(simds, "avx2"))
-            level = TW_SIMD_AVX2;
-        else if (!strcmp(simds, "avx512"))
-            level = TW_SIMD_AVX512;
-        else {
-            TW_ERR(TW_ERR_INVALID, "option --simd: '%s' is not portable, avx2 or avx512", simds);
+        if (tw_simd_parse(simds, &level) != TW_OK) {
+            tw_error_ctx(TW_ERR_INVALID, "option --simd");
             tw_cli_fail(&args);
             tw_args_free(&args);
             return TW_EXIT_USAGE;
@@ -312,6 +310,9 @@ int tw_bench_gemm(int argc, char **argv) {
     for (int c = 1; c < copies; c++) memcpy(w + (size_t)c * wbytes, w, wbytes);
 
     tw_gemm_args ga = {.m = m, .n = n, .k = k, .x = x, .w = w, .w_dtype = dt, .y = y};
+    tw_gemm_info gi;
+    gemm_cpu_describe(&ga, &gi);
+    const double tol = gi.x_bf16 ? GEMM_CHECK_TOL_BF16 : GEMM_CHECK_TOL;
     for (size_t i = 0; i < (size_t)m * n; i++) y[i] = NAN; /* a kernel that skips rows fails */
     if (gemm_cpu(&ga, threads) != TW_OK) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
@@ -320,16 +321,16 @@ int tw_bench_gemm(int argc, char **argv) {
     }
     int rows_checked = 0;
     double err = check_rows(&ga, &rows_checked);
-    if (!(err <= GEMM_CHECK_TOL)) {
+    if (!(err <= tol)) {
         fprintf(stderr,
                 "tokwatt: error: gemm result check failed (%s, %s, m=%d n=%d k=%d): relative "
                 "error %.3e over %d sampled rows exceeds %.0e; no timing reported\n",
-                tw_simd_name(level), dts, m, n, k, err, rows_checked, GEMM_CHECK_TOL);
+                gi.path, dts, m, n, k, err, rows_checked, tol);
         free(x), free(y), free(w), free(t);
         return TW_EXIT_CHECK;
     }
-    tw_log("check: rel err %.2e over %d sampled rows (tol %.0e)", err, rows_checked,
-           GEMM_CHECK_TOL);
+    tw_log("check (%s%s): rel err %.2e over %d sampled rows (tol %.0e)", gi.path,
+           gi.x_bf16 ? ", activations rounded to bf16" : "", err, rows_checked, tol);
 
     for (int i = 0; i < warmup + reps; i++) {
         ga.w = w + (size_t)(i % copies) * wbytes;
@@ -405,7 +406,9 @@ int tw_bench_gemm(int argc, char **argv) {
         json_object_set_new(o, "fp32_peak_gflops", json_real(peak));
         json_object_set_new(o, "read_gbps", bw_bound ? json_real(read_gbps) : json_null());
         json_object_set_new(o, "check_rel_err", json_real(err));
-        json_object_set_new(o, "check_tol", json_real(GEMM_CHECK_TOL));
+        json_object_set_new(o, "check_tol", json_real(tol));
+        json_object_set_new(o, "path", json_string(gi.path));
+        json_object_set_new(o, "activations_bf16", json_boolean(gi.x_bf16));
         if (baseline) {
             json_t *bo = json_object();
             json_object_set_new(bo, "present", json_boolean(b.present));
@@ -430,20 +433,20 @@ int tw_bench_gemm(int argc, char **argv) {
         fputc('\n', stdout);
         json_decref(o);
     } else {
-        const char *head[] = {"impl",  "simd/core",   "dtype",    "m",          "n",
-                              "k",     "threads",     "GFLOP/s",  "median_s",   "min_s",
-                              "max_s", "weight_GB/s", "roofline", "vs_openblas"};
+        const char *head[] = {"impl",  "simd/core",   "dtype",    "m",           "n",
+                              "k",     "threads",     "GFLOP/s",  "median_s",    "min_s",
+                              "max_s", "weight_GB/s", "roofline", "vs_openblas", "path"};
         tw_table tb;
-        tw_table_init(&tb, 14, head);
+        tw_table_init(&tb, 15, head);
         char roofs[64], ratios[32] = "";
         snprintf(roofs, sizeof roofs, "%.3f of %s %.1f %s", roof, bw_bound ? "read" : "peak",
                  bw_bound ? read_gbps : peak, bw_bound ? "GB/s" : "GFLOP/s");
         if (b.ok) snprintf(ratios, sizeof ratios, "%.3f", ratio);
-        tw_table_addf(&tb, "tokwatt|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f|%s|%s",
+        tw_table_addf(&tb, "tokwatt|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f|%s|%s|%s",
                       tw_simd_name(level), dts, m, n, k, nt, gflops, med, tmin, tmax, gbps, roofs,
-                      ratios);
+                      ratios, gi.path);
         if (b.ok)
-            tw_table_addf(&tb, "%s|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f||1.000", base_label,
+            tw_table_addf(&tb, "%s|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f||1.000|", base_label,
                           core, "fp32", m, n, k, nt, b.gflops, b.median_s, b.min_s, b.max_s,
                           b.gbps);
         tw_table_print(&tb, fmt, stdout);

@@ -215,7 +215,8 @@ tw_status tw_machine_fp32_peak(int threads, double *gflops) {
     if (!gflops) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: gflops is NULL");
     if (threads < 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: threads=%d", threads);
     const int nt = tw_cpu_threads(threads);
-    const tw_simd level = tw_cpu_simd_active();
+    tw_simd level = tw_cpu_simd_active();
+    if (level >= TW_SIMD_AVX512 && level < TW_SIMD_NEON) level = TW_SIMD_AVX512;
     double flops_per_iter; /* per thread */
     long iters;
     switch (level) {

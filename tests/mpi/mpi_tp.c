@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tw_comm.h"
+#include "tw_cpu.h"
 #include "tw_engine.h"
 #include "tw_test_util.h"
 
@@ -60,9 +61,12 @@ int main(void) {
         for (int s = 0; s <= G - 1; s++) {
             double err = tw_test_rel_err_ff(tw_engine_logits(tp), tw_engine_logits(one),
                                             (size_t)B * c.vocab);
-            if (!(err < 1e-4))
-                FAIL("%s step %d: logits rel err %g > 1e-4 (tp=%d vs 1)", tw_dtype_name(dt), s, err,
-                     n);
+            /* GEMMs that round activations to bf16 (bf16 dot products) turn the fp32 sums'
+             * order differences into bf16 rounding flips: bf16's tolerance then */
+            double tol = dt == TW_BF16 && tw_cpu_bf16_rounds_activations() ? 1e-2 : 1e-4;
+            if (!(err < tol))
+                FAIL("%s step %d: logits rel err %g > %g (tp=%d vs 1)", tw_dtype_name(dt), s, err,
+                     tol, n);
             for (int b = 0; b < B; b++)
                 if (nt[b] != n1[b])
                     FAIL("%s step %d seq %d: token %d with tp=%d, %d with tp=1", tw_dtype_name(dt),
