@@ -53,6 +53,8 @@ static const shape SHAPES[] = {
     {130, 71, 1100},
     {3, 100, 2081},
     {64, 37, 1025},
+    /* m above every dot-driver bound: the blocked path for both dtypes on every level */
+    {1030, 35, 70},
 };
 
 /* Naive float64 reference: ref[i, j] = y0[i, j] (when accumulating) + sum_p x[i, p] w[j, p]. */

@@ -2,9 +2,10 @@
  * Paths, chosen per call from the weight dtype, m and the SIMD level (tw_cpu_simd_active):
  *  - bf16 weights on a CPU with bf16 dot-product instructions (AVX512_BF16; Arm BF16): the dot
  *    driver (gemm_dot.c) for every m, activations rounded to bf16 once per call.
- *  - m <= TW_GEMM_DOT_MAX_M otherwise (decode, small batches): the dot driver over the
- *    skinny kernels, fp32 activations, bf16 weights widened in registers; weights streamed
- *    from memory once per call.
+ *  - m up to a per-kernel bound otherwise (decode, batches, short prompts; each kernel's
+ *    max_m_*): the dot driver, fp32 activations, bf16 weights widened exactly (in registers,
+ *    or once per micro-panel into an L1 copy); weights streamed from memory once per call for
+ *    m <= 64.
  *  - larger m otherwise (prefill): BLIS-style blocking. An nc-column panel of W^T (all of k,
  *    <= 16 MiB so it stays in L3) is packed once, by all threads together, into nr-wide
  *    micro-panels (bf16 converted to fp32 there); then work items of (mc rows x a column
@@ -21,15 +22,8 @@
 #include <string.h>
 #include <pthread.h>
 
-#ifndef TW_GEMM_DOT_MAX_M
-#define TW_GEMM_DOT_MAX_M 8 /* largest m taken by the dot driver without bf16 instructions */
-#endif
-#ifndef TW_GEMM_KC
-#define TW_GEMM_KC 256 /* kc: B micro-panel (kc x nr) stays in L1 */
-#endif
-#ifndef TW_GEMM_MC
-#define TW_GEMM_MC 144 /* mc: A block (mc x kc) stays in L2 */
-#endif
+/* Blocking of the blocked path comes from each kernel table (kc: a kc x nr B micro-panel stays
+ * in L1; mc: an mc x kc A block stays in L2). */
 #define TW_GEMM_NC 4096 /* nc cap: columns per packed weight panel */
 
 /* ---- bf16 array conversion ------------------------------------------------------------------ */
@@ -95,6 +89,8 @@ const tw_gemm_kernels tw_gemm_kernels_portable = {.name = "portable",
                                                   .path = "blocked/portable",
                                                   .mr = TW_PORT_MR,
                                                   .nr = TW_PORT_NR,
+                                                  .kc = 256,
+                                                  .mc = 144,
                                                   .ukr = ukr_portable,
                                                   .skinny = skinny_portable,
                                                   .pack_b = NULL,
@@ -110,27 +106,30 @@ const tw_dot_kernels tw_dot_kernels_portable = {.name = "portable",
                                                 .rm = TW_GEMM_SKINNY_ROWS,
                                                 .rn = 8,
                                                 .rn_small = 8,
+                                                .max_m_bf16 = 8,
+                                                .max_m_f32 = 8,
                                                 .tile = dot_tile_portable};
 
 /* The dot-driver kernels for this call, or NULL when the blocked path is the better one. */
 static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
-    tw_simd level = tw_cpu_simd_active();
-#if defined(TW_X86)
-    if (a->w_dtype == TW_BF16 && level >= TW_SIMD_AVX512BF16) return &tw_dot_kernels_avx512bf16;
-#endif
-    if (a->m > TW_GEMM_DOT_MAX_M) return NULL;
-    switch (level) {
+    const tw_dot_kernels *dk = &tw_dot_kernels_portable;
+    switch (tw_cpu_simd_active()) {
 #if defined(TW_X86)
     case TW_SIMD_AMX:
     case TW_SIMD_AVX512BF16:
+        dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_avx512bf16 : &tw_dot_kernels_avx512;
+        break;
     case TW_SIMD_AVX512:
-        return &tw_dot_kernels_avx512;
+        dk = &tw_dot_kernels_avx512;
+        break;
     case TW_SIMD_AVX2:
-        return &tw_dot_kernels_avx2;
+        dk = &tw_dot_kernels_avx2;
+        break;
 #endif
     default:
-        return &tw_dot_kernels_portable;
+        break;
     }
+    return a->m <= (a->w_dtype == TW_BF16 ? dk->max_m_bf16 : dk->max_m_f32) ? dk : NULL;
 }
 
 static const tw_gemm_kernels *tw_gemm_pick(void) {
@@ -240,8 +239,8 @@ static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncp
     const tw_gemm_args *a = pl->a;
     const int mr = kn->mr, nr = kn->nr;
     float edge[16 * 64]; /* [mr, nr] scratch for partial micro-tiles (mr <= 16, nr <= 64) */
-    for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
-        int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+    for (int pc = 0; pc < a->k; pc += kn->kc) {
+        int kc = a->k - pc < kn->kc ? a->k - pc : kn->kc;
         int add = a->accumulate || pc > 0;
         tw_pack_a(kn, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
         const float *bpc = bp + (size_t)pc * ncpad; /* this k block's micro-panels */
@@ -319,8 +318,8 @@ static void tw_gemm_pack_task(void *arg, long t, int worker) {
     const int nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
     const size_t wsz = bf16 ? 2 : 4;
     const int q = (int)(t / blk->nstrips), s = (int)(t % blk->nstrips);
-    const int pc = q * TW_GEMM_KC;
-    const int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+    const int pc = q * kn->kc;
+    const int kc = a->k - pc < kn->kc ? a->k - pc : kn->kc;
     const int nb = blk->nc - s * nr < nr ? blk->nc - s * nr : nr;
     const char *src = (const char *)a->w + ((size_t)(blk->jc + s * nr) * a->k + pc) * wsz;
     float *dst = blk->bp + (size_t)pc * blk->ncpad + (size_t)s * kc * nr;
@@ -352,7 +351,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     /* mc: the L2 block, shrunk (to whole micro-panels) when m is small so rows alone give
      * enough items; then columns are chunked until there are enough items for balance. */
     const int target = nthreads * TW_GEMM_ITEMS_PER_THREAD;
-    pl.mc = (TW_GEMM_MC / mr) * mr;
+    pl.mc = (kn->mc / mr) * mr;
     int mpanels = (a->m + mr - 1) / mr;
     if ((mpanels * mr + pl.mc - 1) / pl.mc < nthreads) {
         int per = (mpanels + nthreads - 1) / nthreads;
@@ -363,7 +362,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     while (mblocks * nch < target && strips / (nch * 2) >= 8) nch *= 2;
     pl.nchunk = (strips + nch - 1) / nch * nr;
 
-    const size_t kc0 = (size_t)(a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC);
+    const size_t kc0 = (size_t)(a->k < kn->kc ? a->k : kn->kc);
     /* + 64 bytes: pack_a may write 8 floats past the last panel */
     const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 64 + 63) & ~(size_t)63;
     const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
@@ -387,7 +386,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
         blk.ncpad = (blk.nc + nr - 1) / nr * nr;
         blk.nstrips = blk.ncpad / nr;
         blk.chunks = (blk.ncpad + pl.nchunk - 1) / pl.nchunk;
-        const int kblocks = (a->k + TW_GEMM_KC - 1) / TW_GEMM_KC;
+        const int kblocks = (a->k + kn->kc - 1) / kn->kc;
         /* Pack this block's panel for all of k, cooperatively; then compute. */
         st = tw_pool_run(nthreads, (long)kblocks * blk.nstrips, tw_gemm_pack_task, &blk);
         if (st == TW_OK)

@@ -244,6 +244,8 @@ const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
                                               .path = "blocked/avx2",
                                               .mr = MR,
                                               .nr = NR,
+                                              .kc = 256,
+                                              .mc = 144,
                                               .ukr = ukr_avx2_6x16,
                                               .skinny = skinny_avx2,
                                               .pack_b = pack_b_avx2,
@@ -259,6 +261,8 @@ const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
                                             .rm = TW_GEMM_SKINNY_ROWS,
                                             .rn = 8,
                                             .rn_small = 8,
+                                            .max_m_bf16 = 64,
+                                            .max_m_f32 = 64,
                                             .tile = dot_tile_avx2};
 
 /* ---- peak loop: 12 independent FMA chains (latency 4-5 x 2 pipes needs >= 10) ------------- */

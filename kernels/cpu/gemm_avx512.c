@@ -8,31 +8,121 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-#define MR 6
-#define NR 32
+#ifndef TW_AVX512_MR
+#define TW_AVX512_MR 12
+#endif
+#ifndef TW_AVX512_NV
+#define TW_AVX512_NV 2 /* zmm vectors across: nr = 16 * NV */
+#endif
+#define MR TW_AVX512_MR
+#define NV TW_AVX512_NV
+#define NR (16 * NV)
 
-static void ukr_avx512_6x32(int kc, const float *a, const float *b, float *c, size_t ldc, int add) {
-    __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+/* MR x NR register tile: MR * NV accumulators (24 of 32 zmm for 12 x 32), each k step loads NV
+ * vectors of the packed B panel and broadcasts MR values of the packed A panel (folded into the
+ * FMAs as {1to16} memory operands): 14 loads per 24 FMAs, within two load ports. */
+static void ukr_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int add) {
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
+#pragma GCC unroll 2
     for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+        _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 16
         for (int i = 0; i < MR; i++) {
             __m512 av = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
         }
         a += MR;
         b += NR;
     }
+#pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
         float *ci = c + (size_t)i * ldc;
-        if (add) {
-            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_loadu_ps(ci));
-            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_loadu_ps(ci + 16));
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (add) acc[i][v] = _mm512_add_ps(acc[i][v], _mm512_loadu_ps(ci + 16 * v));
+            _mm512_storeu_ps(ci + 16 * v, acc[i][v]);
         }
-        _mm512_storeu_ps(ci, acc[i][0]);
-        _mm512_storeu_ps(ci + 16, acc[i][1]);
     }
+}
+
+/* 16 x 16 transpose in registers: r[i] holds row i on entry and column i on exit. */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(
+            _mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(
+            _mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(
+            _mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(
+            _mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    /* now r[4q + c] holds, in each 128-bit lane L, rows 4L'.. of column c of block q: swap lanes */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+    }
+}
+
+static inline __attribute__((always_inline)) __m512 load16(const void *src, int bf16, size_t p) {
+    if (bf16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + p));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    return _mm512_loadu_ps((const float *)src + p);
+}
+
+/* Packs NR weight rows x kc into [kc][NR] (bf16 widened), 16 x 16 transposes. */
+static int pack_b_avx512(int kc, const void *w, int bf16, size_t ldw, float *bp) {
+    if (kc % 16) return 0;
+    const size_t wsz = bf16 ? 2 : 4;
+    for (int p = 0; p < kc; p += 16)
+        for (int h = 0; h < NV; h++) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = load16((const char *)w + (size_t)(16 * h + i) * ldw * wsz, bf16, (size_t)p);
+            transpose16(r);
+            for (int q = 0; q < 16; q++) _mm512_store_ps(bp + (size_t)(p + q) * NR + 16 * h, r[q]);
+        }
+    return 1;
+}
+
+/* Packs MR rows of x x kc into [kc][MR]: 16 x 16 transposes of the MR rows (the rest zero),
+ * each column stored as 16 floats of which the last 16 - MR are overwritten by the next (up to
+ * 4 floats past the panel are written for MR = 12: the driver leaves 8 of slack). */
+static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
+    if (kc % 16 || MR > 16 || MR < 8) return 0;
+    for (int p = 0; p < kc; p += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = i < MR ? _mm512_loadu_ps(x + (size_t)i * ldx + p) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int q = 0; q < 16; q++) _mm512_storeu_ps(ap + (size_t)(p + q) * MR, r[q]);
+    }
+    return 1;
 }
 
 /* ---- dot-product tiles (gemm_dot.c): fp32 activations, fp32 or bf16 weights ---------------
@@ -148,13 +238,16 @@ static void widen_panel_avx512(int rn, int kc, const void *w, size_t ldw, float 
     }
 }
 
-const tw_gemm_kernels tw_gemm_kernels_avx512 = {.name = "avx512",
-                                                .path = "blocked/avx512",
-                                                .mr = MR,
-                                                .nr = NR,
-                                                .ukr = ukr_avx512_6x32,
-                                                .pack_b = NULL,
-                                                .pack_a = NULL};
+const tw_gemm_kernels tw_gemm_kernels_avx512 = {
+    .name = "avx512",
+    .path = "blocked/avx512",
+    .mr = MR,
+    .nr = NR,
+    .kc = 192, /* measured: 32 x 192 x 4 B of B + A in L1 */
+    .mc = 288,
+    .ukr = ukr_avx512,
+    .pack_b = pack_b_avx512,
+    .pack_a = pack_a_avx512};
 
 const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .path = "dot/avx512",
@@ -165,6 +258,8 @@ const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .rm = 4,
                                               .rn = 6,
                                               .rn_small = 8,
+                                              .max_m_bf16 = 1024,
+                                              .max_m_f32 = 256,
                                               .tile = dot_tile_avx512,
                                               .widen_panel = widen_panel_avx512};
 

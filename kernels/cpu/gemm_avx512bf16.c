@@ -15,6 +15,7 @@
 #include "gemm_avx512_inl.h"
 
 #include <immintrin.h>
+#include <limits.h>
 #include <stdint.h>
 
 #define KSTEP 32   /* bf16 per vector */
@@ -125,6 +126,8 @@ const tw_dot_kernels tw_dot_kernels_avx512bf16 = {.name = "avx512bf16",
                                                   .rm = 4,
                                                   .rn = 6,
                                                   .rn_small = 8,
+                                                  .max_m_bf16 = INT_MAX,
+                                                  .max_m_f32 = 0,
                                                   .tile = dot_tile_bf16};
 
 /* ---- peak loop: 16 independent `vdpbf16ps` chains (latency x throughput covered) ---------- */

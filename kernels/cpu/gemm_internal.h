@@ -35,6 +35,7 @@ typedef struct {
     const char *name;
     const char *path; /* "blocked/<name>" */
     int mr, nr;       /* micro-tile */
+    int kc, mc;       /* blocking: kc x nr B micro-panel in L1, mc x kc A block in L2 */
     tw_gemm_ukr_fn ukr;
     tw_gemm_skinny_fn skinny;
     tw_gemm_pack_b_fn pack_b; /* may be NULL */
@@ -70,6 +71,9 @@ typedef struct {
     int rm; /* largest tile: rm x rn, or rm_small x rn_small when m <= 2 */
     int rn;
     int rn_small; /* rn when m <= 2 (decode): more weight rows streamed side by side */
+    /* largest m this driver takes per weight dtype; above, the blocked path is faster
+     * (measured: packing W once pays off only over enough rows) */
+    int max_m_bf16, max_m_f32;
     tw_dot_tile_fn tile;
     /* optional, bf16 weights: out[j, p] = (float)w[j, p] (j < rn, p < kc, rows kc apart); the
      * driver then runs the tiles on this fp32 copy when several tiles share the micro-panel.
