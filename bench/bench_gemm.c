@@ -39,7 +39,9 @@ extern char **environ;
     "                  shape; for bf16 it runs on the fp32-converted weights\n"                    \
     "  --simd          force a lower SIMD level than the CPU's best (portable, avx2, avx512,\n"    \
     "                  avx512bf16, amx, neon, neonbf16)\n"                                         \
-    "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default 512M)\n"          \
+    "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default: auto, at "       \
+    "least\n"                                                                                      \
+    "                  twice the last-level cache)\n"                                              \
     "  --format        md (default), json or csv on stdout; logs go to stderr\n"                   \
     "The result is checked against float64 on sampled rows first (exit 3 on a mismatch): within\n" \
     "1e-4 (relative norm) where the activations stay fp32, 1e-2 where the kernel rounds them to\n" \
@@ -240,13 +242,13 @@ int tw_bench_gemm(int argc, char **argv) {
         (st = tw_args_int(&args, "--warmup", 2, 0, 100000, &warmup)) ||
         (st = tw_args_str(&args, "--dtype", "fp32", &dts)) ||
         (st = tw_args_str(&args, "--simd", NULL, &simds)) ||
-        (st = tw_args_bytes(&args, "--membw-bytes", "512M", &membw_bytes)) ||
+        (st = tw_args_bytes(&args, "--membw-bytes", "0", &membw_bytes)) ||
         (st = tw_args_format(&args, &fmt)) || (st = tw_args_finish(&args))) {
         tw_cli_fail(&args);
         tw_args_free(&args);
         return TW_EXIT_USAGE;
     }
-    if (membw_bytes < ((size_t)3 << 20)) {
+    if (membw_bytes != 0 && membw_bytes < ((size_t)3 << 20)) {
         TW_ERR(TW_ERR_INVALID, "option --membw-bytes: %zu is below 3M", membw_bytes);
         tw_cli_fail(&args);
         tw_args_free(&args);
@@ -352,26 +354,50 @@ int tw_bench_gemm(int argc, char **argv) {
     const double flops = 2.0 * m * n * (double)k;
     const double gflops = flops / med / 1e9, gbps = (double)wbytes / med / 1e9;
 
-    /* Roofline: measured, at the same thread count and SIMD level. */
+    /* Roofline: the compute peak of the weight dtype at the same thread count and SIMD level
+     * (bf16: the fastest bf16 multiply-add the CPU has); the read bandwidth of the machine (all
+     * cores) for m <= 8. */
     double peak = 0, read_gbps = 0, roof;
     const char *roof_basis;
-    if (tw_machine_fp32_peak(threads, &peak) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
-        return TW_EXIT_FAIL;
+    char peak_method[240] = "";
+    if (dt == TW_BF16) {
+        tw_bf16_peak bp;
+        if (tw_machine_bf16_peak(threads, &bp) != TW_OK) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            return TW_EXIT_FAIL;
+        }
+        peak = bp.gflops;
+        snprintf(peak_method, sizeof peak_method, "%s", bp.method);
+    } else {
+        if (tw_machine_fp32_peak(threads, &peak) != TW_OK) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            return TW_EXIT_FAIL;
+        }
+        snprintf(peak_method, sizeof peak_method, "fp32 FMA (%s), %d threads",
+                 tw_cpu_peak_method(TW_PEAK_FP32_FMA), nt);
     }
+    char read_method[200] = "";
     if (bw_bound) {
         tw_membw_result mb;
-        if (tw_machine_membw(threads, membw_bytes, 3, &mb) != TW_OK) {
+        if (tw_machine_membw(0, membw_bytes, 3, &mb) != TW_OK) {
             fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
             return TW_EXIT_FAIL;
         }
         read_gbps = mb.read_gbps;
+        snprintf(read_method, sizeof read_method, "%s", mb.read_method);
         roof = gbps / read_gbps;
         roof_basis = "read_bandwidth";
     } else {
         roof = gflops / peak;
-        roof_basis = "fp32_peak";
+        roof_basis = dt == TW_BF16 ? "bf16_peak" : "fp32_peak";
     }
+    /* a fraction above 1 means the ceiling was measured too low: say so, never hide it */
+    const int over = roof > 1.0;
+    if (over)
+        fprintf(stderr,
+                "tokwatt: WARNING: %.3f of the measured %s: the ceiling measurement is below what "
+                "this kernel reached; the fraction is not meaningful\n",
+                roof, bw_bound ? "read bandwidth" : "compute peak");
 
     baseline_result b;
     memset(&b, 0, sizeof b);
@@ -403,8 +429,12 @@ int tw_bench_gemm(int argc, char **argv) {
         json_object_set_new(o, "max_s", json_real(tmax));
         json_object_set_new(o, "roofline_fraction", json_real(roof));
         json_object_set_new(o, "roofline_basis", json_string(roof_basis));
-        json_object_set_new(o, "fp32_peak_gflops", json_real(peak));
+        json_object_set_new(o, dt == TW_BF16 ? "bf16_peak_gflops" : "fp32_peak_gflops",
+                            json_real(peak));
+        json_object_set_new(o, "peak_method", json_string(peak_method));
         json_object_set_new(o, "read_gbps", bw_bound ? json_real(read_gbps) : json_null());
+        json_object_set_new(o, "read_method", bw_bound ? json_string(read_method) : json_null());
+        json_object_set_new(o, "exceeds_ceiling", json_boolean(over));
         json_object_set_new(o, "check_rel_err", json_real(err));
         json_object_set_new(o, "check_tol", json_real(tol));
         json_object_set_new(o, "path", json_string(gi.path));
@@ -438,9 +468,10 @@ int tw_bench_gemm(int argc, char **argv) {
                               "max_s", "weight_GB/s", "roofline", "vs_openblas", "path"};
         tw_table tb;
         tw_table_init(&tb, 15, head);
-        char roofs[64], ratios[32] = "";
-        snprintf(roofs, sizeof roofs, "%.3f of %s %.1f %s", roof, bw_bound ? "read" : "peak",
-                 bw_bound ? read_gbps : peak, bw_bound ? "GB/s" : "GFLOP/s");
+        char roofs[96], ratios[32] = "";
+        snprintf(roofs, sizeof roofs, "%.3f of %s %.1f %s%s", roof, bw_bound ? "read" : "peak",
+                 bw_bound ? read_gbps : peak, bw_bound ? "GB/s" : "GFLOP/s",
+                 over ? " EXCEEDS CEILING" : "");
         if (b.ok) snprintf(ratios, sizeof ratios, "%.3f", ratio);
         tw_table_addf(&tb, "tokwatt|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f|%s|%s|%s",
                       tw_simd_name(level), dts, m, n, k, nt, gflops, med, tmin, tmax, gbps, roofs,
@@ -456,6 +487,7 @@ int tw_bench_gemm(int argc, char **argv) {
                 printf("\nweights rotate over %d copies (%.0f MiB) so each rep streams them from "
                        "memory\n",
                        copies, (double)wbytes * copies / (1 << 20));
+            printf("\nceiling: %s\n", bw_bound ? read_method : peak_method);
             if (baseline && !b.ok) printf("\nbaseline: %s\n", b.reason);
             if (b.ok)
                 printf("\nOpenBLAS: core %s (verbose line: %s), %s\n", b.corename,

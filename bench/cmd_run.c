@@ -101,6 +101,8 @@ typedef struct {
     int max_tp;       /* largest --tp degree */
     double membw, peak;
     const char *membw_src, *peak_src;
+    double peak_bf16; /* the bf16 ceiling (fastest bf16 multiply-add the CPU has) */
+    char membw_method[200], peak_bf16_src[260];
 } tw_run_ctx;
 
 /* Figures of one combination, for the table. */
@@ -384,7 +386,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     sum->bw_frac = x->membw > 0 ? sum->decode_gbps / x->membw : NAN;
     double pf_flops = (double)B * k->prompt * tw_model_flops_per_token(cfg, k->prompt / 2);
     sum->pf_gflops = nd ? pf_flops / sum->ttft.median / 1e9 : NAN;
-    sum->mfu = x->peak > 0 ? sum->pf_gflops / x->peak : NAN;
+    const double peak = k->dtype == TW_BF16 ? x->peak_bf16 : x->peak;
+    sum->mfu = peak > 0 ? sum->pf_gflops / peak : NAN;
     sum->comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
 
     json_t *row = json_object();
@@ -434,6 +437,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(m, "decode_bytes_per_step", tw_jnum(step_bytes));
     json_object_set_new(m, "prefill_gflops", tw_jnum(sum->pf_gflops));
     json_object_set_new(m, "prefill_mfu", tw_jnum(sum->mfu));
+    /* a fraction above 1: the ceiling was measured too low; flagged, never clamped */
+    json_object_set_new(m, "exceeds_ceiling", json_boolean(sum->bw_frac > 1.0 || sum->mfu > 1.0));
     json_object_set_new(m, "collective_share", x->comm ? tw_jnum(sum->comm_share) : json_real(0));
     json_t *spread = json_object();
     json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&sum->pf));
@@ -673,8 +678,12 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
                s->step.mean, s->step.p50, s->step.p99);
         printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n", s->decode_gbps,
                100 * s->bw_frac, x->membw_src, x->membw);
+        const int bf = s->c.dtype == TW_BF16;
         printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", s->pf_gflops,
-               100 * s->mfu, x->peak_src, x->peak);
+               100 * s->mfu, bf ? x->peak_bf16_src : x->peak_src, bf ? x->peak_bf16 : x->peak);
+        if (s->bw_frac > 1.0 || s->mfu > 1.0)
+            printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
+                   "reached, so the fraction is not meaningful\n");
         if (s->energy_measured)
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
                    s->assumed ? " (ASSUMED watts, not measured)" : "", s->mean_w,
@@ -775,20 +784,30 @@ int tw_cmd_run(int argc, char **argv) {
                     }
 
     /* roofline ceilings of this machine, measured now unless given */
-    x.membw = o.membw_gbps, x.peak = o.peak_gflops;
+    x.membw = o.membw_gbps, x.peak = x.peak_bf16 = o.peak_gflops;
     x.membw_src = "given (--membw-gbps)", x.peak_src = "given (--peak-gflops)";
+    snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "%s", x.peak_src);
     if (x.membw <= 0 && !strcmp(x.be->ops->name, "cpu")) {
+        /* the machine's: every core, whatever --threads says (with several ranks, each rank
+         * measures its share of the cores at the same time, as it runs) */
         tw_membw_result mb;
-        if ((st = tw_machine_membw(x.be->threads, 0, 5, &mb)) != TW_OK) goto fail;
+        if ((st = tw_machine_membw(x.nranks > 1 ? x.be->threads : 0, 0, 5, &mb)) != TW_OK)
+            goto fail;
         x.membw = mb.read_gbps;
+        snprintf(x.membw_method, sizeof x.membw_method, "%s", mb.read_method);
         x.membw_src = "measured (tokwatt bench membw read)";
     }
     if (x.peak <= 0 && !strcmp(x.be->ops->name, "cpu")) {
+        tw_bf16_peak bp;
         if ((st = tw_machine_fp32_peak(x.be->threads, &x.peak)) != TW_OK) goto fail;
+        if ((st = tw_machine_bf16_peak(x.be->threads, &bp)) != TW_OK) goto fail;
         x.peak_src = "measured (fp32 FMA loop)";
+        x.peak_bf16 = bp.gflops;
+        snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "measured bf16 peak: %s", bp.method);
     }
     if (x.membw <= 0) x.membw_src = "not measured";
     if (x.peak <= 0) x.peak_src = "not measured";
+    if (x.peak_bf16 <= 0) snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "not measured");
 
     /* degree by degree: ranks 0..tp-1 run it over a sub-communicator (the launch communicator
      * itself when tp is the launch size), the others wait at a barrier */
@@ -927,6 +946,10 @@ int tw_cmd_run(int argc, char **argv) {
     json_object_set_new(roof, "membw_source", json_string(x.membw_src));
     json_object_set_new(roof, "peak_gflops", x.peak > 0 ? json_real(x.peak) : json_null());
     json_object_set_new(roof, "peak_source", json_string(x.peak_src));
+    json_object_set_new(roof, "membw_method", json_string(x.membw_method));
+    json_object_set_new(roof, "peak_bf16_gflops",
+                        x.peak_bf16 > 0 ? json_real(x.peak_bf16) : json_null());
+    json_object_set_new(roof, "peak_bf16_source", json_string(x.peak_bf16_src));
     json_object_set_new(root, "roofline", roof);
     json_t *mem = json_object();
     json_object_set_new(mem, "params", json_integer((json_int_t)tw_model_params(&x.cfg)));

@@ -126,6 +126,14 @@ static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
         dk = &tw_dot_kernels_avx2;
         break;
 #endif
+#if defined(__aarch64__) && defined(TW_NEON)
+    case TW_SIMD_NEONBF16:
+        dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_neonbf16 : &tw_dot_kernels_neon;
+        break;
+    case TW_SIMD_NEON:
+        dk = &tw_dot_kernels_neon;
+        break;
+#endif
     default:
         break;
     }

@@ -101,6 +101,10 @@ double tw_peak_fma_avx2(long iters, float *sink);
 double tw_peak_fma_avx512(long iters, float *sink);
 double tw_peak_dot_bf16_avx512(long iters, float *sink);
 #endif
+#if defined(__aarch64__) && defined(TW_NEON)
+double tw_peak_fma_neon(long iters, float *sink);
+double tw_peak_dot_bf16_neon(long iters, float *sink);
+#endif
 
 extern const tw_gemm_kernels tw_gemm_kernels_portable;
 extern const tw_dot_kernels tw_dot_kernels_portable;
@@ -110,6 +114,10 @@ extern const tw_gemm_kernels tw_gemm_kernels_avx512;
 extern const tw_dot_kernels tw_dot_kernels_avx2;
 extern const tw_dot_kernels tw_dot_kernels_avx512;
 extern const tw_dot_kernels tw_dot_kernels_avx512bf16;
+#endif
+#if defined(__aarch64__) && defined(TW_NEON)
+extern const tw_dot_kernels tw_dot_kernels_neon;
+extern const tw_dot_kernels tw_dot_kernels_neonbf16;
 #endif
 
 #endif
