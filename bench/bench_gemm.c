@@ -46,7 +46,8 @@ extern char **environ;
     "The result is checked against float64 on sampled rows first (exit 3 on a mismatch): within\n" \
     "1e-4 (relative norm) where the activations stay fp32, 1e-2 where the kernel rounds them to\n" \
     "bf16 for the bf16 dot-product instructions (the path column says which).\n"                   \
-    "For m <= 8 the weights rotate over copies totalling >= 256 MiB, so every rep streams them\n"  \
+    "For m <= 8 the weights rotate over copies totalling >= max(256 MiB, 2 x last-level cache),\n" \
+    "so every rep streams them\n"                                                                  \
     "from memory as decode does, and the roofline is the measured read bandwidth.\n"
 
 #define GEMM_CHECK_TOL      1e-4 /* relative norm error on sampled rows; fp32 activations */
@@ -284,10 +285,11 @@ int tw_bench_gemm(int argc, char **argv) {
     /* Decode streams the whole model each token: rotate over copies so no rep finds the
      * weights in the last-level cache. */
     int copies = 1;
-    if (bw_bound) {
-        size_t want = (size_t)256 << 20;
+    if (bw_bound) { /* at least twice the last-level cache, as the read ceiling */
+        size_t want = (size_t)256 << 20, llc2 = 2 * tw_machine_llc_bytes();
+        if (llc2 > want) want = llc2;
         copies = (int)((want + wbytes - 1) / wbytes);
-        if (copies > 64) copies = 64;
+        if (copies > 1024) copies = 1024;
         if (copies < 1) copies = 1;
     }
 

@@ -62,7 +62,8 @@ int tw_cmd_info(int argc, char **argv) {
     json_object_set_new(root, "threads", json_integer(nthreads));
 
     json_object_set_new(root, "bf16_dot_vs_fma", json_real(tw_cpu_bf16_dot_ratio()));
-    json_object_set_new(root, "bf16_dot_used", json_boolean(tw_cpu_bf16_rounds_activations()));
+    json_object_set_new(root, "bf16_dot_used", json_boolean(tw_cpu_bf16_dot_preferred()));
+    json_object_set_new(root, "amx_usable", json_boolean(tw_cpu_amx_usable()));
 
     tw_membw_result mb;
     memset(&mb, 0, sizeof mb);

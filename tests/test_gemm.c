@@ -194,6 +194,12 @@ Test(gemm, avx512_fp32) {
 Test(gemm, avx512_bf16) {
     sweep(TW_SIMD_AVX512, TW_BF16);
 }
+Test(gemm, amx_bf16) {
+    sweep(TW_SIMD_AMX, TW_BF16);
+}
+Test(gemm, amx_fp32) {
+    sweep(TW_SIMD_AMX, TW_F32);
+}
 Test(gemm, avx512bf16_fp32) {
     sweep(TW_SIMD_AVX512BF16, TW_F32);
 }
@@ -326,21 +332,25 @@ Test(gemm, bitwise_same_for_any_thread_count) {
     }
 }
 
-/* The dot driver (decode, batched decode, and every m for bf16 dot-product instructions): a
- * row's result is bitwise the same whatever other rows are computed with it, so a sequence's
- * tokens do not depend on its batch neighbours. Checked for every m that takes the same path as
- * m = 1, across the tile edges (4 rows), the row block (128) and a k block (1024) with a tail. */
+/* A row's result is bitwise the same whatever other rows are computed with it, so a sequence's
+ * tokens do not depend on its batch neighbours, on every path where that is claimed: the dot
+ * driver (decode, small batches; every m for the bf16 dot product) and AMX. Checked for every
+ * m that takes the same path as m = 1 (against the rows computed alone) and as m = 130 (against
+ * that product's rows), across tile edges (4 and 16 rows), the row block (128) and a k block
+ * (1024) with a tail. */
 Test(gemm, rows_independent_of_batch) {
-    const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512, TW_SIMD_AVX512BF16};
-    const int ms[] = {2, 3, 4, 5, 7, 8, 13, 64, 130};
+    const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512, TW_SIMD_AVX512BF16,
+                              TW_SIMD_AMX};
+    const int ms[] = {2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 64};
     const int n = 77, k = 1100, mmax = 130;
     tw_test_rng r;
     tw_test_rng_seed(&r, 777);
     float *x = malloc(sizeof(float) * (size_t)mmax * k), *w = malloc(sizeof(float) * (size_t)n * k);
     tw_bf16 *wb = malloc(sizeof(tw_bf16) * (size_t)n * k);
-    float *solo = malloc(sizeof(float) * (size_t)mmax * n),
-          *y = malloc(sizeof(float) * (size_t)mmax * n);
-    cr_assert(x && w && wb && solo && y);
+    float *solo = malloc(sizeof(float) * (size_t)mmax * n);
+    float *big = malloc(sizeof(float) * (size_t)mmax * n);
+    float *y = malloc(sizeof(float) * (size_t)mmax * n);
+    cr_assert(x && w && wb && solo && big && y);
     tw_test_fill(&r, x, (size_t)mmax * k, 1.0f);
     tw_test_fill(&r, w, (size_t)n * k, 0.1f);
     for (size_t i = 0; i < (size_t)n * k; i++) wb[i] = tw_test_to_bf16(w[i]);
@@ -351,26 +361,31 @@ Test(gemm, rows_independent_of_batch) {
         for (int dt = 0; dt < 2; dt++) {
             tw_gemm_args a = {
                 .n = n, .k = k, .w = dt ? (const void *)wb : w, .w_dtype = dt ? TW_BF16 : TW_F32};
-            tw_gemm_info g1, gm;
+            tw_gemm_info g1, gb, gm;
             a.m = 1;
             gemm_cpu_describe(&a, &g1);
             for (int i = 0; i < mmax; i++) {
                 a.m = 1, a.x = x + (size_t)i * k, a.y = solo + (size_t)i * n;
                 cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
             }
+            a.m = mmax, a.x = x, a.y = big;
+            gemm_cpu_describe(&a, &gb);
+            cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
             for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
                 a.m = ms[mi], a.x = x, a.y = y;
                 gemm_cpu_describe(&a, &gm);
-                if (strcmp(gm.path, g1.path)) continue; /* another path (blocked): not claimed */
+                const int vs_solo = !strcmp(gm.path, g1.path), vs_big = !strcmp(gm.path, gb.path);
+                if (!vs_solo && !vs_big) continue; /* the blocked path: not claimed */
                 tw_test_poison(y, (size_t)mmax * n);
                 cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
-                cr_assert_arr_eq(y, solo, sizeof(float) * (size_t)ms[mi] * n,
-                                 "%s %s: rows of an m=%d product differ from the rows alone",
-                                 gm.path, dt ? "bf16" : "fp32", ms[mi]);
+                cr_assert_arr_eq(y, vs_solo ? solo : big, sizeof(float) * (size_t)ms[mi] * n,
+                                 "%s %s: rows of an m=%d product differ from the same rows %s",
+                                 gm.path, dt ? "bf16" : "fp32", ms[mi],
+                                 vs_solo ? "alone" : "in an m=130 product");
                 checked++;
             }
         }
     }
     cr_expect_gt(checked, 0);
-    free(x), free(w), free(wb), free(solo), free(y);
+    free(x), free(w), free(wb), free(solo), free(big), free(y);
 }

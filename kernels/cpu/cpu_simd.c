@@ -68,9 +68,15 @@ static tw_x86_features tw_x86_probe_uncached(void) {
  * and kernels consult the SIMD level on every call: probe once. pthread_once makes the first
  * concurrent callers wait for the one probe. */
 static tw_x86_features tw_x86_cached;
+static int tw_amx_permitted; /* Linux granted this process the AMX tile data state */
 static pthread_once_t tw_x86_once = PTHREAD_ONCE_INIT;
 static void tw_x86_probe_once(void) {
     tw_x86_cached = tw_x86_probe_uncached();
+    tw_x86_features f = tw_x86_cached;
+    /* AMX's tile data is a dynamically enabled XSAVE feature: the process must ask the kernel
+     * for it once (arch_prctl ARCH_REQ_XCOMP_PERM); without permission a tile instruction
+     * faults, so the level is then not offered */
+    if (f.amx_bf16 && f.amx_tile && f.os_amx && f.avx512bf16) tw_amx_permitted = tw_amx_request();
 }
 static tw_x86_features tw_x86_probe(void) {
     pthread_once(&tw_x86_once, tw_x86_probe_once);
@@ -99,13 +105,23 @@ static tw_simd tw_cpu_simd_cpuid(void) {
 #if defined(TW_X86)
     tw_x86_features f = tw_x86_probe();
     if (f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c)
-        return f.avx512bf16 ? TW_SIMD_AVX512BF16 : TW_SIMD_AVX512;
+        return tw_amx_permitted ? TW_SIMD_AMX : f.avx512bf16 ? TW_SIMD_AVX512BF16 : TW_SIMD_AVX512;
     if (f.os_avx && f.avx2 && f.fma && f.f16c) return TW_SIMD_AVX2;
 #elif defined(__aarch64__) && defined(TW_NEON)
     tw_arm_features f = tw_arm_probe();
     if (f.asimd) return f.bf16 ? TW_SIMD_NEONBF16 : TW_SIMD_NEON;
 #endif
     return TW_SIMD_PORTABLE;
+}
+
+/* Whether the AMX tiles can be used (CPUID, XSAVE state, Linux permission). */
+int tw_cpu_amx_usable(void) {
+#if defined(TW_X86)
+    (void)tw_x86_probe();
+    return tw_amx_permitted;
+#else
+    return 0;
+#endif
 }
 
 /* ---- the bf16 dot product against fp32 FMA -------------------------------------------------- */
@@ -192,6 +208,10 @@ double tw_cpu_peak_loop(tw_peak_kind kind, long iters, float *sink) {
 #endif
         return 0;
     case TW_PEAK_BF16_AMX:
+#if defined(TW_X86)
+        if (tw_cpu_amx_usable() && l >= TW_SIMD_AVX512 && l < TW_SIMD_NEON)
+            return tw_peak_amx_bf16(iters, sink);
+#endif
         return 0;
     }
     return 0;
@@ -218,6 +238,10 @@ const char *tw_cpu_peak_method(tw_peak_kind kind) {
 #endif
         return NULL;
     case TW_PEAK_BF16_AMX:
+#if defined(TW_X86)
+        if (tw_cpu_amx_usable() && l >= TW_SIMD_AVX512 && l < TW_SIMD_NEON)
+            return "tdpbf16ps 16x16x32 tiles, 4 independent accumulator tiles";
+#endif
         return NULL;
     }
     return NULL;

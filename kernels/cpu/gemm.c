@@ -110,12 +110,21 @@ const tw_dot_kernels tw_dot_kernels_portable = {.name = "portable",
                                                 .max_m_f32 = 8,
                                                 .tile = dot_tile_portable};
 
+/* AMX for bf16 weights with enough rows, where usable. */
+static int tw_gemm_use_amx(const tw_gemm_args *a) {
+    return a->w_dtype == TW_BF16 && a->m >= TW_GEMM_AMX_MIN_M &&
+           tw_cpu_simd_active() == TW_SIMD_AMX;
+}
+
 /* The dot-driver kernels for this call, or NULL when the blocked path is the better one. */
 static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
     const tw_dot_kernels *dk = &tw_dot_kernels_portable;
     switch (tw_cpu_simd_active()) {
 #if defined(TW_X86)
-    case TW_SIMD_AMX:
+    case TW_SIMD_AMX: /* below the AMX bound: the faster of the bf16 dot product and FMA */
+        dk = a->w_dtype == TW_BF16 && tw_cpu_bf16_dot_preferred() ? &tw_dot_kernels_avx512bf16
+                                                                  : &tw_dot_kernels_avx512;
+        break;
     case TW_SIMD_AVX512BF16:
         dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_avx512bf16 : &tw_dot_kernels_avx512;
         break;
@@ -412,14 +421,26 @@ static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads)
     /* Small products (< 2 MFLOP, ~10 us on one core) run on the calling thread: handing out
      * tasks would cost more than it saves. */
     if ((double)a->m * a->n * a->k < 1048576.0) nthreads = 1;
+    tw_status st;
+#if defined(TW_X86)
+    if (tw_gemm_use_amx(a)) {
+        st = tw_gemm_amx(a, nthreads);
+        if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
+        return TW_OK;
+    }
+#endif
     const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
-    tw_status st =
-        dk ? tw_gemm_dot(dk, a, nthreads) : tw_gemm_blocked(tw_gemm_pick(), a, ldx, ldy, nthreads);
+    st = dk ? tw_gemm_dot(dk, a, nthreads) : tw_gemm_blocked(tw_gemm_pick(), a, ldx, ldy, nthreads);
     if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
     return TW_OK;
 }
 
 void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out) {
+    if (tw_gemm_use_amx(a)) {
+        out->path = "amx";
+        out->x_bf16 = 1;
+        return;
+    }
     const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
     out->x_bf16 = dk && dk->xsize == sizeof(tw_bf16);
     out->path = dk ? dk->path : tw_gemm_pick()->path;

@@ -55,10 +55,18 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     /* several tiles per micro-panel: widen bf16 weights once into an fp32 copy (in L1) */
     const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > pl->rm;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
-    for (int pc = 0; pc < a->k; pc += pl->kc) {
-        const int kc = a->k - pc < pl->kc ? a->k - pc : pl->kc;
-        const int add = a->accumulate || pc > 0;
-        for (int jr = j0; jr < j1; jr += pl->rn) {
+    /* One tile row (decode): micro-panel by micro-panel, each row's k blocks back to back, so a
+     * weight row streams start to end (what the prefetchers want). Several: k block by k block,
+     * so the task's x block (mb x kc) stays in L2. The same arithmetic either way: each k
+     * block's sums are added into y in k order. */
+    const int nk = (a->k + pl->kc - 1) / pl->kc, nj = (j1 - j0 + pl->rn - 1) / pl->rn;
+    const int stream = i1 - i0 <= pl->rm;
+    for (int outer = 0; outer < (stream ? nj : nk); outer++)
+        for (int inner = 0; inner < (stream ? nk : nj); inner++) {
+            const int pc = (stream ? inner : outer) * pl->kc;
+            const int jr = j0 + (stream ? outer : inner) * pl->rn;
+            const int kc = a->k - pc < pl->kc ? a->k - pc : pl->kc;
+            const int add = a->accumulate || pc > 0;
             const int rn = j1 - jr < pl->rn ? j1 - jr : pl->rn;
             const void *w = (const char *)a->w + ((size_t)jr * a->k + pc) * pl->wsz;
             size_t ldw = (size_t)a->k;
@@ -73,7 +81,6 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
                              w, wf, ldw, a->y + (size_t)ir * pl->ldy + jr, pl->ldy, add);
             }
         }
-    }
 }
 
 tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threads) {

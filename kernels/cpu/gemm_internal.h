@@ -100,6 +100,10 @@ double tw_peak_fma_portable(long iters, float *sink);
 double tw_peak_fma_avx2(long iters, float *sink);
 double tw_peak_fma_avx512(long iters, float *sink);
 double tw_peak_dot_bf16_avx512(long iters, float *sink);
+double tw_peak_amx_bf16(long iters, float *sink);
+/* AMX: ask Linux for the tile data state (1: granted); the GEMM (gemm_amx.c) */
+int tw_amx_request(void);
+tw_status tw_gemm_amx(const tw_gemm_args *a, int threads);
 #endif
 #if defined(__aarch64__) && defined(TW_NEON)
 double tw_peak_fma_neon(long iters, float *sink);

@@ -61,13 +61,17 @@ const char *tw_cpu_peak_method(tw_peak_kind kind); /* "vfmadd231ps zmm, 16 chain
 int tw_cpu_bf16_dot_preferred(void);
 /* Measured multiply-add rate of the bf16 dot product over fp32 FMA (0 when not measured). */
 double tw_cpu_bf16_dot_ratio(void);
-/* Whether bf16-weight GEMMs at the active level round the activations to bf16. */
+/* Whether AMX tiles can be used here (CPUID, XSAVE state and Linux's arch_prctl permission). */
+int tw_cpu_amx_usable(void);
+/* Whether bf16-weight GEMMs at the active level round the activations to bf16 (the bf16 dot
+ * product, or AMX for m >= TW_GEMM_AMX_MIN_M). */
 int tw_cpu_bf16_rounds_activations(void);
 
 /* ---- GEMM: y[m,n] = x[m,k] . w[n,k]^T ------------------------------------------------------ */
 tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads);  /* w_dtype must be TW_F32 */
 tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads); /* w_dtype must be TW_BF16 */
 tw_status gemm_cpu(const tw_gemm_args *a, int threads);      /* dispatches on w_dtype */
+#define TW_GEMM_AMX_MIN_M 16 /* bf16 GEMMs with at least this many rows use AMX where usable */
 
 /* Which kernel path gemm_cpu takes for this shape at the active SIMD level, and its numerics:
  * x_bf16 = 1 when the activations are rounded to bf16 (RNE) for the product (the bf16

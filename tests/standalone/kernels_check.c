@@ -170,7 +170,7 @@ static void gemm_determinism(const char *lv) {
 }
 
 static void gemm_rows_independent(const char *lv) {
-    const int ms[] = {2, 3, 5, 8, 13, 64}, n = 77, k = 1100, mmax = 64;
+    const int ms[] = {2, 3, 5, 8, 13, 16, 17, 64}, n = 77, k = 1100, mmax = 64;
     tw_test_rng r;
     tw_test_rng_seed(&r, 777);
     float *x = xmalloc(sizeof(float) * (size_t)mmax * k), *w = xmalloc(sizeof(float) * n * k);
@@ -315,8 +315,8 @@ static void attention_check(const char *lv, int bf16) {
 }
 
 int main(void) {
-    const tw_simd levels[] = {TW_SIMD_PORTABLE,   TW_SIMD_AVX2, TW_SIMD_AVX512,
-                              TW_SIMD_AVX512BF16, TW_SIMD_NEON, TW_SIMD_NEONBF16};
+    const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512,  TW_SIMD_AVX512BF16,
+                              TW_SIMD_AMX,      TW_SIMD_NEON, TW_SIMD_NEONBF16};
     printf("kernels_check: CPU features %s, detected level %s\n", tw_cpu_features(),
            tw_simd_name(tw_cpu_simd_detect()));
     int nlev = 0;
