@@ -14,6 +14,7 @@
  * whole k in one tile, k step by k step in order, so results do not depend on the tiling, the
  * thread count or the batch. */
 #include "gemm_internal.h"
+#include "gemm_avx512_inl.h"
 #include "tw_pool.h"
 
 #include <immintrin.h>
@@ -47,39 +48,6 @@ static void tw_amx_config(void) {
 
 /* ---- packing the activations: xq[m/16][k/32][16 pair rows][16 m][2] bf16 -----------------------
  */
-/* 16 x 16 transpose of 32-bit elements (the same shuffles as the fp32 one in gemm_avx512.c) */
-static inline __attribute__((always_inline)) void tr16(__m512i r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i++) u[i] = _mm512_castsi512_ps(r[i]);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(u[i], u[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(u[i], u[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_castpd_ps(
-            _mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        u[i + 1] = _mm512_castpd_ps(
-            _mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        u[i + 2] = _mm512_castpd_ps(
-            _mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        u[i + 3] = _mm512_castpd_ps(
-            _mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
-        t[4 + i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
-        t[8 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
-        t[12 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-        u[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
-        u[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
-        u[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
-    }
-    for (int i = 0; i < 16; i++) r[i] = _mm512_castps_si512(u[i]);
-}
-
 /* 32 fp32 -> 32 bf16 (RNE), the k tail and missing rows as zeros */
 static inline __m512i cvt32(const float *x, int valid) {
     __mmask16 ml = (__mmask16)(valid >= 16 ? 0xffff : valid <= 0 ? 0 : (1u << valid) - 1);
@@ -109,7 +77,7 @@ static void amx_pack_task(void *arg, long t, int worker) {
             r[j] = row < a->m ? cvt32(a->x + (size_t)row * pl->ldx + (size_t)s * 32, a->k - s * 32)
                               : _mm512_setzero_si512();
         }
-        tr16(r); /* r[p] = pair p of the 16 rows */
+        tw_transpose16i(r); /* r[p] = pair p of the 16 rows */
         uint16_t *dst = pl->xq + ((size_t)t * pl->kb + s) * 512;
         for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(dst + (size_t)p * 32), r[p]);
     }
@@ -138,7 +106,7 @@ static void amx_store(const amx_plan *pl, const float *c, int n0, int m0) {
     if (n0 >= a->n || m0 >= a->m) return;
     __m512i r[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(c + i * 16));
-    tr16(r); /* r[j] = row m0 + j, columns n0 .. n0+15 */
+    tw_transpose16i(r); /* r[j] = row m0 + j, columns n0 .. n0+15 */
     const int nv = a->n - n0 < 16 ? a->n - n0 : 16, mv = a->m - m0 < 16 ? a->m - m0 : 16;
     const __mmask16 mk = (__mmask16)(nv == 16 ? 0xffff : (1u << nv) - 1);
     for (int j = 0; j < mv; j++) {

@@ -55,38 +55,6 @@ static void ukr_avx512(int kc, const float *a, const float *b, float *c, size_t 
     }
 }
 
-/* 16 x 16 transpose in registers: r[i] holds row i on entry and column i on exit. */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_castpd_ps(
-            _mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 1] = _mm512_castpd_ps(
-            _mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 2] = _mm512_castpd_ps(
-            _mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        r[i + 3] = _mm512_castpd_ps(
-            _mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    /* now r[4q + c] holds, in each 128-bit lane L, rows 4L'.. of column c of block q: swap lanes */
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
-        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
-        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
-        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
-        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
-        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
-    }
-}
-
 static inline __attribute__((always_inline)) __m512 load16(const void *src, int bf16, size_t p) {
     if (bf16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + p));
@@ -104,7 +72,7 @@ static int pack_b_avx512(int kc, const void *w, int bf16, size_t ldw, float *bp)
             __m512 r[16];
             for (int i = 0; i < 16; i++)
                 r[i] = load16((const char *)w + (size_t)(16 * h + i) * ldw * wsz, bf16, (size_t)p);
-            transpose16(r);
+            tw_transpose16(r);
             for (int q = 0; q < 16; q++) _mm512_store_ps(bp + (size_t)(p + q) * NR + 16 * h, r[q]);
         }
     return 1;
@@ -119,7 +87,7 @@ static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
         __m512 r[16];
         for (int i = 0; i < 16; i++)
             r[i] = i < MR ? _mm512_loadu_ps(x + (size_t)i * ldx + p) : _mm512_setzero_ps();
-        transpose16(r);
+        tw_transpose16(r);
         for (int q = 0; q < 16; q++) _mm512_storeu_ps(ap + (size_t)(p + q) * MR, r[q]);
     }
     return 1;
@@ -196,26 +164,11 @@ dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const
         else                                                                                       \
             dot_tile(RM, RN, 0, 0, kc, x, ldx, w, ldw, y, ldy, add);                               \
     }
-#define TW_DTILE_ROW6(RM)                                                                          \
-    TW_DTILE(RM, 1) TW_DTILE(RM, 2) TW_DTILE(RM, 3) TW_DTILE(RM, 4) TW_DTILE(RM, 5) TW_DTILE(RM, 6)
-TW_DTILE_ROW6(1)
-TW_DTILE_ROW6(2)
-TW_DTILE_ROW6(3)
-TW_DTILE_ROW6(4)
-TW_DTILE(1, 7)
-TW_DTILE(1, 8)
-TW_DTILE(2, 7)
-TW_DTILE(2, 8)
 
 typedef void (*dtile_fn)(int, int, const float *, size_t, const void *, size_t, float *, size_t,
                          int);
-static const dtile_fn dtiles[5][9] = {
-    {0},
-    {0, dtile_1x1, dtile_1x2, dtile_1x3, dtile_1x4, dtile_1x5, dtile_1x6, dtile_1x7, dtile_1x8},
-    {0, dtile_2x1, dtile_2x2, dtile_2x3, dtile_2x4, dtile_2x5, dtile_2x6, dtile_2x7, dtile_2x8},
-    {0, dtile_3x1, dtile_3x2, dtile_3x3, dtile_3x4, dtile_3x5, dtile_3x6, 0, 0},
-    {0, dtile_4x1, dtile_4x2, dtile_4x3, dtile_4x4, dtile_4x5, dtile_4x6, 0, 0},
-};
+TW_DOT_FOR_SHAPES(TW_DTILE)
+TW_DOT_TABLE(dtile_fn, dtile);
 
 static void dot_tile_avx512(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                             int wflags, size_t ldw, float *y, size_t ldy, int add) {

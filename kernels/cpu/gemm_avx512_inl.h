@@ -42,4 +42,44 @@ static inline __attribute__((always_inline)) void tw_store4(__m512 a, __m512 b, 
                       (RN) > 7 ? (A)[7] : z_, (RN)-4, (Y) + 4, (ADD));                             \
     } while (0)
 
+/* 16 x 16 transpose in registers: r[i] holds row i on entry and column i on exit. */
+static inline __attribute__((always_inline)) void tw_transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(
+            _mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(
+            _mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(
+            _mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(
+            _mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    /* now r[4q + c] holds, in each 128-bit lane L, rows 4L'.. of column c of block q: swap lanes */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+    }
+}
+
+/* The same on 32-bit integers (pairs of bf16). */
+static inline __attribute__((always_inline)) void tw_transpose16i(__m512i r[16]) {
+    __m512 u[16];
+    for (int i = 0; i < 16; i++) u[i] = _mm512_castsi512_ps(r[i]);
+    tw_transpose16(u);
+    for (int i = 0; i < 16; i++) r[i] = _mm512_castps_si512(u[i]);
+}
+
 #endif

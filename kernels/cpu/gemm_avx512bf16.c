@@ -90,26 +90,11 @@ static inline __attribute__((always_inline)) void tile_bf16(const int RM, const 
                                  size_t ldw, float *y, size_t ldy, int add) {                      \
         tile_bf16(RM, RN, kc, x, ldx, w, ldw, y, ldy, add);                                        \
     }
-#define TW_TILE_ROW6(RM)                                                                           \
-    TW_TILE(RM, 1) TW_TILE(RM, 2) TW_TILE(RM, 3) TW_TILE(RM, 4) TW_TILE(RM, 5) TW_TILE(RM, 6)
-TW_TILE_ROW6(1)
-TW_TILE_ROW6(2)
-TW_TILE_ROW6(3)
-TW_TILE_ROW6(4)
-TW_TILE(1, 7)
-TW_TILE(1, 8)
-TW_TILE(2, 7)
-TW_TILE(2, 8)
 
 typedef void (*tile_fn)(int, const tw_bf16 *, size_t, const tw_bf16 *, size_t, float *, size_t,
                         int);
-static const tile_fn tiles[5][9] = {
-    {0},
-    {0, tile_1x1, tile_1x2, tile_1x3, tile_1x4, tile_1x5, tile_1x6, tile_1x7, tile_1x8},
-    {0, tile_2x1, tile_2x2, tile_2x3, tile_2x4, tile_2x5, tile_2x6, tile_2x7, tile_2x8},
-    {0, tile_3x1, tile_3x2, tile_3x3, tile_3x4, tile_3x5, tile_3x6, 0, 0},
-    {0, tile_4x1, tile_4x2, tile_4x3, tile_4x4, tile_4x5, tile_4x6, 0, 0},
-};
+TW_DOT_FOR_SHAPES(TW_TILE)
+TW_DOT_TABLE(tile_fn, tile);
 
 static void dot_tile_bf16(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                           int wflags, size_t ldw, float *y, size_t ldy, int add) {

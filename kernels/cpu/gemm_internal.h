@@ -86,6 +86,22 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
 
 #define TW_DOT_RN_MAX 8 /* largest rn (or rn_small) of any kernel */
 
+/* The tile shapes every dot kernel instantiates: rm 1..4 x rn 1..6, and rn 7..8 for rm <= 2
+ * (rn_small); X(RM, RN) defines P##_RMxRN, TW_DOT_TABLE(T, P) collects them in P##s[rm][rn]. */
+#define TW_DOT_FOR_SHAPES(X)                                                                       \
+    X(1, 1)                                                                                        \
+    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4)        \
+        X(2, 5) X(2, 6) X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1)    \
+            X(4, 2) X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+#define TW_DOT_TABLE(T, P)                                                                         \
+    static const T P##s[5][9] = {                                                                  \
+        {0},                                                                                       \
+        {0, P##_1x1, P##_1x2, P##_1x3, P##_1x4, P##_1x5, P##_1x6, P##_1x7, P##_1x8},               \
+        {0, P##_2x1, P##_2x2, P##_2x3, P##_2x4, P##_2x5, P##_2x6, P##_2x7, P##_2x8},               \
+        {0, P##_3x1, P##_3x2, P##_3x3, P##_3x4, P##_3x5, P##_3x6, 0, 0},                           \
+        {0, P##_4x1, P##_4x2, P##_4x3, P##_4x4, P##_4x5, P##_4x6, 0, 0},                           \
+    }
+
 /* tile adapters over a skinny kernel (fp32 activations in place) */
 #define TW_DOT_FROM_SKINNY(NAME, SKINNY)                                                           \
     static void NAME(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,           \

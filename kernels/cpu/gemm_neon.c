@@ -81,26 +81,11 @@ static inline __attribute__((always_inline)) void neon_tile(const int RM, const 
         else                                                                                       \
             neon_tile(RM, RN, 0, kc, x, ldx, w, ldw, y, ldy, add);                                 \
     }
-#define TW_NTILE_ROW6(RM)                                                                          \
-    TW_NTILE(RM, 1) TW_NTILE(RM, 2) TW_NTILE(RM, 3) TW_NTILE(RM, 4) TW_NTILE(RM, 5) TW_NTILE(RM, 6)
-TW_NTILE_ROW6(1)
-TW_NTILE_ROW6(2)
-TW_NTILE_ROW6(3)
-TW_NTILE_ROW6(4)
-TW_NTILE(1, 7)
-TW_NTILE(1, 8)
-TW_NTILE(2, 7)
-TW_NTILE(2, 8)
 
 typedef void (*ntile_fn)(int, int, const float *, size_t, const void *, size_t, float *, size_t,
                          int);
-static const ntile_fn ntiles[5][9] = {
-    {0},
-    {0, ntile_1x1, ntile_1x2, ntile_1x3, ntile_1x4, ntile_1x5, ntile_1x6, ntile_1x7, ntile_1x8},
-    {0, ntile_2x1, ntile_2x2, ntile_2x3, ntile_2x4, ntile_2x5, ntile_2x6, ntile_2x7, ntile_2x8},
-    {0, ntile_3x1, ntile_3x2, ntile_3x3, ntile_3x4, ntile_3x5, ntile_3x6, 0, 0},
-    {0, ntile_4x1, ntile_4x2, ntile_4x3, ntile_4x4, ntile_4x5, ntile_4x6, 0, 0},
-};
+TW_DOT_FOR_SHAPES(TW_NTILE)
+TW_DOT_TABLE(ntile_fn, ntile);
 
 static void dot_tile_neon(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                           int wflags, size_t ldw, float *y, size_t ldy, int add) {

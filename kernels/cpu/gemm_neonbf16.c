@@ -85,26 +85,11 @@ static inline __attribute__((always_inline)) void bfdot_tile(const int RM, const
                                   size_t ldw, float *y, size_t ldy, int add) {                     \
         bfdot_tile(RM, RN, kc, x, ldx, w, ldw, y, ldy, add);                                       \
     }
-#define TW_BTILE_ROW6(RM)                                                                          \
-    TW_BTILE(RM, 1) TW_BTILE(RM, 2) TW_BTILE(RM, 3) TW_BTILE(RM, 4) TW_BTILE(RM, 5) TW_BTILE(RM, 6)
-TW_BTILE_ROW6(1)
-TW_BTILE_ROW6(2)
-TW_BTILE_ROW6(3)
-TW_BTILE_ROW6(4)
-TW_BTILE(1, 7)
-TW_BTILE(1, 8)
-TW_BTILE(2, 7)
-TW_BTILE(2, 8)
 
 typedef void (*btile_fn)(int, const uint16_t *, size_t, const uint16_t *, size_t, float *, size_t,
                          int);
-static const btile_fn btiles[5][9] = {
-    {0},
-    {0, btile_1x1, btile_1x2, btile_1x3, btile_1x4, btile_1x5, btile_1x6, btile_1x7, btile_1x8},
-    {0, btile_2x1, btile_2x2, btile_2x3, btile_2x4, btile_2x5, btile_2x6, btile_2x7, btile_2x8},
-    {0, btile_3x1, btile_3x2, btile_3x3, btile_3x4, btile_3x5, btile_3x6, 0, 0},
-    {0, btile_4x1, btile_4x2, btile_4x3, btile_4x4, btile_4x5, btile_4x6, 0, 0},
-};
+TW_DOT_FOR_SHAPES(TW_BTILE)
+TW_DOT_TABLE(btile_fn, btile);
 
 static void dot_tile_neonbf16(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                               int wflags, size_t ldw, float *y, size_t ldy, int add) {
