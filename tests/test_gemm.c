@@ -336,13 +336,13 @@ Test(gemm, bitwise_same_for_any_thread_count) {
  * tokens do not depend on its batch neighbours, on every path where that is claimed: the dot
  * driver (decode, small batches; every m for the bf16 dot product) and AMX. Checked for every
  * m that takes the same path as m = 1 (against the rows computed alone) and as m = 130 (against
- * that product's rows), across tile edges (4 and 16 rows), the row block (128) and a k block
- * (1024) with a tail. */
+ * that product's rows), across tile edges (4 and 16 rows), the row block (128), k blocks of
+ * 1024 with a tail, and both loop orders of the dot driver (x rows in L2 whole, or not). */
 Test(gemm, rows_independent_of_batch) {
     const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512, TW_SIMD_AVX512BF16,
                               TW_SIMD_AMX};
     const int ms[] = {2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 64};
-    const int n = 77, k = 1100, mmax = 130;
+    const int n = 77, k = 4100, mmax = 130; /* k: 4 blocks and a tail; 130 rows exceed L2 */
     tw_test_rng r;
     tw_test_rng_seed(&r, 777);
     float *x = malloc(sizeof(float) * (size_t)mmax * k), *w = malloc(sizeof(float) * (size_t)n * k);

@@ -23,6 +23,7 @@
 #define TW_DOT_MB        128 /* x rows per task in prefill (an mb x kc block stays in L2) */
 #define TW_DOT_MB_ONE    64  /* up to this many rows, one task takes all rows: w read once */
 #define TW_DOT_TASKS_PER 8   /* tasks per thread, for balance on a shared machine */
+#define TW_DOT_STREAM_BYTES ((size_t)1 << 20) /* x rows that stay in L2 whole */
 
 typedef struct {
     const tw_dot_kernels *kn;
@@ -55,12 +56,13 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     /* several tiles per micro-panel: widen bf16 weights once into an fp32 copy (in L1) */
     const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > pl->rm;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
-    /* One tile row (decode): micro-panel by micro-panel, each row's k blocks back to back, so a
-     * weight row streams start to end (what the prefetchers want). Several: k block by k block,
-     * so the task's x block (mb x kc) stays in L2. The same arithmetic either way: each k
-     * block's sums are added into y in k order. */
+    /* When the task's rows of x fit in L2 whole (decode, batched decode, short prompts):
+     * micro-panel by micro-panel, each weight row's k blocks back to back, so a weight row
+     * streams start to end (what the prefetchers want). Otherwise k block by k block, so the
+     * task's x block (mb x kc) stays in L2. The same arithmetic either way: each k block's sums
+     * are added into y in k order. */
     const int nk = (a->k + pl->kc - 1) / pl->kc, nj = (j1 - j0 + pl->rn - 1) / pl->rn;
-    const int stream = i1 - i0 <= pl->rm;
+    const int stream = (size_t)(i1 - i0) * a->k * pl->xsz <= TW_DOT_STREAM_BYTES;
     for (int outer = 0; outer < (stream ? nj : nk); outer++)
         for (int inner = 0; inner < (stream ? nk : nj); inner++) {
             const int pc = (stream ? inner : outer) * pl->kc;
