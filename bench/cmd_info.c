@@ -164,9 +164,13 @@ int tw_cmd_info(int argc, char **argv) {
         if (tw_cpu_bf16_dot_ratio() > 0)
             tw_table_addf(&t,
                           "bf16 dot product|%.2fx the multiply-adds of fp32 FMA per second "
-                          "(one thread): %s for bf16 GEMMs",
+                          "(one thread): %s",
                           tw_cpu_bf16_dot_ratio(),
-                          tw_cpu_bf16_rounds_activations() ? "used" : "not used (slower)");
+                          tw_cpu_bf16_dot_preferred() ? "used for bf16 GEMMs"
+                                                      : "not used (FMA on widened bf16 is faster)");
+        tw_table_addf(&t, "AMX-BF16|%s",
+                      tw_cpu_amx_usable() ? "usable: bf16 GEMMs with >= 16 rows"
+                                          : "not usable (no AMX, or no OS permission)");
         if (!quick) {
             tw_table_addf(&t, "memory bandwidth, %d threads|read %.2f, copy %.2f, triad %.2f GB/s",
                           nthreads, mb.read_gbps, mb.copy_gbps, mb.triad_gbps);
