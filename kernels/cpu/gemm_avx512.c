@@ -100,7 +100,9 @@ static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
  * once into an fp32 copy of the panel (widen_panel): the same values either way, so the same
  * results. */
 #define DKSTEP 16
-#define DPF    1024 /* bytes ahead each weight row is prefetched */
+#ifndef DPF
+#define DPF 1024 /* bytes ahead each weight row is prefetched */
+#endif
 
 static inline __attribute__((always_inline)) __m512 dot_load_w(const void *w, int bf16, size_t p,
                                                                __mmask16 m) {
