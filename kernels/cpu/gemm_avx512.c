@@ -184,8 +184,10 @@ static void widen_panel_avx512(int rn, int kc, const void *w, size_t ldw, float 
         const uint16_t *src = (const uint16_t *)w + (size_t)j * ldw;
         float *dst = out + (size_t)j * kc;
         int p = 0;
-        for (; p + 16 <= kc; p += 16)
+        for (; p + 16 <= kc; p += 16) {
+            if ((p & 31) == 0) _mm_prefetch((const char *)(src + p) + DPF, _MM_HINT_T0);
             _mm512_storeu_ps(dst + p, dot_load_w(src, 1, (size_t)p, 0xffff));
+        }
         if (p < kc) {
             const __mmask16 m = (__mmask16)((1u << (kc - p)) - 1);
             _mm512_mask_storeu_ps(dst + p, m, dot_load_w(src, 1, (size_t)p, m));

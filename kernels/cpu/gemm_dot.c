@@ -53,8 +53,10 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     const int i0 = ib * pl->mb, i1 = i0 + pl->mb < a->m ? i0 + pl->mb : a->m;
     const int j0 = jb * pl->nb, j1 = j0 + pl->nb < a->n ? j0 + pl->nb : a->n;
     const int bf16 = a->w_dtype == TW_BF16;
-    /* several tiles per micro-panel: widen bf16 weights once into an fp32 copy (in L1) */
-    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > pl->rm;
+    /* many tiles per micro-panel (> 4): widen bf16 weights once into an fp32 copy (in L1);
+     * for a few, each tile widens in registers (the first one streams the panel from memory
+     * with its prefetches, the others find it in L1) */
+    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > 4 * pl->rm;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
     /* When the task's rows of x fit in L2 whole (decode, batched decode, short prompts):
      * micro-panel by micro-panel, each weight row's k blocks back to back, so a weight row
@@ -93,8 +95,10 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
     pl.ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     pl.ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
     pl.wsz = a->w_dtype == TW_BF16 ? 2 : 4;
-    pl.rm = kn->rm;
-    pl.rn = a->m <= 2 ? kn->rn_small : kn->rn;
+    /* decode and small batches are bandwidth bound: 2-row tiles over rn_small weight rows, so
+     * more weight rows stream side by side (memory-level parallelism) */
+    pl.rm = a->m <= 8 && kn->rm > 2 ? 2 : kn->rm;
+    pl.rn = a->m <= 8 ? kn->rn_small : kn->rn;
     pl.kc = TW_DOT_KC / kn->kstep * kn->kstep;
     if (pl.kc < kn->kstep) pl.kc = kn->kstep;
 
