@@ -308,8 +308,8 @@ Test(attention, decode_matches_prefill_last_token) {
     for (int b = 0; b < B; b++)
         memcpy(qd + (size_t)b * H * D, q + ((size_t)b * S + S - 1) * H * D, sizeof(float) * H * D);
     int lens[B] = {start[0] + S, start[1] + S};
-    tw_attn_prefill_args pa = {B, S, H, G, D, MAXS, start, q, c.k, c.v, TW_BF16, outp, 0.125f};
-    tw_attn_decode_args da = {B, H, G, D, MAXS, lens, qd, c.k, c.v, TW_BF16, outd, 0.125f};
+    tw_attn_prefill_args pa = {B, S, H, G, D, MAXS, start, q, c.k, c.v, TW_BF16, outp, 0.125f, 0};
+    tw_attn_decode_args da = {B, H, G, D, MAXS, lens, qd, c.k, c.v, TW_BF16, outd, 0.125f, 0};
     tw_test_poison(outp, sizeof outp / sizeof outp[0]);
     tw_test_poison(outd, sizeof outd / sizeof outd[0]);
     cr_assert_eq(attn_prefill_cpu(&pa, 0), TW_OK, "%s", tw_last_error());
@@ -403,7 +403,7 @@ static void expect_invalid(tw_status st, const char *needle) {
 Test(attention, bad_arguments) {
     static float q[6 * 64], out[6 * 64], kc[2 * 16 * 64], vc[2 * 16 * 64];
     int start[1] = {0}, lens[1] = {5};
-    tw_attn_prefill_args p = {1, 1, 6, 2, 64, 16, start, q, kc, vc, TW_F32, out, 0.125f};
+    tw_attn_prefill_args p = {1, 1, 6, 2, 64, 16, start, q, kc, vc, TW_F32, out, 0.125f, 0};
     tw_attn_prefill_args x = p;
     x.n_kv_heads = 4;
     expect_invalid(attn_prefill_cpu(&x, 0), "n_kv_heads 4");
@@ -425,7 +425,7 @@ Test(attention, bad_arguments) {
     expect_invalid(attn_prefill_cpu(&p, -1), "threads");
     expect_invalid(attn_prefill_cpu(NULL, 0), "NULL");
 
-    tw_attn_decode_args d = {1, 6, 2, 64, 16, lens, q, kc, vc, TW_F32, out, 0.125f};
+    tw_attn_decode_args d = {1, 6, 2, 64, 16, lens, q, kc, vc, TW_F32, out, 0.125f, 0};
     tw_attn_decode_args y = d;
     y.lens = (int[]){0};
     expect_invalid(attn_decode_cpu(&y, 0), "lens[0] = 0");

@@ -235,7 +235,7 @@ Test(export, tied_model_has_no_lm_head) {
 
 Test(export, refuses_when_disk_lacks_space) {
     /* ~2.6e14 bytes of embedding alone: no test machine has that free */
-    const char *huge = "{\"hidden_size\": 65536, \"intermediate_size\": 131072, "
+    const char *huge = "{\"model_type\": \"llama\", \"hidden_size\": 65536, \"intermediate_size\": 131072, "
                        "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
                        "\"vocab_size\": 1000000000}";
     tw_model_config c;

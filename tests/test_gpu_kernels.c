@@ -323,7 +323,7 @@ static void check_prefill(tw_backend *be, const attn_case *c, tw_dtype dt, doubl
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
     tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,  c->start,
-                              dq,       dk,     dv,         dt,      dout, (float)scale};
+                              dq,       dk,     dv,         dt,      dout, (float)scale, 0};
     cr_assert_eq(be->ops->attn_prefill(be, &a), TW_OK, "attn_prefill: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
     to_host(be, out, dout, nq * 4);
@@ -378,7 +378,7 @@ static void check_decode(tw_backend *be, const decode_case *c, tw_dtype dt) {
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
     tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq, c->lens,
-                             dq,       dk,         dv,      dt,   dout,       (float)scale};
+                             dq,       dk,         dv,      dt,   dout,       (float)scale, 0};
     cr_assert_eq(be->ops->attn_decode(be, &a), TW_OK, "attn_decode: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
     to_host(be, out, dout, nq * 4);
@@ -738,7 +738,7 @@ Test(gpu_errors, bad_arguments_are_reported) {
     cr_expect(strstr(tw_last_error(), "ldx"), "message: %s", tw_last_error());
     cr_expect_eq(tw_cuda_set_gemm(be, "fastest"), TW_ERR_INVALID);
     int lens[1] = {0};
-    tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f};
+    tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f, 0};
     cr_expect_eq(be->ops->attn_decode(be, &d), TW_ERR_INVALID);
     void *huge = NULL;
     tw_status st = be->ops->alloc(be, (size_t)1 << 50, &huge);
