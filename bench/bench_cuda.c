@@ -249,7 +249,7 @@ static tw_status cb_bench_attention(cb_ctx *c, int seq, int batch_dec, json_t *a
     float scale = 1.0f / sqrtf((float)d);
     if (st == TW_OK) {
         /* prefill: one sequence of `seq` tokens, causal, GQA 32/8, bf16 cache */
-        tw_attn_prefill_args a = {1, seq, heads, kvh,     d,   seq,  start,
+        tw_attn_prefill_args a = {1, seq, heads, kvh,     d,   seq,   start,
                                   q, kc,  vc,    TW_BF16, out, scale, 0};
         double t = 0;
         st = cb_time(c, cb_prefill_fn, &a, &t);

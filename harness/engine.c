@@ -344,8 +344,8 @@ void tw_engine_destroy(tw_engine *e) {
     if (e->layers) {
         for (int l = 0; l < e->c->n_layers; l++) {
             tw_layer *L = &e->layers[l];
-            void *ps[] = {L->attn_norm, L->wq,       L->wkv,      L->bq,  L->bkv,   L->wo,
-                          L->ffn_norm,  L->wgu,      L->wdown,    L->k_cache, L->v_cache};
+            void *ps[] = {L->attn_norm, L->wq,  L->wkv,   L->bq,      L->bkv,    L->wo,
+                          L->ffn_norm,  L->wgu, L->wdown, L->k_cache, L->v_cache};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
         }
     }

@@ -52,9 +52,9 @@ static void tw_export_add1(const tw_model_config *c, tw_weight_kind k, int layer
 }
 
 int tw_export_list(const tw_model_config *c, tw_export_entry *out) {
-    static const tw_weight_kind per_layer[] = {
-        TW_W_ATTN_NORM, TW_W_Q,        TW_W_Q_BIAS, TW_W_K,    TW_W_K_BIAS, TW_W_V,
-        TW_W_V_BIAS,    TW_W_O,        TW_W_FFN_NORM, TW_W_GATE, TW_W_UP,   TW_W_DOWN};
+    static const tw_weight_kind per_layer[] = {TW_W_ATTN_NORM, TW_W_Q,    TW_W_Q_BIAS, TW_W_K,
+                                               TW_W_K_BIAS,    TW_W_V,    TW_W_V_BIAS, TW_W_O,
+                                               TW_W_FFN_NORM,  TW_W_GATE, TW_W_UP,     TW_W_DOWN};
     static const tw_weight_kind qkv[] = {TW_W_Q, TW_W_K, TW_W_V}, gate_up[] = {TW_W_GATE, TW_W_UP};
     int n = 0;
     tw_export_add1(c, TW_W_EMBED, 0, out, &n);

@@ -23,9 +23,9 @@ typedef enum {
 typedef struct {
     const char *architecture; /* architectures[0] */
     const char *model_type;
-    int qkv_bias;        /* q/k/v projections carry biases (hard-wired in the HF class) */
+    int qkv_bias; /* q/k/v projections carry biases (hard-wired in the HF class) */
     tw_window_rule window;
-    int fused_layout;    /* qkv_proj / gate_up_proj checkpoint tensors */
+    int fused_layout;     /* qkv_proj / gate_up_proj checkpoint tensors */
     int default_kv_heads; /* num_key_value_heads when absent: 0 means num_attention_heads */
     int default_max_pos;  /* max_position_embeddings when absent (the HF class's default) */
     double default_eps;   /* rms_norm_eps when absent */
@@ -38,11 +38,15 @@ typedef struct {
  * original_max_position_embeddings of Phi-3 is read only by its longrope scaling (refused) */
 static const char *const tw_llama_fields[] = {"attention_bias", "mlp_bias", NULL};
 static const char *const tw_mistral_fields[] = {"sliding_window", "attention_bias", NULL};
-static const char *const tw_qwen2_fields[] = {"sliding_window", "use_sliding_window",
-                                              "max_window_layers", "layer_types", "use_mrope",
-                                              "attention_bias", NULL};
-static const char *const tw_phi3_fields[] = {"sliding_window", "resid_pdrop", "embd_pdrop",
-                                             "original_max_position_embeddings",
+static const char *const tw_qwen2_fields[] = {"sliding_window",
+                                              "use_sliding_window",
+                                              "max_window_layers",
+                                              "layer_types",
+                                              "use_mrope",
+                                              "attention_bias",
+                                              NULL};
+static const char *const tw_phi3_fields[] = {"sliding_window", "resid_pdrop",
+                                             "embd_pdrop",     "original_max_position_embeddings",
                                              "attention_bias", NULL};
 
 /* The defaults are those of transformers' configuration classes (5.x). */
@@ -63,23 +67,82 @@ const char *tw_model_supported(void) {
  * dtype and version tags, dropout (inference), initialisation, generation defaults, the HF
  * config plumbing, and pretraining_tp (a sliced matmul, the same product). Keys starting with
  * '_' are comments (tokwatt's "_source", HF's "_name_or_path"). */
-static const char *const tw_common_fields[] = {
-    "architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
-    "tie_word_embeddings", "hidden_act", "partial_rotary_factor", "torch_dtype", "dtype", "transformers_version",
-    "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id",
-    "use_cache", "initializer_range", "attention_dropout", "pretraining_tp", "auto_map",
-    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
-    "tf_legacy_loss", "pruned_heads", "chunk_size_feed_forward", "is_encoder_decoder",
-    "is_decoder", "cross_attention_hidden_size", "add_cross_attention", "tie_encoder_decoder",
-    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
-    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
-    "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
-    "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
-    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
-    "suppress_tokens", "begin_suppress_tokens", "finetuning_task", "id2label", "label2id",
-    "tokenizer_class", "prefix", "task_specific_params", "problem_type", NULL};
+static const char *const tw_common_fields[] = {"architectures",
+                                               "model_type",
+                                               "hidden_size",
+                                               "intermediate_size",
+                                               "num_hidden_layers",
+                                               "num_attention_heads",
+                                               "num_key_value_heads",
+                                               "head_dim",
+                                               "vocab_size",
+                                               "max_position_embeddings",
+                                               "rms_norm_eps",
+                                               "rope_theta",
+                                               "rope_scaling",
+                                               "rope_parameters",
+                                               "tie_word_embeddings",
+                                               "hidden_act",
+                                               "partial_rotary_factor",
+                                               "torch_dtype",
+                                               "dtype",
+                                               "transformers_version",
+                                               "bos_token_id",
+                                               "eos_token_id",
+                                               "pad_token_id",
+                                               "sep_token_id",
+                                               "decoder_start_token_id",
+                                               "use_cache",
+                                               "initializer_range",
+                                               "attention_dropout",
+                                               "pretraining_tp",
+                                               "auto_map",
+                                               "return_dict",
+                                               "output_hidden_states",
+                                               "output_attentions",
+                                               "torchscript",
+                                               "use_bfloat16",
+                                               "tf_legacy_loss",
+                                               "pruned_heads",
+                                               "chunk_size_feed_forward",
+                                               "is_encoder_decoder",
+                                               "is_decoder",
+                                               "cross_attention_hidden_size",
+                                               "add_cross_attention",
+                                               "tie_encoder_decoder",
+                                               "max_length",
+                                               "min_length",
+                                               "do_sample",
+                                               "early_stopping",
+                                               "num_beams",
+                                               "num_beam_groups",
+                                               "diversity_penalty",
+                                               "temperature",
+                                               "top_k",
+                                               "top_p",
+                                               "typical_p",
+                                               "repetition_penalty",
+                                               "length_penalty",
+                                               "no_repeat_ngram_size",
+                                               "encoder_no_repeat_ngram_size",
+                                               "bad_words_ids",
+                                               "num_return_sequences",
+                                               "output_scores",
+                                               "return_dict_in_generate",
+                                               "forced_bos_token_id",
+                                               "forced_eos_token_id",
+                                               "remove_invalid_values",
+                                               "exponential_decay_length_penalty",
+                                               "suppress_tokens",
+                                               "begin_suppress_tokens",
+                                               "finetuning_task",
+                                               "id2label",
+                                               "label2id",
+                                               "tokenizer_class",
+                                               "prefix",
+                                               "task_specific_params",
+                                               "problem_type",
+                                               NULL};
 
 static int tw_in_list(const char *const *list, const char *key) {
     for (; list && *list; list++)
@@ -250,8 +313,9 @@ static int tw_find_unmodelled(json_t *root, const tw_family *fam, tw_unmodelled 
             strcmp(type, "llama3") != 0) {
             json_t *t = json_object_get(rs, "rope_type");
             if (!t) t = json_object_get(rs, "type");
-            TW_HIT(rfield, t, "a RoPE scaling tokwatt does not implement (it has default, "
-                              "linear and llama3)");
+            TW_HIT(rfield, t,
+                   "a RoPE scaling tokwatt does not implement (it has default, "
+                   "linear and llama3)");
         }
         json_t *prf = json_object_get(rs, "partial_rotary_factor");
         if (json_is_number(prf) && json_number_value(prf) != 1.0)
@@ -363,14 +427,15 @@ static tw_status tw_model_parse_rope(json_t *root, const char *origin, tw_model_
     if (!rs) return TW_OK;
     const char *type = tw_rope_type_of(rs);
     if (!type) {
-        if (!strcmp(rfield, "rope_parameters")) type = "default";
-        else return TW_ERR(TW_ERR_PARSE, "%s: rope_scaling has no rope_type", origin);
+        if (!strcmp(rfield, "rope_parameters"))
+            type = "default";
+        else
+            return TW_ERR(TW_ERR_PARSE, "%s: rope_scaling has no rope_type", origin);
     }
     if (!strcmp(type, "default")) return TW_OK;
     double factor = 1;
     TW_TRY(tw_json_num(rs, origin, "factor", 1, 1.0, &factor));
-    if (!(factor > 0))
-        return TW_ERR(TW_ERR_PARSE, "%s: %s.factor must be > 0", origin, rfield);
+    if (!(factor > 0)) return TW_ERR(TW_ERR_PARSE, "%s: %s.factor must be > 0", origin, rfield);
     c->rope.factor = (float)factor;
     if (!strcmp(type, "linear")) {
         c->rope.type = TW_ROPE_LINEAR;
@@ -389,8 +454,9 @@ static tw_status tw_model_parse_rope(json_t *root, const char *origin, tw_model_
         c->rope.high_freq_factor = (float)hi;
         c->rope.original_max_pos = (float)orig;
     } else {
-        return TW_ERR(TW_ERR_UNSUPPORTED, "%s: %s type '%s' is not supported (default, linear, "
-                                          "llama3)",
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "%s: %s type '%s' is not supported (default, linear, "
+                      "llama3)",
                       origin, rfield, type);
     }
     return TW_OK;
@@ -472,9 +538,12 @@ static tw_status tw_model_parse_window(json_t *root, const char *origin, const t
         int first = c->n_layers, ok = 1;
         for (int l = 0; l < c->n_layers; l++) {
             const char *t = json_string_value(json_array_get(lt, (size_t)l));
-            if (!t || (strcmp(t, "full_attention") && strcmp(t, "sliding_attention"))) ok = 0;
-            else if (!strcmp(t, "sliding_attention") && first == c->n_layers) first = l;
-            else if (!strcmp(t, "full_attention") && first < l) ok = 0;
+            if (!t || (strcmp(t, "full_attention") && strcmp(t, "sliding_attention")))
+                ok = 0;
+            else if (!strcmp(t, "sliding_attention") && first == c->n_layers)
+                first = l;
+            else if (!strcmp(t, "full_attention") && first < l)
+                ok = 0;
         }
         if (!ok)
             return TW_ERR(TW_ERR_UNSUPPORTED,
@@ -680,8 +749,8 @@ double tw_model_flops_per_token(const tw_model_config *c, int ctx) {
     /* 2 FLOPs per multiply-accumulate over every weight that multiplies the token (the LM head
      * too, tied or not; not the embedding lookup, norms or biases), plus QK^T and PV over the
      * positions each layer attends. */
-    double matmul = 2.0 * ((double)tw_model_matmul_per_layer(c) * c->n_layers +
-                           (double)c->vocab * c->hidden);
+    double matmul =
+        2.0 * ((double)tw_model_matmul_per_layer(c) * c->n_layers + (double)c->vocab * c->hidden);
     double attn = 4.0 * c->n_heads * c->head_dim * tw_model_attended_positions(c, ctx);
     return matmul + attn;
 }
@@ -791,7 +860,9 @@ void tw_weight_hf_name(tw_weight_kind k, int layer, char *buf, size_t n) {
     };
     if (k == TW_W_Q_BIAS || k == TW_W_K_BIAS || k == TW_W_V_BIAS)
         snprintf(buf, n, "model.layers.%d.self_attn.%s_proj.bias", layer,
-                 k == TW_W_Q_BIAS ? "q" : k == TW_W_K_BIAS ? "k" : "v");
+                 k == TW_W_Q_BIAS   ? "q"
+                 : k == TW_W_K_BIAS ? "k"
+                                    : "v");
     else if (k == TW_W_EMBED)
         snprintf(buf, n, "model.embed_tokens.weight");
     else if (k == TW_W_FINAL_NORM)

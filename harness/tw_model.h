@@ -32,25 +32,25 @@
 #include "tw_status.h"
 
 typedef struct {
-    char name[128];         /* file stem or "custom" */
-    char origin[512];       /* path it was read from */
-    char arch[64];          /* model_type: "llama", "mistral", "qwen2", "phi3" */
-    char architecture[64];  /* the Hugging Face class, e.g. "Qwen2ForCausalLM" */
-    int hidden;       /* hidden_size */
-    int intermediate; /* intermediate_size */
-    int n_layers;     /* num_hidden_layers */
-    int n_heads;      /* num_attention_heads */
-    int n_kv_heads;   /* num_key_value_heads (defaults to n_heads) */
-    int head_dim;     /* head_dim, or hidden / n_heads */
-    int vocab;        /* vocab_size */
-    int max_pos;      /* max_position_embeddings */
-    float rms_eps;    /* rms_norm_eps */
+    char name[128];        /* file stem or "custom" */
+    char origin[512];      /* path it was read from */
+    char arch[64];         /* model_type: "llama", "mistral", "qwen2", "phi3" */
+    char architecture[64]; /* the Hugging Face class, e.g. "Qwen2ForCausalLM" */
+    int hidden;            /* hidden_size */
+    int intermediate;      /* intermediate_size */
+    int n_layers;          /* num_hidden_layers */
+    int n_heads;           /* num_attention_heads */
+    int n_kv_heads;        /* num_key_value_heads (defaults to n_heads) */
+    int head_dim;          /* head_dim, or hidden / n_heads */
+    int vocab;             /* vocab_size */
+    int max_pos;           /* max_position_embeddings */
+    float rms_eps;         /* rms_norm_eps */
     int tie_embeddings;
-    int qkv_bias;        /* q_proj, k_proj, v_proj have biases (qwen2): modelled */
-    int sliding_window;  /* 0: full causal attention; W > 0: a query at position p attends the W
-                          * positions p-W+1 .. p, on layers window_layer0 .. n_layers-1 */
-    int window_layer0;   /* first layer with the window (qwen2: max_window_layers; else 0) */
-    int fused_layout;    /* checkpoint layout with qkv_proj and gate_up_proj (phi3) */
+    int qkv_bias;       /* q_proj, k_proj, v_proj have biases (qwen2): modelled */
+    int sliding_window; /* 0: full causal attention; W > 0: a query at position p attends the W
+                         * positions p-W+1 .. p, on layers window_layer0 .. n_layers-1 */
+    int window_layer0;  /* first layer with the window (qwen2: max_window_layers; else 0) */
+    int fused_layout;   /* checkpoint layout with qkv_proj and gate_up_proj (phi3) */
     tw_rope_params rope;
     char *json; /* the config as read (normalised JSON text), malloc'd */
 } tw_model_config;

@@ -1,11 +1,11 @@
 /* CPU attention kernels (attn_prefill_cpu, attn_decode_cpu, kv_store_cpu) against a naive
- * float64 softmax(q k^T * scale) v written here (causal, and with sliding windows), on random caches of awkward shapes, fp32 and
- * bf16 KV, both SIMD paths. The cache is random also between each query's causal limit and the
- * end of the call's tokens, so attending to a masked key changes the result. Outputs are
- * NaN-poisoned and surrounded by guards. Positions past what a call may read (start_pos + seq, or
- * lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for bf16 caches alike (the
- * reference uses the bf16-rounded K and V, so the kernel's conversion is exact and only fp32
- * rounding is left). */
+ * float64 softmax(q k^T * scale) v written here (causal, and with sliding windows), on random
+ * caches of awkward shapes, fp32 and bf16 KV, both SIMD paths. The cache is random also between
+ * each query's causal limit and the end of the call's tokens, so attending to a masked key changes
+ * the result. Outputs are NaN-poisoned and surrounded by guards. Positions past what a call may
+ * read (start_pos + seq, or lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for
+ * bf16 caches alike (the reference uses the bf16-rounded K and V, so the kernel's conversion is
+ * exact and only fp32 rounding is left). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -187,8 +187,8 @@ static void run_prefill_w(int batch, int seq, int h, int g, int d, int max_seq, 
         cr_expect(err < TOL,
                   "prefill %s B=%d S=%d H=%d G=%d D=%d %s threads=%d window=%d: rel err %.3g "
                   "(tol %.1g)",
-                  tw_simd_name(lv[l]), batch, seq, h, g, d, bf16 ? "bf16" : "fp32", threads,
-                  window, err, TOL);
+                  tw_simd_name(lv[l]), batch, seq, h, g, d, bf16 ? "bf16" : "fp32", threads, window,
+                  err, TOL);
         guarded_check_free(out, nq, "prefill out");
     }
     free(q);
@@ -280,8 +280,8 @@ static void run_decode_w(int batch, int h, int g, int d, int max_seq, const int 
         double err = tw_test_rel_err(out, ref, nq);
         cr_expect(err < TOL,
                   "decode %s B=%d H=%d G=%d D=%d %s threads=%d window=%d: rel err %.3g (tol %.1g)",
-                  tw_simd_name(lv[l]), batch, h, g, d, bf16 ? "bf16" : "fp32", threads, window,
-                  err, TOL);
+                  tw_simd_name(lv[l]), batch, h, g, d, bf16 ? "bf16" : "fp32", threads, window, err,
+                  TOL);
         guarded_check_free(out, nq, "decode out");
     }
     free(q);
@@ -355,7 +355,7 @@ Test(attention, decode_matches_prefill_last_token) {
  * random keys and values, so attending to one of them changes the result. */
 Test(attention, prefill_sliding_window) {
     int s1[1] = {0}, s2[2] = {0, 90}, s3[3] = {3, 40, 200};
-    run_prefill_w(1, 20, 6, 2, 64, 20, s1, 0, 2.0f, 0, 301, 7);     /* window inside the prompt */
+    run_prefill_w(1, 20, 6, 2, 64, 20, s1, 0, 2.0f, 0, 301, 7); /* window inside the prompt */
     run_prefill_w(1, 20, 6, 2, 64, 20, s1, 1, 2.0f, 2, 302, 7);
     run_prefill_w(2, 130, 6, 2, 64, 230, s2, 0, 2.0f, 3, 303, 70);  /* spans 64-key blocks */
     run_prefill_w(2, 130, 6, 2, 64, 230, s2, 1, 2.0f, 0, 304, 129); /* ends mid-block */

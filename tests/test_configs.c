@@ -81,8 +81,7 @@ Test(configs, published_configs_are_modelled_exactly_or_refused_by_name) {
             cr_assert_str_eq(c.architecture, h->arch, "%s", h->file);
             cr_assert_eq(tw_model_params(&c), h->params,
                          "%s: tokwatt counts %llu parameters, the checkpoint has %llu", h->file,
-                         (unsigned long long)tw_model_params(&c),
-                         (unsigned long long)h->params);
+                         (unsigned long long)tw_model_params(&c), (unsigned long long)h->params);
             cr_assert_eq(c.sliding_window, h->window, "%s: sliding window %d, want %d", h->file,
                          c.sliding_window, h->window);
             tw_model_free(&c);
@@ -119,7 +118,8 @@ Test(configs, qwen2_biases_are_in_the_parameter_count_and_the_memory_plan) {
     tw_model_free(&c);
 }
 
-/* ---- variants: a modelled architecture asking for something tokwatt does not model ------------ */
+/* ---- variants: a modelled architecture asking for something tokwatt does not model ------------
+ */
 
 /* Parses the published file with `edit` applied (a JSON object merged in; keys with null values
  * are deleted). */
@@ -220,9 +220,9 @@ Test(configs, modelled_architectures_refuse_fields_they_do_not_model) {
                        cases[i].field);
     }
     tw_model_config c;
-    cr_assert_eq(parse_edited("llama-3.1-8b.json",
-                              "{\"architectures\": null, \"model_type\": null}", &c),
-                 TW_ERR_PARSE);
+    cr_assert_eq(
+        parse_edited("llama-3.1-8b.json", "{\"architectures\": null, \"model_type\": null}", &c),
+        TW_ERR_PARSE);
     cr_assert(strstr(tw_last_error(), "names no architecture"), "%s", tw_last_error());
 }
 
@@ -295,28 +295,31 @@ Test(configs, sliding_window_rules_per_family) {
                               &c),
                  TW_OK, "%s", tw_last_error());
     /* layer_types, when given, decide (full layers then sliding ones) */
-    cr_assert_eq(tw_model_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
-                                "\"intermediate_size\": 100, \"num_hidden_layers\": 3, "
-                                "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
-                                "\"vocab_size\": 50, \"use_sliding_window\": true, \"sliding_window\": 16, "
-                                "\"layer_types\": [\"full_attention\", \"sliding_attention\", "
-                                "\"sliding_attention\"]}",
-                                "lt.json", &c),
-                 TW_OK, "%s", tw_last_error());
+    cr_assert_eq(
+        tw_model_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
+                       "\"intermediate_size\": 100, \"num_hidden_layers\": 3, "
+                       "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+                       "\"vocab_size\": 50, \"use_sliding_window\": true, \"sliding_window\": 16, "
+                       "\"layer_types\": [\"full_attention\", \"sliding_attention\", "
+                       "\"sliding_attention\"]}",
+                       "lt.json", &c),
+        TW_OK, "%s", tw_last_error());
     cr_assert_eq(c.window_layer0, 1);
     cr_assert_eq(tw_model_layer_window(&c, 2), 16);
     tw_model_free(&c);
-    tw_status st = tw_model_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
-                                  "\"intermediate_size\": 100, \"num_hidden_layers\": 3, "
-                                  "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
-                                  "\"vocab_size\": 50, \"use_sliding_window\": true, \"sliding_window\": 16, "
-                                  "\"layer_types\": [\"sliding_attention\", \"full_attention\", "
-                                  "\"sliding_attention\"]}",
-                                  "lt.json", &c);
+    tw_status st =
+        tw_model_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
+                       "\"intermediate_size\": 100, \"num_hidden_layers\": 3, "
+                       "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+                       "\"vocab_size\": 50, \"use_sliding_window\": true, \"sliding_window\": 16, "
+                       "\"layer_types\": [\"sliding_attention\", \"full_attention\", "
+                       "\"sliding_attention\"]}",
+                       "lt.json", &c);
     expect_refused(st, "interleaved layer_types", "Qwen2ForCausalLM", "layer_types");
 }
 
-/* ---- the command ------------------------------------------------------------------------------ */
+/* ---- the command ------------------------------------------------------------------------------
+ */
 Test(configs, tokwatt_run_refuses_unmodelled_configs_with_exit_1, .timeout = 60) {
     const char *bin = getenv("TW_TOKWATT");
     cr_assert(bin && *bin, "TW_TOKWATT names the tokwatt binary (set by ctest)");
@@ -327,8 +330,8 @@ Test(configs, tokwatt_run_refuses_unmodelled_configs_with_exit_1, .timeout = 60)
         hf_path(h->file, path, sizeof path);
         int fd = mkstemp(err);
         cr_assert(fd >= 0);
-        snprintf(cmd, sizeof cmd, "%s run --model %s --prompt 4 --gen 2 >/dev/null 2>%s", bin,
-                 path, err);
+        snprintf(cmd, sizeof cmd, "%s run --model %s --prompt 4 --gen 2 >/dev/null 2>%s", bin, path,
+                 err);
         int rc = system(cmd);
         cr_assert(WIFEXITED(rc), "%s: tokwatt run ended by a signal", h->file);
         cr_assert_eq(WEXITSTATUS(rc), 1, "%s: exit %d, want 1 (a runtime refusal)", h->file,

@@ -2,10 +2,9 @@
  * (tests/tw_ref_model.c: its own RMSNorm, RoPE, attention and MLP), over a prefill and several
  * decode steps of a batch, for the tiny models (GQA with explicit head_dim and llama3 RoPE; tied
  * embeddings; Qwen2's q/k/v biases; Mistral, Qwen2 and Phi-3 sliding windows shorter than the
- * context, crossed by prefill, by decode and by a prefill in two chunks). Tolerances (relative norm of each step's logits):
- *   fp32 weights, fp32 KV cache: 1e-4, identical greedy tokens
- *   bf16 weights, fp32 KV cache: 1e-4 (the reference uses the same bf16-rounded weights),
- *                                identical greedy tokens
+ * context, crossed by prefill, by decode and by a prefill in two chunks). Tolerances (relative norm
+ * of each step's logits): fp32 weights, fp32 KV cache: 1e-4, identical greedy tokens bf16 weights,
+ * fp32 KV cache: 1e-4 (the reference uses the same bf16-rounded weights), identical greedy tokens
  *   bf16 weights, bf16 KV cache: 1e-2 (bf16's), identical tokens wherever the reference's top
  *                                two logits differ by more than 0.05 */
 #include <criterion/criterion.h>
@@ -88,9 +87,9 @@ static void check_model_chunks(const char *model, tw_dtype wd, tw_dtype kvd, dou
             const double *want = rl + (size_t)(P - 1 + s) * V;
             const float *got = eng + ((size_t)s * B + b) * V;
             double err = tw_test_rel_err(got, want, V);
-            cr_assert_lt(err, tol, "%s w=%s kv=%s P=%d (%d+%d) seq %d step %d: logits rel err %g > %g",
-                         model, tw_dtype_name(wd), tw_dtype_name(kvd), P, P1, P - P1, b, s, err,
-                         tol);
+            cr_assert_lt(err, tol,
+                         "%s w=%s kv=%s P=%d (%d+%d) seq %d step %d: logits rel err %g > %g", model,
+                         tw_dtype_name(wd), tw_dtype_name(kvd), P, P1, P - P1, b, s, err, tol);
             int best = 0, second = -1;
             for (size_t i = 1; i < V; i++)
                 if (want[i] > want[best]) best = (int)i;

@@ -228,8 +228,7 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     cr_assert_str_eq(json_string_value(json_array_get(archs, 0)), c.architecture);
     cr_assert_str_eq(json_string_value(json_object_get(cfg, "model_type")), c.arch);
     if (c.sliding_window && c.window_layer0 == 0)
-        cr_assert_eq(json_integer_value(json_object_get(cfg, "sliding_window")),
-                     c.sliding_window);
+        cr_assert_eq(json_integer_value(json_object_get(cfg, "sliding_window")), c.sliding_window);
     json_object_del(cfg, "torch_dtype");
     json_t *orig = json_loads(c.json, 0, &jerr);
     cr_assert(json_equal(cfg, orig), "config.json differs from the config as read");
@@ -299,9 +298,10 @@ Test(export, phi3_fused_qkv_and_gate_up) {
 
 Test(export, refuses_when_disk_lacks_space) {
     /* ~2.6e14 bytes of embedding alone: no test machine has that free */
-    const char *huge = "{\"model_type\": \"llama\", \"hidden_size\": 65536, \"intermediate_size\": 131072, "
-                       "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
-                       "\"vocab_size\": 1000000000}";
+    const char *huge =
+        "{\"model_type\": \"llama\", \"hidden_size\": 65536, \"intermediate_size\": 131072, "
+        "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
+        "\"vocab_size\": 1000000000}";
     tw_model_config c;
     cr_assert_eq(tw_model_parse(huge, "huge.json", &c), TW_OK, "%s", tw_last_error());
     char dir[64], out[128];

@@ -1,9 +1,10 @@
 /* Every CUDA backend op against an independent float64 reference written here (attention also
- * with sliding windows; the q/k/v bias add), on awkward sizes (not multiples of any tile), with device outputs poisoned with NaN before each call. Label
- * "gpu" (by name): skipped with a reported reason where no CUDA device exists or CUDA was not
- * built. Tolerances (relative 2-norm): fp32 paths 1e-5 (1e-4 where long fp32 reductions or
- * exponentials add rounding), bf16 tensor-core paths 1e-2 (activations, queries and softmax
- * weights rounded to bf16), RoPE 1e-4 (fp32 angle as Hugging Face computes it). */
+ * with sliding windows; the q/k/v bias add), on awkward sizes (not multiples of any tile), with
+ * device outputs poisoned with NaN before each call. Label "gpu" (by name): skipped with a reported
+ * reason where no CUDA device exists or CUDA was not built. Tolerances (relative 2-norm): fp32
+ * paths 1e-5 (1e-4 where long fp32 reductions or exponentials add rounding), bf16 tensor-core paths
+ * 1e-2 (activations, queries and softmax weights rounded to bf16), RoPE 1e-4 (fp32 angle as Hugging
+ * Face computes it). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -330,7 +331,7 @@ static void check_prefill_w(tw_backend *be, const attn_case *c, tw_dtype dt, dou
             }
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
-    tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,  c->start,
+    tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,   c->start,
                               dq,       dk,     dv,         dt,      dout, (float)scale, window};
     cr_assert_eq(be->ops->attn_prefill(be, &a), TW_OK, "attn_prefill: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
@@ -386,14 +387,13 @@ static void check_decode_w(tw_backend *be, const decode_case *c, tw_dtype dt, in
         for (int h = 0; h < c->n_heads; h++) {
             size_t row = ((size_t)b * c->n_heads + h) * c->d;
             size_t kvo = ((size_t)b * c->n_kv + h / group) * c->max_seq * c->d;
-            ref_attend_from(q + row, kc + kvo, vc + kvo, c->d,
-                            window_first(c->lens[b] - 1, window), c->lens[b] - 1, scale,
-                            ref + row);
+            ref_attend_from(q + row, kc + kvo, vc + kvo, c->d, window_first(c->lens[b] - 1, window),
+                            c->lens[b] - 1, scale, ref + row);
         }
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
-    tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq, c->lens,
-                             dq,       dk,         dv,      dt,   dout,       (float)scale, window};
+    tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq,   c->lens, dq,
+                             dk,       dv,         dt,      dout, (float)scale, window};
     cr_assert_eq(be->ops->attn_decode(be, &a), TW_OK, "attn_decode: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
     to_host(be, out, dout, nq * 4);
@@ -432,9 +432,9 @@ Test(gpu_attention, sliding_window_matches_reference) {
         attn_case c;
         int window;
     } pw[] = {
-        {{2, 130, 4, 2, 64, 300, {0, 100}}, 70},   {{1, 200, 8, 2, 128, 200, {0}}, 65},
+        {{2, 130, 4, 2, 64, 300, {0, 100}}, 70},    {{1, 200, 8, 2, 128, 200, {0}}, 65},
         {{3, 65, 6, 3, 128, 300, {0, 64, 170}}, 7}, {{1, 70, 2, 2, 32, 80, {9}}, 1},
-        {{1, 33, 4, 1, 256, 40, {2}}, 5},          {{2, 17, 4, 2, 64, 40, {0, 5}}, 1000},
+        {{1, 33, 4, 1, 256, 40, {2}}, 5},           {{2, 17, 4, 2, 64, 40, {0, 5}}, 1000},
     };
     for (size_t i = 0; i < sizeof pw / sizeof pw[0]; i++) {
         int mma = pw[i].c.d == 64 || pw[i].c.d == 128;
@@ -445,8 +445,10 @@ Test(gpu_attention, sliding_window_matches_reference) {
         decode_case c;
         int window;
     } dw[] = {
-        {{3, 8, 2, 128, 320, {1, 37, 300}}, 64}, {{1, 32, 8, 128, 4100, {4097}}, 4096},
-        {{2, 4, 4, 32, 17, {17, 3}}, 1},         {{4, 12, 4, 256, 70, {5, 69, 1, 33}}, 30},
+        {{3, 8, 2, 128, 320, {1, 37, 300}}, 64},
+        {{1, 32, 8, 128, 4100, {4097}}, 4096},
+        {{2, 4, 4, 32, 17, {17, 3}}, 1},
+        {{4, 12, 4, 256, 70, {5, 69, 1, 33}}, 30},
     };
     for (size_t i = 0; i < sizeof dw / sizeof dw[0]; i++) {
         check_decode_w(be, &dw[i].c, TW_F32, dw[i].window);

@@ -1,6 +1,6 @@
-/* CPU row and element-wise ops (rmsnorm, rope, swiglu, add, bias_add, embed, argmax) against float64
- * computations written here, on random data of awkward sizes, both SIMD paths where the op has
- * two. Outputs are NaN-poisoned (or, for in-place ops, compared against an untouched copy) and
+/* CPU row and element-wise ops (rmsnorm, rope, swiglu, add, bias_add, embed, argmax) against
+ * float64 computations written here, on random data of awkward sizes, both SIMD paths where the op
+ * has two. Outputs are NaN-poisoned (or, for in-place ops, compared against an untouched copy) and
  * guarded. Tolerances: relative norm error 1e-5 (fp32 math); RoPE per pair, see below. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -262,8 +262,8 @@ static void run_bias_add(int rows, int n, int ld, int bf16, int threads) {
             size_t k = (size_t)i * stride + j;
             ref[k] = x[k] + (j < n ? (bf16 ? tw_test_from_bf16(bb[j]) : bf[j]) : 0.0);
         }
-    cr_assert_eq(bias_add_cpu(rows, n, x, ld, bf16 ? (const void *)bb : bf,
-                              bf16 ? TW_BF16 : TW_F32, threads),
+    cr_assert_eq(bias_add_cpu(rows, n, x, ld, bf16 ? (const void *)bb : bf, bf16 ? TW_BF16 : TW_F32,
+                              threads),
                  TW_OK, "%s", tw_last_error());
     double err = tw_test_rel_err(x, ref, total);
     cr_expect(err < 1e-7, "bias_add %dx%d ld %d %s: rel err %.3g", rows, n, ld,

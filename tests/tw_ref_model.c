@@ -1,5 +1,5 @@
-/* Naive float64 Llama / Mistral / Qwen2 / Phi-3 forward pass for the tests; see tw_ref_model.h. Deliberately plain loops:
- * clarity over speed, nothing shared with the engine or kernels. */
+/* Naive float64 Llama / Mistral / Qwen2 / Phi-3 forward pass for the tests; see tw_ref_model.h.
+ * Deliberately plain loops: clarity over speed, nothing shared with the engine or kernels. */
 #include "tw_ref_model.h"
 
 #include <math.h>

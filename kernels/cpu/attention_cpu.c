@@ -1,8 +1,8 @@
 /* CPU attention: causal prefill (flash style: one pass over K and V per block of queries, with
  * the online softmax of tw_numeric.h), split-KV decode (flash decoding: partial results merged
  * with tw_splitkv_merge), both with an optional sliding window (keys outside it are neither
- * read into the softmax nor, where whole blocks fall outside, loaded), and the KV-cache store. Also the portable table of inner loops
- * (attn_prims.h); attention_avx2.c has the AVX2 one.
+ * read into the softmax nor, where whole blocks fall outside, loaded), and the KV-cache store. Also
+ * the portable table of inner loops (attn_prims.h); attention_avx2.c has the AVX2 one.
  *
  * Work unit: one KV head of one sequence together with all the query heads that read it (the
  * grouped-query "group"), and for prefill several consecutive tokens of them, so each key and
@@ -181,8 +181,7 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
 
 /* ---- argument checks ------------------------------------------------------------------------ */
 static tw_status attn_check_heads(const char *op, int n_heads, int n_kv_heads, int head_dim,
-                                  int max_seq, tw_dtype dt, float scale, int window,
-                                  int threads) {
+                                  int max_seq, tw_dtype dt, float scale, int window, int threads) {
     if (window < 0)
         return TW_ERR(TW_ERR_INVALID, "%s: window must be >= 0 (0 = none), got %d", op, window);
     if (n_heads < 1) return TW_ERR(TW_ERR_INVALID, "%s: n_heads must be >= 1, got %d", op, n_heads);

@@ -1,6 +1,6 @@
 /* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, bias add,
- * embedding lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a flat
- * array) and small calls stay on one thread, where a parallel region would cost more than the
+ * embedding lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a
+ * flat array) and small calls stay on one thread, where a parallel region would cost more than the
  * work. */
 #include "attn_prims.h"
 

@@ -4,13 +4,13 @@
  * Phase 1, grid (splits, n_kv_heads x head-groups, batch), 4 warps per block: the block owns
  * one KV head and up to AD_GMAX of the query heads that share it (grouped-query: each K/V row is
  * read once for the whole group). Sequence b's attended keys (all len_b, or the last W with a
- * sliding window) are divided evenly among the splits on the device, so the split count depends only on shapes, not on
- * the lengths: a captured CUDA graph stays correct as lengths grow. Warps take keys round-robin;
- * lanes own D/32 contiguous dims; scores are warp-reduced and folded with the shared online
- * softmax helper (tw_softmax_push). The 4 warps are merged in shared memory into one normalised
- * partial output and its log-sum-exp per (head, split).
- * Phase 2, grid (n_heads, batch): the partials are merged with tw_lse_add / tw_splitkv_weight,
- * the same helpers the CPU code and tests use. Empty splits carry lse = -inf and weight 0. */
+ * sliding window) are divided evenly among the splits on the device, so the split count depends
+ * only on shapes, not on the lengths: a captured CUDA graph stays correct as lengths grow. Warps
+ * take keys round-robin; lanes own D/32 contiguous dims; scores are warp-reduced and folded with
+ * the shared online softmax helper (tw_softmax_push). The 4 warps are merged in shared memory into
+ * one normalised partial output and its log-sum-exp per (head, split). Phase 2, grid (n_heads,
+ * batch): the partials are merged with tw_lse_add / tw_splitkv_weight, the same helpers the CPU
+ * code and tests use. Empty splits carry lse = -inf and weight 0. */
 #include "tw_cuda_index.h"
 #include "tw_cuda_internal.cuh"
 

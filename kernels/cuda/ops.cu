@@ -1,7 +1,8 @@
 /* Element-wise and row kernels of the CUDA backend: activation cast to bf16, RMSNorm, RoPE,
- * SwiGLU, residual add, bias add, embedding lookup, argmax, KV-cache store. Memory-bound and simple: one
- * thread per element (grid-stride) or one block per row, fp32 arithmetic throughout, the shared
- * tw_numeric.h helpers for bf16 rounding, RoPE and SiLU so results match the CPU backend. */
+ * SwiGLU, residual add, bias add, embedding lookup, argmax, KV-cache store. Memory-bound and
+ * simple: one thread per element (grid-stride) or one block per row, fp32 arithmetic throughout,
+ * the shared tw_numeric.h helpers for bf16 rounding, RoPE and SiLU so results match the CPU
+ * backend. */
 #include "tw_cuda_internal.cuh"
 
 #define TW_OPS_THREADS 256
@@ -149,10 +150,10 @@ __global__ void __launch_bounds__(TW_OPS_THREADS)
     }
 }
 
-tw_status tw_cuda_bias_add_run(tw_cuda_ctx *ctx, int rows, int n, float *x, int ldx,
-                               const void *b, tw_dtype dt) {
+tw_status tw_cuda_bias_add_run(tw_cuda_ctx *ctx, int rows, int n, float *x, int ldx, const void *b,
+                               tw_dtype dt) {
     tw_k_bias_add<<<tw_grid_for((size_t)rows * n), TW_OPS_THREADS, 0, ctx->stream>>>(rows, n, x,
-                                                                                    ldx, b, dt);
+                                                                                     ldx, b, dt);
     TW_CU_LAUNCHED(ctx, "bias_add");
     return TW_OK;
 }
