@@ -117,12 +117,13 @@ static tw_status run_once(const attn_opts *o, attn_bufs *b) {
     float scale = 1.0f / sqrtf((float)o->head_dim);
     if (o->decode) {
         tw_attn_decode_args a = {o->batch, o->heads, o->kv_heads, o->head_dim, o->seq, b->lens,
-                                 b->q,     b->k,     b->v,        o->kv_dtype, b->out, scale};
+                                 b->q,     b->k,     b->v,        o->kv_dtype, b->out, scale,
+                                 0};
         return attn_decode_cpu(&a, o->threads);
     }
-    tw_attn_prefill_args a = {o->batch,    o->seq,   o->heads, o->kv_heads, o->head_dim,
-                              o->seq,      b->start, b->q,     b->k,        b->v,
-                              o->kv_dtype, b->out,   scale};
+    tw_attn_prefill_args a = {o->batch, o->seq, o->heads, o->kv_heads, o->head_dim, o->seq,
+                              b->start, b->q,   b->k,     b->v,        o->kv_dtype, b->out,
+                              scale,    0};
     return attn_prefill_cpu(&a, o->threads);
 }
 

@@ -249,8 +249,8 @@ static tw_status cb_bench_attention(cb_ctx *c, int seq, int batch_dec, json_t *a
     float scale = 1.0f / sqrtf((float)d);
     if (st == TW_OK) {
         /* prefill: one sequence of `seq` tokens, causal, GQA 32/8, bf16 cache */
-        tw_attn_prefill_args a = {1, seq, heads, kvh,     d,   seq,  start,
-                                  q, kc,  vc,    TW_BF16, out, scale};
+        tw_attn_prefill_args a = {1, seq, heads, kvh,     d,   seq,   start,
+                                  q, kc,  vc,    TW_BF16, out, scale, 0};
         double t = 0;
         st = cb_time(c, cb_prefill_fn, &a, &t);
         if (st == TW_OK) {
@@ -274,7 +274,7 @@ static tw_status cb_bench_attention(cb_ctx *c, int seq, int batch_dec, json_t *a
     if (st == TW_OK) {
         /* decode: batch_dec sequences of `seq` cached tokens each */
         for (int b = 0; b < maxb; b++) lens[b] = seq;
-        tw_attn_decode_args a = {maxb, heads, kvh, d, seq, lens, q, kc, vc, TW_BF16, out, scale};
+        tw_attn_decode_args a = {maxb, heads, kvh, d, seq, lens, q, kc, vc, TW_BF16, out, scale, 0};
         double t = 0;
         st = cb_time(c, cb_decode_fn, &a, &t);
         if (st == TW_OK) {

@@ -209,14 +209,15 @@ static void tw_combo_name(const tw_run_opts *o, const tw_combo *c, char *buf, si
 }
 
 /* Bytes one decode step must read at least: every weight that multiplies the token once, the
- * embedding rows, and the KV cache of every sequence at context ctx (doc/METRICS.md). */
+ * embedding rows, and the KV cache of every sequence at context ctx, as far as each layer
+ * attends (the last W positions of a sliding-window layer; doc/METRICS.md). */
 static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx) {
     double ws = (double)tw_dtype_size(k->dtype);
     double weights = (double)tw_model_params_nonembed(c) * ws;
     if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
     weights += (double)k->batch * c->hidden * ws;                        /* embedding rows */
-    double kv = (double)k->batch * c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * (double)ctx *
-                (double)tw_dtype_size(k->kv_dtype);
+    double kv = (double)k->batch * tw_model_attended_positions(c, ctx) * 2.0 * c->n_kv_heads *
+                c->head_dim * (double)tw_dtype_size(k->kv_dtype);
     return weights + kv;
 }
 

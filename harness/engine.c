@@ -15,6 +15,8 @@ typedef struct {
     void *attn_norm; /* [hidden] */
     void *wq;        /* [heads*D, hidden] */
     void *wkv;       /* [2*kv_heads*D, hidden]: K rows then V rows */
+    void *bq;        /* [heads*D] q_proj bias (qkv_bias), else NULL */
+    void *bkv;       /* [2*kv_heads*D]: k_proj bias then v_proj bias */
     void *wo;        /* [hidden, heads*D] */
     void *ffn_norm;  /* [hidden] */
     void *wgu;       /* [2*ffn, hidden]: gate rows then up rows */
@@ -122,6 +124,7 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     size_t ws = tw_dtype_size(o->w_dtype), D = (size_t)c->head_dim, H = (size_t)c->hidden;
     size_t per_layer = 2 * H + (size_t)s.heads * D * H + 2 * (size_t)s.kv_heads * D * H +
                        H * (size_t)s.heads * D + 3 * (size_t)s.ffn * H;
+    if (c->qkv_bias) per_layer += (size_t)s.heads * D + 2 * (size_t)s.kv_heads * D;
     size_t global = (size_t)s.vocab * H + H + (c->tie_embeddings ? 0 : (size_t)s.vocab * H);
     p->params_local = (int64_t)(per_layer * (size_t)c->n_layers + global);
     p->weights_bytes = ws * (size_t)p->params_local;
@@ -201,6 +204,16 @@ static tw_status tw_engine_weights(tw_engine *e) {
                            0));
         TW_G(tw_engine_gen(e, staging, TW_W_V, l, s->kv_head0 * c->head_dim, kvd, 0, hid, L->wkv,
                            (size_t)kvd * H * ws));
+        if (c->qkv_bias) { /* this rank's slice of each bias: the columns of its heads */
+            TW_G(tw_engine_alloc(e, (size_t)qd * ws, &L->bq));
+            TW_G(tw_engine_gen(e, staging, TW_W_Q_BIAS, l, 0, 1, s->head0 * c->head_dim, qd, L->bq,
+                               0));
+            TW_G(tw_engine_alloc(e, 2 * (size_t)kvd * ws, &L->bkv));
+            TW_G(tw_engine_gen(e, staging, TW_W_K_BIAS, l, 0, 1, s->kv_head0 * c->head_dim, kvd,
+                               L->bkv, 0));
+            TW_G(tw_engine_gen(e, staging, TW_W_V_BIAS, l, 0, 1, s->kv_head0 * c->head_dim, kvd,
+                               L->bkv, (size_t)kvd * ws));
+        }
         TW_G(tw_engine_alloc(e, H * (size_t)qd * ws, &L->wo));
         TW_G(tw_engine_gen(e, staging, TW_W_O, l, 0, hid, s->head0 * c->head_dim, qd, L->wo, 0));
         TW_G(tw_engine_alloc(e, 2 * (size_t)s->ffn * H * ws, &L->wgu));
@@ -225,6 +238,13 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     if (o->cuda_graph && strcmp(o->be->ops->name, "cuda") != 0)
         return TW_ERR(TW_ERR_INVALID, "engine: CUDA graphs need the cuda backend, not %s",
                       o->be->ops->name);
+    if (o->cfg->qkv_bias && !o->be->ops->bias_add)
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "engine: %s has q/k/v biases but the %s backend has no bias_add op",
+                      o->cfg->name, o->be->ops->name);
+    if (o->cfg->sliding_window < 0)
+        return TW_ERR(TW_ERR_INVALID, "engine: sliding window %d of %s is negative",
+                      o->cfg->sliding_window, o->cfg->name);
     if (o->cuda_graph && o->tp_size > 1)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "engine: CUDA graphs with tensor parallelism are not supported (the "
@@ -324,8 +344,8 @@ void tw_engine_destroy(tw_engine *e) {
     if (e->layers) {
         for (int l = 0; l < e->c->n_layers; l++) {
             tw_layer *L = &e->layers[l];
-            void *ps[] = {L->attn_norm, L->wq,    L->wkv,     L->wo,     L->ffn_norm,
-                          L->wgu,       L->wdown, L->k_cache, L->v_cache};
+            void *ps[] = {L->attn_norm, L->wq,  L->wkv,   L->bq,      L->bkv,    L->wo,
+                          L->ffn_norm,  L->wgu, L->wdown, L->k_cache, L->v_cache};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
         }
     }
@@ -440,6 +460,10 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
                             .w_dtype = e->o.w_dtype,
                             .y = e->kv};
         TW_TRY(ops->gemm(be, &gkv));
+        if (c->qkv_bias) { /* Qwen2: q = h Wq^T + bq (and k, v), before RoPE */
+            TW_TRY(ops->bias_add(be, T, qd, e->q, 0, L->bq, e->o.w_dtype));
+            TW_TRY(ops->bias_add(be, T, 2 * kvd, e->kv, 0, L->bkv, e->o.w_dtype));
+        }
         TW_TRY(ops->rope(be, T, s->heads, D, e->q, 0, positions, &rp));
         TW_TRY(ops->rope(be, T, s->kv_heads, D, e->kv, 2 * kvd, positions, &rp));
         tw_kv_store_args ks = {.batch = batch,
@@ -456,6 +480,7 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
                                .kv_dtype = e->o.kv_dtype};
         TW_TRY(ops->kv_store(be, &ks));
         float scale = 1.0f / sqrtf((float)D);
+        int window = tw_model_layer_window(c, l);
         if (seq == 1) {
             tw_attn_decode_args a = {.batch = batch,
                                      .n_heads = s->heads,
@@ -468,7 +493,8 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
                                      .v_cache = L->v_cache,
                                      .kv_dtype = e->o.kv_dtype,
                                      .out = e->attn,
-                                     .scale = scale};
+                                     .scale = scale,
+                                     .window = window};
             TW_TRY(ops->attn_decode(be, &a));
         } else {
             tw_attn_prefill_args a = {.batch = batch,
@@ -483,7 +509,8 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
                                       .v_cache = L->v_cache,
                                       .kv_dtype = e->o.kv_dtype,
                                       .out = e->attn,
-                                      .scale = scale};
+                                      .scale = scale,
+                                      .window = window};
             TW_TRY(ops->attn_prefill(be, &a));
         }
         TW_TRY(tw_engine_proj_residual(e, T, qd, e->attn, L->wo));

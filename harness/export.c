@@ -22,29 +22,57 @@
  * tw_weight_fill's OpenMP loop and the file writes in large pieces. */
 size_t tw_export_block_elems = (size_t)4 << 20;
 
-static void tw_export_add(const tw_model_config *c, tw_weight_kind k, int layer,
-                          tw_export_entry *out, int *n) {
+static void tw_export_add(const tw_model_config *c, const tw_weight_kind *parts, int nparts,
+                          const char *fused_name, int layer, tw_export_entry *out, int *n) {
     if (out) {
         tw_export_entry *e = &out[*n];
-        e->kind = k;
+        memset(e, 0, sizeof *e);
+        e->kind = parts[0];
         e->layer = layer;
-        tw_weight_hf_name(k, layer, e->name, sizeof e->name);
-        tw_weight_shape(c, k, &e->rows, &e->cols);
-        e->ndim = (k == TW_W_ATTN_NORM || k == TW_W_FFN_NORM || k == TW_W_FINAL_NORM) ? 1 : 2;
+        e->nparts = nparts;
+        for (int i = 0; i < nparts; i++) {
+            int r, cc;
+            e->part[i] = parts[i];
+            tw_weight_shape(c, parts[i], &r, &cc);
+            e->rows += r;
+            e->cols = cc;
+        }
+        if (fused_name)
+            snprintf(e->name, sizeof e->name, "model.layers.%d.%s.weight", layer, fused_name);
+        else
+            tw_weight_hf_name(parts[0], layer, e->name, sizeof e->name);
+        e->ndim = tw_weight_is_1d(parts[0]) ? 1 : 2;
     }
     (*n)++;
 }
 
+static void tw_export_add1(const tw_model_config *c, tw_weight_kind k, int layer,
+                           tw_export_entry *out, int *n) {
+    if (tw_weight_present(c, k)) tw_export_add(c, &k, 1, NULL, layer, out, n);
+}
+
 int tw_export_list(const tw_model_config *c, tw_export_entry *out) {
-    static const tw_weight_kind per_layer[] = {TW_W_ATTN_NORM, TW_W_Q,    TW_W_K,  TW_W_V,   TW_W_O,
-                                               TW_W_FFN_NORM,  TW_W_GATE, TW_W_UP, TW_W_DOWN};
+    static const tw_weight_kind per_layer[] = {TW_W_ATTN_NORM, TW_W_Q,    TW_W_Q_BIAS, TW_W_K,
+                                               TW_W_K_BIAS,    TW_W_V,    TW_W_V_BIAS, TW_W_O,
+                                               TW_W_FFN_NORM,  TW_W_GATE, TW_W_UP,     TW_W_DOWN};
+    static const tw_weight_kind qkv[] = {TW_W_Q, TW_W_K, TW_W_V}, gate_up[] = {TW_W_GATE, TW_W_UP};
     int n = 0;
-    tw_export_add(c, TW_W_EMBED, 0, out, &n);
-    for (int l = 0; l < c->n_layers; l++)
-        for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++)
-            tw_export_add(c, per_layer[i], l, out, &n);
-    tw_export_add(c, TW_W_FINAL_NORM, 0, out, &n);
-    if (!c->tie_embeddings) tw_export_add(c, TW_W_LM_HEAD, 0, out, &n);
+    tw_export_add1(c, TW_W_EMBED, 0, out, &n);
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!c->fused_layout) {
+            for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++)
+                tw_export_add1(c, per_layer[i], l, out, &n);
+            continue;
+        }
+        tw_export_add1(c, TW_W_ATTN_NORM, l, out, &n);
+        tw_export_add(c, qkv, 3, "self_attn.qkv_proj", l, out, &n);
+        tw_export_add1(c, TW_W_O, l, out, &n);
+        tw_export_add1(c, TW_W_FFN_NORM, l, out, &n);
+        tw_export_add(c, gate_up, 2, "mlp.gate_up_proj", l, out, &n);
+        tw_export_add1(c, TW_W_DOWN, l, out, &n);
+    }
+    tw_export_add1(c, TW_W_FINAL_NORM, 0, out, &n);
+    tw_export_add1(c, TW_W_LM_HEAD, 0, out, &n);
     return n;
 }
 
@@ -133,17 +161,21 @@ static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_s
         const tw_export_entry *e = &list[i];
         int rows_per_block = (int)(tw_export_block_elems / (size_t)e->cols);
         if (rows_per_block < 1) rows_per_block = 1;
-        for (int r0 = 0; r0 < e->rows; r0 += rows_per_block) {
-            int nr = e->rows - r0 < rows_per_block ? e->rows - r0 : rows_per_block;
-            size_t cnt = (size_t)nr * (size_t)e->cols;
-            if (dtype == TW_ST_BF16)
-                tw_weight_fill_bf16(c, seed, e->kind, e->layer, r0, nr, 0, e->cols, buf);
-            else
-                tw_weight_fill(c, seed, e->kind, e->layer, r0, nr, 0, e->cols, buf);
-            if ((st = tw_st_writer_append(w, e->name, buf, cnt * esize)) != TW_OK) goto done;
-            done_bytes += cnt * esize;
-            elems += cnt;
-            if (progress) progress(ctx, done_bytes, total);
+        for (int p = 0; p < e->nparts; p++) { /* a fused tensor: each part's rows in turn */
+            int prows, pcols;
+            tw_weight_shape(c, e->part[p], &prows, &pcols);
+            for (int r0 = 0; r0 < prows; r0 += rows_per_block) {
+                int nr = prows - r0 < rows_per_block ? prows - r0 : rows_per_block;
+                size_t cnt = (size_t)nr * (size_t)e->cols;
+                if (dtype == TW_ST_BF16)
+                    tw_weight_fill_bf16(c, seed, e->part[p], e->layer, r0, nr, 0, e->cols, buf);
+                else
+                    tw_weight_fill(c, seed, e->part[p], e->layer, r0, nr, 0, e->cols, buf);
+                if ((st = tw_st_writer_append(w, e->name, buf, cnt * esize)) != TW_OK) goto done;
+                done_bytes += cnt * esize;
+                elems += cnt;
+                if (progress) progress(ctx, done_bytes, total);
+            }
         }
     }
     res->file_bytes = tw_st_writer_file_bytes(w);
@@ -195,6 +227,11 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
         st = TW_ERR(TW_ERR_PARSE, "model config '%s': stored JSON does not parse", c->name);
         goto done;
     }
+    /* the class transformers must instantiate, whichever of the two the config named */
+    json_t *archs = json_array();
+    json_array_append_new(archs, json_string(c->architecture));
+    json_object_set_new(cfg, "architectures", archs);
+    json_object_set_new(cfg, "model_type", json_string(c->arch));
     json_object_set_new(cfg, "torch_dtype",
                         json_string(dtype == TW_ST_BF16 ? "bfloat16" : "float32"));
     char path[4200];
@@ -217,12 +254,16 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
     /* scale(kind) of every tensor kind, by a representative Hugging Face name */
     json_t *scales = json_object();
     for (int k = 0; k < TW_W_KINDS; k++) {
-        if (k == TW_W_LM_HEAD && c->tie_embeddings) continue;
+        if (!tw_weight_present(c, (tw_weight_kind)k)) continue;
         char nm[96];
         tw_weight_hf_name((tw_weight_kind)k, 0, nm, sizeof nm);
         json_object_set_new(scales, nm, json_real(tw_weight_scale(c, (tw_weight_kind)k)));
     }
     json_object_set_new(info, "generator_scales", scales);
+    if (c->fused_layout)
+        json_object_set_new(info, "fused_tensors",
+                            json_string("qkv_proj = rows of q_proj, k_proj, v_proj; gate_up_proj = "
+                                        "rows of gate_proj, up_proj (the generator's kinds)"));
     snprintf(path, sizeof path, "%s/tokwatt-export.json", dir);
     st = tw_export_write_json(path, info);
 done:

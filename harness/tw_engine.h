@@ -1,6 +1,7 @@
 /* The inference engine: a Llama-family forward pass (prefill and decode with a KV cache, greedy
- * sampling) driven only through the backend interface (kernels/tw_backend.h), so that the CPU
- * and CUDA backends and tensor-parallel shards plug in without changing it.
+ * sampling; Qwen2's q/k/v biases and Mistral/Qwen2/Phi-3 sliding-window attention, the KV cache
+ * staying full-size) driven only through the backend interface (kernels/tw_backend.h), so that the
+ * CPU and CUDA backends and tensor-parallel shards plug in without changing it.
  *
  * Tensor parallelism (Megatron style): rank r of tp holds query heads [r*H/tp, (r+1)*H/tp), the
  * KV heads they read (replicated when tp > n_kv_heads), columns [r*F/tp, ...) of gate/up and the

@@ -43,8 +43,9 @@ typedef struct {
 
 /* Causal attention for `seq` new tokens per sequence whose keys and values are already in the
  * cache at positions [start_pos[b], start_pos[b] + seq). Query token s of sequence b sits at
- * position start_pos[b] + s and attends to cache positions 0 .. start_pos[b] + s.
- * Grouped-query: head h reads KV head h / (n_heads / n_kv_heads). */
+ * position p = start_pos[b] + s and attends to cache positions 0 .. p, or with a sliding window
+ * W > 0 to positions max(0, p - W + 1) .. p only (the W most recent, itself included: Hugging
+ * Face's sliding_window mask). Grouped-query: head h reads KV head h / (n_heads / n_kv_heads). */
 typedef struct {
     int batch, seq, n_heads, n_kv_heads, head_dim, max_seq;
     const int *start_pos; /* [batch], host memory */
@@ -54,10 +55,12 @@ typedef struct {
     tw_dtype kv_dtype;
     float *out;  /* [batch * seq, n_heads, head_dim] */
     float scale; /* usually 1/sqrt(head_dim) */
+    int window;  /* sliding window W (0: none) */
 } tw_attn_prefill_args;
 
 /* One new query per sequence attending to cache positions 0 .. lens[b]-1 (lens include the new
- * token, whose K and V were stored first). Sequences may have different lengths. */
+ * token, whose K and V were stored first), or with a window W > 0 to max(0, lens[b] - W) ..
+ * lens[b]-1. Sequences may have different lengths. */
 typedef struct {
     int batch, n_heads, n_kv_heads, head_dim, max_seq;
     const int *lens; /* [batch], host memory */
@@ -67,6 +70,7 @@ typedef struct {
     tw_dtype kv_dtype;
     float *out; /* [batch, n_heads, head_dim] */
     float scale;
+    int window; /* sliding window W (0: none) */
 } tw_attn_decode_args;
 
 /* Stores `seq` new tokens of K and V per sequence into the cache at start_pos[b] + s, converting
@@ -122,6 +126,12 @@ typedef struct {
     void *(*native_stream)(tw_backend *be);
 
     void (*destroy)(tw_backend *be);
+
+    /* Slots added after the first layout (keep the order above; add new ones at the end). */
+    /* x[r, j] += b[j] for r < rows, j < n; rows ldx elements apart (0 = packed n); b is [n] in
+     * b_dtype (the q/k/v biases of Qwen2) */
+    tw_status (*bias_add)(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                          tw_dtype b_dtype);
 } tw_backend_ops;
 
 struct tw_backend {

@@ -114,6 +114,13 @@ TW_HD static inline float tw_splitkv_merge(int n, int d, const float *part_lse, 
     return lse;
 }
 
+/* Sliding-window attention: the first key position a query at position pos attends with window
+ * w (0: no window, every position from 0); keys lo .. pos are attended (Hugging Face's mask
+ * kv_idx > q_idx - sliding_window). */
+TW_HD static inline int tw_attn_window_lo(int pos, int w) {
+    return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
+}
+
 /* ---- RoPE (Llama conventions, Hugging Face "rotate half" pairing: x[i] with x[i + D/2]) ---- */
 typedef enum { TW_ROPE_DEFAULT = 0, TW_ROPE_LINEAR = 1, TW_ROPE_LLAMA3 = 2 } tw_rope_type;
 

@@ -25,6 +25,7 @@ static const struct {
     {"tw_k_attn_decode", 128}, {"tw_k_cast_x_bf16", 256},    {"tw_k_rmsnorm", 256},
     {"tw_k_rope", 256},        {"tw_k_swiglu", 256},         {"tw_k_add", 256},
     {"tw_k_embed", 256},       {"tw_k_argmax", 256},         {"tw_k_kv_store", 256},
+    {"tw_k_bias_add", 256},
 };
 
 static const char *report_dir(char *buf, size_t n) {

@@ -1,14 +1,15 @@
 /* The engine's logits against the independent float64 reference forward pass
  * (tests/tw_ref_model.c: its own RMSNorm, RoPE, attention and MLP), over a prefill and several
  * decode steps of a batch, for the tiny models (GQA with explicit head_dim and llama3 RoPE; tied
- * embeddings). Tolerances (relative norm of each step's logits):
- *   fp32 weights, fp32 KV cache: 1e-4, identical greedy tokens
- *   bf16 weights, fp32 KV cache: 1e-4 (the reference uses the same bf16-rounded weights),
- *                                identical greedy tokens
+ * embeddings; Qwen2's q/k/v biases; Mistral, Qwen2 and Phi-3 sliding windows shorter than the
+ * context, crossed by prefill, by decode and by a prefill in two chunks). Tolerances (relative norm
+ * of each step's logits): fp32 weights, fp32 KV cache: 1e-4, identical greedy tokens bf16 weights,
+ * fp32 KV cache: 1e-4 (the reference uses the same bf16-rounded weights), identical greedy tokens
  *   bf16 weights, bf16 KV cache: 1e-2 (bf16's), identical tokens wherever the reference's top
  *                                two logits differ by more than 0.05 */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,10 +17,26 @@
 #include "tw_ref_model.h"
 #include "tw_test_util.h"
 
-static void check_model(const char *model, tw_dtype wd, tw_dtype kvd, double tol, int strict) {
-    enum { B = 2, P = 13, G = 7 };
+/* the source tree, for test files under it ($TW_SOURCE_DIR, set by ctest) */
+static const char *tw_test_source_dir(void) {
+    const char *d = getenv("TW_SOURCE_DIR");
+    cr_assert(d && *d, "TW_SOURCE_DIR names the source tree (set by ctest)");
+    return d;
+}
+
+/* A prefill of P tokens (in two calls of P1 and P - P1 tokens when P1 > 0: the second starts
+ * inside the sequence), then G - 1 decode steps; logits of every step against the reference. */
+static void check_model_chunks(const char *model, tw_dtype wd, tw_dtype kvd, double tol, int strict,
+                               int P, int P1, int G) {
+    enum { B = 2, MAXP = 16, MAXG = 16 };
+    cr_assert(P <= MAXP && G <= MAXG && P1 < P);
     tw_model_config c;
-    cr_assert_eq(tw_model_load(model, &c), TW_OK, "%s", tw_last_error());
+    char path[1024];
+    if (strchr(model, '/')) /* a file under the source tree */
+        snprintf(path, sizeof path, "%s/%s", tw_test_source_dir(), model);
+    else
+        snprintf(path, sizeof path, "%s", model);
+    cr_assert_eq(tw_model_load(path, &c), TW_OK, "%s", tw_last_error());
     tw_backend *be;
     cr_assert_eq(tw_backend_cpu_create(2, &be), TW_OK);
     tw_engine_opts o = {.cfg = &c,
@@ -34,14 +51,27 @@ static void check_model(const char *model, tw_dtype wd, tw_dtype kvd, double tol
                         .keep_host_logits = 1};
     tw_engine *e;
     cr_assert_eq(tw_engine_create(&o, &e), TW_OK, "%s", tw_last_error());
-    int prompt[B * P], seqs[B][P + G], next[B], cur[B];
+    int prompt[B * MAXP], seqs[B][MAXP + MAXG], next[B], cur[B];
     tw_prompt_tokens(4, B, P, c.vocab, prompt);
     for (int b = 0; b < B; b++)
         for (int i = 0; i < P; i++) seqs[b][i] = prompt[b * P + i];
     size_t V = (size_t)c.vocab;
     float *eng = malloc(sizeof(float) * G * B * V); /* [step, batch, vocab] */
-    int gen[G][B];
-    cr_assert_eq(tw_engine_prefill(e, B, P, prompt, next), TW_OK, "%s", tw_last_error());
+    int gen[MAXG][B];
+    if (P1 > 0) {
+        int first[B * MAXP], rest[B * MAXP];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < P; i++) {
+                if (i < P1)
+                    first[b * P1 + i] = prompt[b * P + i];
+                else
+                    rest[b * (P - P1) + i - P1] = prompt[b * P + i];
+            }
+        cr_assert_eq(tw_engine_prefill(e, B, P1, first, next), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(tw_engine_prefill(e, B, P - P1, rest, next), TW_OK, "%s", tw_last_error());
+    } else {
+        cr_assert_eq(tw_engine_prefill(e, B, P, prompt, next), TW_OK, "%s", tw_last_error());
+    }
     for (int s = 0; s < G; s++) {
         memcpy(eng + (size_t)s * B * V, tw_engine_logits(e), sizeof(float) * B * V);
         for (int b = 0; b < B; b++) gen[s][b] = next[b];
@@ -57,8 +87,9 @@ static void check_model(const char *model, tw_dtype wd, tw_dtype kvd, double tol
             const double *want = rl + (size_t)(P - 1 + s) * V;
             const float *got = eng + ((size_t)s * B + b) * V;
             double err = tw_test_rel_err(got, want, V);
-            cr_assert_lt(err, tol, "%s w=%s kv=%s seq %d step %d: logits rel err %g > %g", model,
-                         tw_dtype_name(wd), tw_dtype_name(kvd), b, s, err, tol);
+            cr_assert_lt(err, tol,
+                         "%s w=%s kv=%s P=%d (%d+%d) seq %d step %d: logits rel err %g > %g", model,
+                         tw_dtype_name(wd), tw_dtype_name(kvd), P, P1, P - P1, b, s, err, tol);
             int best = 0, second = -1;
             for (size_t i = 1; i < V; i++)
                 if (want[i] > want[best]) best = (int)i;
@@ -77,6 +108,10 @@ static void check_model(const char *model, tw_dtype wd, tw_dtype kvd, double tol
     tw_model_free(&c);
 }
 
+static void check_model(const char *model, tw_dtype wd, tw_dtype kvd, double tol, int strict) {
+    check_model_chunks(model, wd, kvd, tol, strict, 13, 0, 7);
+}
+
 Test(engine_ref, tiny_fp32) {
     check_model("tiny", TW_F32, TW_F32, 1e-4, 1);
 }
@@ -91,4 +126,39 @@ Test(engine_ref, tied_fp32) {
 }
 Test(engine_ref, tied_bf16_weights_and_cache) {
     check_model("tiny-tied", TW_BF16, TW_BF16, 1e-2, 0);
+}
+
+/* Qwen2: q/k/v biases (both weight dtypes, the bf16 cache); with its sliding window on the
+ * second layer only (window 5 < context) */
+Test(engine_ref, qwen2_biases_fp32) {
+    check_model("tiny-qwen2", TW_F32, TW_F32, 1e-4, 1);
+}
+Test(engine_ref, qwen2_biases_bf16_weights) {
+    check_model("tiny-qwen2", TW_BF16, TW_F32, 1e-4, 1);
+}
+Test(engine_ref, qwen2_biases_bf16_weights_and_cache) {
+    check_model("tiny-qwen2", TW_BF16, TW_BF16, 1e-2, 0);
+}
+Test(engine_ref, qwen2_sliding_window_on_later_layers) {
+    check_model("tests/data/tiny-qwen2-swa.json", TW_F32, TW_F32, 1e-4, 1);
+}
+
+/* Mistral, window 7: a prefill longer than the window, one shorter whose decode steps cross
+ * the window's edge, and a prefill in two calls whose second starts before the edge and ends
+ * past it */
+Test(engine_ref, mistral_window_prefill_past_the_edge) {
+    check_model_chunks("tiny-mistral", TW_F32, TW_F32, 1e-4, 1, 13, 0, 7);
+}
+Test(engine_ref, mistral_window_decode_across_the_edge) {
+    check_model_chunks("tiny-mistral", TW_F32, TW_F32, 1e-4, 1, 4, 0, 9);
+    check_model_chunks("tiny-mistral", TW_BF16, TW_F32, 1e-4, 1, 6, 0, 5);
+}
+Test(engine_ref, mistral_window_chunked_prefill) {
+    check_model_chunks("tiny-mistral", TW_F32, TW_F32, 1e-4, 1, 15, 5, 4);
+    check_model_chunks("tiny-mistral", TW_BF16, TW_BF16, 1e-2, 0, 15, 9, 6);
+}
+
+/* Phi-3: the same computation as Llama with a window of 9 */
+Test(engine_ref, phi3_window) {
+    check_model_chunks("tiny-phi3", TW_F32, TW_F32, 1e-4, 1, 14, 0, 8);
 }

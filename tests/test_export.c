@@ -62,38 +62,56 @@ typedef struct {
     char name[96];
     int ndim;
     int64_t shape[2];
-    tw_weight_kind kind;
+    tw_weight_kind kind[3]; /* a fused tensor stacks the rows of several generator kinds */
+    int nparts;
     int layer;
 } want_tensor;
 
-/* The Hugging Face LlamaForCausalLM state dict, in the exporter's file order. */
+/* The state dict of Hugging Face's LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM
+ * (Qwen2: q/k/v_proj.bias after each weight) or Phi3ForCausalLM (qkv_proj = rows of q, k, v;
+ * gate_up_proj = rows of gate, up), in the exporter's file order. */
 static int expected_tensors(const tw_model_config *c, want_tensor *w) {
     int n = 0, H = c->hidden, F = c->intermediate, QD = c->n_heads * c->head_dim,
         KD = c->n_kv_heads * c->head_dim;
-#define ADD(nm, nd, r, cc, k, l)                                                                   \
+    int phi3 = !strcmp(c->arch, "phi3"), qwen2 = !strcmp(c->arch, "qwen2");
+#define ADDN(nm, nd, r, cc, l, np, k0, k1, k2)                                                     \
     do {                                                                                           \
         snprintf(w[n].name, sizeof w[n].name, "%s", nm);                                           \
-        w[n].ndim = nd, w[n].shape[0] = r, w[n].shape[1] = cc, w[n].kind = k, w[n].layer = l;      \
+        w[n].ndim = nd, w[n].shape[0] = r, w[n].shape[1] = cc, w[n].layer = l;                     \
+        w[n].nparts = np, w[n].kind[0] = k0, w[n].kind[1] = k1, w[n].kind[2] = k2;                 \
         n++;                                                                                       \
     } while (0)
+#define ADD(nm, nd, r, cc, k, l) ADDN(nm, nd, r, cc, l, 1, k, k, k)
     ADD("model.embed_tokens.weight", 2, c->vocab, H, TW_W_EMBED, 0);
     for (int l = 0; l < c->n_layers; l++) {
         char p[96];
 #define L(suffix) (snprintf(p, sizeof p, "model.layers.%d.%s", l, suffix), p)
         ADD(L("input_layernorm.weight"), 1, H, 0, TW_W_ATTN_NORM, l);
-        ADD(L("self_attn.q_proj.weight"), 2, QD, H, TW_W_Q, l);
-        ADD(L("self_attn.k_proj.weight"), 2, KD, H, TW_W_K, l);
-        ADD(L("self_attn.v_proj.weight"), 2, KD, H, TW_W_V, l);
+        if (phi3) {
+            ADDN(L("self_attn.qkv_proj.weight"), 2, QD + 2 * KD, H, l, 3, TW_W_Q, TW_W_K, TW_W_V);
+        } else {
+            ADD(L("self_attn.q_proj.weight"), 2, QD, H, TW_W_Q, l);
+            if (qwen2) ADD(L("self_attn.q_proj.bias"), 1, QD, 0, TW_W_Q_BIAS, l);
+            ADD(L("self_attn.k_proj.weight"), 2, KD, H, TW_W_K, l);
+            if (qwen2) ADD(L("self_attn.k_proj.bias"), 1, KD, 0, TW_W_K_BIAS, l);
+            ADD(L("self_attn.v_proj.weight"), 2, KD, H, TW_W_V, l);
+            if (qwen2) ADD(L("self_attn.v_proj.bias"), 1, KD, 0, TW_W_V_BIAS, l);
+        }
         ADD(L("self_attn.o_proj.weight"), 2, H, QD, TW_W_O, l);
         ADD(L("post_attention_layernorm.weight"), 1, H, 0, TW_W_FFN_NORM, l);
-        ADD(L("mlp.gate_proj.weight"), 2, F, H, TW_W_GATE, l);
-        ADD(L("mlp.up_proj.weight"), 2, F, H, TW_W_UP, l);
+        if (phi3) {
+            ADDN(L("mlp.gate_up_proj.weight"), 2, 2 * F, H, l, 2, TW_W_GATE, TW_W_UP, TW_W_UP);
+        } else {
+            ADD(L("mlp.gate_proj.weight"), 2, F, H, TW_W_GATE, l);
+            ADD(L("mlp.up_proj.weight"), 2, F, H, TW_W_UP, l);
+        }
         ADD(L("mlp.down_proj.weight"), 2, H, F, TW_W_DOWN, l);
 #undef L
     }
     ADD("model.norm.weight", 1, H, 0, TW_W_FINAL_NORM, 0);
     if (!c->tie_embeddings) ADD("lm_head.weight", 2, c->vocab, H, TW_W_LM_HEAD, 0);
 #undef ADD
+#undef ADDN
     return n;
 }
 
@@ -154,21 +172,39 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
         off = t->end;
         int rows = w->ndim == 2 ? (int)w->shape[0] : 1;
         int cols = w->ndim == 2 ? (int)w->shape[1] : (int)w->shape[0];
-        /* bit for bit against the generator */
+        /* bit for bit against the generator, part after part for a fused tensor */
         const void *data = tw_st_data(f, t);
-        if (dtype == TW_ST_BF16) {
-            tw_weight_fill_bf16(&c, 1234, w->kind, w->layer, 0, rows, 0, cols, ref16);
-            cr_assert(memcmp(data, ref16, elems * 2) == 0, "%s: bf16 bytes differ", w->name);
-        } else {
-            tw_weight_fill(&c, 1234, w->kind, w->layer, 0, rows, 0, cols, ref32);
-            cr_assert(memcmp(data, ref32, elems * 4) == 0, "%s: fp32 bytes differ", w->name);
+        int prows = rows / w->nparts; /* the fused parts here have equal rows but q in qkv */
+        for (int pi = 0, r0 = 0; pi < w->nparts; pi++, r0 += prows) {
+            prows = pi == 0 && w->nparts == 3 ? c.n_heads * c.head_dim
+                    : w->nparts == 3          ? c.n_kv_heads * c.head_dim
+                                              : rows / w->nparts;
+            size_t pe = (size_t)prows * cols;
+            if (dtype == TW_ST_BF16) {
+                tw_weight_fill_bf16(&c, 1234, w->kind[pi], w->layer, 0, prows, 0, cols, ref16);
+                cr_assert(memcmp((const tw_bf16 *)data + (size_t)r0 * cols, ref16, pe * 2) == 0,
+                          "%s part %d: bf16 bytes differ", w->name, pi);
+            } else {
+                tw_weight_fill(&c, 1234, w->kind[pi], w->layer, 0, prows, 0, cols, ref32);
+                cr_assert(memcmp((const float *)data + (size_t)r0 * cols, ref32, pe * 4) == 0,
+                          "%s part %d: fp32 bytes differ", w->name, pi);
+            }
         }
         /* and through the float32 conversion, against the element formula */
         float *got = malloc(elems * sizeof(float));
         cr_assert_eq(tw_st_read_f32(f, t, got), TW_OK);
         for (int r = 0; r < rows; r += 5)
             for (int j = 0; j < cols; j += 7) {
-                float v = tw_weight_value(&c, 1234, w->kind, w->layer, r, j);
+                int pi = 0, pr = r;
+                if (w->nparts == 3) { /* rows of q, then k, then v */
+                    int qd = c.n_heads * c.head_dim, kd = c.n_kv_heads * c.head_dim;
+                    pi = r < qd ? 0 : r < qd + kd ? 1 : 2;
+                    pr = r < qd ? r : r < qd + kd ? r - qd : r - qd - kd;
+                } else if (w->nparts == 2) {
+                    pi = r < rows / 2 ? 0 : 1;
+                    pr = r < rows / 2 ? r : r - rows / 2;
+                }
+                float v = tw_weight_value(&c, 1234, w->kind[pi], w->layer, pr, j);
                 if (dtype == TW_ST_BF16) v = tw_test_from_bf16(tw_test_to_bf16(v));
                 cr_assert_eq(got[(size_t)r * cols + j], v, "%s[%d][%d]", w->name, r, j);
             }
@@ -186,6 +222,13 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     cr_assert_not_null(cfg, "config.json: %s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(cfg, "torch_dtype")),
                      dtype == TW_ST_BF16 ? "bfloat16" : "float32");
+    /* the class transformers instantiates, and the window it applies */
+    json_t *archs = json_object_get(cfg, "architectures");
+    cr_assert(json_is_array(archs) && json_array_size(archs) == 1);
+    cr_assert_str_eq(json_string_value(json_array_get(archs, 0)), c.architecture);
+    cr_assert_str_eq(json_string_value(json_object_get(cfg, "model_type")), c.arch);
+    if (c.sliding_window && c.window_layer0 == 0)
+        cr_assert_eq(json_integer_value(json_object_get(cfg, "sliding_window")), c.sliding_window);
     json_object_del(cfg, "torch_dtype");
     json_t *orig = json_loads(c.json, 0, &jerr);
     cr_assert(json_equal(cfg, orig), "config.json differs from the config as read");
@@ -194,7 +237,9 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     tw_model_config back;
     cr_assert_eq(tw_model_load(path, &back), TW_OK, "%s", tw_last_error());
     cr_assert(back.hidden == c.hidden && back.n_layers == c.n_layers && back.vocab == c.vocab &&
-              back.tie_embeddings == c.tie_embeddings && back.rope.type == c.rope.type);
+              back.tie_embeddings == c.tie_embeddings && back.rope.type == c.rope.type &&
+              back.qkv_bias == c.qkv_bias && back.sliding_window == c.sliding_window &&
+              back.window_layer0 == c.window_layer0 && !strcmp(back.arch, c.arch));
     tw_model_free(&back);
 
     snprintf(path, sizeof path, "%s/tokwatt-export.json", out);
@@ -233,11 +278,30 @@ Test(export, tied_model_has_no_lm_head) {
     check_export("tiny-tied", TW_ST_BF16, 1 + 2 * 9 + 1);
 }
 
+Test(export, qwen2_has_qkv_biases) {
+    check_export("tiny-qwen2", TW_ST_F32, 1 + 2 * 12 + 2);
+    tw_export_block_elems = 50; /* biases of 128 and 64 values span several blocks */
+    check_export("tiny-qwen2", TW_ST_BF16, 1 + 2 * 12 + 2);
+    tw_export_block_elems = (size_t)4 << 20;
+}
+
+Test(export, mistral_keeps_its_sliding_window) {
+    check_export("tiny-mistral", TW_ST_F32, 1 + 2 * 9 + 2);
+}
+
+Test(export, phi3_fused_qkv_and_gate_up) {
+    check_export("tiny-phi3", TW_ST_F32, 1 + 2 * 6 + 2);
+    tw_export_block_elems = 300; /* blocks end inside the fused parts */
+    check_export("tiny-phi3", TW_ST_BF16, 1 + 2 * 6 + 2);
+    tw_export_block_elems = (size_t)4 << 20;
+}
+
 Test(export, refuses_when_disk_lacks_space) {
     /* ~2.6e14 bytes of embedding alone: no test machine has that free */
-    const char *huge = "{\"hidden_size\": 65536, \"intermediate_size\": 131072, "
-                       "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
-                       "\"vocab_size\": 1000000000}";
+    const char *huge =
+        "{\"model_type\": \"llama\", \"hidden_size\": 65536, \"intermediate_size\": 131072, "
+        "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
+        "\"vocab_size\": 1000000000}";
     tw_model_config c;
     cr_assert_eq(tw_model_parse(huge, "huge.json", &c), TW_OK, "%s", tw_last_error());
     char dir[64], out[128];

@@ -1,9 +1,10 @@
-/* Every CUDA backend op against an independent float64 reference written here, on awkward sizes
- * (not multiples of any tile), with device outputs poisoned with NaN before each call. Label
- * "gpu" (by name): skipped with a reported reason where no CUDA device exists or CUDA was not
- * built. Tolerances (relative 2-norm): fp32 paths 1e-5 (1e-4 where long fp32 reductions or
- * exponentials add rounding), bf16 tensor-core paths 1e-2 (activations, queries and softmax
- * weights rounded to bf16), RoPE 1e-4 (fp32 angle as Hugging Face computes it). */
+/* Every CUDA backend op against an independent float64 reference written here (attention also
+ * with sliding windows; the q/k/v bias add), on awkward sizes (not multiples of any tile), with
+ * device outputs poisoned with NaN before each call. Label "gpu" (by name): skipped with a reported
+ * reason where no CUDA device exists or CUDA was not built. Tolerances (relative 2-norm): fp32
+ * paths 1e-5 (1e-4 where long fp32 reductions or exponentials add rounding), bf16 tensor-core paths
+ * 1e-2 (activations, queries and softmax weights rounded to bf16), RoPE 1e-4 (fp32 angle as Hugging
+ * Face computes it). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -278,12 +279,12 @@ static void *cache_to_dev(tw_backend *be, const float *c, size_t n, tw_dtype dt)
     return p;
 }
 
-/* softmax(q . k * scale) . v over keys 0..last, in double */
-static void ref_attend(const float *q, const float *kc, const float *vc, int d, int last,
-                       double scale, double *out) {
+/* softmax(q . k * scale) . v over keys first..last, in double */
+static void ref_attend_from(const float *q, const float *kc, const float *vc, int d, int first,
+                            int last, double scale, double *out) {
     double mx = -INFINITY;
     double *s = malloc((size_t)(last + 1) * sizeof *s);
-    for (int p = 0; p <= last; p++) {
+    for (int p = first; p <= last; p++) {
         double dot = 0;
         for (int j = 0; j < d; j++) dot += (double)q[j] * kc[(size_t)p * d + j];
         s[p] = dot * scale;
@@ -291,7 +292,7 @@ static void ref_attend(const float *q, const float *kc, const float *vc, int d, 
     }
     double den = 0;
     for (int j = 0; j < d; j++) out[j] = 0;
-    for (int p = 0; p <= last; p++) {
+    for (int p = first; p <= last; p++) {
         double e = exp(s[p] - mx);
         den += e;
         for (int j = 0; j < d; j++) out[j] += e * vc[(size_t)p * d + j];
@@ -300,7 +301,13 @@ static void ref_attend(const float *q, const float *kc, const float *vc, int d, 
     free(s);
 }
 
-static void check_prefill(tw_backend *be, const attn_case *c, tw_dtype dt, double tol) {
+/* the first key a query at position pos attends with sliding window w (0: none), written here */
+static int window_first(int pos, int w) {
+    return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
+}
+
+static void check_prefill_w(tw_backend *be, const attn_case *c, tw_dtype dt, double tol,
+                            int window) {
     tw_test_rng r;
     tw_test_rng_seed(&r, (uint64_t)(c->seq * 31 + c->d + c->batch * 7 + dt));
     int valid[4];
@@ -318,21 +325,28 @@ static void check_prefill(tw_backend *be, const attn_case *c, tw_dtype dt, doubl
             for (int h = 0; h < c->n_heads; h++) {
                 size_t row = (((size_t)b * c->seq + s) * c->n_heads + h) * c->d;
                 size_t kvo = ((size_t)b * c->n_kv + h / group) * c->max_seq * c->d;
-                ref_attend(q + row, kc + kvo, vc + kvo, c->d, c->start[b] + s, scale, ref + row);
+                ref_attend_from(q + row, kc + kvo, vc + kvo, c->d,
+                                window_first(c->start[b] + s, window), c->start[b] + s, scale,
+                                ref + row);
             }
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
-    tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,  c->start,
-                              dq,       dk,     dv,         dt,      dout, (float)scale};
+    tw_attn_prefill_args a = {c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->max_seq,   c->start,
+                              dq,       dk,     dv,         dt,      dout, (float)scale, window};
     cr_assert_eq(be->ops->attn_prefill(be, &a), TW_OK, "attn_prefill: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
     to_host(be, out, dout, nq * 4);
     double err = tw_test_rel_err(out, ref, nq);
     cr_expect(err < tol,
-              "attn_prefill %s batch=%d seq=%d heads=%d/%d d=%d start0=%d: rel err %g (tol %g)",
-              dtn(dt), c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->start[0], err, tol);
+              "attn_prefill %s batch=%d seq=%d heads=%d/%d d=%d start0=%d window=%d: rel err %g "
+              "(tol %g)",
+              dtn(dt), c->batch, c->seq, c->n_heads, c->n_kv, c->d, c->start[0], window, err, tol);
     be->ops->free(be, dq), be->ops->free(be, dout), be->ops->free(be, dk), be->ops->free(be, dv);
     free(kc), free(vc), free(q), free(ref), free(out);
+}
+
+static void check_prefill(tw_backend *be, const attn_case *c, tw_dtype dt, double tol) {
+    check_prefill_w(be, c, dt, tol, 0);
 }
 
 static const attn_case prefill_cases[] = {
@@ -358,7 +372,7 @@ typedef struct {
     int lens[4];
 } decode_case;
 
-static void check_decode(tw_backend *be, const decode_case *c, tw_dtype dt) {
+static void check_decode_w(tw_backend *be, const decode_case *c, tw_dtype dt, int window) {
     tw_test_rng r;
     tw_test_rng_seed(&r, (uint64_t)(c->lens[0] * 13 + c->d + dt));
     size_t ncache = (size_t)c->batch * c->n_kv * c->max_seq * c->d;
@@ -373,20 +387,26 @@ static void check_decode(tw_backend *be, const decode_case *c, tw_dtype dt) {
         for (int h = 0; h < c->n_heads; h++) {
             size_t row = ((size_t)b * c->n_heads + h) * c->d;
             size_t kvo = ((size_t)b * c->n_kv + h / group) * c->max_seq * c->d;
-            ref_attend(q + row, kc + kvo, vc + kvo, c->d, c->lens[b] - 1, scale, ref + row);
+            ref_attend_from(q + row, kc + kvo, vc + kvo, c->d, window_first(c->lens[b] - 1, window),
+                            c->lens[b] - 1, scale, ref + row);
         }
     void *dq = dev_from(be, q, nq * 4), *dout = dev_nan(be, nq);
     void *dk = cache_to_dev(be, kc, ncache, dt), *dv = cache_to_dev(be, vc, ncache, dt);
-    tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq, c->lens,
-                             dq,       dk,         dv,      dt,   dout,       (float)scale};
+    tw_attn_decode_args a = {c->batch, c->n_heads, c->n_kv, c->d, c->max_seq,   c->lens, dq,
+                             dk,       dv,         dt,      dout, (float)scale, window};
     cr_assert_eq(be->ops->attn_decode(be, &a), TW_OK, "attn_decode: %s", tw_last_error());
     float *out = malloc(nq * sizeof *out);
     to_host(be, out, dout, nq * 4);
     double err = tw_test_rel_err(out, ref, nq);
-    cr_expect(err < 1e-4, "attn_decode %s batch=%d heads=%d/%d d=%d len0=%d: rel err %g (tol 1e-4)",
-              dtn(dt), c->batch, c->n_heads, c->n_kv, c->d, c->lens[0], err);
+    cr_expect(err < 1e-4,
+              "attn_decode %s batch=%d heads=%d/%d d=%d len0=%d window=%d: rel err %g (tol 1e-4)",
+              dtn(dt), c->batch, c->n_heads, c->n_kv, c->d, c->lens[0], window, err);
     be->ops->free(be, dq), be->ops->free(be, dout), be->ops->free(be, dk), be->ops->free(be, dv);
     free(kc), free(vc), free(q), free(ref), free(out);
+}
+
+static void check_decode(tw_backend *be, const decode_case *c, tw_dtype dt) {
+    check_decode_w(be, c, dt, 0);
 }
 
 static const decode_case decode_cases[] = {
@@ -399,6 +419,40 @@ Test(gpu_attention, decode_matches_reference) {
     for (size_t i = 0; i < sizeof decode_cases / sizeof decode_cases[0]; i++) {
         check_decode(be, &decode_cases[i], TW_F32);
         check_decode(be, &decode_cases[i], TW_BF16);
+    }
+    be->ops->destroy(be);
+}
+
+/* Sliding windows shorter than the context (prefill tiles before the window skipped, tiles cut
+ * inside, rows straddling the edge; decode splits over the window only), a window of one key,
+ * and a window longer than the context */
+Test(gpu_attention, sliding_window_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    static const struct {
+        attn_case c;
+        int window;
+    } pw[] = {
+        {{2, 130, 4, 2, 64, 300, {0, 100}}, 70},    {{1, 200, 8, 2, 128, 200, {0}}, 65},
+        {{3, 65, 6, 3, 128, 300, {0, 64, 170}}, 7}, {{1, 70, 2, 2, 32, 80, {9}}, 1},
+        {{1, 33, 4, 1, 256, 40, {2}}, 5},           {{2, 17, 4, 2, 64, 40, {0, 5}}, 1000},
+    };
+    for (size_t i = 0; i < sizeof pw / sizeof pw[0]; i++) {
+        int mma = pw[i].c.d == 64 || pw[i].c.d == 128;
+        check_prefill_w(be, &pw[i].c, TW_F32, mma ? 1e-2 : 1e-4, pw[i].window);
+        check_prefill_w(be, &pw[i].c, TW_BF16, mma ? 1e-2 : 1e-4, pw[i].window);
+    }
+    static const struct {
+        decode_case c;
+        int window;
+    } dw[] = {
+        {{3, 8, 2, 128, 320, {1, 37, 300}}, 64},
+        {{1, 32, 8, 128, 4100, {4097}}, 4096},
+        {{2, 4, 4, 32, 17, {17, 3}}, 1},
+        {{4, 12, 4, 256, 70, {5, 69, 1, 33}}, 30},
+    };
+    for (size_t i = 0; i < sizeof dw / sizeof dw[0]; i++) {
+        check_decode_w(be, &dw[i].c, TW_F32, dw[i].window);
+        check_decode_w(be, &dw[i].c, TW_BF16, dw[i].window);
     }
     be->ops->destroy(be);
 }
@@ -610,6 +664,43 @@ Test(gpu_ops, swiglu_add_embed_match_reference) {
     be->ops->destroy(be);
 }
 
+Test(gpu_ops, bias_add_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 11);
+    /* packed rows, and the k/v biases on rows of a wider buffer whose tail must stay */
+    const int shapes[][3] = {{37, 129, 0}, {13, 67, 200}, {1, 5, 0}};
+    for (int si = 0; si < 3; si++)
+        for (int t = 0; t < 2; t++) {
+            int rows = shapes[si][0], n = shapes[si][1], ld = shapes[si][2] ? shapes[si][2] : n;
+            tw_dtype bdt = t ? TW_BF16 : TW_F32;
+            size_t total = (size_t)rows * ld;
+            float *x = rnd(&r, total, 2.0f), *b = rnd(&r, (size_t)n, 1.0f);
+            uint16_t *bb = to_bf16(b, (size_t)n);
+            double *ref = malloc(total * sizeof *ref);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < ld; j++) {
+                    double bj = j < n ? (t ? tw_test_from_bf16(bb[j]) : b[j]) : 0.0;
+                    ref[(size_t)i * ld + j] = x[(size_t)i * ld + j] + bj;
+                }
+            void *dx = dev_from(be, x, total * 4);
+            void *db = t ? dev_from(be, bb, (size_t)n * 2) : dev_from(be, b, (size_t)n * 4);
+            cr_assert_eq(be->ops->bias_add(be, rows, n, dx, shapes[si][2], db, bdt), TW_OK, "%s",
+                         tw_last_error());
+            float *out = malloc(total * sizeof *out);
+            to_host(be, out, dx, total * 4);
+            cr_expect(tw_test_rel_err(out, ref, total) < 1e-7, "bias_add %dx%d ld %d %s", rows, n,
+                      ld, dtn(bdt));
+            for (int i = 0; i < rows; i++)
+                for (int j = n; j < ld; j++)
+                    cr_assert_eq(out[(size_t)i * ld + j], x[(size_t)i * ld + j],
+                                 "bias_add wrote column %d past n", j);
+            be->ops->free(be, dx), be->ops->free(be, db);
+            free(x), free(b), free(bb), free(ref), free(out);
+        }
+    be->ops->destroy(be);
+}
+
 Test(gpu_ops, argmax_first_maximum) {
     tw_backend *be = gpu_or_skip();
     tw_test_rng r;
@@ -738,8 +829,14 @@ Test(gpu_errors, bad_arguments_are_reported) {
     cr_expect(strstr(tw_last_error(), "ldx"), "message: %s", tw_last_error());
     cr_expect_eq(tw_cuda_set_gemm(be, "fastest"), TW_ERR_INVALID);
     int lens[1] = {0};
-    tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f};
+    tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f, 0};
     cr_expect_eq(be->ops->attn_decode(be, &d), TW_ERR_INVALID);
+    lens[0] = 3;
+    d.window = -2;
+    cr_expect_eq(be->ops->attn_decode(be, &d), TW_ERR_INVALID);
+    cr_expect(strstr(tw_last_error(), "window"), "message: %s", tw_last_error());
+    cr_expect_eq(be->ops->bias_add(be, 4, 8, p, 5, p, TW_F32), TW_ERR_INVALID);
+    cr_expect(strstr(tw_last_error(), "ldx"), "message: %s", tw_last_error());
     void *huge = NULL;
     tw_status st = be->ops->alloc(be, (size_t)1 << 50, &huge);
     cr_expect_eq(st, TW_ERR_NOMEM, "1 PiB alloc: %s", tw_last_error());

@@ -1,5 +1,5 @@
-/* Naive float64 Llama forward pass for the tests; see tw_ref_model.h. Deliberately plain loops:
- * clarity over speed, nothing shared with the engine or kernels. */
+/* Naive float64 Llama / Mistral / Qwen2 / Phi-3 forward pass for the tests; see tw_ref_model.h.
+ * Deliberately plain loops: clarity over speed, nothing shared with the engine or kernels. */
 #include "tw_ref_model.h"
 
 #include <math.h>
@@ -54,6 +54,7 @@ tw_ref_model *tw_ref_create(const tw_model_config *c, uint64_t seed, int bf16_we
     m->c.json = NULL;
     for (int k = 0; k < TW_W_KINDS; k++) {
         if (k == TW_W_LM_HEAD && c->tie_embeddings) continue;
+        if ((k == TW_W_Q_BIAS || k == TW_W_K_BIAS || k == TW_W_V_BIAS) && !c->qkv_bias) continue;
         int rows, cols;
         tw_weight_shape(c, (tw_weight_kind)k, &rows, &cols);
         int nl = tw_weight_per_layer((tw_weight_kind)k) ? c->n_layers : 1;
@@ -86,8 +87,15 @@ void tw_ref_destroy(tw_ref_model *m) {
 
 const double *tw_ref_weight(const tw_ref_model *m, tw_weight_kind k, int layer) {
     if (k == TW_W_LM_HEAD && m->c.tie_embeddings) k = TW_W_EMBED;
+    if (!m->w[k]) return NULL; /* a bias the model does not have */
     if (!tw_weight_per_layer(k)) layer = 0;
     return m->w[k] + (size_t)layer * m->size[k];
+}
+
+/* y[r] += b[r] when the model has the bias */
+static void tw_ref_add_bias(const double *b, int n, double *y) {
+    if (b)
+        for (int i = 0; i < n; i++) y[i] += b[i];
 }
 
 /* y[r] = sum_j W[r][j] x[j] for W [rows, cols] */
@@ -137,27 +145,33 @@ static void tw_ref_run(tw_ref_model *m, const int *tokens, int n, double *logits
             tw_ref_matvec(tw_ref_weight(m, TW_W_Q, l), ht, QD, H, q + (size_t)t * QD);
             tw_ref_matvec(tw_ref_weight(m, TW_W_K, l), ht, KD, H, k + (size_t)t * KD);
             tw_ref_matvec(tw_ref_weight(m, TW_W_V, l), ht, KD, H, v + (size_t)t * KD);
+            tw_ref_add_bias(tw_ref_weight(m, TW_W_Q_BIAS, l), QD, q + (size_t)t * QD);
+            tw_ref_add_bias(tw_ref_weight(m, TW_W_K_BIAS, l), KD, k + (size_t)t * KD);
+            tw_ref_add_bias(tw_ref_weight(m, TW_W_V_BIAS, l), KD, v + (size_t)t * KD);
             for (int hd = 0; hd < NH; hd++)
                 tw_ref_rope(q + (size_t)t * QD + hd * D, D, t, &c->rope);
             for (int hd = 0; hd < G; hd++) tw_ref_rope(k + (size_t)t * KD + hd * D, D, t, &c->rope);
         }
         double scale = 1.0 / sqrt((double)D);
+        /* sliding window W on layers >= window_layer0: query t sees keys t-W+1 .. t */
+        int W = c->sliding_window > 0 && l >= c->window_layer0 ? c->sliding_window : 0;
         for (int t = 0; t < n; t++)
             for (int hd = 0; hd < NH; hd++) {
                 const double *qt = q + (size_t)t * QD + hd * D;
                 int kvh = hd / rep;
+                int s0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
                 double mx = -INFINITY, den = 0;
-                for (int s = 0; s <= t; s++) { /* causal: keys 0..t only */
+                for (int s = s0; s <= t; s++) { /* causal: keys s0..t only */
                     const double *ks = k + (size_t)s * KD + kvh * D;
                     double dot = 0;
                     for (int d = 0; d < D; d++) dot += qt[d] * ks[d];
                     p[s] = dot * scale;
                     if (p[s] > mx) mx = p[s];
                 }
-                for (int s = 0; s <= t; s++) den += (p[s] = exp(p[s] - mx));
+                for (int s = s0; s <= t; s++) den += (p[s] = exp(p[s] - mx));
                 double *at = att + (size_t)t * QD + hd * D;
                 for (int d = 0; d < D; d++) at[d] = 0;
-                for (int s = 0; s <= t; s++) {
+                for (int s = s0; s <= t; s++) {
                     const double *vs = v + (size_t)s * KD + kvh * D;
                     for (int d = 0; d < D; d++) at[d] += p[s] / den * vs[d];
                 }

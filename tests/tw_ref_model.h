@@ -1,13 +1,16 @@
-/* An independent, naive float64 reference forward pass of a Llama-family model, for the tests.
+/* An independent, naive float64 reference forward pass of the modelled architectures (Llama,
+ * Mistral, Qwen2, Phi-3: they differ only in Qwen2's q/k/v biases and in the sliding window),
+ * for the tests.
  *
  * Shares nothing with the engine or the kernels (not even kernels/tw_numeric.h): only the model
  * definition itself, i.e. the config (tw_model_config) and the synthetic weights
  * (tw_weight_fill in harness/model.c). Everything is computed in double, straight from the
- * Hugging Face LlamaForCausalLM definition:
+ * Hugging Face LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM definitions:
  *   x = embed[token]
- *   per layer: h = RMSNorm(x) * w_in;  q, k, v = h Wq^T, h Wk^T, h Wv^T
+ *   per layer: h = RMSNorm(x) * w_in;  q, k, v = h Wq^T (+ bq), h Wk^T (+ bk), h Wv^T (+ bv)
  *              q, k rotated by RoPE (rotate-half pairs x[i], x[i + D/2], position = index)
  *              causal grouped-query attention (query head h reads kv head h / (H / G)),
+ *              keys t-W+1 .. t only on layers with a sliding window W,
  *              softmax(q k^T / sqrt(D)) v;  x += attn Wo^T
  *              h = RMSNorm(x) * w_post;  x += (silu(h Wgate^T) * (h Wup^T)) Wdown^T
  *   logits = RMSNorm(x) * w_final  LM_head^T  (LM head = embedding matrix when tied)
@@ -34,8 +37,8 @@ void tw_ref_forward(tw_ref_model *m, const int *tokens, int n, double *logits);
  * rms[0] after the embedding, rms[l + 1] after layer l; n_layers + 1 values. */
 void tw_ref_hidden_norms(tw_ref_model *m, const int *tokens, int n, double *rms);
 
-/* The weight as the reference holds it, row-major [rows, cols] (norms: [hidden]); the LM head
- * of a tied model is the embedding. */
+/* The weight as the reference holds it, row-major [rows, cols] (norms, biases: [n]); the LM head
+ * of a tied model is the embedding; NULL for a bias the model does not have. */
 const double *tw_ref_weight(const tw_ref_model *m, tw_weight_kind k, int layer);
 
 /* Building blocks, exposed for tests of their own. */

@@ -77,6 +77,10 @@ static tw_status cpu_swiglu(tw_backend *be, int rows, int f, const float *gate, 
 static tw_status cpu_add(tw_backend *be, size_t n, const float *x, float *y) {
     return add_cpu(n, x, y, be->threads);
 }
+static tw_status cpu_bias_add(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                              tw_dtype b_dtype) {
+    return bias_add_cpu(rows, n, x, ldx, b, b_dtype, be->threads);
+}
 static tw_status cpu_embed(tw_backend *be, int n, const int *tokens, const void *table,
                            tw_dtype dtype, int row0, int rows, int dim, float *out) {
     return embed_cpu(n, tokens, table, dtype, row0, rows, dim, out, be->threads);
@@ -109,6 +113,7 @@ static const tw_backend_ops tw_cpu_ops = {
     .embed = cpu_embed,
     .argmax = cpu_argmax,
     .destroy = cpu_destroy,
+    .bias_add = cpu_bias_add,
 };
 
 tw_status tw_backend_cpu_create(int threads, tw_backend **out) {

@@ -1,6 +1,6 @@
-/* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, embedding
- * lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a flat
- * array) and small calls stay on one thread, where a parallel region would cost more than the
+/* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, bias add,
+ * embedding lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a
+ * flat array) and small calls stay on one thread, where a parallel region would cost more than the
  * work. */
 #include "attn_prims.h"
 
@@ -163,6 +163,34 @@ tw_status add_cpu(size_t n, const float *x, float *y, int threads) {
     int nt = ops_threads(n, threads);
 #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
+    return TW_OK;
+}
+
+tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
+                       int threads) {
+    TW_TRY(ops_check_threads("bias_add", threads));
+    if (rows < 1 || n < 1)
+        return TW_ERR(TW_ERR_INVALID, "bias_add: rows %d and n %d must be >= 1", rows, n);
+    if (!x || !b) return TW_ERR(TW_ERR_INVALID, "bias_add: NULL %s", !x ? "x" : "b");
+    if (b_dtype != TW_F32 && b_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "bias_add: bias dtype must be fp32 or bf16, got %d",
+                      (int)b_dtype);
+    const long ld = ldx ? ldx : n;
+    if (ld < n) return TW_ERR(TW_ERR_INVALID, "bias_add: ldx %d is less than n = %d", ldx, n);
+    int nt = ops_threads((size_t)rows * n, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * ld;
+        if (b_dtype == TW_F32) {
+            const float *bf = b;
+#pragma omp simd
+            for (int j = 0; j < n; j++) xr[j] += bf[j];
+        } else {
+            const tw_bf16 *bb = b;
+#pragma omp simd
+            for (int j = 0; j < n; j++) xr[j] += tw_f32_from_bf16(bb[j]);
+        }
+    }
     return TW_OK;
 }
 

@@ -43,6 +43,9 @@ tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, con
 tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
                      int threads);
 tw_status add_cpu(size_t n, const float *x, float *y, int threads);
+/* x[r, j] += b[j] (rows ldx apart, 0 = packed); b fp32 or bf16 */
+tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
+                       int threads);
 tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype, int row0, int rows,
                     int dim, float *out, int threads);
 tw_status argmax_cpu(int rows, int n, const float *logits, int *idx, float *val, int threads);

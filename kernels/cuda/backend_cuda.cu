@@ -317,6 +317,7 @@ static tw_status cu_attn_prefill(tw_backend *be, const tw_attn_prefill_args *a) 
           a->batch, a->seq);
     TW_TRY(check_heads(a->n_heads, a->n_kv_heads, a->head_dim, "attn_prefill"));
     CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda attn_prefill: kv dtype");
+    CHECK(a->window >= 0, "cuda attn_prefill: window=%d (0 = none)", a->window);
     for (int b = 0; b < a->batch; b++)
         CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
               "cuda attn_prefill: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
@@ -333,6 +334,7 @@ static tw_status cu_attn_decode(tw_backend *be, const tw_attn_decode_args *a) {
     CHECK(a->batch > 0 && a->max_seq > 0, "cuda attn_decode: batch=%d", a->batch);
     TW_TRY(check_heads(a->n_heads, a->n_kv_heads, a->head_dim, "attn_decode"));
     CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda attn_decode: kv dtype");
+    CHECK(a->window >= 0, "cuda attn_decode: window=%d (0 = none)", a->window);
     int max_len = 0;
     for (int b = 0; b < a->batch; b++) {
         CHECK(a->lens[b] >= 1 && a->lens[b] <= a->max_seq,
@@ -405,6 +407,16 @@ static tw_status cu_add(tw_backend *be, size_t n, const float *x, float *y) {
     return tw_cuda_add_run(ctx, n, x, y);
 }
 
+static tw_status cu_bias_add(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                             tw_dtype b_dtype) {
+    ENTER(be, "bias_add");
+    CHECK(rows > 0 && n > 0 && x && b, "cuda bias_add: rows=%d n=%d", rows, n);
+    CHECK(b_dtype == TW_F32 || b_dtype == TW_BF16, "cuda bias_add: bias dtype");
+    int ld = ldx ? ldx : n;
+    CHECK(ld >= n, "cuda bias_add: ldx=%d < n=%d", ldx, n);
+    return tw_cuda_bias_add_run(ctx, rows, n, x, ld, b, b_dtype);
+}
+
 static tw_status cu_embed(tw_backend *be, int n, const int *tokens, const void *table,
                           tw_dtype dtype, int row0, int rows, int dim, float *out) {
     ENTER(be, "embed");
@@ -470,7 +482,7 @@ static const tw_backend_ops tw_cuda_ops_table = {
     "cuda",      cu_alloc,         cu_free,          cu_upload,       cu_download,
     cu_sync,     cu_mem_available, cu_gemm,          cu_attn_prefill, cu_attn_decode,
     cu_kv_store, cu_rmsnorm,       cu_rope,          cu_swiglu,       cu_add,
-    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,
+    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,      cu_bias_add,
 };
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a

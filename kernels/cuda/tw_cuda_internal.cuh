@@ -169,6 +169,8 @@ tw_status tw_cuda_rope_run(tw_cuda_ctx *ctx, int tokens, int n_heads, int head_d
 tw_status tw_cuda_swiglu_run(tw_cuda_ctx *ctx, int rows, int f, const float *gate, const float *up,
                              int ld_in, float *out);
 tw_status tw_cuda_add_run(tw_cuda_ctx *ctx, size_t n, const float *x, float *y);
+tw_status tw_cuda_bias_add_run(tw_cuda_ctx *ctx, int rows, int n, float *x, int ldx, const void *b,
+                               tw_dtype dt);
 tw_status tw_cuda_embed_run(tw_cuda_ctx *ctx, int n, const int *tokens_dev, const void *table,
                             tw_dtype dt, int row0, int rows, int dim, float *out);
 tw_status tw_cuda_argmax_run(tw_cuda_ctx *ctx, int rows, int n, const float *logits, int *idx_dev,
