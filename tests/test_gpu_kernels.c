@@ -571,8 +571,8 @@ Test(gpu_ops, rope_matches_reference) {
     tw_backend *be = gpu_or_skip();
     tw_test_rng r;
     tw_test_rng_seed(&r, 6);
-    tw_rope_params rps[2] = {{10000.0f, TW_ROPE_DEFAULT, 1, 1, 1, 1},
-                             {500000.0f, TW_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f}};
+    tw_rope_params rps[2] = {{10000.0f, TW_ROPE_DEFAULT, 1, 1, 1, 1, 0, 0, 0},
+                             {500000.0f, TW_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f, 0, 0, 0}};
     for (int pi = 0; pi < 2; pi++) {
         const int tokens = 7, heads = 3, d = 64, ld = 3 * 64 + 5;
         size_t n = (size_t)tokens * ld;

@@ -479,10 +479,31 @@ static void *cu_native_stream(tw_backend *be) {
 }
 
 static const tw_backend_ops tw_cuda_ops_table = {
-    "cuda",      cu_alloc,         cu_free,          cu_upload,       cu_download,
-    cu_sync,     cu_mem_available, cu_gemm,          cu_attn_prefill, cu_attn_decode,
-    cu_kv_store, cu_rmsnorm,       cu_rope,          cu_swiglu,       cu_add,
-    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,      cu_bias_add,
+    "cuda",
+    cu_alloc,
+    cu_free,
+    cu_upload,
+    cu_download,
+    cu_sync,
+    cu_mem_available,
+    cu_gemm,
+    cu_attn_prefill,
+    cu_attn_decode,
+    cu_kv_store,
+    cu_rmsnorm,
+    cu_rope,
+    cu_swiglu,
+    cu_add,
+    cu_embed,
+    cu_argmax,
+    cu_native_stream,
+    cu_destroy,
+    cu_bias_add,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL, /* not yet on CUDA */
 };
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a
