@@ -20,12 +20,32 @@ static const struct {
     const char *name;
     int threads;
 } kernel_bounds[] = {
-    {"tw_k_gemm_mma", 256},    {"tw_k_gemm_wgmma_tma", 384}, {"tw_k_gemm_wgmma", 128},
-    {"tw_k_gemm_f32", 256},    {"tw_k_gemv_bf16", 256},      {"tw_k_attn_prefill", 128},
-    {"tw_k_attn_decode", 128}, {"tw_k_cast_x_bf16", 256},    {"tw_k_rmsnorm", 256},
-    {"tw_k_rope", 256},        {"tw_k_swiglu", 256},         {"tw_k_add", 256},
-    {"tw_k_embed", 256},       {"tw_k_argmax", 256},         {"tw_k_kv_store", 256},
+    {"tw_k_gemm_mma", 256},
+    {"tw_k_gemm_wgmma_tma", 384},
+    {"tw_k_gemm_wgmma", 128},
+    {"tw_k_gemm_f32", 256},
+    {"tw_k_gemv_bf16", 256},
+    {"tw_k_attn_prefill", 128},
+    {"tw_k_attn_decode", 128},
+    {"tw_k_cast_x_bf16", 256},
+    {"tw_k_rmsnorm", 256},
+    {"tw_k_rope", 256},
+    {"tw_k_swiglu", 256},
+    {"tw_k_add", 256},
+    {"tw_k_embed", 256},
+    {"tw_k_argmax", 256},
+    {"tw_k_kv_store", 256},
     {"tw_k_bias_add", 256},
+    /* mixture of experts and latent attention (moe.cu, mla.cu) */
+    {"tw_k_moe_route", 128},
+    {"tw_k_moe_count", 1024},
+    {"tw_k_moe_gather", 256},
+    {"tw_k_moe_gemm", 256},
+    {"tw_k_moe_swiglu", 256},
+    {"tw_k_moe_combine", 256},
+    {"tw_k_mla_store", 256},
+    {"tw_k_mla_attn", 128},
+    {"tw_k_head_rmsnorm", 256},
 };
 
 static const char *report_dir(char *buf, size_t n) {
@@ -113,7 +133,8 @@ Test(cuda_static, ptxas_no_spills_registers_within_bounds) {
     if (!report_dir(dir, sizeof dir))
         cr_skip_test("no CUDA reports (CUDA backend not built, or TW_BUILD_DIR unset)");
     const char *files[] = {"gemm_mma", "gemm_wgmma",   "gemm_wgmma_tma", "gemm_f32",
-                           "gemv",     "attn_prefill", "attn_decode",    "ops"};
+                           "gemv",     "attn_prefill", "attn_decode",    "ops",
+                           "moe",      "mla"};
     const char *archs[] = {"sm_80", "sm_90a"};
     int total = 0;
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++)
@@ -124,7 +145,7 @@ Test(cuda_static, ptxas_no_spills_registers_within_bounds) {
             cr_expect(n > 0, "%s lists no kernels", path);
             total += n;
         }
-    cr_assert(total >= 42, "only %d kernel reports found", total);
+    cr_assert(total >= 62, "only %d kernel reports found", total);
 }
 
 static int ptx_has(const char *dir, const char *file, const char *needle) {
@@ -220,4 +241,31 @@ Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
     /* the tensor maps are kernel parameters (__grid_constant__), read through their address */
     cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", "cvta.param.u64"),
               "tensor map parameter not addressed in param space");
+}
+
+/* The expert and latent-attention kernels (issue 16): the routing and the latent attention
+ * reduce across warps with shuffles, the expert counts use shared-memory atomics, the grouped
+ * GEMM is fp32 FMA in shared-memory tiles for both weight dtypes (two instantiations), and no
+ * kernel of either file reaches for local-memory arrays (their per-lane state stays in
+ * registers: no ld.local/st.local in the PTX). */
+Test(cuda_static, moe_and_mla_kernels) {
+    char dir[4096];
+    if (!report_dir(dir, sizeof dir))
+        cr_skip_test("no CUDA reports (CUDA backend not built, or TW_BUILD_DIR unset)");
+    const char *archs[] = {"compute_80", "compute_90a"};
+    for (int a = 0; a < 2; a++) {
+        char moe[64], mla[64];
+        snprintf(moe, sizeof moe, "moe.%s.ptx", archs[a]);
+        snprintf(mla, sizeof mla, "mla.%s.ptx", archs[a]);
+        cr_expect(ptx_has(dir, moe, "shfl.sync.bfly.b32"), "%s: routing lacks warp shuffles", moe);
+        cr_expect(ptx_has(dir, moe, "atom.shared.add"), "%s: counting lacks shared atomics", moe);
+        cr_expect(ptx_has(dir, moe, "fma.rn.f32"), "%s: grouped GEMM lacks fp32 FMA", moe);
+        cr_expect(ptx_has(dir, moe, "tw_k_moe_gemmILb1E") &&
+                      ptx_has(dir, moe, "tw_k_moe_gemmILb0E"),
+                  "%s: the grouped GEMM for bf16 and fp32 weights", moe);
+        cr_expect(ptx_has(dir, mla, "shfl.sync.bfly.b32"), "%s: latent scores lack shuffles", mla);
+        cr_expect(ptx_has(dir, mla, "ex2.approx"), "%s: no exponentials in the softmax", mla);
+        cr_expect(!ptx_has(dir, moe, "ld.local") && !ptx_has(dir, mla, "ld.local"),
+                  "%s/%s: local-memory loads", moe, mla);
+    }
 }

@@ -655,3 +655,33 @@ Test(moe_engine, refuses_skew_without_experts_and_bad_values) {
     cr_assert_eq(tw_engine_plan(&o, &p), TW_OK, "%s", tw_last_error());
     tw_model_free(&c);
 }
+
+/* The yarn frequencies the kernels use (kernels/tw_numeric.h, shared by CPU and CUDA) against
+ * the reference's float64 transcription of transformers' _compute_yarn_parameters, for
+ * DeepSeek-V3's rope_scaling over its 64 rope dims: the ramp keeps the fast pairs, slows the slow
+ * ones by 40, blends between. */
+Test(moe_ops, yarn_inverse_frequencies_match_reference) {
+    tw_rope_params rp;
+    memset(&rp, 0, sizeof rp);
+    rp.theta = 10000.0f, rp.type = TW_ROPE_YARN, rp.factor = 40.0f;
+    rp.original_max_pos = 4096.0f, rp.beta_fast = 32.0f, rp.beta_slow = 1.0f, rp.yarn_truncate = 1;
+    int kept = 0, slowed = 0, blended = 0;
+    for (int i = 0; i < 32; i++) {
+        double want = tw_ref_rope_inv_freq(&rp, 64, i), plain = pow(10000.0, -2.0 * i / 64);
+        float got = tw_rope_inv_freq(i, 64, &rp);
+        cr_assert(fabs(got - want) <= 2e-7 * want, "pair %d: %.9g, reference %.9g", i, got, want);
+        if (fabs(want - plain) < 1e-12 * plain)
+            kept++;
+        else if (fabs(want - plain / 40) < 1e-12 * plain)
+            slowed++;
+        else
+            blended++;
+    }
+    cr_assert(kept > 0 && slowed > 0 && blended > 0, "kept %d, slowed %d, blended %d", kept, slowed,
+              blended);
+    /* untruncated ranges differ */
+    rp.yarn_truncate = 0;
+    double t0 = tw_ref_rope_inv_freq(&rp, 64, 11);
+    rp.yarn_truncate = 1;
+    cr_assert(fabs(t0 - tw_ref_rope_inv_freq(&rp, 64, 11)) > 1e-9, "truncate changes pair 11");
+}
