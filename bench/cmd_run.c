@@ -43,7 +43,9 @@ static const char *tw_run_usage =
     "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
     "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
-    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)";
+    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)\n"
+    "            [--routing-skew S]  (experts: a seeded Zipf-like preference, router logit\n"
+    "            bias -S ln(rank); 0 = none; doc/MOE.md)";
 
 #define TW_RUN_MAX_LIST 32
 /* How long a rank that sits out a tensor-parallel degree waits for the working ranks (a week):
@@ -74,6 +76,7 @@ typedef struct {
     long seed;
     tw_format fmt;
     double membw_gbps, peak_gflops, watts, comm_timeout_s;
+    double routing_skew;
 } tw_run_opts;
 
 /* One combination of the swept options. */
@@ -177,6 +180,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_str(a, "--power", "auto", &o->power));
     TW_TRY(tw_args_double(a, "--watts", 0, 0, 1e7, &o->watts));
     TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->sample_ms));
+    TW_TRY(tw_args_double(a, "--routing-skew", 0, 0, 100, &o->routing_skew));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
     if (o->watts > 0 && strcmp(o->power, "auto") && strcmp(o->power, "assumed"))
@@ -208,16 +212,16 @@ static void tw_combo_name(const tw_run_opts *o, const tw_combo *c, char *buf, si
              tw_dtype_name(c->kv_dtype), c->batch, c->prompt, c->gen);
 }
 
-/* Bytes one decode step must read at least: every weight that multiplies the token once, the
- * embedding rows, and the KV cache of every sequence at context ctx, as far as each layer
+/* Bytes one decode step must read at least: every weight that multiplies the token once (of a
+ * mixture of experts, the experts_read experts per layer the steps reached), the embedding rows,
+ * and the KV cache (or latent cache) of every sequence at context ctx, as far as each layer
  * attends (the last W positions of a sliding-window layer; doc/METRICS.md). */
-static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx) {
+static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx,
+                                   double experts_read) {
     double ws = (double)tw_dtype_size(k->dtype);
-    double weights = (double)tw_model_params_nonembed(c) * ws;
-    if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
-    weights += (double)k->batch * c->hidden * ws;                        /* embedding rows */
-    double kv = (double)k->batch * tw_model_attended_positions(c, ctx) * 2.0 * c->n_kv_heads *
-                c->head_dim * (double)tw_dtype_size(k->kv_dtype);
+    double weights = tw_model_decode_weight_elems(c, k->batch, experts_read) * ws;
+    double kv = (double)k->batch * tw_model_attended_positions(c, ctx) *
+                tw_model_kv_elems_per_position(c) * (double)tw_dtype_size(k->kv_dtype);
     return weights + kv;
 }
 
@@ -271,6 +275,45 @@ static tw_status tw_run_rep(tw_engine *e, const tw_combo *k, const int *prompt, 
     return TW_OK;
 }
 
+/* The experts of a mixture-of-experts run (doc/MOE.md): tokens per expert over the measured
+ * repetitions (summed over the MoE layers, and per layer), the busiest expert's load over the
+ * mean, the distinct experts a decode step reached per layer against the expectation under
+ * uniform routing, and the routing skew. NULL for a dense model. */
+static json_t *tw_run_experts_json(const tw_engine *e, const tw_model_config *c, double skew,
+                                   int batch) {
+    int nl = 0, ne = 0;
+    const int64_t *load = tw_engine_expert_load(e, &nl, &ne);
+    if (!load) return NULL;
+    json_t *j = json_object(), *tot = json_array(), *per = json_array();
+    int64_t mx = 0, sum = 0;
+    for (int x = 0; x < ne; x++) {
+        int64_t t = 0;
+        for (int l = 0; l < nl; l++) t += load[(size_t)l * ne + x];
+        json_array_append_new(tot, json_integer(t));
+        mx = t > mx ? t : mx;
+        sum += t;
+    }
+    for (int l = 0; l < nl; l++) {
+        json_t *row = json_array();
+        for (int x = 0; x < ne; x++)
+            json_array_append_new(row, json_integer(load[(size_t)l * ne + x]));
+        json_array_append_new(per, row);
+    }
+    json_object_set_new(j, "n_experts", json_integer(ne));
+    json_object_set_new(j, "experts_per_token", json_integer(c->n_experts_per_tok));
+    json_object_set_new(j, "moe_layers", json_integer(nl));
+    json_object_set_new(j, "routing_skew", tw_jnum(skew));
+    json_object_set_new(j, "load", tot);
+    json_object_set_new(j, "load_per_layer", per);
+    json_object_set_new(j, "max_over_mean_load",
+                        sum > 0 ? tw_jnum((double)mx * ne / (double)sum) : json_null());
+    json_object_set_new(j, "decode_experts_per_layer",
+                        tw_jnum(tw_engine_decode_experts_per_layer(e)));
+    json_object_set_new(j, "decode_experts_per_layer_uniform",
+                        tw_jnum(tw_model_expected_experts(c, batch)));
+    return j;
+}
+
 /* Runs one combination on engine e and appends its row to `rows`. A failure returns its status;
  * an interruption returns TW_OK with sum->incomplete set (what was measured is kept). */
 static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, json_t *rows,
@@ -291,6 +334,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     double *v = calloc(4 * ((size_t)o->reps + 1) + (size_t)o->reps * nsteps + 1, sizeof(double));
     tw_power_meter *pm = NULL;
     tw_npy_writer *dump = NULL;
+    json_t *experts = NULL; /* the row's "experts", built before the dump pass */
     if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps || !v) {
         st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
         goto out;
@@ -320,6 +364,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         if (st != TW_OK) break;
     }
     double comm_s0 = tw_engine_comm_seconds(e);
+    tw_engine_reset_expert_load(e); /* the load of the measured repetitions only */
     for (int r = 0; r < o->reps && st == TW_OK && !tw_run_interrupted; r++) {
         if (show_progress) fprintf(stderr, "\r# %s: repetition %d/%d   ", name, r + 1, o->reps);
         st = tw_run_rep(e, k, prompt, cur, next, &reps[r], r == 0 ? gen_tokens : check_tokens, NULL,
@@ -333,6 +378,9 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
                         name, r + 1);
     }
     double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
+    /* before the dump pass below adds to the load */
+    double experts_read = tw_engine_decode_experts_per_layer(e);
+    experts = tw_run_experts_json(e, cfg, o->routing_skew, k->batch);
     if (show_progress) fprintf(stderr, "\r%70s\r", "");
     if (st == TW_ERR_INTERRUPTED || tw_run_interrupted) {
         snprintf(sum->incomplete, sizeof sum->incomplete,
@@ -380,7 +428,10 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     sum->e2e = tw_stats_of(v_e2e, nd);
     sum->ttft = tw_stats_of(v_ttft, nd);
     sum->step = tw_stats_of(v_step, ns);
-    double step_bytes = tw_decode_step_bytes(cfg, k, k->prompt + k->gen / 2);
+    /* experts a decode step read: measured by the engine (the expectation under uniform
+     * routing when no decode step ran) */
+    if (!(experts_read > 0)) experts_read = tw_model_expected_experts(cfg, k->batch);
+    double step_bytes = tw_decode_step_bytes(cfg, k, k->prompt + k->gen / 2, experts_read);
     sum->decode_gbps = ns ? step_bytes / sum->step.median / 1e9 : NAN;
     sum->bw_frac = x->membw > 0 ? sum->decode_gbps / x->membw : NAN;
     double pf_flops = (double)B * k->prompt * tw_model_flops_per_token(cfg, k->prompt / 2);
@@ -405,6 +456,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "warmup", json_integer(o->warmup));
     json_object_set_new(scen, "reps", json_integer(o->reps));
     json_object_set_new(scen, "seed", json_integer(o->seed));
+    if (cfg->n_experts > 0) json_object_set_new(scen, "routing_skew", tw_jnum(o->routing_skew));
     json_object_set_new(scen, "tp", json_integer(k->tp));
     json_object_set_new(scen, "devices", json_integer(k->tp));
     if (o->preset_name) {
@@ -445,6 +497,16 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(m, "spread", spread);
     json_object_set_new(m, "repetitions_complete", json_integer(nd));
     json_object_set_new(row, "metrics", m);
+    if (experts) {
+        if (x->rank == 0)
+            tw_log("experts: %.2f of %d reached per MoE layer by a decode step (%.2f expected "
+                   "under uniform routing), the busiest expert at %.2fx the mean load",
+                   json_number_value(json_object_get(experts, "decode_experts_per_layer")),
+                   cfg->n_experts, tw_model_expected_experts(cfg, k->batch),
+                   json_number_value(json_object_get(experts, "max_over_mean_load")));
+        json_object_set_new(row, "experts", experts);
+        experts = NULL;
+    }
 
     json_t *pt = json_array(), *gt = json_array();
     for (size_t b = 0; b < B; b++) {
@@ -524,6 +586,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(row, "projection_headline", json_string(sum->headline));
     json_array_append_new(rows, row);
 out:
+    json_decref(experts);
     if (dump) tw_npy_writer_abort(dump);
     tw_power_close(pm);
     if (reps)
@@ -627,7 +690,8 @@ static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, int tp, tw_dtype d
                          .comm = tp > 1 ? x->tp_comm : NULL,
                          .tp_rank = tp > 1 ? x->rank : 0,
                          .tp_size = tp,
-                         .cuda_graph = x->o->cuda_graph};
+                         .cuda_graph = x->o->cuda_graph,
+                         .routing_skew = x->o->routing_skew};
     return eo;
 }
 

@@ -685,3 +685,60 @@ Test(moe_ops, yarn_inverse_frequencies_match_reference) {
     rp.yarn_truncate = 1;
     cr_assert(fabs(t0 - tw_ref_rope_inv_freq(&rp, 64, 11)) > 1e-9, "truncate changes pair 11");
 }
+
+/* tokwatt run on a MoE model: the result's experts block (load over the measured repetitions:
+ * every prefill and decode token's k slots on every MoE layer; distinct experts per decode step;
+ * the skew), and decode bytes that count only the experts reached, fewer than all of them. */
+#include <jansson.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+Test(moe_engine, tokwatt_run_reports_the_expert_load, .timeout = 120) {
+    const char *bin = getenv("TW_TOKWATT");
+    cr_assert(bin && *bin, "TW_TOKWATT names the tokwatt binary (set by ctest)");
+    char out[] = "/tmp/tw-test-moe-XXXXXX";
+    int fd = mkstemp(out);
+    cr_assert(fd >= 0);
+    close(fd);
+    remove(out); /* tokwatt creates it exclusively */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s run --model tiny-qwen3-moe --batch 2 --prompt 6 --gen 4 --reps 2 --warmup 1 "
+             "--routing-skew 1.5 --out %s.json >/dev/null 2>&1",
+             bin, out);
+    int rc = system(cmd);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "tokwatt run failed: %d", rc);
+    char path[64];
+    snprintf(path, sizeof path, "%s.json", out);
+    json_error_t je;
+    json_t *r = json_load_file(path, 0, &je);
+    cr_assert(r, "%s: %s", path, je.text);
+    json_t *ex = json_object_get(r, "experts"), *sc = json_object_get(r, "scenario");
+    cr_assert(json_is_object(ex), "no experts block");
+    cr_assert_eq(json_real_value(json_object_get(sc, "routing_skew")), 1.5);
+    int E = (int)json_integer_value(json_object_get(ex, "n_experts"));
+    int K = (int)json_integer_value(json_object_get(ex, "experts_per_token"));
+    int NL = (int)json_integer_value(json_object_get(ex, "moe_layers"));
+    cr_assert(E == 12 && K == 3 && NL == 2, "E %d K %d layers %d", E, K, NL);
+    json_t *load = json_object_get(ex, "load");
+    int64_t sum = 0;
+    for (size_t i = 0; i < json_array_size(load); i++)
+        sum += json_integer_value(json_array_get(load, i));
+    /* 2 repetitions x (2 x 6 prefill + 2 x 3 decode tokens) x 3 slots x 2 layers */
+    cr_assert_eq(sum, 2 * (12 + 6) * 3 * 2, "routed slots %lld", (long long)sum);
+    double per = json_number_value(json_object_get(ex, "decode_experts_per_layer"));
+    cr_assert(per >= K && per <= 2 * K, "experts per decode step %g", per);
+    cr_assert(json_number_value(json_object_get(ex, "max_over_mean_load")) > 1.0);
+    tw_model_config c;
+    cr_assert_eq(tw_model_load("tiny-qwen3-moe", &c), TW_OK);
+    double bytes =
+        json_number_value(json_object_get(json_object_get(r, "metrics"), "decode_bytes_per_step"));
+    /* all 12 experts of both MoE layers in bf16 would be 2 x 12 x 3 x 80 x 40 x 2 bytes more
+     * than the (at most 6) reached */
+    double all = (double)tw_model_params_nonembed(&c) * 2;
+    cr_assert(bytes < all - 2.0 * (12 - 6) * 3 * 80 * 40 * 2 + 1, "decode bytes %g vs %g", bytes,
+              all);
+    tw_model_free(&c);
+    json_decref(r);
+    remove(path);
+}
