@@ -45,7 +45,9 @@ static const char *tw_run_usage =
     "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
     "            -np M, M >= every N; each degree N runs on ranks 0..N-1)\n"
     "            [--routing-skew S]  (experts: a seeded Zipf-like preference, router logit\n"
-    "            bias -S ln(rank); 0 = none; doc/MOE.md)";
+    "            bias -S ln(rank); 0 = none; doc/MOE.md)\n"
+    "            [--ep N]  (under mpirun: experts split over N ranks, tokens dispatched with\n"
+    "            all-to-all; one --tp, 1 or N)";
 
 #define TW_RUN_MAX_LIST 32
 /* How long a rank that sits out a tensor-parallel degree waits for the working ranks (a week):
@@ -77,7 +79,13 @@ typedef struct {
     tw_format fmt;
     double membw_gbps, peak_gflops, watts, comm_timeout_s;
     double routing_skew;
+    int ep; /* expert-parallel degree (1: none) */
 } tw_run_opts;
+
+/* The ranks a degree runs on: tp, or the expert-parallel degree when larger. */
+static int tw_run_group(const tw_run_opts *o, int tp) {
+    return o->ep > tp ? o->ep : tp;
+}
 
 /* One combination of the swept options. */
 typedef struct {
@@ -181,6 +189,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_double(a, "--watts", 0, 0, 1e7, &o->watts));
     TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->sample_ms));
     TW_TRY(tw_args_double(a, "--routing-skew", 0, 0, 100, &o->routing_skew));
+    TW_TRY(tw_args_int(a, "--ep", 1, 1, 4096, &o->ep));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
     if (o->watts > 0 && strcmp(o->power, "auto") && strcmp(o->power, "assumed"))
@@ -197,6 +206,11 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         for (int j = 0; j < i; j++)
             if (o->tp[i] == o->tp[j])
                 return TW_ERR(TW_ERR_INVALID, "option --tp: %d twice", o->tp[i]);
+    if (o->ep > 1 && (o->ntp != 1 || (o->tp[0] != 1 && o->tp[0] != o->ep)))
+        return TW_ERR(TW_ERR_INVALID,
+                      "--ep %d goes with one --tp, 1 (attention replicated) or %d (attention "
+                      "tensor-parallel over the same ranks)",
+                      o->ep, o->ep);
     int ncombo = o->ntp * o->ndtype * o->nbatch * o->nprompt * o->ngen;
     if (o->dump && ncombo > 1)
         return TW_ERR(TW_ERR_INVALID, "--dump-logits needs a single combination, not a sweep of %d",
@@ -364,6 +378,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         if (st != TW_OK) break;
     }
     double comm_s0 = tw_engine_comm_seconds(e);
+    tw_engine_ep_stats ep0 = tw_engine_ep_stats_get(e);
     tw_engine_reset_expert_load(e); /* the load of the measured repetitions only */
     for (int r = 0; r < o->reps && st == TW_OK && !tw_run_interrupted; r++) {
         if (show_progress) fprintf(stderr, "\r# %s: repetition %d/%d   ", name, r + 1, o->reps);
@@ -381,6 +396,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     /* before the dump pass below adds to the load */
     double experts_read = tw_engine_decode_experts_per_layer(e);
     experts = tw_run_experts_json(e, cfg, o->routing_skew, k->batch);
+    tw_engine_ep_stats ep1 = tw_engine_ep_stats_get(e);
     if (show_progress) fprintf(stderr, "\r%70s\r", "");
     if (st == TW_ERR_INTERRUPTED || tw_run_interrupted) {
         snprintf(sum->incomplete, sizeof sum->incomplete,
@@ -438,6 +454,32 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     sum->pf_gflops = nd ? pf_flops / sum->ttft.median / 1e9 : NAN;
     sum->mfu = x->peak > 0 ? sum->pf_gflops / x->peak : NAN;
     sum->comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
+    if (experts && o->ep > 1) {
+        /* the all-to-alls of the measured repetitions; busbw as nccl-tests' alltoall: bytes
+         * = the per-rank buffer, factor (n - 1) / n */
+        double dis = ep1.dispatch_s - ep0.dispatch_s, com = ep1.combine_s - ep0.combine_s;
+        double bytes = (double)(ep1.dispatch_bytes - ep0.dispatch_bytes) +
+                       (double)(ep1.combine_bytes - ep0.combine_bytes);
+        json_t *ej = json_object();
+        json_object_set_new(ej, "ep", json_integer(o->ep));
+        json_object_set_new(ej, "dispatch_s", tw_jnum(dis));
+        json_object_set_new(ej, "combine_s", tw_jnum(com));
+        json_object_set_new(ej, "alltoall_share",
+                            measured_s > 0 ? tw_jnum((dis + com) / measured_s) : json_null());
+        json_object_set_new(ej, "alltoall_calls",
+                            json_integer((json_int_t)(ep1.calls - ep0.calls)));
+        json_object_set_new(ej, "alltoall_bytes", tw_jnum(bytes));
+        double algbw = dis + com > 0 ? bytes / (dis + com) / 1e9 : NAN;
+        json_object_set_new(ej, "alltoall_algbw_gbps", tw_jnum(algbw));
+        json_object_set_new(ej, "alltoall_busbw_gbps",
+                            tw_jnum(algbw * (o->ep - 1) / (double)o->ep));
+        json_object_set_new(experts, "expert_parallel", ej);
+        if (x->rank == 0)
+            tw_log("expert parallel over %d ranks: all-to-all %.1f%% of the measured time "
+                   "(dispatch %.3f s, combine %.3f s, %.1f MB, busbw %.2f GB/s)",
+                   o->ep, measured_s > 0 ? 100 * (dis + com) / measured_s : NAN, dis, com,
+                   bytes / 1e6, algbw * (o->ep - 1) / (double)o->ep);
+    }
 
     json_t *row = json_object();
     json_t *scen = json_object();
@@ -458,7 +500,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(scen, "seed", json_integer(o->seed));
     if (cfg->n_experts > 0) json_object_set_new(scen, "routing_skew", tw_jnum(o->routing_skew));
     json_object_set_new(scen, "tp", json_integer(k->tp));
-    json_object_set_new(scen, "devices", json_integer(k->tp));
+    json_object_set_new(scen, "devices", json_integer(tw_run_group(o, k->tp)));
+    if (o->ep > 1) json_object_set_new(scen, "ep", json_integer(o->ep));
     if (o->preset_name) {
         json_object_set_new(scen, "preset", json_string(o->preset.name));
         json_t *cv = json_array();
@@ -538,7 +581,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
 
     /* per-rank figures (tensor-parallel runs): every rank of this degree takes part */
     if (x->comm) {
-        int nr = k->tp;
+        int nr = tw_run_group(o, k->tp);
         double mine[5] = {sum->ttft.median, sum->step.p50, sum->dec.median, sum->comm_share, NAN};
         double w_rank = 0;
         if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
@@ -572,7 +615,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
         isfinite(sum->e2e.median)) {
         sum->mean_w = w_dev;
-        if (tw_project_headline(sum->e2e.median / k->tp, w_dev, tw_power_label(pm),
+        if (tw_project_headline(sum->e2e.median / tw_run_group(o, k->tp), w_dev, tw_power_label(pm),
                                 tw_power_is_assumed(pm), sum->headline,
                                 sizeof sum->headline) != TW_OK)
             snprintf(sum->headline, sizeof sum->headline, "projection unavailable: %s",
@@ -605,10 +648,15 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
     x->max_tp = 1;
     char tplist[256] = "";
     for (int i = 0, used = 0; i < o->ntp && used < (int)sizeof tplist; i++) {
-        if (o->tp[i] > x->max_tp) x->max_tp = o->tp[i];
+        if (tw_run_group(o, o->tp[i]) > x->max_tp) x->max_tp = tw_run_group(o, o->tp[i]);
         used +=
             snprintf(tplist + used, sizeof tplist - (size_t)used, "%s%d", i ? "," : "", o->tp[i]);
     }
+    if (o->ep > 1 && !tw_comm_under_launcher())
+        return TW_ERR(TW_ERR_INVALID,
+                      "no MPI launcher (1 rank) but --ep is %d: launch with mpirun -np %d tokwatt "
+                      "run --ep %d",
+                      o->ep, x->max_tp, o->ep);
     if (x->max_tp > 1 && !tw_comm_under_launcher())
         return TW_ERR(TW_ERR_INVALID,
                       "no MPI launcher (1 rank) but --tp is %s: launch with mpirun -np %d tokwatt "
@@ -645,7 +693,8 @@ static tw_status tw_run_setup(tw_run_ctx *x) {
         for (int i = 0; i < o->ndtype && used < sizeof canon; i++)
             used += (size_t)snprintf(canon + used, sizeof canon - used, "|dt%d", (int)o->dtype[i]);
         if (used < sizeof canon)
-            used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s", tplist);
+            used +=
+                (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s|ep=%d", tplist, o->ep);
         TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
         if (o->ntp == 1 && o->tp[0] == x->nranks) {
             tw_log("tensor parallel over %d ranks, communicator %s", x->nranks,
@@ -687,9 +736,11 @@ static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, int tp, tw_dtype d
                          .max_seq = seq,
                          .max_prefill = prompt,
                          .seed = (uint64_t)x->o->seed,
-                         .comm = tp > 1 ? x->tp_comm : NULL,
+                         .comm = tw_run_group(x->o, tp) > 1 ? x->tp_comm : NULL,
                          .tp_rank = tp > 1 ? x->rank : 0,
                          .tp_size = tp,
+                         .ep_rank = x->o->ep > 1 ? x->rank : 0,
+                         .ep_size = x->o->ep,
                          .cuda_graph = x->o->cuda_graph,
                          .routing_skew = x->o->routing_skew};
     return eo;
@@ -747,8 +798,10 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
         else
             printf("energy: not measured\n");
         if (x->comm)
-            printf("tensor parallel: %d rank%s over %s, collectives %.1f%% of measured time\n",
-                   s->c.tp, s->c.tp > 1 ? "s" : "", tw_comm_kind(x->comm), 100 * s->comm_share);
+            printf("%s: %d rank%s over %s, collectives %.1f%% of measured time\n",
+                   x->o->ep > 1 ? "tensor/expert parallel" : "tensor parallel",
+                   tw_run_group(x->o, s->c.tp), tw_run_group(x->o, s->c.tp) > 1 ? "s" : "",
+                   tw_comm_kind(x->comm), 100 * s->comm_share);
         printf("%s\n", s->headline);
         if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);
     }
@@ -813,7 +866,8 @@ int tw_cmd_run(int argc, char **argv) {
                         k->dtype = o.dtype[d];
                         k->kv_dtype = o.kv_given ? o.kv_dtype : o.dtype[d];
                         k->batch = o.batch[b], k->prompt = o.prompt[p], k->gen = o.gen[g];
-                        if (x.rank >= k->tp) continue; /* this rank sits the degree out */
+                        if (x.rank >= tw_run_group(&o, k->tp))
+                            continue; /* this rank sits the degree out */
                         tw_engine_opts eo =
                             tw_engine_opts_for(&x, k->tp, k->dtype, k->kv_dtype, k->batch,
                                                k->prompt, k->prompt + k->gen);
@@ -858,13 +912,13 @@ int tw_cmd_run(int argc, char **argv) {
     /* degree by degree: ranks 0..tp-1 run it over a sub-communicator (the launch communicator
      * itself when tp is the launch size), the others wait at a barrier */
     for (int ti = 0; ti < o.ntp && !incomplete[0]; ti++) {
-        int tp = o.tp[ti];
+        int tp = o.tp[ti], group = tw_run_group(&o, tp);
         int own_comm = 0;
-        if (x.comm && tp == x.nranks) {
+        if (x.comm && group == x.nranks) {
             x.tp_comm = x.comm;
         } else if (x.comm) {
             /* collective over every launched rank; NULL on ranks >= tp */
-            if ((st = tw_comm_sub(x.comm, tp, &x.tp_comm)) != TW_OK) goto fail;
+            if ((st = tw_comm_sub(x.comm, group, &x.tp_comm)) != TW_OK) goto fail;
             own_comm = 1;
             if (x.tp_comm && x.be->ops->native_stream &&
                 (st = tw_comm_set_stream(x.tp_comm, x.be->ops->native_stream(x.be))) != TW_OK)
@@ -874,7 +928,7 @@ int tw_cmd_run(int argc, char **argv) {
             tw_log("tensor-parallel degree %d: ranks 0..%d%s", tp, tp - 1,
                    tp < x.nranks ? ", the others wait" : "");
         /* one engine per weight dtype, sized for the largest combination of that dtype */
-        for (int d = 0; d < o.ndtype && !incomplete[0] && x.rank < tp; d++) {
+        for (int d = 0; d < o.ndtype && !incomplete[0] && x.rank < group; d++) {
             int mb = 0, mp = 0, ms = 0;
             for (int i = 0; i < ncombo; i++) {
                 if (combos[i].tp != tp || combos[i].dtype != o.dtype[d]) continue;

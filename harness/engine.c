@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tw_backend_cuda.h"
+#include "tw_comm.h"
 #include "tw_engine_comm.h"
 #include "tw_util.h"
 
@@ -72,7 +73,23 @@ struct tw_engine {
     double decode_experts; /* sum over decode steps and MoE layers of distinct experts reached */
     int64_t decode_layer_steps;
     int n_moe;
-    int in_decode;      /* the current forward pass is a decode step */
+    int in_decode; /* the current forward pass is a decode step */
+    /* expert parallelism (ep > 1): per MoE layer each rank sends its tokens' slots, padded to
+     * ep_cap rows per destination, and gets the expert outputs back */
+    int ep, ep_tl, ep_cap;           /* ranks; tokens per rank (ceil(T / ep)); rows per rank */
+    float *ep_send, *ep_recv, *ep_y; /* [ep * ep_cap, hidden] */
+    float *ep_meta_s, *ep_meta_r;    /* [ep * ep_cap, 2]: expert id (or -1) and weight */
+    float *ep_r;                     /* [k, ep_tl, hidden] returned rows, slot-major */
+    float *ep_w;                     /* [ep * ep_cap] weights of the received rows */
+    int *ep_idx;                     /* [ep * ep_cap] experts of the received rows */
+    int *h_idx;                      /* host: [T, k] routing */
+    float *h_w, *h_meta;             /* host: [T, k]; [ep * ep_cap, 2] */
+    int *h_rows;                     /* host: [ep * ep_cap] send gather rows, then [k * ep_tl] */
+    int *h_epidx;                    /* host: [ep * ep_cap] */
+    float *h_epw;                    /* host: [ep * ep_cap] */
+    int *h_zero;                     /* host: [T] rows past the table: zero rows */
+    int *h_allcounts;                /* host: [ep, moe layers * E] */
+    tw_engine_ep_stats ep_stats;
     int *pos;           /* [max_batch] current length per sequence (host) */
     int *scratch_i;     /* host: positions [T], start [B], lens [B], idx [B] */
     float *scratch_f;   /* host: val [B] */
@@ -130,6 +147,7 @@ tw_status tw_engine_shard(const tw_model_config *c, int r, int tp, tw_shard *s) 
         s->moe_ffn = c->moe_intermediate / tp;
         s->moe_ffn0 = r * s->moe_ffn;
         s->shared_ffn = c->n_shared_experts * s->moe_ffn;
+        s->shared_ffn0 = c->n_shared_experts * s->moe_ffn0;
         s->experts = c->n_experts;
         s->expert0 = 0;
     }
@@ -137,6 +155,30 @@ tw_status tw_engine_shard(const tw_model_config *c, int r, int tp, tw_shard *s) 
     s->vocab0 = r * s->vocab_pad;
     s->vocab = c->vocab - s->vocab0 < s->vocab_pad ? c->vocab - s->vocab0 : s->vocab_pad;
     if (s->vocab < 1) return TW_ERR(TW_ERR_INVALID, "--tp %d leaves rank %d no vocabulary", tp, r);
+    return TW_OK;
+}
+
+tw_status tw_engine_shard_ep(const tw_model_config *c, int tp_rank, int tp_size, int ep_rank,
+                             int ep_size, tw_shard *s) {
+    TW_TRY(tw_engine_shard(c, tp_rank, tp_size, s));
+    if (ep_size <= 1) return TW_OK;
+    if (ep_rank < 0 || ep_rank >= ep_size)
+        return TW_ERR(TW_ERR_INVALID, "expert-parallel rank %d of %d is invalid", ep_rank, ep_size);
+    if (tw_model_moe_layers(c) == 0)
+        return TW_ERR(TW_ERR_INVALID, "--ep %d: %s has no experts", ep_size, c->name);
+    if (c->n_experts % ep_size)
+        return TW_ERR(TW_ERR_INVALID, "--ep %d does not divide the %d routed experts", ep_size,
+                      c->n_experts);
+    if (tp_size != 1 && tp_size != ep_size)
+        return TW_ERR(TW_ERR_INVALID,
+                      "--tp %d with --ep %d: tokwatt runs attention tensor-parallel over the "
+                      "expert-parallel ranks (tp = ep) or replicated (tp = 1)",
+                      tp_size, ep_size);
+    /* whole experts on each rank; the shared experts keep the tensor-parallel split */
+    s->experts = c->n_experts / ep_size;
+    s->expert0 = ep_rank * s->experts;
+    s->moe_ffn = c->moe_intermediate;
+    s->moe_ffn0 = 0;
     return TW_OK;
 }
 
@@ -195,6 +237,20 @@ static size_t tw_engine_tokens(const tw_engine_opts *o) {
     return t < (size_t)o->max_batch ? (size_t)o->max_batch : t;
 }
 
+/* The moe_ffn workspace: all the tokens' slots, or with expert parallelism the received rows
+ * (one slot each), whichever is larger. */
+static size_t tw_engine_moe_work_bytes(const tw_engine_opts *o, const tw_shard *s) {
+    const tw_model_config *c = o->cfg;
+    int T = (int)tw_engine_tokens(o), K = c->n_experts_per_tok, H = c->hidden;
+    size_t b = tw_moe_ffn_work_bytes(T, K, H, s->moe_ffn, s->experts);
+    if (o->ep_size > 1) {
+        int tl = (T + o->ep_size - 1) / o->ep_size;
+        size_t be = tw_moe_ffn_work_bytes(o->ep_size * tl * K, 1, H, s->moe_ffn, s->experts);
+        if (be > b) b = be;
+    }
+    return b;
+}
+
 tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     memset(p, 0, sizeof *p);
     const tw_model_config *c = o->cfg;
@@ -214,7 +270,7 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
                       "(%d)",
                       o->max_seq, c->max_pos);
     tw_shard s;
-    TW_TRY(tw_engine_shard(c, o->tp_rank, o->tp_size, &s));
+    TW_TRY(tw_engine_shard_ep(c, o->tp_rank, o->tp_size, o->ep_rank, o->ep_size, &s));
     if (!(o->routing_skew >= 0) || !isfinite(o->routing_skew))
         return TW_ERR(TW_ERR_INVALID, "routing skew must be finite and >= 0, got %g",
                       o->routing_skew);
@@ -236,7 +292,11 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     if (tw_model_moe_layers(c) > 0) {
         size_t E = (size_t)c->n_experts, K = (size_t)c->n_experts_per_tok;
         act += T * E + 2 * T * K + (size_t)tw_model_moe_layers(c) * E +
-               tw_moe_ffn_work_bytes((int)T, (int)K, (int)H, s.moe_ffn, s.experts) / sizeof(float);
+               tw_engine_moe_work_bytes(o, &s) / sizeof(float);
+        if (o->ep_size > 1) {
+            size_t ep = (size_t)o->ep_size, tl = (T + ep - 1) / ep, rows = ep * tl * K;
+            act += 3 * rows * H + 4 * rows + K * tl * H + rows;
+        }
     }
     p->act_bytes = act * sizeof(float);
     p->total_bytes = p->weights_bytes + p->kv_bytes + p->act_bytes;
@@ -371,7 +431,7 @@ static tw_status tw_engine_moe_weights(tw_engine *e, void *staging, int l) {
                              L->exp_down, (size_t)x * per_down));
     }
     if (s->shared_ffn > 0) {
-        int sf = s->shared_ffn, sf0 = c->n_shared_experts * s->moe_ffn0;
+        int sf = s->shared_ffn, sf0 = s->shared_ffn0;
         TW_TRY(tw_engine_alloc(e, 2 * (size_t)sf * H * ws, &L->wgu));
         TW_TRY(tw_engine_gen(e, staging, TW_W_SHARED_GATE, l, sf0, sf, 0, hid, L->wgu, 0));
         TW_TRY(tw_engine_gen(e, staging, TW_W_SHARED_UP, l, sf0, sf, 0, hid, L->wgu,
@@ -513,6 +573,25 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "engine: %s has latent attention but the %s backend has no %s op",
                       o->cfg->name, bo->name, !bo->mla_store ? "mla_store" : "mla_attn");
+    if (o->ep_size > 1) {
+        if (!o->comm)
+            return TW_ERR(TW_ERR_INVALID, "engine: --ep %d needs a communicator", o->ep_size);
+        if (tw_comm_size(o->comm) != o->ep_size || tw_comm_rank(o->comm) != o->ep_rank)
+            return TW_ERR(TW_ERR_INVALID,
+                          "engine: expert-parallel rank %d of %d, but the %s communicator is "
+                          "rank %d of %d",
+                          o->ep_rank, o->ep_size, tw_comm_kind(o->comm), tw_comm_rank(o->comm),
+                          tw_comm_size(o->comm));
+        if (o->tp_size > 1 && o->tp_rank != o->ep_rank)
+            return TW_ERR(TW_ERR_INVALID,
+                          "engine: tensor-parallel rank %d differs from expert-parallel rank %d "
+                          "(they share the ranks)",
+                          o->tp_rank, o->ep_rank);
+        if (o->cuda_graph)
+            return TW_ERR(TW_ERR_UNSUPPORTED,
+                          "engine: CUDA graphs with expert parallelism are not supported (the "
+                          "dispatch is planned on the host)");
+    }
     if (o->cuda_graph && o->tp_size > 1)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "engine: CUDA graphs with tensor parallelism are not supported (the "
@@ -533,7 +612,10 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     e->be = o->be;
     e->plan = plan;
     if (e->o.tp_size < 1) e->o.tp_size = 1;
-    tw_status st = tw_engine_shard(e->c, e->o.tp_rank, e->o.tp_size, &e->sh);
+    if (e->o.ep_size < 1) e->o.ep_size = 1;
+    e->ep = e->o.ep_size;
+    tw_status st =
+        tw_engine_shard_ep(e->c, e->o.tp_rank, e->o.tp_size, e->o.ep_rank, e->o.ep_size, &e->sh);
     if (st != TW_OK) goto fail;
     const tw_model_config *c = e->c;
     const tw_shard *s = &e->sh;
@@ -587,7 +669,7 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
             (st = tw_engine_alloc(e, bufs[i].n * sizeof(float), (void **)bufs[i].p)) != TW_OK)
             goto fail;
     if (nm) {
-        e->moe_work_bytes = tw_moe_ffn_work_bytes((int)T, (int)K, (int)H, s->moe_ffn, s->experts);
+        e->moe_work_bytes = tw_engine_moe_work_bytes(o, s);
         if ((st = tw_engine_alloc(e, e->moe_work_bytes, &e->moe_work)) != TW_OK) goto fail;
         e->host_counts = calloc(nm * E, sizeof(int));
         e->expert_load = calloc(nm * E, sizeof(int64_t));
@@ -595,6 +677,43 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
             st = TW_ERR(TW_ERR_NOMEM, "engine: expert load counters");
             goto fail;
         }
+    }
+    if (nm && e->ep > 1) {
+        size_t ep = (size_t)e->ep;
+        e->ep_tl = (int)((T + ep - 1) / ep);
+        e->ep_cap = e->ep_tl * (int)K;
+        size_t rows = ep * (size_t)e->ep_cap;
+        struct {
+            float **p;
+            size_t n;
+        } eb[] = {{&e->ep_send, rows * H},   {&e->ep_recv, rows * H},
+                  {&e->ep_y, rows * H},      {&e->ep_meta_s, rows * 2},
+                  {&e->ep_meta_r, rows * 2}, {&e->ep_r, K * (size_t)e->ep_tl * H},
+                  {&e->ep_w, rows},          {(float **)&e->ep_idx, rows}};
+        for (size_t i = 0; i < sizeof eb / sizeof eb[0]; i++)
+            if ((st = tw_engine_alloc(e, eb[i].n * sizeof(float), (void **)eb[i].p)) != TW_OK)
+                goto fail;
+        size_t rr = rows > K * (size_t)e->ep_tl ? rows : K * (size_t)e->ep_tl;
+        e->h_idx = malloc(sizeof(int) * T * K);
+        e->h_w = malloc(sizeof(float) * T * K);
+        e->h_meta = malloc(sizeof(float) * rows * 2);
+        e->h_rows = malloc(sizeof(int) * rr);
+        e->h_epidx = malloc(sizeof(int) * rows);
+        e->h_epw = malloc(sizeof(float) * rows);
+        e->h_zero = malloc(sizeof(int) * T);
+        e->h_allcounts = malloc(sizeof(int) * ep * nm * E);
+        if (!e->h_idx || !e->h_w || !e->h_meta || !e->h_rows || !e->h_epidx || !e->h_epw ||
+            !e->h_zero || !e->h_allcounts) {
+            st = TW_ERR(TW_ERR_NOMEM, "engine: expert-parallel host buffers");
+            goto fail;
+        }
+        for (size_t i = 0; i < T; i++) e->h_zero[i] = (int)T; /* past the table: zero rows */
+        /* the other ranks' experts are never counted here: their counts stay 0 */
+        int *zc = calloc(nm * E, sizeof(int));
+        st = zc ? e->be->ops->upload(e->be, e->moe_counts, zc, nm * E * sizeof(int))
+                : TW_ERR(TW_ERR_NOMEM, "engine: expert counts");
+        free(zc);
+        if (st != TW_OK) goto fail;
     }
     /* The LM head writes vocab columns of rows vocab_pad apart; the padding columns hold -inf
      * for good, so the argmax can scan whole padded rows. */
@@ -640,9 +759,11 @@ void tw_engine_destroy(tw_engine *e) {
         }
     }
     if (e->lm_head != e->embed) be->ops->free(be, e->lm_head);
-    void *ps[] = {e->embed,   e->final_norm, e->x,    e->h,          e->tmp,     e->q,
-                  e->kv,      e->attn,       e->gu,   e->act,        e->logits,  e->qa,
-                  e->rlogits, e->rweight,    e->ridx, e->moe_counts, e->moe_work};
+    void *ps[] = {e->embed,      e->final_norm, e->x,       e->h,       e->tmp,
+                  e->q,          e->kv,         e->attn,    e->gu,      e->act,
+                  e->logits,     e->qa,         e->rlogits, e->rweight, e->ridx,
+                  e->moe_counts, e->moe_work,   e->ep_send, e->ep_recv, e->ep_y,
+                  e->ep_meta_s,  e->ep_meta_r,  e->ep_r,    e->ep_w,    e->ep_idx};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
     free(e->layers);
     free(e->pos);
@@ -654,6 +775,8 @@ void tw_engine_destroy(tw_engine *e) {
     free(e->tok_stable);
     free(e->host_counts);
     free(e->expert_load);
+    free(e->h_idx), free(e->h_w), free(e->h_meta), free(e->h_rows), free(e->h_epidx);
+    free(e->h_epw), free(e->h_zero), free(e->h_allcounts);
     free(e);
 }
 
@@ -694,6 +817,10 @@ void tw_engine_reset_expert_load(tw_engine *e) {
     e->decode_layer_steps = 0;
 }
 
+tw_engine_ep_stats tw_engine_ep_stats_get(const tw_engine *e) {
+    return e->ep_stats;
+}
+
 double tw_engine_decode_experts_per_layer(const tw_engine *e) {
     return e->decode_layer_steps ? e->decode_experts / (double)e->decode_layer_steps : 0.0;
 }
@@ -704,6 +831,15 @@ static tw_status tw_engine_count_load(tw_engine *e, int decode) {
     if (!e->n_moe) return TW_OK;
     size_t n = (size_t)e->n_moe * (size_t)e->c->n_experts;
     TW_TRY(e->be->ops->download(e->be, e->host_counts, e->moe_counts, n * sizeof(int)));
+    if (e->ep > 1) { /* each rank counted its own experts: every rank gets the sum */
+        TW_TRY(e->o.comm->ops->host_allgather(e->o.comm, e->host_counts, e->h_allcounts,
+                                              n * sizeof(int)));
+        for (size_t i = 0; i < n; i++) {
+            int v = 0;
+            for (int r = 0; r < e->ep; r++) v += e->h_allcounts[(size_t)r * n + i];
+            e->host_counts[i] = v;
+        }
+    }
     for (size_t i = 0; i < n; i++) e->expert_load[i] += e->host_counts[i];
     if (decode) {
         int E = e->c->n_experts;
@@ -826,6 +962,114 @@ static tw_status tw_engine_mla(tw_engine *e, tw_layer *L, int batch, int seq, co
 /* The MLP block of a MoE layer (h normed; adds into the residual stream): router logits, the
  * family's routing rule, this rank's slice of the chosen experts, the shared experts. With
  * tensor parallelism the routed and shared partial sums share one all-reduce. */
+/* Sums a [n] buffer over the engine's ranks (tensor- or expert-parallel; no-op for one). */
+static tw_status tw_engine_group_allreduce(tw_engine *e, float *buf, size_t n) {
+    if (e->o.tp_size <= 1 && e->ep <= 1) return TW_OK;
+    double t0 = tw_now_s();
+    TW_TRY(tw_engine_comm_allreduce_sum(e->o.comm, e->be, buf, n));
+    e->comm_s += tw_now_s() - t0;
+    return TW_OK;
+}
+
+/* One timed all-to-all of `count` floats per rank pair (completed on return). */
+static tw_status tw_engine_alltoall(tw_engine *e, const float *in, float *out, size_t count,
+                                    double *seconds, uint64_t *bytes) {
+    double t0 = tw_now_s();
+    TW_TRY(tw_comm_alltoall(e->o.comm, in, out, count, TW_F32));
+    TW_TRY(tw_comm_wait(e->o.comm));
+    double dt = tw_now_s() - t0;
+    *seconds += dt;
+    e->comm_s += dt;
+    *bytes += (uint64_t)e->ep * count * sizeof(float);
+    e->ep_stats.calls++;
+    return TW_OK;
+}
+
+/* The routed experts with expert parallelism (the router already ran on every rank, so every
+ * rank knows every token's slots): rank r owns tokens [r * tl, (r + 1) * tl). Dispatch: its
+ * slots' input rows go, with their expert and weight, to the rank holding the expert (blocks of
+ * ep_cap rows per destination, padded with zero rows of expert -1: a fixed-size all-to-all).
+ * Each rank runs the rows it received through its experts (moe_ffn, one slot per row, the
+ * weight applied there) and a second all-to-all returns them. Combine: the owner adds its
+ * slots' rows in slot order into tmp, which is zero elsewhere; the caller sums tmp over the
+ * ranks (with the shared experts) and adds it to the residual stream. */
+static tw_status tw_engine_moe_ep(tw_engine *e, tw_layer *L, int T, int *t0_out, int *nt_out) {
+    const tw_model_config *c = e->c;
+    const tw_shard *s = &e->sh;
+    const tw_backend_ops *ops = e->be->ops;
+    tw_backend *be = e->be;
+    int H = c->hidden, E = c->n_experts, K = c->n_experts_per_tok, N = e->ep, C = e->ep_cap;
+    int per = E / N, r = e->o.ep_rank, tl = e->ep_tl;
+    int t0 = r * tl, t1 = t0 + tl < T ? t0 + tl : T, nt = t1 > t0 ? t1 - t0 : 0;
+    *t0_out = t0, *nt_out = nt;
+    TW_TRY(ops->download(be, e->h_idx, e->ridx, sizeof(int) * (size_t)T * K));
+    TW_TRY(ops->download(be, e->h_w, e->rweight, sizeof(float) * (size_t)T * K));
+    int cnt[1024];
+    if (N > 1024) return TW_ERR(TW_ERR_INVALID, "--ep %d: more than 1024 ranks", N);
+    memset(cnt, 0, sizeof(int) * (size_t)N);
+    int *rows = e->h_rows, *back = e->h_epidx; /* back: [nt * K] where each slot's row went */
+    for (int i = 0; i < N * C; i++) {
+        rows[i] = T; /* a zero row */
+        e->h_meta[2 * i] = -1.0f;
+        e->h_meta[2 * i + 1] = 0.0f;
+    }
+    for (int t = t0; t < t1; t++)
+        for (int j = 0; j < K; j++) {
+            int x = e->h_idx[t * K + j], d = x / per, at = d * C + cnt[d]++;
+            rows[at] = t;
+            e->h_meta[2 * at] = (float)x; /* exact: x < 2^24 */
+            e->h_meta[2 * at + 1] = e->h_w[t * K + j];
+            back[j * nt + (t - t0)] = at;
+        }
+    TW_TRY(ops->embed(be, N * C, rows, e->h, TW_F32, 0, T, H, e->ep_send));
+    TW_TRY(ops->upload(be, e->ep_meta_s, e->h_meta, sizeof(float) * 2 * (size_t)N * C));
+    tw_engine_ep_stats *st = &e->ep_stats;
+    TW_TRY(tw_engine_alltoall(e, e->ep_send, e->ep_recv, (size_t)C * H, &st->dispatch_s,
+                              &st->dispatch_bytes));
+    TW_TRY(tw_engine_alltoall(e, e->ep_meta_s, e->ep_meta_r, (size_t)C * 2, &st->dispatch_s,
+                              &st->dispatch_bytes));
+    TW_TRY(ops->download(be, e->h_meta, e->ep_meta_r, sizeof(float) * 2 * (size_t)N * C));
+    int *ridx = malloc(sizeof(int) * (size_t)N * C);
+    if (!ridx) return TW_ERR(TW_ERR_NOMEM, "expert-parallel dispatch");
+    for (int i = 0; i < N * C; i++) {
+        ridx[i] = (int)e->h_meta[2 * i]; /* -1: padding, not held: a zero output row */
+        e->h_epw[i] = e->h_meta[2 * i + 1];
+    }
+    tw_status stt = ops->upload(be, e->ep_idx, ridx, sizeof(int) * (size_t)N * C);
+    free(ridx);
+    TW_TRY(stt);
+    TW_TRY(ops->upload(be, e->ep_w, e->h_epw, sizeof(float) * (size_t)N * C));
+    tw_moe_ffn_args fa = {.tokens = N * C,
+                          .hidden = H,
+                          .ffn = s->moe_ffn,
+                          .top_k = 1,
+                          .n_experts = s->experts,
+                          .expert0 = s->expert0,
+                          .idx = e->ep_idx,
+                          .weight = e->ep_w,
+                          .x = e->ep_recv,
+                          .w_gate_up = L->exp_gu,
+                          .w_down = L->exp_down,
+                          .w_dtype = e->o.w_dtype,
+                          .y = e->ep_y,
+                          .accumulate = 0,
+                          .work = e->moe_work,
+                          .work_bytes = e->moe_work_bytes,
+                          .counts = e->moe_counts + (size_t)L->moe_index * E + s->expert0};
+    TW_TRY(ops->moe_ffn(be, &fa));
+    TW_TRY(tw_engine_alltoall(e, e->ep_y, e->ep_send, (size_t)C * H, &st->combine_s,
+                              &st->combine_bytes));
+    /* tmp = 0, then this rank's tokens: the sum of their slots' rows in slot order */
+    TW_TRY(ops->embed(be, T, e->h_zero, e->h, TW_F32, 0, T, H, e->tmp));
+    if (nt > 0) {
+        TW_TRY(ops->embed(be, K * nt, back, e->ep_send, TW_F32, 0, N * C, H, e->ep_r));
+        for (int j = 0; j < K; j++)
+            TW_TRY(ops->add(be, (size_t)nt * H, e->ep_r + (size_t)j * nt * H,
+                            e->tmp + (size_t)t0 * H));
+    }
+    return TW_OK;
+}
+
 static tw_status tw_engine_moe(tw_engine *e, tw_layer *L, int T) {
     const tw_model_config *c = e->c;
     const tw_shard *s = &e->sh;
@@ -857,6 +1101,36 @@ static tw_status tw_engine_moe(tw_engine *e, tw_layer *L, int T) {
                             .idx = e->ridx,
                             .weight = e->rweight};
     TW_TRY(ops->moe_route(be, &ra));
+    if (e->ep > 1) {
+        int t0 = 0, nt = T;
+        TW_TRY(tw_engine_moe_ep(e, L, T, &t0, &nt));
+        /* the shared experts: tensor-parallel columns of every token, or (attention
+         * replicated) all columns of this rank's tokens, so that the sum over ranks counts
+         * each token's once */
+        int sf = s->shared_ffn, tp = e->o.tp_size > 1, m = tp ? T : nt, r0 = tp ? 0 : t0;
+        if (sf > 0 && m > 0) {
+            tw_gemm_args ggu = {.m = m,
+                                .n = 2 * sf,
+                                .k = H,
+                                .x = e->h + (size_t)r0 * H,
+                                .w = L->wgu,
+                                .w_dtype = e->o.w_dtype,
+                                .y = e->gu};
+            TW_TRY(ops->gemm(be, &ggu));
+            TW_TRY(ops->swiglu(be, m, sf, e->gu, e->gu + sf, 2 * sf, e->act));
+            tw_gemm_args gd = {.m = m,
+                               .n = H,
+                               .k = sf,
+                               .x = e->act,
+                               .w = L->wdown,
+                               .w_dtype = e->o.w_dtype,
+                               .y = e->tmp + (size_t)r0 * H,
+                               .accumulate = 1};
+            TW_TRY(ops->gemm(be, &gd));
+        }
+        TW_TRY(tw_engine_group_allreduce(e, e->tmp, (size_t)T * H));
+        return ops->add(be, (size_t)T * H, e->tmp, e->x);
+    }
     int one = e->o.tp_size <= 1;
     tw_moe_ffn_args fa = {.tokens = T,
                           .hidden = H,

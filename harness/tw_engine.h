@@ -38,6 +38,13 @@ typedef struct {
     int cuda_graph;       /* replay decode steps as a CUDA graph (cuda backend, one rank) */
     double routing_skew;  /* >= 0: expert e's router logit gets -skew * ln(rank_e), a seeded
                            * Zipf-like preference (tw_moe_skew_bias; 0: none) */
+    /* Expert parallelism (0 or 1: none): rank ep_rank of ep_size holds experts
+     * [ep_rank * E / ep_size, ...) whole; comm spans the ep_size ranks, and tp_size is 1
+     * (attention replicated) or ep_size (attention tensor-parallel over the same ranks). In a
+     * MoE layer each rank dispatches the slots of its share of the tokens to the experts' ranks
+     * with the communicator's all-to-all, they run there, and a second all-to-all returns them
+     * (doc/MOE.md). */
+    int ep_rank, ep_size;
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */
@@ -55,11 +62,15 @@ typedef struct tw_engine tw_engine;
 /* Shard geometry of one rank (also used by tests to check slices). */
 typedef struct {
     int heads, kv_heads, head0, kv_head0, ffn, ffn0, vocab, vocab0, vocab_pad;
-    int moe_ffn, moe_ffn0; /* columns of every expert's MLP (its down rows) held here */
-    int shared_ffn;        /* columns of the shared experts' MLP (n_shared * moe_ffn) */
-    int experts, expert0;  /* the routed experts held here */
+    int moe_ffn, moe_ffn0;       /* columns of every held expert's MLP (its down rows) */
+    int shared_ffn, shared_ffn0; /* columns of the shared experts' MLP (n_shared * Fm / tp) */
+    int experts, expert0;        /* the routed experts held here */
 } tw_shard;
 tw_status tw_engine_shard(const tw_model_config *c, int tp_rank, int tp_size, tw_shard *out);
+/* The same with expert parallelism: experts [ep_rank * E / ep_size, ...) whole (ep_size 0 or 1:
+ * tw_engine_shard). */
+tw_status tw_engine_shard_ep(const tw_model_config *c, int tp_rank, int tp_size, int ep_rank,
+                             int ep_size, tw_shard *out);
 
 tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *plan);
 /* Plans, refuses a plan that does not fit (TW_ERR_NOMEM naming need and availability) before
@@ -92,7 +103,16 @@ double tw_engine_comm_seconds(const tw_engine *e);
 const int64_t *tw_engine_expert_load(const tw_engine *e, int *n_moe_layers, int *n_experts);
 void tw_engine_reset_expert_load(tw_engine *e);
 /* Mean number of distinct experts one decode step reached per MoE layer since that reset (what
- * a decode step reads of the experts' weights; 0 before any decode step or without experts). */
+ * a decode step reads of the experts' weights; 0 before any decode step or without experts).
+ * With expert parallelism, over every rank's experts. */
 double tw_engine_decode_experts_per_layer(const tw_engine *e);
+/* Expert parallelism since create: seconds in the dispatch and in the combine all-to-alls, and
+ * the bytes this rank sent in them (padded blocks included: what the fabric carries). */
+typedef struct {
+    double dispatch_s, combine_s;
+    uint64_t dispatch_bytes, combine_bytes;
+    uint64_t calls; /* all-to-alls */
+} tw_engine_ep_stats;
+tw_engine_ep_stats tw_engine_ep_stats_get(const tw_engine *e);
 
 #endif

@@ -368,7 +368,7 @@ Test(export, qwen3_moe_experts_one_tensor_each) {
 }
 
 Test(export, mixtral_block_sparse_moe_names) {
-    check_export("tiny-mixtral", TW_ST_F32, 1 + 2 * (6 + 1 + 15) + 2);
+    check_export("tiny-mixtral", TW_ST_F32, 1 + 2 * (6 + 1 + 12) + 2);
 }
 
 /* DeepSeek-V3: layer 0 dense, layers 1-2 with the correction bias, 16 experts, shared experts */
