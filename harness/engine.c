@@ -985,10 +985,36 @@ static tw_status tw_engine_alltoall(tw_engine *e, const float *in, float *out, s
     return TW_OK;
 }
 
+/* The shared experts of a MoE layer on rows [r0, r0 + m) of h, added into y (the same rows). */
+static tw_status tw_engine_shared_experts(tw_engine *e, tw_layer *L, int r0, int m, float *y) {
+    const tw_backend_ops *ops = e->be->ops;
+    int H = e->c->hidden, sf = e->sh.shared_ffn;
+    if (sf <= 0 || m <= 0) return TW_OK;
+    tw_gemm_args ggu = {.m = m,
+                        .n = 2 * sf,
+                        .k = H,
+                        .x = e->h + (size_t)r0 * H,
+                        .w = L->wgu,
+                        .w_dtype = e->o.w_dtype,
+                        .y = e->gu};
+    TW_TRY(ops->gemm(e->be, &ggu));
+    TW_TRY(ops->swiglu(e->be, m, sf, e->gu, e->gu + sf, 2 * sf, e->act));
+    tw_gemm_args gd = {.m = m,
+                       .n = H,
+                       .k = sf,
+                       .x = e->act,
+                       .w = L->wdown,
+                       .w_dtype = e->o.w_dtype,
+                       .y = y + (size_t)r0 * H,
+                       .accumulate = 1};
+    return ops->gemm(e->be, &gd);
+}
+
 /* The routed experts with expert parallelism (the router already ran on every rank, so every
  * rank knows every token's slots): rank r owns tokens [r * tl, (r + 1) * tl). Dispatch: its
  * slots' input rows go, with their expert and weight, to the rank holding the expert (blocks of
- * ep_cap rows per destination, padded with zero rows of expert -1: a fixed-size all-to-all).
+ * ceil(T / ep) k rows per destination, padded with zero rows of expert -1: a fixed-size
+ * all-to-all).
  * Each rank runs the rows it received through its experts (moe_ffn, one slot per row, the
  * weight applied there) and a second all-to-all returns them. Combine: the owner adds its
  * slots' rows in slot order into tmp, which is zero elsewhere; the caller sums tmp over the
@@ -998,8 +1024,9 @@ static tw_status tw_engine_moe_ep(tw_engine *e, tw_layer *L, int T, int *t0_out,
     const tw_shard *s = &e->sh;
     const tw_backend_ops *ops = e->be->ops;
     tw_backend *be = e->be;
-    int H = c->hidden, E = c->n_experts, K = c->n_experts_per_tok, N = e->ep, C = e->ep_cap;
-    int per = E / N, r = e->o.ep_rank, tl = e->ep_tl;
+    /* blocks sized for this call's tokens (the buffers hold the largest call's) */
+    int H = c->hidden, E = c->n_experts, K = c->n_experts_per_tok, N = e->ep;
+    int per = E / N, r = e->o.ep_rank, tl = (T + N - 1) / N, C = tl * K;
     int t0 = r * tl, t1 = t0 + tl < T ? t0 + tl : T, nt = t1 > t0 ? t1 - t0 : 0;
     *t0_out = t0, *nt_out = nt;
     TW_TRY(ops->download(be, e->h_idx, e->ridx, sizeof(int) * (size_t)T * K));
@@ -1107,27 +1134,8 @@ static tw_status tw_engine_moe(tw_engine *e, tw_layer *L, int T) {
         /* the shared experts: tensor-parallel columns of every token, or (attention
          * replicated) all columns of this rank's tokens, so that the sum over ranks counts
          * each token's once */
-        int sf = s->shared_ffn, tp = e->o.tp_size > 1, m = tp ? T : nt, r0 = tp ? 0 : t0;
-        if (sf > 0 && m > 0) {
-            tw_gemm_args ggu = {.m = m,
-                                .n = 2 * sf,
-                                .k = H,
-                                .x = e->h + (size_t)r0 * H,
-                                .w = L->wgu,
-                                .w_dtype = e->o.w_dtype,
-                                .y = e->gu};
-            TW_TRY(ops->gemm(be, &ggu));
-            TW_TRY(ops->swiglu(be, m, sf, e->gu, e->gu + sf, 2 * sf, e->act));
-            tw_gemm_args gd = {.m = m,
-                               .n = H,
-                               .k = sf,
-                               .x = e->act,
-                               .w = L->wdown,
-                               .w_dtype = e->o.w_dtype,
-                               .y = e->tmp + (size_t)r0 * H,
-                               .accumulate = 1};
-            TW_TRY(ops->gemm(be, &gd));
-        }
+        int tp = e->o.tp_size > 1, m = tp ? T : nt, r0 = tp ? 0 : t0;
+        TW_TRY(tw_engine_shared_experts(e, L, r0, m, e->tmp));
         TW_TRY(tw_engine_group_allreduce(e, e->tmp, (size_t)T * H));
         return ops->add(be, (size_t)T * H, e->tmp, e->x);
     }
@@ -1150,27 +1158,7 @@ static tw_status tw_engine_moe(tw_engine *e, tw_layer *L, int T) {
                           .work_bytes = e->moe_work_bytes,
                           .counts = e->moe_counts + (size_t)L->moe_index * E};
     TW_TRY(ops->moe_ffn(be, &fa));
-    int sf = s->shared_ffn;
-    if (sf > 0) {
-        tw_gemm_args ggu = {.m = T,
-                            .n = 2 * sf,
-                            .k = H,
-                            .x = e->h,
-                            .w = L->wgu,
-                            .w_dtype = e->o.w_dtype,
-                            .y = e->gu};
-        TW_TRY(ops->gemm(be, &ggu));
-        TW_TRY(ops->swiglu(be, T, sf, e->gu, e->gu + sf, 2 * sf, e->act));
-        tw_gemm_args gd = {.m = T,
-                           .n = H,
-                           .k = sf,
-                           .x = e->act,
-                           .w = L->wdown,
-                           .w_dtype = e->o.w_dtype,
-                           .y = one ? e->x : e->tmp,
-                           .accumulate = 1};
-        TW_TRY(ops->gemm(be, &gd));
-    }
+    TW_TRY(tw_engine_shared_experts(e, L, 0, T, one ? e->x : e->tmp));
     if (one) return TW_OK;
     TW_TRY(tw_engine_allreduce(e, e->tmp, (size_t)T * H));
     return ops->add(be, (size_t)T * H, e->tmp, e->x);

@@ -742,3 +742,51 @@ Test(moe_engine, tokwatt_run_reports_the_expert_load, .timeout = 120) {
     json_decref(r);
     remove(path);
 }
+
+/* Expert parallelism's shard and refusals (the runs themselves: tests/mpi/mpi_tp.c). */
+Test(moe_engine, expert_parallel_shards_and_refusals) {
+    tw_model_config c;
+    cr_assert_eq(tw_model_load("tiny-deepseek-v3", &c), TW_OK, "%s", tw_last_error());
+    tw_shard s;
+    cr_assert_eq(tw_engine_shard_ep(&c, 0, 1, 1, 4, &s), TW_OK, "%s", tw_last_error());
+    cr_assert(s.experts == 4 && s.expert0 == 4 && s.moe_ffn == 24 && s.moe_ffn0 == 0,
+              "rank 1 of 4 holds experts 4..7 whole: %d from %d, width %d", s.experts, s.expert0,
+              s.moe_ffn);
+    cr_assert(s.shared_ffn == 24 && s.heads == 4, "attention and shared experts replicated");
+    cr_assert_eq(tw_engine_shard_ep(&c, 1, 2, 1, 2, &s), TW_OK, "%s", tw_last_error());
+    cr_assert(s.experts == 8 && s.expert0 == 8 && s.moe_ffn == 24 && s.heads == 2 &&
+                  s.shared_ffn == 12 && s.shared_ffn0 == 12,
+              "tp 2 x ep 2: half the heads and shared columns, half the experts whole");
+    cr_assert_eq(tw_engine_shard_ep(&c, 0, 1, 0, 3, &s), TW_ERR_INVALID, "3 does not divide 16");
+    cr_assert(strstr(tw_last_error(), "--ep 3"), "%s", tw_last_error());
+    cr_assert_eq(tw_engine_shard_ep(&c, 0, 2, 0, 4, &s), TW_ERR_INVALID, "tp 2 with ep 4");
+    cr_assert(strstr(tw_last_error(), "--tp 2 with --ep 4"), "%s", tw_last_error());
+    /* the plan of rank 1 of 4 holds a quarter of the routed experts */
+    tw_engine_opts o = {.cfg = &c,
+                        .w_dtype = TW_F32,
+                        .kv_dtype = TW_F32,
+                        .max_batch = 2,
+                        .max_seq = 8,
+                        .max_prefill = 4,
+                        .tp_size = 1,
+                        .ep_rank = 1,
+                        .ep_size = 4};
+    tw_mem_plan p4, p1;
+    cr_assert_eq(tw_engine_plan(&o, &p4), TW_OK, "%s", tw_last_error());
+    o.ep_size = 1, o.ep_rank = 0;
+    cr_assert_eq(tw_engine_plan(&o, &p1), TW_OK, "%s", tw_last_error());
+    /* 2 MoE layers x 12 of 16 experts x 3 x 64 x 24 fewer weights */
+    cr_assert_eq(p1.params_local - p4.params_local, 2 * 12 * 3 * 64 * 24,
+                 "%lld weights fewer with ep 4", (long long)(p1.params_local - p4.params_local));
+    /* creating an expert-parallel engine needs a communicator of that size */
+    tw_backend *be = cpu(1);
+    o.be = be, o.ep_size = 2, o.ep_rank = 0;
+    tw_engine *e = NULL;
+    cr_assert_eq(tw_engine_create(&o, &e), TW_ERR_INVALID, "no communicator");
+    cr_assert(strstr(tw_last_error(), "communicator"), "%s", tw_last_error());
+    tw_backend_destroy(be);
+    tw_model_free(&c);
+    cr_assert_eq(tw_model_load("tiny-qwen3", &c), TW_OK);
+    cr_assert_eq(tw_engine_shard_ep(&c, 0, 1, 0, 2, &s), TW_ERR_INVALID, "a dense model");
+    tw_model_free(&c);
+}
