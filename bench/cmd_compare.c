@@ -209,11 +209,14 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
         free(s);
         json_decref(root);
     } else {
-        if (fmt == TW_FMT_MD)
+        if (fmt == TW_FMT_MD) {
             printf("## Measured (%s) against published\n\nratio = measured / published; tok/J "
                    "= output tokens per joule\n\n",
                    f->name);
-        tw_table_print(&t, fmt, stdout);
+            tw_table_print(&t, fmt, stdout);
+        } else {
+            tw_csv_rows(stdout, rows); /* every JSON field, plain numbers */
+        }
         size_t i;
         json_t *v;
         if (fmt == TW_FMT_MD) {

@@ -484,6 +484,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
             if (dump) tw_npy_writer_abort(dump); /* removes its temporary file */
             dump = NULL;
             if (ds == TW_ERR_INTERRUPTED) tw_run_stopped(x);
+            tw_progress_clear();
             fprintf(stderr, "tokwatt run: error: the logits dump %s was not written: %s\n", o->dump,
                     sum->dump_error);
         }
@@ -1353,6 +1354,7 @@ stopped:
     }
     goto done;
 fail:
+    tw_progress_clear();
     if (x.comm) {
         /* one rank's failure ends the whole job now, rather than at the peers' timeout */
         fprintf(stderr, "tokwatt run: rank %d: error: %s\n", x.rank, tw_error_text());

@@ -90,6 +90,10 @@ tw_cmd_test(cli_compare_two_md COMMAND ${TW} compare ${_cmp}/base.json ${_cmp}/n
 tw_cmd_test(cli_compare_published JSON_OUT OUT "\"ratio_tokens_per_s\": 0\\.163098"
   COMMAND ${TW} compare ${_cmp}/base.json --against mlperf-v4.1-llama2-70b-offline-h100x8
   --format json)
+tw_cmd_test(cli_compare_published_csv
+  COMMAND ${TW} compare ${_cmp}/base.json --against mlperf-v4.1-llama2-70b-offline-h100x8
+  --format csv
+  CHECK "${TW_CC} $TW_OUT --rows 2 --numeric published_tokens_per_s,measured_tokens_per_s,ratio_tokens_per_s,published_tokens_per_j_low,measured_tokens_per_j --has basis,published_id")
 tw_cmd_test(cli_compare_unknown_id EXIT 2 ERR "nope" COMMAND ${TW} compare ${_cmp}/base.json
   --against nope)
 # a regression gate: the new result (base.json) is 9% slower end to end than the baseline
