@@ -116,7 +116,8 @@ typedef struct {
     int max_tp;       /* largest --tp degree */
     double membw, peak;
     const char *membw_src, *peak_src;
-    int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
+    int intr_sig, intr_rank;    /* the interruption that stopped the run (0: none) */
+    const tw_comm_hosts *hosts; /* each launched rank's host (tensor-parallel runs) */
     /* progress: combinations run so far and in all, work done (tokens) for the ETA */
     int row, nrows;
     double work_total, work_done, work_t0;
@@ -616,6 +617,32 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         json_object_set_new(row, "ranks_note",
                             json_string("not gathered: the run was interrupted; the figures "
                                         "are rank 0's"));
+        /* The power domains are known without the other ranks: the hosts were gathered at the
+         * start. One host under host-level power: rank 0's energy is the run's. Otherwise the
+         * energy block is rank 0's alone, and said so. */
+        int domains = k->tp;
+        if (tw_power_host_level(pm) && x->hosts && x->hosts->size >= k->tp) {
+            domains = 0;
+            for (int r = 0; r < k->tp; r++) {
+                int first = 1;
+                for (int q = 0; q < r; q++)
+                    first &= strcmp(x->hosts->host[q], x->hosts->host[r]) != 0;
+                domains += first;
+            }
+        }
+        sum->power_devices = domains;
+        double e_ph[3] = {NAN, NAN, NAN};
+        static const char *const ph[3] = {"prefill", "decode", "e2e"};
+        for (int q = 0; q < 3; q++)
+            if (tw_power_phase_energy(pm, ph[q], &e_ph[q]) != TW_OK) tw_clear_error();
+        if (tw_power_host_level(pm) && domains == 1 && tw_power_has_energy(pm))
+            tw_power_energy_json_combine(energy, e_ph, 1, k->tp,
+                                         "rank 0's: its host is the only one, and its power "
+                                         "is the host's (the run was interrupted)");
+        else if (tw_power_has_energy(pm))
+            json_object_set_new(energy, "not_combined",
+                                json_string("rank 0's own power only: the run was interrupted "
+                                            "before the ranks' energies were gathered"));
     } else if (x->comm) {
         int nr = k->tp;
         /* Power domains: a GPU per rank; for host-level power (RAPL, a CPU socket's assumed
@@ -666,14 +693,18 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
             }
         }
         free(all);
-        if (st != TW_OK) {
+        if (st == TW_ERR_INTERRUPTED) {
+            /* a signal while gathering: the repetitions are complete, keep rank 0's figures */
+            tw_run_stopped(x);
+            st = TW_OK;
+            json_object_set_new(row, "ranks", json_null());
+            json_object_set_new(row, "ranks_note",
+                                json_string("not gathered: the run was interrupted while the "
+                                            "ranks' figures were gathered; the figures are rank "
+                                            "0's"));
+        } else if (st != TW_OK) {
             json_decref(energy);
             json_decref(row);
-            if (st == TW_ERR_INTERRUPTED) {
-                /* a signal while gathering: keep what rank 0 measured */
-                tw_run_stopped(x);
-                st = TW_OK;
-            }
             goto out;
         }
     }
@@ -961,6 +992,7 @@ int tw_cmd_run(int argc, char **argv) {
     if ((st = tw_run_setup(&x)) != TW_OK) goto fail;
     if (x.rank != 0) tw_progress_set_mode(TW_PROGRESS_OFF);
     if (x.comm && (st = tw_comm_gather_hosts(x.comm, &hosts)) != TW_OK) goto fail;
+    x.hosts = &hosts;
 
     /* ---- before anything is measured: every input and the output ------------------------ */
     {
