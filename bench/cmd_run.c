@@ -133,6 +133,7 @@ typedef struct {
     char headline[1024];
     char incomplete[400];
     char dump_error[512]; /* the logits dump failed (the result is still written) */
+    int dump_written;
     int reps_done;
 } tw_combo_summary;
 
@@ -446,8 +447,10 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
                         name, r + 1);
     }
     double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
-    if (st == TW_ERR_INTERRUPTED || tw_run_stopped(x)) {
-        tw_power_rollback(pm);
+    if (st == TW_ERR_INTERRUPTED || (tw_run_stopped(x) && sum->reps_done < o->reps)) {
+        /* the repetition under way is incomplete: its partial energy goes (a signal after the
+         * last repetition leaves this combination complete; the run stops after it) */
+        if (st == TW_ERR_INTERRUPTED) tw_power_rollback(pm);
         tw_run_stopped(x);
         if (!x->intr_sig) x->intr_sig = SIGINT; /* a collective saw it first: keep a name */
         char who[64];
@@ -461,7 +464,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
 
     /* an un-timed pass that dumps the logits of every step; a failure here is reported and
      * kept out of the result, which is still written */
-    if (o->dump && !sum->incomplete[0]) {
+    if (o->dump && !sum->incomplete[0] && !tw_run_stopped(x)) {
         int64_t shape[3] = {k->gen, (int64_t)B, cfg->vocab};
         tw_status ds = tw_npy_writer_open(o->dump, shape, 3, &dump);
         if (ds == TW_OK) {
@@ -479,6 +482,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
             dump = NULL;
         }
         if (ds == TW_OK) {
+            sum->dump_written = 1;
             tw_log("logits of %d steps written to %s", k->gen, o->dump);
         } else {
             snprintf(sum->dump_error, sizeof sum->dump_error, "%s", tw_error_text());
@@ -552,10 +556,10 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     if (o->dump) {
         json_t *dj = json_object();
         json_object_set_new(dj, "path", json_string(o->dump));
-        json_object_set_new(dj, "written",
-                            json_boolean(!sum->dump_error[0] && !sum->incomplete[0]));
-        if (sum->dump_error[0]) json_object_set_new(dj, "error", json_string(sum->dump_error));
-        if (sum->incomplete[0])
+        json_object_set_new(dj, "written", json_boolean(sum->dump_written));
+        if (sum->dump_error[0])
+            json_object_set_new(dj, "error", json_string(sum->dump_error));
+        else if (!sum->dump_written)
             json_object_set_new(dj, "error", json_string("not written: the run was interrupted"));
         json_object_set_new(row, "logits_dump", dj);
     }

@@ -182,6 +182,7 @@ tw_status tw_result_check_out(const char *out, char *dir, size_t dir_n, int *is_
                       "with a dot in it)",
                       out);
     snprintf(dir, dir_n, "%s", out);
+    for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--) dir[l - 1] = '\0';
     return TW_OK;
 }
 
