@@ -134,8 +134,10 @@ tw_cmd_test(run_write_fallback OUT "tw-test: PASS" TIMEOUT 90
   COMMAND sh ${TW_CMD_DIR}/write_fallback.sh ${TW} ${TW_TR}/fallback)
 tw_cmd_test(run_dump_failure_keeps_result OUT "tw-test: PASS" TIMEOUT 90
   COMMAND bash ${TW_CMD_DIR}/dump_fail.sh ${TW} ${TW_TR}/dump_fail)
-tw_cmd_test(export_signal_removes_temporary OUT "tw-test: PASS" TIMEOUT 120
-  COMMAND sh ${TW_CMD_DIR}/export_interrupt.sh ${TW} ${TW_TR}/export_sig TERM)
+foreach(sig INT TERM)
+  tw_cmd_test(export_sig${sig}_removes_temporary OUT "tw-test: PASS" TIMEOUT 120
+    COMMAND sh ${TW_CMD_DIR}/export_interrupt.sh ${TW} ${TW_TR}/export_sig${sig} ${sig})
+endforeach()
 # the destination is checked before anything is measured (no engine is built)
 tw_cmd_test(run_unwritable_out_refused_first EXIT 1 ERR "cannot write the result into /proc/"
   NO_ERR "engine ready" NO_ERR "measuring" COMMAND ${TW} run ${TW_TINY} --out /proc/tw-no/)
