@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "tw_config.h"
+#include "tw_util.h"
 
 static double tw_num(json_t *o, const char *key) {
     json_t *v = json_object_get(o, key);
@@ -47,15 +48,14 @@ static int tw_contains(const char *hay, const char *needle) {
     return 0;
 }
 
-/* Ceilings from configs/devices.json for a device name (longest "match" wins). */
-static void tw_ceilings_from_devices(tw_run_row *r) {
+/* Ceilings from configs/devices.json for a device name (longest "match" wins). A devices.json
+ * that is missing or does not parse is an error, never a silent gap. */
+static tw_status tw_ceilings_from_devices(tw_run_row *r) {
     char path[1024];
-    if (!r->device[0] || tw_config_path("devices.json", path, sizeof path)) {
-        tw_clear_error();
-        return;
-    }
-    json_t *root = json_load_file(path, 0, NULL);
-    if (!root) return;
+    if (!r->device[0]) return TW_OK;
+    TW_TRY(tw_config_path("devices.json", path, sizeof path));
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     json_t *devs = json_object_get(root, "devices"), *d, *best = NULL;
     size_t i, j, best_len = 0;
     json_array_foreach(devs, i, d) {
@@ -79,6 +79,7 @@ static void tw_ceilings_from_devices(tw_run_row *r) {
         snprintf(r->ceiling_source, sizeof r->ceiling_source, "devices.json: %s (rated)", name);
     }
     json_decref(root);
+    return TW_OK;
 }
 
 /* One row from an object holding scenario, metrics, energy (and optionally roofline, memory). */
@@ -133,7 +134,15 @@ static tw_status tw_row_parse(json_t *o, json_t *top, const char *label, tw_run_
     if (!r->device[0]) tw_str(prov, "gpu_name", r->device, sizeof r->device);
     if (!r->device[0]) tw_str(prov, "device_name", r->device, sizeof r->device);
     if (!r->device[0]) tw_str(prov, "cpu_model", r->device, sizeof r->device);
-    if (!(r->membw_gbps > 0) || !(r->peak_gflops > 0)) tw_ceilings_from_devices(r);
+    tw_str(prov, "cpu_model", r->cpu_model, sizeof r->cpu_model);
+    tw_str(prov, "host", r->host, sizeof r->host);
+    if (!(r->membw_gbps > 0) || !(r->peak_gflops > 0)) TW_TRY(tw_ceilings_from_devices(r));
+    /* a row of a sweep carries its own completeness; a single run's is at the top */
+    json_t *cj = json_object_get(o, "complete");
+    if (!cj) cj = json_object_get(top, "complete");
+    r->complete = !json_is_false(cj);
+    tw_str(json_object_get(o, "incomplete_reason") ? o : top, "incomplete_reason",
+           r->incomplete_reason, sizeof r->incomplete_reason);
 
     json_t *en = json_object_get(o, "energy");
     if (!en) en = json_object_get(top, "energy");
@@ -160,10 +169,9 @@ tw_status tw_result_file_load(const char *path, tw_result_file *f) {
     snprintf(f->path, sizeof f->path, "%.500s", path);
     const char *base = strrchr(path, '/');
     snprintf(f->name, sizeof f->name, "%s", base ? base + 1 : path);
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "result %s:%d: %s", path, e.line, e.text);
-    tw_status st = TW_OK;
+    json_t *root = NULL;
+    tw_status st = tw_json_load_file(path, &root);
+    if (st) return tw_error_ctx(st, "result file");
     json_t *ver = json_object_get(root, "schema_version");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
         st = TW_ERR(TW_ERR_PARSE, "result %s: schema_version must be 1", path);
@@ -263,9 +271,17 @@ tw_status tw_compare_diff(const tw_spread *a, const tw_spread *b, tw_diff *out) 
     out->b = b->median;
     out->delta = b->median - a->median;
     out->rel = a->median != 0 ? out->delta / a->median : NAN;
-    if (a->n < 2 || b->n < 2 || !isfinite(a->max - a->min) || !isfinite(b->max - b->min)) {
+    out->why_unknown = NULL;
+    if (a->n == 0 || b->n == 0 || !isfinite(a->max - a->min) || !isfinite(b->max - b->min)) {
         out->noise = NAN;
         out->sig = TW_SIG_UNKNOWN;
+        out->why_unknown = "unknown (no per-repetition spread recorded for this metric)";
+        return TW_OK;
+    }
+    if (a->n < 2 || b->n < 2) {
+        out->noise = NAN;
+        out->sig = TW_SIG_UNKNOWN;
+        out->why_unknown = "unknown (fewer than 2 repetitions)";
         return TW_OK;
     }
     double ra = a->max - a->min, rb = b->max - b->min;
@@ -281,6 +297,11 @@ const char *tw_significance_text(tw_significance s) {
     case TW_SIG_NO:
         return "not significant (within run-to-run noise)";
     default:
-        return "unknown (fewer than 2 repetitions)";
+        return "unknown (no noise figure)";
     }
+}
+
+const char *tw_diff_verdict(const tw_diff *d) {
+    if (d->sig == TW_SIG_UNKNOWN && d->why_unknown) return d->why_unknown;
+    return tw_significance_text(d->sig);
 }

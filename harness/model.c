@@ -371,8 +371,8 @@ static tw_status tw_json_int(json_t *root, const char *origin, const char *key, 
         return TW_ERR(TW_ERR_PARSE, "%s: field '%s' must be an integer", origin, key);
     json_int_t x = json_integer_value(v);
     if (x < min || x > 1000000000)
-        return TW_ERR(TW_ERR_PARSE, "%s: field '%s' = %lld is out of range (min %d)", origin, key,
-                      (long long)x, min);
+        return TW_ERR(TW_ERR_PARSE, "%s: field '%s' = %lld is out of range [%d, 1000000000]",
+                      origin, key, (long long)x, min);
     *out = (int)x;
     return TW_OK;
 }
@@ -702,7 +702,7 @@ tw_status tw_model_load(const char *name_or_path, tw_model_config *cfg) {
                           name_or_path, name_or_path);
     }
     char *text = NULL;
-    TW_TRY(tw_read_file(path, &text, NULL));
+    TW_TRY(tw_read_file_max(path, TW_JSON_MAX_BYTES, &text, NULL));
     tw_status st = tw_model_parse(text, path, cfg);
     free(text);
     return st;

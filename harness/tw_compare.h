@@ -7,7 +7,8 @@
  * over their repetitions). A range is a conservative noise figure for the few repetitions a run
  * has (2 to 10): it needs no distributional assumption and covers every repetition seen. With
  * fewer than two repetitions on either side the noise is unknown and the change is reported as
- * such, never as significant. */
+ * such, never as significant; so is a metric whose file records no per-repetition spread
+ * (joules per token: energy is measured over all repetitions together). */
 #ifndef TW_COMPARE_H
 #define TW_COMPARE_H
 
@@ -38,6 +39,10 @@ typedef struct {
     char energy_source[32];
     int energy_assumed;
     char energy_label[256];
+    /* where and how completely it was measured */
+    char cpu_model[128], host[96];
+    int complete; /* 0: the run (or this row) was interrupted or failed part-way */
+    char incomplete_reason[256];
 } tw_run_row;
 
 typedef struct {
@@ -90,9 +95,12 @@ typedef struct {
     double rel;   /* delta / a */
     double noise; /* max(range_a, range_b) */
     tw_significance sig;
+    const char *why_unknown; /* for TW_SIG_UNKNOWN: no spread recorded, or fewer than 2 reps */
 } tw_diff;
 
 tw_status tw_compare_diff(const tw_spread *a, const tw_spread *b, tw_diff *out);
 const char *tw_significance_text(tw_significance s);
+/* The verdict of one diff, with the reason when unknown. */
+const char *tw_diff_verdict(const tw_diff *d);
 
 #endif

@@ -32,6 +32,10 @@ typedef struct {
     int tp_rank, tp_size;
     int keep_host_logits; /* initial capture setting: see tw_engine_set_capture */
     int cuda_graph;       /* replay decode steps as a CUDA graph (cuda backend, one rank) */
+    /* Optional: called after each layer's weights are generated; a non-zero return stops the
+     * build (TW_ERR_INTERRUPTED). For progress output and interruption of long builds. */
+    int (*progress)(void *ctx, int layers_done, int layers_total);
+    void *progress_ctx;
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */

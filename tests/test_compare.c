@@ -178,3 +178,37 @@ Test(compare, refuses_malformed_result_files) {
     cr_assert_neq(tw_result_file_load(path, &f), TW_OK);
     remove(path);
 }
+
+/* Why a change's significance is unknown: no spread recorded (tokens/J: energy covers all
+ * repetitions together) is not "fewer than 2 repetitions". */
+Test(compare, unknown_significance_says_why) {
+    tw_spread a = {.n = 0, .median = 2.5, .min = NAN, .max = NAN};
+    tw_spread b = {.n = 0, .median = 2.75, .min = NAN, .max = NAN};
+    tw_diff d;
+    cr_assert_eq(tw_compare_diff(&a, &b, &d), TW_OK);
+    cr_assert_eq(d.sig, TW_SIG_UNKNOWN);
+    cr_assert_str_eq(tw_diff_verdict(&d),
+                     "unknown (no per-repetition spread recorded for this metric)");
+    tw_spread c = {.n = 1, .median = 3, .min = 3, .max = 3};
+    tw_spread e = {.n = 3, .median = 4, .min = 3.9, .max = 4.1};
+    cr_assert_eq(tw_compare_diff(&c, &e, &d), TW_OK);
+    cr_assert_str_eq(tw_diff_verdict(&d), "unknown (fewer than 2 repetitions)");
+}
+
+Test(compare, rows_carry_completeness_cpu_and_host) {
+    const char *src = getenv("TW_SOURCE_DIR");
+    cr_assert(src);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/data/compare/other.json", src);
+    tw_result_file f;
+    cr_assert_eq(tw_result_file_load(path, &f), TW_OK, "%s", tw_last_error());
+    cr_assert_not(f.rows[0].complete);
+    cr_assert(strstr(f.rows[0].incomplete_reason, "SIGTERM"), "%s", f.rows[0].incomplete_reason);
+    cr_assert_str_eq(f.rows[0].host, "other-host");
+    cr_assert(strstr(f.rows[0].cpu_model, "Xeon"));
+    tw_result_file_free(&f);
+    snprintf(path, sizeof path, "%s/tests/data/compare/base.json", src);
+    cr_assert_eq(tw_result_file_load(path, &f), TW_OK, "%s", tw_last_error());
+    cr_assert(f.rows[0].complete);
+    tw_result_file_free(&f);
+}

@@ -37,6 +37,7 @@ struct tw_power_meter {
     int nnotes;
     double assumed_w; /* per device */
     int devices, sample_ms;
+    int gpu_index; /* -1: a CPU run */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -55,6 +56,8 @@ struct tw_power_meter {
 
     int nphase;
     tw_power_phase_acc phase[TW_POWER_MAX_PHASES];
+    tw_power_phase_acc saved[TW_POWER_MAX_PHASES]; /* tw_power_mark */
+    int nsaved;
 };
 
 static void tw_note(tw_power_meter *m, const char *src, const char *why) {
@@ -185,6 +188,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
     if (!m) return TW_ERR(TW_ERR_NOMEM, "power meter");
     m->devices = devices;
     m->sample_ms = sample_ms;
+    m->gpu_index = o->gpu_index;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     int is_auto = !strcmp(want, "auto");
@@ -195,7 +199,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
         st = tw_power_nvml_open(o->gpu_index, devices, &m->src, gpu_name, sizeof gpu_name);
         if (!st) goto measured;
         if (!is_auto) goto fail;
-        tw_note(m, "nvml", tw_last_error());
+        tw_note(m, "nvml", tw_error_text());
     } else if (is_auto) {
         tw_note(m, "nvml", "not tried: not a GPU run");
     }
@@ -203,7 +207,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
         st = tw_power_rapl_open(&m->src);
         if (!st) goto measured;
         if (!is_auto) goto fail;
-        tw_note(m, "rapl", tw_last_error());
+        tw_note(m, "rapl", tw_error_text());
     } else if (is_auto) {
         tw_note(m, "rapl", "not tried: RAPL measures the CPU packages, not the GPUs of this run");
     }
@@ -214,8 +218,10 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
             m->source = "assumed";
             goto done;
         }
-        if (!is_auto) goto fail;
-        tw_note(m, "assumed", tw_last_error());
+        /* no entry for this device is a reason to go on without power; a configs/devices.json
+         * that cannot be found or read, or does not parse, is a broken installation: an error */
+        if (!is_auto || st != TW_ERR_UNSUPPORTED) goto fail;
+        tw_note(m, "assumed", tw_error_text());
     }
     m->mode = TW_MODE_NONE;
     m->source = "none";
@@ -288,6 +294,19 @@ out:
     return st;
 }
 
+/* With m->mu held: stops the sampler thread if it runs, releases the lock, then joins it. */
+static void tw_sampler_stop_unlock(tw_power_meter *m) {
+    pthread_t th = m->thread;
+    int join = m->thread_running;
+    if (join) {
+        m->stop = 1;
+        m->thread_running = 0;
+        pthread_cond_broadcast(&m->cv);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (join) pthread_join(th, NULL);
+}
+
 tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *out) {
     pthread_mutex_lock(&m->mu);
     tw_power_phase_acc *p = tw_find_phase(m, phase ? phase : "");
@@ -331,15 +350,10 @@ tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *ou
         p->regions++;
     }
     if (last && m->have_src && m->src.snapshot) m->src.snapshot(m->src.ctx, 1);
-    pthread_t th = m->thread;
-    int join = last && m->thread_running;
-    if (join) {
-        m->stop = 1;
-        m->thread_running = 0;
-        pthread_cond_broadcast(&m->cv);
-    }
-    pthread_mutex_unlock(&m->mu);
-    if (join) pthread_join(th, NULL);
+    if (last)
+        tw_sampler_stop_unlock(m);
+    else
+        pthread_mutex_unlock(&m->mu);
     if (st) return st;
     if (out) {
         out->energy_j = energy;
@@ -393,6 +407,16 @@ const char *tw_power_source(const tw_power_meter *m) {
 }
 int tw_power_is_assumed(const tw_power_meter *m) {
     return m->mode == TW_MODE_ASSUMED;
+}
+int tw_power_has_energy(const tw_power_meter *m) {
+    return m->mode != TW_MODE_NONE;
+}
+int tw_power_host_level(const tw_power_meter *m) {
+    /* RAPL reads the host's packages; assumed watts of a CPU run are a socket's. NVML reads
+     * each rank's own GPU; assumed watts of a GPU run are a GPU's. */
+    if (m->mode == TW_MODE_NONE) return 0;
+    if (m->have_src) return !strcmp(m->src.name, "rapl");
+    return m->gpu_index < 0;
 }
 const char *tw_power_label(const tw_power_meter *m) {
     return m->label;
@@ -508,6 +532,71 @@ tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *t
     pthread_mutex_unlock(&mm->mu);
     *out = o;
     return TW_OK;
+}
+
+void tw_power_mark(tw_power_meter *m) {
+    pthread_mutex_lock(&m->mu);
+    memcpy(m->saved, m->phase, sizeof m->phase);
+    m->nsaved = m->nphase;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void tw_power_rollback(tw_power_meter *m) {
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < m->nphase; i++) {
+        tw_power_phase_acc *p = &m->phase[i];
+        if (p->open) {
+            p->open = 0;
+            m->nopen--;
+        }
+        if (i < m->nsaved) {
+            p->energy_j = m->saved[i].energy_j;
+            p->seconds = m->saved[i].seconds;
+            p->peak_w = m->saved[i].peak_w;
+            p->regions = m->saved[i].regions;
+        } else {
+            p->energy_j = p->seconds = p->peak_w = 0;
+            p->regions = 0;
+        }
+    }
+    if (m->nopen == 0)
+        tw_sampler_stop_unlock(m);
+    else
+        pthread_mutex_unlock(&m->mu);
+}
+
+tw_status tw_power_phase_energy(const tw_power_meter *m, const char *phase, double *energy_j) {
+    tw_power_region r = {0};
+    if (!strcmp(phase, "e2e")) {
+        int derived;
+        if (!tw_e2e(m, &r, &derived)) return TW_ERR(TW_ERR_INVALID, "power: nothing measured");
+    } else {
+        TW_TRY(tw_power_phase(m, phase, &r));
+    }
+    *energy_j = r.energy_j;
+    return TW_OK;
+}
+
+void tw_power_energy_json_combine(json_t *energy, const double total_j[3], int domains, int ranks,
+                                  const char *how) {
+    static const char *const names[3] = {"prefill", "decode", "e2e"};
+    for (int i = 0; i < 3; i++) {
+        json_t *o = json_object_get(energy, names[i]);
+        if (!json_is_object(o)) continue;
+        double sec = json_number_value(json_object_get(o, "seconds"));
+        json_t *tk = json_object_get(o, "tokens");
+        double tokens = json_is_number(tk) ? json_number_value(tk) : 0;
+        double e = total_j[i];
+        json_object_set_new(o, "energy_j", tw_num(e));
+        json_object_set_new(o, "mean_power_w", tw_num(sec > 0 ? e / sec : NAN));
+        json_object_set_new(o, "mean_power_w_per_device",
+                            tw_num(sec > 0 && domains > 0 ? e / sec / domains : NAN));
+        json_object_set_new(o, "j_per_token", tw_num(tokens > 0 ? e / tokens : NAN));
+        json_object_set_new(o, "tokens_per_j", tw_num(tokens > 0 && e > 0 ? tokens / e : NAN));
+    }
+    json_object_set_new(energy, "devices", json_integer(domains));
+    json_object_set_new(energy, "ranks", json_integer(ranks));
+    json_object_set_new(energy, "combined", json_string(how));
 }
 
 void tw_power_close(tw_power_meter *m) {

@@ -69,6 +69,7 @@ tw_status tw_growth_at(const tw_growth_series *s, double year, double single_poi
 tw_status tw_growth_overall_factor(const tw_growth_series *s, double *out);
 
 const char *tw_bound_symbol(tw_bound b);              /* "", "≥", "≈", "≲" */
+const char *tw_bound_name(tw_bound b);                /* "stated", "lower", "approx", "upper" */
 const char *tw_point_status_name(tw_point_status st); /* stated, interpolated, extrapolated */
 
 /* ---- assumptions ----------------------------------------------------------------------------- */
@@ -100,7 +101,7 @@ tw_status tw_scenario_parse(const char *name, tw_scenario *out);
 typedef struct {
     double tokens_per_s; /* per device, > 0 */
     double watts;        /* per device, > 0 */
-    char source[64];     /* "nvml", "rapl", "assumed", "--watts" ... */
+    char source[256];    /* "nvml", "rapl", "assumed: rated 280 W of ...", "--watts" ... */
     int assumed;         /* the watts are assumed (rated or given), not measured */
 } tw_project_device;
 
@@ -118,6 +119,13 @@ typedef struct {
     tw_point_status dc_status;
     tw_bound dc_bound;
     double share_of_additions; /* facility_mw / dc_additions_mw */
+    /* What the curves say will exist that year: accelerators in service (the shipments curve
+     * over the assumed lifetime, as the shipments scenario counts them) */
+    double installed_devices;
+    int installed_extrapolated;
+    /* devices > installed_devices or facility_mw > dc_additions_mw: a fleet of this device
+     * could not serve the demand (the headline says so rather than quoting the figure) */
+    int exceeds_supply;
 } tw_project_row;
 
 #define TW_PROJECT_YEAR0  2025
