@@ -4,6 +4,9 @@
 #define TW_CUDA_INFO_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tw_status.h"
 
@@ -32,6 +35,24 @@ typedef struct {
     int ptx_version;    /* virtual architecture that SASS was compiled from, cc * 10 */
     char summary[192];  /* e.g. "native SASS sm_90a" or "JIT from PTX compute_80 to sm_100" */
 } tw_cuda_image_info;
+
+/* The rule behind tw_cuda_image_info.mode, from cudaFuncGetAttributes' binaryVersion and
+ * ptxVersion and the build's SASS list ("80,90a,100,120"): native when the loaded SASS is one the
+ * build embeds and came from PTX of its own version (the entry, e.g. "90a", goes to `entry`);
+ * otherwise the driver compiled it from the embedded PTX at load time. 1 native, 0 JIT. */
+static inline int tw_cuda_image_native(int binary_version, int ptx_version, const char *sass_list,
+                                       char *entry, size_t n) {
+    if (binary_version != ptx_version) return 0;
+    for (const char *p = sass_list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (atoi(p) == binary_version) {
+            snprintf(entry, n, "%.*s", (int)len, p);
+            return 1;
+        }
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
 
 /* Number of devices; TW_ERR_UNSUPPORTED when CUDA was not built, TW_ERR_DEVICE (with the
  * runtime's message) when the driver can't be reached. */

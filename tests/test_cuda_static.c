@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tw_cuda_index.h"
+#include "tw_cuda_info.h"
 
 /* kernel-name substring -> threads per block declared in its __launch_bounds__ */
 static const struct {
@@ -464,4 +465,33 @@ Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
     /* the tensor maps are kernel parameters (__grid_constant__), read through their address */
     cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", "cvta.param.u64"),
               "tensor map parameter not addressed in param space");
+}
+
+/* The native-or-JIT rule of tw_cuda_image_query (no GPU needed): what cudaFuncGetAttributes
+ * reports on each kind of device for a build with SASS 80, 90a, 100, 120 and compute_80 PTX. */
+Test(cuda_static, image_mode_rule) {
+    const char *list = "80,90a,100,120";
+    const struct {
+        int bin, ptx, native;
+        const char *entry, *what;
+    } c[] = {
+        {90, 90, 1, "90a", "H100/H200: the sm_90a SASS"},
+        {80, 80, 1, "80", "A100, or cc 8.6/8.9 running the binary-compatible sm_80 SASS"},
+        {100, 100, 1, "100", "B200 (and B300, same major)"},
+        {120, 120, 1, "120", "RTX Pro 6000 / 5090 (and GB10's 12.1)"},
+        {90, 80, 0, "", "H200 with CUDA_FORCE_PTX_JIT=1: compute_80 PTX JIT-compiled"},
+        {110, 80, 0, "", "a GPU with no SASS here (Thor, cc 11.0): JIT"},
+        {86, 80, 0, "", "cc 8.6 forced to JIT"},
+        {103, 103, 0, "", "SASS this build does not embed (impossible, but not 'native')"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char e[16] = "";
+        int got = tw_cuda_image_native(c[i].bin, c[i].ptx, list, e, sizeof e);
+        cr_expect_eq(got, c[i].native, "%s: binary %d ptx %d -> %s", c[i].what, c[i].bin, c[i].ptx,
+                     got ? "native" : "jit");
+        if (c[i].native) cr_expect_str_eq(e, c[i].entry, "%s: entry %s", c[i].what, e);
+    }
+    char e[16];
+    cr_expect_eq(tw_cuda_image_native(90, 90, "80,90a", e, sizeof e), 1);
+    cr_expect_eq(tw_cuda_image_native(100, 100, "80,90a", e, sizeof e), 0, "no sm_100 SASS");
 }

@@ -93,19 +93,6 @@ extern "C" const char *tw_cuda_build_ptx(void) {
     return tw_cuda_prefixed(TW_CUDA_PTX_ARCHS, "compute_", buf, sizeof buf);
 }
 
-/* the entry of TW_CUDA_SASS_ARCHS whose number is v ("90a" for 90), or NULL */
-static const char *tw_cuda_sass_entry(int v, char *buf, size_t n) {
-    for (const char *p = TW_CUDA_SASS_ARCHS; *p;) {
-        size_t len = strcspn(p, ",");
-        if (atoi(p) == v) {
-            snprintf(buf, n, "%.*s", (int)len, p);
-            return buf;
-        }
-        p += len + (p[len] == ',');
-    }
-    return NULL;
-}
-
 extern "C" tw_status tw_cuda_image_query(int device, tw_cuda_image_info *out) {
     memset(out, 0, sizeof *out);
     int prev = -1;
@@ -137,12 +124,12 @@ extern "C" tw_status tw_cuda_image_query(int device, tw_cuda_image_info *out) {
     out->binary_version = fa.binaryVersion;
     out->ptx_version = fa.ptxVersion;
     char ent[16];
-    const char *sass = tw_cuda_sass_entry(fa.binaryVersion, ent, sizeof ent);
     const char *force = getenv("CUDA_FORCE_PTX_JIT");
-    if (sass && fa.ptxVersion == fa.binaryVersion) {
+    if (tw_cuda_image_native(fa.binaryVersion, fa.ptxVersion, TW_CUDA_SASS_ARCHS, ent,
+                             sizeof ent)) {
         snprintf(out->mode, sizeof out->mode, "native");
         snprintf(out->summary, sizeof out->summary, "native SASS sm_%s on compute capability %d.%d",
-                 sass, major, minor);
+                 ent, major, minor);
     } else {
         snprintf(out->mode, sizeof out->mode, "jit");
         snprintf(out->summary, sizeof out->summary,
