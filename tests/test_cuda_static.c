@@ -7,6 +7,7 @@
  *    TW_CUDA_SASS_ARCHS and compute_80 PTX, nothing else (read by this test's own parser of
  *    the ELF section and the fatbin format; counts cross-checked with cuobjdump --list-elf /
  *    --list-ptx where cuobjdump is found: $TW_CUOBJDUMP, PATH, /usr/local/cuda/bin);
+ *  - the GEMM, GEMV and attention kernels have no stack frame (no local-memory arrays);
  *  - the GEMM, GEMV and flash-attention PTX contain bf16 mma.sync m16n8k16 (no silent scalar
  *    fallback) for every target; the sm_90a GEMM PTX contains wgmma.mma_async, and no other
  *    target's PTX (Ampere, Blackwell) contains any sm_90a-only instruction;
@@ -140,6 +141,10 @@ static int parse_report(const char *path, ptxas_entry *out, int max) {
     return n;
 }
 
+/* kernels whose speed depends on arrays kept in registers: no stack frame (local memory) */
+static const char *hot[] = {"tw_k_gemm_mma", "tw_k_gemm_wgmma", "tw_k_gemv_bf16",
+                            "tw_k_attn_prefill", "tw_k_attn_decode"};
+
 static const char *kernel_files[] = {"gemm_mma",    "gemm_wgmma", "gemm_wgmma_tma",
                                      "gemm_f32",    "gemv",       "attn_prefill",
                                      "attn_decode", "ops",        "device_query"};
@@ -169,6 +174,11 @@ Test(cuda_static, ptxas_no_spills_registers_within_bounds_every_target) {
                 if (!strcmp(e[i].arch, arch[j])) a = j;
             cr_expect(a >= 0, "%s: %s compiled for %s, not a target of this build (%s)", path,
                       e[i].kernel, e[i].arch, TW_CUDA_SASS_ARCHS);
+            /* the bandwidth- and matrix-bound kernels keep every array in registers */
+            for (size_t h = 0; h < sizeof hot / sizeof *hot; h++)
+                if (strstr(e[i].kernel, hot[h]))
+                    cr_expect_eq(e[i].frame, 0, "%s: %s (%s) has a %lu-byte stack frame", path,
+                                 e[i].kernel, e[i].arch, e[i].frame);
             int threads = bound_for(e[i].kernel);
             cr_expect(threads > 0, "%s: kernel %s is not in the launch-bounds table of this test",
                       path, e[i].kernel);
@@ -379,8 +389,8 @@ Test(cuda_static, ptx_uses_tensor_cores_on_every_target) {
     for (int a = 0; a < na; a++) {
         char v[24];
         snprintf(v, sizeof v, "compute_%s", arch[a] + 3);
-        const char *files[] = {"gemm_mma", "attn_prefill"};
-        for (int f = 0; f < 2; f++) {
+        const char *files[] = {"gemm_mma", "attn_prefill", "gemv"};
+        for (int f = 0; f < 3; f++) {
             char name[64];
             snprintf(name, sizeof name, "%s.%s.ptx", files[f], v);
             cr_expect(ptx_has(dir, name, mma), "%s lacks %s", name, mma);

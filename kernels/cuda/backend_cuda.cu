@@ -442,6 +442,8 @@ static void cu_ctx_free(tw_cuda_ctx *ctx) {
     cudaFree(ctx->xbf.p);
     cudaFree(ctx->split.p);
     cudaFree(ctx->small.p);
+    cudaFree(ctx->gv_part.p);
+    cudaFree(ctx->gv_count.p);
     for (int i = 0; i < ctx->n_retired; i++) cudaFree(ctx->retired[i]);
     free(ctx->retired);
     cudaFree(ctx->d_stage);
