@@ -392,7 +392,8 @@ def cmd_sass(a):
                         (archs_ptx or "none"))
     with open(a.out_json, "w") as f:
         json.dump(res, f, indent=1)
-    detail = "ELF %s, PTX %s; %s" % (",".join(archs_elf), ",".join(archs_ptx),
+    detail = "ELF %s, PTX %s; %s" % (",".join(archs_elf),
+                                     ",".join(a.replace("sm_", "compute_") for a in archs_ptx),
                                      ", ".join("%s=%d" % kv for kv in res["kernels"].items()))
     print(("FAIL " + "; ".join(problems) + " | " if problems else "PASS ") + detail)
     return 0
