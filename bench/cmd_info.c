@@ -109,9 +109,27 @@ int tw_cmd_info(int argc, char **argv) {
         json_object_set_new(j, "compute_capability", json_string(cc));
         json_object_set_new(j, "sm_count", json_integer(di.sm_count));
         json_object_set_new(j, "total_mem_bytes", json_integer((json_int_t)di.total_mem));
+        tw_cuda_image_info img;
+        json_t *ji = json_object();
+        if (tw_cuda_image_query(d, &img) == TW_OK) {
+            json_object_set_new(ji, "runnable", json_boolean(img.runnable));
+            json_object_set_new(ji, "mode", json_string(img.mode));
+            if (img.runnable) {
+                json_object_set_new(ji, "binary_version", json_integer(img.binary_version));
+                json_object_set_new(ji, "ptx_version", json_integer(img.ptx_version));
+            }
+            json_object_set_new(ji, "summary", json_string(img.summary));
+        } else {
+            json_object_set_new(ji, "runnable", json_false());
+            json_object_set_new(ji, "mode", json_string("unknown"));
+            json_object_set_new(ji, "summary", json_string(tw_last_error()));
+        }
+        json_object_set_new(j, "cuda_image", ji);
         json_array_append_new(devs, j);
     }
     json_object_set_new(root, "cuda_status", json_string(cuda_note));
+    json_object_set_new(root, "cuda_sass", json_string(tw_cuda_build_sass()));
+    json_object_set_new(root, "cuda_ptx", json_string(tw_cuda_build_ptx()));
     json_object_set_new(root, "cuda_devices", devs);
 
     json_t *pw = json_object();
@@ -167,12 +185,17 @@ int tw_cmd_info(int argc, char **argv) {
         }
         tw_table_addf(&t, "CUDA|%s; runtime %s, driver %s; %s",
                       tw_cuda_built() ? "built" : "NOT built", rt, drv, cuda_note);
+        if (tw_cuda_built())
+            tw_table_addf(&t, "CUDA targets|SASS %s; PTX %s", tw_cuda_build_sass(),
+                          tw_cuda_build_ptx());
         for (size_t i = 0; i < json_array_size(devs); i++) {
             json_t *d = json_array_get(devs, i);
-            tw_table_addf(&t, "GPU %d|%s (cc %s, %lld SMs)", (int)i,
-                          json_string_value(json_object_get(d, "name")),
-                          json_string_value(json_object_get(d, "compute_capability")),
-                          (long long)json_integer_value(json_object_get(d, "sm_count")));
+            tw_table_addf(
+                &t, "GPU %d|%s (cc %s, %lld SMs); runs %s", (int)i,
+                json_string_value(json_object_get(d, "name")),
+                json_string_value(json_object_get(d, "compute_capability")),
+                (long long)json_integer_value(json_object_get(d, "sm_count")),
+                json_string_value(json_object_get(json_object_get(d, "cuda_image"), "summary")));
         }
         for (int i = 0; i < 2; i++) {
             json_t *j = json_object_get(pw, srcs[i]);

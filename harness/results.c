@@ -77,6 +77,21 @@ json_t *tw_provenance_json(const char *backend, double start_unix_s, double end_
     tw_cuda_versions(rt, sizeof rt, drv, sizeof drv);
     json_object_set_new(libs, "cuda_runtime", json_string(rt));
     json_object_set_new(libs, "cuda_driver", json_string(drv));
+    if (backend && !strcmp(backend, "cuda")) {
+        /* the targets this build embeds, and which of them the run's (current) device ran */
+        json_t *cu = json_object();
+        tw_cuda_image_info img;
+        json_object_set_new(cu, "sass", json_string(tw_cuda_build_sass()));
+        json_object_set_new(cu, "ptx", json_string(tw_cuda_build_ptx()));
+        if (tw_cuda_image_query(-1, &img) == TW_OK) {
+            json_object_set_new(cu, "image", json_string(img.mode));
+            json_object_set_new(cu, "image_detail", json_string(img.summary));
+        } else {
+            json_object_set_new(cu, "image", json_string("unknown"));
+            json_object_set_new(cu, "image_detail", json_string(tw_last_error()));
+        }
+        json_object_set_new(p, "cuda_build", cu);
+    }
 #ifdef TW_HAVE_MPI
     {
         char ver[MPI_MAX_LIBRARY_VERSION_STRING];
