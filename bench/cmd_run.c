@@ -29,6 +29,7 @@
 #include "tw_cuda_info.h"
 #include "tw_engine.h"
 #include "tw_machine.h"
+#include "tw_metrics.h"
 #include "tw_model.h"
 #include "tw_npy.h"
 #include "tw_power.h"
@@ -126,8 +127,7 @@ typedef struct {
 /* Figures of one combination, for the table. */
 typedef struct {
     tw_combo c;
-    tw_stats pf, dec, e2e, ttft, step;
-    double decode_gbps, bw_frac, pf_gflops, mfu, comm_share;
+    tw_metrics m;
     double j_per_token_e2e, mean_w;
     int energy_measured, assumed, power_devices;
     char headline[1024];
@@ -303,19 +303,6 @@ static void tw_combo_name(const tw_run_opts *o, const tw_combo *c, char *buf, si
              tw_dtype_name(c->kv_dtype), c->batch, c->prompt, c->gen);
 }
 
-/* Bytes one decode step must read at least: every weight that multiplies the token once, the
- * embedding rows, and the KV cache of every sequence at context ctx, as far as each layer
- * attends (the last W positions of a sliding-window layer; doc/METRICS.md). */
-static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx) {
-    double ws = (double)tw_dtype_size(k->dtype);
-    double weights = (double)tw_model_params_nonembed(c) * ws;
-    if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
-    weights += (double)k->batch * c->hidden * ws;                        /* embedding rows */
-    double kv = (double)k->batch * tw_model_attended_positions(c, ctx) * 2.0 * c->n_kv_heads *
-                c->head_dim * (double)tw_dtype_size(k->kv_dtype);
-    return weights + kv;
-}
-
 static json_t *tw_stats_json(const tw_stats *s) {
     json_t *j = json_object();
     json_object_set_new(j, "median", tw_jnum(s->median));
@@ -409,10 +396,9 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     int *check_tokens = malloc(sizeof(int) * B * (size_t)k->gen);
     tw_rep *reps = calloc((size_t)o->reps, sizeof *reps);
     size_t nsteps = (size_t)(k->gen > 1 ? k->gen - 1 : 1);
-    double *v = calloc(4 * ((size_t)o->reps + 1) + (size_t)o->reps * nsteps + 1, sizeof(double));
     tw_power_meter *pm = NULL;
     tw_npy_writer *dump = NULL;
-    if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps || !v) {
+    if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps) {
         st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
         goto out;
     }
@@ -497,32 +483,28 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     }
 
     /* ---- metrics: medians over complete repetitions ----------------------------------------- */
-    double *v_pf = v, *v_dec = v_pf + o->reps + 1, *v_e2e = v_dec + o->reps + 1;
-    double *v_ttft = v_e2e + o->reps + 1, *v_step = v_ttft + o->reps + 1;
-    int nd = 0, ns = 0;
-    double measured_s = 0;
-    for (int r = 0; r < o->reps; r++) {
-        if (!reps[r].complete) continue;
-        v_ttft[nd] = reps[r].ttft_s;
-        v_pf[nd] = (double)B * k->prompt / reps[r].ttft_s;
-        v_dec[nd] = k->gen > 1 ? (double)B * (k->gen - 1) / reps[r].decode_s : NAN;
-        v_e2e[nd] = (double)B * k->gen / (reps[r].ttft_s + reps[r].decode_s);
-        measured_s += reps[r].ttft_s + reps[r].decode_s;
-        nd++;
-        for (int s = 0; s < k->gen - 1; s++) v_step[ns++] = reps[r].step_s[s];
+    tw_rep_times *done = calloc((size_t)o->reps, sizeof *done);
+    if (!done) {
+        st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
+        goto out;
     }
-    sum->pf = tw_stats_of(v_pf, nd);
-    sum->dec = tw_stats_of(v_dec, nd);
-    sum->e2e = tw_stats_of(v_e2e, nd);
-    sum->ttft = tw_stats_of(v_ttft, nd);
-    sum->step = tw_stats_of(v_step, ns);
-    double step_bytes = tw_decode_step_bytes(cfg, k, k->prompt + k->gen / 2);
-    sum->decode_gbps = ns ? step_bytes / sum->step.median / 1e9 : NAN;
-    sum->bw_frac = x->membw > 0 ? sum->decode_gbps / x->membw : NAN;
-    double pf_flops = (double)B * k->prompt * tw_model_flops_per_token(cfg, k->prompt / 2);
-    sum->pf_gflops = nd ? pf_flops / sum->ttft.median / 1e9 : NAN;
-    sum->mfu = x->peak > 0 ? sum->pf_gflops / x->peak : NAN;
-    sum->comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
+    int nd = 0;
+    for (int r = 0; r < o->reps; r++)
+        if (reps[r].complete)
+            done[nd++] = (tw_rep_times){reps[r].ttft_s, reps[r].decode_s, reps[r].step_s};
+    tw_metric_inputs mi = {.cfg = cfg,
+                           .w_dtype = k->dtype,
+                           .kv_dtype = k->kv_dtype,
+                           .batch = k->batch,
+                           .prompt = k->prompt,
+                           .gen = k->gen,
+                           .membw_gbps = x->membw,
+                           .peak_gflops = x->peak,
+                           .have_comm = x->comm != NULL,
+                           .comm_s = comm_s_measured};
+    st = tw_metrics_summarise(&mi, done, nd, &sum->m);
+    free(done);
+    if (st != TW_OK) goto out;
 
     json_t *row = json_object();
     json_t *scen = json_object();
@@ -566,28 +548,29 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     }
 
     json_t *m = json_object();
-    json_object_set_new(m, "prefill_tokens_per_s", tw_jnum(sum->pf.median));
-    json_object_set_new(m, "decode_tokens_per_s", tw_jnum(sum->dec.median));
-    json_object_set_new(m, "e2e_tokens_per_s", tw_jnum(sum->e2e.median));
-    json_object_set_new(m, "ttft_s", tw_jnum(sum->ttft.median));
+    json_object_set_new(m, "prefill_tokens_per_s", tw_jnum(sum->m.prefill_tokens_per_s.median));
+    json_object_set_new(m, "decode_tokens_per_s", tw_jnum(sum->m.decode_tokens_per_s.median));
+    json_object_set_new(m, "e2e_tokens_per_s", tw_jnum(sum->m.e2e_tokens_per_s.median));
+    json_object_set_new(m, "ttft_s", tw_jnum(sum->m.ttft_s.median));
     json_t *tpot = json_object();
-    json_object_set_new(tpot, "mean", tw_jnum(sum->step.mean));
-    json_object_set_new(tpot, "p50", tw_jnum(sum->step.p50));
-    json_object_set_new(tpot, "p99", tw_jnum(sum->step.p99));
-    json_object_set_new(tpot, "n", json_integer(sum->step.n));
+    json_object_set_new(tpot, "mean", tw_jnum(sum->m.tpot_s.mean));
+    json_object_set_new(tpot, "p50", tw_jnum(sum->m.tpot_s.p50));
+    json_object_set_new(tpot, "p99", tw_jnum(sum->m.tpot_s.p99));
+    json_object_set_new(tpot, "n", json_integer(sum->m.tpot_s.n));
     json_object_set_new(m, "tpot_s", tpot);
-    json_object_set_new(m, "decode_bandwidth_gbps", tw_jnum(sum->decode_gbps));
-    json_object_set_new(m, "decode_bandwidth_fraction", tw_jnum(sum->bw_frac));
-    json_object_set_new(m, "decode_bytes_per_step", tw_jnum(step_bytes));
-    json_object_set_new(m, "prefill_gflops", tw_jnum(sum->pf_gflops));
-    json_object_set_new(m, "prefill_mfu", tw_jnum(sum->mfu));
-    json_object_set_new(m, "collective_share", x->comm ? tw_jnum(sum->comm_share) : json_real(0));
+    json_object_set_new(m, "decode_bandwidth_gbps", tw_jnum(sum->m.decode_bandwidth_gbps));
+    json_object_set_new(m, "decode_bandwidth_fraction", tw_jnum(sum->m.decode_bandwidth_fraction));
+    json_object_set_new(m, "decode_bytes_per_step", tw_jnum(sum->m.decode_bytes_per_step));
+    json_object_set_new(m, "prefill_gflops", tw_jnum(sum->m.prefill_gflops));
+    json_object_set_new(m, "prefill_mfu", tw_jnum(sum->m.prefill_mfu));
+    json_object_set_new(m, "collective_share", tw_jnum(sum->m.collective_share));
     json_t *spread = json_object();
-    json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&sum->pf));
-    json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&sum->dec));
-    json_object_set_new(spread, "e2e_tokens_per_s", tw_stats_json(&sum->e2e));
-    json_object_set_new(spread, "ttft_s", tw_stats_json(&sum->ttft));
-    json_object_set_new(spread, "tpot_s", tw_stats_json(&sum->step));
+    json_object_set_new(spread, "prefill_tokens_per_s",
+                        tw_stats_json(&sum->m.prefill_tokens_per_s));
+    json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&sum->m.decode_tokens_per_s));
+    json_object_set_new(spread, "e2e_tokens_per_s", tw_stats_json(&sum->m.e2e_tokens_per_s));
+    json_object_set_new(spread, "ttft_s", tw_stats_json(&sum->m.ttft_s));
+    json_object_set_new(spread, "tpot_s", tw_stats_json(&sum->m.tpot_s));
     json_object_set_new(m, "spread", spread);
     json_object_set_new(m, "repetitions_complete", json_integer(nd));
     json_object_set_new(row, "metrics", m);
@@ -605,9 +588,9 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     json_object_set_new(row, "prompt_tokens", pt);
     json_object_set_new(row, "generated_tokens", gt);
 
-    tw_power_tokens ptok = {.prefill = (double)nd * B * k->prompt,
-                            .decode = (double)nd * B * (k->gen - 1),
-                            .e2e = (double)nd * B * k->gen};
+    tw_power_tokens ptok = {.prefill = nd * tw_metric_prefill_tokens(k->batch, k->prompt),
+                            .decode = nd * tw_metric_decode_tokens(k->batch, k->gen),
+                            .e2e = nd * tw_metric_e2e_tokens(k->batch, k->gen)};
     json_t *energy = NULL;
     if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) {
         json_decref(row);
@@ -626,14 +609,13 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
          * start. One host under host-level power: rank 0's energy is the run's. Otherwise the
          * energy block is rank 0's alone, and said so. */
         int domains = k->tp;
-        if (tw_power_host_level(pm) && x->hosts && x->hosts->size >= k->tp) {
-            domains = 0;
-            for (int r = 0; r < k->tp; r++) {
-                int first = 1;
-                for (int q = 0; q < r; q++)
-                    first &= strcmp(x->hosts->host[q], x->hosts->host[r]) != 0;
-                domains += first;
+        if (x->hosts && x->hosts->size >= k->tp) {
+            const char **hp = calloc((size_t)k->tp, sizeof *hp);
+            if (hp) {
+                for (int r = 0; r < k->tp; r++) hp[r] = x->hosts->host[r];
+                domains = tw_metric_power_domains(hp, k->tp, tw_power_host_level(pm));
             }
+            free(hp);
         }
         sum->power_devices = domains;
         double e_ph[3] = {NAN, NAN, NAN};
@@ -660,8 +642,15 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         for (int q = 0; q < 3; q++)
             if (tw_power_phase_energy(pm, ph[q], &e_ph[q]) != TW_OK) tw_clear_error();
         enum { NQ = 9 };
-        double mine[NQ] = {sum->ttft.median, sum->step.p50, sum->dec.median, sum->comm_share, NAN,
-                           e_ph[0],          e_ph[1],       e_ph[2],         counted};
+        double mine[NQ] = {sum->m.ttft_s.median,
+                           sum->m.tpot_s.p50,
+                           sum->m.decode_tokens_per_s.median,
+                           sum->m.collective_share,
+                           NAN,
+                           e_ph[0],
+                           e_ph[1],
+                           e_ph[2],
+                           counted};
         double w_rank = 0;
         if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
         const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
@@ -727,11 +716,11 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     double w_dev = 0;
     sum->mean_w = NAN;
     if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
-        isfinite(sum->e2e.median)) {
+        isfinite(sum->m.e2e_tokens_per_s.median)) {
         if (isfinite(w_total) && w_total > 0 && !tw_power_is_assumed(pm)) w_dev = w_total;
         sum->mean_w = w_dev;
         int ndev = x->comm ? sum->power_devices : 1;
-        if (tw_project_headline(sum->e2e.median / ndev, w_dev, tw_power_label(pm),
+        if (tw_project_headline(sum->m.e2e_tokens_per_s.median / ndev, w_dev, tw_power_label(pm),
                                 tw_power_is_assumed(pm), sum->headline,
                                 sizeof sum->headline) != TW_OK)
             snprintf(sum->headline, sizeof sum->headline, "projection unavailable: %s",
@@ -750,7 +739,6 @@ out:
     if (reps)
         for (int r = 0; r < o->reps; r++) free(reps[r].step_s);
     free(reps);
-    free(v);
     free(prompt), free(cur), free(next), free(gen_tokens), free(check_tokens);
     return st;
 }
@@ -876,13 +864,16 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
         char tp[16] = "";
         if (tpcol) snprintf(tp, sizeof tp, "|%d", s->c.tp);
         tw_table_addf(&t, "%s|%s|%s|%d%s|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
-                      bn, x->be->threads, tp, dn, s->c.prompt, s->c.batch, s->pf.median, s->pf.min,
-                      s->pf.max);
+                      bn, x->be->threads, tp, dn, s->c.prompt, s->c.batch,
+                      s->m.prefill_tokens_per_s.median, s->m.prefill_tokens_per_s.min,
+                      s->m.prefill_tokens_per_s.max);
         tw_table_addf(&t, "%s|%s|%s|%d%s|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
-                      bn, x->be->threads, tp, dn, s->c.gen, s->c.batch, s->dec.median, s->dec.min,
-                      s->dec.max);
+                      bn, x->be->threads, tp, dn, s->c.gen, s->c.batch,
+                      s->m.decode_tokens_per_s.median, s->m.decode_tokens_per_s.min,
+                      s->m.decode_tokens_per_s.max);
         tw_table_addf(&t, "%s|%s|%s|%d%s|%s|e2e (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
-                      x->be->threads, tp, dn, s->c.batch, s->e2e.median, s->e2e.min, s->e2e.max);
+                      x->be->threads, tp, dn, s->c.batch, s->m.e2e_tokens_per_s.median,
+                      s->m.e2e_tokens_per_s.min, s->m.e2e_tokens_per_s.max);
     }
     tw_table_print(&t, fmt, stdout);
     tw_table_free(&t);
@@ -891,12 +882,13 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
         char name[160];
         tw_combo_name(x->o, &s->c, name, sizeof name);
         printf("\n%s%s\n", n > 1 ? "## " : "", n > 1 ? name : "");
-        printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n", s->ttft.median,
-               s->step.mean, s->step.p50, s->step.p99);
-        printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n", s->decode_gbps,
-               100 * s->bw_frac, x->membw_src, x->membw);
-        printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", s->pf_gflops,
-               100 * s->mfu, x->peak_src, x->peak);
+        printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n",
+               s->m.ttft_s.median, s->m.tpot_s.mean, s->m.tpot_s.p50, s->m.tpot_s.p99);
+        printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n",
+               s->m.decode_bandwidth_gbps, 100 * s->m.decode_bandwidth_fraction, x->membw_src,
+               x->membw);
+        printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", s->m.prefill_gflops,
+               100 * s->m.prefill_mfu, x->peak_src, x->peak);
         if (s->energy_measured)
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
                    s->assumed ? " (ASSUMED watts, not measured)" : "", s->mean_w,
@@ -905,7 +897,8 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
             printf("energy: not measured\n");
         if (x->comm)
             printf("tensor parallel: %d rank%s over %s, collectives %.1f%% of measured time\n",
-                   s->c.tp, s->c.tp > 1 ? "s" : "", tw_comm_kind(x->comm), 100 * s->comm_share);
+                   s->c.tp, s->c.tp > 1 ? "s" : "", tw_comm_kind(x->comm),
+                   100 * s->m.collective_share);
         printf("%s\n", s->headline);
         if (s->dump_error[0]) printf("LOGITS DUMP FAILED: %s\n", s->dump_error);
         if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);

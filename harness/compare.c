@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "tw_config.h"
+#include "tw_metrics.h"
 #include "tw_util.h"
 
 static double tw_num(json_t *o, const char *key) {
@@ -155,7 +156,7 @@ static tw_status tw_row_parse(json_t *o, json_t *top, const char *label, tw_run_
     if (!(r->w_per_device > 0)) {
         double w = tw_num(e2e, "mean_power_w");
         int nd = tw_int(en, "devices", 1);
-        r->w_per_device = w / (nd > 0 ? nd : 1);
+        r->w_per_device = tw_metric_per_device(w, nd > 0 ? nd : 1);
     }
     tw_str(en, "source", r->energy_source, sizeof r->energy_source);
     tw_str(en, "label", r->energy_label, sizeof r->energy_label);
@@ -251,7 +252,7 @@ tw_status tw_compare_published_figures(const tw_published_row *r, tw_pub_figures
 tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out) {
     if (r->devices < 1) return TW_ERR(TW_ERR_INVALID, "%s: devices %d", r->label, r->devices);
     out->system_tps = r->e2e_tps;
-    out->per_accel_tps = r->e2e_tps / r->devices;
+    out->per_accel_tps = tw_metric_per_device(r->e2e_tps, r->devices);
     out->tokens_per_j = r->e2e_tokens_per_j;
     if (!(out->tokens_per_j > 0) && r->e2e_j_per_token > 0)
         out->tokens_per_j = 1.0 / r->e2e_j_per_token;

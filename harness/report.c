@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness/project/tw_project.h"
+#include "tw_metrics.h"
 #include "tw_util.h"
 
 const char *const tw_report_chart_ids[TW_REPORT_NCHARTS] = {"chart-throughput", "chart-roofline",
@@ -286,14 +287,16 @@ static void tw_chart_throughput(tw_buf *b, const tw_result_file *f, int nf) {
  *          intensity x decode bandwidth / devices. Attention FLOPs are left out of decode. */
 static void tw_roof_points(const tw_run_row *r, double *xp, double *yp, double *xd, double *yd) {
     *xp = *yp = *xd = *yd = NAN;
-    double wbytes = r->params * r->bytes_per_weight;
-    if (r->prefill_gflops > 0 && r->ttft_s > 0 && wbytes > 0) {
-        *xp = r->prefill_gflops * 1e9 * r->ttft_s / wbytes;
-        *yp = r->prefill_gflops / r->devices;
+    double ip =
+        tw_metric_prefill_intensity(r->prefill_gflops, r->ttft_s, r->params, r->bytes_per_weight);
+    if (isfinite(ip)) {
+        *xp = ip;
+        *yp = tw_metric_per_device(r->prefill_gflops, r->devices);
     }
-    if (r->params > 0 && r->decode_bytes_per_step > 0 && r->decode_bw_gbps > 0) {
-        *xd = 2.0 * r->params * r->batch / r->decode_bytes_per_step;
-        *yd = *xd * r->decode_bw_gbps / r->devices;
+    double id = tw_metric_decode_intensity(r->params, r->batch, r->decode_bytes_per_step);
+    if (isfinite(id) && r->decode_bw_gbps > 0) {
+        *xd = id;
+        *yd = tw_metric_per_device(id * r->decode_bw_gbps, r->devices);
     }
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tw_metrics.h"
 #include "tw_power_impl.h"
 #include "tw_util.h"
 
@@ -358,7 +359,7 @@ tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *ou
     if (out) {
         out->energy_j = energy;
         out->seconds = sec;
-        out->mean_power_w = sec > 0 ? energy / sec : NAN;
+        out->mean_power_w = tw_metric_mean_power_w(energy, sec);
         out->peak_power_w = peak;
         out->source = m->source;
         out->assumed = m->mode == TW_MODE_ASSUMED;
@@ -370,7 +371,7 @@ static void tw_fill_region(const tw_power_meter *m, double energy, double sec, d
                            tw_power_region *out) {
     out->energy_j = energy;
     out->seconds = sec;
-    out->mean_power_w = sec > 0 ? energy / sec : NAN;
+    out->mean_power_w = tw_metric_mean_power_w(energy, sec);
     out->peak_power_w = peak;
     out->source = m->source;
     out->assumed = m->mode == TW_MODE_ASSUMED;
@@ -439,7 +440,7 @@ tw_status tw_power_mean_w_per_device(const tw_power_meter *m, double *out) {
     int derived;
     if (!tw_e2e(m, &r, &derived) || !(r.seconds > 0))
         return TW_ERR(TW_ERR_INVALID, "power: nothing measured yet");
-    *out = r.mean_power_w / m->devices;
+    *out = tw_metric_per_device(r.mean_power_w, m->devices);
     return TW_OK;
 }
 
@@ -453,14 +454,14 @@ static json_t *tw_region_json(const tw_power_meter *m, const tw_power_region *r,
     json_object_set_new(o, "energy_j", tw_num(r->energy_j));
     json_object_set_new(o, "seconds", tw_num(r->seconds));
     json_object_set_new(o, "mean_power_w", tw_num(r->mean_power_w));
-    json_object_set_new(o, "mean_power_w_per_device", tw_num(r->mean_power_w / m->devices));
+    json_object_set_new(o, "mean_power_w_per_device",
+                        tw_num(tw_metric_per_device(r->mean_power_w, m->devices)));
     json_object_set_new(o, "peak_power_w", tw_num(r->peak_power_w));
     json_object_set_new(o, "regions", json_integer(regions));
     int tok = tokens > 0 && isfinite(tokens);
     json_object_set_new(o, "tokens", tok ? json_real(tokens) : json_null());
-    json_object_set_new(o, "j_per_token", tw_num(tok ? r->energy_j / tokens : NAN));
-    json_object_set_new(o, "tokens_per_j",
-                        tw_num(tok && r->energy_j > 0 ? tokens / r->energy_j : NAN));
+    json_object_set_new(o, "j_per_token", tw_num(tw_metric_j_per_token(r->energy_j, tokens)));
+    json_object_set_new(o, "tokens_per_j", tw_num(tw_metric_tokens_per_j(r->energy_j, tokens)));
     return o;
 }
 
@@ -588,11 +589,11 @@ void tw_power_energy_json_combine(json_t *energy, const double total_j[3], int d
         double tokens = json_is_number(tk) ? json_number_value(tk) : 0;
         double e = total_j[i];
         json_object_set_new(o, "energy_j", tw_num(e));
-        json_object_set_new(o, "mean_power_w", tw_num(sec > 0 ? e / sec : NAN));
+        json_object_set_new(o, "mean_power_w", tw_num(tw_metric_mean_power_w(e, sec)));
         json_object_set_new(o, "mean_power_w_per_device",
-                            tw_num(sec > 0 && domains > 0 ? e / sec / domains : NAN));
-        json_object_set_new(o, "j_per_token", tw_num(tokens > 0 ? e / tokens : NAN));
-        json_object_set_new(o, "tokens_per_j", tw_num(tokens > 0 && e > 0 ? tokens / e : NAN));
+                            tw_num(tw_metric_per_device(tw_metric_mean_power_w(e, sec), domains)));
+        json_object_set_new(o, "j_per_token", tw_num(tw_metric_j_per_token(e, tokens)));
+        json_object_set_new(o, "tokens_per_j", tw_num(tw_metric_tokens_per_j(e, tokens)));
     }
     json_object_set_new(energy, "devices", json_integer(domains));
     json_object_set_new(energy, "ranks", json_integer(ranks));

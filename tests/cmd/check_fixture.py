@@ -8,9 +8,9 @@ the memory plan, the ceilings given on the command line, the decode bytes per st
 counts of the energy phases, units, labels, flags and the communicator's shape.
 
 Not compared (their keys and types still are): provenance values, times and throughput figures
-(metrics.*, ranks.*), energies and watts, the power trace, host names. Text that quotes figures
-(the projection headline, an incomplete run's reason) is compared with every number replaced by
-'#'. A logits dump's path is compared by its file name. With --incomplete (a run stopped by a
+(metrics.*, ranks.*), energies and watts, the power trace, host names. Text that quotes figures is
+compared with every number replaced by '#': an incomplete run's reason, and the projection
+headline up to "takes" (what follows scales with the measured throughput). A logits dump's path is compared by its file name. With --incomplete (a run stopped by a
 signal after a varying number of repetitions) the repetition and token counts of the metrics and
 energy phases are not compared either.
 
@@ -47,7 +47,11 @@ VOLATILE_INCOMPLETE = [
 ]
 # subtrees not compared beyond their presence and type (sensor-specific, or arrays of samples)
 OPAQUE = [ROW + r"energy\.provenance$", ROW + r"energy\.trace\.(t_s|power_w)$"]
-MASKED = [ROW + r"projection_headline$", ROW + r"incomplete_reason$"]
+MASKED = [ROW + r"incomplete_reason$"]
+# the projection headline: what it was computed from (tokens/s, watts, their label, the scenario
+# and its demand) is compared, numbers masked; what follows "takes" scales with the measured
+# throughput (its words too: "million", "thousand", or "could not serve" on a slow machine)
+HEADLINE = [ROW + r"projection_headline$"]
 BASENAME = [ROW + r"logits_dump\.path$"]
 
 
@@ -105,6 +109,8 @@ def compare(fx, new, path, volatile, out):
         return
     if matches(MASKED, path):
         fx, new = mask(fx), mask(new)
+    elif matches(HEADLINE, path):
+        fx, new = mask(fx.split(" takes ")[0]), mask(new.split(" takes ")[0])
     elif matches(BASENAME, path):
         fx, new = os.path.basename(fx), os.path.basename(new)
     if fx != new:
