@@ -36,6 +36,7 @@
 #include "tw_progress.h"
 #include "tw_published.h"
 #include "tw_project.h"
+#include "tw_result_schema.h"
 #include "tw_results.h"
 #include "tw_util.h"
 
@@ -591,8 +592,8 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
     tw_power_tokens ptok = {.prefill = nd * tw_metric_prefill_tokens(k->batch, k->prompt),
                             .decode = nd * tw_metric_decode_tokens(k->batch, k->gen),
                             .e2e = nd * tw_metric_e2e_tokens(k->batch, k->gen)};
-    json_t *energy = NULL;
-    if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) {
+    tw_energy energy;
+    if ((st = tw_power_energy(pm, &ptok, &energy)) != TW_OK) {
         json_decref(row);
         goto out;
     }
@@ -623,13 +624,13 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
         for (int q = 0; q < 3; q++)
             if (tw_power_phase_energy(pm, ph[q], &e_ph[q]) != TW_OK) tw_clear_error();
         if (tw_power_host_level(pm) && domains == 1 && tw_power_has_energy(pm))
-            tw_power_energy_json_combine(energy, e_ph, 1, k->tp,
-                                         "rank 0's: its host is the only one, and its power "
-                                         "is the host's (the run was interrupted)");
+            tw_power_energy_combine(&energy, e_ph, 1, k->tp,
+                                    "rank 0's: its host is the only one, and its power "
+                                    "is the host's (the run was interrupted)");
         else if (tw_power_has_energy(pm))
-            json_object_set_new(energy, "not_combined",
-                                json_string("rank 0's own power only: the run was interrupted "
-                                            "before the ranks' energies were gathered"));
+            snprintf(energy.not_combined, sizeof energy.not_combined,
+                     "rank 0's own power only: the run was interrupted before the ranks' "
+                     "energies were gathered");
     } else if (x->comm) {
         int nr = k->tp;
         /* Power domains: a GPU per rank; for host-level power (RAPL, a CPU socket's assumed
@@ -682,7 +683,7 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
                                       "power (%s), counted once"
                                     : "sum over the %d device(s) of the %d rank(s) (%s)",
                          domains, nr, tw_power_source(pm));
-                tw_power_energy_json_combine(energy, tot, domains, nr, how);
+                tw_power_energy_combine(&energy, tot, domains, nr, how);
                 sum->power_devices = domains;
             }
         }
@@ -697,19 +698,17 @@ static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, js
                                             "ranks' figures were gathered; the figures are rank "
                                             "0's"));
         } else if (st != TW_OK) {
-            json_decref(energy);
+            tw_energy_free(&energy);
             json_decref(row);
             goto out;
         }
     }
-    json_t *e2e_j = json_object_get(energy, "e2e");
-    json_t *jpt = json_object_get(e2e_j, "j_per_token");
-    sum->energy_measured = json_is_number(jpt);
-    sum->j_per_token_e2e = sum->energy_measured ? json_number_value(jpt) : NAN;
+    sum->energy_measured = isfinite(energy.e2e.j_per_token);
+    sum->j_per_token_e2e = energy.e2e.j_per_token;
     sum->assumed = tw_power_is_assumed(pm);
-    json_t *wj = json_object_get(e2e_j, "mean_power_w_per_device");
-    if (json_is_number(wj)) w_total = json_number_value(wj);
-    json_object_set_new(row, "energy", energy);
+    w_total = energy.e2e.mean_power_w_per_device;
+    json_object_set_new(row, "energy", tw_energy_to_json(&energy));
+    tw_energy_free(&energy);
 
     /* the projection's headline: e2e output tokens/s and mean watts, per power domain (a
      * device; a host where ranks share its power) */
@@ -1256,7 +1255,7 @@ stopped:
         goto done;
     }
     root = json_object();
-    json_object_set_new(root, "schema_version", json_integer(TW_RESULT_SCHEMA_VERSION));
+    json_object_set_new(root, "schema_version", json_integer(TW_RESULT_SCHEMA_MAJOR));
     json_object_set_new(root, "kind", json_string(ncombo > 1 ? "sweep" : "run"));
     json_object_set_new(root, "complete", json_boolean(!incomplete[0]));
     if (incomplete[0]) json_object_set_new(root, "incomplete_reason", json_string(incomplete));

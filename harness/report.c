@@ -423,9 +423,9 @@ static const tw_run_row *tw_best_row(const tw_result_file *f, int nf) {
     for (int i = 0; i < nf; i++)
         for (int k = 0; k < f[i].nrows; k++) {
             const tw_run_row *r = &f[i].rows[k];
-            if (!(r->e2e_tps > 0) || !(r->w_per_device > 0)) continue;
-            double tpj = r->e2e_tps / r->devices / r->w_per_device;
-            if (!best || tpj > best->e2e_tps / best->devices / best->w_per_device) best = r;
+            if (!(r->proj_tokens_per_s > 0) || !(r->proj_watts > 0)) continue;
+            double tpj = r->proj_tokens_per_s / r->proj_watts;
+            if (!best || tpj > best->proj_tokens_per_s / best->proj_watts) best = r;
         }
     return best;
 }
@@ -445,9 +445,8 @@ static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf,
         st = TW_ERR(TW_ERR_NOMEM, "report: projection");
         goto out;
     }
-    tw_project_device dev = {.tokens_per_s = r->e2e_tps / r->devices,
-                             .watts = r->w_per_device,
-                             .assumed = r->energy_assumed};
+    tw_project_device dev = {
+        .tokens_per_s = r->proj_tokens_per_s, .watts = r->proj_watts, .assumed = r->energy_assumed};
     snprintf(dev.source, sizeof dev.source, "%s", r->energy_source[0] ? r->energy_source : "?");
     if ((st = tw_project_inputs_load(in)) || (st = tw_project_compute(in, &dev, p)) ||
         (st = tw_project_svg(p, &svg)))
