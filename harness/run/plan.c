@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/run/tw_run.h"
+#include "harness/run/run_impl.h"
 
 void tw_run_combo_name(const tw_run_combo *c, int with_tp, char *buf, size_t n) {
     char tp[24] = "";
@@ -38,9 +38,9 @@ void tw_run_output_bytes(const tw_run_spec *s, const tw_model_config *cfg, uint6
                 : 0;
 }
 
-static tw_engine_opts tw_plan_opts(const tw_run_spec *s, const tw_model_config *cfg, tw_backend *be,
-                                   int rank, int tp, tw_dtype dt, tw_dtype kv, int batch,
-                                   int prompt, int seq) {
+tw_engine_opts tw_run_plan_engine_opts(const tw_run_spec *s, const tw_model_config *cfg,
+                                       tw_backend *be, int rank, int tp, tw_dtype dt, tw_dtype kv,
+                                       int batch, int prompt, int seq) {
     tw_engine_opts eo = {.cfg = cfg,
                          .be = be,
                          .w_dtype = dt,
@@ -98,8 +98,8 @@ tw_status tw_run_plan_make(const tw_run_spec *s, const tw_model_config *cfg, tw_
     for (int i = 0; i < p->ncombo; i++) {
         tw_run_combo *k = &p->combos[i];
         if (rank >= k->tp) continue; /* this rank sits the degree out */
-        tw_engine_opts eo = tw_plan_opts(s, cfg, be, rank, k->tp, k->dtype, k->kv_dtype, k->batch,
-                                         k->prompt, k->prompt + k->gen);
+        tw_engine_opts eo = tw_run_plan_engine_opts(s, cfg, be, rank, k->tp, k->dtype, k->kv_dtype,
+                                                    k->batch, k->prompt, k->prompt + k->gen);
         char name[160];
         tw_run_combo_name(k, s->ntp > 1, name, sizeof name);
         tw_status st = tw_engine_plan(&eo, &k->plan);
@@ -125,8 +125,8 @@ tw_status tw_run_plan_make(const tw_run_spec *s, const tw_model_config *cfg, tw_
     for (int gi = 0; gi < p->ngroups; gi++) {
         tw_run_group *g = &p->groups[gi];
         if (rank >= g->tp) continue;
-        tw_engine_opts eo = tw_plan_opts(s, cfg, be, rank, g->tp, g->dtype, g->kv_dtype,
-                                         g->max_batch, g->max_prompt, g->max_seq);
+        tw_engine_opts eo = tw_run_plan_engine_opts(s, cfg, be, rank, g->tp, g->dtype, g->kv_dtype,
+                                                    g->max_batch, g->max_prompt, g->max_seq);
         tw_status st = tw_engine_plan(&eo, &g->plan);
         if (st != TW_OK) {
             tw_run_plan_free(p);

@@ -163,18 +163,9 @@ static int tw_run_build_progress(void *ctx, int done, int total) {
 /* Engine options for this rank at degree tp (its rank in the degree is its launch rank). */
 static tw_engine_opts tw_run_engine_opts(const tw_run *r, int tp, tw_dtype dt, tw_dtype kv,
                                          int batch, int prompt, int seq) {
-    tw_engine_opts eo = {.cfg = &r->cfg,
-                         .be = r->be,
-                         .w_dtype = dt,
-                         .kv_dtype = kv,
-                         .max_batch = batch,
-                         .max_seq = seq,
-                         .max_prefill = prompt,
-                         .seed = (uint64_t)r->spec.seed,
-                         .comm = tp > 1 ? r->tp_comm : NULL,
-                         .tp_rank = tp > 1 ? r->rank : 0,
-                         .tp_size = tp,
-                         .cuda_graph = r->spec.cuda_graph};
+    tw_engine_opts eo =
+        tw_run_plan_engine_opts(&r->spec, &r->cfg, r->be, r->rank, tp, dt, kv, batch, prompt, seq);
+    eo.comm = tp > 1 ? r->tp_comm : NULL;
     return eo;
 }
 

@@ -40,6 +40,12 @@ struct tw_run {
     double work_done, work_t0;
 };
 
+/* Engine options for rank `rank` at degree tp, without a communicator (planning; the run adds
+ * the degree's). */
+tw_engine_opts tw_run_plan_engine_opts(const tw_run_spec *s, const tw_model_config *cfg,
+                                       tw_backend *be, int rank, int tp, tw_dtype dt, tw_dtype kv,
+                                       int batch, int prompt, int seq);
+
 /* A note or an error for the caller (rank 0 only). */
 void tw_run_say(tw_run *r, tw_run_message_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

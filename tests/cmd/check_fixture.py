@@ -10,7 +10,8 @@ counts of the energy phases, units, labels, flags and the communicator's shape.
 Not compared (their keys and types still are): provenance values, times and throughput figures
 (metrics.*, ranks.*), energies and watts, the power trace, host names. Text that quotes figures is
 compared with every number replaced by '#': an incomplete run's reason, and the projection
-headline up to "takes" (what follows scales with the measured throughput). A logits dump's path is compared by its file name. With --incomplete (a run stopped by a
+headline up to what the device would take (that scales with the measured throughput, words and
+all: a slow machine "could not serve that demand"). A logits dump's path is compared by its file name. With --incomplete (a run stopped by a
 signal after a varying number of repetitions) the repetition and token counts of the metrics and
 energy phases are not compared either.
 
@@ -49,9 +50,10 @@ VOLATILE_INCOMPLETE = [
 OPAQUE = [ROW + r"energy\.provenance$", ROW + r"energy\.trace\.(t_s|power_w)$"]
 MASKED = [ROW + r"incomplete_reason$"]
 # the projection headline: what it was computed from (tokens/s, watts, their label, the scenario
-# and its demand) is compared, numbers masked; what follows "takes" scales with the measured
-# throughput (its words too: "million", "thousand", or "could not serve" on a slow machine)
+# and its demand) is compared, numbers masked; what follows ("takes ...", or ": this device could
+# not serve that demand" on a slow machine) scales with the measured throughput, words and all
 HEADLINE = [ROW + r"projection_headline$"]
+HEADLINE_TAIL = re.compile(r" takes |: this device could not serve")
 BASENAME = [ROW + r"logits_dump\.path$"]
 
 
@@ -110,7 +112,7 @@ def compare(fx, new, path, volatile, out):
     if matches(MASKED, path):
         fx, new = mask(fx), mask(new)
     elif matches(HEADLINE, path):
-        fx, new = mask(fx.split(" takes ")[0]), mask(new.split(" takes ")[0])
+        fx, new = mask(HEADLINE_TAIL.split(fx)[0]), mask(HEADLINE_TAIL.split(new)[0])
     elif matches(BASENAME, path):
         fx, new = os.path.basename(fx), os.path.basename(new)
     if fx != new:

@@ -36,6 +36,11 @@ def main():
     moved["provenance"]["host"] = "elsewhere"
     moved["projection_headline"] = (moved["projection_headline"].replace("9528", "12")
                                     .replace("23 million devices", "940 thousand devices"))
+    slow = copy.deepcopy(single)
+    slow["projection_headline"] = slow["projection_headline"].split(" takes ")[0] + (
+        ": this device could not serve that demand. It would take 9 million devices")
+    if differences(single, slow):
+        fails.append("a slow machine's headline was reported: %s" % differences(single, slow))
     if differences(single, moved):
         fails.append("clock-dependent changes were reported: %s" % differences(single, moved))
 
