@@ -36,13 +36,15 @@ typedef struct {
     /* energy (NaN when absent) */
     double e2e_j_per_token, e2e_tokens_per_j, prefill_j_per_token, decode_j_per_token;
     double w_per_device;
+    /* the projection's device figures (tw_project_device_from_row; NaN when the row has none) */
+    double proj_tokens_per_s, proj_watts;
     char energy_source[32];
     int energy_assumed;
     char energy_label[256];
     /* where and how completely it was measured */
     char cpu_model[128], host[96];
     int complete; /* 0: the run (or this row) was interrupted or failed part-way */
-    char incomplete_reason[256];
+    char incomplete_reason[768];
 } tw_run_row;
 
 typedef struct {

@@ -1,5 +1,6 @@
-/* Result files: a versioned JSON schema (doc/RESULTS.md), provenance common to every file, and
- * atomic writes (temporary name, then rename). */
+/* Result files on disk: provenance common to every file, exclusive creation of result names,
+ * the fallback when the destination fails, the --out check, CSV of result rows. The schema
+ * itself (structs, writer, reader, versions) is harness/tw_result_schema.h (doc/RESULTS.md). */
 #ifndef TW_RESULTS_H
 #define TW_RESULTS_H
 
@@ -7,8 +8,6 @@
 #include <stdio.h>
 
 #include "tw_status.h"
-
-#define TW_RESULT_SCHEMA_VERSION 1
 
 /* A JSON number, or null for NaN and infinities (which JSON cannot carry). */
 json_t *tw_jnum(double v);

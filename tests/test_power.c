@@ -431,24 +431,29 @@ Test(assumed, host_level_sources_and_the_combined_energy_block) {
     sleep_ms(20);
     tw_power_region r;
     cr_assert_eq(tw_power_end(m, "e2e", &r), TW_OK);
-    json_t *j;
-    cr_assert_eq(tw_power_energy_json(m, &(tw_power_tokens){0, 0, 40}, &j), TW_OK);
+    tw_energy e;
+    cr_assert_eq(tw_power_energy(m, &(tw_power_tokens){0, 0, 40}, &e), TW_OK);
     tw_power_close(m);
     /* two ranks on one host: the host's energy once, over one device */
     double tot[3] = {0, 0, r.energy_j};
-    tw_power_energy_json_combine(j, tot, 1, 2, "test");
-    json_t *e2e = json_object_get(j, "e2e");
-    cr_assert_eq(json_integer_value(json_object_get(j, "devices")), 1);
-    cr_assert_eq(json_integer_value(json_object_get(j, "ranks")), 2);
-    cr_assert_lt(REL(json_number_value(json_object_get(e2e, "mean_power_w")), 100.0), 1e-9);
-    cr_assert_lt(REL(json_number_value(json_object_get(e2e, "j_per_token")), r.energy_j / 40),
-                 1e-12);
+    tw_power_energy_combine(&e, tot, 1, 2, "test");
+    cr_assert_eq(e.devices, 1);
+    cr_assert_eq(e.ranks, 2);
+    cr_assert_str_eq(e.combined, "test");
+    cr_assert_lt(REL(e.e2e.mean_power_w, 100.0), 1e-9);
+    cr_assert_lt(REL(e.e2e.j_per_token, r.energy_j / 40), 1e-12);
     /* two GPUs, one per rank: summed, per device the mean of the two */
     double tot2[3] = {0, 0, 3 * r.energy_j};
-    tw_power_energy_json_combine(j, tot2, 2, 2, "test");
+    tw_power_energy_combine(&e, tot2, 2, 2, "test");
+    cr_assert_lt(REL(e.e2e.mean_power_w_per_device, 150.0), 1e-9);
+    /* and so in the file's block */
+    json_t *j = tw_energy_to_json(&e);
+    json_t *e2e = json_object_get(j, "e2e");
+    cr_assert_eq(json_integer_value(json_object_get(j, "ranks")), 2);
     cr_assert_lt(REL(json_number_value(json_object_get(e2e, "mean_power_w_per_device")), 150.0),
                  1e-9);
     json_decref(j);
+    tw_energy_free(&e);
     tw_power_opts gpu = {.source = "assumed", .assumed_w = 700, .gpu_index = 0};
     cr_assert_eq(tw_power_open(&gpu, &m), TW_OK);
     cr_assert_not(tw_power_host_level(m));

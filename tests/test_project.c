@@ -361,8 +361,8 @@ Test(project, result_with_shared_host_power_counts_the_host_once) {
     cr_assert(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/r.json", dir);
     FILE *f = fopen(path, "w");
-    fputs("{\"schema_version\": 1, \"metrics\": {\"e2e_tokens_per_s\": 40},"
-          " \"scenario\": {\"devices\": 2},"
+    fputs("{\"schema_version\": 1, \"kind\": \"run\", \"metrics\": {\"e2e_tokens_per_s\": 40},"
+          " \"scenario\": {\"batch\": 1, \"devices\": 2},"
           " \"energy\": {\"source\": \"assumed\", \"assumed\": true, \"devices\": 1,"
           " \"ranks\": 2, \"combined\": \"sum over 1 host(s)\", \"label\": \"assumed: rated 280 W"
           " of X (devices.json)\", \"e2e\": {\"mean_power_w\": 280,"

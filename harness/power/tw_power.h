@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "tw_result_schema.h"
 #include "tw_status.h"
 
 typedef struct {
@@ -70,21 +71,25 @@ const char *tw_power_fallbacks(const tw_power_meter *m);
 /* Watts per device for a projection: measured mean over e2e (or all phases), else assumed. */
 tw_status tw_power_mean_w_per_device(const tw_power_meter *m, double *out);
 
-/* The result file's `energy` block (new reference): source, assumed, method, fallbacks,
- * devices, sample interval, provenance, one object per phase (energy_j, seconds, mean_power_w,
- * mean_power_w_per_device, peak_power_w, tokens, j_per_token, tokens_per_j; "e2e" is the sum of
- * the other phases when no "e2e" region was measured, and says so) and the power trace. */
+/* The result file's `energy` block (tw_result_schema.h; its keys in doc/RESULTS.md): source,
+ * assumed, label, method, fallbacks, devices, sample interval, the sensor's provenance, the
+ * prefill, decode and e2e phases (energy_j, seconds, mean_power_w, mean_power_w_per_device,
+ * peak_power_w, regions, tokens, j_per_token, tokens_per_j; "e2e" is the sum of the other phases
+ * when no "e2e" region was measured, and says so) and the power trace. Free with
+ * tw_energy_free. Phases of other labels are measured (tw_power_phase) but not in the block. */
+tw_status tw_power_energy(const tw_power_meter *m, const tw_power_tokens *tokens, tw_energy *out);
+/* The same block as JSON (tw_energy_to_json; new reference). */
 tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *tokens,
                                json_t **out);
 
-/* Replaces the prefill, decode and e2e energies of an `energy` block (one rank's, from
- * tw_power_energy_json) with the totals over the ranks of a tensor-parallel run (total_j:
- * prefill, decode, e2e), summed over `domains` separately powered units (GPUs; hosts for
- * host-level sources), and recomputes mean watts, watts per device, J/token and tokens/J;
- * records devices = domains, the rank count and `how` they were combined. Peak watts and the
- * trace stay this rank's. */
-void tw_power_energy_json_combine(json_t *energy, const double total_j[3], int domains, int ranks,
-                                  const char *how);
+/* Replaces the prefill, decode and e2e energies of an energy block (one rank's, from
+ * tw_power_energy) with the totals over the ranks of a tensor-parallel run (total_j: prefill,
+ * decode, e2e), summed over `domains` separately powered units (GPUs; hosts for host-level
+ * sources), and recomputes mean watts, watts per device, J/token and tokens/J; records devices =
+ * domains, the rank count and `how` they were combined. Peak watts and the trace stay this
+ * rank's. */
+void tw_power_energy_combine(tw_energy *e, const double total_j[3], int domains, int ranks,
+                             const char *how);
 
 void tw_power_close(tw_power_meter *m);
 

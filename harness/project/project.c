@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tw_metrics.h"
 #include "tw_util.h"
 
 #define TW_SECONDS_PER_YEAR (365.25 * 86400.0)
@@ -484,71 +485,60 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
 /* ---- result files ------------------------------------------------------------------------------
  */
 
-static int tw_get_number(json_t *root, const char *a, const char *b, const char *c, double *out) {
-    json_t *v = json_object_get(root, a);
-    if (v && b) v = json_object_get(v, b);
-    if (v && c) v = json_object_get(v, c);
-    if (!json_is_number(v)) return 0;
-    *out = json_number_value(v);
-    return 1;
+tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
+                                     tw_project_device *out, char *note, size_t note_n) {
+    memset(out, 0, sizeof *out);
+    double tps = row->metrics.e2e_tokens_per_s.median;
+    int devs = row->scenario.devices;
+    if (!isfinite(tps))
+        return TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", origin);
+    if (devs < 1) return TW_ERR(TW_ERR_PARSE, "%s: scenario.devices missing or < 1", origin);
+    const tw_energy *e = &row->energy;
+    if (!row->has_energy || !e->source[0] || !strcmp(e->source, "none"))
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "%s: no power was measured or assumed in this run (energy.source %s); give "
+                      "--watts W per device",
+                      origin, row->has_energy && e->source[0] ? e->source : "missing");
+    double w = e->e2e.mean_power_w_per_device;
+    int per_dev = isfinite(w);
+    if (!per_dev) {
+        if (!isfinite(e->e2e.mean_power_w))
+            return TW_ERR(TW_ERR_PARSE, "%s: no numeric energy.e2e.mean_power_w", origin);
+        w = tw_metric_per_device(e->e2e.mean_power_w, e->devices >= 1 ? e->devices : devs);
+    }
+    /* the units the power covers: scenario.devices, unless the energy block counts power
+     * domains itself (ranks sharing a host whose power is the host's count once) */
+    int by_energy = e->devices >= 1 && (e->ranks > 0 || e->combined[0]);
+    int pdevs = by_energy ? e->devices : devs;
+    out->tokens_per_s = tw_metric_per_device(tps, pdevs);
+    out->watts = w;
+    out->assumed = e->assumed;
+    snprintf(out->source, sizeof out->source, "%s",
+             e->label[0] && out->assumed ? e->label : e->source);
+    snprintf(note, note_n,
+             "%s: tokens/s per device = metrics.e2e_tokens_per_s %.4g / %s %d; watts per device = "
+             "%s",
+             origin, tps, by_energy ? "energy.devices" : "scenario.devices", pdevs,
+             per_dev ? "energy.e2e.mean_power_w_per_device"
+                     : "energy.e2e.mean_power_w / energy.devices");
+    if (!(tps > 0) || !(w > 0))
+        return TW_ERR(TW_ERR_INVALID, "%s: tokens/s %g and watts %g must be positive", origin,
+                      out->tokens_per_s, w);
+    return TW_OK;
 }
 
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n) {
-    json_t *root = NULL;
-    TW_TRY(tw_json_load_file(path, &root));
-    tw_status st = TW_OK;
-    double tps = 0, devs = 1, w = 0, edevs = 0;
-    memset(out, 0, sizeof *out);
-    json_t *ver = json_object_get(root, "schema_version");
-    if (!json_is_integer(ver) || json_integer_value(ver) != 1)
-        st = TW_ERR(TW_ERR_PARSE, "%s: schema_version must be 1", path);
-    else if (!tw_get_number(root, "metrics", "e2e_tokens_per_s", NULL, &tps))
-        st = TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", path);
-    else if (!tw_get_number(root, "scenario", "devices", NULL, &devs) || devs < 1)
-        st = TW_ERR(TW_ERR_PARSE, "%s: scenario.devices missing or < 1", path);
-    if (st) goto done;
-    json_t *energy = json_object_get(root, "energy");
-    json_t *src = json_object_get(energy, "source");
-    if (!json_is_string(src) || !strcmp(json_string_value(src), "none")) {
-        st = TW_ERR(TW_ERR_UNSUPPORTED,
-                    "%s: no power was measured or assumed in this run (energy.source %s); give "
-                    "--watts W per device",
-                    path, json_is_string(src) ? json_string_value(src) : "missing");
-        goto done;
-    }
-    int per_dev = tw_get_number(root, "energy", "e2e", "mean_power_w_per_device", &w);
-    if (!per_dev) {
-        if (!tw_get_number(root, "energy", "e2e", "mean_power_w", &w)) {
-            st = TW_ERR(TW_ERR_PARSE, "%s: no numeric energy.e2e.mean_power_w", path);
-            goto done;
-        }
-        if (!tw_get_number(root, "energy", "devices", NULL, &edevs) || edevs < 1) edevs = devs;
-        w /= edevs;
-    }
-    /* the units the power covers: scenario.devices, unless the energy block counts power
-     * domains itself (ranks sharing a host whose power is the host's count once) */
-    double pdevs = devs;
-    int by_energy = tw_get_number(root, "energy", "devices", NULL, &pdevs) && pdevs >= 1 &&
-                    json_object_get(energy, "combined");
-    if (!by_energy) pdevs = devs;
-    out->tokens_per_s = tps / pdevs;
-    out->watts = w;
-    out->assumed = json_is_true(json_object_get(energy, "assumed"));
-    json_t *label = json_object_get(energy, "label");
-    snprintf(out->source, sizeof out->source, "%s",
-             json_is_string(label) && out->assumed ? json_string_value(label)
-                                                   : json_string_value(src));
-    snprintf(note, note_n,
-             "%s: tokens/s per device = metrics.e2e_tokens_per_s %.4g / %s %g; watts per device = "
-             "%s",
-             path, tps, by_energy ? "energy.devices" : "scenario.devices", pdevs,
-             per_dev ? "energy.e2e.mean_power_w_per_device"
-                     : "energy.e2e.mean_power_w / energy.devices");
-    if (!(tps > 0) || !(w > 0))
-        st = TW_ERR(TW_ERR_INVALID, "%s: tokens/s %g and watts %g must be positive", path,
-                    out->tokens_per_s, w);
-done:
-    json_decref(root);
+    tw_result res;
+    TW_TRY(tw_result_read_file(path, &res));
+    tw_status st;
+    if (res.nrows != 1)
+        st = TW_ERR(TW_ERR_INVALID,
+                    "%s is a sweep of %d rows: the projection takes one combination (a result of "
+                    "tokwatt run without lists), or --tokens-per-s and --watts",
+                    path, res.nrows);
+    else
+        st = tw_project_device_from_row(&res.rows[0], path, out, note, note_n);
+    tw_result_free(&res);
     return st;
 }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "tw_result_schema.h"
 #include "tw_status.h"
 
 /* ---- growth curves ------------------------------------------------------------------------- */
@@ -165,10 +166,14 @@ void tw_project_headline_of(const tw_projection *p, tw_scenario s, char *buf, si
 tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p, json_t **out);
 tw_status tw_project_svg(const tw_projection *p, char **out);
 
-/* Reads a tokwatt result file (schema_version 1): e2e tokens/s per device (metrics
- * .e2e_tokens_per_s / scenario.devices) and mean watts per device (energy.e2e
- * .mean_power_w_per_device, else energy.e2e.mean_power_w / energy.devices). `note` says which
- * fields were used. */
+/* The device figures of one result row (the one reader's, tw_result_schema.h): e2e tokens/s
+ * per power domain (metrics.e2e_tokens_per_s / scenario.devices, or / energy.devices when the
+ * energy block combined the ranks' power domains itself) and mean watts per device
+ * (energy.e2e.mean_power_w_per_device, else energy.e2e.mean_power_w / energy.devices); `note`
+ * says which fields were used, origin names the file. Used by `project` and `report`. */
+tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
+                                     tw_project_device *out, char *note, size_t note_n);
+/* The same for a result file of one combination (a sweep is refused: name one row's run). */
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n);
 
