@@ -539,6 +539,11 @@ static tw_status tw_engine_weights(tw_engine *e) {
             TW_G(tw_engine_alloc(e, H * (size_t)s->ffn * ws, &L->wdown));
             TW_G(tw_engine_gen(e, staging, TW_W_DOWN, l, 0, hid, s->ffn0, s->ffn, L->wdown, 0));
         }
+        if (e->o.progress && e->o.progress(e->o.progress_ctx, l + 1, c->n_layers)) {
+            st = TW_ERR(TW_ERR_INTERRUPTED, "engine build stopped after layer %d of %d", l + 1,
+                        c->n_layers);
+            goto done;
+        }
     }
 #undef TW_G
 done:

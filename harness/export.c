@@ -120,24 +120,6 @@ int tw_export_list(const tw_model_config *c, tw_export_entry *out) {
     return n;
 }
 
-/* The nearest existing folder at or above dir (for the free-space check before creating it). */
-static void tw_export_existing_parent(const char *dir, char *buf, size_t n) {
-    snprintf(buf, n, "%s", dir);
-    struct stat sb;
-    while (stat(buf, &sb) != 0) {
-        char *slash = strrchr(buf, '/');
-        if (!slash) {
-            snprintf(buf, n, ".");
-            return;
-        }
-        if (slash == buf) {
-            buf[1] = '\0';
-            return;
-        }
-        *slash = '\0';
-    }
-}
-
 static tw_status tw_export_write_json(const char *path, json_t *root) {
     char *text = json_dumps(root, JSON_INDENT(2));
     if (!text) return TW_ERR(TW_ERR_NOMEM, "serialising %s", path);
@@ -218,6 +200,11 @@ static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_s
                 else
                     tw_weight_fill(c, seed, e->part[p], e->layer, gr, nr, 0, e->cols, buf);
                 if ((st = tw_st_writer_append(w, e->name, buf, cnt * esize)) != TW_OK) goto done;
+                if (tw_interrupt_signal()) { /* the writer's abort removes its temporary file */
+                    st = TW_ERR(TW_ERR_INTERRUPTED, "export interrupted by %s",
+                                tw_signal_name(tw_interrupt_signal()));
+                    goto done;
+                }
                 done_bytes += cnt * esize;
                 elems += cnt;
                 if (progress) progress(ctx, done_bytes, total);
@@ -258,10 +245,8 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
     size_t esize = tw_st_dtype_size(dtype);
     for (int i = 0; i < n; i++)
         need += (uint64_t)list[i].rows * (uint64_t)list[i].cols * esize + 256;
-    char parent[4096];
-    tw_export_existing_parent(dir, parent, sizeof parent);
-    if ((st = tw_st_check_space(parent, need)) != TW_OK) goto done;
-    if ((st = tw_mkdirs(dir)) != TW_OK) goto done;
+    /* the folder can be created and written (a reason of its own for /proc/x), then room */
+    if ((st = tw_check_output_dir(dir, need, "the export")) != TW_OK) goto done;
 
     snprintf(res->path, sizeof res->path, "%s/model.safetensors", dir);
     if ((st = tw_export_weights(c, seed, dtype, list, n, res->path, progress, ctx, res)) != TW_OK)

@@ -497,8 +497,8 @@ static tw_status tw_json_int(json_t *root, const char *origin, const char *key, 
         return TW_ERR(TW_ERR_PARSE, "%s: field '%s' must be an integer", origin, key);
     json_int_t x = json_integer_value(v);
     if (x < min || x > 1000000000)
-        return TW_ERR(TW_ERR_PARSE, "%s: field '%s' = %lld is out of range (min %d)", origin, key,
-                      (long long)x, min);
+        return TW_ERR(TW_ERR_PARSE, "%s: field '%s' = %lld is out of range [%d, 1000000000]",
+                      origin, key, (long long)x, min);
     *out = (int)x;
     return TW_OK;
 }
@@ -1076,7 +1076,7 @@ tw_status tw_model_load(const char *name_or_path, tw_model_config *cfg) {
                           name_or_path, name_or_path);
     }
     char *text = NULL;
-    TW_TRY(tw_read_file(path, &text, NULL));
+    TW_TRY(tw_read_file_max(path, TW_JSON_MAX_BYTES, &text, NULL));
     tw_status st = tw_model_parse(text, path, cfg);
     free(text);
     return st;
@@ -1175,24 +1175,8 @@ uint64_t tw_model_params_active(const tw_model_config *c) {
     return total + (uint64_t)c->vocab * h; /* the LM head, tied or not */
 }
 
-double tw_model_expected_experts(const tw_model_config *c, int batch) {
-    if (c->n_experts <= 0) return 0;
-    double e = c->n_experts, k = c->n_experts_per_tok;
-    return e * (1.0 - pow(1.0 - k / e, (double)batch));
-}
-
-double tw_model_decode_weight_elems(const tw_model_config *c, int batch, double experts_read) {
-    double w = (double)tw_model_params_nonembed(c);
-    if (c->tie_embeddings) w += (double)c->vocab * c->hidden; /* the LM head reads it */
-    w += (double)batch * c->hidden;                           /* embedding rows */
-    int moe = tw_model_moe_layers(c);
-    if (moe > 0) {
-        double per_expert = (double)tw_model_mlp(c, c->moe_intermediate);
-        if (experts_read > c->n_experts) experts_read = c->n_experts;
-        w -= (double)moe * (double)c->n_experts * per_expert; /* every routed expert... */
-        w += (double)moe * experts_read * per_expert;         /* ...but only those reached */
-    }
-    return w;
+uint64_t tw_model_routed_expert_params(const tw_model_config *c) {
+    return c->n_experts > 0 ? tw_model_mlp(c, c->moe_intermediate) : 0;
 }
 
 double tw_model_kv_elems_per_position(const tw_model_config *c) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tw_config.h"
+#include "tw_util.h"
 #include "tw_model.h"
 
 static const char *const tw_metric_names[] = {
@@ -213,9 +214,8 @@ tw_status tw_published_load(const char *path, tw_published_set *out) {
         TW_TRY(tw_config_path("published/figures.json", p, sizeof p));
         path = p;
     }
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     tw_status st = tw_published_parse(root, path, out);
     json_decref(root);
     return st == TW_OK ? TW_OK : tw_error_ctx(st, "published figures");
@@ -344,13 +344,17 @@ tw_status tw_preset_load(const char *name_or_path, tw_preset *out) {
     if (!strchr(name_or_path, '/') && !(len > 5 && !strcmp(name_or_path + len - 5, ".json"))) {
         char rel[256];
         snprintf(rel, sizeof rel, "scenarios/%s.json", name_or_path);
-        TW_TRY(tw_config_path(rel, p, sizeof p));
+        if (tw_config_path(rel, p, sizeof p) != TW_OK) { /* an unknown name: a bad argument */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", tw_last_error());
+            return TW_ERR(TW_ERR_INVALID, "unknown preset '%s': %s", name_or_path, why);
+        }
         path = p;
     }
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "preset %s:%d: %s", path, e.line, e.text);
-    tw_status st = tw_preset_parse(root, path, out);
+    json_t *root = NULL;
+    tw_status st = tw_json_load_file(path, &root);
+    if (st != TW_OK) return tw_error_ctx(st, "preset");
+    st = tw_preset_parse(root, path, out);
     json_decref(root);
     return st;
 }

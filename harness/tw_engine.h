@@ -45,6 +45,10 @@ typedef struct {
      * with the communicator's all-to-all, they run there, and a second all-to-all returns them
      * (doc/MOE.md). */
     int ep_rank, ep_size;
+    /* Optional: called after each layer's weights are generated; a non-zero return stops the
+     * build (TW_ERR_INTERRUPTED). For progress output and interruption of long builds. */
+    int (*progress)(void *ctx, int layers_done, int layers_total);
+    void *progress_ctx;
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */

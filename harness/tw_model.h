@@ -116,13 +116,9 @@ uint64_t tw_model_params_nonembed(const tw_model_config *c); /* excluding the em
 /* Weights that multiply one token: every dense weight, the router, the shared experts and k
  * routed experts per MoE layer (the LM head too; not the embedding table or norms). */
 uint64_t tw_model_params_active(const tw_model_config *c);
-/* Weight elements a decode step of `batch` tokens reads: every non-expert weight (the LM head,
- * and the embedding rows of the batch), plus `experts_read` whole routed experts per MoE layer
- * (at most n_experts). tw_model_expected_experts gives the expectation under uniform routing. */
-double tw_model_decode_weight_elems(const tw_model_config *c, int batch, double experts_read);
-/* Distinct experts a batch of `batch` tokens reaches per MoE layer when each picks k of E
- * uniformly: E (1 - (1 - k/E)^batch). */
-double tw_model_expected_experts(const tw_model_config *c, int batch);
+/* The weights of one routed expert (gate, up, down of moe_intermediate_size); 0 without
+ * experts. A decode step reads the experts it reached (tw_metric_decode_bytes_per_step). */
+uint64_t tw_model_routed_expert_params(const tw_model_config *c);
 /* KV-cache elements one position holds per layer: 2 * n_kv_heads * head_dim, or for latent
  * attention kv_lora_rank + qk_rope_head_dim (the compressed latent and the shared rope key). */
 double tw_model_kv_elems_per_position(const tw_model_config *c);

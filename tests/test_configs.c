@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tw_engine.h"
+#include "tw_metrics.h"
 #include "tw_model.h"
 #include "tw_util.h"
 
@@ -261,13 +262,18 @@ Test(configs, expert_layers_and_active_parameters) {
      * weights, are not multiplied by the token and not counted) */
     cr_assert_eq(tw_model_params_active(&c) + 32000ull * 4096, 12879659008ull, "%llu",
                  (unsigned long long)tw_model_params_active(&c));
-    /* decode reads 2 experts per layer for one token, all 8 for a large batch */
-    double one = tw_model_decode_weight_elems(&c, 1, 2.0);
-    double all = tw_model_decode_weight_elems(&c, 64, 8.0);
-    cr_assert(fabs(all - one - 6.0 * 32 * 3 * 4096.0 * 14336 - 63 * 4096.0) < 1,
-              "six more experts per layer and 63 more embedding rows");
-    cr_assert(fabs(tw_model_expected_experts(&c, 1) - 2.0) < 1e-9);
-    cr_assert(tw_model_expected_experts(&c, 64) > 7.99);
+    /* decode reads 2 experts per layer for one token, all 8 for a large batch (fp32 weights
+     * and cache; context 1: 32 layers x 1 position x 2 x 8 KV heads x 128 x 4 bytes per
+     * sequence) */
+    double one = tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 1, 1, 2.0);
+    double all = tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 64, 1, 8.0);
+    cr_assert(fabs(all - one - 4.0 * (6.0 * 32 * 3 * 4096.0 * 14336 + 63 * 4096.0) -
+                   63.0 * 32 * 2 * 8 * 128 * 4) < 1,
+              "six more experts per layer, 63 more embedding rows and KV caches");
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 64, 1, 9.0), all,
+                 "at most every expert");
+    cr_assert(fabs(tw_metric_uniform_experts(&c, 1) - 2.0) < 1e-9);
+    cr_assert(tw_metric_uniform_experts(&c, 64) > 7.99);
     tw_model_free(&c);
     /* Qwen3-MoE: decoder_sparse_step and mlp_only_layers */
     hf_path("qwen3-30b-a3b.json", path, sizeof path);

@@ -198,8 +198,11 @@ static const gemm_case wgmma_tma_cases[] = {
     {17, 1000, 328, 0, 0, 1},
 };
 
-static void gemm_graph_matches_direct(tw_backend *be, const char *impl) {
-    const int m = 130, n = 257, k = 136;
+/* One GEMM captured in a CUDA graph and replayed `replays` times into a NaN-poisoned y: each
+ * replay must reproduce the direct call bit for bit (kernel parameters captured by value; the
+ * GEMV's split-k counters and partials re-used across replays). */
+static void gemm_graph_matches_direct(tw_backend *be, const char *impl, int m, int n, int k,
+                                      int replays) {
     tw_test_rng r;
     tw_test_rng_seed(&r, 77);
     float *x = rnd(&r, (size_t)m * k, 1.0f), *w = rnd(&r, (size_t)n * k, 1.0f);
@@ -212,16 +215,20 @@ static void gemm_graph_matches_direct(tw_backend *be, const char *impl) {
     cr_assert_eq(be->ops->gemm(be, &g), TW_OK, "gemm: %s", tw_last_error());
     to_host(be, direct, dy, (size_t)m * n * 4);
     void *poison = dev_nan(be, (size_t)m * n);
-    cr_assert_eq(tw_cuda_copy_d2d(be, dy, poison, (size_t)m * n * 4), TW_OK, "%s", tw_last_error());
     cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "%s", tw_last_error());
     tw_status st = be->ops->gemm(be, &g);
     void *gr = NULL;
     tw_status st_end = tw_cuda_graph_end(be, &gr);
     cr_assert_eq(st, TW_OK, "captured gemm: %s", tw_last_error());
     cr_assert_eq(st_end, TW_OK, "graph end: %s", tw_last_error());
-    cr_assert_eq(tw_cuda_graph_launch(be, gr), TW_OK, "%s", tw_last_error());
-    to_host(be, graph, dy, (size_t)m * n * 4);
-    cr_expect(memcmp(direct, graph, (size_t)m * n * 4) == 0, "gemm %s: graph replay differs", impl);
+    for (int rep = 0; rep < replays; rep++) {
+        cr_assert_eq(tw_cuda_copy_d2d(be, dy, poison, (size_t)m * n * 4), TW_OK, "%s",
+                     tw_last_error());
+        cr_assert_eq(tw_cuda_graph_launch(be, gr), TW_OK, "%s", tw_last_error());
+        to_host(be, graph, dy, (size_t)m * n * 4);
+        cr_expect(memcmp(direct, graph, (size_t)m * n * 4) == 0,
+                  "gemm %s %dx%dx%d: graph replay %d differs", impl, m, n, k, rep);
+    }
     tw_cuda_graph_destroy(be, gr);
     be->ops->free(be, dx), be->ops->free(be, dw), be->ops->free(be, dy), be->ops->free(be, poison);
     free(x), free(w), free(wb), free(direct), free(graph);
@@ -244,7 +251,90 @@ Test(gpu_gemm, wgmma_tma_matches_reference) {
     for (size_t i = 0; i < sizeof wgmma_tma_cases / sizeof wgmma_tma_cases[0]; i++)
         check_gemm(be, &wgmma_tma_cases[i], TW_BF16, 1e-2, "wgmma_tma");
     cr_expect_str_eq(tw_cuda_get_gemm(be), "wgmma_tma");
-    gemm_graph_matches_direct(be, "wgmma_tma");
+    gemm_graph_matches_direct(be, "wgmma_tma", 130, 257, 136, 1);
+    be->ops->destroy(be);
+}
+
+/* ---- decode GEMV (m <= 8): tensor cores, x staged once per block, k split across blocks ------
+ * The kernel rounds x to bf16 (as the mma.sync GEMM and the cuBLAS path do), so the float64
+ * reference takes the same bf16-rounded operands and the tolerance is fp32 accumulation's (1e-4).
+ * Each case is run three times into a NaN-poisoned y: the split-k counters re-arm themselves, so
+ * every run must be bit-identical to the first (and the sum order fixed). Offsets misalign x or
+ * w by one element to take the element-wise paths. */
+typedef struct {
+    int m, n, k, ldx, ldy, accumulate, x_off, w_off;
+} gemv_case;
+
+static const gemv_case gemv_cases[] = {
+    {8, 4096, 8192, 0, 0, 0, 0, 0},       /* batch-8 decode, k split 8 ways on 132 SMs */
+    {8, 300, 8192, 0, 0, 1, 0, 0},        /* 16 splits, accumulate */
+    {5, 1000, 4100, 4101, 1003, 0, 0, 0}, /* k tail in a 32-block, odd strides */
+    {3, 129, 14336, 0, 0, 1, 1, 0},       /* x not 16-byte aligned: element-wise staging */
+    {6, 257, 1000, 0, 0, 0, 0, 1},        /* w not 16-byte aligned: element-wise weights */
+    {1, 28672, 512, 0, 0, 0, 0, 0},       /* one split, 224 blocks */
+    {7, 1, 77, 0, 0, 0, 0, 0},
+};
+
+static void check_gemv(tw_backend *be, const gemv_case *c) {
+    tw_test_rng r;
+    tw_test_rng_seed(&r, (uint64_t)(c->m * 7919 + c->n * 31 + c->k));
+    int ldx = c->ldx ? c->ldx : c->k, ldy = c->ldy ? c->ldy : c->n;
+    size_t nx = (size_t)c->m * ldx, nw = (size_t)c->n * c->k, ny = (size_t)c->m * ldy;
+    float *x = rnd(&r, nx + 1, 1.0f), *w = rnd(&r, nw + 1, 1.0f), *y0 = rnd(&r, ny, 1.0f);
+    uint16_t *wb = to_bf16(w, nw + 1);
+    double *ref = malloc((size_t)c->m * c->n * sizeof *ref);
+    const float *xs = x + c->x_off;
+    const uint16_t *ws = wb + c->w_off;
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            double sum = c->accumulate ? y0[(size_t)i * ldy + j] : 0.0;
+            for (int kk = 0; kk < c->k; kk++)
+                sum += (double)tw_test_from_bf16(tw_test_to_bf16(xs[(size_t)i * ldx + kk])) *
+                       tw_test_from_bf16(ws[(size_t)j * c->k + kk]);
+            ref[(size_t)i * c->n + j] = sum;
+        }
+    float *dx = dev_from(be, x, (nx + 1) * 4);
+    uint16_t *dw = dev_from(be, wb, (nw + 1) * 2);
+    void *dy = dev_alloc(be, ny * 4),
+         *init = c->accumulate ? dev_from(be, y0, ny * 4) : dev_nan(be, ny);
+    tw_gemm_args a = {c->m,    c->n, c->k,   dx + c->x_off, dw + c->w_off,
+                      TW_BF16, dy,   c->ldx, c->ldy,        c->accumulate};
+    cr_assert_eq(tw_cuda_set_gemm(be, "tokwatt"), TW_OK);
+    float *y = malloc(ny * 4), *first = malloc(ny * 4), *yc = malloc((size_t)c->m * c->n * 4);
+    for (int run = 0; run < 3; run++) {
+        cr_assert_eq(tw_cuda_copy_d2d(be, dy, init, ny * 4), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(be->ops->gemm(be, &a), TW_OK, "gemv: %s", tw_last_error());
+        to_host(be, y, dy, ny * 4);
+        if (run == 0) {
+            memcpy(first, y, ny * 4);
+            for (int i = 0; i < c->m; i++)
+                for (int j = 0; j < c->n; j++) yc[(size_t)i * c->n + j] = y[(size_t)i * ldy + j];
+            double err = tw_test_rel_err(yc, ref, (size_t)c->m * c->n);
+            cr_expect(err < 1e-4,
+                      "gemv m=%d n=%d k=%d ldx=%d ldy=%d acc=%d x+%d w+%d: rel err %g (tol 1e-4)",
+                      c->m, c->n, c->k, ldx, ldy, c->accumulate, c->x_off, c->w_off, err);
+            for (int i = 0; i < c->m; i++)
+                for (int j = c->n; j < ldy; j++) {
+                    float v = y[(size_t)i * ldy + j];
+                    cr_expect(c->accumulate ? v == y0[(size_t)i * ldy + j] : isnan(v),
+                              "gemv wrote padding y[%d][%d]", i, j);
+                }
+        } else {
+            cr_expect(memcmp(first, y, ny * 4) == 0,
+                      "gemv m=%d n=%d k=%d: run %d differs from run 0 (split-k counters?)", c->m,
+                      c->n, c->k, run);
+        }
+    }
+    be->ops->free(be, dx), be->ops->free(be, dw), be->ops->free(be, dy), be->ops->free(be, init);
+    free(x), free(w), free(y0), free(wb), free(ref), free(y), free(first), free(yc);
+}
+
+Test(gpu_gemm, gemv_decode_shapes) {
+    tw_backend *be = gpu_or_skip();
+    for (size_t i = 0; i < sizeof gemv_cases / sizeof gemv_cases[0]; i++)
+        check_gemv(be, &gemv_cases[i]);
+    /* a split-k GEMV (8 splits on 132 SMs) replayed from a CUDA graph */
+    gemm_graph_matches_direct(be, "tokwatt", 8, 1000, 4096, 3);
     be->ops->destroy(be);
 }
 

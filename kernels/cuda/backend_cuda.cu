@@ -550,6 +550,8 @@ static void cu_ctx_free(tw_cuda_ctx *ctx) {
     cudaFree(ctx->xbf.p);
     cudaFree(ctx->split.p);
     cudaFree(ctx->small.p);
+    cudaFree(ctx->gv_part.p);
+    cudaFree(ctx->gv_count.p);
     for (int i = 0; i < ctx->n_retired; i++) cudaFree(ctx->retired[i]);
     free(ctx->retired);
     cudaFree(ctx->d_stage);
@@ -651,8 +653,9 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     if (st != TW_OK)
         return tw_error_ctx(st,
                             "CUDA device %d (%s, compute capability %d.%d) cannot run this "
-                            "build's kernels (built for sm_80 and sm_90a)",
-                            ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor);
+                            "build's kernels (SASS %s, PTX %s)",
+                            ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor,
+                            tw_cuda_build_sass(), tw_cuda_build_ptx());
     const char *impl = getenv("TW_CUDA_GEMM");
     if (impl && *impl) {
         st = gemm_impl_select(ctx, impl);
@@ -687,8 +690,9 @@ extern "C" tw_status tw_backend_cuda_create(int device, tw_backend **out) {
     if (info.cc_major < 8)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "cuda backend: device %d (%s) has compute capability %d.%d; this build "
-                      "needs 8.0 or newer (sm_80, sm_90a)",
-                      device, info.name, info.cc_major, info.cc_minor);
+                      "needs 8.0 or newer (SASS %s, PTX %s)",
+                      device, info.name, info.cc_major, info.cc_minor, tw_cuda_build_sass(),
+                      tw_cuda_build_ptx());
     tw_cuda_ctx *ctx = (tw_cuda_ctx *)calloc(1, sizeof *ctx);
     tw_backend *be = (tw_backend *)calloc(1, sizeof *be);
     if (!ctx || !be) {

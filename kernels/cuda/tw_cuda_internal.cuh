@@ -95,6 +95,11 @@ typedef struct tw_cuda_ctx {
     tw_cuda_scratch xbf;   /* bf16 copy of GEMM activations [m, kpad] */
     tw_cuda_scratch split; /* decode partials: [batch, n_heads, splits, head_dim + 1] fp32 */
     tw_cuda_scratch small; /* argmax results and similar */
+
+    /* GEMV split k (gemv.cu): partial sums [splits, m, n] fp32, and one arrival counter per
+     * feature block (zeroed when allocated; each launch re-arms its own) */
+    tw_cuda_scratch gv_part, gv_count;
+
     /* Scratch replaced while graphs exist is kept until destroy (graphs may point at it). */
     void **retired;
     int n_retired, cap_retired;
