@@ -267,6 +267,12 @@ static void tw_mismatches(const tw_run_row *a, const tw_run_row *b, json_t *w) {
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (strcmp(f[i].x, f[i].y) && !(i == 1 && device_is_cpu))
             tw_warn(w, "%s differs: baseline \"%s\", new \"%s\"", f[i].what, f[i].x, f[i].y);
+    if (a->ep != b->ep)
+        tw_warn(w, "expert parallelism differs: baseline --ep %d, new --ep %d", a->ep ? a->ep : 1,
+                b->ep ? b->ep : 1);
+    if (isfinite(a->routing_skew) && isfinite(b->routing_skew) &&
+        a->routing_skew != b->routing_skew)
+        tw_warn(w, "routing skew differs: baseline %g, new %g", a->routing_skew, b->routing_skew);
     if (a->batch != b->batch || a->prompt != b->prompt || a->gen != b->gen || a->tp != b->tp)
         tw_warn(w,
                 "scenarios differ (baseline b%d p%d g%d tp%d, new b%d p%d g%d tp%d): the change "

@@ -5,7 +5,8 @@
  *
  * The swept options (--batch, --prompt, --gen, --dtype, --tp) take comma-separated lists, as
  * llama-bench does; one result file holds a row per combination. Under mpirun with --tp N the
- * engine is tensor-parallel and rank 0 writes the result. What is measured is never lost: the
+ * engine is tensor-parallel, with --ep N a mixture of experts' experts are split over N ranks
+ * (doc/MOE.md), and rank 0 writes the result. What is measured is never lost: the
  * output location is checked before the first measurement; SIGINT, SIGTERM and SIGHUP (on any
  * rank) end the run with rank 0 writing what was measured, marked incomplete; a failed write
  * falls back to a temporary file that is named; a failed logits dump still writes the result. */
@@ -36,7 +37,11 @@ static const char *tw_run_usage =
     "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
     "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
-    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)";
+    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)\n"
+    "            [--routing-skew S]  (experts: a seeded Zipf-like preference, router logit\n"
+    "            bias -S ln(rank); 0 = none; doc/MOE.md)\n"
+    "            [--ep N]  (under mpirun: experts split over N ranks, tokens dispatched with\n"
+    "            all-to-all; one --tp, 1 or N)";
 
 static const char *tw_run_help =
     "  --threads T   worker threads; 0 (the default) means automatic: every core, divided by\n"
@@ -128,6 +133,8 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     /* 0 is "not given" (the default); given, the watts must be positive */
     TW_TRY(tw_args_double(a, "--watts", 0, 1e-3, 1e7, &o->s.watts));
     TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->s.sample_ms));
+    TW_TRY(tw_args_double(a, "--routing-skew", 0, 0, 100, &o->s.routing_skew));
+    TW_TRY(tw_args_int(a, "--ep", 1, 1, 4096, &o->s.ep));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
     static const char *const comms[] = {"auto", "mpi", "nccl", "local"};
@@ -160,6 +167,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         for (int j = 0; j < i; j++)
             if (o->s.tp[i] == o->s.tp[j])
                 return TW_ERR(TW_ERR_INVALID, "option --tp: %d twice", o->s.tp[i]);
+    TW_TRY(tw_run_spec_check_ep(&o->s));
     int ncombo = o->s.ntp * o->s.ndtype * o->s.nbatch * o->s.nprompt * o->s.ngen;
     if (o->s.dump && ncombo > 1)
         return TW_ERR(TW_ERR_INVALID, "--dump-logits needs a single combination, not a sweep of %d",
@@ -204,6 +212,21 @@ static void tw_run_on_message(void *ctx, tw_run_message_kind kind, const char *t
 
 /* ---- printing -----------------------------------------------------------------------------------
  */
+
+/* The experts of a mixture-of-experts row (doc/MOE.md), and its all-to-alls under --ep. */
+static void tw_print_experts(const tw_result_experts *x) {
+    printf("experts: %.2f of %d reached per MoE layer by a decode step (%.2f expected under "
+           "uniform routing), the busiest expert at %.2fx the mean load (routing skew %g)\n",
+           x->decode_experts_per_layer, x->n_experts, x->decode_experts_per_layer_uniform,
+           x->max_over_mean_load, x->routing_skew);
+    if (x->has_ep) {
+        const tw_result_ep *p = &x->ep;
+        printf("expert parallel over %d ranks: all-to-all %.1f%% of the measured time (dispatch "
+               "%.3f s, combine %.3f s, %lld calls, %.2f MB sent, busbw %.2f GB/s)\n",
+               p->ep, 100 * p->alltoall_share, p->dispatch_s, p->combine_s, p->alltoall_calls,
+               p->alltoall_bytes / 1e6, p->alltoall_busbw_gbps);
+    }
+}
 
 /* The markdown table (llama-bench style) and the per-combination lines. */
 static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_result *res) {
@@ -265,9 +288,11 @@ static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_res
                    tw_run_row_watts_per_device(r), r->energy.e2e.j_per_token);
         else
             printf("energy: not measured\n");
+        if (r->has_experts) tw_print_experts(&r->experts);
         if (tw_run_launched(run))
-            printf("tensor parallel: %d rank%s over %s, collectives %.1f%% of measured time\n",
-                   r->scenario.tp, r->scenario.tp > 1 ? "s" : "", tw_run_comm_kind(run),
+            printf("%s: %d rank%s over %s, collectives %.1f%% of measured time\n",
+                   r->scenario.ep > 1 ? "tensor/expert parallel" : "tensor parallel",
+                   r->scenario.devices, r->scenario.devices > 1 ? "s" : "", tw_run_comm_kind(run),
                    100 * m->collective_share);
         printf("%s\n", r->projection_headline);
         if (r->has_dump && !r->dump_written) printf("LOGITS DUMP FAILED: %s\n", r->dump_error);

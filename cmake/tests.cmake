@@ -188,7 +188,11 @@ foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl or 
              "seed_overflow|--seed 99999999999999999999999|--seed: .* out of range .*too large"
              "repeated_option|--batch 1 --batch 2|option --batch is given more than once"
              "out_txt|--out ${TW_TR}/res.txt|a result file name must end in .json"
-             "power_nvml_on_cpu|--power nvml|--power nvml reads NVIDIA GPUs: it goes with --backend cuda")
+             "power_nvml_on_cpu|--power nvml|--power nvml reads NVIDIA GPUs: it goes with --backend cuda"
+             "ep_with_tp_sweep|--ep 2 --tp 1,2|--ep 2 goes with one --tp, 1 \\(attention replicated\\) or 2"
+             "ep_with_other_tp|--ep 2 --tp 4|--ep 2 goes with one --tp"
+             "ep_zero|--ep 0|--ep: 0 is out of range"
+             "routing_skew_negative|--routing-skew -1|--routing-skew: -1 is out of range")
   string(REPLACE "|" ";" parts "${case}")
   list(GET parts 0 tag)
   list(GET parts 1 opts)
@@ -198,6 +202,10 @@ foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl or 
     NO_ERR "engine ready" NO_ERR "unknown option"
     COMMAND ${TW} run --model tiny ${opts})
 endforeach()
+# --ep splits experts over launched ranks: without a launcher it is a bad argument
+tw_cmd_test(run_ep_without_launcher EXIT 2
+  ERR "no MPI launcher \\(1 rank\\) but --ep is 2: launch with mpirun -np 2 tokwatt run --ep 2"
+  NO_ERR "engine ready" COMMAND ${TW} run --model tiny-mixtral --ep 2 --reps 1 --out ${TW_TR}/x/)
 tw_cmd_test(run_out_txt_creates_nothing EXIT 2
   COMMAND sh -c "rm -rf ${TW_TR}/res2.txt && ${TWQ} run --model tiny --out ${TW_TR}/res2.txt; rc=$?; test ! -e ${TW_TR}/res2.txt || { echo created ${TW_TR}/res2.txt; exit 9; }; exit $rc")
 tw_cmd_test(run_existing_result_file_refused EXIT 2 ERR "never overwritten"
@@ -306,6 +314,37 @@ if(MPI_C_FOUND)
     COMMAND ${TW} run ${TW_TINY} --tp 2 --prompt 9 --gen 5 --reps 1 --format json
     --out ${TW_TR}/mpi_run_tp2.json
     CHECK "${TW_CJ} ${TW_TR}/mpi_run_tp2.json \"r['complete'] is True\" \"len(r['ranks']) == 2\" \"r['metrics']['collective_share'] > 0\"")
+  # expert parallelism (doc/MOE.md): the tiny Mixtral's 4 experts over 2 ranks, attention
+  # replicated (--tp 1) or tensor-parallel over the same ranks (--tp 2). The tokens, the expert
+  # load and the decode bytes must be those of the same run on one rank (run by the CHECK as the
+  # reference), the all-to-alls counted, and both files valid against the schema.
+  set(_ep_run run --model tiny-mixtral --threads 1 --membw-gbps 10 --peak-gflops 10 --batch 3
+      --prompt 7 --gen 6 --reps 2 --warmup 0 --power none)
+  string(REPLACE ";" " " _ep_run_s "${_ep_run}")
+  foreach(tp 1 2)
+    set(res ${TW_TR}/mpi_run_ep2_tp${tp}.json)
+    set(ref ${TW_TR}/mpi_run_ep2_tp${tp}_one_rank.json)
+    set(attn "replicated")
+    if(tp EQUAL 2)
+      set(attn "tensor-parallel over the same ranks")
+    endif()
+    tw_cmd_test(mpi_run_ep2_tp${tp} NP 2 TIMEOUT 120 RM ${res}
+      COMMAND ${TW} ${_ep_run} --ep 2 --tp ${tp} --out ${res}
+      ERR "expert parallel over 2 ranks \\(attention ${attn}\\), communicator mpi"
+      OUT "experts: [0-9.]+ of 4 reached per MoE layer by a decode step"
+      OUT "expert parallel over 2 ranks: all-to-all [0-9.]+% of the measured time"
+      OUT "tensor/expert parallel: 2 ranks over mpi"
+      CHECK "${TW_CJ} ${res} \"r['complete'] is True\" \"r['scenario']['ep'] == 2 and r['scenario']['tp'] == ${tp} and r['scenario']['devices'] == 2\" \"len(r['ranks']) == 2 and r['plan']['per_rank'] is True\" \"r['experts']['expert_parallel']['ep'] == 2\" \"r['experts']['expert_parallel']['alltoall_calls'] > 0 and r['experts']['expert_parallel']['alltoall_bytes'] > 0\" \"sum(r['experts']['load']) == 2 * (3 * 7 + 3 * 5) * 2 * 2\""
+      CHECK "rm -f ${ref} && ${TWQ} ${_ep_run_s} --out ${ref} >/dev/null 2>&1 && ${TW_PYTHON3} ${TW_CMD_DIR}/check_same.py ${res} ${ref} prompt_tokens generated_tokens experts.load experts.load_per_layer experts.decode_experts_per_layer metrics.decode_bytes_per_step"
+      CHECK "${TW_CJ} ${ref} \"'expert_parallel' not in r['experts'] and 'ep' not in r['scenario']\""
+      CHECK "${TWQ} compare ${res} ${ref} 2>&1 >/dev/null | grep -q 'warning: expert parallelism differs: baseline --ep 2, new --ep 1'"
+      CHECK "${TW_PYTHON3} ${TW_CMD_DIR}/check_schema.py ${res} ${ref}")
+  endforeach()
+  # --ep needs as many ranks, and a model with experts that it divides (exit 2, a bad argument)
+  tw_cmd_test(mpi_run_ep_too_few_ranks NP 2 EXIT 2 ERR "2 ranks were launched but --ep is 4"
+    COMMAND ${TW} run --model tiny-mixtral --ep 4 --prompt 4 --gen 2 --reps 1 --warmup 0)
+  tw_cmd_test(mpi_run_ep_dense_model NP 2 EXIT 2 ERR "--ep 2: tiny has no experts"
+    COMMAND ${TW} run --model tiny --ep 2 --prompt 4 --gen 2 --reps 1 --warmup 0)
   # a rank count below --tp is a clear error (exit 2, a bad argument)
   tw_cmd_test(mpi_run_tp_mismatch NP 2 EXIT 2 ERR "2 ranks were launched but --tp is 4"
     COMMAND ${TW} run --model tiny --tp 4 --prompt 4 --gen 2 --reps 1 --warmup 0)

@@ -93,6 +93,8 @@ static tw_status tw_row_view(const tw_result *res, const tw_result_row *row, con
     r->gen = sc->gen;
     r->tp = sc->tp;
     r->devices = sc->devices;
+    r->ep = sc->ep;
+    r->routing_skew = sc->has_routing_skew ? sc->routing_skew : NAN;
     r->prefill_tps = m->prefill_tokens_per_s.median;
     r->decode_tps = m->decode_tokens_per_s.median;
     r->e2e_tps = m->e2e_tokens_per_s.median;
@@ -107,6 +109,9 @@ static tw_status tw_row_view(const tw_result *res, const tw_result_row *row, con
     r->decode_bw_gbps = m->decode_bandwidth_gbps;
     r->decode_bytes_per_step = m->decode_bytes_per_step;
     r->params = res->memory.params >= 0 ? (double)res->memory.params : NAN;
+    r->active_params = row->has_experts && row->experts.active_params > 0
+                           ? (double)row->experts.active_params
+                           : r->params;
     tw_dtype wd;
     r->bytes_per_weight = tw_dtype_parse(sc->dtype, &wd) == TW_OK ? (double)tw_dtype_size(wd) : 2;
     tw_clear_error();

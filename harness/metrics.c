@@ -55,14 +55,33 @@ int tw_metric_decode_context(int prompt, int gen) {
 }
 
 double tw_metric_decode_bytes_per_step(const tw_model_config *c, tw_dtype w_dtype,
-                                       tw_dtype kv_dtype, int batch, int ctx) {
+                                       tw_dtype kv_dtype, int batch, int ctx, double experts_read) {
     double ws = (double)tw_dtype_size(w_dtype);
-    double weights = (double)tw_model_params_nonembed(c) * ws;
-    if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
-    weights += (double)batch * c->hidden * ws;                           /* embedding rows */
-    double kv = (double)batch * tw_model_attended_positions(c, ctx) * 2.0 * c->n_kv_heads *
-                c->head_dim * (double)tw_dtype_size(kv_dtype);
-    return weights + kv;
+    double w = (double)tw_model_params_nonembed(c);
+    if (c->tie_embeddings) w += (double)c->vocab * c->hidden; /* the LM head reads it */
+    w += (double)batch * c->hidden;                           /* embedding rows */
+    int moe = tw_model_moe_layers(c);
+    if (moe > 0) {
+        /* every routed expert is in the parameter count; a step reads those it reached */
+        double per_expert = (double)tw_model_routed_expert_params(c);
+        double read = experts_read > c->n_experts ? c->n_experts : experts_read;
+        if (!(read > 0)) read = 0;
+        w += (double)moe * (read - c->n_experts) * per_expert;
+    }
+    double kv = (double)batch * tw_model_attended_positions(c, ctx) *
+                tw_model_kv_elems_per_position(c) * (double)tw_dtype_size(kv_dtype);
+    return w * ws + kv;
+}
+
+double tw_metric_uniform_experts(const tw_model_config *c, int batch) {
+    if (c->n_experts <= 0) return 0;
+    double e = c->n_experts, k = c->n_experts_per_tok;
+    return e * (1.0 - pow(1.0 - k / e, (double)batch));
+}
+
+double tw_metric_decode_experts(const tw_model_config *c, double measured, int batch) {
+    if (c->n_experts <= 0) return 0;
+    return measured > 0 ? measured : tw_metric_uniform_experts(c, batch);
 }
 
 double tw_metric_decode_bandwidth_gbps(double bytes_per_step, double step_s) {
@@ -97,8 +116,31 @@ double tw_metric_decode_intensity(double params, int batch, double bytes_per_ste
     return 2.0 * params * batch / bytes_per_step;
 }
 
+double tw_metric_measured_s(const tw_rep_times *reps, int n) {
+    double s = 0;
+    for (int r = 0; r < n; r++) s += reps[r].ttft_s + reps[r].decode_s;
+    return s;
+}
+
 double tw_metric_collective_share(double comm_s, double measured_s) {
     return measured_s > 0 ? comm_s / measured_s : NAN;
+}
+
+double tw_metric_expert_max_over_mean(const long long *load, int n) {
+    long long mx = 0, sum = 0;
+    for (int x = 0; x < n; x++) {
+        mx = load[x] > mx ? load[x] : mx;
+        sum += load[x];
+    }
+    return sum > 0 ? (double)mx * n / (double)sum : NAN;
+}
+
+double tw_metric_alltoall_algbw_gbps(double bytes, double seconds) {
+    return seconds > 0 ? bytes / seconds / 1e9 : NAN;
+}
+
+double tw_metric_alltoall_busbw_gbps(double algbw_gbps, int ranks) {
+    return ranks >= 1 ? algbw_gbps * (ranks - 1) / (double)ranks : NAN;
 }
 
 double tw_metric_mean_power_w(double energy_j, double seconds) {
@@ -134,12 +176,11 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     double *v = malloc(sizeof(double) * 3 * (size_t)(n > 0 ? n : 1));
     if (!v) return TW_ERR(TW_ERR_NOMEM, "metrics of %d repetitions", n);
     double *pf = v, *dec = v + n, *e2e = v + 2 * n;
-    double measured_s = 0;
+    double measured_s = tw_metric_measured_s(reps, n);
     for (int r = 0; r < n; r++) {
         pf[r] = tw_metric_prefill_tokens_per_s(in->batch, in->prompt, reps[r].ttft_s);
         dec[r] = tw_metric_decode_tokens_per_s(in->batch, in->gen, reps[r].decode_s);
         e2e[r] = tw_metric_e2e_tokens_per_s(in->batch, in->gen, reps[r].ttft_s, reps[r].decode_s);
-        measured_s += reps[r].ttft_s + reps[r].decode_s;
     }
     out->prefill_tokens_per_s = tw_stats_of(pf, n);
     out->decode_tokens_per_s = tw_stats_of(dec, n);
@@ -148,9 +189,10 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     out->ttft_s = tw_metric_ttft_s(reps, n);
     out->tpot_s = tw_metric_tpot_s(reps, n, in->gen);
     out->repetitions_complete = n;
-    out->decode_bytes_per_step =
-        tw_metric_decode_bytes_per_step(in->cfg, in->w_dtype, in->kv_dtype, in->batch,
-                                        tw_metric_decode_context(in->prompt, in->gen));
+    out->decode_bytes_per_step = tw_metric_decode_bytes_per_step(
+        in->cfg, in->w_dtype, in->kv_dtype, in->batch,
+        tw_metric_decode_context(in->prompt, in->gen),
+        tw_metric_decode_experts(in->cfg, in->decode_experts, in->batch));
     out->decode_bandwidth_gbps =
         out->tpot_s.n
             ? tw_metric_decode_bandwidth_gbps(out->decode_bytes_per_step, out->tpot_s.median)

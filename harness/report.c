@@ -283,7 +283,8 @@ static void tw_chart_throughput(tw_buf *b, const tw_result_file *f, int nf) {
 /* Per-device roofline coordinates of a row's prefill and decode (NaN when a field is missing).
  * prefill: FLOPs of the prefill pass (prefill GFLOP/s x TTFT) over the weight bytes read once
  *          (params x bytes per weight); performance = prefill GFLOP/s / devices.
- * decode:  2 x params x batch FLOPs per step over the bytes the step moves; performance =
+ * decode:  2 x params x batch FLOPs per step over the bytes the step moves (of a mixture of
+ *          experts, its active params: the weights that multiply a token); performance =
  *          intensity x decode bandwidth / devices. Attention FLOPs are left out of decode. */
 static void tw_roof_points(const tw_run_row *r, double *xp, double *yp, double *xd, double *yd) {
     *xp = *yp = *xd = *yd = NAN;
@@ -293,7 +294,7 @@ static void tw_roof_points(const tw_run_row *r, double *xp, double *yp, double *
         *xp = ip;
         *yp = tw_metric_per_device(r->prefill_gflops, r->devices);
     }
-    double id = tw_metric_decode_intensity(r->params, r->batch, r->decode_bytes_per_step);
+    double id = tw_metric_decode_intensity(r->active_params, r->batch, r->decode_bytes_per_step);
     if (isfinite(id) && r->decode_bw_gbps > 0) {
         *xd = id;
         *yd = tw_metric_per_device(id * r->decode_bw_gbps, r->devices);

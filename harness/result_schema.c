@@ -122,8 +122,10 @@ static json_t *tw_scenario_json(const tw_result_scenario *s) {
     json_object_set_new(j, "warmup", json_integer(s->warmup));
     json_object_set_new(j, "reps", json_integer(s->reps));
     json_object_set_new(j, "seed", json_integer(s->seed));
+    if (s->has_routing_skew) json_object_set_new(j, "routing_skew", tw_jnum(s->routing_skew));
     json_object_set_new(j, "tp", json_integer(s->tp));
     json_object_set_new(j, "devices", json_integer(s->devices));
+    if (s->ep > 0) json_object_set_new(j, "ep", json_integer(s->ep));
     if (s->preset[0]) {
         json_object_set_new(j, "preset", json_string(s->preset));
         json_t *cv = json_array();
@@ -165,6 +167,44 @@ static json_t *tw_plan_json(const tw_result_plan *p) {
     return j;
 }
 
+static json_t *tw_counts_json(const long long *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+static json_t *tw_experts_json(const tw_result_experts *x) {
+    json_t *j = json_object(), *per = json_array();
+    json_object_set_new(j, "n_experts", json_integer(x->n_experts));
+    json_object_set_new(j, "experts_per_token", json_integer(x->experts_per_token));
+    json_object_set_new(j, "moe_layers", json_integer(x->moe_layers));
+    json_object_set_new(j, "active_params", json_integer(x->active_params));
+    json_object_set_new(j, "routing_skew", tw_jnum(x->routing_skew));
+    json_object_set_new(j, "load", tw_counts_json(x->load, x->load ? x->n_experts : 0));
+    for (int l = 0; x->load_per_layer && l < x->moe_layers; l++)
+        json_array_append_new(
+            per, tw_counts_json(x->load_per_layer + (size_t)l * x->n_experts, x->n_experts));
+    json_object_set_new(j, "load_per_layer", per);
+    json_object_set_new(j, "max_over_mean_load", tw_jnum(x->max_over_mean_load));
+    json_object_set_new(j, "decode_experts_per_layer", tw_jnum(x->decode_experts_per_layer));
+    json_object_set_new(j, "decode_experts_per_layer_uniform",
+                        tw_jnum(x->decode_experts_per_layer_uniform));
+    if (x->has_ep) {
+        const tw_result_ep *e = &x->ep;
+        json_t *ej = json_object();
+        json_object_set_new(ej, "ep", json_integer(e->ep));
+        json_object_set_new(ej, "dispatch_s", tw_jnum(e->dispatch_s));
+        json_object_set_new(ej, "combine_s", tw_jnum(e->combine_s));
+        json_object_set_new(ej, "alltoall_share", tw_jnum(e->alltoall_share));
+        json_object_set_new(ej, "alltoall_calls", json_integer(e->alltoall_calls));
+        json_object_set_new(ej, "alltoall_bytes", json_integer(e->alltoall_bytes));
+        json_object_set_new(ej, "alltoall_algbw_gbps", tw_jnum(e->alltoall_algbw_gbps));
+        json_object_set_new(ej, "alltoall_busbw_gbps", tw_jnum(e->alltoall_busbw_gbps));
+        json_object_set_new(j, "expert_parallel", ej);
+    }
+    return j;
+}
+
 /* The row's keys; `with_completeness` for a sweep's rows (a single run states it at the top). */
 static json_t *tw_row_json(const tw_result_row *row, int with_completeness) {
     json_t *j = json_object();
@@ -182,6 +222,7 @@ static json_t *tw_row_json(const tw_result_row *row, int with_completeness) {
         json_object_set_new(j, "logits_dump", d);
     }
     json_object_set_new(j, "metrics", tw_metrics_to_json(&row->metrics));
+    if (row->has_experts) json_object_set_new(j, "experts", tw_experts_json(&row->experts));
     json_object_set_new(j, "prompt_tokens",
                         tw_tokens_json(row->prompt_tokens, row->token_batch, row->token_prompt));
     json_object_set_new(j, "generated_tokens",
@@ -589,8 +630,11 @@ static void tw_rd_scenario(tw_rd *d, const json_t *sc, const char *path, tw_resu
     s->warmup = tw_rd_int(d, sc, path, "warmup", 0);
     s->reps = tw_rd_int(d, sc, path, "reps", 0);
     s->seed = tw_rd_ll(d, sc, path, "seed", 0);
+    s->has_routing_skew = json_object_get(sc, "routing_skew") != NULL;
+    s->routing_skew = tw_rd_num(d, sc, path, "routing_skew");
     s->tp = tw_rd_int(d, sc, path, "tp", 1);
     s->devices = tw_rd_int(d, sc, path, "devices", s->tp);
+    s->ep = tw_rd_int(d, sc, path, "ep", 0);
     tw_rd_str(d, sc, path, "preset", s->preset, sizeof s->preset);
     s->caveats = tw_rd_strings(d, sc, path, "caveats", &s->ncaveats);
     if (tw_rd_ok(d) && (s->batch < 1 || s->devices < 1))
@@ -653,6 +697,73 @@ static void tw_rd_plan(tw_rd *d, const json_t *p, const char *path, tw_result_pl
     out->engine_total_bytes = tw_rd_ll(d, e, ep, "total_bytes", 0);
 }
 
+/* n integers of a[] into v (the array must hold exactly n) */
+static void tw_rd_counts(tw_rd *d, const json_t *a, const char *path, const char *key, long long *v,
+                         int n) {
+    if (!json_is_array(a) || json_array_size(a) != (size_t)n) {
+        char want[96];
+        snprintf(want, sizeof want, "an array of %d integers (n_experts)", n);
+        tw_rd_fail(d, path, key, want);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        json_t *x = json_array_get(a, (size_t)i);
+        if (!json_is_integer(x)) {
+            tw_rd_fail(d, path, key, "an array of integers");
+            return;
+        }
+        v[i] = json_integer_value(x);
+    }
+}
+
+static void tw_rd_experts(tw_rd *d, const json_t *o, const char *path, tw_result_experts *x) {
+    x->n_experts = tw_rd_int(d, o, path, "n_experts", 0);
+    x->experts_per_token = tw_rd_int(d, o, path, "experts_per_token", 0);
+    x->moe_layers = tw_rd_int(d, o, path, "moe_layers", 0);
+    x->active_params = tw_rd_ll(d, o, path, "active_params", -1);
+    x->routing_skew = tw_rd_num(d, o, path, "routing_skew");
+    x->max_over_mean_load = tw_rd_num(d, o, path, "max_over_mean_load");
+    x->decode_experts_per_layer = tw_rd_num(d, o, path, "decode_experts_per_layer");
+    x->decode_experts_per_layer_uniform = tw_rd_num(d, o, path, "decode_experts_per_layer_uniform");
+    if (!tw_rd_ok(d)) return;
+    if (x->n_experts < 1 || x->n_experts > 1 << 20 || x->moe_layers < 0 ||
+        x->moe_layers > 1 << 16) {
+        tw_rd_fail(d, path, "n_experts", "at least 1, with moe_layers >= 0");
+        return;
+    }
+    json_t *load = tw_rd_arr(d, o, path, "load"), *per = tw_rd_arr(d, o, path, "load_per_layer");
+    size_t ne = (size_t)x->n_experts, nl = (size_t)x->moe_layers;
+    x->load = calloc(ne, sizeof *x->load);
+    x->load_per_layer = calloc(nl * ne > 0 ? nl * ne : 1, sizeof *x->load_per_layer);
+    if (!x->load || !x->load_per_layer) {
+        if (!d->st) d->st = TW_ERR(TW_ERR_NOMEM, "result %s: experts", d->origin);
+        return;
+    }
+    tw_rd_counts(d, load, path, "load", x->load, x->n_experts);
+    if (tw_rd_ok(d) && (!per || json_array_size(per) != nl)) {
+        tw_rd_fail(d, path, "load_per_layer", "an array of moe_layers arrays");
+        return;
+    }
+    for (size_t l = 0; l < nl && tw_rd_ok(d); l++)
+        tw_rd_counts(d, json_array_get(per, l), path, "load_per_layer", x->load_per_layer + l * ne,
+                     x->n_experts);
+    json_t *ej = tw_rd_obj(d, o, path, "expert_parallel");
+    if (ej) {
+        char p[256];
+        snprintf(p, sizeof p, "%.120s.expert_parallel", path);
+        tw_result_ep *e = &x->ep;
+        x->has_ep = 1;
+        e->ep = tw_rd_int(d, ej, p, "ep", 0);
+        e->dispatch_s = tw_rd_num(d, ej, p, "dispatch_s");
+        e->combine_s = tw_rd_num(d, ej, p, "combine_s");
+        e->alltoall_share = tw_rd_num(d, ej, p, "alltoall_share");
+        e->alltoall_calls = tw_rd_ll(d, ej, p, "alltoall_calls", 0);
+        e->alltoall_bytes = tw_rd_ll(d, ej, p, "alltoall_bytes", 0);
+        e->alltoall_algbw_gbps = tw_rd_num(d, ej, p, "alltoall_algbw_gbps");
+        e->alltoall_busbw_gbps = tw_rd_num(d, ej, p, "alltoall_busbw_gbps");
+    }
+}
+
 /* One row from o (a sweep's element, or the top level of a single run: then `top` gives the
  * completeness). */
 static void tw_rd_row(tw_rd *d, const json_t *o, const json_t *top, const char *path,
@@ -682,6 +793,12 @@ static void tw_rd_row(tw_rd *d, const json_t *o, const json_t *top, const char *
     }
     snprintf(p, sizeof p, "%.120s%smetrics", path, path[0] ? "." : "");
     tw_rd_metrics(d, m, p, &row->metrics);
+    json_t *xj = tw_rd_obj(d, o, path, "experts");
+    if (xj) {
+        snprintf(p, sizeof p, "%.120s%sexperts", path, path[0] ? "." : "");
+        row->has_experts = 1;
+        tw_rd_experts(d, xj, p, &row->experts);
+    }
     int pb = 0, gb = 0;
     row->prompt_tokens = tw_rd_tokens(d, o, path, "prompt_tokens", &pb, &row->token_prompt);
     row->generated_tokens = tw_rd_tokens(d, o, path, "generated_tokens", &gb, &row->token_gen);
@@ -873,6 +990,9 @@ void tw_result_row_free(tw_result_row *row) {
     free(row->ranks);
     row->prompt_tokens = row->generated_tokens = NULL;
     row->ranks = NULL;
+    free(row->experts.load);
+    free(row->experts.load_per_layer);
+    row->experts.load = row->experts.load_per_layer = NULL;
     tw_energy_free(&row->energy);
 }
 

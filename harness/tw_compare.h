@@ -26,11 +26,15 @@ typedef struct {
     char label[96]; /* "file.json" or "file.json row 3" */
     char model[128], backend[32], dtype[16], kv_dtype[16], device[128];
     int batch, prompt, gen, tp, devices;
+    int ep;                                  /* expert-parallel degree (0: none) */
+    double routing_skew;                     /* mixtures of experts (NaN: a dense model) */
     double prefill_tps, decode_tps, e2e_tps; /* system tokens/s */
     tw_spread sp_prefill, sp_decode, sp_e2e, sp_ttft, sp_tpot;
     double ttft_s, tpot_p50_s;
     /* roofline inputs (NaN when absent) */
     double prefill_gflops, decode_bw_gbps, decode_bytes_per_step, params, bytes_per_weight;
+    double active_params; /* weights that multiply one token: params, or a mixture of experts'
+                           * active ones (experts.active_params) */
     double membw_gbps, peak_gflops; /* per-device ceilings */
     char ceiling_source[160];
     /* energy (NaN when absent) */

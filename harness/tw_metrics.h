@@ -6,8 +6,8 @@
  *
  * The FLOPs per token stay in harness/model.c (tw_model_flops_per_token): they are a property of
  * the architecture (which weights multiply a token, how far each layer attends) that the model
- * table owns and that changes with it (sliding windows, and active experts once a mixture of
- * experts is modelled); the prefill FLOPs here multiply them out. */
+ * table owns and that changes with it (sliding windows, the k active experts of a mixture of
+ * experts, latent attention); the prefill FLOPs here multiply them out. */
 #ifndef TW_METRICS_H
 #define TW_METRICS_H
 
@@ -41,10 +41,19 @@ tw_stats tw_metric_tpot_s(const tw_rep_times *reps, int n, int gen);
 /* The mean decode context: P + G/2 (integer division), the positions a step attends on average. */
 int tw_metric_decode_context(int prompt, int gen);
 /* The fewest bytes one decode step must read: every weight that multiplies the token once (the
- * LM head's, tied or not), the B embedding rows, and the KV cache of the B sequences at context
- * ctx as far as each layer attends (min(ctx, W) for a sliding window W). */
+ * LM head's, tied or not; of a mixture of experts, every non-expert weight and the whole weights
+ * of `experts_read` routed experts per MoE layer, at most all of them; ignored for a dense
+ * model), the B embedding rows, and the KV cache of the B sequences at context ctx as far as
+ * each layer attends (min(ctx, W) for a sliding window W; for latent attention the latent and
+ * the rope key, tw_model_kv_elems_per_position). */
 double tw_metric_decode_bytes_per_step(const tw_model_config *c, tw_dtype w_dtype,
-                                       tw_dtype kv_dtype, int batch, int ctx);
+                                       tw_dtype kv_dtype, int batch, int ctx, double experts_read);
+/* Distinct experts a batch of B decode tokens reaches per MoE layer when each picks k of E
+ * uniformly: E (1 - (1 - k/E)^B); 0 for a dense model. */
+double tw_metric_uniform_experts(const tw_model_config *c, int batch);
+/* The experts a decode step read per MoE layer: the engine's count over the measured decode
+ * steps when there was one (> 0), else the uniform expectation; 0 for a dense model. */
+double tw_metric_decode_experts(const tw_model_config *c, double measured, int batch);
 double tw_metric_decode_bandwidth_gbps(double bytes_per_step, double step_s);
 double tw_metric_decode_bandwidth_fraction(double bandwidth_gbps, double membw_gbps);
 /* B x P x FLOPs per token at context P/2 (tw_model_flops_per_token). */
@@ -59,8 +68,20 @@ double tw_metric_prefill_intensity(double prefill_gflops, double ttft_s, double 
                                    double bytes_per_weight);
 double tw_metric_decode_intensity(double params, int batch, double bytes_per_step);
 
-/* Seconds in collectives / seconds of the measured repetitions. */
+/* Seconds of the measured repetitions: TTFT + decode time of each complete one. */
+double tw_metric_measured_s(const tw_rep_times *reps, int n);
+/* Seconds in collectives / seconds of the measured repetitions (also the all-to-all share of
+ * expert parallelism: dispatch + combine seconds / measured seconds). */
 double tw_metric_collective_share(double comm_s, double measured_s);
+
+/* ---- mixtures of experts (doc/MOE.md) ------------------------------------------------------ */
+/* The busiest expert's load over the mean load, of the tokens routed to each of n experts
+ * (NAN when none were routed). */
+double tw_metric_expert_max_over_mean(const long long *load, int n);
+/* All-to-all bandwidths in nccl-tests' convention: algbw = bytes / seconds / 1e9, bytes being
+ * what this rank sent (its per-rank buffer); busbw = algbw x (N - 1) / N over N ranks. */
+double tw_metric_alltoall_algbw_gbps(double bytes, double seconds);
+double tw_metric_alltoall_busbw_gbps(double algbw_gbps, int ranks);
 
 /* ---- energy (the energy block's phases) --------------------------------------------------------
  */
@@ -97,6 +118,8 @@ typedef struct {
     double membw_gbps, peak_gflops; /* the ceilings (<= 0: unknown, the fractions are NAN) */
     int have_comm;                  /* a communicator: the collective share is measured */
     double comm_s;                  /* seconds in collectives during the measured repetitions */
+    double decode_experts; /* mixtures of experts: distinct experts a decode step reached per MoE
+                            * layer, measured (0: not measured; tw_metric_decode_experts) */
 } tw_metric_inputs;
 
 /* Every figure of the metrics block from n complete repetitions (n may be 0: NANs). */

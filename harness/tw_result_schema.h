@@ -23,7 +23,8 @@
 #include "tw_status.h"
 
 #define TW_RESULT_SCHEMA_MAJOR 1
-#define TW_RESULT_SCHEMA_MINOR 1 /* 1.1: each row records its plan */
+/* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep) */
+#define TW_RESULT_SCHEMA_MINOR 2
 
 typedef struct {
     char model[128], backend[32];
@@ -34,7 +35,10 @@ typedef struct {
     char dtype[16], kv_dtype[16];
     int batch, prompt, gen, warmup, reps;
     long long seed;
+    int has_routing_skew; /* a model with experts: routing_skew is recorded */
+    double routing_skew;
     int tp, devices;
+    int ep;          /* expert-parallel degree; 0: absent (none) */
     char preset[96]; /* "" when the run mirrors no preset (no caveats then) */
     int ncaveats;
     char **caveats;
@@ -95,6 +99,31 @@ typedef struct {
         engine_total_bytes;
 } tw_result_plan;
 
+/* Expert parallelism's all-to-alls over a row's measured repetitions (this rank's: rank 0's). */
+typedef struct {
+    int ep;                       /* ranks the experts are split over */
+    double dispatch_s, combine_s; /* seconds in the two all-to-alls, waiting included */
+    double alltoall_share;        /* their sum / the measured seconds */
+    long long alltoall_calls;     /* all-to-alls */
+    long long alltoall_bytes;     /* bytes this rank sent, padded blocks included */
+    double alltoall_algbw_gbps, alltoall_busbw_gbps;
+} tw_result_ep;
+
+/* The experts of a mixture-of-experts row (doc/MOE.md): the tokens routed to each over the
+ * measured repetitions, and what a decode step reached. */
+typedef struct {
+    int n_experts, experts_per_token, moe_layers;
+    long long active_params; /* weights that multiply one token (tw_model_params_active) */
+    double routing_skew;
+    long long *load;           /* [n_experts]: tokens routed to each, summed over MoE layers */
+    long long *load_per_layer; /* [moe_layers][n_experts] */
+    double max_over_mean_load; /* the busiest expert's load / the mean */
+    double decode_experts_per_layer;         /* distinct experts a decode step reached, mean */
+    double decode_experts_per_layer_uniform; /* the same under uniform routing */
+    int has_ep;
+    tw_result_ep ep;
+} tw_result_experts;
+
 typedef struct {
     tw_result_scenario scenario;
     int complete;
@@ -115,6 +144,8 @@ typedef struct {
     tw_energy energy;
     char projection_headline[1024];
     tw_result_plan plan;
+    int has_experts; /* a model with experts */
+    tw_result_experts experts;
 } tw_result_row;
 
 typedef struct {

@@ -7,6 +7,7 @@
  * memory plan, and the attended-positions count of windowed models. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "tw_engine.h"
+#include "tw_metrics.h"
 #include "tw_model.h"
 #include "tw_util.h"
 
@@ -53,18 +55,29 @@ typedef struct {
  *   Mistral 7B v0.3     7,248,023,552  total_size 14,496,047,104
  *   Qwen2.5 7B          7,615,616,512  total_size 15,231,233,024 (the model card: 7.61B)
  *   Phi-3 mini 4k       3,821,079,552  keras-hub phi3_presets.py "params": 3821079552 (the model
- *                                      card: 3.8B) */
+ *                                      card: 3.8B)
+ *   Qwen3 8B            8,190,735,360  total_size 16,381,470,720 (the model card: 8.2B)
+ *   Qwen3-30B-A3B      30,532,122,624  total_size 61,064,245,248 (the model card: 30.5B total,
+ *                                      3.3B activated)
+ *   Mixtral 8x7B       46,702,792,704  total_size 93,405,585,408 (46.7B)
+ *   DeepSeek-V3       671,026,419,200  the main model without the multi-token-prediction layer
+ *                                      61 and without the fp8 scales: DeepSeek's README_WEIGHTS
+ *                                      ("671B of the main model weights and 14B of the MTP
+ *                                      module", 685B on the Hub); the published file is refused
+ *                                      for its fp8 quantization_config, see below
+ *   DeepSeek-V2-Lite   15,706,484,224  the Hub's count (15.7B), with the Hub's q_lora_rank: null
+ *                                      (missing from the copy kept here; see below)
+ * The total_size figures were read from public copies of the index files, as for the others. */
 static const hf_case hf_cases[] = {
     {"llama-3.1-8b.json", 8030261248ull, "LlamaForCausalLM", NULL, 0},
     {"llama-3.2-1b-instruct.json", 1235814400ull, "LlamaForCausalLM", NULL, 0},
     {"mistral-7b-v0.3.json", 7248023552ull, "MistralForCausalLM", NULL, 0},
     {"qwen2.5-7b.json", 7615616512ull, "Qwen2ForCausalLM", NULL, 0},
     {"phi-3-mini-4k-instruct.json", 3821079552ull, "Phi3ForCausalLM", NULL, 2047},
-    {"mixtral-8x7b-v0.1.json", 0, "MixtralForCausalLM", "num_local_experts", 0},
-    {"qwen3-8b.json", 0, "Qwen3ForCausalLM", "q_norm", 0},
-    {"qwen3-30b-a3b.json", 0, "Qwen3MoeForCausalLM", "num_experts", 0},
-    {"deepseek-v3.json", 0, "DeepseekV3ForCausalLM", "n_routed_experts", 0},
-    {"deepseek-v2-lite.json", 0, "DeepseekV2ForCausalLM", "n_routed_experts", 0},
+    {"mixtral-8x7b-v0.1.json", 46702792704ull, "MixtralForCausalLM", NULL, 0},
+    {"qwen3-8b.json", 8190735360ull, "Qwen3ForCausalLM", NULL, 0},
+    {"qwen3-30b-a3b.json", 30532122624ull, "Qwen3MoeForCausalLM", NULL, 0},
+    {"deepseek-v3.json", 0, "DeepseekV3ForCausalLM", "quantization_config", 0},
     {"gemma-2-9b.json", 0, "Gemma2ForCausalLM", "hidden_act", 0},
     {"gemma-3-1b-it.json", 0, "Gemma3ForCausalLM", "hidden_activation", 0},
 };
@@ -149,20 +162,138 @@ static tw_status parse_edited(const char *file, const char *edit, tw_model_confi
     return st;
 }
 
-Test(configs, deepseek_v2_lite_without_yarn_is_still_refused) {
-    /* the old parser refused it only for its yarn rope_scaling; without it, it ran as a dense
-     * Llama, ignoring latent attention and 64 experts */
+/* DeepSeek-V3's published config names fp8 weights (quantization_config): refused, as any
+ * quantised checkpoint; as the bf16 model (the field removed, what configs/models/deepseek-r1.json
+ * holds) it has exactly the main model's 671,026,419,200 parameters, 36.6 B of them active per
+ * token (k = 8 of 256 experts, the shared expert, the dense layers, attention and the LM head:
+ * the convention of DeepSeek's README_WEIGHTS, which leaves the embedding out), and its
+ * multi-token-prediction layer is neither run nor counted. */
+Test(configs, deepseek_v3_modelled_as_bf16_with_its_published_count) {
     tw_model_config c;
-    expect_refused(parse_edited("deepseek-v2-lite.json", "{\"rope_scaling\": null}", &c),
-                   "DeepSeek-V2-Lite without rope_scaling", "DeepseekV2ForCausalLM",
-                   "n_routed_experts");
-    /* and without the experts, for its latent attention */
-    expect_refused(parse_edited("deepseek-v2-lite.json",
-                                "{\"rope_scaling\": null, \"n_routed_experts\": null, "
-                                "\"n_shared_experts\": null, \"num_experts_per_tok\": null, "
-                                "\"moe_intermediate_size\": null}",
-                                &c),
-                   "DeepSeek-V2-Lite without experts", "DeepseekV2ForCausalLM", "kv_lora_rank");
+    char path[1024];
+    hf_path("deepseek-v3.json", path, sizeof path);
+    char *text = NULL;
+    cr_assert_eq(tw_read_file(path, &text, NULL), TW_OK);
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    free(text);
+    json_object_del(root, "quantization_config");
+    char *out = json_dumps(root, 0);
+    json_decref(root);
+    cr_assert_eq(tw_model_parse(out, "deepseek-v3.json", &c), TW_OK, "%s", tw_last_error());
+    free(out);
+    cr_assert_eq(tw_model_params(&c), 671026419200ull, "%llu",
+                 (unsigned long long)tw_model_params(&c));
+    cr_assert_eq(tw_model_params_active(&c), 36624596992ull, "%llu",
+                 (unsigned long long)tw_model_params_active(&c));
+    cr_assert_eq(tw_model_moe_layers(&c), 58, "first_k_dense_replace 3 of 61");
+    cr_assert(c.mla && c.kv_lora_rank == 512 && c.qk_rope_dim == 64 && c.mtp_layers == 1);
+    cr_assert_eq(tw_model_kv_elems_per_position(&c), 576.0, "the latent and the rope key");
+    cr_assert_eq(c.rope.type, TW_ROPE_YARN);
+    /* 1/sqrt(192) * (0.1 ln 40 + 1)^2 */
+    double m = 0.1 * log(40.0) + 1.0;
+    cr_assert(fabs(c.attn_scale - m * m / sqrt(192.0)) < 1e-7, "softmax scale %.9g",
+              (double)c.attn_scale);
+    /* the plan holds every expert; it does not fit this machine, and says so before
+     * allocating */
+    tw_engine_opts o = {.cfg = &c,
+                        .w_dtype = TW_BF16,
+                        .kv_dtype = TW_BF16,
+                        .max_batch = 1,
+                        .max_seq = 64,
+                        .max_prefill = 32,
+                        .tp_size = 1};
+    tw_mem_plan p;
+    cr_assert_eq(tw_engine_plan(&o, &p), TW_OK, "%s", tw_last_error());
+    cr_assert_eq((uint64_t)p.params_local, 671026419200ull);
+    cr_assert_eq(p.weights_bytes, 2 * (size_t)671026419200ull);
+    cr_assert_eq(p.kv_bytes, (size_t)61 * 64 * 576 * 2, "latent KV cache %zu", p.kv_bytes);
+    o.tp_size = 8, o.tp_rank = 3; /* per rank: heads and expert columns split, the rest kept */
+    cr_assert_eq(tw_engine_plan(&o, &p), TW_OK, "%s", tw_last_error());
+    cr_assert_lt((uint64_t)p.params_local, 671026419200ull / 7);
+    tw_backend *be = NULL;
+    cr_assert_eq(tw_backend_cpu_create(1, &be), TW_OK);
+    o.be = be, o.tp_size = 1, o.tp_rank = 0;
+    tw_engine *e = NULL;
+    cr_assert_eq(tw_engine_create(&o, &e), TW_ERR_NOMEM, "1.3 TB of weights must not fit");
+    cr_assert(strstr(tw_last_error(), "does not fit"), "%s", tw_last_error());
+    tw_backend_destroy(be);
+    tw_model_free(&c);
+    /* the R1 preset's model is the same architecture and count */
+    cr_assert_eq(tw_model_load("deepseek-r1", &c), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_model_params(&c), 671026419200ull);
+    tw_model_free(&c);
+}
+
+Test(configs, deepseek_v2_lite_with_the_hubs_q_lora_rank) {
+    /* the copy kept here lacks the Hub's "q_lora_rank": null, and transformers' default (1536)
+     * then adds a q compression DeepSeek-V2-Lite does not have: tokwatt follows the class */
+    char path[1024];
+    hf_path("deepseek-v2-lite.json", path, sizeof path);
+    tw_model_config c;
+    cr_assert_eq(tw_model_load(path, &c), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(c.q_lora_rank, 1536);
+    tw_model_free(&c);
+    char *text = NULL;
+    cr_assert_eq(tw_read_file(path, &text, NULL), TW_OK);
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    free(text);
+    json_object_set_new(root, "q_lora_rank", json_null());
+    char *out = json_dumps(root, 0);
+    json_decref(root);
+    cr_assert_eq(tw_model_parse(out, "deepseek-v2-lite.json", &c), TW_OK, "%s", tw_last_error());
+    free(out);
+    cr_assert_eq(c.q_lora_rank, 0);
+    cr_assert_eq(tw_model_params(&c), 15706484224ull, "%llu",
+                 (unsigned long long)tw_model_params(&c));
+    cr_assert_eq(tw_model_moe_layers(&c), 26);
+    cr_assert(c.moe_scoring == TW_MOE_SOFTMAX && !c.norm_topk_prob && c.n_group == 1);
+    tw_model_free(&c);
+}
+
+Test(configs, expert_layers_and_active_parameters) {
+    tw_model_config c;
+    char path[1024];
+    hf_path("mixtral-8x7b-v0.1.json", path, sizeof path);
+    cr_assert_eq(tw_model_load(path, &c), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_model_moe_layers(&c), 32);
+    /* 2 of 8 experts: 12.9 B with the embedding, the figure Mistral quotes (norms, 262,144
+     * weights, are not multiplied by the token and not counted) */
+    cr_assert_eq(tw_model_params_active(&c) + 32000ull * 4096, 12879659008ull, "%llu",
+                 (unsigned long long)tw_model_params_active(&c));
+    /* decode reads 2 experts per layer for one token, all 8 for a large batch (fp32 weights
+     * and cache; context 1: 32 layers x 1 position x 2 x 8 KV heads x 128 x 4 bytes per
+     * sequence) */
+    double one = tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 1, 1, 2.0);
+    double all = tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 64, 1, 8.0);
+    cr_assert(fabs(all - one - 4.0 * (6.0 * 32 * 3 * 4096.0 * 14336 + 63 * 4096.0) -
+                   63.0 * 32 * 2 * 8 * 128 * 4) < 1,
+              "six more experts per layer, 63 more embedding rows and KV caches");
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 64, 1, 9.0), all,
+                 "at most every expert");
+    cr_assert(fabs(tw_metric_uniform_experts(&c, 1) - 2.0) < 1e-9);
+    cr_assert(tw_metric_uniform_experts(&c, 64) > 7.99);
+    tw_model_free(&c);
+    /* Qwen3-MoE: decoder_sparse_step and mlp_only_layers */
+    hf_path("qwen3-30b-a3b.json", path, sizeof path);
+    char *text = NULL;
+    cr_assert_eq(tw_read_file(path, &text, NULL), TW_OK);
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    free(text);
+    json_object_set_new(root, "decoder_sparse_step", json_integer(2));
+    json_object_set_new(root, "mlp_only_layers", json_pack("[i, i]", 1, 7));
+    char *out = json_dumps(root, 0);
+    json_decref(root);
+    cr_assert_eq(tw_model_parse(out, "q.json", &c), TW_OK, "%s", tw_last_error());
+    free(out);
+    /* layers 1, 3, 5, ... are MoE, except 1 and 7: 24 - 2 = 22 */
+    cr_assert(!tw_model_layer_is_moe(&c, 0) && !tw_model_layer_is_moe(&c, 1) &&
+              tw_model_layer_is_moe(&c, 3) && !tw_model_layer_is_moe(&c, 7) &&
+              tw_model_layer_is_moe(&c, 47));
+    cr_assert_eq(tw_model_moe_layers(&c), 22);
+    tw_model_free(&c);
 }
 
 Test(configs, modelled_architectures_refuse_fields_they_do_not_model) {
@@ -211,6 +342,27 @@ Test(configs, modelled_architectures_refuse_fields_they_do_not_model) {
          "{\"architectures\": [\"GraniteForCausalLM\"], \"model_type\": \"granite\"}",
          "GraniteForCausalLM", "not in tokwatt's table"},
         {"llama-3.1-8b.json", "{\"model_type\": \"mistral\"}", "LlamaForCausalLM", "disagree"},
+        /* the expert and latent-attention families: the variants they do not model */
+        {"mixtral-8x7b-v0.1.json", "{\"num_experts\": 8}", "MixtralForCausalLM", "num_experts"},
+        {"qwen3-30b-a3b.json", "{\"shared_expert_intermediate_size\": 512}", "Qwen3MoeForCausalLM",
+         "shared_expert_intermediate_size"},
+        {"qwen3-8b.json", "{\"attention_bias\": true}", "Qwen3ForCausalLM", "attention_bias"},
+        {"deepseek-v3.json", "{\"quantization_config\": null, \"scoring_func\": \"softmax\"}",
+         "DeepseekV3ForCausalLM", "scoring_func"},
+        {"deepseek-v3.json", "{\"quantization_config\": null, \"topk_method\": \"greedy\"}",
+         "DeepseekV3ForCausalLM", "topk_method"},
+        {"deepseek-v3.json", "{\"quantization_config\": null, \"moe_layer_freq\": 2}",
+         "DeepseekV3ForCausalLM", "moe_layer_freq"},
+        {"deepseek-v3.json",
+         "{\"quantization_config\": null, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+         "\"original_max_position_embeddings\": 4096, \"mscale\": 0.707, \"mscale_all_dim\": 1.0}}",
+         "DeepseekV3ForCausalLM", "attention factor"},
+        {"deepseek-v3.json", "{\"quantization_config\": null, \"use_qk_norm\": true}",
+         "DeepseekV3ForCausalLM", "use_qk_norm"},
+        {"deepseek-v2-lite.json", "{\"norm_topk_prob\": true}", "DeepseekV2ForCausalLM",
+         "norm_topk_prob"},
+        {"deepseek-v2-lite.json", "{\"rope_interleave\": false}", "DeepseekV2ForCausalLM",
+         "rope_interleave"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tw_model_config c;

@@ -31,12 +31,33 @@ static const struct {
     const char *name;
     int threads;
 } kernel_bounds[] = {
-    {"tw_k_gemm_mma", 256},    {"tw_k_gemm_wgmma_tma", 384}, {"tw_k_gemm_wgmma", 128},
-    {"tw_k_gemm_f32", 256},    {"tw_k_gemv_bf16", 256},      {"tw_k_attn_prefill", 128},
-    {"tw_k_attn_decode", 128}, {"tw_k_cast_x_bf16", 256},    {"tw_k_rmsnorm", 256},
-    {"tw_k_rope", 256},        {"tw_k_swiglu", 256},         {"tw_k_add", 256},
-    {"tw_k_embed", 256},       {"tw_k_argmax", 256},         {"tw_k_kv_store", 256},
-    {"tw_k_bias_add", 256},    {"tw_k_image_probe", 32},
+    {"tw_k_gemm_mma", 256},
+    {"tw_k_gemm_wgmma_tma", 384},
+    {"tw_k_gemm_wgmma", 128},
+    {"tw_k_gemm_f32", 256},
+    {"tw_k_gemv_bf16", 256},
+    {"tw_k_attn_prefill", 128},
+    {"tw_k_attn_decode", 128},
+    {"tw_k_cast_x_bf16", 256},
+    {"tw_k_rmsnorm", 256},
+    {"tw_k_rope", 256},
+    {"tw_k_swiglu", 256},
+    {"tw_k_add", 256},
+    {"tw_k_embed", 256},
+    {"tw_k_argmax", 256},
+    {"tw_k_kv_store", 256},
+    {"tw_k_bias_add", 256},
+    {"tw_k_image_probe", 32},
+    /* mixture of experts and latent attention (moe.cu, mla.cu) */
+    {"tw_k_moe_route", 128},
+    {"tw_k_moe_count", 1024},
+    {"tw_k_moe_gather", 256},
+    {"tw_k_moe_gemm", 256},
+    {"tw_k_moe_swiglu", 256},
+    {"tw_k_moe_combine", 256},
+    {"tw_k_mla_store", 256},
+    {"tw_k_mla_attn", 128},
+    {"tw_k_head_rmsnorm", 256},
 };
 #define N_BOUNDS (sizeof kernel_bounds / sizeof kernel_bounds[0])
 
@@ -145,9 +166,9 @@ static int parse_report(const char *path, ptxas_entry *out, int max) {
 static const char *hot[] = {"tw_k_gemm_mma", "tw_k_gemm_wgmma", "tw_k_gemv_bf16",
                             "tw_k_attn_prefill", "tw_k_attn_decode"};
 
-static const char *kernel_files[] = {"gemm_mma",    "gemm_wgmma", "gemm_wgmma_tma",
-                                     "gemm_f32",    "gemv",       "attn_prefill",
-                                     "attn_decode", "ops",        "device_query"};
+static const char *kernel_files[] = {
+    "gemm_mma",    "gemm_wgmma", "gemm_wgmma_tma", "gemm_f32", "gemv", "attn_prefill",
+    "attn_decode", "ops",        "device_query",   "moe",      "mla"};
 #define N_FILES (sizeof kernel_files / sizeof kernel_files[0])
 
 Test(cuda_static, ptxas_no_spills_registers_within_bounds_every_target) {
@@ -475,6 +496,33 @@ Test(cuda_static, wgmma_tma_ptx_has_the_hopper_pipeline) {
     /* the tensor maps are kernel parameters (__grid_constant__), read through their address */
     cr_expect(ptx_has(dir, "gemm_wgmma_tma.compute_90a.ptx", "cvta.param.u64"),
               "tensor map parameter not addressed in param space");
+}
+
+/* The expert and latent-attention kernels (issue 16), for every target: the routing and the
+ * latent attention reduce across warps with shuffles, the expert counts use shared-memory atomics,
+ * the grouped GEMM is fp32 FMA in shared-memory tiles for both weight dtypes (two
+ * instantiations), and no kernel of either file reaches for local-memory arrays (their per-lane
+ * state stays in registers: no ld.local/st.local in the PTX). */
+Test(cuda_static, moe_and_mla_kernels) {
+    NEED_REPORTS(dir);
+    char arch[8][16];
+    int num[8], na = sass_targets(arch, num, 8);
+    cr_assert(na >= 1, "no SASS targets in TW_CUDA_SASS_ARCHS '%s'", TW_CUDA_SASS_ARCHS);
+    for (int a = 0; a < na; a++) {
+        char moe[64], mla[64];
+        snprintf(moe, sizeof moe, "moe.compute_%s.ptx", arch[a] + 3);
+        snprintf(mla, sizeof mla, "mla.compute_%s.ptx", arch[a] + 3);
+        cr_expect(ptx_has(dir, moe, "shfl.sync.bfly.b32"), "%s: routing lacks warp shuffles", moe);
+        cr_expect(ptx_has(dir, moe, "atom.shared.add"), "%s: counting lacks shared atomics", moe);
+        cr_expect(ptx_has(dir, moe, "fma.rn.f32"), "%s: grouped GEMM lacks fp32 FMA", moe);
+        cr_expect(ptx_has(dir, moe, "tw_k_moe_gemmILb1E") &&
+                      ptx_has(dir, moe, "tw_k_moe_gemmILb0E"),
+                  "%s: the grouped GEMM for bf16 and fp32 weights", moe);
+        cr_expect(ptx_has(dir, mla, "shfl.sync.bfly.b32"), "%s: latent scores lack shuffles", mla);
+        cr_expect(ptx_has(dir, mla, "ex2.approx"), "%s: no exponentials in the softmax", mla);
+        cr_expect(!ptx_has(dir, moe, "ld.local") && !ptx_has(dir, mla, "ld.local"),
+                  "%s/%s: local-memory loads", moe, mla);
+    }
 }
 
 /* The native-or-JIT rule of tw_cuda_image_query (no GPU needed): what cudaFuncGetAttributes

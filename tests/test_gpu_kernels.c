@@ -661,8 +661,8 @@ Test(gpu_ops, rope_matches_reference) {
     tw_backend *be = gpu_or_skip();
     tw_test_rng r;
     tw_test_rng_seed(&r, 6);
-    tw_rope_params rps[2] = {{10000.0f, TW_ROPE_DEFAULT, 1, 1, 1, 1},
-                             {500000.0f, TW_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f}};
+    tw_rope_params rps[2] = {{10000.0f, TW_ROPE_DEFAULT, 1, 1, 1, 1, 0, 0, 0},
+                             {500000.0f, TW_ROPE_LLAMA3, 8.0f, 1.0f, 4.0f, 8192.0f, 0, 0, 0}};
     for (int pi = 0; pi < 2; pi++) {
         const int tokens = 7, heads = 3, d = 64, ld = 3 * 64 + 5;
         size_t n = (size_t)tokens * ld;
@@ -934,5 +934,263 @@ Test(gpu_errors, bad_arguments_are_reported) {
     /* the backend still works afterwards */
     cr_expect_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
     be->ops->free(be, p);
+    be->ops->destroy(be);
+}
+
+/* ---- mixture of experts and latent attention (issue 16) ---------------------------------- */
+#include "tw_ref_model.h"
+
+static double gk_bf(float x) {
+    return tw_test_from_bf16(tw_test_to_bf16(x));
+}
+
+Test(gpu_moe, head_rmsnorm_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 41);
+    enum { R = 9, NH = 3, D = 72, LD = 3 * 72 + 11 };
+    float *x = rnd(&r, (size_t)R * LD, 2.0f), *w = rnd(&r, D, 1.0f);
+    void *dx = dev_from(be, x, sizeof(float) * R * LD), *dw = dev_from(be, w, sizeof(float) * D);
+    cr_assert_eq(be->ops->head_rmsnorm(be, R, NH, D, dx, LD, dw, TW_F32, 1e-6f), TW_OK, "%s",
+                 tw_last_error());
+    float *got = malloc(sizeof(float) * R * LD);
+    to_host(be, got, dx, sizeof(float) * R * LD);
+    double *ref = malloc(sizeof(double) * R * NH * D);
+    float *g = malloc(sizeof(float) * R * NH * D);
+    for (int i = 0; i < R; i++)
+        for (int h = 0; h < NH; h++) {
+            double ss = 0;
+            for (int j = 0; j < D; j++) ss += (double)x[i * LD + h * D + j] * x[i * LD + h * D + j];
+            for (int j = 0; j < D; j++) {
+                ref[(i * NH + h) * D + j] = x[i * LD + h * D + j] / sqrt(ss / D + 1e-6) * w[j];
+                g[(i * NH + h) * D + j] = got[i * LD + h * D + j];
+            }
+            for (int j = NH * D; j < LD; j++)
+                cr_expect_eq(got[i * LD + j], x[i * LD + j], "padding changed");
+        }
+    double err = tw_test_rel_err(g, ref, (size_t)R * NH * D);
+    cr_expect(err < 1e-5, "head_rmsnorm: rel err %g", err);
+    free(x), free(w), free(got), free(ref), free(g);
+    be->ops->free(be, dx), be->ops->free(be, dw);
+    be->ops->destroy(be);
+}
+
+Test(gpu_moe, route_matches_reference) {
+    tw_backend *be = gpu_or_skip();
+    const struct {
+        int E, K, sig, G, TG, top2, norm, bias;
+        float scale;
+    } cases[] = {{8, 2, 0, 1, 1, 0, 1, 0, 1.0f},
+                 {256, 8, 1, 8, 4, 1, 1, 1, 2.5f},
+                 {64, 6, 0, 1, 1, 0, 0, 0, 1.0f},
+                 {12, 4, 0, 3, 2, 0, 0, 0, 1.3f},
+                 {33, 5, 1, 1, 1, 0, 1, 1, 1.0f}};
+    enum { T = 45 };
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 42);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int E = cases[ci].E, K = cases[ci].K;
+        float *lg = rnd(&r, (size_t)T * E, 3.0f), *cb = rnd(&r, E, 0.05f);
+        void *dl = dev_from(be, lg, sizeof(float) * T * E),
+             *dc = dev_from(be, cb, sizeof(float) * E);
+        void *di = dev_nan(be, (size_t)T * K), *dwt = dev_nan(be, (size_t)T * K);
+        tw_moe_route_args a = {T,
+                               E,
+                               K,
+                               cases[ci].sig ? TW_ROUTE_SIGMOID : TW_ROUTE_SOFTMAX,
+                               cases[ci].G,
+                               cases[ci].TG,
+                               cases[ci].top2,
+                               cases[ci].norm,
+                               cases[ci].scale,
+                               dl,
+                               NULL,
+                               cases[ci].bias ? dc : NULL,
+                               TW_F32,
+                               di,
+                               dwt};
+        cr_assert_eq(be->ops->moe_route(be, &a), TW_OK, "%s", tw_last_error());
+        int *idx = malloc(sizeof(int) * T * K);
+        float *wt = malloc(sizeof(float) * T * K);
+        to_host(be, idx, di, sizeof(int) * T * K);
+        to_host(be, wt, dwt, sizeof(float) * T * K);
+        tw_model_config c;
+        memset(&c, 0, sizeof c);
+        c.n_experts = E, c.n_experts_per_tok = K, c.moe_scoring = cases[ci].sig;
+        c.n_group = cases[ci].G, c.topk_group = cases[ci].TG, c.group_score_top2 = cases[ci].top2;
+        c.norm_topk_prob = cases[ci].norm, c.routed_scaling = cases[ci].scale;
+        double *l = malloc(sizeof(double) * E), *b = malloc(sizeof(double) * E), dw[32];
+        int ix[32];
+        for (int e = 0; e < E; e++) b[e] = cb[e];
+        for (int t = 0; t < T; t++) {
+            for (int e = 0; e < E; e++) l[e] = lg[t * E + e];
+            double margin = INFINITY;
+            tw_ref_route(&c, l, NULL, cases[ci].bias ? b : NULL, ix, dw, &margin);
+            if (margin < 1e-5) continue;
+            for (int j = 0; j < K; j++) {
+                cr_expect_eq(idx[t * K + j], ix[j], "case %zu token %d slot %d", ci, t, j);
+                cr_expect(fabs(wt[t * K + j] - dw[j]) <= 1e-5 * fmax(1, fabs(dw[j])),
+                          "case %zu token %d slot %d weight %g want %g", ci, t, j, wt[t * K + j],
+                          dw[j]);
+            }
+        }
+        free(lg), free(cb), free(idx), free(wt), free(l), free(b);
+        be->ops->free(be, dl), be->ops->free(be, dc), be->ops->free(be, di), be->ops->free(be, dwt);
+    }
+    be->ops->destroy(be);
+}
+
+Test(gpu_moe, grouped_experts_match_reference) {
+    tw_backend *be = gpu_or_skip();
+    const struct {
+        int T, H, F, K, E_all, E, e0, acc;
+        tw_dtype wdt;
+    } cases[] = {{37, 72, 40, 2, 8, 8, 0, 0, TW_BF16},
+                 {1, 130, 66, 8, 16, 16, 0, 1, TW_F32},
+                 {200, 64, 48, 3, 9, 5, 2, 0, TW_BF16}};
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 43);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int T = cases[ci].T, H = cases[ci].H, F = cases[ci].F, K = cases[ci].K, E = cases[ci].E;
+        float *x = rnd(&r, (size_t)T * H, 1.0f), *wt = rnd(&r, (size_t)T * K, 1.0f);
+        float *gu = rnd(&r, (size_t)E * 2 * F * H, 0.2f), *dn = rnd(&r, (size_t)E * H * F, 0.2f);
+        float *y0 = rnd(&r, (size_t)T * H, 1.0f);
+        int *idx = malloc(sizeof(int) * T * K);
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < K; j++) idx[t * K + j] = (t * 7 + j * 3) % cases[ci].E_all;
+        int bf = cases[ci].wdt == TW_BF16;
+        uint16_t *gub = to_bf16(gu, (size_t)E * 2 * F * H), *dnb = to_bf16(dn, (size_t)E * H * F);
+        void *dgu = bf ? dev_from(be, gub, 2 * (size_t)E * 2 * F * H)
+                       : dev_from(be, gu, 4 * (size_t)E * 2 * F * H);
+        void *ddn =
+            bf ? dev_from(be, dnb, 2 * (size_t)E * H * F) : dev_from(be, dn, 4 * (size_t)E * H * F);
+        void *dx = dev_from(be, x, 4 * (size_t)T * H), *dwt = dev_from(be, wt, 4 * (size_t)T * K);
+        void *di = dev_from(be, idx, 4 * (size_t)T * K);
+        void *dy = cases[ci].acc ? dev_from(be, y0, 4 * (size_t)T * H) : dev_nan(be, (size_t)T * H);
+        size_t wb = tw_moe_ffn_work_bytes(T, K, H, F, E);
+        void *work = dev_alloc(be, wb), *dcnt = dev_nan(be, (size_t)E);
+        tw_moe_ffn_args a = {T,    H,
+                             F,    K,
+                             E,    cases[ci].e0,
+                             di,   dwt,
+                             dx,   dgu,
+                             ddn,  cases[ci].wdt,
+                             dy,   cases[ci].acc,
+                             work, wb,
+                             dcnt};
+        cr_assert_eq(be->ops->moe_ffn(be, &a), TW_OK, "%s", tw_last_error());
+        float *y = malloc(sizeof(float) * T * H);
+        int *cnt = malloc(sizeof(int) * E);
+        to_host(be, y, dy, 4 * (size_t)T * H);
+        to_host(be, cnt, dcnt, 4 * (size_t)E);
+        double *ref = malloc(sizeof(double) * T * H), *g = malloc(sizeof(double) * F);
+        for (int t = 0; t < T; t++) {
+            for (int i = 0; i < H; i++) ref[t * H + i] = cases[ci].acc ? y0[t * H + i] : 0;
+            for (int j = 0; j < K; j++) {
+                int e = idx[t * K + j] - cases[ci].e0;
+                if (e < 0 || e >= E) continue;
+                for (int f = 0; f < F; f++) {
+                    double ga = 0, ua = 0;
+                    for (int i = 0; i < H; i++) {
+                        size_t gi = ((size_t)e * 2 * F + f) * H + i, ui = gi + (size_t)F * H;
+                        ga += (bf ? gk_bf(gu[gi]) : gu[gi]) * x[t * H + i];
+                        ua += (bf ? gk_bf(gu[ui]) : gu[ui]) * x[t * H + i];
+                    }
+                    g[f] = ga / (1 + exp(-ga)) * ua;
+                }
+                for (int i = 0; i < H; i++) {
+                    double s = 0;
+                    for (int f = 0; f < F; f++) {
+                        size_t di2 = ((size_t)e * H + i) * F + f;
+                        s += (bf ? gk_bf(dn[di2]) : dn[di2]) * g[f];
+                    }
+                    ref[t * H + i] += wt[t * K + j] * s;
+                }
+            }
+        }
+        double err = tw_test_rel_err(y, ref, (size_t)T * H);
+        cr_expect(err < 1e-5, "moe_ffn case %zu: rel err %g", ci, err);
+        for (int e = 0; e < E; e++) {
+            int n = 0;
+            for (int s = 0; s < T * K; s++) n += idx[s] == cases[ci].e0 + e;
+            cr_expect_eq(cnt[e], n, "case %zu expert %d count", ci, e);
+        }
+        free(x), free(wt), free(gu), free(dn), free(y0), free(idx), free(gub), free(dnb), free(y);
+        free(cnt), free(ref), free(g);
+        void *ps[] = {dgu, ddn, dx, dwt, di, dy, work, dcnt};
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
+    }
+    be->ops->destroy(be);
+}
+
+Test(gpu_moe, latent_attention_matches_expanded_reference) {
+    tw_backend *be = gpu_or_skip();
+    enum { B = 3, S = 4, NH = 5, DN = 40, DR = 24, L = 136, DV = 36, MS = 37 };
+    const int W = L + DR, start[B] = {0, 9, 31};
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 44);
+    for (int c = 0; c < 2; c++) {
+        tw_dtype kvd = c ? TW_BF16 : TW_F32;
+        float *rows = rnd(&r, (size_t)B * MS * W, 1.0f); /* every position's latent row */
+        if (c)
+            for (size_t i = 0; i < (size_t)B * MS * W; i++) rows[i] = (float)gk_bf(rows[i]);
+        void *cache = dev_alloc(be, (size_t)B * MS * W * (c ? 2 : 4));
+        /* store every position 0..MS-1 with mla_store (start 0, seq MS) */
+        int zero[B] = {0, 0, 0};
+        void *drows = dev_from(be, rows, 4 * (size_t)B * MS * W);
+        tw_mla_store_args st = {B, MS, L, DR, MS, zero, drows, 0, cache, kvd};
+        cr_assert_eq(be->ops->mla_store(be, &st), TW_OK, "%s", tw_last_error());
+        float *q = rnd(&r, (size_t)B * S * NH * (DN + DR), 1.0f);
+        float *w = rnd(&r, (size_t)NH * (DN + DV) * L, 0.2f);
+        uint16_t *wb = to_bf16(w, (size_t)NH * (DN + DV) * L);
+        void *dq = dev_from(be, q, 4 * (size_t)B * S * NH * (DN + DR));
+        void *dw = dev_from(be, wb, 2 * (size_t)NH * (DN + DV) * L);
+        void *dout = dev_nan(be, (size_t)B * S * NH * DV);
+        tw_mla_attn_args a = {B,  S, NH, DN,      DR,    L,   DV,   MS,   start,
+                              dq, 0, dw, TW_BF16, cache, kvd, dout, 0.17f};
+        cr_assert_eq(be->ops->mla_attn(be, &a), TW_OK, "%s", tw_last_error());
+        float *out = malloc(sizeof(float) * B * S * NH * DV);
+        to_host(be, out, dout, 4 * (size_t)B * S * NH * DV);
+        double *ref = malloc(sizeof(double) * B * S * NH * DV);
+        for (int b = 0; b < B; b++)
+            for (int s = 0; s < S; s++)
+                for (int h = 0; h < NH; h++) {
+                    int p = start[b] + s, tok = b * S + s;
+                    const float *qn = q + (size_t)tok * NH * (DN + DR) + h * DN;
+                    const float *qr = q + (size_t)tok * NH * (DN + DR) + NH * DN + h * DR;
+                    double *sc = malloc(sizeof(double) * (p + 1)), mx = -INFINITY, den = 0;
+                    for (int j = 0; j <= p; j++) {
+                        const float *cj = rows + ((size_t)b * MS + j) * W;
+                        double dot = 0;
+                        for (int d = 0; d < DN; d++) {
+                            double k = 0;
+                            for (int l = 0; l < L; l++)
+                                k += gk_bf(w[((size_t)h * (DN + DV) + d) * L + l]) * cj[l];
+                            dot += qn[d] * k;
+                        }
+                        for (int i = 0; i < DR; i++) dot += (double)qr[i] * cj[L + i];
+                        sc[j] = dot * 0.17f;
+                        mx = fmax(mx, sc[j]);
+                    }
+                    for (int j = 0; j <= p; j++) den += (sc[j] = exp(sc[j] - mx));
+                    for (int v = 0; v < DV; v++) {
+                        double acc = 0;
+                        for (int j = 0; j <= p; j++) {
+                            const float *cj = rows + ((size_t)b * MS + j) * W;
+                            double val = 0;
+                            for (int l = 0; l < L; l++)
+                                val += gk_bf(w[((size_t)h * (DN + DV) + DN + v) * L + l]) * cj[l];
+                            acc += sc[j] / den * val;
+                        }
+                        ref[(size_t)tok * NH * DV + h * DV + v] = acc;
+                    }
+                    free(sc);
+                }
+        double err = tw_test_rel_err(out, ref, (size_t)B * S * NH * DV);
+        cr_expect(err < 1e-5, "mla_attn kv %s: rel err %g", dtn(kvd), err);
+        free(rows), free(q), free(w), free(wb), free(out), free(ref);
+        void *ps[] = {cache, drows, dq, dw, dout};
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
+    }
     be->ops->destroy(be);
 }

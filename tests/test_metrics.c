@@ -27,10 +27,10 @@ Test(metrics, decode_bytes_per_step_of_tiny_by_hand) {
      * = 4224. Total 688704. */
     int ctx = tw_metric_decode_context(9, 5);
     cr_assert_eq(ctx, 11);
-    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, ctx), 688704.0);
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, ctx, 0), 688704.0);
     /* fp32 weights, fp32 KV, batch 3, context 20: 342144 x 4 + 3 x 96 x 4 + 3 x 3 x 20 x 2 x 2 x
      * 16 x 4 = 1368576 + 1152 + 46080 */
-    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 3, 20),
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_F32, TW_F32, 3, 20, 0),
                  1368576.0 + 1152.0 + 46080.0);
     tw_model_free(&c);
 }
@@ -42,9 +42,9 @@ Test(metrics, decode_bytes_count_the_window_and_the_tied_head) {
      * + 3 x 128 x 232 = 89088 + norms 256: 130304; x2 + 128 + head 307 x 128 = 39296: 300032.
      * bf16 weights 600064, embedding rows 2 x 128 x 2 = 512; context 14 > 7: each layer reads 7
      * positions: 2 seq x 2 layers x 7 x 2 x 1 x 32 x 4 bytes (fp32 KV) = 7168. */
-    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_F32, 2, 14), 607744.0);
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_F32, 2, 14, 0), 607744.0);
     /* within the window the whole context is read: context 5 */
-    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_F32, 2, 5),
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_F32, 2, 5, 0),
                  600064.0 + 512.0 + 2.0 * 2 * 5 * 2 * 32 * 4);
     tw_model_free(&c);
     c = load("tiny-tied");
@@ -52,7 +52,7 @@ Test(metrics, decode_bytes_count_the_window_and_the_tied_head) {
      * vocab 300, tied: per layer 64 x 16 x 16 = 16384 + 3 x 64 x 150 = 28800 + 128 = 45312; x2 +
      * 64 = 90688 non-embedding; the LM head reads the embedding: + 300 x 64 = 19200 -> 109888 x 2
      * bytes; embedding row 64 x 2; KV 2 layers x 10 x 2 x 4 x 16 x 2 = 5120. */
-    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 10),
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 10, 0),
                  109888.0 * 2 + 128 + 5120);
     tw_model_free(&c);
 }
@@ -105,7 +105,7 @@ Test(metrics, repetitions_summarised_with_medians_and_spread) {
     /* p99 between the two largest: 0.015 + 0.92 x 0.005 */
     cr_assert_lt(REL(m.tpot_s.p99, 0.015 + 0.92 * 0.005), 1e-12);
     /* bandwidth: bytes at context 7 + 2 over the median step */
-    double bytes = tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 3, 9);
+    double bytes = tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 3, 9, 0);
     cr_assert_eq(m.decode_bytes_per_step, bytes);
     cr_assert_lt(REL(m.decode_bandwidth_gbps, bytes / 0.012 / 1e9), 1e-15);
     cr_assert_lt(REL(m.decode_bandwidth_fraction, m.decode_bandwidth_gbps / 10), 1e-15);
@@ -171,4 +171,74 @@ Test(metrics, roofline_coordinates) {
     /* decode: 2 x 372576 x 8 FLOPs per step over 800000 bytes */
     cr_assert_lt(REL(tw_metric_decode_intensity(372576, 8, 800000), 2.0 * 372576 * 8 / 8e5), 1e-15);
     cr_assert(isnan(tw_metric_decode_intensity(372576, 8, 0)));
+}
+
+/* Mixtures of experts: decode bytes count the experts reached, at most all of them; latent
+ * attention caches its latent and rope key. */
+Test(metrics, decode_bytes_count_the_experts_reached) {
+    tw_model_config c = load("tiny-mixtral");
+    /* tiny-mixtral: hidden 72, 2 layers, 6 heads, 2 KV heads, head_dim 12, vocab 301, untied, 4
+     * experts of width 104, 2 per token, every layer MoE. Per layer attention 72 x 12 x (6 + 6 + 2
+     * + 2) = 13824, norms 144, router 4 x 72 = 288, one expert 3 x 72 x 104 = 22464. Without the
+     * experts: 2 x (13824 + 144 + 288) + final norm 72 + LM head 301 x 72 = 21672 -> 50256, + 1
+     * embedding row 72 = 50328. KV at context 11: 2 layers x 11 x 2 x 2 x 12 x 2 bytes = 2112. */
+    double none = 50328.0 * 2 + 2112;
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 0), none);
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 2),
+                 none + 2.0 * 2 * 22464 * 2, "2 experts per layer: 282480");
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 2), 282480.0);
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 2.5),
+                 none + 2.0 * 2.5 * 22464 * 2, "a mean over steps need not be whole");
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 9),
+                 tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 4),
+                 "at most the 4 experts");
+    /* the experts a step read: measured, else the uniform expectation 4 (1 - (1 - 2/4)^B) */
+    cr_assert_eq(tw_metric_uniform_experts(&c, 1), 2.0);
+    cr_assert_eq(tw_metric_uniform_experts(&c, 2), 3.0);
+    cr_assert_eq(tw_metric_decode_experts(&c, 0, 2), 3.0);
+    cr_assert_eq(tw_metric_decode_experts(&c, 2.5, 2), 2.5);
+    tw_metric_inputs mi = {.cfg = &c,
+                           .w_dtype = TW_BF16,
+                           .kv_dtype = TW_BF16,
+                           .batch = 1,
+                           .prompt = 9,
+                           .gen = 5,
+                           .decode_experts = 2};
+    double steps[4] = {1e-3, 1e-3, 1e-3, 1e-3};
+    tw_rep_times rep = {0.01, 4e-3, steps};
+    tw_metrics m;
+    cr_assert_eq(tw_metrics_summarise(&mi, &rep, 1, &m), TW_OK);
+    cr_assert_eq(m.decode_bytes_per_step, 282480.0, "context 9 + 5/2 = 11, 2 experts");
+    mi.decode_experts = 0; /* no decode step counted: B = 1 reaches 2 under uniform routing */
+    cr_assert_eq(tw_metrics_summarise(&mi, &rep, 1, &m), TW_OK);
+    cr_assert_eq(m.decode_bytes_per_step, 282480.0);
+    tw_model_free(&c);
+    c = load("tiny-deepseek-v3");
+    /* latent attention: kv_lora_rank 36 + rope 8 = 44 values per position and layer, 3 layers,
+     * bf16: 264 bytes more per position of context */
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 6, 3) -
+                     tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 5, 3),
+                 264.0);
+    tw_model_free(&c);
+    c = load("tiny");
+    cr_assert_eq(tw_metric_uniform_experts(&c, 4), 0.0, "a dense model has no experts");
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 1, 11, 7), 688704.0,
+                 "experts_read is ignored for a dense model");
+    tw_model_free(&c);
+}
+
+Test(metrics, expert_load_and_all_to_all_figures) {
+    long long load[4] = {4, 36, 8, 0};
+    cr_assert_eq(tw_metric_expert_max_over_mean(load, 4), 3.0, "36 over a mean of 12");
+    long long even[3] = {5, 5, 5};
+    cr_assert_eq(tw_metric_expert_max_over_mean(even, 3), 1.0);
+    long long none[2] = {0, 0};
+    cr_assert(isnan(tw_metric_expert_max_over_mean(none, 2)));
+    cr_assert_eq(tw_metric_alltoall_algbw_gbps(3e9, 2.0), 1.5);
+    cr_assert(isnan(tw_metric_alltoall_algbw_gbps(3e9, 0)));
+    cr_assert_eq(tw_metric_alltoall_busbw_gbps(1.5, 2), 0.75);
+    cr_assert_eq(tw_metric_alltoall_busbw_gbps(2.0, 8), 1.75);
+    double s1[1] = {0}, s2[1] = {0};
+    tw_rep_times reps[2] = {{0.25, 0.5, s1}, {0.125, 1.0, s2}};
+    cr_assert_eq(tw_metric_measured_s(reps, 2), 1.875);
 }

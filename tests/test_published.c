@@ -5,8 +5,8 @@
  * note too long to keep whole; a preset whose shape disagrees with its model config, whose tp does
  * not divide the heads, or that lists no caveats is refused. The MLPerf v5.1 rows (DeepSeek-R1,
  * Llama-3.1-8B) and their presets carry LoadGen's latency limits, checked for form and against each
- * other; DeepSeek-R1's config is shipped but refused by the model loader until the engine models
- * its architecture (issue 16), and the tests expect that refusal explicitly. */
+ * other; DeepSeek-R1's config is the published one less its fp8 quantization_config, and the
+ * model loader models it (issue 16). */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <math.h>
@@ -17,13 +17,14 @@
 #include "harness/tw_model.h"
 #include "harness/tw_published.h"
 
-/* Shipped model configs the engine refuses until issue 16 (mixture of experts, MLA) lands: the
- * published rows and presets for them are data, not runnable. When the engine models one, its
- * tw_model_load succeeds and these tests fail: take it out of this list then. */
-static const char *const not_yet_modelled[] = {"deepseek-r1"};
+/* Shipped model configs the engine refuses (none since issue 16 modelled DeepSeek-R1's mixture
+ * of experts and MLA): the published rows and presets for them are data, not runnable. When the
+ * engine models one, its tw_model_load succeeds and these tests fail: take it out of this list
+ * then. NULL-terminated. */
+static const char *const not_yet_modelled[] = {NULL};
 
 static int is_not_yet_modelled(const char *model) {
-    for (size_t i = 0; i < sizeof not_yet_modelled / sizeof not_yet_modelled[0]; i++)
+    for (size_t i = 0; not_yet_modelled[i]; i++)
         if (!strcmp(model, not_yet_modelled[i])) return 1;
     return 0;
 }
@@ -520,7 +521,6 @@ Test(preset, every_shipped_preset_loads_and_names_known_figures) {
     free(s);
     cr_assert_geq(n, 17);
     cr_assert_geq(v51, 9);
-    cr_assert_geq(refused, 2);
     tw_preset p;
     cr_assert_eq(tw_preset_load("mlperf-llama2-70b-offline-h100x8", &p), TW_OK);
     cr_assert_str_eq(p.model, "llama-2-70b");
@@ -559,8 +559,8 @@ Test(preset, every_shipped_preset_loads_and_names_known_figures) {
     cr_assert(p.limits.given && !p.limits.bounded);
 }
 
-/* DeepSeek-R1: its presets are complete data, but the engine cannot run the model yet. */
-Test(preset, deepseek_r1_presets_are_refused_until_the_engine_models_them) {
+/* DeepSeek-R1: its presets are complete data, and since issue 16 the engine models the model. */
+Test(preset, deepseek_r1_presets_load_now_that_the_engine_models_them) {
     char path[1024];
     snprintf(path, sizeof path, "%s/configs/scenarios/mlperf-deepseek-r1-server-b200x8.json",
              TW_SOURCE_DIR);
@@ -576,21 +576,20 @@ Test(preset, deepseek_r1_presets_are_refused_until_the_engine_models_them) {
     cr_assert(p.limits.bounded);
     cr_assert_eq(p.limits.ttft_ms, 2000);
     cr_assert_eq(p.limits.tpot_ms, 80);
-    int fp4 = 0, routing = 0, spec = 0, refused = 0;
+    int fp4 = 0, routing = 0, spec = 0, bf16 = 0;
     for (int i = 0; i < p.n_caveats; i++) {
         fp4 |= strstr(p.caveats[i], "FP4") != NULL;
         routing |= strstr(p.caveats[i], "routing") != NULL;
         spec |= strstr(p.caveats[i], "speculative decoding") != NULL;
-        refused |= strstr(p.caveats[i], "refuses") != NULL;
+        bf16 |= strstr(p.caveats[i], "synthetic bf16 weights") != NULL;
     }
-    cr_assert(fp4 && routing && spec && refused,
-              "the caveats must name FP4, the routing, speculative decoding and the refusal");
+    cr_assert(fp4 && routing && spec && bf16,
+              "the caveats must name FP4, the routing, speculative decoding and the bf16 weights");
 
-    /* the full parse loads the model, which the loader refuses: so is the preset */
-    cr_assert_eq(tw_preset_parse(root, "ds", &p), TW_ERR_UNSUPPORTED, "%s", tw_last_error());
-    cr_assert(strstr(tw_last_error(), "deepseek-r1"), "%s", tw_last_error());
+    /* the full parse loads the model */
+    cr_assert_eq(tw_preset_parse(root, "ds", &p), TW_OK, "%s", tw_last_error());
 
-    /* the field checks still hold for a preset whose model is refused */
+    /* the field checks still hold */
     json_object_set_new(root, "caveats", json_array());
     cr_assert_neq(tw_preset_parse_fields(root, "ds", &p), TW_OK);
     cr_assert(strstr(tw_last_error(), "caveats"), "%s", tw_last_error());
@@ -640,9 +639,15 @@ Test(preset, deepseek_r1_config_is_the_published_one) {
     json_t *rs = json_object_get(cfg, "rope_scaling");
     cr_assert_str_eq(json_string_value(json_object_get(rs, "type")), "yarn");
     cr_assert_float_eq(json_number_value(json_object_get(rs, "factor")), 40, 0);
+    /* the fp8 quantization_config is left out (tokwatt runs bf16 or fp32 weights), and says so */
+    cr_assert_null(json_object_get(cfg, "quantization_config"));
+    cr_assert(strstr(json_string_value(json_object_get(cfg, "_source")), "quantization_config"));
     json_decref(cfg);
-    /* and the loader refuses it rather than running it as a dense Llama */
-    expect_model_refused("deepseek-r1", "deepseek-r1.json");
+    /* and the loader models it (parameter counts: tests/test_configs.c) */
+    tw_model_config mc;
+    cr_assert_eq(tw_model_load("deepseek-r1", &mc), TW_OK, "%s", tw_last_error());
+    cr_assert(mc.mla && mc.n_experts == 256);
+    tw_model_free(&mc);
 }
 
 static json_t *preset_json(void) {

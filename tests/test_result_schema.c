@@ -200,3 +200,85 @@ Test(result_schema, the_writer_refuses_a_run_of_two_rows) {
     cr_assert_eq(tw_result_to_json(&r, &j), TW_ERR_INVALID);
     cr_assert_null(j);
 }
+
+/* Schema 1.2: a mixture-of-experts row (the kept single run given an experts block and an
+ * expert-parallel scenario by hand) reads into the structs and writes back unchanged; the reader
+ * holds the load arrays to n_experts and moe_layers, naming the key. */
+#define EXPERTS_BLOCK                                                                              \
+    "{\"n_experts\": 4, \"experts_per_token\": 2, \"moe_layers\": 2, \"active_params\": 95256, "   \
+    "\"routing_skew\": 1.5, \"load\": [36, 20, 16, 16], \"load_per_layer\": [[16, 12, 10, 6], "    \
+    "[20, 8, 6, 10]], \"max_over_mean_load\": 1.6363636363636365, \"decode_experts_per_layer\": "  \
+    "2.5, \"decode_experts_per_layer_uniform\": 3.0, \"expert_parallel\": {\"ep\": 2, "            \
+    "\"dispatch_s\": 0.25, \"combine_s\": 0.125, \"alltoall_share\": 0.375, \"alltoall_calls\": "  \
+    "60, \"alltoall_bytes\": 74752, \"alltoall_algbw_gbps\": 0.5, \"alltoall_busbw_gbps\": 0.25}}"
+
+static json_t *moe_doc(const char *experts) {
+    json_t *doc = NULL;
+    cr_assert_eq(tw_json_load_file(fixture("single"), &doc), TW_OK, "%s", tw_last_error());
+    json_error_t e;
+    json_t *x = json_loads(experts, 0, &e);
+    cr_assert(x, "test JSON: %s", e.text);
+    json_object_set_new(doc, "schema_minor", json_integer(2));
+    json_object_set_new(doc, "experts", x);
+    json_t *sc = json_object_get(doc, "scenario");
+    json_object_set_new(sc, "routing_skew", json_real(1.5));
+    json_object_set_new(sc, "devices", json_integer(2));
+    json_object_set_new(sc, "ep", json_integer(2));
+    return doc;
+}
+
+Test(result_schema, experts_and_expert_parallel_read_and_write_back) {
+    json_t *doc = moe_doc(EXPERTS_BLOCK), *back = NULL;
+    tw_result r;
+    cr_assert_eq(tw_result_from_json(doc, "moe.json", &r), TW_OK, "%s", tw_last_error());
+    const tw_result_row *row = &r.rows[0];
+    cr_assert(row->has_experts);
+    const tw_result_experts *x = &row->experts;
+    cr_assert(x->n_experts == 4 && x->experts_per_token == 2 && x->moe_layers == 2);
+    cr_assert_eq(x->active_params, 95256);
+    cr_assert(x->load[0] == 36 && x->load[3] == 16);
+    cr_assert(x->load_per_layer[4] == 20 && x->load_per_layer[7] == 10, "layer 1 from index 4");
+    cr_assert_eq(x->decode_experts_per_layer, 2.5);
+    cr_assert(x->has_ep && x->ep.ep == 2 && x->ep.alltoall_bytes == 74752);
+    cr_assert_eq(x->ep.alltoall_calls, 60);
+    cr_assert(row->scenario.has_routing_skew && row->scenario.routing_skew == 1.5);
+    cr_assert_eq(row->scenario.ep, 2);
+    cr_assert_eq(tw_result_to_json(&r, &back), TW_OK, "%s", tw_last_error());
+    char diff[1024] = "";
+    first_difference(doc, back, "moe", diff, sizeof diff);
+    cr_assert_str_eq(diff, "", "%s", diff);
+    tw_result_free(&r);
+    json_decref(back);
+    json_decref(doc);
+    /* a dense file has no experts block and no ep: nothing is added on the way back */
+    cr_assert_eq(tw_result_read_file(fixture("single"), &r), TW_OK, "%s", tw_last_error());
+    cr_assert(!r.rows[0].has_experts && !r.rows[0].scenario.has_routing_skew &&
+              r.rows[0].scenario.ep == 0);
+    tw_result_free(&r);
+}
+
+Test(result_schema, experts_arrays_must_fit_their_counts) {
+    const struct {
+        const char *experts, *want;
+    } c[] = {
+        {"{\"n_experts\": 4, \"moe_layers\": 1, \"load\": [1, 2, 3], \"load_per_layer\": [[1, 2, "
+         "3, "
+         "4]]}",
+         "experts.load must be an array of 4 integers"},
+        {"{\"n_experts\": 2, \"moe_layers\": 2, \"load\": [1, 2], \"load_per_layer\": [[1, 2]]}",
+         "experts.load_per_layer must be an array of moe_layers arrays"},
+        {"{\"n_experts\": 2, \"moe_layers\": 1, \"load\": [1, 2.5], \"load_per_layer\": [[1, 2]]}",
+         "experts.load must be an array of integers"},
+        {"{\"n_experts\": 2, \"moe_layers\": 1, \"load\": [1, 2], \"load_per_layer\": [[1, 2]], "
+         "\"expert_parallel\": {\"alltoall_bytes\": \"many\"}}",
+         "experts.expert_parallel.alltoall_bytes must be an integer"},
+        {"{\"n_experts\": 0, \"moe_layers\": 1}", "experts.n_experts must be at least 1"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        json_t *doc = moe_doc(c[i].experts);
+        tw_result r;
+        cr_assert_eq(tw_result_from_json(doc, "moe.json", &r), TW_ERR_PARSE, "case %zu read", i);
+        cr_assert(strstr(tw_last_error(), c[i].want), "case %zu: %s", i, tw_last_error());
+        json_decref(doc);
+    }
+}

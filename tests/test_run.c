@@ -235,7 +235,7 @@ Test(run, the_default_measurement_uses_the_metric_functions) {
     cr_assert_eq(m->tpot_s.n, 6, "3 repetitions x 2 decode steps");
     cr_assert_eq(m->decode_bytes_per_step,
                  tw_metric_decode_bytes_per_step(tw_run_model(r), TW_BF16, TW_BF16, 1,
-                                                 tw_metric_decode_context(5, 3)));
+                                                 tw_metric_decode_context(5, 3), 0));
     cr_assert_lt(fabs(m->prefill_tokens_per_s.median * m->ttft_s.median - 5) / 5, 1e-9,
                  "prefill tokens/s x TTFT = B x P");
     cr_assert(m->ttft_s.median > 0 && isfinite(m->e2e_tokens_per_s.median));
@@ -296,4 +296,74 @@ Test(run, backend_options_are_checked_against_the_backend) {
     s.gemm = "cublas";
     s.power = "nvml";
     cr_assert_eq(tw_run_spec_check_backend(&s), TW_OK);
+}
+
+/* A mixture of experts: the row's experts block holds the load of the measured repetitions only
+ * (every prefill and decode token's k slots on every MoE layer: 2 repetitions x (2 x 6 + 2 x 3)
+ * tokens x 3 slots x 2 layers; the warm-up is not counted), the skew and the scenario say so,
+ * and the decode bytes count the experts the engine saw a decode step reach. */
+Test(run, a_mixture_of_experts_row_counts_the_experts_of_the_measured_repetitions) {
+    tw_run_spec s = tiny_spec();
+    s.model = "tiny-qwen3-moe";
+    s.batch[0] = 2;
+    s.prompt[0] = 6;
+    s.gen[0] = 4;
+    s.warmup = 1;
+    s.routing_skew = 1.5;
+    tw_run *r = NULL;
+    cr_assert_eq(tw_run_open(&s, NULL, &r), TW_OK, "%s", tw_last_error());
+    tw_result res;
+    tw_run_outcome oc;
+    cr_assert_eq(tw_run_execute(r, &res, &oc), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(res.nrows, 1);
+    const tw_result_row *row = &res.rows[0];
+    cr_assert(row->has_experts);
+    const tw_result_experts *x = &row->experts;
+    cr_assert(x->n_experts == 12 && x->experts_per_token == 3 && x->moe_layers == 2);
+    long long sum = 0, per = 0;
+    for (int i = 0; i < x->n_experts; i++) sum += x->load[i];
+    for (int i = 0; i < x->n_experts * x->moe_layers; i++) per += x->load_per_layer[i];
+    cr_assert_eq(sum, 2 * (12 + 6) * 3 * 2, "routed slots %lld", sum);
+    cr_assert_eq(per, sum);
+    cr_assert_eq(x->max_over_mean_load, tw_metric_expert_max_over_mean(x->load, x->n_experts));
+    cr_assert(x->decode_experts_per_layer >= 3 && x->decode_experts_per_layer <= 6, "%g",
+              x->decode_experts_per_layer);
+    cr_assert_eq(x->decode_experts_per_layer_uniform,
+                 tw_metric_uniform_experts(tw_run_model(r), 2));
+    cr_assert_not(x->has_ep);
+    cr_assert_eq(x->routing_skew, 1.5);
+    cr_assert(row->scenario.has_routing_skew && row->scenario.routing_skew == 1.5);
+    cr_assert_eq(row->scenario.ep, 0);
+    cr_assert_eq(row->metrics.decode_bytes_per_step,
+                 tw_metric_decode_bytes_per_step(tw_run_model(r), TW_BF16, TW_BF16, 2,
+                                                 tw_metric_decode_context(6, 4),
+                                                 x->decode_experts_per_layer));
+    cr_assert_lt(row->metrics.decode_bytes_per_step,
+                 tw_metric_decode_bytes_per_step(tw_run_model(r), TW_BF16, TW_BF16, 2,
+                                                 tw_metric_decode_context(6, 4), 12),
+                 "fewer bytes than every expert's");
+    tw_result_free(&res);
+    tw_run_close(r);
+}
+
+/* --ep is checked in the library too: one --tp of 1 or N, and a launcher */
+Test(run, expert_parallelism_needs_one_matching_tp_and_a_launcher) {
+    tw_run_spec s = tiny_spec();
+    s.model = "tiny-mixtral";
+    s.ep = 2;
+    s.tp[0] = 1, s.tp[1] = 2, s.ntp = 2;
+    cr_assert_eq(tw_run_spec_check_ep(&s), TW_ERR_INVALID);
+    cr_assert(strstr(tw_last_error(), "--ep 2 goes with one --tp"), "%s", tw_last_error());
+    s.ntp = 1, s.tp[0] = 4;
+    cr_assert_eq(tw_run_spec_check_ep(&s), TW_ERR_INVALID);
+    s.tp[0] = 2;
+    cr_assert_eq(tw_run_spec_check_ep(&s), TW_OK);
+    cr_assert_eq(tw_run_degree_ranks(&s, 2), 2);
+    s.tp[0] = 1;
+    cr_assert_eq(tw_run_degree_ranks(&s, 1), 2, "attention replicated over the ep ranks");
+    tw_run *r = NULL;
+    cr_assert_eq(tw_run_open(&s, NULL, &r), TW_ERR_INVALID);
+    cr_assert(strstr(tw_last_error(), "no MPI launcher (1 rank) but --ep is 2"), "%s",
+              tw_last_error());
+    tw_run_close(r);
 }

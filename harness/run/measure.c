@@ -131,8 +131,56 @@ static void tw_run_scenario(tw_run *x, const tw_run_combo *k, tw_result_scenario
     s->warmup = o->warmup;
     s->reps = o->reps;
     s->seed = o->seed;
+    s->has_routing_skew = x->cfg.n_experts > 0;
+    s->routing_skew = o->routing_skew;
     s->tp = k->tp;
-    s->devices = k->tp;
+    s->devices = tw_run_degree_ranks(o, k->tp);
+    s->ep = o->ep > 1 ? o->ep : 0;
+}
+
+/* The experts block of a mixture-of-experts row (doc/MOE.md): the engine's per-expert load since
+ * its reset before the measured repetitions, the distinct experts a decode step reached, and,
+ * with expert parallelism, the all-to-alls between ep0 and ep1 over measured_s seconds. */
+static tw_status tw_run_experts(tw_run *x, tw_engine *e, const tw_run_combo *k, double measured_s,
+                                const tw_engine_ep_stats *ep0, const tw_engine_ep_stats *ep1,
+                                tw_result_experts *out) {
+    int nl = 0, ne = 0;
+    const int64_t *load = tw_engine_expert_load(e, &nl, &ne);
+    if (!load)
+        return TW_ERR(TW_ERR_INTERNAL, "%s has experts but the engine counted none", x->cfg.name);
+    out->n_experts = ne;
+    out->experts_per_token = x->cfg.n_experts_per_tok;
+    out->moe_layers = nl;
+    out->active_params = (long long)tw_model_params_active(&x->cfg);
+    out->routing_skew = x->spec.routing_skew;
+    out->load = calloc((size_t)ne, sizeof *out->load);
+    out->load_per_layer = calloc((size_t)nl * (size_t)ne + 1, sizeof *out->load_per_layer);
+    if (!out->load || !out->load_per_layer) return TW_ERR(TW_ERR_NOMEM, "the experts block");
+    for (int l = 0; l < nl; l++)
+        for (int i = 0; i < ne; i++) {
+            long long t = (long long)load[(size_t)l * ne + i];
+            out->load_per_layer[(size_t)l * ne + i] = t;
+            out->load[i] += t;
+        }
+    out->max_over_mean_load = tw_metric_expert_max_over_mean(out->load, ne);
+    double reached = tw_engine_decode_experts_per_layer(e);
+    out->decode_experts_per_layer = reached > 0 ? reached : NAN;
+    out->decode_experts_per_layer_uniform = tw_metric_uniform_experts(&x->cfg, k->batch);
+    if (x->spec.ep > 1) {
+        tw_result_ep *p = &out->ep;
+        out->has_ep = 1;
+        p->ep = x->spec.ep;
+        p->dispatch_s = ep1->dispatch_s - ep0->dispatch_s;
+        p->combine_s = ep1->combine_s - ep0->combine_s;
+        p->alltoall_share = tw_metric_collective_share(p->dispatch_s + p->combine_s, measured_s);
+        p->alltoall_calls = (long long)(ep1->calls - ep0->calls);
+        p->alltoall_bytes = (long long)(ep1->dispatch_bytes - ep0->dispatch_bytes) +
+                            (long long)(ep1->combine_bytes - ep0->combine_bytes);
+        p->alltoall_algbw_gbps =
+            tw_metric_alltoall_algbw_gbps((double)p->alltoall_bytes, p->dispatch_s + p->combine_s);
+        p->alltoall_busbw_gbps = tw_metric_alltoall_busbw_gbps(p->alltoall_algbw_gbps, p->ep);
+    }
+    return TW_OK;
 }
 
 /* The energy of this rank, combined over the degree's ranks (power domains: a GPU per rank;
@@ -151,21 +199,22 @@ static tw_status tw_run_energy(tw_run *x, const tw_run_combo *k, tw_power_meter 
     for (int q = 0; q < 3; q++)
         if (tw_power_phase_energy(pm, ph[q], &e_ph[q]) != TW_OK) tw_clear_error();
     int host_level = tw_power_host_level(pm);
+    int nr = tw_run_degree_ranks(&x->spec, k->tp); /* the degree's ranks */
     if (x->intr_sig) {
         row->ranks_state = TW_RANKS_NOT_GATHERED;
         snprintf(row->ranks_note, sizeof row->ranks_note,
                  "not gathered: the run was interrupted; the figures are rank 0's");
-        *domains = k->tp;
-        if (x->have_hosts && x->hosts.size >= k->tp) {
-            const char **hp = calloc((size_t)k->tp, sizeof *hp);
+        *domains = nr;
+        if (x->have_hosts && x->hosts.size >= nr) {
+            const char **hp = calloc((size_t)nr, sizeof *hp);
             if (hp) {
-                for (int r = 0; r < k->tp; r++) hp[r] = x->hosts.host[r];
-                *domains = tw_metric_power_domains(hp, k->tp, host_level);
+                for (int r = 0; r < nr; r++) hp[r] = x->hosts.host[r];
+                *domains = tw_metric_power_domains(hp, nr, host_level);
             }
             free(hp);
         }
         if (host_level && *domains == 1 && tw_power_has_energy(pm))
-            tw_power_energy_combine(energy, e_ph, 1, k->tp,
+            tw_power_energy_combine(energy, e_ph, 1, nr,
                                     "rank 0's: its host is the only one, and its power is the "
                                     "host's (the run was interrupted)");
         else if (tw_power_has_energy(pm))
@@ -175,7 +224,6 @@ static tw_status tw_run_energy(tw_run *x, const tw_run_combo *k, tw_power_meter 
         return TW_OK;
     }
     const tw_metrics *m = &row->metrics;
-    int nr = k->tp;
     double counted = !host_level || x->tp_comm->local_rank == 0 ? 1.0 : 0.0;
     enum { NQ = 9 };
     double mine[NQ] = {m->ttft_s.median,
@@ -313,6 +361,8 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
         st = tw_run_rep(x, e, k, name, what, prompt, cur, next, &tmp, NULL, NULL, NULL);
     }
     double comm_s0 = tw_engine_comm_seconds(e);
+    tw_engine_ep_stats ep0 = tw_engine_ep_stats_get(e);
+    tw_engine_reset_expert_load(e); /* the load of the measured repetitions only */
     for (int r = 0; r < o->reps && st == TW_OK; r++) {
         snprintf(what, sizeof what, "repetition %d/%d", r + 1, o->reps);
         tw_power_mark(pm); /* an interrupted repetition's partial energy is rolled back */
@@ -327,6 +377,7 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
                         name, r + 1);
     }
     double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
+    tw_engine_ep_stats ep1 = tw_engine_ep_stats_get(e);
     if (st == TW_ERR_INTERRUPTED || (tw_run_stopped(x) && reps_done < o->reps)) {
         /* the repetition under way is incomplete: its partial energy goes (a signal after the
          * last repetition leaves this combination complete; the run stops after it) */
@@ -342,6 +393,18 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
         st = TW_OK;
     }
     if (st != TW_OK || reps_done == 0) goto out;
+    int nd = 0; /* the complete repetitions the figures are over */
+    for (int r = 0; r < o->reps; r++)
+        if (reps[r].complete)
+            done[nd++] = (tw_rep_times){reps[r].ttft_s, reps[r].decode_s, reps[r].step_s};
+    /* the experts the measured repetitions reached, before the dump pass adds to the counts */
+    double decode_experts = tw_engine_decode_experts_per_layer(e);
+    if (x->cfg.n_experts > 0) {
+        row->has_experts = 1;
+        if ((st = tw_run_experts(x, e, k, tw_metric_measured_s(done, nd), &ep0, &ep1,
+                                 &row->experts)) != TW_OK)
+            goto out;
+    }
 
     if (o->dump) {
         row->has_dump = 1;
@@ -354,10 +417,6 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
     }
 
     /* ---- metrics: medians over complete repetitions ----------------------------------------- */
-    int nd = 0;
-    for (int r = 0; r < o->reps; r++)
-        if (reps[r].complete)
-            done[nd++] = (tw_rep_times){reps[r].ttft_s, reps[r].decode_s, reps[r].step_s};
     tw_metric_inputs mi = {.cfg = &x->cfg,
                            .w_dtype = k->dtype,
                            .kv_dtype = k->kv_dtype,
@@ -367,7 +426,8 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
                            .membw_gbps = x->membw,
                            .peak_gflops = x->peak,
                            .have_comm = x->comm != NULL,
-                           .comm_s = comm_s_measured};
+                           .comm_s = comm_s_measured,
+                           .decode_experts = decode_experts};
     if ((st = tw_metrics_summarise(&mi, done, nd, &row->metrics)) != TW_OK) goto out;
     row->token_batch = k->batch;
     row->token_prompt = k->prompt;

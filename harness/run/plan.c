@@ -31,11 +31,27 @@ void tw_run_output_bytes(const tw_run_spec *s, const tw_model_config *cfg, uint6
             for (int n = 0; n < s->ngen; n++)
                 tokens += (uint64_t)s->batch[b] * (uint64_t)(s->prompt[q] + s->gen[n]);
     uint64_t rows = (uint64_t)s->ntp * (uint64_t)s->ndtype;
-    *result = (16u << 20) + rows * (tokens * 12 + (16u << 10));
+    /* a mixture of experts' load per layer and expert, ~12 bytes each, in every row */
+    uint64_t experts = (uint64_t)tw_model_moe_layers(cfg) * (uint64_t)(cfg->n_experts + 1) * 12u *
+                       (uint64_t)(s->nbatch * s->nprompt * s->ngen);
+    *result = (16u << 20) + rows * (tokens * 12 + (16u << 10) + experts);
     /* the logits dump: steps x batch x vocab float32 and a header */
     *dump = s->dump
                 ? (uint64_t)s->gen[0] * (uint64_t)s->batch[0] * (uint64_t)cfg->vocab * 4u + 4096u
                 : 0;
+}
+
+int tw_run_degree_ranks(const tw_run_spec *s, int tp) {
+    return s->ep > tp ? s->ep : tp;
+}
+
+tw_status tw_run_spec_check_ep(const tw_run_spec *s) {
+    if (s->ep > 1 && (s->ntp != 1 || (s->tp[0] != 1 && s->tp[0] != s->ep)))
+        return TW_ERR(TW_ERR_INVALID,
+                      "--ep %d goes with one --tp, 1 (attention replicated) or %d (attention "
+                      "tensor-parallel over the same ranks)",
+                      s->ep, s->ep);
+    return TW_OK;
 }
 
 tw_engine_opts tw_run_plan_engine_opts(const tw_run_spec *s, const tw_model_config *cfg,
@@ -51,7 +67,10 @@ tw_engine_opts tw_run_plan_engine_opts(const tw_run_spec *s, const tw_model_conf
                          .seed = (uint64_t)s->seed,
                          .tp_rank = tp > 1 ? rank : 0,
                          .tp_size = tp,
-                         .cuda_graph = s->cuda_graph};
+                         .ep_rank = s->ep > 1 ? rank : 0,
+                         .ep_size = s->ep > 1 ? s->ep : 1,
+                         .cuda_graph = s->cuda_graph,
+                         .routing_skew = s->routing_skew};
     return eo;
 }
 
@@ -97,7 +116,8 @@ tw_status tw_run_plan_make(const tw_run_spec *s, const tw_model_config *cfg, tw_
     /* each rank plans the degrees it takes part in (its shard of them) */
     for (int i = 0; i < p->ncombo; i++) {
         tw_run_combo *k = &p->combos[i];
-        if (rank >= k->tp) continue; /* this rank sits the degree out */
+        int ranks = tw_run_degree_ranks(s, k->tp);
+        if (rank >= ranks) continue; /* this rank sits the degree out */
         tw_engine_opts eo = tw_run_plan_engine_opts(s, cfg, be, rank, k->tp, k->dtype, k->kv_dtype,
                                                     k->batch, k->prompt, k->prompt + k->gen);
         char name[160];
@@ -110,7 +130,7 @@ tw_status tw_run_plan_make(const tw_run_spec *s, const tw_model_config *cfg, tw_
         const tw_mem_plan *m = &k->plan;
         if (m->available_bytes && m->total_bytes > m->available_bytes) {
             char who[48] = "";
-            if (k->tp > 1) snprintf(who, sizeof who, " (rank %d)", rank);
+            if (ranks > 1) snprintf(who, sizeof who, " (rank %d)", rank);
             st = TW_ERR(TW_ERR_NOMEM,
                         "combination %s does not fit on %s%s: needs %.2f GiB (weights %.2f, KV "
                         "cache %.2f, activations %.2f) but %.2f GiB is available; nothing was run",
@@ -124,7 +144,7 @@ tw_status tw_run_plan_make(const tw_run_spec *s, const tw_model_config *cfg, tw_
     }
     for (int gi = 0; gi < p->ngroups; gi++) {
         tw_run_group *g = &p->groups[gi];
-        if (rank >= g->tp) continue;
+        if (rank >= tw_run_degree_ranks(s, g->tp)) continue;
         tw_engine_opts eo = tw_run_plan_engine_opts(s, cfg, be, rank, g->tp, g->dtype, g->kv_dtype,
                                                     g->max_batch, g->max_prompt, g->max_seq);
         tw_status st = tw_engine_plan(&eo, &g->plan);

@@ -160,27 +160,35 @@ static int tw_run_build_progress(void *ctx, int done, int total) {
     return 0;
 }
 
-/* Engine options for this rank at degree tp (its rank in the degree is its launch rank). */
+/* Engine options for this rank at degree tp (its rank in the degree is its launch rank; the
+ * degree's communicator spans tp ranks, or the expert-parallel degree's). */
 static tw_engine_opts tw_run_engine_opts(const tw_run *r, int tp, tw_dtype dt, tw_dtype kv,
                                          int batch, int prompt, int seq) {
     tw_engine_opts eo =
         tw_run_plan_engine_opts(&r->spec, &r->cfg, r->be, r->rank, tp, dt, kv, batch, prompt, seq);
-    eo.comm = tp > 1 ? r->tp_comm : NULL;
+    eo.comm = tw_run_degree_ranks(&r->spec, tp) > 1 ? r->tp_comm : NULL;
     return eo;
 }
 
-/* The communicator (tensor-parallel runs) and the backend. */
+/* The communicator (tensor- and expert-parallel runs) and the backend. */
 static tw_status tw_run_setup(tw_run *x) {
     const tw_run_spec *o = &x->spec;
     x->rank = 0;
     x->nranks = 1;
-    int max_tp = 1;
+    TW_TRY(tw_run_spec_check_ep(o));
+    int ep = o->ep > 1 ? o->ep : 1;
+    int max_tp = 1; /* the most ranks a degree runs on */
     char tplist[256] = "";
     for (int i = 0, used = 0; i < o->ntp && used < (int)sizeof tplist; i++) {
-        if (o->tp[i] > max_tp) max_tp = o->tp[i];
+        if (tw_run_degree_ranks(o, o->tp[i]) > max_tp) max_tp = tw_run_degree_ranks(o, o->tp[i]);
         used +=
             snprintf(tplist + used, sizeof tplist - (size_t)used, "%s%d", i ? "," : "", o->tp[i]);
     }
+    if (ep > 1 && !tw_comm_under_launcher())
+        return TW_ERR(TW_ERR_INVALID,
+                      "no MPI launcher (1 rank) but --ep is %d: launch with mpirun -np %d tokwatt "
+                      "run --ep %d",
+                      ep, ep, ep);
     if (max_tp > 1 && !tw_comm_under_launcher())
         return TW_ERR(TW_ERR_INVALID,
                       "no MPI launcher (1 rank) but --tp is %s: launch with mpirun -np %d tokwatt "
@@ -192,6 +200,11 @@ static tw_status tw_run_setup(tw_run *x) {
         x->nranks = tw_comm_size(x->comm);
         /* each degree N runs on ranks 0..N-1: the launch needs the largest degree's ranks */
         if (x->nranks < max_tp) {
+            if (ep > 1)
+                return TW_ERR(TW_ERR_INVALID,
+                              "%d ranks were launched but --ep is %d: launch with mpirun -np %d "
+                              "tokwatt run --ep %d",
+                              x->nranks, ep, ep, ep);
             if (o->ntp == 1)
                 return TW_ERR(TW_ERR_INVALID,
                               "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
@@ -216,9 +229,16 @@ static tw_status tw_run_setup(tw_run *x) {
         for (int i = 0; i < o->ndtype && used < sizeof canon; i++)
             used += (size_t)snprintf(canon + used, sizeof canon - used, "|dt%d", (int)o->dtype[i]);
         if (used < sizeof canon)
-            used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s", tplist);
+            used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s|ep=%d|skew=%.17g",
+                                     tplist, ep, o->routing_skew);
         TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
-        if (o->ntp == 1 && o->tp[0] == x->nranks) {
+        if (ep > 1) {
+            tw_run_say(x, TW_RUN_NOTE,
+                       "expert parallel over %d ranks (attention %s), communicator %s%s", ep,
+                       o->tp[0] > 1 ? "tensor-parallel over the same ranks" : "replicated",
+                       tw_comm_kind(x->comm),
+                       ep < x->nranks ? "; the other ranks take part in no degree" : "");
+        } else if (o->ntp == 1 && o->tp[0] == x->nranks) {
             tw_run_say(x, TW_RUN_NOTE, "tensor parallel over %d ranks, communicator %s", x->nranks,
                        tw_comm_kind(x->comm));
         } else {
@@ -330,10 +350,11 @@ tw_status tw_run_open(const tw_run_spec *spec, const tw_run_callbacks *cb, tw_ru
 /* ---- the loops ---------------------------------------------------------------------------------
  */
 
-static void tw_run_row_plan(const tw_run_combo *k, const tw_run_group *g, tw_result_plan *p) {
+static void tw_run_row_plan(const tw_run *x, const tw_run_combo *k, const tw_run_group *g,
+                            tw_result_plan *p) {
     const tw_mem_plan *eng = g->shared ? &g->plan : &k->plan;
     p->present = 1;
-    p->per_rank = k->tp > 1;
+    p->per_rank = tw_run_degree_ranks(&x->spec, k->tp) > 1;
     p->available_bytes = (long long)k->plan.available_bytes;
     p->weights_bytes = (long long)k->plan.weights_bytes;
     p->kv_cache_bytes = (long long)k->plan.kv_bytes;
@@ -384,7 +405,7 @@ static tw_status tw_run_assemble(tw_run *x, const char *incomplete, tw_result *r
         res->memory.weights_bytes = (long long)k0->plan.weights_bytes;
         res->memory.kv_cache_bytes = (long long)k0->plan.kv_bytes;
         res->memory.activation_bytes = (long long)k0->plan.act_bytes;
-        res->memory.per_rank = k0->tp > 1;
+        res->memory.per_rank = tw_run_degree_ranks(&x->spec, k0->tp) > 1;
     }
     if (x->comm) {
         tw_result_comm *c = &res->comm;
@@ -430,18 +451,19 @@ tw_status tw_run_execute_with(tw_run *x, tw_run_measure_fn measure, void *ctx, t
     res->rows = calloc((size_t)ncombo, sizeof *res->rows);
     if (!res->rows) return TW_ERR(TW_ERR_NOMEM, "result rows");
 
-    /* degree by degree: ranks 0..tp-1 run it over a sub-communicator (the launch communicator
-     * itself when tp is the launch size), the others wait at a barrier. An interruption (a
-     * signal here or on another rank, seen by tw_run_stopped or as TW_ERR_INTERRUPTED from a
-     * collective) leaves the loops for the result. */
+    /* degree by degree: ranks 0..n-1 (n = tp, or the expert-parallel degree when larger) run it
+     * over a sub-communicator (the launch communicator itself when n is the launch size), the
+     * others wait at a barrier. An interruption (a signal here or on another rank, seen by
+     * tw_run_stopped or as TW_ERR_INTERRUPTED from a collective) leaves the loops for the
+     * result. */
     for (int ti = 0; ti < o->ntp && !incomplete[0] && !tw_run_stopped(x); ti++) {
-        int tp = o->tp[ti];
+        int tp = o->tp[ti], ranks = tw_run_degree_ranks(o, tp);
         int own_comm = 0;
-        if (x->comm && tp == x->nranks) {
+        if (x->comm && ranks == x->nranks) {
             x->tp_comm = x->comm;
         } else if (x->comm) {
-            /* collective over every launched rank; NULL on ranks >= tp */
-            if ((st = tw_comm_sub(x->comm, tp, &x->tp_comm)) != TW_OK) goto stopped;
+            /* collective over every launched rank; NULL on ranks >= n */
+            if ((st = tw_comm_sub(x->comm, ranks, &x->tp_comm)) != TW_OK) goto stopped;
             own_comm = 1;
             if (x->tp_comm && x->be->ops->native_stream &&
                 (st = tw_comm_set_stream(x->tp_comm, x->be->ops->native_stream(x->be))) != TW_OK)
@@ -451,7 +473,7 @@ tw_status tw_run_execute_with(tw_run *x, tw_run_measure_fn measure, void *ctx, t
             tw_run_say(x, TW_RUN_NOTE, "tensor-parallel degree %d: ranks 0..%d%s", tp, tp - 1,
                        tp < x->nranks ? ", the others wait" : "");
         /* one engine per weight dtype, sized for the largest combination of that dtype */
-        for (int d = 0; d < o->ndtype && !incomplete[0] && x->rank < tp; d++) {
+        for (int d = 0; d < o->ndtype && !incomplete[0] && x->rank < ranks; d++) {
             const tw_run_group *g = &plan->groups[ti * o->ndtype + d];
             if (!g->shared)
                 tw_run_say(x, TW_RUN_NOTE,
@@ -504,7 +526,7 @@ tw_status tw_run_execute_with(tw_run *x, tw_run_measure_fn measure, void *ctx, t
                 if (!row->complete)
                     snprintf(incomplete, sizeof incomplete, "%s", row->incomplete_reason);
                 if (row->metrics.repetitions_complete > 0) {
-                    tw_run_row_plan(k, g, &row->plan);
+                    tw_run_row_plan(x, k, g, &row->plan);
                     if (row->has_dump && !row->dump_written) oc->dump_failed = 1;
                     res->nrows++;
                 } else {
@@ -528,7 +550,7 @@ tw_status tw_run_execute_with(tw_run *x, tw_run_measure_fn measure, void *ctx, t
         if (x->intr_sig) break;
         /* the ranks that sat out wait here (sleeping, without the collective timeout) for the
          * working ones, before the next degree or the final collectives */
-        if (x->comm && tp < x->nranks &&
+        if (x->comm && ranks < x->nranks &&
             (st = tw_comm_idle_barrier(x->comm, TW_RUN_IDLE_WAIT_S)) != TW_OK)
             goto stopped;
         if (x->comm && ti + 1 < o->ntp) {

@@ -7,13 +7,15 @@
  * source or a projection input that cannot be read. The ceilings (memory bandwidth, compute
  * peak) are measured then unless given.
  *
- * tw_run_execute then runs the degrees (ranks 0..tp-1 of the launch over a sub-communicator; the
- * other ranks wait, sleeping), one engine per (degree, dtype) when its combinations fit together,
- * and for each combination a measurement: by default tw_run_measure_repetitions (warm-up,
- * measured repetitions of prefill + gen-1 decode steps with power metering per phase, the
- * logits-dump pass, per-rank figures). Another kind of run (serving scenarios, mixture of
- * experts) passes its own measurement to tw_run_execute_with and shares the rest: the plan, the
- * engines, interruption, the metrics (harness/tw_metrics.h), the energy block and the result rows
+ * tw_run_execute then runs the degrees (ranks 0..n-1 of the launch over a sub-communicator, n =
+ * tw_run_degree_ranks: tp, or --ep when larger; the other ranks wait, sleeping), one engine per
+ * (degree, dtype) when its combinations fit together, and for each combination a measurement: by
+ * default tw_run_measure_repetitions (warm-up, measured repetitions of prefill + gen-1 decode steps
+ * with power metering per phase, the logits-dump pass, per-rank figures, and for a model with
+ * experts the experts block: the load of the measured repetitions, the experts a decode step
+ * reached, the all-to-alls under --ep). Another kind of run (serving scenarios) passes its own
+ * measurement to tw_run_execute_with and shares the rest: the plan, the engines, interruption, the
+ * metrics (harness/tw_metrics.h), the energy block and the result rows
  * (harness/tw_result_schema.h).
  *
  * Interruption: SIGINT, SIGTERM and SIGHUP (tw_interrupt_install, on any rank; another rank's is
@@ -64,7 +66,19 @@ typedef struct {
     double membw_gbps, peak_gflops; /* given ceilings (0: measure where the backend can) */
     const char *out_dir;            /* the result's folder, checked before anything runs */
     const char *dump;               /* --dump-logits FILE.npy (one combination), or NULL */
+    /* Mixtures of experts (doc/MOE.md). routing_skew >= 0: each MoE layer's router logit of
+     * expert e gets -routing_skew * ln(rank_e), a seeded Zipf-like preference (0: none). ep:
+     * expert-parallel degree (0 or 1: none): the experts split over ep ranks, each MoE layer's
+     * tokens dispatched and combined with all-to-alls; it goes with one tp, 1 (attention
+     * replicated) or ep (attention tensor-parallel over the same ranks). */
+    double routing_skew;
+    int ep;
 } tw_run_spec;
+
+/* The ranks a degree runs on (0..n-1): tp, or the expert-parallel degree when larger. */
+int tw_run_degree_ranks(const tw_run_spec *spec, int tp);
+/* --ep goes with one --tp, 1 or the same N (TW_ERR_INVALID saying so). */
+tw_status tw_run_spec_check_ep(const tw_run_spec *spec);
 
 /* The options that depend on the backend: --backend names one the run knows, --power nvml,
  * --gemm and --cuda-graph go with a backend that has them (TW_ERR_INVALID saying why). */
@@ -72,7 +86,7 @@ tw_status tw_run_spec_check_backend(const tw_run_spec *spec);
 
 /* One combination, planned. */
 typedef struct {
-    int tp; /* ranks 0..tp-1 run it */
+    int tp; /* tensor-parallel degree; ranks 0..tw_run_degree_ranks - 1 run it */
     tw_dtype dtype, kv_dtype;
     int batch, prompt, gen;
     int group;        /* its engine group (tw_run_plan.groups) */
@@ -103,8 +117,8 @@ typedef struct {
 } tw_run_plan;
 
 /* Plans every combination of spec for rank `rank` (it plans the degrees it takes part in:
- * rank < tp) on model cfg and backend be. A combination that does not fit is refused
- * (TW_ERR_NOMEM naming it, its needs and what is available). Free with tw_run_plan_free. */
+ * rank < tw_run_degree_ranks) on model cfg and backend be. A combination that does not fit is
+ * refused (TW_ERR_NOMEM naming it, its needs and what is available). Free with tw_run_plan_free. */
 tw_status tw_run_plan_make(const tw_run_spec *spec, const tw_model_config *cfg, tw_backend *be,
                            int rank, tw_run_plan *out);
 void tw_run_plan_free(tw_run_plan *p);

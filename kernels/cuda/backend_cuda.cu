@@ -442,6 +442,102 @@ static tw_status cu_argmax(tw_backend *be, int rows, int n, const float *logits,
     return TW_OK;
 }
 
+/* ---- mixture of experts and latent attention ----------------------------------------------------
+ */
+static tw_status cu_head_rmsnorm(tw_backend *be, int rows, int n_heads, int dim, float *x, int ldx,
+                                 const void *w, tw_dtype wdt, float eps) {
+    ENTER(be, "head_rmsnorm");
+    CHECK(rows > 0 && n_heads > 0 && dim > 0 && x && w,
+          "cuda head_rmsnorm: rows=%d heads=%d dim=%d", rows, n_heads, dim);
+    CHECK(wdt == TW_F32 || wdt == TW_BF16, "cuda head_rmsnorm: weight dtype");
+    int ld = ldx ? ldx : n_heads * dim;
+    CHECK(ld >= n_heads * dim, "cuda head_rmsnorm: ldx=%d < %d", ldx, n_heads * dim);
+    CHECK((size_t)rows * n_heads * 32 <= 0x7fffffffu, "cuda head_rmsnorm: %d x %d heads", rows,
+          n_heads);
+    return tw_cuda_head_rmsnorm_run(ctx, rows, n_heads, dim, x, ld, w, wdt, eps);
+}
+
+static tw_status cu_moe_route(tw_backend *be, const tw_moe_route_args *a) {
+    ENTER(be, "moe_route");
+    CHECK(a && a->logits && a->idx && a->weight, "cuda moe_route: NULL argument");
+    CHECK(a->tokens > 0 && a->n_experts > 0 && a->n_experts <= TW_MOE_MAX_EXPERTS,
+          "cuda moe_route: tokens=%d experts=%d (1..%d)", a->tokens, a->n_experts,
+          TW_MOE_MAX_EXPERTS);
+    CHECK(a->top_k >= 1 && a->top_k <= a->n_experts && a->top_k <= TW_MOE_MAX_TOPK,
+          "cuda moe_route: top_k=%d (1..%d)", a->top_k, TW_MOE_MAX_TOPK);
+    CHECK(a->n_group >= 1 && a->n_experts % a->n_group == 0 && a->topk_group >= 1 &&
+              a->topk_group <= a->n_group &&
+              a->top_k <= a->topk_group * (a->n_experts / a->n_group) &&
+              !(a->group_top2 && a->n_group > 1 && a->n_experts / a->n_group < 2),
+          "cuda moe_route: groups n_group=%d topk_group=%d for %d experts, top_k %d", a->n_group,
+          a->topk_group, a->n_experts, a->top_k);
+    CHECK(a->scoring == TW_ROUTE_SOFTMAX || a->scoring == TW_ROUTE_SIGMOID,
+          "cuda moe_route: scoring %d", (int)a->scoring);
+    CHECK(!a->choice_bias || a->choice_dtype == TW_F32 || a->choice_dtype == TW_BF16,
+          "cuda moe_route: choice bias dtype");
+    return tw_cuda_moe_route_run(ctx, a);
+}
+
+static tw_status cu_moe_ffn(tw_backend *be, const tw_moe_ffn_args *a) {
+    ENTER(be, "moe_ffn");
+    CHECK(a && a->idx && a->weight && a->x && a->w_gate_up && a->w_down && a->y && a->work,
+          "cuda moe_ffn: NULL argument");
+    CHECK(a->tokens > 0 && a->hidden > 0 && a->ffn > 0 && a->top_k > 0 && a->n_experts > 0 &&
+              a->expert0 >= 0 && a->n_experts <= TW_MOE_MAX_EXPERTS,
+          "cuda moe_ffn: tokens=%d hidden=%d ffn=%d top_k=%d experts=%d (<= %d) from %d", a->tokens,
+          a->hidden, a->ffn, a->top_k, a->n_experts, TW_MOE_MAX_EXPERTS, a->expert0);
+    CHECK(a->w_dtype == TW_F32 || a->w_dtype == TW_BF16, "cuda moe_ffn: weight dtype");
+    size_t need = tw_moe_ffn_work_bytes(a->tokens, a->top_k, a->hidden, a->ffn, a->n_experts);
+    CHECK(a->work_bytes >= need, "cuda moe_ffn: workspace of %zu bytes, needs %zu", a->work_bytes,
+          need);
+    CHECK(tw_cuda_div_up(a->tokens, 64) <= 65535, "cuda moe_ffn: %d tokens in one call", a->tokens);
+    return tw_cuda_moe_ffn_run(ctx, a);
+}
+
+static tw_status cu_mla_store(tw_backend *be, const tw_mla_store_args *a) {
+    ENTER(be, "mla_store");
+    CHECK(a && a->kv && a->cache && a->start_pos, "cuda mla_store: NULL argument");
+    CHECK(a->batch > 0 && a->seq > 0 && a->lora_rank > 0 && a->rope_dim >= 0 && a->max_seq > 0,
+          "cuda mla_store: batch=%d seq=%d lora=%d rope=%d", a->batch, a->seq, a->lora_rank,
+          a->rope_dim);
+    CHECK(a->ldkv == 0 || a->ldkv >= a->lora_rank + a->rope_dim, "cuda mla_store: ldkv=%d",
+          a->ldkv);
+    CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda mla_store: cache dtype");
+    for (int b = 0; b < a->batch; b++)
+        CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
+              "cuda mla_store: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
+              a->seq, a->max_seq);
+    void *sp;
+    TW_TRY(tw_cuda_stage_in(ctx, a->start_pos, sizeof(int) * a->batch, &sp));
+    return tw_cuda_mla_store_run(ctx, a, (const int *)sp);
+}
+
+static tw_status cu_mla_attn(tw_backend *be, const tw_mla_attn_args *a) {
+    ENTER(be, "mla_attn");
+    CHECK(a && a->q && a->w_kv_b && a->cache && a->out && a->start_pos,
+          "cuda mla_attn: NULL argument");
+    CHECK(a->batch > 0 && a->seq > 0 && a->n_heads > 0 && a->max_seq > 0 &&
+              (size_t)a->batch * a->seq <= 65535u && a->n_heads <= 0x7fffffff,
+          "cuda mla_attn: batch=%d seq=%d heads=%d", a->batch, a->seq, a->n_heads);
+    CHECK(a->nope_dim > 0 && a->nope_dim <= TW_MLA_MAX_NOPE && a->rope_dim >= 0 &&
+              a->rope_dim <= TW_MLA_MAX_ROPE && a->lora_rank > 0 &&
+              a->lora_rank <= TW_MLA_MAX_LORA && a->v_dim > 0,
+          "cuda mla_attn: nope=%d (<= %d) rope=%d (<= %d) lora=%d (<= %d) v=%d", a->nope_dim,
+          TW_MLA_MAX_NOPE, a->rope_dim, TW_MLA_MAX_ROPE, a->lora_rank, TW_MLA_MAX_LORA, a->v_dim);
+    CHECK(a->ldq == 0 || a->ldq >= a->n_heads * (a->nope_dim + a->rope_dim),
+          "cuda mla_attn: ldq=%d", a->ldq);
+    CHECK((a->w_dtype == TW_F32 || a->w_dtype == TW_BF16) &&
+              (a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16),
+          "cuda mla_attn: dtypes");
+    for (int b = 0; b < a->batch; b++)
+        CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
+              "cuda mla_attn: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
+              a->seq, a->max_seq);
+    void *sp;
+    TW_TRY(tw_cuda_stage_in(ctx, a->start_pos, sizeof(int) * a->batch, &sp));
+    return tw_cuda_mla_attn_run(ctx, a, (const int *)sp);
+}
+
 /* ---- construction ------------------------------------------------------------------------------
  */
 static void cu_ctx_free(tw_cuda_ctx *ctx) {
@@ -481,10 +577,31 @@ static void *cu_native_stream(tw_backend *be) {
 }
 
 static const tw_backend_ops tw_cuda_ops_table = {
-    "cuda",      cu_alloc,         cu_free,          cu_upload,       cu_download,
-    cu_sync,     cu_mem_available, cu_gemm,          cu_attn_prefill, cu_attn_decode,
-    cu_kv_store, cu_rmsnorm,       cu_rope,          cu_swiglu,       cu_add,
-    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,      cu_bias_add,
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .sync = cu_sync,
+    .mem_available = cu_mem_available,
+    .gemm = cu_gemm,
+    .attn_prefill = cu_attn_prefill,
+    .attn_decode = cu_attn_decode,
+    .kv_store = cu_kv_store,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .embed = cu_embed,
+    .argmax = cu_argmax,
+    .native_stream = cu_native_stream,
+    .destroy = cu_destroy,
+    .bias_add = cu_bias_add,
+    .head_rmsnorm = cu_head_rmsnorm,
+    .moe_route = cu_moe_route,
+    .moe_ffn = cu_moe_ffn,
+    .mla_store = cu_mla_store,
+    .mla_attn = cu_mla_attn,
 };
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a

@@ -183,6 +183,19 @@ tw_status tw_cuda_argmax_run(tw_cuda_ctx *ctx, int rows, int n, const float *log
 
 #define TW_ROPE_MAX_HALF 256 /* head_dim up to 512 */
 
+/* mixture of experts and latent attention (moe.cu, mla.cu) */
+#define TW_MOE_MAX_EXPERTS 512 /* routed experts per layer (shared-memory tables) */
+#define TW_MOE_MAX_TOPK    32  /* experts per token (a lane per slot) */
+#define TW_MLA_MAX_LORA    512 /* kv_lora_rank */
+#define TW_MLA_MAX_NOPE    256
+#define TW_MLA_MAX_ROPE    128
+tw_status tw_cuda_head_rmsnorm_run(tw_cuda_ctx *ctx, int rows, int n_heads, int dim, float *x,
+                                   int ldx, const void *w, tw_dtype wdt, float eps);
+tw_status tw_cuda_moe_route_run(tw_cuda_ctx *ctx, const tw_moe_route_args *a);
+tw_status tw_cuda_moe_ffn_run(tw_cuda_ctx *ctx, const tw_moe_ffn_args *a);
+tw_status tw_cuda_mla_store_run(tw_cuda_ctx *ctx, const tw_mla_store_args *a, const int *start_dev);
+tw_status tw_cuda_mla_attn_run(tw_cuda_ctx *ctx, const tw_mla_attn_args *a, const int *start_dev);
+
 /* dtype names without backend.c, so the CUDA objects link without the CPU backend */
 static inline const char *tw_cuda_dtype_name(int dt) {
     return dt == TW_BF16 ? "bf16" : dt == TW_F32 ? "fp32" : dt == TW_I32 ? "i32" : "?";
