@@ -120,6 +120,9 @@ tw_cmd_test(cli_compare_warns_on_mismatch COMMAND ${TW} compare ${_cmp}/base.jso
 tw_cmd_test(cli_report_fixtures OUT "\\| sweep.json row 3 \\| tiny \\|"
   COMMAND ${TW} report ${_cmp}/base.json ${_cmp}/new.json ${_cmp}/sweep.json
   --out ${TW_TR}/report --print-md)
+# a run with no power figure: the report is still written, the projection says why it is not drawn
+tw_cmd_test(cli_report_no_power OUT "Not drawn: no row of these results has both e2e tokens/s"
+  COMMAND ${CMAKE_SOURCE_DIR}/tests/report_no_power.sh ${TW} ${TW_TR}/report-no-power)
 tw_cmd_test(report_chromium SKIP 77 TIMEOUT 90 LABELS chromium
   COMMAND ${CMAKE_SOURCE_DIR}/tests/report_chromium.sh ${TW})
 

@@ -434,10 +434,19 @@ static const tw_run_row *tw_best_row(const tw_result_file *f, int nf) {
 static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf, char *caption,
                                      size_t cn) {
     const tw_run_row *r = tw_best_row(f, nf);
-    if (!r)
-        return TW_ERR(TW_ERR_INVALID,
-                      "report: no row has both e2e tokens/s and watts per device for the "
-                      "projection");
+    if (!r) {
+        /* No power figure anywhere: say so on the page rather than lose the other charts. */
+        tw_bprintf(b,
+                   "<svg id=\"%s\" viewBox=\"0 0 760 80\" width=\"760\" height=\"80\">\n"
+                   "<text x=\"10\" y=\"40\">no projection: no row has watts per device "
+                   "(no power sensor was readable; rerun with --watts W to assume a figure)"
+                   "</text>\n</svg>\n",
+                   tw_report_chart_ids[3]);
+        snprintf(caption, cn,
+                 "Not drawn: no row of these results has both e2e tokens/s and watts per "
+                 "device.");
+        return TW_OK;
+    }
     tw_project_inputs *in = malloc(sizeof *in);
     tw_projection *p = malloc(sizeof *p);
     char *svg = NULL;
