@@ -994,6 +994,11 @@ void tw_result_row_free(tw_result_row *row) {
     free(row->experts.load_per_layer);
     row->experts.load = row->experts.load_per_layer = NULL;
     tw_energy_free(&row->energy);
+    if (row->serving) {
+        tw_serve_result_free(row->serving);
+        free(row->serving);
+        row->serving = NULL;
+    }
 }
 
 void tw_result_free(tw_result *r) {

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "tw_metrics.h"
+#include "tw_serve_result.h"
 #include "tw_status.h"
 
 #define TW_RESULT_SCHEMA_MAJOR 1
@@ -146,6 +147,7 @@ typedef struct {
     tw_result_plan plan;
     int has_experts; /* a model with experts */
     tw_result_experts experts;
+    tw_serve_result *serving; /* a serving scenario's block (owned); NULL for a static batch */
 } tw_result_row;
 
 typedef struct {
