@@ -20,7 +20,7 @@
 #include <jansson.h>
 
 #include "tw_metrics.h"
-#include "tw_serve_result.h"
+#include "serve/tw_serve_result.h"
 #include "tw_status.h"
 
 #define TW_RESULT_SCHEMA_MAJOR 1
