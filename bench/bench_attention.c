@@ -21,6 +21,7 @@ static const char *tw_attn_usage =
     "  prefill (default): B sequences of S new tokens, causal, cache holding exactly them\n"
     "  --decode: one new token per sequence attending to S cached positions\n"
     "  defaults: B 1, H 32, G 8, D 128, S 512, fp32 KV, all cores, 10 reps, 2 warm-up\n"
+    "  --threads 0 (the default) means automatic: all cores\n"
     "  GFLOP/s counts 4*S*S/2*D*H*B (prefill) or 4*S*D*H*B (decode); GB/s is K+V cache bytes\n"
     "  read once per call (the whole traffic of decode, a lower bound for prefill)";
 
@@ -117,12 +118,13 @@ static tw_status run_once(const attn_opts *o, attn_bufs *b) {
     float scale = 1.0f / sqrtf((float)o->head_dim);
     if (o->decode) {
         tw_attn_decode_args a = {o->batch, o->heads, o->kv_heads, o->head_dim, o->seq, b->lens,
-                                 b->q,     b->k,     b->v,        o->kv_dtype, b->out, scale};
+                                 b->q,     b->k,     b->v,        o->kv_dtype, b->out, scale,
+                                 0};
         return attn_decode_cpu(&a, o->threads);
     }
-    tw_attn_prefill_args a = {o->batch,    o->seq,   o->heads, o->kv_heads, o->head_dim,
-                              o->seq,      b->start, b->q,     b->k,        b->v,
-                              o->kv_dtype, b->out,   scale};
+    tw_attn_prefill_args a = {o->batch, o->seq, o->heads, o->kv_heads, o->head_dim, o->seq,
+                              b->start, b->q,   b->k,     b->v,        o->kv_dtype, b->out,
+                              scale,    0};
     return attn_prefill_cpu(&a, o->threads);
 }
 
@@ -245,14 +247,14 @@ int tw_bench_attention(int argc, char **argv) {
     }
     tw_args_free(&args);
     if (tw_cpu_simd_force(o.simd) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         return TW_EXIT_FAIL;
     }
     int nthreads = tw_cpu_threads(o.threads);
 
     attn_bufs b;
     if (bufs_make(&o, &b) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         return TW_EXIT_FAIL;
     }
     tw_log("attention %s: B=%d H=%d G=%d D=%d S=%d kv %s, %s, %d threads",
@@ -264,7 +266,7 @@ int tw_bench_attention(int argc, char **argv) {
     tw_status st = run_once(&o, &b);
     if (st == TW_OK) st = check_slice(&o, &b, &err);
     if (st != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         bufs_free(&b);
         return TW_EXIT_FAIL;
     }
@@ -286,7 +288,7 @@ int tw_bench_attention(int argc, char **argv) {
         times[i] = tw_now_s() - t0;
     }
     if (!times || st != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", times ? tw_last_error() : "out of memory");
+        fprintf(stderr, "tokwatt: error: %s\n", times ? tw_error_text() : "out of memory");
         free(times);
         bufs_free(&b);
         return TW_EXIT_FAIL;
@@ -306,7 +308,7 @@ int tw_bench_attention(int argc, char **argv) {
     memset(&mb, 0, sizeof mb);
     if (tw_machine_fp32_peak(nthreads, &peak_gflops) != TW_OK ||
         tw_machine_membw(nthreads, (size_t)256 << 20, 3, &mb) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: roofline calibration: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: roofline calibration: %s\n", tw_error_text());
         return TW_EXIT_FAIL;
     }
     double frac_compute = gflops / peak_gflops, frac_bw = gbps / mb.read_gbps;

@@ -289,11 +289,9 @@ static tw_status parse_bytes_json(json_t *v, const char *what, size_t *out) {
  *  "ranges": [{"from": "1M", "to": "16M", "fraction": 0.5}, {"from": "16M", "fraction": 1}]} */
 static tw_status fabric_load(const char *path, const char *link, double *gbps, double *tol,
                              coll_range *ranges, int *nr, int max_r) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        return TW_ERR(TW_ERR_PARSE, "fabric file %s: %s (line %d)", path, jerr.text, jerr.line);
-    tw_status st = TW_OK;
+    json_t *root = NULL;
+    tw_status st = tw_json_load_file(path, &root);
+    if (st != TW_OK) return tw_error_ctx(st, "fabric file");
     json_t *links = json_object_get(root, "links");
     json_t *v = links ? json_object_get(links, link) : NULL;
     if (!json_is_number(v) || json_number_value(v) <= 0) {
@@ -875,12 +873,12 @@ static int coll_main(coll_kind kind, int argc, char **argv) {
     tw_args_free(&a);
     tw_comm *c = NULL;
     if (tw_comm_create(o.comm_kind, o.backend, o.timeout_s, &c) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         return TW_EXIT_FAIL;
     }
     int code = TW_EXIT_OK;
     if (coll_run(&o, c, argc, argv, &code) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         /* the peers may be waiting in a collective: tear the job down */
         if (tw_comm_size(c) > 1) tw_comm_abort(c, TW_EXIT_FAIL);
         tw_comm_destroy(c);

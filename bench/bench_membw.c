@@ -21,7 +21,7 @@
     "         streams per thread, with and without software prefetch) and buffer sizes\n"          \
     "  copy   b = a, counting bytes read + bytes written (STREAM convention)\n"                    \
     "  triad  a = b + s * c, counting 2 reads + 1 write (STREAM convention)\n"                     \
-    "  --threads  0 = all cores (default 0)\n"                                                     \
+    "  --threads  0 (the default) means automatic: all cores\n"                                    \
     "  --bytes    total buffer size per kernel, K/M/G suffixes (default: auto, from\n"             \
     "             max(512M, 2 x last-level cache), two sizes)\n"                                   \
     "  --reps     repetitions (default 5)\n"
@@ -59,7 +59,7 @@ int tw_bench_membw(int argc, char **argv) {
     tw_args_free(&args);
     tw_membw_result r;
     if (tw_machine_membw(threads, bytes, reps, &r) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         return TW_EXIT_FAIL;
     }
     const char *simd = tw_simd_name(tw_cpu_simd_active());

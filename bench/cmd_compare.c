@@ -16,7 +16,7 @@
 static const char *tw_compare_usage =
     "tokwatt compare RESULT [--against ID[,ID...]] [--preset NAME] [--published FILE] "
     "[--format md|json|csv]\n"
-    "       tokwatt compare BASELINE NEW [--format md|json|csv]\n"
+    "       tokwatt compare BASELINE NEW [--fail-above PCT] [--format md|json|csv]\n"
     "  RESULT            a tokwatt result file (kind run or sweep; a run is one row)\n"
     "  --against IDS     published figures to compare with (ids in configs/published/); default: "
     "the preset's, else every figure for the result's model\n"
@@ -24,7 +24,14 @@ static const char *tw_compare_usage =
     "are printed and its published ids are the default\n"
     "  --published FILE  another published-figures file (default configs/published/figures.json)\n"
     "  BASELINE NEW      two result files: change of each metric's median (NEW - BASELINE) and "
-    "whether it exceeds the run-to-run noise, max of the two (max - min) ranges";
+    "whether it exceeds the run-to-run noise, max of the two (max - min) ranges; a warning on\n"
+    "                    stderr for each difference in model, device, CPU, host, backend, dtypes, "
+    "scenario, and for an incomplete run\n"
+    "  --fail-above PCT  exit 3 when a metric is significantly worse than the baseline by more "
+    "than PCT percent\n"
+    "                    (tokens/s and tokens/J lower, TTFT and TPOT higher): a CI gate\n"
+    "  exit codes        0 ok, 1 unreadable input, 2 bad arguments, 3 a regression past "
+    "--fail-above";
 
 static void tw_fmt(char *b, size_t n, double v) {
     if (!isfinite(v))
@@ -37,6 +44,15 @@ static void tw_fmt(char *b, size_t n, double v) {
         snprintf(b, n, "%.3g", v);
 }
 
+/* Appends text to list unless it is there already; returns whether it was added. */
+static int tw_add_once(json_t *list, const char *text) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) if (!strcmp(json_string_value(v), text)) return 0;
+    json_array_append_new(list, json_string(text));
+    return 1;
+}
+
 static void tw_add_caveat(json_t *list, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void tw_add_caveat(json_t *list, const char *fmt, ...) {
     char buf[2048]; /* a published row's source caveat quotes its verification and lengths notes */
@@ -44,10 +60,7 @@ static void tw_add_caveat(json_t *list, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    size_t i;
-    json_t *v;
-    json_array_foreach(list, i, v) if (!strcmp(json_string_value(v), buf)) return; /* once */
-    json_array_append_new(list, json_string(buf));
+    tw_add_once(list, buf);
 }
 
 /* ---- measured against published ----------------------------------------------------------------
@@ -196,11 +209,14 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
         free(s);
         json_decref(root);
     } else {
-        if (fmt == TW_FMT_MD)
+        if (fmt == TW_FMT_MD) {
             printf("## Measured (%s) against published\n\nratio = measured / published; tok/J "
                    "= output tokens per joule\n\n",
                    f->name);
-        tw_table_print(&t, fmt, stdout);
+            tw_table_print(&t, fmt, stdout);
+        } else {
+            tw_csv_rows(stdout, rows); /* every JSON field, plain numbers */
+        }
         size_t i;
         json_t *v;
         if (fmt == TW_FMT_MD) {
@@ -224,30 +240,74 @@ static int tw_same_scenario(const tw_run_row *a, const tw_run_row *b) {
            a->gen == b->gen && a->tp == b->tp && !strcmp(a->dtype, b->dtype);
 }
 
-static tw_status tw_two_results(const tw_result_file *fa, const tw_result_file *fb, tw_format fmt) {
+/* A warning: on stderr as it is found, and kept for the output (notes). */
+static void tw_warn(json_t *warnings, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tw_warn(json_t *warnings, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (tw_add_once(warnings, buf)) fprintf(stderr, "tokwatt compare: warning: %s\n", buf);
+}
+
+/* Every difference between the two setups that makes the change more than the change made. */
+static void tw_mismatches(const tw_run_row *a, const tw_run_row *b, json_t *w) {
+    struct {
+        const char *what, *x, *y;
+    } f[] = {{"model", a->model, b->model},
+             {"device", a->device, b->device},
+             {"CPU", a->cpu_model, b->cpu_model},
+             {"host", a->host, b->host},
+             {"backend", a->backend, b->backend},
+             {"weight dtype", a->dtype, b->dtype},
+             {"KV-cache dtype", a->kv_dtype, b->kv_dtype}};
+    /* the device of a CPU run is its CPU: one warning, not two */
+    int device_is_cpu = !strcmp(a->device, a->cpu_model) && !strcmp(b->device, b->cpu_model);
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (strcmp(f[i].x, f[i].y) && !(i == 1 && device_is_cpu))
+            tw_warn(w, "%s differs: baseline \"%s\", new \"%s\"", f[i].what, f[i].x, f[i].y);
+    if (a->ep != b->ep)
+        tw_warn(w, "expert parallelism differs: baseline --ep %d, new --ep %d", a->ep ? a->ep : 1,
+                b->ep ? b->ep : 1);
+    if (isfinite(a->routing_skew) && isfinite(b->routing_skew) &&
+        a->routing_skew != b->routing_skew)
+        tw_warn(w, "routing skew differs: baseline %g, new %g", a->routing_skew, b->routing_skew);
+    if (a->batch != b->batch || a->prompt != b->prompt || a->gen != b->gen || a->tp != b->tp)
+        tw_warn(w,
+                "scenarios differ (baseline b%d p%d g%d tp%d, new b%d p%d g%d tp%d): the change "
+                "is not only the change you made",
+                a->batch, a->prompt, a->gen, a->tp, b->batch, b->prompt, b->gen, b->tp);
+    const tw_run_row *r[2] = {a, b};
+    for (int k = 0; k < 2; k++)
+        if (!r[k]->complete)
+            tw_warn(w, "%s (%s) is an incomplete run: %s", k ? "the new result" : "the baseline",
+                    r[k]->label,
+                    r[k]->incomplete_reason[0] ? r[k]->incomplete_reason : "no reason");
+}
+
+/* Larger is better for throughput and tokens/J, smaller for times. */
+static int tw_lower_is_better(const char *metric) {
+    return !strncmp(metric, "TTFT", 4) || !strncmp(metric, "TPOT", 4);
+}
+
+static tw_status tw_two_results(const tw_result_file *fa, const tw_result_file *fb, tw_format fmt,
+                                double fail_above_pct, int *regressed) {
     const char *head[] = {"scenario", "metric",   "baseline",          "new",
                           "change",   "change %", "noise (max range)", "verdict"};
     tw_table t;
     tw_table_init(&t, 8, head);
-    json_t *rows = json_array(), *notes = json_array();
+    json_t *rows = json_array(), *notes = json_array(), *regs = json_array();
     int paired = 0;
+    *regressed = 0;
     for (int i = 0; i < fa->nrows; i++) {
         const tw_run_row *a = &fa->rows[i], *b = NULL;
         for (int j = 0; j < fb->nrows && !b; j++)
             if (tw_same_scenario(a, &fb->rows[j])) b = &fb->rows[j];
-        if (!b && fa->nrows == 1 && fb->nrows == 1) {
-            b = &fb->rows[0];
-            tw_add_caveat(notes,
-                          "scenarios differ (baseline %s b%d p%d g%d tp%d %s, new %s b%d p%d "
-                          "g%d tp%d %s): the change is not only the change you made",
-                          a->model, a->batch, a->prompt, a->gen, a->tp, a->dtype, b->model,
-                          b->batch, b->prompt, b->gen, b->tp, b->dtype);
-        }
+        if (!b && fa->nrows == 1 && fb->nrows == 1) b = &fb->rows[0];
         if (!b) continue;
         paired++;
-        if (strcmp(a->device, b->device))
-            tw_add_caveat(notes, "devices differ: baseline \"%s\", new \"%s\"", a->device,
-                          b->device);
+        tw_mismatches(a, b, notes);
         if (a->energy_assumed || b->energy_assumed)
             tw_add_caveat(notes,
                           "energy of %s is assumed (rated power), not measured: its "
@@ -276,14 +336,17 @@ static tw_status tw_two_results(const tw_result_file *fa, const tw_result_file *
                 tw_clear_error();
                 continue;
             }
+            /* worse by how much, in percent of the baseline (positive: a regression) */
+            double worse_pct = (tw_lower_is_better(mets[k].name) ? d.rel : -d.rel) * 100;
+            int reg = d.sig == TW_SIG_YES && fail_above_pct >= 0 && worse_pct > fail_above_pct;
             char c[5][64];
             tw_fmt(c[0], 64, d.a);
             tw_fmt(c[1], 64, d.b);
             tw_fmt(c[2], 64, d.delta);
             snprintf(c[3], 64, "%+.1f%%", d.rel * 100);
             tw_fmt(c[4], 64, d.noise);
-            tw_table_addf(&t, "%s|%s|%s|%s|%s|%s|%s|%s", scen, mets[k].name, c[0], c[1], c[2], c[3],
-                          c[4], tw_significance_text(d.sig));
+            tw_table_addf(&t, "%s|%s|%s|%s|%s|%s|%s|%s%s", scen, mets[k].name, c[0], c[1], c[2],
+                          c[3], c[4], tw_diff_verdict(&d), reg ? " REGRESSION" : "");
             json_t *o = json_object();
             json_object_set_new(o, "scenario", json_string(scen));
             json_object_set_new(o, "metric", json_string(mets[k].name));
@@ -297,17 +360,26 @@ static tw_status tw_two_results(const tw_result_file *fa, const tw_result_file *
             json_object_set_new(o, "significant",
                                 d.sig == TW_SIG_UNKNOWN ? json_null()
                                                         : json_boolean(d.sig == TW_SIG_YES));
-            json_object_set_new(o, "verdict", json_string(tw_significance_text(d.sig)));
+            json_object_set_new(o, "verdict", json_string(tw_diff_verdict(&d)));
+            json_object_set_new(o, "regression", json_boolean(reg));
             json_array_append_new(rows, o);
+            if (reg) {
+                char line[512];
+                snprintf(line, sizeof line, "%s: %s %s -> %s (%+.1f%%, worse by more than %g%%)",
+                         scen, mets[k].name, c[0], c[1], d.rel * 100, fail_above_pct);
+                json_array_append_new(regs, json_string(line));
+            }
         }
     }
     if (!paired) {
         tw_table_free(&t);
         json_decref(rows);
         json_decref(notes);
+        json_decref(regs);
         return TW_ERR(TW_ERR_INVALID, "no row of %s has the scenario of a row of %s", fb->name,
                       fa->name);
     }
+    *regressed = (int)json_array_size(regs);
     if (fmt == TW_FMT_JSON) {
         json_t *root = json_object();
         json_object_set_new(root, "kind", json_string("compare_results"));
@@ -318,28 +390,36 @@ static tw_status tw_two_results(const tw_result_file *fa, const tw_result_file *
                                         "of the two results' (max - min) ranges over repetitions"));
         json_object_set_new(root, "rows", rows);
         json_object_set_new(root, "notes", notes);
+        json_object_set_new(root, "fail_above_pct",
+                            fail_above_pct >= 0 ? json_real(fail_above_pct) : json_null());
+        json_object_set_new(root, "regressions", regs);
         char *s = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         printf("%s\n", s ? s : "null");
         free(s);
         json_decref(root);
     } else {
-        if (fmt == TW_FMT_MD)
+        if (fmt == TW_FMT_MD) {
             printf("## %s (baseline) against %s (new)\n\nchange = new - baseline (medians); "
                    "significant when |change| > noise = max of the two results' (max - min) "
                    "ranges over repetitions\n\n",
                    fa->name, fb->name);
-        tw_table_print(&t, fmt, stdout);
+            tw_table_print(&t, fmt, stdout);
+        } else {
+            tw_csv_rows(stdout, rows); /* every JSON field, plain numbers */
+        }
         size_t i;
         json_t *v;
         if (fmt == TW_FMT_MD && json_array_size(notes)) printf("\nNotes:\n\n");
         json_array_foreach(notes, i, v) {
-            if (fmt == TW_FMT_MD)
-                printf("- %s\n", json_string_value(v));
-            else
-                tw_log("note: %s", json_string_value(v));
+            if (fmt == TW_FMT_MD) printf("- %s\n", json_string_value(v));
+        }
+        if (fmt == TW_FMT_MD && json_array_size(regs)) {
+            printf("\nRegressions (significant, worse by more than %g%%):\n\n", fail_above_pct);
+            json_array_foreach(regs, i, v) printf("- %s\n", json_string_value(v));
         }
         json_decref(rows);
         json_decref(notes);
+        json_decref(regs);
     }
     tw_table_free(&t);
     return TW_OK;
@@ -356,20 +436,27 @@ int tw_cmd_compare(int argc, char **argv) {
         tw_args_free(&a);
         return TW_EXIT_OK;
     }
-    int rc = TW_EXIT_USAGE;
+    int rc = TW_EXIT_USAGE, regressed = 0;
     tw_format fmt;
     const char *against, *preset, *pubpath, *p1, *p2;
+    double fail_above = -1;
     tw_result_file fa = {0}, fb = {0};
     tw_published_set *pub = NULL;
     if (tw_args_format(&a, &fmt) || tw_args_str(&a, "--against", NULL, &against) ||
         tw_args_str(&a, "--preset", NULL, &preset) ||
-        tw_args_str(&a, "--published", NULL, &pubpath))
+        tw_args_str(&a, "--published", NULL, &pubpath) ||
+        tw_args_double(&a, "--fail-above", -1, 0, 1e6, &fail_above))
         goto usage;
     p1 = tw_args_positional(&a);
     p2 = tw_args_positional(&a);
     if (tw_args_finish(&a)) goto usage;
     if (!p1) {
         TW_ERR(TW_ERR_INVALID, "a result file is needed");
+        goto usage;
+    }
+    if (!p2 && fail_above >= 0) {
+        TW_ERR(TW_ERR_INVALID, "--fail-above PCT gates one result against another: give "
+                               "BASELINE and NEW");
         goto usage;
     }
     if (p2 && (against || preset || pubpath)) {
@@ -380,20 +467,33 @@ int tw_cmd_compare(int argc, char **argv) {
     rc = TW_EXIT_FAIL;
     if (tw_result_file_load(p1, &fa)) goto fail;
     if (p2) {
-        if (tw_result_file_load(p2, &fb) || tw_two_results(&fa, &fb, fmt)) goto fail;
+        if (tw_result_file_load(p2, &fb) || tw_two_results(&fa, &fb, fmt, fail_above, &regressed))
+            goto fail;
     } else {
         pub = malloc(sizeof *pub);
         if (!pub) goto fail;
-        if (tw_published_load(pubpath, pub) || tw_vs_published(&fa, pub, against, preset, fmt))
-            goto fail;
+        if (tw_published_load(pubpath, pub)) goto fail;
+        tw_status vs = tw_vs_published(&fa, pub, against, preset, fmt);
+        if (vs == TW_ERR_INVALID) { /* an unknown id or preset: a bad argument */
+            rc = TW_EXIT_USAGE;
+            tw_cli_fail(&a);
+            goto out;
+        }
+        if (vs != TW_OK) goto fail;
     }
     rc = TW_EXIT_OK;
+    if (regressed) {
+        fprintf(stderr,
+                "tokwatt compare: %d significant regression(s) worse by more than %g%%: exit 3\n",
+                regressed, fail_above);
+        rc = TW_EXIT_CHECK;
+    }
     goto out;
 usage:
     tw_cli_fail(&a);
     goto out;
 fail:
-    fprintf(stderr, "tokwatt compare: error: %s\n", tw_last_error());
+    fprintf(stderr, "tokwatt compare: error: %s\n", tw_error_text());
 out:
     free(pub);
     tw_result_file_free(&fa);

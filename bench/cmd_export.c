@@ -13,8 +13,10 @@ static const char *tw_export_usage =
     "tokwatt export --model M --out DIR [--seed S] [--dtype bf16|fp32]\n"
     "  --model M    a name from configs/models/ (tiny, llama-3.2-1b, ...) or a config.json path\n"
     "  --out DIR    folder to write model.safetensors, config.json, tokwatt-export.json into\n"
-    "  --seed S     weight seed (default 0), the same seed `tokwatt run --seed` uses\n"
-    "  --dtype D    bf16 (default) or fp32";
+    "  --seed S     weight seed (default 1, as `tokwatt run`): the same seed gives the same\n"
+    "               weights as `tokwatt run --seed S`\n"
+    "  --dtype D    bf16 (default) or fp32\n"
+    "  SIGINT, SIGTERM and SIGHUP stop the export and remove its temporary file (exit 1)";
 
 typedef struct {
     double t0, last;
@@ -46,10 +48,10 @@ int tw_cmd_export(int argc, char **argv) {
         return TW_EXIT_OK;
     }
     const char *model = NULL, *out = NULL, *dtype_s = NULL;
-    long seed = 0;
+    long seed = TW_DEFAULT_SEED;
     tw_status st = tw_args_str(&a, "--model", NULL, &model);
     if (st == TW_OK) st = tw_args_str(&a, "--out", NULL, &out);
-    if (st == TW_OK) st = tw_args_long(&a, "--seed", 0, 0, __LONG_MAX__, &seed);
+    if (st == TW_OK) st = tw_args_long(&a, "--seed", TW_DEFAULT_SEED, 0, __LONG_MAX__, &seed);
     if (st == TW_OK) st = tw_args_str(&a, "--dtype", "bf16", &dtype_s);
     if (st == TW_OK) st = tw_args_finish(&a);
     if (st == TW_OK && !model) st = TW_ERR(TW_ERR_INVALID, "option --model is required");
@@ -70,6 +72,7 @@ int tw_cmd_export(int argc, char **argv) {
     }
     tw_args_free(&a);
 
+    tw_interrupt_install();
     tw_model_config cfg;
     if (tw_model_load(model, &cfg) != TW_OK) {
         tw_cli_fail(NULL);

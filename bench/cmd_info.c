@@ -16,7 +16,11 @@
 #include "tw_results.h"
 #include "tw_util.h"
 
-static const char *tw_info_usage = "tokwatt info [--threads T] [--format md|json] [--quick]";
+static const char *tw_info_usage =
+    "tokwatt info [--threads T] [--format md|json|csv] [--quick]\n"
+    "  --threads T   threads for the bandwidth and peak measurements; 0 (default): all cores\n"
+    "  --quick       skip the measurements\n"
+    "  --format csv  one line, a column per JSON field (dotted names, units in the names)";
 
 /* Tries one power source; ok = 1 when it opened, msg says how or why not. */
 static void tw_info_power(const char *source, int gpu, int *ok, char *msg, size_t n) {
@@ -28,7 +32,7 @@ static void tw_info_power(const char *source, int gpu, int *ok, char *msg, size_
         tw_power_close(m);
     } else {
         *ok = 0;
-        snprintf(msg, n, "%s", tw_last_error());
+        snprintf(msg, n, "%s", tw_error_text());
     }
 }
 
@@ -75,7 +79,7 @@ int tw_cmd_info(int argc, char **argv) {
         if (tw_machine_membw(nthreads, 0, 5, &mb) != TW_OK ||
             tw_machine_fp32_peak(nthreads, &peak) != TW_OK ||
             tw_machine_bf16_peak(nthreads, &bp) != TW_OK) {
-            fprintf(stderr, "tokwatt info: error: %s\n", tw_last_error());
+            fprintf(stderr, "tokwatt info: error: %s\n", tw_error_text());
             json_decref(root);
             return TW_EXIT_FAIL;
         }
@@ -100,7 +104,7 @@ int tw_cmd_info(int argc, char **argv) {
     if (!tw_cuda_built()) {
         snprintf(cuda_note, sizeof cuda_note, "CUDA backend not built");
     } else if (tw_cuda_device_count(&ndev) != TW_OK) {
-        snprintf(cuda_note, sizeof cuda_note, "no CUDA device: %s", tw_last_error());
+        snprintf(cuda_note, sizeof cuda_note, "no CUDA device: %s", tw_error_text());
         ndev = 0;
     } else {
         snprintf(cuda_note, sizeof cuda_note, "%d device(s)", ndev);
@@ -116,9 +120,27 @@ int tw_cmd_info(int argc, char **argv) {
         json_object_set_new(j, "compute_capability", json_string(cc));
         json_object_set_new(j, "sm_count", json_integer(di.sm_count));
         json_object_set_new(j, "total_mem_bytes", json_integer((json_int_t)di.total_mem));
+        tw_cuda_image_info img;
+        json_t *ji = json_object();
+        if (tw_cuda_image_query(d, &img) == TW_OK) {
+            json_object_set_new(ji, "runnable", json_boolean(img.runnable));
+            json_object_set_new(ji, "mode", json_string(img.mode));
+            if (img.runnable) {
+                json_object_set_new(ji, "binary_version", json_integer(img.binary_version));
+                json_object_set_new(ji, "ptx_version", json_integer(img.ptx_version));
+            }
+            json_object_set_new(ji, "summary", json_string(img.summary));
+        } else {
+            json_object_set_new(ji, "runnable", json_false());
+            json_object_set_new(ji, "mode", json_string("unknown"));
+            json_object_set_new(ji, "summary", json_string(tw_error_text()));
+        }
+        json_object_set_new(j, "cuda_image", ji);
         json_array_append_new(devs, j);
     }
     json_object_set_new(root, "cuda_status", json_string(cuda_note));
+    json_object_set_new(root, "cuda_sass", json_string(tw_cuda_build_sass()));
+    json_object_set_new(root, "cuda_ptx", json_string(tw_cuda_build_ptx()));
     json_object_set_new(root, "cuda_devices", devs);
 
     json_t *pw = json_object();
@@ -142,7 +164,7 @@ int tw_cmd_info(int argc, char **argv) {
             json_object_set_new(j, "source", json_string(src));
         } else {
             json_object_set_new(j, "rated_w", json_null());
-            json_object_set_new(j, "reason", json_string(tw_last_error()));
+            json_object_set_new(j, "reason", json_string(tw_error_text()));
         }
         json_object_set_new(pw, "assumed_cpu", j);
     }
@@ -152,6 +174,11 @@ int tw_cmd_info(int argc, char **argv) {
         char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (text) puts(text);
         free(text);
+    } else if (fmt == TW_FMT_CSV) {
+        json_t *one = json_array();
+        json_array_append(one, root);
+        tw_csv_rows(stdout, one);
+        json_decref(one);
     } else {
         const char *head[] = {"item", "value"};
         tw_table t;
@@ -182,12 +209,17 @@ int tw_cmd_info(int argc, char **argv) {
         }
         tw_table_addf(&t, "CUDA|%s; runtime %s, driver %s; %s",
                       tw_cuda_built() ? "built" : "NOT built", rt, drv, cuda_note);
+        if (tw_cuda_built())
+            tw_table_addf(&t, "CUDA targets|SASS %s; PTX %s", tw_cuda_build_sass(),
+                          tw_cuda_build_ptx());
         for (size_t i = 0; i < json_array_size(devs); i++) {
             json_t *d = json_array_get(devs, i);
-            tw_table_addf(&t, "GPU %d|%s (cc %s, %lld SMs)", (int)i,
-                          json_string_value(json_object_get(d, "name")),
-                          json_string_value(json_object_get(d, "compute_capability")),
-                          (long long)json_integer_value(json_object_get(d, "sm_count")));
+            tw_table_addf(
+                &t, "GPU %d|%s (cc %s, %lld SMs); runs %s", (int)i,
+                json_string_value(json_object_get(d, "name")),
+                json_string_value(json_object_get(d, "compute_capability")),
+                (long long)json_integer_value(json_object_get(d, "sm_count")),
+                json_string_value(json_object_get(json_object_get(d, "cuda_image"), "summary")));
         }
         for (int i = 0; i < 2; i++) {
             json_t *j = json_object_get(pw, srcs[i]);

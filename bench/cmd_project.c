@@ -20,8 +20,9 @@ static const char *tw_project_usage =
     "  --results FILE        a tokwatt run result (default: the newest in --results-dir, "
     "results/);\n"
     "                        uses e2e tokens/s per device and mean watts per device\n"
-    "  --tokens-per-s T      tokens/s per device (with --watts: no result file needed)\n"
+    "  --tokens-per-s T      tokens/s per device (with --watts, instead of a result file)\n"
     "  --watts W             watts per device; labelled as given (assumed), not measured\n"
+    "  --format csv          one line per (scenario, year), every figure of the JSON rows\n"
     "  --svg PATH            chart path (default: beside the result file, or "
     "results/projection-<time>.svg)\n"
     "  assumption overrides (defaults and sources in configs/assumptions.json):\n"
@@ -149,7 +150,7 @@ int tw_cmd_project(int argc, char **argv) {
         goto out;
     }
     if (tw_project_inputs_load(in)) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         rc = TW_EXIT_FAIL;
         goto out;
     }
@@ -185,13 +186,20 @@ int tw_cmd_project(int argc, char **argv) {
     if (only >= 0 && strcmp(head_scen, "power") == 0) hs = (tw_scenario)only;
     tw_project_device dev = {0};
     char note[1024] = "", found[4096];
-    if (tps > 0 && watts > 0 && !results) {
+    if (results && (tps > 0 || watts > 0)) {
+        TW_ERR(TW_ERR_INVALID,
+               "--results FILE takes tokens/s and watts from the file: it does not go with "
+               "--tokens-per-s/--watts (give one or the other)");
+        tw_cli_fail(&a);
+        goto out;
+    }
+    if (tps > 0 && watts > 0) {
         dev.tokens_per_s = tps;
         dev.watts = watts;
         dev.assumed = 1;
         snprintf(dev.source, sizeof dev.source, "--watts given on the command line");
         snprintf(note, sizeof note, "tokens/s and watts per device from the command line");
-    } else if ((tps > 0) != (watts > 0) && !results) {
+    } else if ((tps > 0) != (watts > 0)) {
         TW_ERR(TW_ERR_INVALID, "--tokens-per-s and --watts go together (or give --results FILE)");
         tw_cli_fail(&a);
         goto out;
@@ -205,26 +213,14 @@ int tw_cmd_project(int argc, char **argv) {
             results = found;
         }
         if (tw_project_device_from_result(results, &dev, note, sizeof note)) {
-            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
             rc = TW_EXIT_FAIL;
             goto out;
-        }
-        if (tps > 0) {
-            dev.tokens_per_s = tps;
-            strncat(note, "; tokens/s overridden by --tokens-per-s",
-                    sizeof note - strlen(note) - 1);
-        }
-        if (watts > 0) {
-            dev.watts = watts;
-            dev.assumed = 1;
-            snprintf(dev.source, sizeof dev.source, "--watts given on the command line");
-            strncat(note, "; watts overridden by --watts (assumed)",
-                    sizeof note - strlen(note) - 1);
         }
     }
     tw_log("%s", note);
     if (tw_project_compute(in, &dev, p)) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         rc = TW_EXIT_FAIL;
         goto out;
     }
@@ -232,7 +228,7 @@ int tw_cmd_project(int argc, char **argv) {
     tw_project_headline_of(p, hs, headline, sizeof headline);
     if (fmt == TW_FMT_JSON) {
         if (tw_project_to_json(in, p, &js)) {
-            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
             rc = TW_EXIT_FAIL;
             goto out;
         }
@@ -242,13 +238,39 @@ int tw_cmd_project(int argc, char **argv) {
         if (txt) puts(txt);
         free(txt);
     } else {
-        if (fmt == TW_FMT_MD)
-            printf("## Projection: devices and megawatts for projected token demand\n\n");
-        tw_print_table(p, only, fmt);
         if (fmt == TW_FMT_MD) {
+            printf("## Projection: devices and megawatts for projected token demand\n\n");
+            tw_print_table(p, only, fmt);
             tw_print_assumptions(in, p);
             printf("\n**Headline:** %s\n", headline);
         } else {
+            /* CSV: one line per (scenario, year) with every field of the JSON rows */
+            if (tw_project_to_json(in, p, &js)) {
+                fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+                rc = TW_EXIT_FAIL;
+                goto out;
+            }
+            json_t *flat = json_array();
+            json_t *sc = json_object_get(js, "scenarios");
+            for (int s = 0; s < TW_SCEN_COUNT; s++) {
+                if (only >= 0 && s != only) continue;
+                size_t i;
+                json_t *r;
+                json_array_foreach(json_object_get(sc, tw_scenario_name((tw_scenario)s)), i, r) {
+                    json_t *o = json_object();
+                    json_object_set_new(o, "scenario",
+                                        json_string(tw_scenario_name((tw_scenario)s)));
+                    json_object_update(o, r);
+                    /* bounds by name ("lower"): a symbol is no CSV cell to compute with */
+                    json_object_del(o, "demand_bound");
+                    json_object_del(o, "dc_additions_bound");
+                    json_object_set_new(o, "tokens_per_s_per_device", json_real(dev.tokens_per_s));
+                    json_object_set_new(o, "watts_per_device", json_real(dev.watts));
+                    json_array_append_new(flat, o);
+                }
+            }
+            tw_csv_rows(stdout, flat);
+            json_decref(flat);
             tw_log("%s", headline);
         }
     }
@@ -267,7 +289,7 @@ int tw_cmd_project(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/projection-%s.svg", results_dir, ts);
         }
         if (tw_project_svg(p, &svg) || tw_write_file_atomic(path, svg, strlen(svg))) {
-            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
             rc = TW_EXIT_FAIL;
             goto out;
         }

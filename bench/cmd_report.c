@@ -67,7 +67,7 @@ usage:
     tw_cli_fail(&a);
     goto out;
 fail:
-    fprintf(stderr, "tokwatt report: error: %s\n", tw_last_error());
+    fprintf(stderr, "tokwatt report: error: %s\n", tw_error_text());
 out:
     if (files)
         for (int i = 0; i < nf; i++) tw_result_file_free(&files[i]);

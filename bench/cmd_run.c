@@ -1,34 +1,28 @@
-/* `tokwatt run`: synthetic transformer inference, the suite's main job.
- * Plans memory, builds the engine, runs warm-up and measured repetitions of prefill + decode for
- * every combination of the swept options (--batch, --prompt, --gen, --dtype take comma-separated
- * lists, as llama-bench does), and writes one result file (metrics as medians with spread,
- * scenario, model, energy, provenance). Every combination is planned before the first runs; one
- * that does not fit is refused by name. An interrupted run (SIGINT) still writes what it
- * measured, marked incomplete. Under mpirun with --tp N the engine is tensor-parallel; rank 0
- * writes the result. --tp takes a list too: the tensor-parallel degree is the outermost loop of
- * the sweep, each degree running on ranks 0..N-1 of the launch (a sub-communicator) while the
- * other ranks wait. */
+/* `tokwatt run`: synthetic transformer inference, the suite's main job. This file parses the
+ * options and prints; the run itself (planning every combination, the repetitions, power,
+ * interruption, tensor-parallel degrees, the result) is harness/run (tw_run.h), the figures
+ * harness/metrics.c, the result file harness/result_schema.c (doc/RESULTS.md).
+ *
+ * The swept options (--batch, --prompt, --gen, --dtype, --tp) take comma-separated lists, as
+ * llama-bench does; one result file holds a row per combination. Under mpirun with --tp N the
+ * engine is tensor-parallel, with --ep N a mixture of experts' experts are split over N ranks
+ * (doc/MOE.md), and rank 0 writes the result. What is measured is never lost: the
+ * output location is checked before the first measurement; SIGINT, SIGTERM and SIGHUP (on any
+ * rank) end the run with rank 0 writing what was measured, marked incomplete; a failed write
+ * falls back to a temporary file that is named; a failed logits dump still writes the result. */
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
-#include "tw_backend.h"
-#include "tw_backend_cuda.h"
+#include "harness/run/tw_run.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
-#include "tw_comm.h"
-#include "tw_cuda_info.h"
-#include "tw_engine.h"
-#include "tw_machine.h"
-#include "tw_model.h"
-#include "tw_npy.h"
-#include "tw_power.h"
+#include "tw_progress.h"
 #include "tw_published.h"
-#include "tw_project.h"
+#include "tw_result_schema.h"
 #include "tw_results.h"
 #include "tw_util.h"
 
@@ -38,103 +32,41 @@ static const char *tw_run_usage =
     "            [--batch B[,..]] [--prompt P[,..]] [--gen G[,..]] [--warmup W] [--reps R]\n"
     "            [--threads T] [--seed S] [--out DIR|FILE.json] [--format md|json|csv]\n"
     "            [--dump-logits FILE.npy] [--power auto|nvml|rapl|assumed|none] [--watts W]\n"
-    "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N]\n"
+    "            [--sample-ms MS] [--membw-gbps X] [--peak-gflops X] [--device N] [--progress]\n"
     "            [--gemm tokwatt|cublas] [--cuda-graph]  (CUDA backend: GEMM choice; decode steps\n"
     "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
     "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
-    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)";
+    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)\n"
+    "            [--routing-skew S]  (experts: a seeded Zipf-like preference, router logit\n"
+    "            bias -S ln(rank); 0 = none; doc/MOE.md)\n"
+    "            [--ep N]  (under mpirun: experts split over N ranks, tokens dispatched with\n"
+    "            all-to-all; one --tp, 1 or N)";
 
-#define TW_RUN_MAX_LIST 32
-/* How long a rank that sits out a tensor-parallel degree waits for the working ranks (a week):
- * the degree's combinations may take hours. A working rank that fails ends the job itself
- * (tw_comm_abort), so this bound only matters for a rank that hangs without failing. */
-#define TW_RUN_IDLE_WAIT_S (7 * 86400.0)
-
-static volatile sig_atomic_t tw_run_interrupted = 0;
-
-static void tw_run_on_sigint(int sig) {
-    (void)sig;
-    tw_run_interrupted = 1;
-}
+static const char *tw_run_help =
+    "  --threads T   worker threads; 0 (the default) means automatic: every core, divided by\n"
+    "                the ranks sharing the host under mpirun\n"
+    "  --seed S      seed of the synthetic weights and prompts (default 1, as tokwatt export)\n"
+    "  --out         a folder (default results/: <UTC time>-<host>-<model>.json, a -2, -3...\n"
+    "                suffix when the name is taken) or a new FILE.json; checked before anything\n"
+    "                runs (writable, room for the result and the logits dump)\n"
+    "  --watts W     assumed watts per device (> 0), labelled as assumed\n"
+    "  --progress    progress on stderr (engine build, row i/N, repetition, decode step, ETA)\n"
+    "                also when stderr is not a terminal (on a terminal it is always shown)\n"
+    "  signals       SIGINT, SIGTERM, SIGHUP (any rank): the run stops and writes what it\n"
+    "                measured, marked incomplete (exit 1); a second signal quits at once\n"
+    "  exit codes    0 complete, 1 runtime failure or incomplete run, 2 bad argument";
 
 typedef struct {
-    const char *model, *backend, *out, *dump, *power, *comm, *gemm;
+    tw_run_spec s;
+    const char *out; /* --out as given */
     const char *preset_name;
     tw_preset preset; /* valid when preset_name */
-    int batch[TW_RUN_MAX_LIST], nbatch;
-    int prompt[TW_RUN_MAX_LIST], nprompt;
-    int gen[TW_RUN_MAX_LIST], ngen;
-    int tp[TW_RUN_MAX_LIST], ntp;
-    tw_dtype dtype[4];
-    int ndtype;
-    tw_dtype kv_dtype;
-    int kv_given;
-    int warmup, reps, threads, device, sample_ms, cuda_graph;
-    long seed;
+    int progress;
+    char out_dir[4096]; /* the folder the result goes into */
+    int out_is_file;    /* --out names FILE.json */
     tw_format fmt;
-    double membw_gbps, peak_gflops, watts, comm_timeout_s;
 } tw_run_opts;
-
-/* One combination of the swept options. */
-typedef struct {
-    int tp; /* tensor-parallel degree: ranks 0..tp-1 run it */
-    tw_dtype dtype, kv_dtype;
-    int batch, prompt, gen;
-} tw_combo;
-
-typedef struct {
-    double ttft_s;   /* prefill, including the first token's argmax */
-    double decode_s; /* all decode steps */
-    double *step_s;  /* [gen - 1] */
-    int complete;
-} tw_rep;
-
-/* What the whole run shares. */
-typedef struct {
-    const tw_run_opts *o;
-    tw_model_config cfg;
-    tw_backend *be;
-    tw_comm *comm;    /* the launch: every rank (NULL for one process without a launcher) */
-    int rank, nranks; /* in the launch */
-    tw_comm *tp_comm; /* the current degree's ranks 0..tp-1 (NULL on the ranks outside) */
-    int max_tp;       /* largest --tp degree */
-    double membw, peak;
-    const char *membw_src, *peak_src;
-    double peak_bf16; /* the bf16 ceiling (fastest bf16 multiply-add the CPU has) */
-    char membw_method[240], peak_bf16_src[260];
-} tw_run_ctx;
-
-/* Figures of one combination, for the table. */
-typedef struct {
-    tw_combo c;
-    tw_stats pf, dec, e2e, ttft, step;
-    double decode_gbps, bw_frac, pf_gflops, mfu, comm_share;
-    double j_per_token_e2e, mean_w;
-    int energy_measured, assumed;
-    char headline[1024];
-    char incomplete[256];
-    int reps_done;
-} tw_combo_summary;
-
-/* Bandwidth fractions (rows' JSON and the table's summaries) against x->membw, the ceiling as
- * finally measured; a fraction above 1 is flagged, never clamped. */
-static void tw_run_refraction(const tw_run_ctx *x, json_t *rows, tw_combo_summary *sums, int n) {
-    for (int i = 0; i < n; i++) {
-        tw_combo_summary *s = &sums[i];
-        s->bw_frac = x->membw > 0 ? s->decode_gbps / x->membw : NAN;
-    }
-    for (size_t i = 0; i < json_array_size(rows); i++) {
-        json_t *m = json_object_get(json_array_get(rows, i), "metrics");
-        json_t *g = json_object_get(m, "decode_bandwidth_gbps");
-        if (!m || !json_is_number(g) || !(x->membw > 0)) continue;
-        double f = json_number_value(g) / x->membw;
-        json_t *mfu = json_object_get(m, "prefill_mfu");
-        double mf = json_is_number(mfu) ? json_number_value(mfu) : 0;
-        json_object_set_new(m, "decode_bandwidth_fraction", json_real(f));
-        json_object_set_new(m, "exceeds_ceiling", json_boolean(f > 1.0 || mf > 1.0));
-    }
-}
 
 static tw_status tw_parse_dtypes(const char *s, tw_dtype *out, int max, int *n) {
     char buf[128];
@@ -153,6 +85,7 @@ static tw_status tw_parse_dtypes(const char *s, tw_dtype *out, int max, int *n) 
 }
 
 static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
+    o->progress = tw_args_flag(a, "--progress");
     const char *dt, *kvdt;
     /* a preset (configs/scenarios) gives the defaults; options given explicitly override it */
     static char d_batch[16] = "1", d_prompt[16] = "128", d_gen[16] = "32", d_tp[16] = "1";
@@ -168,496 +101,139 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
         d_dtype = o->preset.dtype;
         d_kv = o->preset.kv_dtype[0] ? o->preset.kv_dtype : NULL;
     }
-    TW_TRY(tw_args_str(a, "--model", d_model, &o->model));
-    TW_TRY(tw_args_str(a, "--backend", "cpu", &o->backend));
-    TW_TRY(tw_args_str(a, "--gemm", NULL, &o->gemm));
-    o->cuda_graph = tw_args_flag(a, "--cuda-graph");
+    TW_TRY(tw_args_str(a, "--model", d_model, &o->s.model));
+    TW_TRY(tw_args_str(a, "--backend", "cpu", &o->s.backend));
+    TW_TRY(tw_args_str(a, "--gemm", NULL, &o->s.gemm));
+    o->s.cuda_graph = tw_args_flag(a, "--cuda-graph");
     TW_TRY(tw_args_str(a, "--dtype", d_dtype, &dt));
-    TW_TRY(tw_parse_dtypes(dt, o->dtype, 4, &o->ndtype));
+    TW_TRY(tw_parse_dtypes(dt, o->s.dtype, 4, &o->s.ndtype));
     TW_TRY(tw_args_str(a, "--kv-dtype", d_kv, &kvdt));
     if (kvdt) {
-        TW_TRY(tw_dtype_parse(kvdt, &o->kv_dtype));
-        o->kv_given = 1;
+        TW_TRY(tw_dtype_parse(kvdt, &o->s.kv_dtype));
+        o->s.kv_given = 1;
     }
-    TW_TRY(tw_args_int_list(a, "--batch", d_batch, 1, 4096, o->batch, TW_RUN_MAX_LIST, &o->nbatch));
-    TW_TRY(tw_args_int_list(a, "--prompt", d_prompt, 1, 1 << 20, o->prompt, TW_RUN_MAX_LIST,
-                            &o->nprompt));
-    TW_TRY(tw_args_int_list(a, "--gen", d_gen, 1, 1 << 20, o->gen, TW_RUN_MAX_LIST, &o->ngen));
-    TW_TRY(tw_args_int_list(a, "--tp", d_tp, 1, 4096, o->tp, TW_RUN_MAX_LIST, &o->ntp));
-    TW_TRY(tw_args_int(a, "--warmup", 1, 0, 1000, &o->warmup));
-    TW_TRY(tw_args_int(a, "--reps", 3, 1, 1000, &o->reps));
-    TW_TRY(tw_args_int(a, "--threads", 0, 0, 4096, &o->threads));
-    TW_TRY(tw_args_int(a, "--device", 0, 0, 1024, &o->device));
-    TW_TRY(tw_args_long(a, "--seed", 1, 0, 0x7fffffffffffffffL, &o->seed));
+    TW_TRY(tw_args_int_list(a, "--batch", d_batch, 1, 4096, o->s.batch, TW_RUN_MAX_LIST,
+                            &o->s.nbatch));
+    TW_TRY(tw_args_int_list(a, "--prompt", d_prompt, 1, 1 << 20, o->s.prompt, TW_RUN_MAX_LIST,
+                            &o->s.nprompt));
+    TW_TRY(tw_args_int_list(a, "--gen", d_gen, 1, 1 << 20, o->s.gen, TW_RUN_MAX_LIST, &o->s.ngen));
+    TW_TRY(tw_args_int_list(a, "--tp", d_tp, 1, 4096, o->s.tp, TW_RUN_MAX_LIST, &o->s.ntp));
+    TW_TRY(tw_args_int(a, "--warmup", 1, 0, 1000, &o->s.warmup));
+    TW_TRY(tw_args_int(a, "--reps", 3, 1, 1000, &o->s.reps));
+    TW_TRY(tw_args_int(a, "--threads", 0, 0, 4096, &o->s.threads));
+    TW_TRY(tw_args_int(a, "--device", 0, 0, 1024, &o->s.device));
+    TW_TRY(tw_args_long(a, "--seed", TW_DEFAULT_SEED, 0, 0x7fffffffffffffffL, &o->s.seed));
     TW_TRY(tw_args_str(a, "--out", "results", &o->out));
-    TW_TRY(tw_args_str(a, "--dump-logits", NULL, &o->dump));
-    TW_TRY(tw_args_double(a, "--membw-gbps", 0, 0, 1e6, &o->membw_gbps));
-    TW_TRY(tw_args_double(a, "--peak-gflops", 0, 0, 1e9, &o->peak_gflops));
-    TW_TRY(tw_args_str(a, "--comm", "auto", &o->comm));
-    TW_TRY(tw_args_double(a, "--comm-timeout", 60, 0.1, 86400, &o->comm_timeout_s));
-    TW_TRY(tw_args_str(a, "--power", "auto", &o->power));
-    TW_TRY(tw_args_double(a, "--watts", 0, 0, 1e7, &o->watts));
-    TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->sample_ms));
+    TW_TRY(tw_args_str(a, "--dump-logits", NULL, &o->s.dump));
+    TW_TRY(tw_args_double(a, "--membw-gbps", 0, 0, 1e6, &o->s.membw_gbps));
+    TW_TRY(tw_args_double(a, "--peak-gflops", 0, 0, 1e9, &o->s.peak_gflops));
+    TW_TRY(tw_args_str(a, "--comm", "auto", &o->s.comm));
+    TW_TRY(tw_args_double(a, "--comm-timeout", 60, 0.1, 86400, &o->s.comm_timeout_s));
+    TW_TRY(tw_args_str(a, "--power", "auto", &o->s.power));
+    /* 0 is "not given" (the default); given, the watts must be positive */
+    TW_TRY(tw_args_double(a, "--watts", 0, 1e-3, 1e7, &o->s.watts));
+    TW_TRY(tw_args_int(a, "--sample-ms", 50, 10, 100, &o->s.sample_ms));
+    TW_TRY(tw_args_double(a, "--routing-skew", 0, 0, 100, &o->s.routing_skew));
+    TW_TRY(tw_args_int(a, "--ep", 1, 1, 4096, &o->s.ep));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
-    if (o->watts > 0 && strcmp(o->power, "auto") && strcmp(o->power, "assumed"))
+    static const char *const comms[] = {"auto", "mpi", "nccl", "local"};
+    int comm_ok = 0;
+    for (size_t i = 0; i < sizeof comms / sizeof comms[0]; i++)
+        comm_ok |= !strcmp(o->s.comm, comms[i]);
+    if (!comm_ok)
+        return TW_ERR(TW_ERR_INVALID, "option --comm: '%s' is not auto, mpi, nccl or local",
+                      o->s.comm);
+    static const char *const powers[] = {"auto", "nvml", "rapl", "assumed", "none"};
+    int power_ok = 0;
+    for (size_t i = 0; i < sizeof powers / sizeof powers[0]; i++)
+        power_ok |= !strcmp(o->s.power, powers[i]);
+    if (!power_ok)
+        return TW_ERR(TW_ERR_INVALID,
+                      "option --power: '%s' is not auto, nvml, rapl, assumed or none", o->s.power);
+    TW_TRY(tw_run_spec_check_backend(&o->s));
+    TW_TRY(tw_result_check_out(o->out, o->out_dir, sizeof o->out_dir, &o->out_is_file));
+    if (o->s.dump) {
+        struct stat sb;
+        if (stat(o->s.dump, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return TW_ERR(TW_ERR_INVALID, "option --dump-logits %s: is a folder, not a file name",
+                          o->s.dump);
+    }
+    if (o->s.watts > 0 && strcmp(o->s.power, "auto") && strcmp(o->s.power, "assumed"))
         return TW_ERR(TW_ERR_INVALID,
                       "--watts gives an assumed power: it goes with --power assumed");
-    if (o->watts > 0) o->power = "assumed";
-    if (o->cuda_graph && strcmp(o->backend, "cuda"))
-        return TW_ERR(TW_ERR_INVALID,
-                      "--cuda-graph replays CUDA graphs: it goes with --backend cuda");
-    if (o->gemm && strcmp(o->backend, "cuda"))
-        return TW_ERR(TW_ERR_INVALID,
-                      "--gemm %s chooses the CUDA GEMM: it goes with --backend cuda", o->gemm);
-    for (int i = 0; i < o->ntp; i++)
+    if (o->s.watts > 0) o->s.power = "assumed";
+    for (int i = 0; i < o->s.ntp; i++)
         for (int j = 0; j < i; j++)
-            if (o->tp[i] == o->tp[j])
-                return TW_ERR(TW_ERR_INVALID, "option --tp: %d twice", o->tp[i]);
-    int ncombo = o->ntp * o->ndtype * o->nbatch * o->nprompt * o->ngen;
-    if (o->dump && ncombo > 1)
+            if (o->s.tp[i] == o->s.tp[j])
+                return TW_ERR(TW_ERR_INVALID, "option --tp: %d twice", o->s.tp[i]);
+    TW_TRY(tw_run_spec_check_ep(&o->s));
+    int ncombo = o->s.ntp * o->s.ndtype * o->s.nbatch * o->s.nprompt * o->s.ngen;
+    if (o->s.dump && ncombo > 1)
         return TW_ERR(TW_ERR_INVALID, "--dump-logits needs a single combination, not a sweep of %d",
                       ncombo);
+    o->s.out_dir = o->out_dir;
+    o->s.preset = o->preset_name ? &o->preset : NULL;
     return TW_OK;
 }
 
-/* The combination's name; it names the degree when --tp is a list. */
-static void tw_combo_name(const tw_run_opts *o, const tw_combo *c, char *buf, size_t n) {
-    char tp[24] = "";
-    if (o->ntp > 1) snprintf(tp, sizeof tp, "tp=%d ", c->tp);
-    snprintf(buf, n, "%sdtype=%s kv=%s batch=%d prompt=%d gen=%d", tp, tw_dtype_name(c->dtype),
-             tw_dtype_name(c->kv_dtype), c->batch, c->prompt, c->gen);
+/* ---- progress and messages from the run (rank 0) ------------------------------------------- */
+
+static void tw_run_on_progress(void *ctx, const tw_run_progress *p) {
+    (void)ctx;
+    switch (p->kind) {
+    case TW_RUN_PROGRESS_BUILD:
+        tw_progress_show(p->milestone, p->eta_s, "building the engine (%s): layer %d/%d", p->what,
+                         p->done, p->total);
+        break;
+    case TW_RUN_PROGRESS_CEILING:
+        tw_progress_show(p->milestone, p->eta_s, "measuring the %s", p->what);
+        break;
+    case TW_RUN_PROGRESS_PREFILL:
+        tw_progress_show(p->milestone, p->eta_s, "row %d/%d %s: %s: prefill", p->row, p->nrows,
+                         p->row_name, p->what);
+        break;
+    case TW_RUN_PROGRESS_DECODE:
+        tw_progress_show(p->milestone, p->eta_s, "row %d/%d %s: %s: decode step %d/%d", p->row,
+                         p->nrows, p->row_name, p->what, p->done, p->total);
+        break;
+    }
 }
 
-/* Bytes one decode step must read at least: every weight that multiplies the token once, the
- * embedding rows, and the KV cache of every sequence at context ctx (doc/METRICS.md). */
-static double tw_decode_step_bytes(const tw_model_config *c, const tw_combo *k, int ctx) {
-    double ws = (double)tw_dtype_size(k->dtype);
-    double weights = (double)tw_model_params_nonembed(c) * ws;
-    if (c->tie_embeddings) weights += (double)c->vocab * c->hidden * ws; /* LM head reads it */
-    weights += (double)k->batch * c->hidden * ws;                        /* embedding rows */
-    double kv = (double)k->batch * c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * (double)ctx *
-                (double)tw_dtype_size(k->kv_dtype);
-    return weights + kv;
-}
-
-static json_t *tw_stats_json(const tw_stats *s) {
-    json_t *j = json_object();
-    json_object_set_new(j, "median", tw_jnum(s->median));
-    json_object_set_new(j, "mean", tw_jnum(s->mean));
-    json_object_set_new(j, "min", tw_jnum(s->min));
-    json_object_set_new(j, "max", tw_jnum(s->max));
-    json_object_set_new(j, "stddev", tw_jnum(s->stddev));
-    json_object_set_new(j, "n", json_integer(s->n));
-    return j;
-}
-
-/* One repetition: reset, prefill, gen-1 decode steps. Tokens go to gen_tokens [batch, gen] when
- * non-NULL, logits to the npy writer when non-NULL, energy to pm when non-NULL. */
-static tw_status tw_run_rep(tw_engine *e, const tw_combo *k, const int *prompt, int *cur, int *next,
-                            tw_rep *r, int *gen_tokens, tw_npy_writer *dump,
-                            const tw_model_config *c, tw_backend *be, tw_power_meter *pm) {
-    tw_engine_reset(e);
-    r->complete = 0;
-    if (pm) TW_TRY(tw_power_begin(pm, "prefill"));
-    double t0 = tw_now_s();
-    TW_TRY(tw_engine_prefill(e, k->batch, k->prompt, prompt, next));
-    TW_TRY(be->ops->sync(be));
-    r->ttft_s = tw_now_s() - t0;
-    if (pm) TW_TRY(tw_power_end(pm, "prefill", NULL));
-    if (gen_tokens)
-        for (int b = 0; b < k->batch; b++) gen_tokens[(size_t)b * k->gen] = next[b];
-    if (dump) TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)k->batch * c->vocab));
-    if (pm && k->gen > 1) TW_TRY(tw_power_begin(pm, "decode"));
-    double d0 = tw_now_s();
-    for (int s = 1; s < k->gen; s++) {
-        if (tw_run_interrupted) {
-            if (pm) tw_power_end(pm, "decode", NULL);
-            return TW_ERR(TW_ERR_INTERRUPTED, "interrupted (SIGINT) at decode step %d", s);
-        }
-        memcpy(cur, next, sizeof(int) * (size_t)k->batch);
-        double s0 = tw_now_s();
-        TW_TRY(tw_engine_decode(e, k->batch, cur, next));
-        TW_TRY(be->ops->sync(be));
-        r->step_s[s - 1] = tw_now_s() - s0;
-        if (gen_tokens)
-            for (int b = 0; b < k->batch; b++) gen_tokens[(size_t)b * k->gen + s] = next[b];
-        if (dump)
-            TW_TRY(tw_npy_writer_append(dump, tw_engine_logits(e), (size_t)k->batch * c->vocab));
-    }
-    r->decode_s = tw_now_s() - d0;
-    if (pm && k->gen > 1) TW_TRY(tw_power_end(pm, "decode", NULL));
-    r->complete = 1;
-    return TW_OK;
-}
-
-/* Runs one combination on engine e and appends its row to `rows`. A failure returns its status;
- * an interruption returns TW_OK with sum->incomplete set (what was measured is kept). */
-static tw_status tw_run_combo(tw_run_ctx *x, tw_engine *e, const tw_combo *k, json_t *rows,
-                              tw_combo_summary *sum) {
-    const tw_run_opts *o = x->o;
-    const tw_model_config *cfg = &x->cfg;
-    tw_backend *be = x->be;
-    tw_status st = TW_OK;
-    memset(sum, 0, sizeof *sum);
-    sum->c = *k;
-    size_t B = (size_t)k->batch;
-    int *prompt = malloc(sizeof(int) * B * (size_t)k->prompt);
-    int *cur = malloc(sizeof(int) * B), *next = malloc(sizeof(int) * B);
-    int *gen_tokens = malloc(sizeof(int) * B * (size_t)k->gen);
-    int *check_tokens = malloc(sizeof(int) * B * (size_t)k->gen);
-    tw_rep *reps = calloc((size_t)o->reps, sizeof *reps);
-    size_t nsteps = (size_t)(k->gen > 1 ? k->gen - 1 : 1);
-    double *v = calloc(4 * ((size_t)o->reps + 1) + (size_t)o->reps * nsteps + 1, sizeof(double));
-    tw_power_meter *pm = NULL;
-    tw_npy_writer *dump = NULL;
-    if (!prompt || !cur || !next || !gen_tokens || !check_tokens || !reps || !v) {
-        st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
-        goto out;
-    }
-    for (int r = 0; r < o->reps; r++)
-        if (!(reps[r].step_s = calloc(nsteps, sizeof(double)))) {
-            st = TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
-            goto out;
-        }
-    tw_prompt_tokens((uint64_t)o->seed, k->batch, k->prompt, cfg->vocab, prompt);
-
-    int is_cuda = !strcmp(be->ops->name, "cuda");
-    tw_power_opts po = {.source = o->power,
-                        .assumed_w = o->watts,
-                        .sample_ms = o->sample_ms,
-                        .gpu_index = is_cuda ? be->device : -1,
-                        .devices = 1};
-    if ((st = tw_power_open(&po, &pm)) != TW_OK) goto out;
-
-    int show_progress = isatty(STDERR_FILENO) && x->rank == 0;
-    char name[160];
-    tw_combo_name(o, k, name, sizeof name);
-    for (int w = 0; w < o->warmup && !tw_run_interrupted; w++) {
-        tw_rep tmp = {.step_s = reps[0].step_s};
-        if (show_progress) fprintf(stderr, "\r# %s: warm-up %d/%d   ", name, w + 1, o->warmup);
-        st = tw_run_rep(e, k, prompt, cur, next, &tmp, NULL, NULL, cfg, be, NULL);
-        if (st != TW_OK) break;
-    }
-    double comm_s0 = tw_engine_comm_seconds(e);
-    for (int r = 0; r < o->reps && st == TW_OK && !tw_run_interrupted; r++) {
-        if (show_progress) fprintf(stderr, "\r# %s: repetition %d/%d   ", name, r + 1, o->reps);
-        st = tw_run_rep(e, k, prompt, cur, next, &reps[r], r == 0 ? gen_tokens : check_tokens, NULL,
-                        cfg, be, pm);
-        if (st != TW_OK) break;
-        sum->reps_done++;
-        if (r > 0 && memcmp(gen_tokens, check_tokens, sizeof(int) * B * (size_t)k->gen) != 0)
-            st = TW_ERR(TW_ERR_INTERNAL,
-                        "%s: repetition %d generated different tokens than repetition 1: the "
-                        "engine is not deterministic",
-                        name, r + 1);
-    }
-    double comm_s_measured = tw_engine_comm_seconds(e) - comm_s0;
-    if (show_progress) fprintf(stderr, "\r%70s\r", "");
-    if (st == TW_ERR_INTERRUPTED || tw_run_interrupted) {
-        snprintf(sum->incomplete, sizeof sum->incomplete,
-                 "SIGINT during %s (%d of %d repetitions complete)", name, sum->reps_done, o->reps);
-        st = TW_OK;
-    }
-    if (st != TW_OK) goto out;
-
-    /* an un-timed pass that dumps the logits of every step */
-    if (o->dump && !sum->incomplete[0]) {
-        int64_t shape[3] = {k->gen, (int64_t)B, cfg->vocab};
-        if ((st = tw_npy_writer_open(o->dump, shape, 3, &dump)) != TW_OK) goto out;
-        tw_engine_set_capture(e, 1);
-        /* its own step-time array: the measured repetitions' times stay untouched */
-        tw_rep tmp = {.step_s = calloc(nsteps, sizeof(double))};
-        st = tmp.step_s
-                 ? tw_run_rep(e, k, prompt, cur, next, &tmp, check_tokens, dump, cfg, be, NULL)
-                 : TW_ERR(TW_ERR_NOMEM, "run bookkeeping");
-        free(tmp.step_s);
-        tw_engine_set_capture(e, 0);
-        if (st != TW_OK) goto out;
-        st = tw_npy_writer_close(dump);
-        dump = NULL;
-        if (st != TW_OK) goto out;
-        tw_log("logits of %d steps written to %s", k->gen, o->dump);
-    }
-
-    /* ---- metrics: medians over complete repetitions ----------------------------------------- */
-    double *v_pf = v, *v_dec = v_pf + o->reps + 1, *v_e2e = v_dec + o->reps + 1;
-    double *v_ttft = v_e2e + o->reps + 1, *v_step = v_ttft + o->reps + 1;
-    int nd = 0, ns = 0;
-    double measured_s = 0;
-    for (int r = 0; r < o->reps; r++) {
-        if (!reps[r].complete) continue;
-        v_ttft[nd] = reps[r].ttft_s;
-        v_pf[nd] = (double)B * k->prompt / reps[r].ttft_s;
-        v_dec[nd] = k->gen > 1 ? (double)B * (k->gen - 1) / reps[r].decode_s : NAN;
-        v_e2e[nd] = (double)B * k->gen / (reps[r].ttft_s + reps[r].decode_s);
-        measured_s += reps[r].ttft_s + reps[r].decode_s;
-        nd++;
-        for (int s = 0; s < k->gen - 1; s++) v_step[ns++] = reps[r].step_s[s];
-    }
-    sum->pf = tw_stats_of(v_pf, nd);
-    sum->dec = tw_stats_of(v_dec, nd);
-    sum->e2e = tw_stats_of(v_e2e, nd);
-    sum->ttft = tw_stats_of(v_ttft, nd);
-    sum->step = tw_stats_of(v_step, ns);
-    double step_bytes = tw_decode_step_bytes(cfg, k, k->prompt + k->gen / 2);
-    sum->decode_gbps = ns ? step_bytes / sum->step.median / 1e9 : NAN;
-    sum->bw_frac = x->membw > 0 ? sum->decode_gbps / x->membw : NAN;
-    double pf_flops = (double)B * k->prompt * tw_model_flops_per_token(cfg, k->prompt / 2);
-    sum->pf_gflops = nd ? pf_flops / sum->ttft.median / 1e9 : NAN;
-    const double peak = k->dtype == TW_BF16 ? x->peak_bf16 : x->peak;
-    sum->mfu = peak > 0 ? sum->pf_gflops / peak : NAN;
-    sum->comm_share = measured_s > 0 ? comm_s_measured / measured_s : NAN;
-
-    json_t *row = json_object();
-    json_t *scen = json_object();
-    json_object_set_new(scen, "model", json_string(cfg->name));
-    json_object_set_new(scen, "backend", json_string(be->ops->name));
-    json_object_set_new(scen, "threads", json_integer(be->threads));
-    if (!strcmp(be->ops->name, "cuda")) {
-        json_object_set_new(scen, "gemm", json_string(tw_cuda_get_gemm(be)));
-        json_object_set_new(scen, "cuda_graph", json_boolean(o->cuda_graph));
-    }
-    json_object_set_new(scen, "dtype", json_string(tw_dtype_name(k->dtype)));
-    json_object_set_new(scen, "kv_dtype", json_string(tw_dtype_name(k->kv_dtype)));
-    json_object_set_new(scen, "batch", json_integer(k->batch));
-    json_object_set_new(scen, "prompt", json_integer(k->prompt));
-    json_object_set_new(scen, "gen", json_integer(k->gen));
-    json_object_set_new(scen, "warmup", json_integer(o->warmup));
-    json_object_set_new(scen, "reps", json_integer(o->reps));
-    json_object_set_new(scen, "seed", json_integer(o->seed));
-    json_object_set_new(scen, "tp", json_integer(k->tp));
-    json_object_set_new(scen, "devices", json_integer(k->tp));
-    if (o->preset_name) {
-        json_object_set_new(scen, "preset", json_string(o->preset.name));
-        json_t *cv = json_array();
-        for (int i = 0; i < o->preset.n_caveats; i++)
-            json_array_append_new(cv, json_string(o->preset.caveats[i]));
-        json_object_set_new(scen, "caveats", cv);
-    }
-    json_object_set_new(row, "scenario", scen);
-    json_object_set_new(row, "complete", json_boolean(!sum->incomplete[0]));
-    if (sum->incomplete[0])
-        json_object_set_new(row, "incomplete_reason", json_string(sum->incomplete));
-
-    json_t *m = json_object();
-    json_object_set_new(m, "prefill_tokens_per_s", tw_jnum(sum->pf.median));
-    json_object_set_new(m, "decode_tokens_per_s", tw_jnum(sum->dec.median));
-    json_object_set_new(m, "e2e_tokens_per_s", tw_jnum(sum->e2e.median));
-    json_object_set_new(m, "ttft_s", tw_jnum(sum->ttft.median));
-    json_t *tpot = json_object();
-    json_object_set_new(tpot, "mean", tw_jnum(sum->step.mean));
-    json_object_set_new(tpot, "p50", tw_jnum(sum->step.p50));
-    json_object_set_new(tpot, "p99", tw_jnum(sum->step.p99));
-    json_object_set_new(tpot, "n", json_integer(sum->step.n));
-    json_object_set_new(m, "tpot_s", tpot);
-    json_object_set_new(m, "decode_bandwidth_gbps", tw_jnum(sum->decode_gbps));
-    json_object_set_new(m, "decode_bandwidth_fraction", tw_jnum(sum->bw_frac));
-    json_object_set_new(m, "decode_bytes_per_step", tw_jnum(step_bytes));
-    json_object_set_new(m, "prefill_gflops", tw_jnum(sum->pf_gflops));
-    json_object_set_new(m, "prefill_mfu", tw_jnum(sum->mfu));
-    /* a fraction above 1: the ceiling was measured too low; flagged, never clamped */
-    json_object_set_new(m, "exceeds_ceiling", json_boolean(sum->bw_frac > 1.0 || sum->mfu > 1.0));
-    json_object_set_new(m, "collective_share", x->comm ? tw_jnum(sum->comm_share) : json_real(0));
-    json_t *spread = json_object();
-    json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&sum->pf));
-    json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&sum->dec));
-    json_object_set_new(spread, "e2e_tokens_per_s", tw_stats_json(&sum->e2e));
-    json_object_set_new(spread, "ttft_s", tw_stats_json(&sum->ttft));
-    json_object_set_new(spread, "tpot_s", tw_stats_json(&sum->step));
-    json_object_set_new(m, "spread", spread);
-    json_object_set_new(m, "repetitions_complete", json_integer(nd));
-    json_object_set_new(row, "metrics", m);
-
-    json_t *pt = json_array(), *gt = json_array();
-    for (size_t b = 0; b < B; b++) {
-        json_t *p1 = json_array(), *g1 = json_array();
-        for (int i = 0; i < k->prompt; i++)
-            json_array_append_new(p1, json_integer(prompt[b * k->prompt + i]));
-        for (int i = 0; i < k->gen && nd > 0; i++)
-            json_array_append_new(g1, json_integer(gen_tokens[b * k->gen + i]));
-        json_array_append_new(pt, p1);
-        json_array_append_new(gt, g1);
-    }
-    json_object_set_new(row, "prompt_tokens", pt);
-    json_object_set_new(row, "generated_tokens", gt);
-
-    tw_power_tokens ptok = {.prefill = (double)nd * B * k->prompt,
-                            .decode = (double)nd * B * (k->gen - 1),
-                            .e2e = (double)nd * B * k->gen};
-    json_t *energy = NULL;
-    if ((st = tw_power_energy_json(pm, &ptok, &energy)) != TW_OK) {
-        json_decref(row);
-        goto out;
-    }
-    json_t *e2e_j = json_object_get(energy, "e2e");
-    json_t *jpt = json_object_get(e2e_j, "j_per_token");
-    sum->energy_measured = json_is_number(jpt);
-    sum->j_per_token_e2e = sum->energy_measured ? json_number_value(jpt) : NAN;
-    sum->assumed = tw_power_is_assumed(pm);
-    json_object_set_new(row, "energy", energy);
-
-    /* per-rank figures (tensor-parallel runs): every rank of this degree takes part */
-    if (x->comm) {
-        int nr = k->tp;
-        double mine[5] = {sum->ttft.median, sum->step.p50, sum->dec.median, sum->comm_share, NAN};
-        double w_rank = 0;
-        if (tw_power_mean_w_per_device(pm, &w_rank) == TW_OK) mine[4] = w_rank;
-        const char *names[5] = {"ttft_s", "tpot_p50_s", "decode_tokens_per_s", "collective_share",
-                                "mean_power_w"};
-        double *all = calloc((size_t)nr * 5, sizeof(double));
-        if (!all) st = TW_ERR(TW_ERR_NOMEM, "per-rank figures");
-        for (int q = 0; q < 5 && st == TW_OK; q++)
-            st = tw_comm_allgather_f64(x->tp_comm, mine[q], all + (size_t)q * nr);
-        if (st == TW_OK) {
-            json_t *rj = json_array();
-            for (int r = 0; r < nr; r++) {
-                json_t *y = json_object();
-                json_object_set_new(y, "rank", json_integer(r));
-                for (int q = 0; q < 5; q++)
-                    json_object_set_new(y, names[q], tw_jnum(all[(size_t)q * nr + r]));
-                json_array_append_new(rj, y);
-            }
-            json_object_set_new(row, "ranks", rj);
-        }
-        free(all);
-        if (st != TW_OK) {
-            json_decref(row);
-            goto out;
-        }
-    }
-
-    /* the projection's headline: e2e output tokens/s and mean watts, per device */
-    double w_dev = 0;
-    sum->mean_w = NAN;
-    if (nd > 0 && tw_power_mean_w_per_device(pm, &w_dev) == TW_OK && w_dev > 0 &&
-        isfinite(sum->e2e.median)) {
-        sum->mean_w = w_dev;
-        if (tw_project_headline(sum->e2e.median / k->tp, w_dev, tw_power_label(pm),
-                                tw_power_is_assumed(pm), sum->headline,
-                                sizeof sum->headline) != TW_OK)
-            snprintf(sum->headline, sizeof sum->headline, "projection unavailable: %s",
-                     tw_last_error());
+static void tw_run_on_message(void *ctx, tw_run_message_kind kind, const char *text) {
+    (void)ctx;
+    if (kind == TW_RUN_ERROR) {
+        tw_progress_clear();
+        fprintf(stderr, "tokwatt run: error: %s\n", text);
     } else {
-        snprintf(sum->headline, sizeof sum->headline,
-                 "projection unavailable: no power figure (source %s); give --watts W or "
-                 "--power assumed",
-                 tw_power_source(pm));
+        tw_log("%s", text);
     }
-    json_object_set_new(row, "projection_headline", json_string(sum->headline));
-    json_array_append_new(rows, row);
-out:
-    if (dump) tw_npy_writer_abort(dump);
-    tw_power_close(pm);
-    if (reps)
-        for (int r = 0; r < o->reps; r++) free(reps[r].step_s);
-    free(reps);
-    free(v);
-    free(prompt), free(cur), free(next), free(gen_tokens), free(check_tokens);
-    return st;
 }
 
-/* Sets up the communicator (tensor-parallel runs) and the backend. */
-static tw_status tw_run_setup(tw_run_ctx *x) {
-    const tw_run_opts *o = x->o;
-    x->rank = 0;
-    x->nranks = 1;
-    x->max_tp = 1;
-    char tplist[256] = "";
-    for (int i = 0, used = 0; i < o->ntp && used < (int)sizeof tplist; i++) {
-        if (o->tp[i] > x->max_tp) x->max_tp = o->tp[i];
-        used +=
-            snprintf(tplist + used, sizeof tplist - (size_t)used, "%s%d", i ? "," : "", o->tp[i]);
+/* ---- printing -----------------------------------------------------------------------------------
+ */
+
+/* The experts of a mixture-of-experts row (doc/MOE.md), and its all-to-alls under --ep. */
+static void tw_print_experts(const tw_result_experts *x) {
+    printf("experts: %.2f of %d reached per MoE layer by a decode step (%.2f expected under "
+           "uniform routing), the busiest expert at %.2fx the mean load (routing skew %g)\n",
+           x->decode_experts_per_layer, x->n_experts, x->decode_experts_per_layer_uniform,
+           x->max_over_mean_load, x->routing_skew);
+    if (x->has_ep) {
+        const tw_result_ep *p = &x->ep;
+        printf("expert parallel over %d ranks: all-to-all %.1f%% of the measured time (dispatch "
+               "%.3f s, combine %.3f s, %lld calls, %.2f MB sent, busbw %.2f GB/s)\n",
+               p->ep, 100 * p->alltoall_share, p->dispatch_s, p->combine_s, p->alltoall_calls,
+               p->alltoall_bytes / 1e6, p->alltoall_busbw_gbps);
     }
-    if (x->max_tp > 1 && !tw_comm_under_launcher())
-        return TW_ERR(TW_ERR_INVALID,
-                      "no MPI launcher (1 rank) but --tp is %s: launch with mpirun -np %d tokwatt "
-                      "run --tp %s",
-                      tplist, x->max_tp, tplist);
-    if (tw_comm_under_launcher()) {
-        TW_TRY(tw_comm_create(o->comm, o->backend, o->comm_timeout_s, &x->comm));
-        x->rank = tw_comm_rank(x->comm);
-        x->nranks = tw_comm_size(x->comm);
-        /* each degree N runs on ranks 0..N-1: the launch needs the largest degree's ranks */
-        if (x->nranks < x->max_tp) {
-            if (o->ntp == 1)
-                return TW_ERR(TW_ERR_INVALID,
-                              "%d ranks were launched but --tp is %d: launch with mpirun -np %d "
-                              "tokwatt run --tp %d",
-                              x->nranks, o->tp[0], o->tp[0], o->tp[0]);
-            return TW_ERR(TW_ERR_INVALID,
-                          "%d ranks were launched but --tp is %s, whose largest degree %d needs %d "
-                          "ranks: launch with mpirun -np %d tokwatt run --tp %s",
-                          x->nranks, tplist, x->max_tp, x->max_tp, x->max_tp, tplist);
-        }
-        if (x->rank != 0) tw_log_quiet(1);
-        /* every rank must run the same scenario (the binary is checked on creation) */
-        char canon[4096];
-        size_t used = (size_t)snprintf(
-            canon, sizeof canon, "model=%s|backend=%s|warmup=%d|reps=%d|seed=%ld|power=%s|watts=%g",
-            x->cfg.json, o->backend, o->warmup, o->reps, o->seed, o->power, o->watts);
-        const int *lists[3] = {o->batch, o->prompt, o->gen};
-        const int counts[3] = {o->nbatch, o->nprompt, o->ngen};
-        for (int l = 0; l < 3; l++)
-            for (int i = 0; i < counts[l] && used < sizeof canon; i++)
-                used +=
-                    (size_t)snprintf(canon + used, sizeof canon - used, "|%d:%d", l, lists[l][i]);
-        for (int i = 0; i < o->ndtype && used < sizeof canon; i++)
-            used += (size_t)snprintf(canon + used, sizeof canon - used, "|dt%d", (int)o->dtype[i]);
-        if (used < sizeof canon)
-            used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s", tplist);
-        TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
-        if (o->ntp == 1 && o->tp[0] == x->nranks) {
-            tw_log("tensor parallel over %d ranks, communicator %s", x->nranks,
-                   tw_comm_kind(x->comm));
-        } else {
-            char idle[64] = "";
-            if (x->max_tp < x->nranks)
-                snprintf(idle, sizeof idle, "; ranks %d..%d take part in no degree", x->max_tp,
-                         x->nranks - 1);
-            tw_log("%d ranks launched, communicator %s; tensor-parallel degrees %s, each on ranks "
-                   "0..N-1 while the others wait%s",
-                   x->nranks, tw_comm_kind(x->comm), tplist, idle);
-        }
-    }
-    int device = x->comm && tw_comm_device(x->comm) >= 0 ? tw_comm_device(x->comm) : o->device;
-    int threads = o->threads;
-    if (threads == 0 && x->comm && x->comm->local_size > 1) {
-        /* ranks sharing a host share its cores: all cores each would oversubscribe them */
-        threads = tw_cpu_cores() / x->comm->local_size;
-        if (threads < 1) threads = 1;
-        tw_log("%d ranks on this host: %d threads each (--threads to override)",
-               x->comm->local_size, threads);
-    }
-    TW_TRY(tw_backend_create(o->backend, threads, device, &x->be));
-    if (o->gemm) TW_TRY(tw_cuda_set_gemm(x->be, o->gemm));
-    if (x->comm && x->be->ops->native_stream)
-        TW_TRY(tw_comm_set_stream(x->comm, x->be->ops->native_stream(x->be)));
-    return TW_OK;
 }
 
-/* Engine options for one rank at degree tp (its rank in the degree is its launch rank). */
-static tw_engine_opts tw_engine_opts_for(const tw_run_ctx *x, int tp, tw_dtype dt, tw_dtype kv,
-                                         int batch, int prompt, int seq) {
-    tw_engine_opts eo = {.cfg = &x->cfg,
-                         .be = x->be,
-                         .w_dtype = dt,
-                         .kv_dtype = kv,
-                         .max_batch = batch,
-                         .max_seq = seq,
-                         .max_prefill = prompt,
-                         .seed = (uint64_t)x->o->seed,
-                         .comm = tp > 1 ? x->tp_comm : NULL,
-                         .tp_rank = tp > 1 ? x->rank : 0,
-                         .tp_size = tp,
-                         .cuda_graph = x->o->cuda_graph};
-    return eo;
-}
-
-static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, int n,
-                           tw_format fmt) {
+/* The markdown table (llama-bench style) and the per-combination lines. */
+static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_result *res) {
+    const tw_model_config *cfg = tw_run_model(run);
+    const tw_backend *be = tw_run_backend(run);
     /* a tp column only for a --tp sweep (a single degree's table stays as it was) */
-    int tpcol = x->o->ntp > 1;
+    int tpcol = o->s.ntp > 1;
     const char *head8[] = {"model", "params", "backend", "threads",
                            "dtype", "test",   "t/s",     "spread (min-max)"};
     const char *head9[] = {"model", "params", "backend", "threads",         "tp",
@@ -665,62 +241,111 @@ static void tw_print_table(const tw_run_ctx *x, const tw_combo_summary *sums, in
     tw_table t;
     tw_table_init(&t, tpcol ? 9 : 8, tpcol ? head9 : head8);
     char params[32];
-    double np = (double)tw_model_params(&x->cfg);
+    double np = (double)tw_model_params(cfg);
     if (np >= 1e9)
         snprintf(params, sizeof params, "%.2f B", np / 1e9);
     else
         snprintf(params, sizeof params, "%.2f M", np / 1e6);
-    const char *bn = x->be->ops->name;
-    for (int i = 0; i < n; i++) {
-        const tw_combo_summary *s = &sums[i];
-        const char *dn = tw_dtype_name(s->c.dtype);
+    const char *bn = be->ops->name;
+    for (int i = 0; i < res->nrows; i++) {
+        const tw_result_row *r = &res->rows[i];
+        const tw_result_scenario *c = &r->scenario;
+        const tw_metrics *m = &r->metrics;
         char tp[16] = "";
-        if (tpcol) snprintf(tp, sizeof tp, "|%d", s->c.tp);
-        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
-                      bn, x->be->threads, tp, dn, s->c.prompt, s->c.batch, s->pf.median, s->pf.min,
-                      s->pf.max);
-        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params,
-                      bn, x->be->threads, tp, dn, s->c.gen, s->c.batch, s->dec.median, s->dec.min,
-                      s->dec.max);
-        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|e2e (batch %d)|%.2f|%.2f-%.2f", x->cfg.name, params, bn,
-                      x->be->threads, tp, dn, s->c.batch, s->e2e.median, s->e2e.min, s->e2e.max);
+        if (tpcol) snprintf(tp, sizeof tp, "|%d", c->tp);
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|pp%d (batch %d)|%.2f|%.2f-%.2f", cfg->name, params, bn,
+                      be->threads, tp, c->dtype, c->prompt, c->batch,
+                      m->prefill_tokens_per_s.median, m->prefill_tokens_per_s.min,
+                      m->prefill_tokens_per_s.max);
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|tg%d (batch %d)|%.2f|%.2f-%.2f", cfg->name, params, bn,
+                      be->threads, tp, c->dtype, c->gen, c->batch, m->decode_tokens_per_s.median,
+                      m->decode_tokens_per_s.min, m->decode_tokens_per_s.max);
+        tw_table_addf(&t, "%s|%s|%s|%d%s|%s|e2e (batch %d)|%.2f|%.2f-%.2f", cfg->name, params, bn,
+                      be->threads, tp, c->dtype, c->batch, m->e2e_tokens_per_s.median,
+                      m->e2e_tokens_per_s.min, m->e2e_tokens_per_s.max);
     }
-    tw_table_print(&t, fmt, stdout);
+    tw_table_print(&t, TW_FMT_MD, stdout);
     tw_table_free(&t);
-    if (fmt != TW_FMT_MD) return;
-    for (int i = 0; i < n; i++) {
-        const tw_combo_summary *s = &sums[i];
+    const tw_result_roofline *roof = &res->roofline;
+    for (int i = 0; i < res->nrows; i++) {
+        const tw_result_row *r = &res->rows[i];
+        const tw_metrics *m = &r->metrics;
         char name[160];
-        tw_combo_name(x->o, &s->c, name, sizeof name);
+        tw_run_row_name(r, o->s.ntp > 1, name, sizeof name);
+        int n = res->nrows;
         printf("\n%s%s\n", n > 1 ? "## " : "", n > 1 ? name : "");
-        printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n", s->ttft.median,
-               s->step.mean, s->step.p50, s->step.p99);
-        printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n", s->decode_gbps,
-               100 * s->bw_frac, x->membw_src, x->membw);
-        const int bf = s->c.dtype == TW_BF16;
-        printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", s->pf_gflops,
-               100 * s->mfu, bf ? x->peak_bf16_src : x->peak_src, bf ? x->peak_bf16 : x->peak);
-        if (s->bw_frac > 1.0 || s->mfu > 1.0)
+        printf("TTFT %.4f s (median)   TPOT mean %.4f s, p50 %.4f s, p99 %.4f s\n",
+               m->ttft_s.median, m->tpot_s.mean, m->tpot_s.p50, m->tpot_s.p99);
+        printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n",
+               m->decode_bandwidth_gbps, 100 * m->decode_bandwidth_fraction, roof->membw_source,
+               isfinite(roof->membw_gbps) ? roof->membw_gbps : 0.0);
+        /* bf16 rows' MFU is against the bf16 ceiling */
+        const int bf = !strcmp(r->scenario.dtype, "bf16");
+        const double pk = bf ? roof->peak_bf16_gflops : roof->peak_gflops;
+        printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", m->prefill_gflops,
+               100 * m->prefill_mfu, bf ? roof->peak_bf16_source : roof->peak_source,
+               isfinite(pk) ? pk : 0.0);
+        if (m->exceeds_ceiling > 0)
             printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
                    "reached, so the fraction is not meaningful\n");
-        if (s->energy_measured)
+        if (isfinite(r->energy.e2e.j_per_token))
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
-                   s->assumed ? " (ASSUMED watts, not measured)" : "", s->mean_w,
-                   s->j_per_token_e2e);
+                   r->energy.assumed ? " (ASSUMED watts, not measured)" : "",
+                   tw_run_row_watts_per_device(r), r->energy.e2e.j_per_token);
         else
             printf("energy: not measured\n");
-        if (x->comm)
-            printf("tensor parallel: %d rank%s over %s, collectives %.1f%% of measured time\n",
-                   s->c.tp, s->c.tp > 1 ? "s" : "", tw_comm_kind(x->comm), 100 * s->comm_share);
-        printf("%s\n", s->headline);
-        if (s->incomplete[0]) printf("INCOMPLETE: %s\n", s->incomplete);
+        if (r->has_experts) tw_print_experts(&r->experts);
+        if (tw_run_launched(run))
+            printf("%s: %d rank%s over %s, collectives %.1f%% of measured time\n",
+                   r->scenario.ep > 1 ? "tensor/expert parallel" : "tensor parallel",
+                   r->scenario.devices, r->scenario.devices > 1 ? "s" : "", tw_run_comm_kind(run),
+                   100 * m->collective_share);
+        printf("%s\n", r->projection_headline);
+        if (r->has_dump && !r->dump_written) printf("LOGITS DUMP FAILED: %s\n", r->dump_error);
+        if (!r->complete) printf("INCOMPLETE: %s\n", r->incomplete_reason);
     }
-    if (x->o->preset_name) {
-        printf("\npreset %s: synthetic, not a submission. It cannot reproduce:\n",
-               x->o->preset.name);
-        for (int i = 0; i < x->o->preset.n_caveats; i++)
-            printf("  - %s\n", x->o->preset.caveats[i]);
+    if (o->preset_name) {
+        printf("\npreset %s: synthetic, not a submission. It cannot reproduce:\n", o->preset.name);
+        for (int i = 0; i < o->preset.n_caveats; i++) printf("  - %s\n", o->preset.caveats[i]);
     }
+}
+
+/* CSV: one line per combination with every figure of its row, plus the run's ceilings and
+ * parameter count (tw_csv_rows: dotted JSON names with units, plain numbers). */
+static void tw_print_csv(const tw_result *res) {
+    json_t *flat = json_array();
+    for (int i = 0; i < res->nrows; i++) {
+        json_t *o = tw_result_row_to_json(&res->rows[i]);
+        if (!strcmp(res->kind, "run")) {
+            /* a single run states its completeness at the top of the file */
+            json_object_set_new(o, "complete", json_boolean(res->complete));
+            if (!res->complete)
+                json_object_set_new(o, "incomplete_reason", json_string(res->incomplete_reason));
+        }
+        json_object_set_new(o, "roofline", tw_result_roofline_to_json(&res->roofline));
+        json_object_set_new(o, "memory", tw_result_memory_to_json(&res->memory));
+        json_object_del(o, "prompt_tokens");
+        json_object_del(o, "generated_tokens");
+        json_array_append_new(flat, o);
+    }
+    tw_csv_rows(stdout, flat);
+    json_decref(flat);
+}
+
+static tw_status tw_print_result(const tw_run_opts *o, const tw_run *run, const tw_result *res) {
+    if (o->fmt == TW_FMT_JSON) {
+        json_t *root = NULL;
+        TW_TRY(tw_result_to_json(res, &root));
+        char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (text) puts(text);
+        free(text);
+        json_decref(root);
+    } else if (o->fmt == TW_FMT_CSV) {
+        tw_print_csv(res);
+    } else {
+        tw_print_table(o, run, res);
+    }
+    return TW_OK;
 }
 
 int tw_cmd_run(int argc, char **argv) {
@@ -729,342 +354,89 @@ int tw_cmd_run(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     if (tw_args_init(&a, "tokwatt run", tw_run_usage, argc, argv) != TW_OK) return TW_EXIT_FAIL;
     if (tw_args_flag(&a, "--help") || tw_args_flag(&a, "-h")) {
-        printf("usage: %s\n", tw_run_usage);
+        printf("usage: %s\n%s\n", tw_run_usage, tw_run_help);
         tw_args_free(&a);
         return TW_EXIT_OK;
     }
-    if (tw_run_parse(&a, &o) != TW_OK) {
+    tw_status st = tw_run_parse(&a, &o);
+    if (st != TW_OK) {
         tw_cli_fail(&a);
         tw_args_free(&a);
-        return TW_EXIT_USAGE;
+        /* a preset file that does not parse is a broken input, not a bad argument */
+        return st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL;
     }
     tw_args_free(&a);
 
     int rc = TW_EXIT_FAIL;
-    tw_status st = TW_OK;
-    tw_run_ctx x;
-    memset(&x, 0, sizeof x);
-    x.o = &o;
-    tw_engine *e = NULL;
-    tw_combo *combos = NULL;
-    tw_combo_summary *sums = NULL;
-    json_t *root = NULL, *rows = json_array();
-    double start_unix = tw_unix_now_s();
-    int ncombo = o.ntp * o.ndtype * o.nbatch * o.nprompt * o.ngen, done_combos = 0;
-    char incomplete[512] = "";
-
-    signal(SIGINT, tw_run_on_sigint);
-    if ((st = tw_model_load(o.model, &x.cfg)) != TW_OK) goto fail;
-    if ((st = tw_run_setup(&x)) != TW_OK) goto fail;
-
-    /* every combination, in a stable order (tp, dtype, batch, prompt, gen), planned before any
-     * runs; each rank plans the degrees it takes part in (its shard of them) */
-    combos = calloc((size_t)ncombo, sizeof *combos);
-    sums = calloc((size_t)ncombo, sizeof *sums);
-    if (!combos || !sums) {
-        st = TW_ERR(TW_ERR_NOMEM, "sweep bookkeeping");
-        goto fail;
+    tw_run *run = NULL;
+    tw_result res;
+    memset(&res, 0, sizeof res);
+    tw_run_outcome oc;
+    memset(&oc, 0, sizeof oc);
+    tw_interrupt_install();
+    tw_progress_set_mode(tw_progress_choose(o.progress));
+    tw_run_callbacks cb = {
+        .ctx = NULL, .progress = tw_run_on_progress, .message = tw_run_on_message};
+    st = tw_run_open(&o.s, &cb, &run);
+    if (run && tw_run_rank(run) != 0) {
+        tw_log_quiet(1);
+        tw_progress_set_mode(TW_PROGRESS_OFF);
     }
-    int nc = 0;
-    for (int t = 0; t < o.ntp; t++)
-        for (int d = 0; d < o.ndtype; d++)
-            for (int b = 0; b < o.nbatch; b++)
-                for (int p = 0; p < o.nprompt; p++)
-                    for (int g = 0; g < o.ngen; g++) {
-                        tw_combo *k = &combos[nc++];
-                        k->tp = o.tp[t];
-                        k->dtype = o.dtype[d];
-                        k->kv_dtype = o.kv_given ? o.kv_dtype : o.dtype[d];
-                        k->batch = o.batch[b], k->prompt = o.prompt[p], k->gen = o.gen[g];
-                        if (x.rank >= k->tp) continue; /* this rank sits the degree out */
-                        tw_engine_opts eo =
-                            tw_engine_opts_for(&x, k->tp, k->dtype, k->kv_dtype, k->batch,
-                                               k->prompt, k->prompt + k->gen);
-                        tw_mem_plan plan;
-                        char name[160];
-                        tw_combo_name(&o, k, name, sizeof name);
-                        if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) {
-                            st = tw_error_ctx(st, "combination %s", name);
-                            goto fail;
-                        }
-                        if (plan.available_bytes && plan.total_bytes > plan.available_bytes) {
-                            char who[48] = "";
-                            if (k->tp > 1) snprintf(who, sizeof who, " (rank %d)", x.rank);
-                            st = TW_ERR(
-                                TW_ERR_NOMEM,
-                                "combination %s does not fit on %s%s: needs %.2f GiB (weights "
-                                "%.2f, KV cache %.2f, activations %.2f) but %.2f GiB is "
-                                "available; nothing was run",
-                                name, x.be->ops->name, who, plan.total_bytes / 1073741824.0,
-                                plan.weights_bytes / 1073741824.0, plan.kv_bytes / 1073741824.0,
-                                plan.act_bytes / 1073741824.0, plan.available_bytes / 1073741824.0);
-                            goto fail;
-                        }
-                    }
+    if (st != TW_OK) goto fail;
+    if ((st = tw_run_execute(run, &res, &oc)) != TW_OK) goto fail;
+    tw_progress_clear();
 
-    /* roofline ceilings of this machine, measured now unless given */
-    x.membw = o.membw_gbps, x.peak = x.peak_bf16 = o.peak_gflops;
-    x.membw_src = "given (--membw-gbps)", x.peak_src = "given (--peak-gflops)";
-    snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "%s", x.peak_src);
-    const int membw_measured = x.membw <= 0 && !strcmp(x.be->ops->name, "cpu");
-    if (membw_measured) {
-        /* the machine's: every core, whatever --threads says (with several ranks, each rank
-         * measures its share of the cores at the same time, as it runs) */
-        tw_membw_result mb;
-        if ((st = tw_machine_membw(x.nranks > 1 ? x.be->threads : 0, 0, 5, &mb)) != TW_OK)
-            goto fail;
-        x.membw = mb.read_gbps;
-        snprintf(x.membw_method, sizeof x.membw_method, "%s", mb.read_method);
-        x.membw_src = "measured (tokwatt bench membw read)";
-    }
-    if (x.peak <= 0 && !strcmp(x.be->ops->name, "cpu")) {
-        tw_bf16_peak bp;
-        if ((st = tw_machine_fp32_peak(x.be->threads, &x.peak)) != TW_OK) goto fail;
-        if ((st = tw_machine_bf16_peak(x.be->threads, &bp)) != TW_OK) goto fail;
-        x.peak_src = "measured (fp32 FMA loop)";
-        x.peak_bf16 = bp.gflops;
-        snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "measured bf16 peak: %s", bp.method);
-    }
-    if (x.membw <= 0) x.membw_src = "not measured";
-    if (x.peak <= 0) x.peak_src = "not measured";
-    if (x.peak_bf16 <= 0) snprintf(x.peak_bf16_src, sizeof x.peak_bf16_src, "not measured");
-
-    /* degree by degree: ranks 0..tp-1 run it over a sub-communicator (the launch communicator
-     * itself when tp is the launch size), the others wait at a barrier */
-    for (int ti = 0; ti < o.ntp && !incomplete[0]; ti++) {
-        int tp = o.tp[ti];
-        int own_comm = 0;
-        if (x.comm && tp == x.nranks) {
-            x.tp_comm = x.comm;
-        } else if (x.comm) {
-            /* collective over every launched rank; NULL on ranks >= tp */
-            if ((st = tw_comm_sub(x.comm, tp, &x.tp_comm)) != TW_OK) goto fail;
-            own_comm = 1;
-            if (x.tp_comm && x.be->ops->native_stream &&
-                (st = tw_comm_set_stream(x.tp_comm, x.be->ops->native_stream(x.be))) != TW_OK)
-                goto fail;
-        }
-        if (ncombo > 1 && o.ntp > 1)
-            tw_log("tensor-parallel degree %d: ranks 0..%d%s", tp, tp - 1,
-                   tp < x.nranks ? ", the others wait" : "");
-        /* one engine per weight dtype, sized for the largest combination of that dtype */
-        for (int d = 0; d < o.ndtype && !incomplete[0] && x.rank < tp; d++) {
-            int mb = 0, mp = 0, ms = 0;
-            for (int i = 0; i < ncombo; i++) {
-                if (combos[i].tp != tp || combos[i].dtype != o.dtype[d]) continue;
-                if (combos[i].batch > mb) mb = combos[i].batch;
-                if (combos[i].prompt > mp) mp = combos[i].prompt;
-                if (combos[i].prompt + combos[i].gen > ms) ms = combos[i].prompt + combos[i].gen;
-            }
-            tw_dtype kv = o.kv_given ? o.kv_dtype : o.dtype[d];
-            tw_engine_opts eo = tw_engine_opts_for(&x, tp, o.dtype[d], kv, mb, mp, ms);
-            tw_mem_plan plan;
-            if ((st = tw_engine_plan(&eo, &plan)) != TW_OK) goto fail;
-            int shared = !(plan.available_bytes && plan.total_bytes > plan.available_bytes);
-            if (!shared)
-                tw_log("the largest %s combinations do not fit together: one engine per "
-                       "combination",
-                       tw_dtype_name(o.dtype[d]));
-            tw_log("model %s: %.3f B parameters, weights %.2f GiB (%s) per rank, KV cache %.2f "
-                   "GiB (%s), activations %.2f GiB; %.2f GiB available",
-                   x.cfg.name, (double)tw_model_params(&x.cfg) / 1e9,
-                   plan.weights_bytes / 1073741824.0, tw_dtype_name(o.dtype[d]),
-                   plan.kv_bytes / 1073741824.0, tw_dtype_name(kv), plan.act_bytes / 1073741824.0,
-                   plan.available_bytes / 1073741824.0);
-            for (int i = 0; i < ncombo && !incomplete[0]; i++) {
-                tw_combo *k = &combos[i];
-                if (k->tp != tp || k->dtype != o.dtype[d]) continue;
-                if (!e) {
-                    tw_engine_opts ek =
-                        shared ? eo
-                               : tw_engine_opts_for(&x, tp, k->dtype, k->kv_dtype, k->batch,
-                                                    k->prompt, k->prompt + k->gen);
-                    double tb = tw_now_s();
-                    if ((st = tw_engine_create(&ek, &e)) != TW_OK) goto fail;
-                    tw_log("engine ready on %s (%d threads) in %.1f s", x.be->ops->name,
-                           x.be->threads, tw_now_s() - tb);
-                }
-                if ((st = tw_run_combo(&x, e, k, rows, &sums[done_combos])) != TW_OK) {
-                    if (x.comm || done_combos == 0) goto fail;
-                    /* keep what the earlier combinations measured: write them, marked
-                     * incomplete */
-                    char name[160];
-                    tw_combo_name(&o, k, name, sizeof name);
-                    snprintf(incomplete, sizeof incomplete, "combination %s failed: %.150s", name,
-                             tw_last_error());
-                    fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
-                    st = TW_OK;
-                    break;
-                }
-                if (sums[done_combos].incomplete[0])
-                    snprintf(incomplete, sizeof incomplete, "%s", sums[done_combos].incomplete);
-                if (sums[done_combos].reps_done > 0 || !incomplete[0]) done_combos++;
-                if (!shared) {
-                    tw_engine_destroy(e);
-                    e = NULL;
-                }
-            }
-            tw_engine_destroy(e);
-            e = NULL;
-        }
-        if (own_comm) tw_comm_destroy(x.tp_comm);
-        x.tp_comm = NULL;
-        /* the ranks that sat out wait here (sleeping, without the collective timeout) for the
-         * working ones, before the next degree or the final collectives */
-        if (x.comm && tp < x.nranks &&
-            (st = tw_comm_idle_barrier(x.comm, TW_RUN_IDLE_WAIT_S)) != TW_OK)
-            goto fail;
-        if (x.comm && ti + 1 < o.ntp) {
-            /* all agree whether to go on: an interruption on any rank stops the sweep
-             * everywhere, so that no rank waits in a degree the others skip */
-            double stop = 0;
-            if ((st = tw_comm_max_f64(x.comm, incomplete[0] ? 1.0 : 0.0, &stop)) != TW_OK)
-                goto fail;
-            if (stop > 0 && !incomplete[0])
-                snprintf(incomplete, sizeof incomplete,
-                         "another rank stopped the sweep after tensor-parallel degree %d", tp);
-        }
-    }
-    if (incomplete[0] && done_combos < ncombo) {
-        char more[128];
-        snprintf(more, sizeof more, "; %d of %d combinations measured", done_combos, ncombo);
-        strncat(incomplete, more, sizeof incomplete - strlen(incomplete) - 1);
-    }
-
-    /* The read ceiling again, at the end: on a shared host the bandwidth moves from minute to
-     * minute, and a ceiling taken in a busy moment is one the run can beat. The larger of the
-     * two measurements is the ceiling, and every row's fraction is taken against it. */
-    if (membw_measured && done_combos > 0 && !tw_run_interrupted) {
-        tw_membw_result mb;
-        if ((st = tw_machine_membw(x.nranks > 1 ? x.be->threads : 0, 0, 5, &mb)) != TW_OK)
-            goto fail;
-        if (mb.read_gbps > x.membw) {
-            x.membw = mb.read_gbps;
-            snprintf(x.membw_method, sizeof x.membw_method, "%.200s; at the end of the run",
-                     mb.read_method);
-        }
-        tw_run_refraction(&x, rows, sums, done_combos);
-    }
-
-    /* ---- the result file (rank 0) ----------------------------------------------------------- */
-    double end_unix = tw_unix_now_s();
-    tw_comm_hosts hosts;
-    memset(&hosts, 0, sizeof hosts);
-    if (x.comm && (st = tw_comm_gather_hosts(x.comm, &hosts)) != TW_OK) goto fail;
-    if (x.rank != 0) {
-        tw_comm_free_hosts(&hosts);
-        rc = TW_EXIT_OK;
+    if (tw_run_rank(run) != 0) {
+        /* rank 0 writes the result and, after an interruption, ends the job */
+        tw_run_finish(run, TW_EXIT_FAIL);
+        rc = oc.interrupted ? TW_EXIT_FAIL : TW_EXIT_OK;
         goto done;
     }
-    root = json_object();
-    json_object_set_new(root, "schema_version", json_integer(TW_RESULT_SCHEMA_VERSION));
-    json_object_set_new(root, "kind", json_string(ncombo > 1 ? "sweep" : "run"));
-    json_object_set_new(root, "complete", json_boolean(!incomplete[0]));
-    if (incomplete[0]) json_object_set_new(root, "incomplete_reason", json_string(incomplete));
-    json_error_t jerr;
-    json_t *mj = json_loads(x.cfg.json, 0, &jerr);
-    json_object_set_new(root, "model", mj ? mj : json_null());
-    if (ncombo == 1 && json_array_size(rows) == 1) {
-        /* a single run: its row's fields at the top level */
-        json_t *row = json_array_get(rows, 0);
-        const char *key;
-        json_t *val;
-        json_object_foreach(row, key, val) {
-            if (strcmp(key, "complete") && strcmp(key, "incomplete_reason"))
-                json_object_set(root, key, val);
-        }
-    } else {
-        json_object_set(root, "rows", rows);
+    if (oc.measured == 0) {
+        fprintf(stderr,
+                "tokwatt run: %s before any repetition completed: nothing was measured, no "
+                "result written\n",
+                oc.nothing_why);
+        tw_run_abort(run, TW_EXIT_FAIL);
+        goto done;
     }
-    json_t *roof = json_object();
-    json_object_set_new(roof, "membw_gbps", x.membw > 0 ? json_real(x.membw) : json_null());
-    json_object_set_new(roof, "membw_source", json_string(x.membw_src));
-    json_object_set_new(roof, "peak_gflops", x.peak > 0 ? json_real(x.peak) : json_null());
-    json_object_set_new(roof, "peak_source", json_string(x.peak_src));
-    json_object_set_new(roof, "membw_method", json_string(x.membw_method));
-    json_object_set_new(roof, "peak_bf16_gflops",
-                        x.peak_bf16 > 0 ? json_real(x.peak_bf16) : json_null());
-    json_object_set_new(roof, "peak_bf16_source", json_string(x.peak_bf16_src));
-    json_object_set_new(root, "roofline", roof);
-    json_t *mem = json_object();
-    json_object_set_new(mem, "params", json_integer((json_int_t)tw_model_params(&x.cfg)));
-    json_object_set_new(root, "memory", mem);
-    if (x.comm) {
-        json_t *cj = json_object();
-        json_object_set_new(cj, "kind", json_string(tw_comm_kind(x.comm)));
-        json_object_set_new(cj, "ranks", json_integer(x.nranks));
-        json_object_set_new(cj, "hosts", json_integer(hosts.n_hosts));
-        json_object_set_new(cj, "max_ranks_per_host", json_integer(hosts.max_per_host));
-        json_t *hl = json_array();
-        for (int r = 0; r < hosts.size; r++) json_array_append_new(hl, json_string(hosts.host[r]));
-        json_object_set_new(cj, "rank_hosts", hl);
-        json_object_set_new(cj, "devices_per_rank", json_integer(1));
-        json_object_set_new(cj, "timeout_s", json_real(o.comm_timeout_s));
-        json_object_set_new(root, "comm", cj);
-        tw_comm_free_hosts(&hosts);
+    tw_run_saved saved;
+    if ((st = tw_run_save(run, &res, o.out_is_file ? o.out : NULL, &saved)) != TW_OK) goto fail;
+    if (saved.failed) {
+        fprintf(stderr, "tokwatt run: error: cannot write the result to %s: %s\n", saved.path,
+                saved.error);
+        if (!saved.fallback_error[0])
+            fprintf(stderr, "tokwatt run: the result was written to %s instead\n", saved.written);
+        else
+            fprintf(stderr, "tokwatt run: error: the fallback failed too: %s; the result is lost\n",
+                    saved.fallback_error);
+    } else if (saved.renamed) {
+        tw_log("%s exists: the result takes the next free name", saved.path);
     }
-    json_t *prov = tw_provenance_json(x.be->ops->name, start_unix, end_unix);
-    if (!strcmp(x.be->ops->name, "cuda")) {
-        /* the accelerator, for provenance and for the device table's roofline */
-        tw_cuda_device_info di;
-        if (tw_cuda_device_query(x.be->device, &di) == TW_OK) {
-            char cc[16];
-            snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
-            json_object_set_new(prov, "gpu_name", json_string(di.name));
-            json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
-            json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
-            json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)di.total_mem));
-        }
+    if ((st = tw_print_result(&o, run, &res)) != TW_OK) goto fail;
+    if (!saved.failed) tw_log("result written to %s", saved.written);
+    rc = oc.incomplete || saved.failed || oc.dump_failed ? TW_EXIT_FAIL : TW_EXIT_OK;
+    if (tw_run_launched(run) && oc.interrupted) {
+        /* the other ranks wait for this one (or were abandoned in a collective): end them */
+        char who[64];
+        tw_run_signal_text(run, who, sizeof who);
+        fprintf(stderr, "tokwatt run: interrupted by %s: result written; ending the other ranks\n",
+                who);
+        tw_run_finish(run, TW_EXIT_FAIL);
     }
-    json_object_set_new(root, "provenance", prov);
-
-    char path[1024];
-    size_t ol = strlen(o.out);
-    if (ol > 5 && !strcmp(o.out + ol - 5, ".json"))
-        snprintf(path, sizeof path, "%s", o.out);
-    else
-        tw_result_default_path(path, sizeof path, o.out, x.cfg.name, start_unix);
-    /* per-combination memory plans, for the record */
-    {
-        tw_engine_opts eo =
-            tw_engine_opts_for(&x, combos[0].tp, combos[0].dtype, combos[0].kv_dtype,
-                               combos[0].batch, combos[0].prompt, combos[0].prompt + combos[0].gen);
-        tw_mem_plan plan;
-        if (tw_engine_plan(&eo, &plan) == TW_OK) {
-            json_object_set_new(mem, "weights_bytes", json_integer((json_int_t)plan.weights_bytes));
-            json_object_set_new(mem, "kv_cache_bytes", json_integer((json_int_t)plan.kv_bytes));
-            json_object_set_new(mem, "activation_bytes", json_integer((json_int_t)plan.act_bytes));
-            json_object_set_new(mem, "per_rank", json_boolean(combos[0].tp > 1));
-        }
-    }
-    if ((st = tw_result_write(root, path)) != TW_OK) goto fail;
-
-    if (o.fmt == TW_FMT_JSON) {
-        char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (text) puts(text);
-        free(text);
-    } else {
-        tw_print_table(&x, sums, done_combos, o.fmt);
-    }
-    tw_log("result written to %s", path);
-    rc = incomplete[0] ? TW_EXIT_FAIL : TW_EXIT_OK;
     goto done;
 fail:
-    if (x.comm) {
+    tw_progress_clear();
+    if (run && tw_run_launched(run)) {
         /* one rank's failure ends the whole job now, rather than at the peers' timeout */
-        fprintf(stderr, "tokwatt run: rank %d: error: %s\n", x.rank, tw_last_error());
-        tw_comm_abort(x.comm, TW_EXIT_FAIL);
+        fprintf(stderr, "tokwatt run: rank %d: error: %s\n", tw_run_rank(run), tw_error_text());
+        tw_run_abort(run, st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL);
     }
-    fprintf(stderr, "tokwatt run: error: %s\n", tw_last_error());
-    if (st == TW_ERR_INVALID) rc = TW_EXIT_USAGE;
+    fprintf(stderr, "tokwatt run: error: %s\n", tw_error_text());
+    rc = st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL;
 done:
-    json_decref(root);
-    json_decref(rows);
-    free(combos);
-    free(sums);
-    tw_engine_destroy(e);
-    tw_backend_destroy(x.be);
-    tw_comm_destroy(x.comm);
-    tw_model_free(&x.cfg);
+    tw_progress_clear();
+    tw_result_free(&res);
+    tw_run_close(run);
     return rc;
 }

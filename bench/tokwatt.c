@@ -1,8 +1,10 @@
 /* tokwatt: the command. Dispatches to one subcommand per file; owns nothing else. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "tw_cmds.h"
+#include "tw_util.h"
 
 #ifndef TW_VERSION
 #define TW_VERSION "0.1.0"
@@ -18,7 +20,11 @@ static void tw_usage(FILE *out, const tw_cmd_entry *cmds, int n, const tw_cmd_en
                      int nb) {
     fprintf(out, "tokwatt %s (%s): tokens per second, per joule, and megawatts\n\n", TW_VERSION,
             TW_GIT_COMMIT);
-    fprintf(out, "usage: tokwatt <command> [options]   (tokwatt <command> --help for options)\n\n");
+    fprintf(out, "usage: tokwatt [--verbose] <command> [options]   (tokwatt <command> --help for "
+                 "options)\n");
+    fprintf(out, "  --verbose   errors carry their source locations (file:line), as TW_VERBOSE=1\n"
+                 "  exit codes: 0 ok, 1 runtime failure or incomplete run, 2 bad argument, 3 a "
+                 "failed check or verdict\n\n");
     for (int i = 0; i < n; i++)
         fprintf(out, "  %-10s %s%s\n", cmds[i].name, cmds[i].help,
                 cmds[i].fn ? "" : " [not built]");
@@ -28,7 +34,39 @@ static void tw_usage(FILE *out, const tw_cmd_entry *cmds, int n, const tw_cmd_en
                 benches[i].fn ? "" : " [not built]");
 }
 
+/* Every command's output ends here: a write error on stdout (a full disk, a closed pipe,
+ * `> /dev/full`) must not pass for success. */
+static int tw_finish_stdout(int rc) {
+    int err = fflush(stdout) != 0 || ferror(stdout);
+    int e = errno;
+    if (fclose(stdout) != 0 && !err) {
+        err = 1;
+        e = errno;
+    }
+    if (err) {
+        fprintf(stderr, "tokwatt: error: writing standard output failed: %s\n", strerror(e));
+        return rc ? rc : TW_EXIT_FAIL;
+    }
+    return rc;
+}
+
+static int tw_dispatch(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    /* --verbose before the command (or anywhere): taken out before the command parses */
+    int w = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--verbose"))
+            tw_set_verbose(1);
+        else
+            argv[w++] = argv[i];
+    }
+    argc = w;
+    argv[argc] = NULL;
+    return tw_finish_stdout(tw_dispatch(argc, argv));
+}
+
+static int tw_dispatch(int argc, char **argv) {
     const tw_cmd_entry cmds[] = {
         {"info", tw_cmd_info, "describe this machine: CPU, SIMD, bandwidth, peak, CUDA, sensors"},
         {"run", tw_cmd_run, "synthetic transformer inference: tokens/s, TTFT, TPOT, J/token"},

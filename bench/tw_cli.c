@@ -7,19 +7,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tw_progress.h"
+#include "tw_results.h"
+#include "tw_util.h"
+
 tw_status tw_args_init(tw_args *a, const char *cmd, const char *usage, int argc, char **argv) {
     a->cmd = cmd;
     a->usage = usage;
     a->argc = argc;
     a->argv = argv;
     a->used = calloc((size_t)(argc > 0 ? argc : 1), 1);
-    if (!a->used) return TW_ERR(TW_ERR_NOMEM, "parsing arguments");
+    a->opt = calloc((size_t)(argc > 0 ? argc : 1), 1);
+    if (!a->used || !a->opt) {
+        tw_args_free(a);
+        return TW_ERR(TW_ERR_NOMEM, "parsing arguments");
+    }
     return TW_OK;
 }
 
 void tw_args_free(tw_args *a) {
     free(a->used);
+    free(a->opt);
     a->used = NULL;
+    a->opt = NULL;
 }
 
 /* Finds option `name` (given with its dashes); returns its index or -1. *val receives the value
@@ -30,9 +40,13 @@ static int tw_args_find(tw_args *a, const char *name, const char **val) {
     for (int i = 0; i < a->argc; i++) {
         const char *s = a->argv[i];
         if (strncmp(s, name, len) != 0) continue;
-        if (s[len] == '\0') return i;
+        if (s[len] == '\0') {
+            a->opt[i] = 1;
+            return i;
+        }
         if (s[len] == '=') {
             *val = s + len + 1;
+            a->opt[i] = 1;
             return i;
         }
     }
@@ -70,11 +84,11 @@ tw_status tw_args_long(tw_args *a, const char *name, long def, long min, long ma
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end)
+    if (end == s || *end)
         return TW_ERR(TW_ERR_INVALID, "option %s: '%s' is not an integer", name, s);
-    if (v < min || v > max)
-        return TW_ERR(TW_ERR_INVALID, "option %s: %ld is out of range [%ld, %ld]", name, v, min,
-                      max);
+    if (errno == ERANGE || v < min || v > max)
+        return TW_ERR(TW_ERR_INVALID, "option %s: %s is out of range [%ld, %ld] (too %s)", name, s,
+                      min, max, (errno == ERANGE ? v > 0 : v > max) ? "large" : "small");
     *out = v;
     return TW_OK;
 }
@@ -95,10 +109,11 @@ tw_status tw_args_double(tw_args *a, const char *name, double def, double min, d
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
+    if (end == s || *end || isnan(v))
         return TW_ERR(TW_ERR_INVALID, "option %s: '%s' is not a number", name, s);
-    if (v < min || v > max)
-        return TW_ERR(TW_ERR_INVALID, "option %s: %g is out of range [%g, %g]", name, v, min, max);
+    if ((errno == ERANGE && fabs(v) > 1) || !isfinite(v) || v < min || v > max)
+        return TW_ERR(TW_ERR_INVALID, "option %s: %s is out of range [%g, %g] (too %s)", name, s,
+                      min, max, v > max ? "large" : "small");
     *out = v;
     return TW_OK;
 }
@@ -110,20 +125,25 @@ tw_status tw_args_int_list(tw_args *a, const char *name, const char *def, int mi
     *n = 0;
     if (!s) return TW_OK;
     const char *p = s;
-    while (*p) {
+    for (;;) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (errno || end == p || (*end && *end != ','))
+        if (end == p)
+            return TW_ERR(TW_ERR_INVALID,
+                          "option %s: '%s' is not a comma-separated integer list (%s)", name, s,
+                          *p == ',' || *p == '\0' ? "an empty element" : "not an integer");
+        if (*end && *end != ',')
             return TW_ERR(TW_ERR_INVALID, "option %s: '%s' is not a comma-separated integer list",
                           name, s);
-        if (v < min || v > max)
-            return TW_ERR(TW_ERR_INVALID, "option %s: %ld is out of range [%d, %d]", name, v, min,
-                          max);
+        if (errno == ERANGE || v < min || v > max)
+            return TW_ERR(TW_ERR_INVALID, "option %s: %.*s is out of range [%d, %d] (too %s)", name,
+                          (int)(end - p), p, min, max, v > max ? "large" : "small");
         if (*n >= max_n)
             return TW_ERR(TW_ERR_INVALID, "option %s: more than %d values", name, max_n);
         out[(*n)++] = (int)v;
-        p = *end ? end + 1 : end;
+        if (!*end) break;
+        p = end + 1; /* after a comma another value must follow: "1," is refused above */
     }
     if (*n == 0) return TW_ERR(TW_ERR_INVALID, "option %s: empty list", name);
     return TW_OK;
@@ -160,19 +180,47 @@ const char *tw_args_positional(tw_args *a) {
     return NULL;
 }
 
+/* Length of the option name in "--name" or "--name=value". */
+static size_t tw_opt_name_len(const char *s) {
+    const char *eq = strchr(s, '=');
+    return eq ? (size_t)(eq - s) : strlen(s);
+}
+
 tw_status tw_args_finish(tw_args *a) {
     for (int i = 0; i < a->argc; i++) {
         if (a->used[i]) continue;
-        if (a->argv[i][0] == '-')
+        if (a->argv[i][0] == '-') {
+            size_t l = tw_opt_name_len(a->argv[i]);
+            for (int j = 0; j < a->argc; j++)
+                if (a->opt[j] && tw_opt_name_len(a->argv[j]) == l &&
+                    !strncmp(a->argv[j], a->argv[i], l))
+                    return TW_ERR(TW_ERR_INVALID,
+                                  "option %.*s is given more than once; give it once (lists "
+                                  "are comma-separated: %.*s 1,8)",
+                                  (int)l, a->argv[i], (int)l, a->argv[i]);
             return TW_ERR(TW_ERR_INVALID, "unknown option '%s' for %s", a->argv[i], a->cmd);
+        }
         return TW_ERR(TW_ERR_INVALID, "unexpected argument '%s' for %s", a->argv[i], a->cmd);
     }
     return TW_OK;
 }
 
 void tw_cli_fail(const tw_args *a) {
-    fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
-    if (a && a->usage) fprintf(stderr, "usage: %s\n", a->usage);
+    fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+    if (a && a->usage) {
+        /* the synopsis only: the lines before the first option description ("  --x ...") */
+        const char *u = a->usage, *end = u;
+        while (*end) {
+            const char *nl = strchr(end, '\n');
+            const char *next = nl ? nl + 1 : end + strlen(end);
+            if (!strncmp(next, "  ", 2) && strncmp(next, "       ", 7)) {
+                end = nl ? nl : next;
+                break;
+            }
+            end = next;
+        }
+        fprintf(stderr, "usage: %.*s\n", (int)(end - u), u);
+    }
     if (a && a->cmd) fprintf(stderr, "try '%s --help'\n", a->cmd);
 }
 
@@ -198,6 +246,7 @@ void tw_log_quiet(int quiet) {
 
 void tw_log(const char *fmt, ...) {
     if (tw_log_is_quiet) return;
+    tw_progress_clear(); /* a terminal's progress line is redrawn after the log line */
     va_list ap;
     va_start(ap, fmt);
     fputs("# ", stderr);
@@ -252,11 +301,17 @@ void tw_table_addf(tw_table *t, const char *fmt, ...) {
 
 void tw_table_print(const tw_table *t, tw_format fmt, FILE *out) {
     if (fmt == TW_FMT_CSV) {
-        for (int c = 0; c < t->ncols; c++) fprintf(out, "%s%s", c ? "," : "", t->head[c]);
+        /* RFC 4180: a cell holding a comma, a quote or a line break is quoted */
+        for (int c = 0; c < t->ncols; c++) {
+            if (c) fputc(',', out);
+            tw_csv_cell(out, t->head[c]);
+        }
         fputc('\n', out);
         for (int r = 0; r < t->nrows; r++) {
-            for (int c = 0; c < t->ncols; c++)
-                fprintf(out, "%s%s", c ? "," : "", t->cells[(size_t)r * t->ncols + c]);
+            for (int c = 0; c < t->ncols; c++) {
+                if (c) fputc(',', out);
+                tw_csv_cell(out, t->cells[(size_t)r * t->ncols + c]);
+            }
             fputc('\n', out);
         }
         return;

@@ -8,6 +8,11 @@
 #include <stdio.h>
 
 #include "tw_status.h"
+#include "tw_util.h" /* tw_error_text, tw_log callers print errors with it */
+
+/* The seed of the synthetic weights when none is given: `tokwatt run` and `tokwatt export`
+ * default to the same model. */
+#define TW_DEFAULT_SEED 1
 
 typedef struct {
     const char *cmd; /* "tokwatt bench gemm", for messages */
@@ -15,6 +20,7 @@ typedef struct {
     int argc;
     char **argv;
     unsigned char *used;
+    unsigned char *opt; /* argv[i] is an option name that was looked up (for "given twice") */
 } tw_args;
 
 tw_status tw_args_init(tw_args *a, const char *cmd, const char *usage, int argc, char **argv);
@@ -34,7 +40,8 @@ tw_status tw_args_bytes(tw_args *a, const char *name, const char *def, size_t *o
 const char *tw_args_positional(tw_args *a);
 /* Errors if any argument was not consumed. */
 tw_status tw_args_finish(tw_args *a);
-/* Prints "tokwatt: <error>\n<usage hint>" to stderr. */
+/* Prints "tokwatt: <error>\n<usage hint>" to stderr (the error without source locations unless
+ * --verbose / TW_VERBOSE=1, tw_error_text). */
 void tw_cli_fail(const tw_args *a);
 
 typedef enum { TW_FMT_MD = 0, TW_FMT_JSON = 1, TW_FMT_CSV = 2 } tw_format;

@@ -22,48 +22,102 @@
  * tw_weight_fill's OpenMP loop and the file writes in large pieces. */
 size_t tw_export_block_elems = (size_t)4 << 20;
 
-static void tw_export_add(const tw_model_config *c, tw_weight_kind k, int layer,
-                          tw_export_entry *out, int *n) {
+static void tw_export_add(const tw_model_config *c, const tw_weight_kind *parts, int nparts,
+                          const char *fused_name, int layer, tw_export_entry *out, int *n) {
     if (out) {
         tw_export_entry *e = &out[*n];
-        e->kind = k;
+        memset(e, 0, sizeof *e);
+        e->kind = parts[0];
         e->layer = layer;
-        tw_weight_hf_name(k, layer, e->name, sizeof e->name);
-        tw_weight_shape(c, k, &e->rows, &e->cols);
-        e->ndim = (k == TW_W_ATTN_NORM || k == TW_W_FFN_NORM || k == TW_W_FINAL_NORM) ? 1 : 2;
+        e->nparts = nparts;
+        for (int i = 0; i < nparts; i++) {
+            int r, cc;
+            e->part[i] = parts[i];
+            tw_weight_shape(c, parts[i], &r, &cc);
+            e->rows += r;
+            e->cols = cc;
+        }
+        if (fused_name)
+            snprintf(e->name, sizeof e->name, "model.layers.%d.%s.weight", layer, fused_name);
+        else
+            tw_weight_hf_name_of(c, parts[0], layer, 0, e->name, sizeof e->name);
+        e->ndim = tw_weight_is_1d(parts[0]) ? 1 : 2;
     }
     (*n)++;
 }
 
-int tw_export_list(const tw_model_config *c, tw_export_entry *out) {
-    static const tw_weight_kind per_layer[] = {TW_W_ATTN_NORM, TW_W_Q,    TW_W_K,  TW_W_V,   TW_W_O,
-                                               TW_W_FFN_NORM,  TW_W_GATE, TW_W_UP, TW_W_DOWN};
-    int n = 0;
-    tw_export_add(c, TW_W_EMBED, 0, out, &n);
-    for (int l = 0; l < c->n_layers; l++)
-        for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++)
-            tw_export_add(c, per_layer[i], l, out, &n);
-    tw_export_add(c, TW_W_FINAL_NORM, 0, out, &n);
-    if (!c->tie_embeddings) tw_export_add(c, TW_W_LM_HEAD, 0, out, &n);
-    return n;
+static void tw_export_add1(const tw_model_config *c, tw_weight_kind k, int layer,
+                           tw_export_entry *out, int *n) {
+    int present =
+        tw_weight_per_layer(k) ? tw_weight_in_layer(c, k, layer) : tw_weight_present(c, k);
+    if (present) tw_export_add(c, &k, 1, NULL, layer, out, n);
 }
 
-/* The nearest existing folder at or above dir (for the free-space check before creating it). */
-static void tw_export_existing_parent(const char *dir, char *buf, size_t n) {
-    snprintf(buf, n, "%s", dir);
-    struct stat sb;
-    while (stat(buf, &sb) != 0) {
-        char *slash = strrchr(buf, '/');
-        if (!slash) {
-            snprintf(buf, n, ".");
-            return;
+/* Every expert of layer l: its gate, up and down tensors, each a row range of the stacked kind. */
+static void tw_export_experts(const tw_model_config *c, int l, tw_export_entry *out, int *n) {
+    static const tw_weight_kind kinds[] = {TW_W_EXPERT_GATE, TW_W_EXPERT_UP, TW_W_EXPERT_DOWN};
+    for (int x = 0; x < c->n_experts; x++)
+        for (int i = 0; i < 3; i++) {
+            if (out) {
+                tw_export_entry *e = &out[*n];
+                memset(e, 0, sizeof *e);
+                int r, cc;
+                tw_weight_shape(c, kinds[i], &r, &cc);
+                e->kind = e->part[0] = kinds[i];
+                e->nparts = 1;
+                e->layer = l;
+                e->rows = tw_weight_expert_rows(c, kinds[i]);
+                e->cols = cc;
+                e->row0 = x * e->rows;
+                e->ndim = 2;
+                tw_weight_hf_name_of(c, kinds[i], l, x, e->name, sizeof e->name);
+            }
+            (*n)++;
         }
-        if (slash == buf) {
-            buf[1] = '\0';
-            return;
+}
+
+int tw_export_list(const tw_model_config *c, tw_export_entry *out) {
+    static const tw_weight_kind attn[] = {TW_W_Q,      TW_W_Q_BIAS, TW_W_K,
+                                          TW_W_K_BIAS, TW_W_V,      TW_W_V_BIAS,
+                                          TW_W_O,      TW_W_Q_NORM, TW_W_K_NORM};
+    static const tw_weight_kind mla[] = {TW_W_Q_A,  TW_W_Q_A_NORM,  TW_W_Q_B,  TW_W_Q,
+                                         TW_W_KV_A, TW_W_KV_A_NORM, TW_W_KV_B, TW_W_O};
+    static const tw_weight_kind qkv[] = {TW_W_Q, TW_W_K, TW_W_V}, gate_up[] = {TW_W_GATE, TW_W_UP};
+    int n = 0;
+    tw_export_add1(c, TW_W_EMBED, 0, out, &n);
+    for (int l = 0; l < c->n_layers; l++) {
+        tw_export_add1(c, TW_W_ATTN_NORM, l, out, &n);
+        if (c->fused_layout) {
+            tw_export_add(c, qkv, 3, "self_attn.qkv_proj", l, out, &n);
+            tw_export_add1(c, TW_W_O, l, out, &n);
+            tw_export_add1(c, TW_W_FFN_NORM, l, out, &n);
+            tw_export_add(c, gate_up, 2, "mlp.gate_up_proj", l, out, &n);
+            tw_export_add1(c, TW_W_DOWN, l, out, &n);
+            continue;
         }
-        *slash = '\0';
+        if (c->mla)
+            for (size_t i = 0; i < sizeof mla / sizeof mla[0]; i++)
+                tw_export_add1(c, mla[i], l, out, &n);
+        else
+            for (size_t i = 0; i < sizeof attn / sizeof attn[0]; i++)
+                tw_export_add1(c, attn[i], l, out, &n);
+        tw_export_add1(c, TW_W_FFN_NORM, l, out, &n);
+        if (!tw_model_layer_is_moe(c, l)) {
+            tw_export_add1(c, TW_W_GATE, l, out, &n);
+            tw_export_add1(c, TW_W_UP, l, out, &n);
+            tw_export_add1(c, TW_W_DOWN, l, out, &n);
+            continue;
+        }
+        tw_export_add1(c, TW_W_ROUTER, l, out, &n);
+        tw_export_add1(c, TW_W_ROUTER_BIAS, l, out, &n);
+        tw_export_experts(c, l, out, &n);
+        tw_export_add1(c, TW_W_SHARED_GATE, l, out, &n);
+        tw_export_add1(c, TW_W_SHARED_UP, l, out, &n);
+        tw_export_add1(c, TW_W_SHARED_DOWN, l, out, &n);
     }
+    tw_export_add1(c, TW_W_FINAL_NORM, 0, out, &n);
+    tw_export_add1(c, TW_W_LM_HEAD, 0, out, &n);
+    return n;
 }
 
 static tw_status tw_export_write_json(const char *path, json_t *root) {
@@ -133,17 +187,28 @@ static tw_status tw_export_weights(const tw_model_config *c, uint64_t seed, tw_s
         const tw_export_entry *e = &list[i];
         int rows_per_block = (int)(tw_export_block_elems / (size_t)e->cols);
         if (rows_per_block < 1) rows_per_block = 1;
-        for (int r0 = 0; r0 < e->rows; r0 += rows_per_block) {
-            int nr = e->rows - r0 < rows_per_block ? e->rows - r0 : rows_per_block;
-            size_t cnt = (size_t)nr * (size_t)e->cols;
-            if (dtype == TW_ST_BF16)
-                tw_weight_fill_bf16(c, seed, e->kind, e->layer, r0, nr, 0, e->cols, buf);
-            else
-                tw_weight_fill(c, seed, e->kind, e->layer, r0, nr, 0, e->cols, buf);
-            if ((st = tw_st_writer_append(w, e->name, buf, cnt * esize)) != TW_OK) goto done;
-            done_bytes += cnt * esize;
-            elems += cnt;
-            if (progress) progress(ctx, done_bytes, total);
+        for (int p = 0; p < e->nparts; p++) { /* a fused tensor: each part's rows in turn */
+            int prows, pcols;
+            tw_weight_shape(c, e->part[p], &prows, &pcols);
+            if (e->nparts == 1) prows = e->rows; /* an expert: a row range of the stacked kind */
+            for (int r0 = 0; r0 < prows; r0 += rows_per_block) {
+                int nr = prows - r0 < rows_per_block ? prows - r0 : rows_per_block;
+                size_t cnt = (size_t)nr * (size_t)e->cols;
+                int gr = e->row0 + r0;
+                if (dtype == TW_ST_BF16)
+                    tw_weight_fill_bf16(c, seed, e->part[p], e->layer, gr, nr, 0, e->cols, buf);
+                else
+                    tw_weight_fill(c, seed, e->part[p], e->layer, gr, nr, 0, e->cols, buf);
+                if ((st = tw_st_writer_append(w, e->name, buf, cnt * esize)) != TW_OK) goto done;
+                if (tw_interrupt_signal()) { /* the writer's abort removes its temporary file */
+                    st = TW_ERR(TW_ERR_INTERRUPTED, "export interrupted by %s",
+                                tw_signal_name(tw_interrupt_signal()));
+                    goto done;
+                }
+                done_bytes += cnt * esize;
+                elems += cnt;
+                if (progress) progress(ctx, done_bytes, total);
+            }
         }
     }
     res->file_bytes = tw_st_writer_file_bytes(w);
@@ -180,10 +245,8 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
     size_t esize = tw_st_dtype_size(dtype);
     for (int i = 0; i < n; i++)
         need += (uint64_t)list[i].rows * (uint64_t)list[i].cols * esize + 256;
-    char parent[4096];
-    tw_export_existing_parent(dir, parent, sizeof parent);
-    if ((st = tw_st_check_space(parent, need)) != TW_OK) goto done;
-    if ((st = tw_mkdirs(dir)) != TW_OK) goto done;
+    /* the folder can be created and written (a reason of its own for /proc/x), then room */
+    if ((st = tw_check_output_dir(dir, need, "the export")) != TW_OK) goto done;
 
     snprintf(res->path, sizeof res->path, "%s/model.safetensors", dir);
     if ((st = tw_export_weights(c, seed, dtype, list, n, res->path, progress, ctx, res)) != TW_OK)
@@ -195,6 +258,11 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
         st = TW_ERR(TW_ERR_PARSE, "model config '%s': stored JSON does not parse", c->name);
         goto done;
     }
+    /* the class transformers must instantiate, whichever of the two the config named */
+    json_t *archs = json_array();
+    json_array_append_new(archs, json_string(c->architecture));
+    json_object_set_new(cfg, "architectures", archs);
+    json_object_set_new(cfg, "model_type", json_string(c->arch));
     json_object_set_new(cfg, "torch_dtype",
                         json_string(dtype == TW_ST_BF16 ? "bfloat16" : "float32"));
     char path[4200];
@@ -217,12 +285,25 @@ tw_status tw_export_model(const tw_model_config *c, uint64_t seed, tw_st_dtype d
     /* scale(kind) of every tensor kind, by a representative Hugging Face name */
     json_t *scales = json_object();
     for (int k = 0; k < TW_W_KINDS; k++) {
-        if (k == TW_W_LM_HEAD && c->tie_embeddings) continue;
+        if (!tw_weight_present(c, (tw_weight_kind)k)) continue;
         char nm[96];
-        tw_weight_hf_name((tw_weight_kind)k, 0, nm, sizeof nm);
+        int l0 = 0; /* the first layer holding it */
+        while (tw_weight_per_layer((tw_weight_kind)k) && l0 < c->n_layers - 1 &&
+               !tw_weight_in_layer(c, (tw_weight_kind)k, l0))
+            l0++;
+        tw_weight_hf_name_of(c, (tw_weight_kind)k, l0, 0, nm, sizeof nm);
         json_object_set_new(scales, nm, json_real(tw_weight_scale(c, (tw_weight_kind)k)));
     }
     json_object_set_new(info, "generator_scales", scales);
+    if (c->n_experts > 0)
+        json_object_set_new(
+            info, "expert_tensors",
+            json_string("expert E's tensors are rows [E * rows, (E + 1) * rows) of "
+                        "the generator's stacked expert kinds (harness/tw_model.h)"));
+    if (c->fused_layout)
+        json_object_set_new(info, "fused_tensors",
+                            json_string("qkv_proj = rows of q_proj, k_proj, v_proj; gate_up_proj = "
+                                        "rows of gate_proj, up_proj (the generator's kinds)"));
     snprintf(path, sizeof path, "%s/tokwatt-export.json", dir);
     st = tw_export_write_json(path, info);
 done:

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tw_config.h"
+#include "tw_util.h"
 #include "tw_model.h"
 
 static const char *const tw_metric_names[] = {
@@ -69,6 +70,46 @@ static tw_status tw_req_pos_num(json_t *o, const char *key, const char *what, do
     if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
         return TW_ERR(TW_ERR_PARSE, "%s: \"%s\" must be a finite number > 0", what, key);
     *out = json_number_value(v);
+    return TW_OK;
+}
+
+/* "latency_limits": {"ttft_ms", "tpot_ms", "percentile", "source"}, optional. Both bounds are
+ * numbers > 0 with the percentile they apply at, or both null (a scenario without a bound); the
+ * source is always required, so a bound (or its absence) never enters the file unattributed. */
+static tw_status tw_parse_limits(json_t *o, const char *what, tw_latency_limits *l) {
+    memset(l, 0, sizeof *l);
+    json_t *v = json_object_get(o, "latency_limits");
+    if (!v) return TW_OK;
+    if (!json_is_object(v))
+        return TW_ERR(TW_ERR_PARSE,
+                      "%s: \"latency_limits\" must be an object (ttft_ms, tpot_ms, percentile, "
+                      "source)",
+                      what);
+    l->given = 1;
+    TW_TRY(tw_req_str(v, "source", what, l->source, sizeof l->source));
+    json_t *ttft = json_object_get(v, "ttft_ms"), *tpot = json_object_get(v, "tpot_ms");
+    int ttft_null = !ttft || json_is_null(ttft), tpot_null = !tpot || json_is_null(tpot);
+    if (ttft_null != tpot_null)
+        return TW_ERR(TW_ERR_PARSE,
+                      "%s: latency_limits gives only one of ttft_ms and tpot_ms (both numbers, or "
+                      "both null for a scenario without a bound)",
+                      what);
+    json_t *pct = json_object_get(v, "percentile");
+    if (ttft_null) {
+        if (pct && !json_is_null(pct))
+            return TW_ERR(TW_ERR_PARSE,
+                          "%s: latency_limits.percentile given without ttft_ms and tpot_ms", what);
+        return TW_OK;
+    }
+    TW_TRY(tw_req_pos_num(v, "ttft_ms", what, &l->ttft_ms));
+    TW_TRY(tw_req_pos_num(v, "tpot_ms", what, &l->tpot_ms));
+    if (!json_is_integer(pct) || json_integer_value(pct) < 1 || json_integer_value(pct) > 100)
+        return TW_ERR(TW_ERR_PARSE,
+                      "%s: latency_limits.percentile must be an integer in [1, 100] (the "
+                      "percentile both bounds apply at)",
+                      what);
+    l->percentile = (int)json_integer_value(pct);
+    l->bounded = 1;
     return TW_OK;
 }
 
@@ -136,6 +177,7 @@ tw_status tw_published_parse_row(json_t *row, const char *what, tw_published_row
             return TW_ERR(TW_ERR_PARSE, "%s: value_high %g is below value %g", w, r->value_high,
                           r->value);
     }
+    TW_TRY(tw_parse_limits(row, w, &r->limits));
     return TW_OK;
 }
 
@@ -172,9 +214,8 @@ tw_status tw_published_load(const char *path, tw_published_set *out) {
         TW_TRY(tw_config_path("published/figures.json", p, sizeof p));
         path = p;
     }
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     tw_status st = tw_published_parse(root, path, out);
     json_decref(root);
     return st == TW_OK ? TW_OK : tw_error_ctx(st, "published figures");
@@ -202,7 +243,12 @@ static int tw_is_dtype(const char *s) {
     return !strcmp(s, "fp32") || !strcmp(s, "bf16") || !strcmp(s, "fp16");
 }
 
-tw_status tw_preset_parse(json_t *root, const char *origin, tw_preset *p) {
+static const char *const tw_shape_keys[] = {"hidden_size",         "intermediate_size",
+                                            "num_hidden_layers",   "num_attention_heads",
+                                            "num_key_value_heads", "vocab_size"};
+#define TW_SHAPE_KEYS (sizeof tw_shape_keys / sizeof tw_shape_keys[0])
+
+tw_status tw_preset_parse_fields(json_t *root, const char *origin, tw_preset *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->origin, sizeof p->origin, "%.500s", origin);
     if (!json_is_object(root)) return TW_ERR(TW_ERR_PARSE, "preset %s: not a JSON object", origin);
@@ -245,37 +291,41 @@ tw_status tw_preset_parse(json_t *root, const char *origin, tw_preset *p) {
         snprintf(p->caveats[i], sizeof p->caveats[i], "%s", json_string_value(v));
         p->n_caveats++;
     }
+    char w[600];
+    snprintf(w, sizeof w, "preset %.500s", origin);
+    TW_TRY(tw_parse_limits(root, w, &p->limits));
 
-    /* The shape the preset was written for must be the model config's shape. */
     json_t *shape = json_object_get(root, "shape");
     if (!json_is_object(shape))
         return TW_ERR(TW_ERR_PARSE, "preset %s: missing \"shape\" (the model shape it mirrors)",
                       origin);
+    for (size_t k = 0; k < TW_SHAPE_KEYS; k++)
+        if (!json_is_integer(json_object_get(shape, tw_shape_keys[k])))
+            return TW_ERR(TW_ERR_PARSE, "preset %s: shape.%s missing or not an integer", origin,
+                          tw_shape_keys[k]);
+    return TW_OK;
+}
+
+tw_status tw_preset_parse(json_t *root, const char *origin, tw_preset *p) {
+    TW_TRY(tw_preset_parse_fields(root, origin, p));
+    /* The shape the preset was written for must be the model config's shape. */
+    json_t *shape = json_object_get(root, "shape");
     tw_model_config cfg;
     tw_status st = tw_model_load(p->model, &cfg);
     if (st) return tw_error_ctx(st, "preset %s: model \"%s\"", origin, p->model);
-    struct {
-        const char *key;
-        int have;
-    } fields[] = {{"hidden_size", cfg.hidden},
-                  {"intermediate_size", cfg.intermediate},
-                  {"num_hidden_layers", cfg.n_layers},
-                  {"num_attention_heads", cfg.n_heads},
-                  {"num_key_value_heads", cfg.n_kv_heads},
-                  {"vocab_size", cfg.vocab}};
+    /* in tw_shape_keys order */
+    const int have[TW_SHAPE_KEYS] = {cfg.hidden,  cfg.intermediate, cfg.n_layers,
+                                     cfg.n_heads, cfg.n_kv_heads,   cfg.vocab};
     int max_pos = cfg.max_pos, heads = cfg.n_heads, kv = cfg.n_kv_heads;
     tw_model_free(&cfg);
-    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++) {
-        json_t *x = json_object_get(shape, fields[k].key);
-        if (!json_is_integer(x))
-            return TW_ERR(TW_ERR_PARSE, "preset %s: shape.%s missing or not an integer", origin,
-                          fields[k].key);
-        if (json_integer_value(x) != fields[k].have)
+    for (size_t k = 0; k < TW_SHAPE_KEYS; k++) {
+        json_t *x = json_object_get(shape, tw_shape_keys[k]);
+        if (json_integer_value(x) != have[k])
             return TW_ERR(TW_ERR_INVALID,
                           "preset %s: shape.%s = %lld but model %s has %d: the preset does not "
                           "describe this model",
-                          origin, fields[k].key, (long long)json_integer_value(x), p->model,
-                          fields[k].have);
+                          origin, tw_shape_keys[k], (long long)json_integer_value(x), p->model,
+                          have[k]);
     }
     if (heads % p->tp || kv % p->tp)
         return TW_ERR(TW_ERR_INVALID, "preset %s: tp %d does not divide %d heads and %d KV heads",
@@ -294,13 +344,17 @@ tw_status tw_preset_load(const char *name_or_path, tw_preset *out) {
     if (!strchr(name_or_path, '/') && !(len > 5 && !strcmp(name_or_path + len - 5, ".json"))) {
         char rel[256];
         snprintf(rel, sizeof rel, "scenarios/%s.json", name_or_path);
-        TW_TRY(tw_config_path(rel, p, sizeof p));
+        if (tw_config_path(rel, p, sizeof p) != TW_OK) { /* an unknown name: a bad argument */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", tw_last_error());
+            return TW_ERR(TW_ERR_INVALID, "unknown preset '%s': %s", name_or_path, why);
+        }
         path = p;
     }
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "preset %s:%d: %s", path, e.line, e.text);
-    tw_status st = tw_preset_parse(root, path, out);
+    json_t *root = NULL;
+    tw_status st = tw_json_load_file(path, &root);
+    if (st != TW_OK) return tw_error_ctx(st, "preset");
+    st = tw_preset_parse(root, path, out);
     json_decref(root);
     return st;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness/project/tw_project.h"
+#include "tw_metrics.h"
 #include "tw_util.h"
 
 const char *const tw_report_chart_ids[TW_REPORT_NCHARTS] = {"chart-throughput", "chart-roofline",
@@ -282,18 +283,21 @@ static void tw_chart_throughput(tw_buf *b, const tw_result_file *f, int nf) {
 /* Per-device roofline coordinates of a row's prefill and decode (NaN when a field is missing).
  * prefill: FLOPs of the prefill pass (prefill GFLOP/s x TTFT) over the weight bytes read once
  *          (params x bytes per weight); performance = prefill GFLOP/s / devices.
- * decode:  2 x params x batch FLOPs per step over the bytes the step moves; performance =
+ * decode:  2 x params x batch FLOPs per step over the bytes the step moves (of a mixture of
+ *          experts, its active params: the weights that multiply a token); performance =
  *          intensity x decode bandwidth / devices. Attention FLOPs are left out of decode. */
 static void tw_roof_points(const tw_run_row *r, double *xp, double *yp, double *xd, double *yd) {
     *xp = *yp = *xd = *yd = NAN;
-    double wbytes = r->params * r->bytes_per_weight;
-    if (r->prefill_gflops > 0 && r->ttft_s > 0 && wbytes > 0) {
-        *xp = r->prefill_gflops * 1e9 * r->ttft_s / wbytes;
-        *yp = r->prefill_gflops / r->devices;
+    double ip =
+        tw_metric_prefill_intensity(r->prefill_gflops, r->ttft_s, r->params, r->bytes_per_weight);
+    if (isfinite(ip)) {
+        *xp = ip;
+        *yp = tw_metric_per_device(r->prefill_gflops, r->devices);
     }
-    if (r->params > 0 && r->decode_bytes_per_step > 0 && r->decode_bw_gbps > 0) {
-        *xd = 2.0 * r->params * r->batch / r->decode_bytes_per_step;
-        *yd = *xd * r->decode_bw_gbps / r->devices;
+    double id = tw_metric_decode_intensity(r->active_params, r->batch, r->decode_bytes_per_step);
+    if (isfinite(id) && r->decode_bw_gbps > 0) {
+        *xd = id;
+        *yd = tw_metric_per_device(id * r->decode_bw_gbps, r->devices);
     }
 }
 
@@ -420,9 +424,9 @@ static const tw_run_row *tw_best_row(const tw_result_file *f, int nf) {
     for (int i = 0; i < nf; i++)
         for (int k = 0; k < f[i].nrows; k++) {
             const tw_run_row *r = &f[i].rows[k];
-            if (!(r->e2e_tps > 0) || !(r->w_per_device > 0)) continue;
-            double tpj = r->e2e_tps / r->devices / r->w_per_device;
-            if (!best || tpj > best->e2e_tps / best->devices / best->w_per_device) best = r;
+            if (!(r->proj_tokens_per_s > 0) || !(r->proj_watts > 0)) continue;
+            double tpj = r->proj_tokens_per_s / r->proj_watts;
+            if (!best || tpj > best->proj_tokens_per_s / best->proj_watts) best = r;
         }
     return best;
 }
@@ -430,10 +434,19 @@ static const tw_run_row *tw_best_row(const tw_result_file *f, int nf) {
 static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf, char *caption,
                                      size_t cn) {
     const tw_run_row *r = tw_best_row(f, nf);
-    if (!r)
-        return TW_ERR(TW_ERR_INVALID,
-                      "report: no row has both e2e tokens/s and watts per device for the "
-                      "projection");
+    if (!r) {
+        /* No power figure anywhere: say so on the page rather than lose the other charts. */
+        tw_bprintf(b,
+                   "<svg id=\"%s\" viewBox=\"0 0 760 80\" width=\"760\" height=\"80\">\n"
+                   "<text x=\"10\" y=\"40\">no projection: no row has watts per device "
+                   "(no power sensor was readable; rerun with --watts W to assume a figure)"
+                   "</text>\n</svg>\n",
+                   tw_report_chart_ids[3]);
+        snprintf(caption, cn,
+                 "Not drawn: no row of these results has both e2e tokens/s and watts per "
+                 "device.");
+        return TW_OK;
+    }
     tw_project_inputs *in = malloc(sizeof *in);
     tw_projection *p = malloc(sizeof *p);
     char *svg = NULL;
@@ -442,9 +455,8 @@ static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf,
         st = TW_ERR(TW_ERR_NOMEM, "report: projection");
         goto out;
     }
-    tw_project_device dev = {.tokens_per_s = r->e2e_tps / r->devices,
-                             .watts = r->w_per_device,
-                             .assumed = r->energy_assumed};
+    tw_project_device dev = {
+        .tokens_per_s = r->proj_tokens_per_s, .watts = r->proj_watts, .assumed = r->energy_assumed};
     snprintf(dev.source, sizeof dev.source, "%s", r->energy_source[0] ? r->energy_source : "?");
     if ((st = tw_project_inputs_load(in)) || (st = tw_project_compute(in, &dev, p)) ||
         (st = tw_project_svg(p, &svg)))

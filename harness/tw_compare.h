@@ -7,7 +7,8 @@
  * over their repetitions). A range is a conservative noise figure for the few repetitions a run
  * has (2 to 10): it needs no distributional assumption and covers every repetition seen. With
  * fewer than two repetitions on either side the noise is unknown and the change is reported as
- * such, never as significant. */
+ * such, never as significant; so is a metric whose file records no per-repetition spread
+ * (joules per token: energy is measured over all repetitions together). */
 #ifndef TW_COMPARE_H
 #define TW_COMPARE_H
 
@@ -25,19 +26,29 @@ typedef struct {
     char label[96]; /* "file.json" or "file.json row 3" */
     char model[128], backend[32], dtype[16], kv_dtype[16], device[128];
     int batch, prompt, gen, tp, devices;
+    int ep;                                  /* expert-parallel degree (0: none) */
+    double routing_skew;                     /* mixtures of experts (NaN: a dense model) */
     double prefill_tps, decode_tps, e2e_tps; /* system tokens/s */
     tw_spread sp_prefill, sp_decode, sp_e2e, sp_ttft, sp_tpot;
     double ttft_s, tpot_p50_s;
     /* roofline inputs (NaN when absent) */
     double prefill_gflops, decode_bw_gbps, decode_bytes_per_step, params, bytes_per_weight;
+    double active_params; /* weights that multiply one token: params, or a mixture of experts'
+                           * active ones (experts.active_params) */
     double membw_gbps, peak_gflops; /* per-device ceilings */
     char ceiling_source[160];
     /* energy (NaN when absent) */
     double e2e_j_per_token, e2e_tokens_per_j, prefill_j_per_token, decode_j_per_token;
     double w_per_device;
+    /* the projection's device figures (tw_project_device_from_row; NaN when the row has none) */
+    double proj_tokens_per_s, proj_watts;
     char energy_source[32];
     int energy_assumed;
     char energy_label[256];
+    /* where and how completely it was measured */
+    char cpu_model[128], host[96];
+    int complete; /* 0: the run (or this row) was interrupted or failed part-way */
+    char incomplete_reason[768];
 } tw_run_row;
 
 typedef struct {
@@ -90,9 +101,12 @@ typedef struct {
     double rel;   /* delta / a */
     double noise; /* max(range_a, range_b) */
     tw_significance sig;
+    const char *why_unknown; /* for TW_SIG_UNKNOWN: no spread recorded, or fewer than 2 reps */
 } tw_diff;
 
 tw_status tw_compare_diff(const tw_spread *a, const tw_spread *b, tw_diff *out);
 const char *tw_significance_text(tw_significance s);
+/* The verdict of one diff, with the reason when unknown. */
+const char *tw_diff_verdict(const tw_diff *d);
 
 #endif

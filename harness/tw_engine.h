@@ -1,12 +1,17 @@
 /* The inference engine: a Llama-family forward pass (prefill and decode with a KV cache, greedy
- * sampling) driven only through the backend interface (kernels/tw_backend.h), so that the CPU
- * and CUDA backends and tensor-parallel shards plug in without changing it.
+ * sampling; Qwen2's q/k/v biases and Mistral/Qwen2/Phi-3 sliding-window attention, the KV cache
+ * staying full-size; Qwen3's q/k norms; mixtures of experts with their routers and shared
+ * experts; DeepSeek's latent attention with a KV cache of the compressed latent and the rope
+ * key, doc/MOE.md) driven only through the backend interface (kernels/tw_backend.h), so that the
+ * CPU and CUDA backends and tensor-parallel shards plug in without changing it.
  *
  * Tensor parallelism (Megatron style): rank r of tp holds query heads [r*H/tp, (r+1)*H/tp), the
  * KV heads they read (replicated when tp > n_kv_heads), columns [r*F/tp, ...) of gate/up and the
  * matching rows of down, the matching columns of o_proj, and a vocabulary shard of the embedding
  * and LM head. Partial sums after o_proj and down_proj (and the sharded embedding) are summed
- * with the communicator; the argmax is reduced across ranks. */
+ * with the communicator; the argmax is reduced across ranks. Experts: every rank holds every
+ * expert's columns [r*Fm/tp, ...) (and the router, replicated); latent attention: the local
+ * heads' rows of q_b_proj and kv_b_proj, the latent projections and cache replicated. */
 #ifndef TW_ENGINE_H
 #define TW_ENGINE_H
 
@@ -31,6 +36,19 @@ typedef struct {
     int tp_rank, tp_size;
     int keep_host_logits; /* initial capture setting: see tw_engine_set_capture */
     int cuda_graph;       /* replay decode steps as a CUDA graph (cuda backend, one rank) */
+    double routing_skew;  /* >= 0: expert e's router logit gets -skew * ln(rank_e), a seeded
+                           * Zipf-like preference (tw_moe_skew_bias; 0: none) */
+    /* Expert parallelism (0 or 1: none): rank ep_rank of ep_size holds experts
+     * [ep_rank * E / ep_size, ...) whole; comm spans the ep_size ranks, and tp_size is 1
+     * (attention replicated) or ep_size (attention tensor-parallel over the same ranks). In a
+     * MoE layer each rank dispatches the slots of its share of the tokens to the experts' ranks
+     * with the communicator's all-to-all, they run there, and a second all-to-all returns them
+     * (doc/MOE.md). */
+    int ep_rank, ep_size;
+    /* Optional: called after each layer's weights are generated; a non-zero return stops the
+     * build (TW_ERR_INTERRUPTED). For progress output and interruption of long builds. */
+    int (*progress)(void *ctx, int layers_done, int layers_total);
+    void *progress_ctx;
 } tw_engine_opts;
 
 /* Bytes this rank needs, planned before anything is allocated. */
@@ -48,8 +66,15 @@ typedef struct tw_engine tw_engine;
 /* Shard geometry of one rank (also used by tests to check slices). */
 typedef struct {
     int heads, kv_heads, head0, kv_head0, ffn, ffn0, vocab, vocab0, vocab_pad;
+    int moe_ffn, moe_ffn0;       /* columns of every held expert's MLP (its down rows) */
+    int shared_ffn, shared_ffn0; /* columns of the shared experts' MLP (n_shared * Fm / tp) */
+    int experts, expert0;        /* the routed experts held here */
 } tw_shard;
 tw_status tw_engine_shard(const tw_model_config *c, int tp_rank, int tp_size, tw_shard *out);
+/* The same with expert parallelism: experts [ep_rank * E / ep_size, ...) whole (ep_size 0 or 1:
+ * tw_engine_shard). */
+tw_status tw_engine_shard_ep(const tw_model_config *c, int tp_rank, int tp_size, int ep_rank,
+                             int ep_size, tw_shard *out);
 
 tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *plan);
 /* Plans, refuses a plan that does not fit (TW_ERR_NOMEM naming need and availability) before
@@ -76,5 +101,22 @@ const double *tw_engine_layer_rms(const tw_engine *e);
 void tw_engine_set_capture(tw_engine *e, int on);
 /* Seconds spent in collectives since create (0 for one rank). */
 double tw_engine_comm_seconds(const tw_engine *e);
+/* Mixture of experts: tokens routed to each expert of each MoE layer since create or the last
+ * tw_engine_reset_expert_load, load[moe_layer * n_experts + e] (prefill and decode, every slot
+ * of every token); NULL for a model without experts. */
+const int64_t *tw_engine_expert_load(const tw_engine *e, int *n_moe_layers, int *n_experts);
+void tw_engine_reset_expert_load(tw_engine *e);
+/* Mean number of distinct experts one decode step reached per MoE layer since that reset (what
+ * a decode step reads of the experts' weights; 0 before any decode step or without experts).
+ * With expert parallelism, over every rank's experts. */
+double tw_engine_decode_experts_per_layer(const tw_engine *e);
+/* Expert parallelism since create: seconds in the dispatch and in the combine all-to-alls, and
+ * the bytes this rank sent in them (padded blocks included: what the fabric carries). */
+typedef struct {
+    double dispatch_s, combine_s;
+    uint64_t dispatch_bytes, combine_bytes;
+    uint64_t calls; /* all-to-alls */
+} tw_engine_ep_stats;
+tw_engine_ep_stats tw_engine_ep_stats_get(const tw_engine *e);
 
 #endif

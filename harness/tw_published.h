@@ -21,6 +21,18 @@ typedef enum {
 const char *tw_pub_metric_name(tw_pub_metric m);
 const char *tw_pub_metric_unit(tw_pub_metric m);
 
+/* A benchmark's latency bounds ("latency_limits" of a row or preset): MLPerf's TTFT and TPOT limits
+ * from LoadGen's mlperf.conf, met at a percentile of the requests. Both bounds are set (Server,
+ * Interactive) or both are absent (Offline: no bound), and the source says which file gave them. */
+typedef struct {
+    int given;      /* the file has a "latency_limits" object */
+    int bounded;    /* ttft_ms and tpot_ms are set; 0: the scenario has no latency bound */
+    double ttft_ms; /* time to first token, 0 when unbounded */
+    double tpot_ms; /* time per output token, 0 when unbounded */
+    int percentile; /* the percentile both bounds apply at (99 for MLPerf), 0 when unbounded */
+    char source[400];
+} tw_latency_limits;
+
 typedef struct {
     char id[96];
     char benchmark[96], round[64], division[32], submitter[96], url[256], citation[400];
@@ -38,8 +50,9 @@ typedef struct {
     char lengths_note[640];
     tw_pub_metric metric;
     char unit[16];
-    double value;      /* > 0 */
-    double value_high; /* the top of a published range; equal to value for a single figure */
+    double value;             /* > 0 */
+    double value_high;        /* the top of a published range; equal to value for a single figure */
+    tw_latency_limits limits; /* given = 0 when the row has none */
 } tw_published_row;
 
 #define TW_PUBLISHED_MAX 64
@@ -78,14 +91,21 @@ typedef struct {
     char published[TW_PRESET_MAX_PUBLISHED][96]; /* ids in configs/published */
     int n_caveats;
     char caveats[TW_PRESET_MAX_CAVEATS][512]; /* what the preset cannot reproduce */
+    tw_latency_limits limits;                 /* the published setup's bounds; given = 0 if none */
 } tw_preset;
 
 /* Reads configs/scenarios/NAME.json for a bare name, or the file at a path (with a '/' or ending
  * in .json), and checks it: its "shape" must equal the model config's (hidden, intermediate,
  * layers, heads, KV heads, vocab), tp must divide the heads and KV heads, prompt + gen must fit
- * max_position_embeddings, and at least one caveat must be given. */
+ * max_position_embeddings, at least one caveat must be given, and "latency_limits", when given,
+ * must be well formed. A preset whose model tw_model_load refuses (an architecture the engine does
+ * not model yet) is refused with that error. */
 tw_status tw_preset_load(const char *name_or_path, tw_preset *out);
 /* The same checks on JSON already read; `origin` names it in errors. */
 tw_status tw_preset_parse(json_t *root, const char *origin, tw_preset *out);
+/* Every check of tw_preset_parse that does not need the model config (fields, dtypes, caveats,
+ * latency limits, the shape's keys present as integers): for inspecting a preset whose model the
+ * engine refuses. A preset that passes this is still not runnable until tw_preset_parse passes. */
+tw_status tw_preset_parse_fields(json_t *root, const char *origin, tw_preset *out);
 
 #endif

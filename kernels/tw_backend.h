@@ -43,8 +43,9 @@ typedef struct {
 
 /* Causal attention for `seq` new tokens per sequence whose keys and values are already in the
  * cache at positions [start_pos[b], start_pos[b] + seq). Query token s of sequence b sits at
- * position start_pos[b] + s and attends to cache positions 0 .. start_pos[b] + s.
- * Grouped-query: head h reads KV head h / (n_heads / n_kv_heads). */
+ * position p = start_pos[b] + s and attends to cache positions 0 .. p, or with a sliding window
+ * W > 0 to positions max(0, p - W + 1) .. p only (the W most recent, itself included: Hugging
+ * Face's sliding_window mask). Grouped-query: head h reads KV head h / (n_heads / n_kv_heads). */
 typedef struct {
     int batch, seq, n_heads, n_kv_heads, head_dim, max_seq;
     const int *start_pos; /* [batch], host memory */
@@ -54,10 +55,12 @@ typedef struct {
     tw_dtype kv_dtype;
     float *out;  /* [batch * seq, n_heads, head_dim] */
     float scale; /* usually 1/sqrt(head_dim) */
+    int window;  /* sliding window W (0: none) */
 } tw_attn_prefill_args;
 
 /* One new query per sequence attending to cache positions 0 .. lens[b]-1 (lens include the new
- * token, whose K and V were stored first). Sequences may have different lengths. */
+ * token, whose K and V were stored first), or with a window W > 0 to max(0, lens[b] - W) ..
+ * lens[b]-1. Sequences may have different lengths. */
 typedef struct {
     int batch, n_heads, n_kv_heads, head_dim, max_seq;
     const int *lens; /* [batch], host memory */
@@ -67,6 +70,7 @@ typedef struct {
     tw_dtype kv_dtype;
     float *out; /* [batch, n_heads, head_dim] */
     float scale;
+    int window; /* sliding window W (0: none) */
 } tw_attn_decode_args;
 
 /* Stores `seq` new tokens of K and V per sequence into the cache at start_pos[b] + s, converting
@@ -79,6 +83,95 @@ typedef struct {
     void *k_cache, *v_cache;
     tw_dtype kv_dtype;
 } tw_kv_store_args;
+
+/* ---- mixture of experts (doc/MOE.md) ------------------------------------------------------
+ * Routing: per token, scores s = softmax(logits + logit_bias) or sigmoid(logits + logit_bias);
+ * the choice ranks s + choice_bias (the score correction bias of DeepSeek-V3, or NULL), limited
+ * with n_group > 1 to the topk_group groups of n_experts / n_group consecutive experts with the
+ * best group scores (group_top2: the sum of a group's two best choice values; else its best);
+ * the top_k experts of the choice (larger first, ties to the lower index) get the weights s
+ * (without choice_bias), divided by their sum when norm_topk (+ 1e-20 for sigmoid, as
+ * DeepSeek), then times scale (routed_scaling_factor). */
+typedef enum { TW_ROUTE_SOFTMAX = 0, TW_ROUTE_SIGMOID = 1 } tw_route_scoring;
+
+typedef struct {
+    int tokens, n_experts, top_k;
+    tw_route_scoring scoring;
+    int n_group, topk_group, group_top2; /* 1, 1: no group limit */
+    int norm_topk;
+    float scale;
+    const float *logits;     /* [tokens, n_experts] router logits */
+    const float *logit_bias; /* [n_experts] added to every logit first (routing skew), or NULL */
+    const void *choice_bias; /* [n_experts] choice_dtype, or NULL */
+    tw_dtype choice_dtype;
+    int *idx;      /* [tokens, top_k] chosen experts (backend memory) */
+    float *weight; /* [tokens, top_k] their weights */
+} tw_moe_route_args;
+
+/* Grouped expert MLP: for every token t and slot j whose expert e = idx[t, j] is held here
+ * (expert0 <= e < expert0 + n_experts), out_e = (silu(x_t G_e^T) * (x_t U_e^T)) D_e^T;
+ * y_t (+)= sum over held slots j, in slot order, of weight[t, j] * out_e. Tokens whose slots are
+ * all elsewhere get 0 (or keep y with accumulate). Each expert's tokens are gathered and run
+ * through one GEMM per projection (no per-token loop). */
+typedef struct {
+    int tokens, hidden, ffn, top_k; /* ffn: the expert width held here (a tensor-parallel shard) */
+    int n_experts, expert0;         /* the experts held here */
+    const int *idx;                 /* [tokens, top_k] from moe_route (backend memory) */
+    const float *weight;            /* [tokens, top_k] */
+    const float *x;                 /* [tokens, hidden] */
+    const void *w_gate_up; /* [n_experts][2 * ffn, hidden]: expert e's gate rows then up rows */
+    const void *w_down;    /* [n_experts][hidden, ffn] */
+    tw_dtype w_dtype;
+    float *y; /* [tokens, hidden] */
+    int accumulate;
+    void *work; /* backend memory of at least tw_moe_ffn_work_bytes() */
+    size_t work_bytes;
+    int *counts; /* [n_experts] tokens each held expert received in this call (backend memory),
+                  * or NULL */
+} tw_moe_ffn_args;
+
+/* Workspace of moe_ffn: the gathered rows, their gate/up and down outputs, the permutation. */
+static inline size_t tw_moe_ffn_work_bytes(int tokens, int top_k, int hidden, int ffn,
+                                           int n_experts) {
+    size_t slots = (size_t)tokens * (size_t)top_k;
+    return slots * (2 * (size_t)hidden + 3 * (size_t)ffn) * sizeof(float) +
+           (2 * slots + 3 * (size_t)n_experts + 2) * sizeof(int) + 256;
+}
+
+/* ---- multi-head latent attention (DeepSeek; doc/MOE.md) --------------------------------------
+ * The cache holds per position the normalised latent c (lora_rank) then the rotated rope key
+ * k_r (rope_dim): [batch, max_seq, lora_rank + rope_dim] in kv_dtype. mla_store writes `seq`
+ * new rows per sequence at start_pos[b] + s from kv [batch * seq, ldkv] (the first lora_rank +
+ * rope_dim columns). */
+typedef struct {
+    int batch, seq, lora_rank, rope_dim, max_seq;
+    const int *start_pos; /* [batch], host memory */
+    const float *kv;
+    int ldkv; /* 0: packed (lora_rank + rope_dim) */
+    void *cache;
+    tw_dtype kv_dtype;
+} tw_mla_store_args;
+
+/* Absorbed latent attention (prefill and decode): query token s of sequence b at position
+ * p = start_pos[b] + s, head h, attends cache positions 0 .. p with
+ *   score = scale * ((W_UK,h^T q_nope,h) . c + q_rope,h . k_r)
+ *   out_h = W_UV,h (sum_p softmax(score)_p c_p)
+ * where W_UK,h and W_UV,h are head h's nope rows and v rows of kv_b_proj (w_kv_b: per head
+ * nope_dim rows then v_dim rows, each lora_rank wide, checkpoint layout): the keys and values
+ * are never expanded. q: per token the nope parts of every head [n_heads * nope_dim], then the
+ * rope parts [n_heads * rope_dim] (RoPE applied), rows ldq apart. */
+typedef struct {
+    int batch, seq, n_heads, nope_dim, rope_dim, lora_rank, v_dim, max_seq;
+    const int *start_pos; /* [batch], host memory */
+    const float *q;
+    int ldq;            /* 0: packed n_heads * (nope_dim + rope_dim) */
+    const void *w_kv_b; /* [n_heads * (nope_dim + v_dim), lora_rank] w_dtype */
+    tw_dtype w_dtype;
+    const void *cache; /* [batch, max_seq, lora_rank + rope_dim] kv_dtype */
+    tw_dtype kv_dtype;
+    float *out; /* [batch * seq, n_heads * v_dim] */
+    float scale;
+} tw_mla_attn_args;
 
 typedef struct tw_backend tw_backend;
 
@@ -122,6 +215,21 @@ typedef struct {
     void *(*native_stream)(tw_backend *be);
 
     void (*destroy)(tw_backend *be);
+
+    /* Slots added after the first layout (keep the order above; add new ones at the end). */
+    /* x[r, j] += b[j] for r < rows, j < n; rows ldx elements apart (0 = packed n); b is [n] in
+     * b_dtype (the q/k/v biases of Qwen2) */
+    tw_status (*bias_add)(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                          tw_dtype b_dtype);
+    /* In place: every head of every row, x[r * ldx + h * dim .. + dim), divided by its RMS and
+     * times w[dim] (Qwen3's q_norm/k_norm, DeepSeek's kv_a_layernorm on the latent part of a
+     * wider row). ldx 0 = packed n_heads * dim. */
+    tw_status (*head_rmsnorm)(tw_backend *be, int rows, int n_heads, int dim, float *x, int ldx,
+                              const void *w, tw_dtype w_dtype, float eps);
+    tw_status (*moe_route)(tw_backend *be, const tw_moe_route_args *a);
+    tw_status (*moe_ffn)(tw_backend *be, const tw_moe_ffn_args *a);
+    tw_status (*mla_store)(tw_backend *be, const tw_mla_store_args *a);
+    tw_status (*mla_attn)(tw_backend *be, const tw_mla_attn_args *a);
 } tw_backend_ops;
 
 struct tw_backend {

@@ -61,6 +61,78 @@ TW_HD static inline void tw_splitkv_range(int len, int splits, int split, int *s
     *s1 = *s0 + per < len ? *s0 + per : len;
 }
 
+/* ---- decode GEMV (kernels/cuda/gemv.cu): y[m, n] (+)= x[m, k] . w[n, k]^T for m <= 8 -------
+ * As mma.sync m16n8k16 with the weights as A (16 output features per warp) and x^T as B (its m <= 8
+ * rows the 8 columns), so the FMAs cost nothing and only the weights stream from memory. Each
+ * block stages its k slice of x once, as bf16, in shared memory ([8][pitch]; rows >= m and
+ * k >= the end zero), and its 8 warps cover 128 consecutive features; the k range is split
+ * across blocks (gridDim.y) when the features alone would not fill the GPU, and the last block
+ * of each feature range to finish adds the partial sums in split order (deterministic).
+ * A sum over k may take k in any order if A and B agree: for a 32-wide k block kb, lane
+ * (g = lane / 4, q = lane % 4) loads 16 contiguous bytes at k = kb + 8q of weight rows g and g + 8
+ * and of x row g; mma step s (0, 1) takes word 2s of them (k + 4s, +1) as fragment positions
+ * 2q, 2q + 1 (a0 / a1, b0) and word 2s + 1 (k + 4s + 2, +3) as 2q + 8, 2q + 9 (a2 / a3, b1). */
+#define TW_GV_THREADS    256
+#define TW_GV_ROWS       16                                /* features per warp */
+#define TW_GV_BLOCK_ROWS (TW_GV_THREADS / 32 * TW_GV_ROWS) /* 128 */
+#define TW_GV_KB         32                                /* k per pair of mma steps */
+#define TW_GV_MAXM       8
+#define TW_GV_KS_MAX     2048 /* k per split: x slice 8 x (2048 + 32) bf16 = 33 KB of shared memory */
+#define TW_GV_KS_MIN     512 /* fewer k per split would spend more on partial sums than it gains */
+
+/* first k (within a 32-wide block) of the lane's 16-byte loads */
+TW_HD static inline int tw_gv_lane_k(int lane) {
+    return 8 * (lane % 4);
+}
+/* the weight row (feature within the warp's 16) of the lane's load `half` (0: row g, 1: g + 8);
+ * the x row a lane loads is tw_gv_lane_row(lane, 0) */
+TW_HD static inline int tw_gv_lane_row(int lane, int half) {
+    return lane / 4 + 8 * half;
+}
+/* A register r (a0..a3) of mma step s: word tw_gv_a_word of the load tw_gv_a_half */
+TW_HD static inline int tw_gv_a_half(int r) {
+    return r % 2;
+}
+TW_HD static inline int tw_gv_a_word(int r, int s) {
+    return 2 * s + r / 2;
+}
+/* B register r (b0, b1) of mma step s: word tw_gv_b_word of the lane's x load */
+TW_HD static inline int tw_gv_b_word(int r, int s) {
+    return 2 * s + r;
+}
+/* element offset in the staged x slice of the lane's 16-byte read at block kk (a multiple of 32) */
+TW_HD static inline int tw_gv_xs_off(int lane, int kk, int pitch) {
+    return tw_gv_lane_row(lane, 0) * pitch + kk + tw_gv_lane_k(lane);
+}
+
+typedef struct {
+    int blocks_x;   /* feature blocks of TW_GV_BLOCK_ROWS */
+    int splits;     /* k splits (gridDim.y); 1: no partial sums */
+    int ks;         /* k per split, a multiple of TW_GV_KB; the last split may be shorter */
+    int pitch;      /* x slice row pitch in elements: 64 bytes mod 128, so the 8 lanes of each
+                     * 16-byte shared-memory phase hit 8 different bank quads */
+    int smem_bytes; /* dynamic shared memory of one block */
+} tw_gv_plan;
+
+/* Splits k so that blocks_x * splits reaches about 2 blocks per multiprocessor where k allows
+ * (at least TW_GV_KS_MIN per split) and every slice fits shared memory (TW_GV_KS_MAX); no split
+ * is empty. */
+TW_HD static inline tw_gv_plan tw_gv_plan_make(int n, int k, int sm_count) {
+    tw_gv_plan p;
+    p.blocks_x = (n + TW_GV_BLOCK_ROWS - 1) / TW_GV_BLOCK_ROWS;
+    int kr = (k + TW_GV_KB - 1) / TW_GV_KB * TW_GV_KB;
+    int need = (kr + TW_GV_KS_MAX - 1) / TW_GV_KS_MAX;
+    int want = (2 * (sm_count > 0 ? sm_count : 1) + p.blocks_x - 1) / p.blocks_x;
+    int most = kr / TW_GV_KS_MIN > 1 ? kr / TW_GV_KS_MIN : 1;
+    int s = want < most ? want : most;
+    if (s < need) s = need;
+    p.ks = ((kr + s - 1) / s + TW_GV_KB - 1) / TW_GV_KB * TW_GV_KB;
+    p.splits = (kr + p.ks - 1) / p.ks;
+    p.pitch = p.ks + (p.ks % 64 == 0 ? 32 : 0);
+    p.smem_bytes = TW_GV_MAXM * p.pitch * 2;
+    return p;
+}
+
 /* ---- Hopper GEMM with TMA and wgmma (kernels/cuda/gemm_wgmma_tma.cu) ---------------------------
  * The tile shape, shared-memory layout, descriptor encoding, pipeline parities and accumulator
  * layout of tw_k_gemm_wgmma_tma, written here so that tests/test_cuda_helpers.c can run a

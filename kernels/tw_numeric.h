@@ -114,8 +114,20 @@ TW_HD static inline float tw_splitkv_merge(int n, int d, const float *part_lse, 
     return lse;
 }
 
+/* Sliding-window attention: the first key position a query at position pos attends with window
+ * w (0: no window, every position from 0); keys lo .. pos are attended (Hugging Face's mask
+ * kv_idx > q_idx - sliding_window). */
+TW_HD static inline int tw_attn_window_lo(int pos, int w) {
+    return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
+}
+
 /* ---- RoPE (Llama conventions, Hugging Face "rotate half" pairing: x[i] with x[i + D/2]) ---- */
-typedef enum { TW_ROPE_DEFAULT = 0, TW_ROPE_LINEAR = 1, TW_ROPE_LLAMA3 = 2 } tw_rope_type;
+typedef enum {
+    TW_ROPE_DEFAULT = 0,
+    TW_ROPE_LINEAR = 1,
+    TW_ROPE_LLAMA3 = 2,
+    TW_ROPE_YARN = 3 /* DeepSeek-V2/V3 (the attention-scale correction lives in the model) */
+} tw_rope_type;
 
 typedef struct {
     float theta;            /* rope_theta */
@@ -123,13 +135,41 @@ typedef struct {
     float factor;           /* rope_scaling.factor */
     float low_freq_factor;  /* llama3 */
     float high_freq_factor; /* llama3 */
-    float original_max_pos; /* llama3: original_max_position_embeddings */
+    float original_max_pos; /* llama3, yarn: original_max_position_embeddings */
+    float beta_fast;        /* yarn (default 32) */
+    float beta_slow;        /* yarn (default 1) */
+    int yarn_truncate;      /* yarn: floor/ceil the correction range (transformers' default 1) */
 } tw_rope_params;
+
+/* YaRN (transformers' _compute_yarn_parameters): pairs below the correction range keep their
+ * frequency (extrapolation), pairs above it are divided by `factor` (interpolation), with a
+ * linear ramp between; the range comes from the rotation counts beta_fast and beta_slow over
+ * original_max_position_embeddings. Computed in double. */
+TW_HD static inline float tw_rope_yarn_inv_freq(int i, int head_dim, const tw_rope_params *rp) {
+    const double two_pi = 6.283185307179586;
+    double dim = (double)head_dim, base = (double)rp->theta, orig = (double)rp->original_max_pos;
+    double pos_freq = pow(base, (double)(2 * i) / dim);
+    double extrap = 1.0 / pos_freq, interp = 1.0 / ((double)rp->factor * pos_freq);
+    double lo = dim * log(orig / ((double)rp->beta_fast * two_pi)) / (2.0 * log(base));
+    double hi = dim * log(orig / ((double)rp->beta_slow * two_pi)) / (2.0 * log(base));
+    if (rp->yarn_truncate) {
+        lo = floor(lo);
+        hi = ceil(hi);
+    }
+    if (lo < 0) lo = 0;
+    if (hi > dim - 1) hi = dim - 1;
+    if (lo == hi) hi += 0.001; /* as transformers: no division by zero */
+    double ramp = ((double)i - lo) / (hi - lo);
+    ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+    double keep = 1.0 - ramp; /* the extrapolation share */
+    return (float)(interp * (1.0 - keep) + extrap * keep);
+}
 
 /* Inverse frequency of rotation pair i (0 <= i < head_dim/2), with the model's scaling. */
 TW_HD static inline float tw_rope_inv_freq(int i, int head_dim, const tw_rope_params *rp) {
     float inv = (float)(1.0 / pow((double)rp->theta, (double)(2 * i) / (double)head_dim));
     if (rp->type == TW_ROPE_LINEAR) return inv / rp->factor;
+    if (rp->type == TW_ROPE_YARN) return tw_rope_yarn_inv_freq(i, head_dim, rp);
     if (rp->type != TW_ROPE_LLAMA3) return inv;
     /* llama3: long wavelengths are slowed by `factor`, short ones kept, the band between
      * blended linearly in 1/wavelength. */

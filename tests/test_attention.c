@@ -1,11 +1,11 @@
 /* CPU attention kernels (attn_prefill_cpu, attn_decode_cpu, kv_store_cpu) against a naive
- * float64 softmax(q k^T * scale) v written here, on random caches of awkward shapes, fp32 and
- * bf16 KV, both SIMD paths. The cache is random also between each query's causal limit and the
- * end of the call's tokens, so attending to a masked key changes the result. Outputs are
- * NaN-poisoned and surrounded by guards. Positions past what a call may read (start_pos + seq, or
- * lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for bf16 caches alike (the
- * reference uses the bf16-rounded K and V, so the kernel's conversion is exact and only fp32
- * rounding is left). */
+ * float64 softmax(q k^T * scale) v written here (causal, and with sliding windows), on random
+ * caches of awkward shapes, fp32 and bf16 KV, both SIMD paths. The cache is random also between
+ * each query's causal limit and the end of the call's tokens, so attending to a masked key changes
+ * the result. Outputs are NaN-poisoned and surrounded by guards. Positions past what a call may
+ * read (start_pos + seq, or lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for
+ * bf16 caches alike (the reference uses the bf16-rounded K and V, so the kernel's conversion is
+ * exact and only fp32 rounding is left). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -97,16 +97,16 @@ static void cache_free(test_cache *c) {
     free(c->vd);
 }
 
-/* out[d] = softmax_j(scale * q . k_j) v_j over cache positions 0..npos-1 of (b, kvh) */
-static void ref_attend(const test_cache *c, int b, int kvh, const float *q, double scale, int npos,
-                       double *out) {
+/* out[d] = softmax_j(scale * q . k_j) v_j over cache positions lo..npos-1 of (b, kvh) */
+static void ref_attend_from(const test_cache *c, int b, int kvh, const float *q, double scale,
+                            int lo, int npos, double *out) {
     int d = c->head_dim;
     const double *kb = c->kd + ((size_t)b * c->n_kv_heads + kvh) * c->max_seq * d;
     const double *vb = c->vd + ((size_t)b * c->n_kv_heads + kvh) * c->max_seq * d;
     double *s = malloc(sizeof(double) * npos);
     cr_assert(s);
     double mx = -INFINITY;
-    for (int j = 0; j < npos; j++) {
+    for (int j = lo; j < npos; j++) {
         double acc = 0;
         for (int x = 0; x < d; x++) acc += (double)q[x] * kb[(size_t)j * d + x];
         s[j] = acc * scale;
@@ -114,13 +114,20 @@ static void ref_attend(const test_cache *c, int b, int kvh, const float *q, doub
     }
     double den = 0;
     for (int x = 0; x < d; x++) out[x] = 0;
-    for (int j = 0; j < npos; j++) {
+    for (int j = lo; j < npos; j++) {
         double p = exp(s[j] - mx);
         den += p;
         for (int x = 0; x < d; x++) out[x] += p * vb[(size_t)j * d + x];
     }
     for (int x = 0; x < d; x++) out[x] /= den;
     free(s);
+}
+
+/* the first key a query at position pos attends with a sliding window w (written here, not
+ * taken from the kernels: the W most recent positions, itself included) */
+static int ref_window_lo(int pos, int w) {
+    int lo = w > 0 ? pos - w + 1 : 0;
+    return lo > 0 ? lo : 0;
 }
 
 static int simd_levels(tw_simd *lv) {
@@ -131,8 +138,8 @@ static int simd_levels(tw_simd *lv) {
 }
 
 /* ---- prefill --------------------------------------------------------------------------------- */
-static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, const int *start,
-                        int bf16, float qscale, int threads, uint64_t seed) {
+static void run_prefill_w(int batch, int seq, int h, int g, int d, int max_seq, const int *start,
+                          int bf16, float qscale, int threads, uint64_t seed, int window) {
     tw_test_rng r;
     tw_test_rng_seed(&r, seed);
     test_cache c;
@@ -151,7 +158,8 @@ static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, co
         for (int s = 0; s < seq; s++)
             for (int hh = 0; hh < h; hh++) {
                 size_t row = (((size_t)b * seq + s) * h + hh) * d;
-                ref_attend(&c, b, hh / (h / g), q + row, (float)scale, start[b] + s + 1, ref + row);
+                ref_attend_from(&c, b, hh / (h / g), q + row, (float)scale,
+                                ref_window_lo(start[b] + s, window), start[b] + s + 1, ref + row);
             }
     tw_simd lv[3];
     int nl = simd_levels(lv);
@@ -171,18 +179,26 @@ static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, co
                                   .v_cache = c.v,
                                   .kv_dtype = bf16 ? TW_BF16 : TW_F32,
                                   .out = out,
-                                  .scale = (float)scale};
+                                  .scale = (float)scale,
+                                  .window = window};
         tw_status st = attn_prefill_cpu(&a, threads);
         cr_assert_eq(st, TW_OK, "%s", tw_last_error());
         double err = tw_test_rel_err(out, ref, nq);
-        cr_expect(
-            err < TOL, "prefill %s B=%d S=%d H=%d G=%d D=%d %s threads=%d: rel err %.3g (tol %.1g)",
-            tw_simd_name(lv[l]), batch, seq, h, g, d, bf16 ? "bf16" : "fp32", threads, err, TOL);
+        cr_expect(err < TOL,
+                  "prefill %s B=%d S=%d H=%d G=%d D=%d %s threads=%d window=%d: rel err %.3g "
+                  "(tol %.1g)",
+                  tw_simd_name(lv[l]), batch, seq, h, g, d, bf16 ? "bf16" : "fp32", threads, window,
+                  err, TOL);
         guarded_check_free(out, nq, "prefill out");
     }
     free(q);
     free(ref);
     cache_free(&c);
+}
+
+static void run_prefill(int batch, int seq, int h, int g, int d, int max_seq, const int *start,
+                        int bf16, float qscale, int threads, uint64_t seed) {
+    run_prefill_w(batch, seq, h, g, d, max_seq, start, bf16, qscale, threads, seed, 0);
 }
 
 Test(attention, prefill_single_token_single_key) {
@@ -222,8 +238,8 @@ Test(attention, prefill_peaky_scores) {
 }
 
 /* ---- decode ---------------------------------------------------------------------------------- */
-static void run_decode(int batch, int h, int g, int d, int max_seq, const int *lens, int bf16,
-                       float qscale, int threads, uint64_t seed) {
+static void run_decode_w(int batch, int h, int g, int d, int max_seq, const int *lens, int bf16,
+                         float qscale, int threads, uint64_t seed, int window) {
     tw_test_rng r;
     tw_test_rng_seed(&r, seed);
     test_cache c;
@@ -237,7 +253,8 @@ static void run_decode(int batch, int h, int g, int d, int max_seq, const int *l
     for (int b = 0; b < batch; b++)
         for (int hh = 0; hh < h; hh++) {
             size_t row = ((size_t)b * h + hh) * d;
-            ref_attend(&c, b, hh / (h / g), q + row, (float)scale, lens[b], ref + row);
+            ref_attend_from(&c, b, hh / (h / g), q + row, (float)scale,
+                            ref_window_lo(lens[b] - 1, window), lens[b], ref + row);
         }
     tw_simd lv[3];
     int nl = simd_levels(lv);
@@ -256,17 +273,25 @@ static void run_decode(int batch, int h, int g, int d, int max_seq, const int *l
                                  .v_cache = c.v,
                                  .kv_dtype = bf16 ? TW_BF16 : TW_F32,
                                  .out = out,
-                                 .scale = (float)scale};
+                                 .scale = (float)scale,
+                                 .window = window};
         tw_status st = attn_decode_cpu(&a, threads);
         cr_assert_eq(st, TW_OK, "%s", tw_last_error());
         double err = tw_test_rel_err(out, ref, nq);
-        cr_expect(err < TOL, "decode %s B=%d H=%d G=%d D=%d %s threads=%d: rel err %.3g (tol %.1g)",
-                  tw_simd_name(lv[l]), batch, h, g, d, bf16 ? "bf16" : "fp32", threads, err, TOL);
+        cr_expect(err < TOL,
+                  "decode %s B=%d H=%d G=%d D=%d %s threads=%d window=%d: rel err %.3g (tol %.1g)",
+                  tw_simd_name(lv[l]), batch, h, g, d, bf16 ? "bf16" : "fp32", threads, window, err,
+                  TOL);
         guarded_check_free(out, nq, "decode out");
     }
     free(q);
     free(ref);
     cache_free(&c);
+}
+
+static void run_decode(int batch, int h, int g, int d, int max_seq, const int *lens, int bf16,
+                       float qscale, int threads, uint64_t seed) {
+    run_decode_w(batch, h, g, d, max_seq, lens, bf16, qscale, threads, seed, 0);
 }
 
 Test(attention, decode_batch3_gqa_mixed_lengths) {
@@ -295,21 +320,24 @@ Test(attention, decode_peaky_scores_long) {
     run_decode(1, 6, 2, 128, 3000, lens, 1, 40.0f, 0, 101);
 }
 
-Test(attention, decode_matches_prefill_last_token) {
-    /* the same question asked two ways must agree to fp32 rounding */
+/* The same question asked two ways must agree to fp32 rounding: a decode step for the last token
+ * of each sequence, and a prefill of its last S tokens (with a sliding window W when W > 0, in
+ * which case dropping the window must change the answer). */
+static void decode_vs_prefill(uint64_t seed, int bf16, int start0, int start1, int maxs, int w) {
     tw_test_rng r;
-    tw_test_rng_seed(&r, 111);
-    enum { B = 2, S = 37, H = 6, G = 2, D = 64, MAXS = 80 };
+    tw_test_rng_seed(&r, seed);
+    enum { B = 2, S = 37, H = 6, G = 2, D = 64 };
     test_cache c;
-    cache_make(&c, &r, B, G, MAXS, D, 1, NULL);
-    int start[B] = {3, 40};
+    cache_make(&c, &r, B, G, maxs, D, bf16, NULL);
+    int start[B] = {start0, start1};
     static float q[B * S * H * D], outp[B * S * H * D], qd[B * H * D], outd[B * H * D];
     tw_test_fill(&r, q, sizeof q / sizeof q[0], 1.5f);
     for (int b = 0; b < B; b++)
         memcpy(qd + (size_t)b * H * D, q + ((size_t)b * S + S - 1) * H * D, sizeof(float) * H * D);
     int lens[B] = {start[0] + S, start[1] + S};
-    tw_attn_prefill_args pa = {B, S, H, G, D, MAXS, start, q, c.k, c.v, TW_BF16, outp, 0.125f};
-    tw_attn_decode_args da = {B, H, G, D, MAXS, lens, qd, c.k, c.v, TW_BF16, outd, 0.125f};
+    tw_dtype dt = bf16 ? TW_BF16 : TW_F32;
+    tw_attn_prefill_args pa = {B, S, H, G, D, maxs, start, q, c.k, c.v, dt, outp, 0.125f, w};
+    tw_attn_decode_args da = {B, H, G, D, maxs, lens, qd, c.k, c.v, dt, outd, 0.125f, w};
     tw_test_poison(outp, sizeof outp / sizeof outp[0]);
     tw_test_poison(outd, sizeof outd / sizeof outd[0]);
     cr_assert_eq(attn_prefill_cpu(&pa, 0), TW_OK, "%s", tw_last_error());
@@ -319,8 +347,47 @@ Test(attention, decode_matches_prefill_last_token) {
         for (int i = 0; i < H * D; i++)
             last[(size_t)b * H * D + i] = outp[((size_t)b * S + S - 1) * H * D + i];
     double err = tw_test_rel_err(outd, last, B * H * D);
-    cr_expect(err < TOL, "decode vs prefill: rel err %.3g", err);
+    cr_expect(err < TOL, "decode vs prefill (window %d): rel err %.3g", w, err);
+    if (w > 0) {
+        da.window = 0;
+        cr_assert_eq(attn_decode_cpu(&da, 0), TW_OK, "%s", tw_last_error());
+        cr_assert(tw_test_rel_err(outd, last, B * H * D) > 1e-3, "the window changed nothing");
+    }
     cache_free(&c);
+}
+
+Test(attention, decode_matches_prefill_last_token) {
+    decode_vs_prefill(111, 1, 3, 40, 80, 0);
+}
+
+/* ---- sliding window ------------------------------------------------------------------------- */
+/* Windows shorter than the context, longer than it, equal to it, of one key, not multiples of
+ * the 64-key blocks, ending mid-block; prefill chunks that start inside and before the window,
+ * and tasks whose tokens straddle the window edge. The cache before each window holds finite
+ * random keys and values, so attending to one of them changes the result. */
+Test(attention, prefill_sliding_window) {
+    int s1[1] = {0}, s2[2] = {0, 90}, s3[3] = {3, 40, 200};
+    run_prefill_w(1, 20, 6, 2, 64, 20, s1, 0, 2.0f, 0, 301, 7); /* window inside the prompt */
+    run_prefill_w(1, 20, 6, 2, 64, 20, s1, 1, 2.0f, 2, 302, 7);
+    run_prefill_w(2, 130, 6, 2, 64, 230, s2, 0, 2.0f, 3, 303, 70);  /* spans 64-key blocks */
+    run_prefill_w(2, 130, 6, 2, 64, 230, s2, 1, 2.0f, 0, 304, 129); /* ends mid-block */
+    run_prefill_w(3, 17, 4, 1, 80, 240, s3, 0, 1.0f, 0, 305, 1);    /* only itself */
+    run_prefill_w(3, 17, 4, 4, 18, 240, s3, 1, 1.0f, 1, 306, 300);  /* longer than the context */
+    run_prefill_w(1, 20, 6, 2, 64, 20, s1, 0, 2.0f, 0, 307, 20);    /* exactly the context */
+}
+
+Test(attention, decode_sliding_window) {
+    int l1[3] = {1, 300, 1000}, l2[2] = {7, 8}, l3[2] = {2100, 513};
+    run_decode_w(3, 6, 2, 64, 1024, l1, 0, 2.0f, 0, 311, 100);
+    run_decode_w(3, 6, 2, 64, 1024, l1, 1, 2.0f, 3, 312, 257); /* one split past a split edge */
+    run_decode_w(2, 4, 2, 32, 16, l2, 0, 1.0f, 0, 313, 7);     /* at and one past the window */
+    run_decode_w(2, 6, 1, 128, 2100, l3, 1, 2.0f, 4, 314, 600);
+    run_decode_w(2, 4, 4, 18, 16, l2, 0, 1.0f, 0, 315, 1);
+}
+
+Test(attention, sliding_window_decode_matches_prefill_last_token) {
+    decode_vs_prefill(321, 0, 3, 240, 300, 19);
+    decode_vs_prefill(322, 1, 0, 100, 300, 64);
 }
 
 /* ---- kv store -------------------------------------------------------------------------------- */
@@ -403,7 +470,7 @@ static void expect_invalid(tw_status st, const char *needle) {
 Test(attention, bad_arguments) {
     static float q[6 * 64], out[6 * 64], kc[2 * 16 * 64], vc[2 * 16 * 64];
     int start[1] = {0}, lens[1] = {5};
-    tw_attn_prefill_args p = {1, 1, 6, 2, 64, 16, start, q, kc, vc, TW_F32, out, 0.125f};
+    tw_attn_prefill_args p = {1, 1, 6, 2, 64, 16, start, q, kc, vc, TW_F32, out, 0.125f, 0};
     tw_attn_prefill_args x = p;
     x.n_kv_heads = 4;
     expect_invalid(attn_prefill_cpu(&x, 0), "n_kv_heads 4");
@@ -422,10 +489,13 @@ Test(attention, bad_arguments) {
     x = p;
     x.head_dim = 0;
     expect_invalid(attn_prefill_cpu(&x, 0), "head_dim must be >= 1, got 0");
+    x = p;
+    x.window = -3;
+    expect_invalid(attn_prefill_cpu(&x, 0), "window must be >= 0");
     expect_invalid(attn_prefill_cpu(&p, -1), "threads");
     expect_invalid(attn_prefill_cpu(NULL, 0), "NULL");
 
-    tw_attn_decode_args d = {1, 6, 2, 64, 16, lens, q, kc, vc, TW_F32, out, 0.125f};
+    tw_attn_decode_args d = {1, 6, 2, 64, 16, lens, q, kc, vc, TW_F32, out, 0.125f, 0};
     tw_attn_decode_args y = d;
     y.lens = (int[]){0};
     expect_invalid(attn_decode_cpu(&y, 0), "lens[0] = 0");
@@ -440,6 +510,9 @@ Test(attention, bad_arguments) {
     y = d;
     y.scale = NAN;
     expect_invalid(attn_decode_cpu(&y, 0), "scale");
+    y = d;
+    y.window = -1;
+    expect_invalid(attn_decode_cpu(&y, 0), "window must be >= 0");
 
     tw_kv_store_args s = {1, 1, 2, 64, 16, start, q, q, 0, kc, vc, TW_F32};
     tw_kv_store_args z = s;

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness/tw_compare.h"
 #include "tw_test_util.h"
+#include "tw_util.h"
 
 #define REL(a, b) (fabs((a) - (b)) / fabs(b))
 
@@ -177,4 +179,79 @@ Test(compare, refuses_malformed_result_files) {
     fclose(fp);
     cr_assert_neq(tw_result_file_load(path, &f), TW_OK);
     remove(path);
+}
+
+/* Why a change's significance is unknown: no spread recorded (tokens/J: energy covers all
+ * repetitions together) is not "fewer than 2 repetitions". */
+Test(compare, unknown_significance_says_why) {
+    tw_spread a = {.n = 0, .median = 2.5, .min = NAN, .max = NAN};
+    tw_spread b = {.n = 0, .median = 2.75, .min = NAN, .max = NAN};
+    tw_diff d;
+    cr_assert_eq(tw_compare_diff(&a, &b, &d), TW_OK);
+    cr_assert_eq(d.sig, TW_SIG_UNKNOWN);
+    cr_assert_str_eq(tw_diff_verdict(&d),
+                     "unknown (no per-repetition spread recorded for this metric)");
+    tw_spread c = {.n = 1, .median = 3, .min = 3, .max = 3};
+    tw_spread e = {.n = 3, .median = 4, .min = 3.9, .max = 4.1};
+    cr_assert_eq(tw_compare_diff(&c, &e, &d), TW_OK);
+    cr_assert_str_eq(tw_diff_verdict(&d), "unknown (fewer than 2 repetitions)");
+}
+
+Test(compare, rows_carry_completeness_cpu_and_host) {
+    const char *src = getenv("TW_SOURCE_DIR");
+    cr_assert(src);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/data/compare/other.json", src);
+    tw_result_file f;
+    cr_assert_eq(tw_result_file_load(path, &f), TW_OK, "%s", tw_last_error());
+    cr_assert_not(f.rows[0].complete);
+    cr_assert(strstr(f.rows[0].incomplete_reason, "SIGTERM"), "%s", f.rows[0].incomplete_reason);
+    cr_assert_str_eq(f.rows[0].host, "other-host");
+    cr_assert(strstr(f.rows[0].cpu_model, "Xeon"));
+    tw_result_file_free(&f);
+    snprintf(path, sizeof path, "%s/tests/data/compare/base.json", src);
+    cr_assert_eq(tw_result_file_load(path, &f), TW_OK, "%s", tw_last_error());
+    cr_assert(f.rows[0].complete);
+    tw_result_file_free(&f);
+}
+
+/* A mixture-of-experts row: its expert parallelism and skew are part of the setup compared, and
+ * its active weights (experts.active_params) are what the report's decode intensity multiplies;
+ * a dense row's active weights are all of them. */
+Test(compare, a_mixture_of_experts_row_carries_ep_skew_and_active_weights) {
+    const char *src = getenv("TW_SOURCE_DIR");
+    cr_assert(src);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/data/compare/base.json", src);
+    tw_result_file f;
+    cr_assert_eq(tw_result_file_load(path, &f), TW_OK, "%s", tw_last_error());
+    cr_assert(f.rows[0].active_params > 0 && f.rows[0].active_params == f.rows[0].params);
+    cr_assert(f.rows[0].ep == 0 && isnan(f.rows[0].routing_skew), "a dense row");
+    tw_result_file_free(&f);
+    json_t *doc = NULL;
+    cr_assert_eq(tw_json_load_file(path, &doc), TW_OK, "%s", tw_last_error());
+    json_error_t e;
+    json_t *x = json_loads("{\"n_experts\": 4, \"experts_per_token\": 2, \"moe_layers\": 1, "
+                           "\"active_params\": 1234, \"routing_skew\": 1.5, \"load\": [1, 2, 3, "
+                           "4], \"load_per_layer\": [[1, 2, 3, 4]]}",
+                           0, &e);
+    cr_assert(x, "%s", e.text);
+    json_t *sc = json_object_get(doc, "scenario");
+    cr_assert(sc, "base.json is a single run");
+    json_object_set_new(doc, "experts", x);
+    json_object_set_new(sc, "routing_skew", json_real(1.5));
+    json_object_set_new(sc, "ep", json_integer(2));
+    char tmp[] = "/tmp/tw-test-compare-moe-XXXXXX";
+    int fd = mkstemp(tmp);
+    cr_assert(fd >= 0);
+    close(fd);
+    cr_assert_eq(json_dump_file(doc, tmp, 0), 0);
+    json_decref(doc);
+    tw_status st = tw_result_file_load(tmp, &f);
+    remove(tmp);
+    cr_assert_eq(st, TW_OK, "%s", tw_last_error());
+    cr_assert_eq(f.rows[0].active_params, 1234.0);
+    cr_assert_eq(f.rows[0].ep, 2);
+    cr_assert_eq(f.rows[0].routing_skew, 1.5);
+    tw_result_file_free(&f);
 }

@@ -8,6 +8,7 @@
  * counts, parities and accumulator layout the kernel uses. Runs without a GPU (label cpu). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tw_cuda_index.h"
@@ -231,6 +232,199 @@ Test(cuda_index, splitkv_ranges_partition_each_sequence) {
             }
             cr_assert_eq(next, len, "len %d splits %d: keys up to %d covered", len, splits, next);
         }
+}
+
+/* ---- gemv.cu: the decode GEMV (m <= 8) on the tensor cores ------------------------------------
+ * The plan (splits, k per split, pitch) and the whole kernel as a model: x staged as bf16 in a
+ * [8][pitch] slice, each lane's 16-byte loads at the offsets the kernel computes, fragments
+ * assembled from their words as the kernel assembles them, the mma model above, the output and
+ * partial-sum addresses, and the last-arriving block's reduction in split order, with blocks
+ * arriving in random orders. Must give a float64 x . w^T of the same bf16-rounded operands. */
+
+Test(cuda_index, gemv_plan_covers_k_and_fills_the_gpu) {
+    const int ns[] = {1, 16, 127, 128, 129, 1000, 4096, 6144, 28672, 128256};
+    const int ks[] = {1, 5, 31, 32, 33, 100, 512, 1000, 2048, 4096, 4100, 8192, 14336, 65536};
+    const int sms[] = {1, 8, 108, 132, 148};
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof *ks; b++)
+            for (size_t c = 0; c < sizeof sms / sizeof *sms; c++) {
+                int n = ns[a], k = ks[b], sm = sms[c];
+                tw_gv_plan p = tw_gv_plan_make(n, k, sm);
+                cr_assert(p.blocks_x * TW_GV_BLOCK_ROWS >= n && (p.blocks_x - 1) * 128 < n,
+                          "n %d: %d blocks", n, p.blocks_x);
+                cr_assert(p.ks % TW_GV_KB == 0 && p.ks >= TW_GV_KB && p.ks <= TW_GV_KS_MAX,
+                          "n %d k %d: k per split %d", n, k, p.ks);
+                cr_assert(p.splits >= 1 && (long)p.splits * p.ks >= k, "k %d: %d x %d", k, p.splits,
+                          p.ks);
+                cr_assert((long)(p.splits - 1) * p.ks < k, "k %d: split %d of %d x %d is empty", k,
+                          p.splits - 1, p.splits, p.ks);
+                cr_assert(p.pitch >= p.ks && (2 * p.pitch) % 128 == 64, "pitch %d", p.pitch);
+                cr_assert(p.smem_bytes == TW_GV_MAXM * p.pitch * 2 && p.smem_bytes <= 48 * 1024,
+                          "k %d: %d bytes of shared memory (default limit 48 KB)", k, p.smem_bytes);
+                /* enough blocks for ~2 per SM, unless k is too short to split that far */
+                int kr = (k + 31) / 32 * 32;
+                if (p.blocks_x * p.splits < 2 * sm)
+                    cr_assert(p.ks <= TW_GV_KS_MIN + TW_GV_KB || p.splits * TW_GV_KS_MIN > kr - 32,
+                              "n %d k %d sm %d: only %d blocks x %d splits (k per split %d)", n, k,
+                              sm, p.blocks_x, p.splits, p.ks);
+                if (kr > TW_GV_KS_MAX) cr_assert(p.splits > 1, "k %d unsplit", k);
+            }
+    /* Llama-3.1-8B decode shapes on an H200 (132 SMs): what the kernel will launch */
+    tw_gv_plan o = tw_gv_plan_make(4096, 4096, 132), d = tw_gv_plan_make(4096, 14336, 132);
+    cr_expect(o.splits == 8 && o.ks == 512, "o_proj: %d x %d", o.splits, o.ks);
+    cr_expect(d.splits == 9 && d.ks == 1600, "down_proj: %d x %d", d.splits, d.ks);
+}
+
+Test(cuda_index, gemv_x_slice_reads_are_bank_conflict_free) {
+    /* a 16-byte shared-memory access is served in phases of 8 lanes; 8 different 16-byte bank
+     * quads (address / 16 mod 8) per phase mean one pass each */
+    const int ks[] = {5, 32, 64, 96, 520, 4096, 14336, 16384};
+    for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+        tw_gv_plan p = tw_gv_plan_make(4096, ks[i], 132);
+        int pitch = p.pitch;
+        for (int kk = 0; kk < p.ks; kk += TW_GV_KB)
+            for (int phase = 0; phase < 4; phase++) {
+                int seen = 0;
+                for (int l = 8 * phase; l < 8 * phase + 8; l++) {
+                    int byte = 2 * tw_gv_xs_off(l, kk, pitch);
+                    cr_assert_eq(byte % 16, 0, "unaligned 16-byte read");
+                    seen |= 1 << ((byte / 16) % 8);
+                }
+                cr_assert_eq(seen, 0xff, "k %d (pitch %d) kk %d phase %d: bank quads %02x", ks[i],
+                             pitch, kk, phase, seen);
+            }
+    }
+}
+
+static float bf(uint16_t h) {
+    return tw_test_from_bf16(h);
+}
+
+static void gv_model(int m, int n, int k, int ldx, int ldy, int accumulate, int sm, uint64_t seed) {
+    tw_gv_plan p = tw_gv_plan_make(n, k, sm);
+    tw_test_rng r;
+    tw_test_rng_seed(&r, seed);
+    ldx = ldx ? ldx : k;
+    ldy = ldy ? ldy : n;
+    float *x = malloc(sizeof(float) * m * ldx), *y0 = malloc(sizeof(float) * m * ldy);
+    float *y = malloc(sizeof(float) * m * ldy), *part = malloc(sizeof(float) * p.splits * m * n);
+    uint16_t *w = malloc(2 * (size_t)n * k), *xs = malloc(2 * TW_GV_MAXM * (size_t)p.pitch);
+    unsigned *count = calloc((size_t)p.blocks_x, sizeof *count);
+    fill(&r, x, (size_t)m * ldx);
+    fill(&r, y0, (size_t)m * ldy);
+    for (size_t i = 0; i < (size_t)n * k; i++) w[i] = tw_test_to_bf16((float)tw_test_uniform(&r));
+    for (int i = 0; i < m * ldy; i++) y[i] = accumulate ? y0[i] : NAN;
+    for (int i = 0; i < p.splits * m * n; i++) part[i] = NAN;
+    /* blocks in a random arrival order */
+    int nb = p.blocks_x * p.splits, *order = malloc(sizeof(int) * nb);
+    for (int i = 0; i < nb; i++) order[i] = i;
+    for (int i = nb - 1; i > 0; i--) {
+        int j = (int)((tw_test_uniform(&r) + 1) * 0.5 * (i + 1)) % (i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    static float acc[32][4], a[32][4][2], b[32][2][2];
+    static uint16_t wa[32][8], wb[32][8], xv[32][8];
+    for (int o = 0; o < nb; o++) {
+        int bx = order[o] % p.blocks_x, sp = order[o] / p.blocks_x;
+        int k0 = sp * p.ks, kend = (k < k0 + p.ks ? k : k0 + p.ks) - k0;
+        for (int i = 0; i < TW_GV_MAXM * p.pitch; i++) xs[i] = 0x7fc1; /* NaN: never staged */
+        for (int i = 0; i < TW_GV_MAXM; i++)
+            for (int c = 0; c < p.ks; c++)
+                xs[i * p.pitch + c] =
+                    i < m && c < kend ? tw_test_to_bf16(x[(size_t)i * ldx + k0 + c]) : 0;
+        for (int warp = 0; warp < TW_GV_THREADS / 32; warp++) {
+            int n0 = bx * TW_GV_BLOCK_ROWS + warp * TW_GV_ROWS;
+            if (n0 >= n) continue;
+            memset(acc, 0, sizeof acc);
+            for (int kk = 0; kk < kend; kk += TW_GV_KB) {
+                for (int l = 0; l < 32; l++) {
+                    int kl = kk + tw_gv_lane_k(l);
+                    for (int j = 0; j < 8; j++) {
+                        int r0 = n0 + tw_gv_lane_row(l, 0), r1 = n0 + tw_gv_lane_row(l, 1);
+                        int in = kl + j < kend;
+                        wa[l][j] = r0 < n && in ? w[(size_t)r0 * k + k0 + kl + j] : 0;
+                        wb[l][j] = r1 < n && in ? w[(size_t)r1 * k + k0 + kl + j] : 0;
+                        xv[l][j] = xs[tw_gv_xs_off(l, kk, p.pitch) + j];
+                    }
+                }
+                for (int s = 0; s < 2; s++) {
+                    for (int l = 0; l < 32; l++)
+                        for (int h = 0; h < 2; h++) {
+                            for (int rg = 0; rg < 4; rg++) {
+                                const uint16_t *v = tw_gv_a_half(rg) ? wb[l] : wa[l];
+                                a[l][rg][h] = bf(v[2 * tw_gv_a_word(rg, s) + h]);
+                            }
+                            for (int rg = 0; rg < 2; rg++)
+                                b[l][rg][h] = bf(xv[l][2 * tw_gv_b_word(rg, s) + h]);
+                        }
+                    mma_16816(acc, a, b);
+                }
+            }
+            for (int l = 0; l < 32; l++)
+                for (int e = 0; e < 4; e++) {
+                    int i = tw_mma_c_col(l, e), f = n0 + tw_mma_c_row(l, e);
+                    if (i >= m || f >= n) continue;
+                    if (p.splits == 1)
+                        y[(size_t)i * ldy + f] =
+                            acc[l][e] + (accumulate ? y[(size_t)i * ldy + f] : 0);
+                    else
+                        part[((size_t)sp * m + i) * n + f] = acc[l][e];
+                }
+        }
+        if (p.splits > 1 && ++count[bx] == (unsigned)p.splits) {
+            for (int i = 0; i < m; i++)
+                for (int f = bx * TW_GV_BLOCK_ROWS; f < (bx + 1) * TW_GV_BLOCK_ROWS && f < n; f++) {
+                    float sum = 0;
+                    for (int q = 0; q < p.splits; q++) sum += part[((size_t)q * m + i) * n + f];
+                    y[(size_t)i * ldy + f] = sum + (accumulate ? y[(size_t)i * ldy + f] : 0);
+                }
+            count[bx] = 0;
+        }
+    }
+    double *ref = malloc(sizeof(double) * m * n);
+    float *got = malloc(sizeof(float) * m * n);
+    for (int i = 0; i < m; i++)
+        for (int f = 0; f < n; f++) {
+            double sum = accumulate ? y0[(size_t)i * ldy + f] : 0;
+            for (int kk = 0; kk < k; kk++)
+                sum += (double)bf(tw_test_to_bf16(x[(size_t)i * ldx + kk])) *
+                       bf(w[(size_t)f * k + kk]);
+            ref[(size_t)i * n + f] = sum;
+            got[(size_t)i * n + f] = y[(size_t)i * ldy + f];
+        }
+    double err = tw_test_rel_err(got, ref, (size_t)m * n);
+    cr_expect(err < 1e-5,
+              "gemv model m %d n %d k %d ldx %d ldy %d acc %d (%d splits of %d): rel err %g", m, n,
+              k, ldx, ldy, accumulate, p.splits, p.ks, err);
+    for (int i = 0; i < m; i++)
+        for (int f = n; f < ldy; f++)
+            cr_expect(accumulate ? y[(size_t)i * ldy + f] == y0[(size_t)i * ldy + f]
+                                 : isnan(y[(size_t)i * ldy + f]),
+                      "padding y[%d][%d] written", i, f);
+    for (int bx = 0; bx < p.blocks_x; bx++)
+        cr_expect_eq(count[bx], 0u, "counter %d not re-armed", bx);
+    free(x), free(y0), free(y), free(part), free(w), free(xs), free(count), free(order), free(ref),
+        free(got);
+}
+
+Test(cuda_index, gemv_model_gives_x_wt) {
+    const struct {
+        int m, n, k, ldx, ldy, acc, sm;
+    } c[] = {
+        {1, 37, 67, 0, 0, 0, 132},              /* k % 8 != 0, one split, one partial warp tile */
+        {8, 300, 8192, 0, 0, 1, 132},           /* 16 splits of 512, accumulate */
+        {3, 129, 4100, 70 + 4100, 131, 0, 132}, /* k tail inside a 32-block; padded x and y */
+        {5, 1000, 2000, 0, 0, 1, 8},            /* few SMs: k split 2 ways only for shared memory */
+        {8, 200, 14336, 0, 0, 0, 132},          /* k per split not a power of two (1600) */
+        {2, 16, 24, 0, 0, 0, 132},              /* k < 32 */
+        {7, 257, 520, 0, 0, 0, 132},            /* one split of 544 (k rounded up to 32) */
+        {4, 513, 1056, 1057, 0, 1, 20},
+        {6, 1, 9000, 0, 0, 0, 132}, /* one feature */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        for (uint64_t seed = 1; seed <= 2; seed++)
+            gv_model(c[i].m, c[i].n, c[i].k, c[i].ldx, c[i].ldy, c[i].acc, c[i].sm, seed * 100 + i);
 }
 
 /* ---- gemm_wgmma_tma.cu: descriptors, 128-byte swizzle, TMA + wgmma model, pipeline -------- */

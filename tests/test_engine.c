@@ -152,21 +152,23 @@ static tw_status parse(const char *text) {
 }
 
 #define GOOD                                                                                       \
-    "\"hidden_size\": 64, \"intermediate_size\": 100, \"num_attention_heads\": 4, "                \
-    "\"num_key_value_heads\": 2, \"vocab_size\": 50"
+    "\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 100, "                 \
+    "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 50"
 
 Test(engine, bad_configs_are_refused_with_clear_errors) {
     cr_assert_eq(parse("{" GOOD ", \"num_hidden_layers\": 2}"), TW_OK, "%s", tw_last_error());
     cr_assert_eq(parse("{" GOOD "}"), TW_ERR_PARSE);
     cr_assert(strstr(tw_last_error(), "num_hidden_layers"), "names the missing field: %s",
               tw_last_error());
-    cr_assert_eq(parse("{\"hidden_size\": 65, \"intermediate_size\": 100, \"num_attention_heads\": "
-                       "4, \"vocab_size\": 50, \"num_hidden_layers\": 2}"),
-                 TW_ERR_PARSE);
+    cr_assert_eq(
+        parse("{\"model_type\": \"llama\", \"hidden_size\": 65, \"intermediate_size\": 100, "
+              "\"num_attention_heads\": 4, \"vocab_size\": 50, \"num_hidden_layers\": 2}"),
+        TW_ERR_PARSE);
     cr_assert(strstr(tw_last_error(), "does not divide hidden_size"), "%s", tw_last_error());
     cr_assert_eq(
-        parse("{\"hidden_size\": 64, \"intermediate_size\": 100, \"num_attention_heads\": "
-              "4, \"num_key_value_heads\": 3, \"vocab_size\": 50, \"num_hidden_layers\": 2}"),
+        parse("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 100, "
+              "\"num_attention_heads\": 4, \"num_key_value_heads\": 3, \"vocab_size\": 50, "
+              "\"num_hidden_layers\": 2}"),
         TW_ERR_PARSE);
     cr_assert(strstr(tw_last_error(), "num_key_value_heads (3) does not divide"), "%s",
               tw_last_error());

@@ -59,41 +59,117 @@ static void load_model(const char *name, tw_model_config *c) {
 /* ---- export of the tiny models, read back ------------------------------------------------ */
 
 typedef struct {
-    char name[96];
+    char name[160];
     int ndim;
     int64_t shape[2];
-    tw_weight_kind kind;
+    tw_weight_kind kind[3]; /* a fused tensor stacks the rows of several generator kinds */
+    int nparts;
     int layer;
+    int row0; /* an expert's tensor: its first row in the generator's stacked expert kind */
 } want_tensor;
 
-/* The Hugging Face LlamaForCausalLM state dict, in the exporter's file order. */
+/* The state dict of Hugging Face's LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM
+ * (Qwen2: q/k/v_proj.bias after each weight) or Phi3ForCausalLM (qkv_proj = rows of q, k, v;
+ * gate_up_proj = rows of gate, up), Qwen3 (q_norm, k_norm), the expert models' checkpoints
+ * (Qwen3-MoE and DeepSeek: mlp.gate, mlp.experts.E.{gate,up,down}_proj, DeepSeek's
+ * e_score_correction_bias and shared_experts; Mixtral: block_sparse_moe.gate and
+ * block_sparse_moe.experts.E.w1/w3/w2) and DeepSeek's latent attention (q_a_proj,
+ * q_a_layernorm, q_b_proj or q_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj), in the
+ * exporter's file order. Written from the architectures' definitions, not from the exporter. */
 static int expected_tensors(const tw_model_config *c, want_tensor *w) {
     int n = 0, H = c->hidden, F = c->intermediate, QD = c->n_heads * c->head_dim,
         KD = c->n_kv_heads * c->head_dim;
-#define ADD(nm, nd, r, cc, k, l)                                                                   \
+    int phi3 = !strcmp(c->arch, "phi3"), qwen2 = !strcmp(c->arch, "qwen2");
+    int qwen3 = !strcmp(c->arch, "qwen3") || !strcmp(c->arch, "qwen3_moe");
+    int mixtral = !strcmp(c->arch, "mixtral"), v3 = !strcmp(c->arch, "deepseek_v3");
+    int ds = v3 || !strcmp(c->arch, "deepseek_v2");
+    int NH = c->n_heads, QK = c->qk_nope_dim + c->qk_rope_dim, FM = c->moe_intermediate;
+#define ADDN(nm, nd, r, cc, l, np, k0, k1, k2)                                                     \
     do {                                                                                           \
         snprintf(w[n].name, sizeof w[n].name, "%s", nm);                                           \
-        w[n].ndim = nd, w[n].shape[0] = r, w[n].shape[1] = cc, w[n].kind = k, w[n].layer = l;      \
+        w[n].ndim = nd, w[n].shape[0] = r, w[n].shape[1] = cc, w[n].layer = l;                     \
+        w[n].nparts = np, w[n].kind[0] = k0, w[n].kind[1] = k1, w[n].kind[2] = k2;                 \
+        w[n].row0 = 0;                                                                             \
         n++;                                                                                       \
     } while (0)
+#define ADD(nm, nd, r, cc, k, l) ADDN(nm, nd, r, cc, l, 1, k, k, k)
     ADD("model.embed_tokens.weight", 2, c->vocab, H, TW_W_EMBED, 0);
     for (int l = 0; l < c->n_layers; l++) {
         char p[96];
 #define L(suffix) (snprintf(p, sizeof p, "model.layers.%d.%s", l, suffix), p)
         ADD(L("input_layernorm.weight"), 1, H, 0, TW_W_ATTN_NORM, l);
-        ADD(L("self_attn.q_proj.weight"), 2, QD, H, TW_W_Q, l);
-        ADD(L("self_attn.k_proj.weight"), 2, KD, H, TW_W_K, l);
-        ADD(L("self_attn.v_proj.weight"), 2, KD, H, TW_W_V, l);
-        ADD(L("self_attn.o_proj.weight"), 2, H, QD, TW_W_O, l);
+        if (phi3) {
+            ADDN(L("self_attn.qkv_proj.weight"), 2, QD + 2 * KD, H, l, 3, TW_W_Q, TW_W_K, TW_W_V);
+        } else if (ds) {
+            if (c->q_lora_rank) {
+                ADD(L("self_attn.q_a_proj.weight"), 2, c->q_lora_rank, H, TW_W_Q_A, l);
+                ADD(L("self_attn.q_a_layernorm.weight"), 1, c->q_lora_rank, 0, TW_W_Q_A_NORM, l);
+                ADD(L("self_attn.q_b_proj.weight"), 2, NH * QK, c->q_lora_rank, TW_W_Q_B, l);
+            } else {
+                ADD(L("self_attn.q_proj.weight"), 2, NH * QK, H, TW_W_Q, l);
+            }
+            ADD(L("self_attn.kv_a_proj_with_mqa.weight"), 2, c->kv_lora_rank + c->qk_rope_dim, H,
+                TW_W_KV_A, l);
+            ADD(L("self_attn.kv_a_layernorm.weight"), 1, c->kv_lora_rank, 0, TW_W_KV_A_NORM, l);
+            ADD(L("self_attn.kv_b_proj.weight"), 2, NH * (c->qk_nope_dim + c->v_head_dim),
+                c->kv_lora_rank, TW_W_KV_B, l);
+        } else {
+            ADD(L("self_attn.q_proj.weight"), 2, QD, H, TW_W_Q, l);
+            if (qwen2) ADD(L("self_attn.q_proj.bias"), 1, QD, 0, TW_W_Q_BIAS, l);
+            ADD(L("self_attn.k_proj.weight"), 2, KD, H, TW_W_K, l);
+            if (qwen2) ADD(L("self_attn.k_proj.bias"), 1, KD, 0, TW_W_K_BIAS, l);
+            ADD(L("self_attn.v_proj.weight"), 2, KD, H, TW_W_V, l);
+            if (qwen2) ADD(L("self_attn.v_proj.bias"), 1, KD, 0, TW_W_V_BIAS, l);
+        }
+        ADD(L("self_attn.o_proj.weight"), 2, H, ds ? NH * c->v_head_dim : QD, TW_W_O, l);
+        if (qwen3) {
+            ADD(L("self_attn.q_norm.weight"), 1, c->head_dim, 0, TW_W_Q_NORM, l);
+            ADD(L("self_attn.k_norm.weight"), 1, c->head_dim, 0, TW_W_K_NORM, l);
+        }
         ADD(L("post_attention_layernorm.weight"), 1, H, 0, TW_W_FFN_NORM, l);
-        ADD(L("mlp.gate_proj.weight"), 2, F, H, TW_W_GATE, l);
-        ADD(L("mlp.up_proj.weight"), 2, F, H, TW_W_UP, l);
-        ADD(L("mlp.down_proj.weight"), 2, H, F, TW_W_DOWN, l);
+        int moe =
+            c->n_experts > 0 && l >= c->moe_first_layer && !(c->mlp_only[l / 64] >> (l % 64) & 1);
+        if (phi3) {
+            ADDN(L("mlp.gate_up_proj.weight"), 2, 2 * F, H, l, 2, TW_W_GATE, TW_W_UP, TW_W_UP);
+            ADD(L("mlp.down_proj.weight"), 2, H, F, TW_W_DOWN, l);
+        } else if (!moe) {
+            ADD(L("mlp.gate_proj.weight"), 2, F, H, TW_W_GATE, l);
+            ADD(L("mlp.up_proj.weight"), 2, F, H, TW_W_UP, l);
+            ADD(L("mlp.down_proj.weight"), 2, H, F, TW_W_DOWN, l);
+        } else {
+            const char *blk = mixtral ? "block_sparse_moe" : "mlp";
+            char q[64];
+            snprintf(q, sizeof q, "%s.gate.weight", blk);
+            ADD(L(q), 2, c->n_experts, H, TW_W_ROUTER, l);
+            if (v3)
+                ADD(L("mlp.gate.e_score_correction_bias"), 1, c->n_experts, 0, TW_W_ROUTER_BIAS, l);
+            for (int x = 0; x < c->n_experts; x++) {
+                snprintf(q, sizeof q, "%s.experts.%d.%s.weight", blk, x,
+                         mixtral ? "w1" : "gate_proj");
+                ADD(L(q), 2, FM, H, TW_W_EXPERT_GATE, l);
+                w[n - 1].row0 = x * FM;
+                snprintf(q, sizeof q, "%s.experts.%d.%s.weight", blk, x,
+                         mixtral ? "w3" : "up_proj");
+                ADD(L(q), 2, FM, H, TW_W_EXPERT_UP, l);
+                w[n - 1].row0 = x * FM;
+                snprintf(q, sizeof q, "%s.experts.%d.%s.weight", blk, x,
+                         mixtral ? "w2" : "down_proj");
+                ADD(L(q), 2, H, FM, TW_W_EXPERT_DOWN, l);
+                w[n - 1].row0 = x * H;
+            }
+            if (c->n_shared_experts) {
+                int SF = c->n_shared_experts * FM;
+                ADD(L("mlp.shared_experts.gate_proj.weight"), 2, SF, H, TW_W_SHARED_GATE, l);
+                ADD(L("mlp.shared_experts.up_proj.weight"), 2, SF, H, TW_W_SHARED_UP, l);
+                ADD(L("mlp.shared_experts.down_proj.weight"), 2, H, SF, TW_W_SHARED_DOWN, l);
+            }
+        }
 #undef L
     }
     ADD("model.norm.weight", 1, H, 0, TW_W_FINAL_NORM, 0);
     if (!c->tie_embeddings) ADD("lm_head.weight", 2, c->vocab, H, TW_W_LM_HEAD, 0);
 #undef ADD
+#undef ADDN
     return n;
 }
 
@@ -110,7 +186,7 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     snprintf(path, sizeof path, "%s/model.safetensors", out);
     cr_assert_str_eq(res.path, path);
 
-    want_tensor *want = calloc(64, sizeof *want);
+    want_tensor *want = calloc(512, sizeof *want);
     int n = expected_tensors(&c, want);
     cr_assert_eq(n, want_count, "%s: expected tensor list", model);
     cr_assert_eq(res.n_tensors, n);
@@ -154,21 +230,40 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
         off = t->end;
         int rows = w->ndim == 2 ? (int)w->shape[0] : 1;
         int cols = w->ndim == 2 ? (int)w->shape[1] : (int)w->shape[0];
-        /* bit for bit against the generator */
+        /* bit for bit against the generator, part after part for a fused tensor */
         const void *data = tw_st_data(f, t);
-        if (dtype == TW_ST_BF16) {
-            tw_weight_fill_bf16(&c, 1234, w->kind, w->layer, 0, rows, 0, cols, ref16);
-            cr_assert(memcmp(data, ref16, elems * 2) == 0, "%s: bf16 bytes differ", w->name);
-        } else {
-            tw_weight_fill(&c, 1234, w->kind, w->layer, 0, rows, 0, cols, ref32);
-            cr_assert(memcmp(data, ref32, elems * 4) == 0, "%s: fp32 bytes differ", w->name);
+        int prows = rows / w->nparts; /* the fused parts here have equal rows but q in qkv */
+        for (int pi = 0, r0 = 0; pi < w->nparts; pi++, r0 += prows) {
+            prows = pi == 0 && w->nparts == 3 ? c.n_heads * c.head_dim
+                    : w->nparts == 3          ? c.n_kv_heads * c.head_dim
+                                              : rows / w->nparts;
+            size_t pe = (size_t)prows * cols;
+            if (dtype == TW_ST_BF16) {
+                tw_weight_fill_bf16(&c, 1234, w->kind[pi], w->layer, w->row0, prows, 0, cols,
+                                    ref16);
+                cr_assert(memcmp((const tw_bf16 *)data + (size_t)r0 * cols, ref16, pe * 2) == 0,
+                          "%s part %d: bf16 bytes differ", w->name, pi);
+            } else {
+                tw_weight_fill(&c, 1234, w->kind[pi], w->layer, w->row0, prows, 0, cols, ref32);
+                cr_assert(memcmp((const float *)data + (size_t)r0 * cols, ref32, pe * 4) == 0,
+                          "%s part %d: fp32 bytes differ", w->name, pi);
+            }
         }
         /* and through the float32 conversion, against the element formula */
         float *got = malloc(elems * sizeof(float));
         cr_assert_eq(tw_st_read_f32(f, t, got), TW_OK);
         for (int r = 0; r < rows; r += 5)
             for (int j = 0; j < cols; j += 7) {
-                float v = tw_weight_value(&c, 1234, w->kind, w->layer, r, j);
+                int pi = 0, pr = r;
+                if (w->nparts == 3) { /* rows of q, then k, then v */
+                    int qd = c.n_heads * c.head_dim, kd = c.n_kv_heads * c.head_dim;
+                    pi = r < qd ? 0 : r < qd + kd ? 1 : 2;
+                    pr = r < qd ? r : r < qd + kd ? r - qd : r - qd - kd;
+                } else if (w->nparts == 2) {
+                    pi = r < rows / 2 ? 0 : 1;
+                    pr = r < rows / 2 ? r : r - rows / 2;
+                }
+                float v = tw_weight_value(&c, 1234, w->kind[pi], w->layer, w->row0 + pr, j);
                 if (dtype == TW_ST_BF16) v = tw_test_from_bf16(tw_test_to_bf16(v));
                 cr_assert_eq(got[(size_t)r * cols + j], v, "%s[%d][%d]", w->name, r, j);
             }
@@ -186,6 +281,13 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     cr_assert_not_null(cfg, "config.json: %s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(cfg, "torch_dtype")),
                      dtype == TW_ST_BF16 ? "bfloat16" : "float32");
+    /* the class transformers instantiates, and the window it applies */
+    json_t *archs = json_object_get(cfg, "architectures");
+    cr_assert(json_is_array(archs) && json_array_size(archs) == 1);
+    cr_assert_str_eq(json_string_value(json_array_get(archs, 0)), c.architecture);
+    cr_assert_str_eq(json_string_value(json_object_get(cfg, "model_type")), c.arch);
+    if (c.sliding_window && c.window_layer0 == 0)
+        cr_assert_eq(json_integer_value(json_object_get(cfg, "sliding_window")), c.sliding_window);
     json_object_del(cfg, "torch_dtype");
     json_t *orig = json_loads(c.json, 0, &jerr);
     cr_assert(json_equal(cfg, orig), "config.json differs from the config as read");
@@ -194,7 +296,9 @@ static void check_export(const char *model, tw_st_dtype dtype, int want_count) {
     tw_model_config back;
     cr_assert_eq(tw_model_load(path, &back), TW_OK, "%s", tw_last_error());
     cr_assert(back.hidden == c.hidden && back.n_layers == c.n_layers && back.vocab == c.vocab &&
-              back.tie_embeddings == c.tie_embeddings && back.rope.type == c.rope.type);
+              back.tie_embeddings == c.tie_embeddings && back.rope.type == c.rope.type &&
+              back.qkv_bias == c.qkv_bias && back.sliding_window == c.sliding_window &&
+              back.window_layer0 == c.window_layer0 && !strcmp(back.arch, c.arch));
     tw_model_free(&back);
 
     snprintf(path, sizeof path, "%s/tokwatt-export.json", out);
@@ -233,11 +337,55 @@ Test(export, tied_model_has_no_lm_head) {
     check_export("tiny-tied", TW_ST_BF16, 1 + 2 * 9 + 1);
 }
 
+Test(export, qwen2_has_qkv_biases) {
+    check_export("tiny-qwen2", TW_ST_F32, 1 + 2 * 12 + 2);
+    tw_export_block_elems = 50; /* biases of 128 and 64 values span several blocks */
+    check_export("tiny-qwen2", TW_ST_BF16, 1 + 2 * 12 + 2);
+    tw_export_block_elems = (size_t)4 << 20;
+}
+
+Test(export, mistral_keeps_its_sliding_window) {
+    check_export("tiny-mistral", TW_ST_F32, 1 + 2 * 9 + 2);
+}
+
+Test(export, phi3_fused_qkv_and_gate_up) {
+    check_export("tiny-phi3", TW_ST_F32, 1 + 2 * 6 + 2);
+    tw_export_block_elems = 300; /* blocks end inside the fused parts */
+    check_export("tiny-phi3", TW_ST_BF16, 1 + 2 * 6 + 2);
+    tw_export_block_elems = (size_t)4 << 20;
+}
+
+Test(export, qwen3_has_qk_norms) {
+    check_export("tiny-qwen3", TW_ST_F32, 1 + 2 * 11 + 2);
+}
+
+/* layers 0 and 2 with 12 experts (router + 36), layer 1 dense */
+Test(export, qwen3_moe_experts_one_tensor_each) {
+    check_export("tiny-qwen3-moe", TW_ST_BF16, 1 + 2 * (8 + 1 + 36) + 11 + 2);
+    tw_export_block_elems = 700; /* an expert's tensor spans several blocks */
+    check_export("tiny-qwen3-moe", TW_ST_F32, 1 + 2 * (8 + 1 + 36) + 11 + 2);
+    tw_export_block_elems = (size_t)4 << 20;
+}
+
+Test(export, mixtral_block_sparse_moe_names) {
+    check_export("tiny-mixtral", TW_ST_F32, 1 + 2 * (6 + 1 + 12) + 2);
+}
+
+/* DeepSeek-V3: layer 0 dense, layers 1-2 with the correction bias, 16 experts, shared experts */
+Test(export, deepseek_v3_latent_attention_and_experts) {
+    check_export("tiny-deepseek-v3", TW_ST_F32, 1 + (9 + 3) + 2 * (9 + 2 + 48 + 3) + 2);
+}
+
+Test(export, deepseek_v2_q_proj_without_compression) {
+    check_export("tiny-deepseek-v2", TW_ST_BF16, 1 + (7 + 3) + (7 + 1 + 24 + 3) + 2);
+}
+
 Test(export, refuses_when_disk_lacks_space) {
     /* ~2.6e14 bytes of embedding alone: no test machine has that free */
-    const char *huge = "{\"hidden_size\": 65536, \"intermediate_size\": 131072, "
-                       "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
-                       "\"vocab_size\": 1000000000}";
+    const char *huge =
+        "{\"model_type\": \"llama\", \"hidden_size\": 65536, \"intermediate_size\": 131072, "
+        "\"num_hidden_layers\": 4, \"num_attention_heads\": 512, "
+        "\"vocab_size\": 1000000000}";
     tw_model_config c;
     cr_assert_eq(tw_model_parse(huge, "huge.json", &c), TW_OK, "%s", tw_last_error());
     char dir[64], out[128];

@@ -1,7 +1,10 @@
-/* The engine on the CUDA backend against the engine on the CPU backend, tiny models: identical
- * greedy tokens (fp32 KV cache, where only summation order differs) and logits within bf16's
- * 1e-2 relative norm at every step, with decode steps run directly and replayed as a CUDA graph.
- * Label "gpu": skipped, with the reason, where no CUDA device exists. */
+/* The engine on the CUDA backend against the engine on the CPU backend, tiny models: logits
+ * within bf16's 1e-2 relative norm at every step, and identical greedy tokens with an fp32 KV
+ * cache: always for fp32 weights (only summation order differs); for bf16 weights wherever the
+ * CPU's top logit leads the next by more than 5% of the row's rms (the CUDA GEMMs and GEMV round
+ * activations to bf16, as cuBLAS is fed, so a nearer tie may flip). Decode steps run directly
+ * and replayed as a CUDA graph. Label "gpu": skipped, with the reason, where no CUDA device
+ * exists. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +23,21 @@ static tw_backend *cuda_or_skip(void) {
     st = tw_backend_cuda_create(0, &be);
     cr_assert_eq(st, TW_OK, "cuda backend: %s", tw_last_error());
     return be;
+}
+
+/* top-1 minus top-2 of a logits row, in units of the row's rms */
+static double top_margin(const float *l, int n) {
+    double a = -INFINITY, b = -INFINITY, ss = 0;
+    for (int i = 0; i < n; i++) {
+        ss += (double)l[i] * l[i];
+        if (l[i] > a) {
+            b = a;
+            a = l[i];
+        } else if (l[i] > b) {
+            b = l[i];
+        }
+    }
+    return (a - b) / sqrt(ss / n + 1e-30);
 }
 
 static void compare(const char *model, tw_dtype wd, tw_dtype kvd, int graph) {
@@ -57,10 +75,15 @@ static void compare(const char *model, tw_dtype wd, tw_dtype kvd, int graph) {
             double err = tw_test_rel_err_ff(tw_engine_logits(eg), lc, nv);
             cr_assert_lt(err, 1e-2, "%s step %d: cuda vs cpu logits rel err %g", model, s, err);
         }
-        for (int b = 0; b < B; b++)
-            if (kvd == TW_F32)
-                cr_assert_eq(ng[b], nc[b], "%s step %d seq %d: cuda %d, cpu %d", model, s, b, ng[b],
-                             nc[b]);
+        for (int b = 0; b < B; b++) {
+            double margin = top_margin(lc + (size_t)b * c.vocab, c.vocab);
+            if (kvd == TW_F32 && (wd == TW_F32 || margin > 0.05))
+                cr_assert_eq(ng[b], nc[b], "%s step %d seq %d: cuda %d, cpu %d (margin %.3f rms)",
+                             model, s, b, ng[b], nc[b], margin);
+            else if (ng[b] != nc[b])
+                cr_log_info("%s step %d seq %d: near tie (margin %.3f rms): cuda %d, cpu %d", model,
+                            s, b, margin, ng[b], nc[b]);
+        }
         if (s == G - 1) break;
         memcpy(cur, nc, sizeof cur);
         if (graph) tw_engine_set_capture(eg, 0);

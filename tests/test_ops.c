@@ -1,6 +1,6 @@
-/* CPU row and element-wise ops (rmsnorm, rope, swiglu, add, embed, argmax) against float64
- * computations written here, on random data of awkward sizes, both SIMD paths where the op has
- * two. Outputs are NaN-poisoned (or, for in-place ops, compared against an untouched copy) and
+/* CPU row and element-wise ops (rmsnorm, rope, swiglu, add, bias_add, embed, argmax) against
+ * float64 computations written here, on random data of awkward sizes, both SIMD paths where the op
+ * has two. Outputs are NaN-poisoned (or, for in-place ops, compared against an untouched copy) and
  * guarded. Tolerances: relative norm error 1e-5 (fp32 math); RoPE per pair, see below. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -243,6 +243,49 @@ Test(ops, add) {
     }
 }
 
+/* ---- bias add -------------------------------------------------------------------------------- */
+/* x[r, j] += b[j] on rows ld apart; the columns past n of each row (and the guards) must stay */
+static void run_bias_add(int rows, int n, int ld, int bf16, int threads) {
+    tw_test_rng r;
+    tw_test_rng_seed(&r, (uint64_t)rows * 31 + n + bf16);
+    size_t total = (size_t)rows * (ld ? ld : n);
+    float *x = guarded_alloc(total), *bf = malloc(sizeof(float) * n);
+    uint16_t *bb = malloc(2 * (size_t)n);
+    double *ref = malloc(sizeof(double) * total);
+    cr_assert(bf && bb && ref);
+    tw_test_fill(&r, x, total, 2.0f);
+    tw_test_fill(&r, bf, n, 1.0f);
+    for (int j = 0; j < n; j++) bb[j] = tw_test_to_bf16(bf[j]);
+    int stride = ld ? ld : n;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < stride; j++) {
+            size_t k = (size_t)i * stride + j;
+            ref[k] = x[k] + (j < n ? (bf16 ? tw_test_from_bf16(bb[j]) : bf[j]) : 0.0);
+        }
+    cr_assert_eq(bias_add_cpu(rows, n, x, ld, bf16 ? (const void *)bb : bf, bf16 ? TW_BF16 : TW_F32,
+                              threads),
+                 TW_OK, "%s", tw_last_error());
+    double err = tw_test_rel_err(x, ref, total);
+    cr_expect(err < 1e-7, "bias_add %dx%d ld %d %s: rel err %.3g", rows, n, ld,
+              bf16 ? "bf16" : "fp32", err);
+    for (int i = 0; i < rows; i++)
+        for (int j = n; j < stride; j++)
+            cr_assert_eq((double)x[(size_t)i * stride + j], ref[(size_t)i * stride + j],
+                         "bias_add wrote column %d past n = %d", j, n);
+    guarded_check_free(x, total, "bias_add");
+    free(bf);
+    free(bb);
+    free(ref);
+}
+
+Test(ops, bias_add) {
+    run_bias_add(37, 129, 0, 0, 0);
+    run_bias_add(37, 129, 0, 1, 2);
+    run_bias_add(13, 67, 200, 1, 0); /* the k/v biases: rows of a wider [T, 2 kvd] buffer */
+    run_bias_add(1, 5, 0, 0, 0);
+    run_bias_add(300, 333, 341, 0, 3);
+}
+
 /* ---- embed ----------------------------------------------------------------------------------- */
 static void run_embed(int bf16, int threads) {
     tw_test_rng r;
@@ -352,6 +395,10 @@ Test(ops, bad_arguments) {
     expect_invalid(embed_cpu(2, tok, w, TW_F32, -1, 4, 16, y, 0), "row0 -1");
     expect_invalid(argmax_cpu(4, 0, x, idx, y, 0), "n 0");
     expect_invalid(argmax_cpu(4, 64, x, NULL, y, 0), "NULL idx");
+    expect_invalid(bias_add_cpu(4, 64, x, 32, w, TW_F32, 0), "ldx 32");
+    expect_invalid(bias_add_cpu(0, 64, x, 0, w, TW_F32, 0), "rows 0");
+    expect_invalid(bias_add_cpu(4, 64, x, 0, NULL, TW_F32, 0), "NULL b");
+    expect_invalid(bias_add_cpu(4, 64, x, 0, w, TW_I32, 0), "dtype");
     /* good calls pass */
     tw_test_rng r;
     tw_test_rng_seed(&r, 5);

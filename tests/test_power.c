@@ -363,3 +363,99 @@ Test(power, bad_options_refused) {
     cr_assert_eq(tw_power_open(&o, &m), TW_ERR_INVALID); /* nvml without a GPU index */
     cr_assert_null(m);
 }
+
+/* A devices.json that does not parse is an error even for --power auto: before, the meter went
+ * on to "none" and the run reported "energy: not measured" with exit 0. */
+Test(assumed, malformed_devices_json_is_an_error_not_a_fallback) {
+    char cfg[64], path[256];
+    snprintf(cfg, sizeof cfg, "/tmp/tw_cfg_XXXXXX");
+    cr_assert(mkdtemp(cfg));
+    snprintf(path, sizeof path, "%s/devices.json", cfg);
+    FILE *f = fopen(path, "w");
+    fputs("{\"devices\": [", f);
+    fclose(f);
+    setenv("TW_CONFIG_DIR", cfg, 1);
+    setenv("TW_POWERCAP_ROOT", "/nonexistent-powercap", 1);
+    tw_power_meter *m = NULL;
+    tw_power_opts o = {.source = "auto", .gpu_index = -1};
+    tw_status st = tw_power_open(&o, &m);
+    cr_assert_eq(st, TW_ERR_PARSE, "got %s: %s", tw_status_name(st), tw_last_error());
+    cr_assert(strstr(tw_last_error(), "devices.json:1:"), "%s", tw_last_error());
+    cr_assert_null(m);
+    /* a name with no entry is still a reason to go on without power, said in the fallbacks */
+    f = fopen(path, "w");
+    fputs("{\"devices\": []}", f);
+    fclose(f);
+    cr_assert_eq(tw_power_open(&o, &m), TW_OK, "%s", tw_last_error());
+    cr_assert_str_eq(tw_power_source(m), "none");
+    cr_assert(strstr(tw_power_fallbacks(m), "assumed: no entry"), "%s", tw_power_fallbacks(m));
+    tw_power_close(m);
+    unsetenv("TW_CONFIG_DIR");
+    unlink(path);
+    rmdir(cfg);
+}
+
+/* An interrupted repetition's partial energy is rolled back, so that J/token divides the energy
+ * of the complete repetitions by their tokens. */
+Test(assumed, rollback_drops_a_partial_region) {
+    tw_power_meter *m;
+    tw_power_opts o = {.source = "assumed", .assumed_w = 50, .gpu_index = -1};
+    cr_assert_eq(tw_power_open(&o, &m), TW_OK, "%s", tw_last_error());
+    tw_power_region r1;
+    cr_assert_eq(tw_power_begin(m, "prefill"), TW_OK);
+    sleep_ms(10);
+    cr_assert_eq(tw_power_end(m, "prefill", &r1), TW_OK);
+    tw_power_mark(m);
+    cr_assert_eq(tw_power_begin(m, "prefill"), TW_OK);
+    sleep_ms(10);
+    cr_assert_eq(tw_power_end(m, "prefill", NULL), TW_OK);
+    cr_assert_eq(tw_power_begin(m, "decode"), TW_OK); /* interrupted inside decode */
+    sleep_ms(5);
+    tw_power_rollback(m);
+    tw_power_region p;
+    cr_assert_eq(tw_power_phase(m, "prefill", &p), TW_OK);
+    cr_assert_lt(REL(p.energy_j, r1.energy_j), 1e-12, "%g vs %g", p.energy_j, r1.energy_j);
+    cr_assert_eq(tw_power_phase(m, "decode", &p), TW_ERR_INVALID, "decode was never complete");
+    cr_assert_eq(tw_power_begin(m, "decode"), TW_OK, "the rolled-back region is closed");
+    cr_assert_eq(tw_power_end(m, "decode", NULL), TW_OK);
+    tw_power_close(m);
+}
+
+/* RAPL and a CPU socket's assumed watts cover the host; a GPU's its own device. */
+Test(assumed, host_level_sources_and_the_combined_energy_block) {
+    tw_power_meter *m;
+    tw_power_opts cpu = {.source = "assumed", .assumed_w = 100, .gpu_index = -1};
+    cr_assert_eq(tw_power_open(&cpu, &m), TW_OK);
+    cr_assert(tw_power_host_level(m));
+    cr_assert_eq(tw_power_begin(m, "e2e"), TW_OK);
+    sleep_ms(20);
+    tw_power_region r;
+    cr_assert_eq(tw_power_end(m, "e2e", &r), TW_OK);
+    tw_energy e;
+    cr_assert_eq(tw_power_energy(m, &(tw_power_tokens){0, 0, 40}, &e), TW_OK);
+    tw_power_close(m);
+    /* two ranks on one host: the host's energy once, over one device */
+    double tot[3] = {0, 0, r.energy_j};
+    tw_power_energy_combine(&e, tot, 1, 2, "test");
+    cr_assert_eq(e.devices, 1);
+    cr_assert_eq(e.ranks, 2);
+    cr_assert_str_eq(e.combined, "test");
+    cr_assert_lt(REL(e.e2e.mean_power_w, 100.0), 1e-9);
+    cr_assert_lt(REL(e.e2e.j_per_token, r.energy_j / 40), 1e-12);
+    /* two GPUs, one per rank: summed, per device the mean of the two */
+    double tot2[3] = {0, 0, 3 * r.energy_j};
+    tw_power_energy_combine(&e, tot2, 2, 2, "test");
+    cr_assert_lt(REL(e.e2e.mean_power_w_per_device, 150.0), 1e-9);
+    /* and so in the file's block */
+    json_t *j = tw_energy_to_json(&e);
+    json_t *e2e = json_object_get(j, "e2e");
+    cr_assert_eq(json_integer_value(json_object_get(j, "ranks")), 2);
+    cr_assert_lt(REL(json_number_value(json_object_get(e2e, "mean_power_w_per_device")), 150.0),
+                 1e-9);
+    json_decref(j);
+    tw_energy_free(&e);
+    tw_power_opts gpu = {.source = "assumed", .assumed_w = 700, .gpu_index = 0};
+    cr_assert_eq(tw_power_open(&gpu, &m), TW_OK);
+    cr_assert_not(tw_power_host_level(m));
+    tw_power_close(m);
+}

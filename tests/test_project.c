@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness/project/tw_project.h"
 
@@ -294,7 +295,7 @@ Test(project_cli, svg_written_beside_result_file) {
     static char out[1 << 20];
     snprintf(args, sizeof args, "--results %s/r.json --format csv", tmp);
     cr_assert_eq(run_cli(args, out, sizeof out), 0);
-    cr_assert(strstr(out, "year,scenario"), "%s", out);
+    cr_assert(strstr(out, "scenario,year,"), "%s", out);
     char svg[1200];
     snprintf(svg, sizeof svg, "%s/r.projection.svg", tmp);
     FILE *f = fopen(svg, "r");
@@ -302,4 +303,79 @@ Test(project_cli, svg_written_beside_result_file) {
     fclose(f);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     cr_assert_eq(system(cmd), 0);
+}
+
+static int balanced(const char *s) {
+    int depth = 0;
+    for (; *s; s++) {
+        if (*s == '(') depth++;
+        if (*s == ')' && --depth < 0) return 0;
+    }
+    return depth == 0;
+}
+
+/* A CPU run's headline: the meter's long label once, parentheses balanced, and a plain
+ * statement that such a device could not serve the demand instead of 306 billion devices. */
+Test(project, headline_of_a_device_too_slow_for_the_demand) {
+    char buf[2048];
+    const char *label = "assumed: rated 280 W of AMD EPYC (generic, model not identified) "
+                        "(devices.json)";
+    cr_assert_eq(tw_project_headline(0.39, 280, label, 1, buf, sizeof buf), TW_OK, "%s",
+                 tw_last_error());
+    cr_assert(balanced(buf), "unbalanced: %s", buf);
+    cr_assert(!strstr(buf, "assumed: assumed") && !strstr(buf, "not measured: assumed"), "%s", buf);
+    cr_assert(strstr(buf, "(devices.json)"), "the label was cut: %s", buf);
+    cr_assert(strstr(buf, "this device could not serve that demand"), "%s", buf);
+    cr_assert(strstr(buf, "accelerators the shipments curve puts in service by 2030"), "%s", buf);
+    /* a fast device: the figure, and no such statement */
+    cr_assert_eq(tw_project_headline(3066, 700, "nvml", 0, buf, sizeof buf), TW_OK);
+    cr_assert(balanced(buf), "unbalanced: %s", buf);
+    cr_assert(!strstr(buf, "could not serve"), "%s", buf);
+    cr_assert(strstr(buf, " takes "), "%s", buf);
+}
+
+Test(project, installed_base_and_supply_limit_against_hand_calculation) {
+    tw_project_inputs *in = load_inputs();
+    tw_projection *p = malloc(sizeof *p);
+    tw_project_device d = {.tokens_per_s = 3066, .watts = 700};
+    cr_assert_eq(tw_project_compute(in, &d, p), TW_OK, "%s", tw_last_error());
+    /* lifetime 4 (load_inputs): shipments 2027..2030; 25 M in 2027 at (25/5)^(1/4) per year */
+    double f = pow(25.0 / 5.0, 0.25), inst = 0;
+    for (int y = 2027; y <= 2030; y++) inst += 25e6 * pow(f, y - 2027);
+    const tw_project_row *r = &p->rows[TW_SCEN_POWER][TW_PROJECT_NYEARS - 1];
+    cr_assert_lt(REL(r->installed_devices, inst), 1e-12, "%g vs %g", r->installed_devices, inst);
+    cr_assert_eq(r->exceeds_supply, r->devices > inst || r->share_of_additions > 1);
+    d.tokens_per_s = 0.39;
+    d.watts = 280;
+    cr_assert_eq(tw_project_compute(in, &d, p), TW_OK);
+    cr_assert(p->rows[TW_SCEN_POWER][TW_PROJECT_NYEARS - 1].exceeds_supply);
+    free(in);
+    free(p);
+}
+
+/* A tensor-parallel result whose energy block combined the ranks sharing a host: tokens/s per
+ * device is over energy.devices (the hosts), as the run's own headline counts it. */
+Test(project, result_with_shared_host_power_counts_the_host_once) {
+    char dir[64], path[256], note[1024];
+    snprintf(dir, sizeof dir, "/tmp/tw_proj_XXXXXX");
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/r.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"schema_version\": 1, \"kind\": \"run\", \"metrics\": {\"e2e_tokens_per_s\": 40},"
+          " \"scenario\": {\"batch\": 1, \"devices\": 2},"
+          " \"energy\": {\"source\": \"assumed\", \"assumed\": true, \"devices\": 1,"
+          " \"ranks\": 2, \"combined\": \"sum over 1 host(s)\", \"label\": \"assumed: rated 280 W"
+          " of X (devices.json)\", \"e2e\": {\"mean_power_w\": 280,"
+          " \"mean_power_w_per_device\": 280}}}",
+          f);
+    fclose(f);
+    tw_project_device d;
+    cr_assert_eq(tw_project_device_from_result(path, &d, note, sizeof note), TW_OK, "%s",
+                 tw_last_error());
+    cr_assert_float_eq(d.tokens_per_s, 40, 1e-12);
+    cr_assert_float_eq(d.watts, 280, 1e-12);
+    cr_assert(strstr(note, "energy.devices"), "%s", note);
+    cr_assert(strstr(d.source, "rated 280 W"), "%s", d.source);
+    unlink(path);
+    rmdir(dir);
 }

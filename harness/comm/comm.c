@@ -53,6 +53,21 @@ int tw_comm_under_launcher(void) {
     return 0;
 }
 
+int tw_comm_interrupted(int *rank) {
+    int me = tw_comm_world_rank(), peer_rank = -1;
+    int sig = tw_interrupt_signal();
+    int peer = tw_comm_mpi_notice(sig, &peer_rank);
+    if (sig) {
+        if (rank) *rank = me;
+        return sig;
+    }
+    if (peer) {
+        if (rank) *rank = peer_rank;
+        return peer;
+    }
+    return 0;
+}
+
 /* ---- creation ------------------------------------------------------------------------------ */
 
 static double tw_comm_resolve_timeout(double timeout_s) {

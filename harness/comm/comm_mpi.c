@@ -38,6 +38,56 @@ static int g_mpi_we_init = 0; /* this module called MPI_Init_thread */
 static int g_mpi_refs = 0;    /* live mpi communicators */
 
 #define TW_HEALTH_TAG 7301
+#define TW_NOTICE_TAG 7303
+
+/* Interruption notices (tw_comm_interrupted): a duplicate of MPI_COMM_WORLD made when the
+ * launch communicator is created, on which a rank that caught a signal tells every other rank
+ * once; every wait below probes it. Process-wide, so that a rank waiting on a
+ * sub-communicator (a smaller tensor-parallel degree) hears a rank outside it. */
+static MPI_Comm g_notice = MPI_COMM_NULL;
+static int g_notice_rank = 0, g_notice_size = 1;
+static int g_notice_sent = 0;
+static int g_notice_msg[2]; /* {signal, rank}: must outlive the sends (never waited) */
+static int g_peer_sig = 0, g_peer_rank = -1;
+
+int tw_comm_world_rank(void) {
+    return g_notice_rank;
+}
+
+int tw_comm_mpi_notice(int local_sig, int *rank) {
+    if (g_notice == MPI_COMM_NULL) return 0;
+    if (local_sig && !g_notice_sent) {
+        g_notice_sent = 1;
+        g_notice_msg[0] = local_sig;
+        g_notice_msg[1] = g_notice_rank;
+        for (int p = 0; p < g_notice_size; p++) {
+            if (p == g_notice_rank) continue;
+            MPI_Request req;
+            /* the requests are never waited for: the job ends soon after an interruption */
+            if (MPI_Isend(g_notice_msg, 2, MPI_INT, p, TW_NOTICE_TAG, g_notice, &req) ==
+                MPI_SUCCESS)
+                MPI_Request_free(&req);
+        }
+    }
+    /* Why at most every 5 ms: MPI_Iprobe runs MPI's progress engine, and the collectives of a
+     * decode step poll this thousands of times a second; a peer's notice waits 5 ms at most. */
+    static double last_probe = 0;
+    double now = tw_now_s();
+    if (!g_peer_sig && now - last_probe >= 0.005) {
+        last_probe = now;
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TW_NOTICE_TAG, g_notice, &flag, &st) == MPI_SUCCESS &&
+            flag) {
+            int msg[2] = {0, -1};
+            MPI_Recv(msg, 2, MPI_INT, st.MPI_SOURCE, TW_NOTICE_TAG, g_notice, MPI_STATUS_IGNORE);
+            g_peer_sig = msg[0] ? msg[0] : 15;
+            g_peer_rank = msg[1];
+        }
+    }
+    if (rank) *rank = g_peer_rank;
+    return g_peer_sig;
+}
 
 static const char *tw_mpi_errstr(int rc, char *buf) {
     int len = 0;
@@ -119,6 +169,17 @@ static tw_status tw_mpi_waitall(tw_comm *c, int nreq, MPI_Request *req, const ch
             usleep(1000);
         else if (x->oversub || spins > 20000)
             sched_yield();
+        if (c->idle_poll || (spins & 63) == 0) {
+            /* an interrupted rank (this one or a peer) abandons the collective: its peers may
+             * never enter it, and the run ends writing what it measured */
+            int who = -1, sig = tw_comm_interrupted(&who);
+            if (sig) {
+                x->failed = 1;
+                return TW_ERR(TW_ERR_INTERRUPTED,
+                              "rank %d: collective %s #%llu abandoned: %s on rank %d", c->rank,
+                              what, (unsigned long long)x->seq, tw_signal_name(sig), who);
+            }
+        }
         if ((c->idle_poll || (spins & 63) == 0) && tw_now_s() > deadline) {
             x->failed = 1;
             char silent[256];
@@ -416,7 +477,13 @@ static void tw_mpi_destroy(tw_comm *c) {
     int fin = 0;
     MPI_Finalized(&fin);
     /* after a failure MPI_Finalize could wait for the dead peer: leave that to tw_comm_abort */
-    if (g_mpi_refs == 0 && g_mpi_we_init && !fin && !failed) MPI_Finalize();
+    if (g_mpi_refs == 0 && g_mpi_we_init && !fin && !failed) {
+        if (g_notice != MPI_COMM_NULL && !g_notice_sent && !g_peer_sig) {
+            MPI_Comm_free(&g_notice);
+            g_notice = MPI_COMM_NULL;
+        }
+        MPI_Finalize();
+    }
 }
 
 static void tw_mpi_abort(tw_comm *c, int code) {
@@ -536,12 +603,29 @@ tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out) {
         g_mpi_we_init = 1;
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (g_notice == MPI_COMM_NULL) {
+        if (MPI_Comm_dup(MPI_COMM_WORLD, &g_notice) != MPI_SUCCESS)
+            return TW_ERR(TW_ERR_COMM, "creating the MPI interruption-notice communicator failed");
+        MPI_Comm_set_errhandler(g_notice, MPI_ERRORS_RETURN);
+        MPI_Comm_rank(g_notice, &g_notice_rank);
+        MPI_Comm_size(g_notice, &g_notice_size);
+    }
     return tw_mpi_wrap(MPI_COMM_WORLD, timeout_s, out);
 }
 
 #else /* !TW_HAVE_MPI */
 
 int tw_comm_mpi_built(void) {
+    return 0;
+}
+
+int tw_comm_world_rank(void) {
+    return 0;
+}
+
+int tw_comm_mpi_notice(int local_sig, int *rank) {
+    (void)local_sig;
+    if (rank) *rank = -1;
     return 0;
 }
 

@@ -194,6 +194,15 @@ static tw_status tw_nccl_wait(tw_comm *c) {
             return TW_ERR(TW_ERR_COMM, "rank %d: NCCL reported %s while waiting (a peer failed?)",
                           c->rank, ncclGetErrorString(st));
         }
+        int who = -1, sig = tw_comm_interrupted(&who);
+        if (sig) {
+            /* an interrupted rank (this one or a peer) stops waiting: the run writes what it
+             * measured (see tw_comm_interrupted) */
+            x->failed = 1;
+            tw_nccl_abort_comm(x);
+            return TW_ERR(TW_ERR_INTERRUPTED, "rank %d: NCCL wait abandoned: %s on rank %d",
+                          c->rank, tw_signal_name(sig), who);
+        }
         if (tw_now_s() > deadline) {
             x->failed = 1;
             tw_nccl_abort_comm(x);

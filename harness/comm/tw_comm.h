@@ -115,6 +115,17 @@ tw_status tw_comm_sub(tw_comm *c, int n, tw_comm **out);
  * ranks' own collectives keep the communicator's timeout; a rank that fails ends the job with
  * tw_comm_abort, which also ends the waiting ranks. */
 tw_status tw_comm_idle_barrier(tw_comm *c, double wait_s);
+/* Interruption (SIGINT, SIGTERM, SIGHUP caught by tw_interrupt_install, harness/tw_util.h):
+ * the signal that stops this run, caught by this process or, under MPI, by any other rank of
+ * the launch. The first call after a local signal tells every other rank (a message on a
+ * communicator of its own that every rank's collectives poll while they wait), so that a rank
+ * waiting in a collective for an interrupted peer returns TW_ERR_INTERRUPTED at once instead
+ * of running into the timeout. Returns the signal number (0: none); *rank (may be NULL)
+ * receives the launch rank it hit. Cheap: a flag test and an MPI_Iprobe. */
+int tw_comm_interrupted(int *rank);
+/* The launch rank of this process (0 without MPI). */
+int tw_comm_world_rank(void);
+
 /* Tears the whole job down after printing an error (MPI_Abort; exit() for local); no return. */
 void tw_comm_abort(tw_comm *c, int code) __attribute__((noreturn));
 
@@ -192,6 +203,9 @@ uint64_t tw_comm_hash64(const void *p, size_t n, uint64_t seed);
 tw_status tw_comm_local_create(double timeout_s, tw_comm **out);
 tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out);
 tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out);
+/* mpi part of tw_comm_interrupted: sends this rank's notice of local_sig (once, when non-zero)
+ * and returns a peer's signal (0: none), its rank in *rank. 0 when MPI is not in use. */
+int tw_comm_mpi_notice(int local_sig, int *rank);
 
 #ifdef __cplusplus
 }

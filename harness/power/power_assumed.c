@@ -6,6 +6,7 @@
 
 #include "tw_config.h"
 #include "tw_power.h"
+#include "tw_util.h"
 
 static int tw_icontains(const char *hay, const char *needle) {
     size_t n = strlen(needle);
@@ -25,9 +26,8 @@ tw_status tw_power_rated_w(const char *name, double *watts, char *entry, size_t 
     if (!name || !*name) return TW_ERR(TW_ERR_INVALID, "no device name to look up rated watts");
     char path[4096];
     TW_TRY(tw_config_path("devices.json", path, sizeof path));
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     json_t *devs = json_object_get(root, "devices");
     tw_status st = TW_OK;
     if (!json_is_array(devs)) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tw_power_impl.h"
+#include "tw_util.h"
 
 #define TW_RAPL_MAX_ZONES 32
 
@@ -71,7 +72,7 @@ static tw_status tw_rapl_read_energy(void *ctx, double *out) {
         if (st && r->z[i].measured) return st;
         if (st) { /* a sub-zone that stopped answering: provenance only */
             r->z[i].readable = 0;
-            snprintf(r->z[i].error, sizeof r->z[i].error, "%s", tw_last_error());
+            snprintf(r->z[i].error, sizeof r->z[i].error, "%s", tw_error_text());
             continue;
         }
         if (r->z[i].measured) j += r->z[i].acc_j;
@@ -168,7 +169,7 @@ tw_status tw_power_rapl_open(tw_power_src *src) {
                 st = tw_error_ctx(zs, "RAPL zone %s (%s)", z->dir, z->name);
                 goto fail;
             }
-            snprintf(z->error, sizeof z->error, "%s", tw_last_error());
+            snprintf(z->error, sizeof z->error, "%s", tw_error_text());
             continue;
         }
         z->readable = 1;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tw_metrics.h"
 #include "tw_power_impl.h"
 #include "tw_util.h"
 
@@ -37,6 +38,7 @@ struct tw_power_meter {
     int nnotes;
     double assumed_w; /* per device */
     int devices, sample_ms;
+    int gpu_index; /* -1: a CPU run */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -55,6 +57,8 @@ struct tw_power_meter {
 
     int nphase;
     tw_power_phase_acc phase[TW_POWER_MAX_PHASES];
+    tw_power_phase_acc saved[TW_POWER_MAX_PHASES]; /* tw_power_mark */
+    int nsaved;
 };
 
 static void tw_note(tw_power_meter *m, const char *src, const char *why) {
@@ -185,6 +189,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
     if (!m) return TW_ERR(TW_ERR_NOMEM, "power meter");
     m->devices = devices;
     m->sample_ms = sample_ms;
+    m->gpu_index = o->gpu_index;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     int is_auto = !strcmp(want, "auto");
@@ -195,7 +200,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
         st = tw_power_nvml_open(o->gpu_index, devices, &m->src, gpu_name, sizeof gpu_name);
         if (!st) goto measured;
         if (!is_auto) goto fail;
-        tw_note(m, "nvml", tw_last_error());
+        tw_note(m, "nvml", tw_error_text());
     } else if (is_auto) {
         tw_note(m, "nvml", "not tried: not a GPU run");
     }
@@ -203,7 +208,7 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
         st = tw_power_rapl_open(&m->src);
         if (!st) goto measured;
         if (!is_auto) goto fail;
-        tw_note(m, "rapl", tw_last_error());
+        tw_note(m, "rapl", tw_error_text());
     } else if (is_auto) {
         tw_note(m, "rapl", "not tried: RAPL measures the CPU packages, not the GPUs of this run");
     }
@@ -214,8 +219,10 @@ tw_status tw_power_open(const tw_power_opts *o, tw_power_meter **out) {
             m->source = "assumed";
             goto done;
         }
-        if (!is_auto) goto fail;
-        tw_note(m, "assumed", tw_last_error());
+        /* no entry for this device is a reason to go on without power; a configs/devices.json
+         * that cannot be found or read, or does not parse, is a broken installation: an error */
+        if (!is_auto || st != TW_ERR_UNSUPPORTED) goto fail;
+        tw_note(m, "assumed", tw_error_text());
     }
     m->mode = TW_MODE_NONE;
     m->source = "none";
@@ -288,6 +295,19 @@ out:
     return st;
 }
 
+/* With m->mu held: stops the sampler thread if it runs, releases the lock, then joins it. */
+static void tw_sampler_stop_unlock(tw_power_meter *m) {
+    pthread_t th = m->thread;
+    int join = m->thread_running;
+    if (join) {
+        m->stop = 1;
+        m->thread_running = 0;
+        pthread_cond_broadcast(&m->cv);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (join) pthread_join(th, NULL);
+}
+
 tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *out) {
     pthread_mutex_lock(&m->mu);
     tw_power_phase_acc *p = tw_find_phase(m, phase ? phase : "");
@@ -331,20 +351,15 @@ tw_status tw_power_end(tw_power_meter *m, const char *phase, tw_power_region *ou
         p->regions++;
     }
     if (last && m->have_src && m->src.snapshot) m->src.snapshot(m->src.ctx, 1);
-    pthread_t th = m->thread;
-    int join = last && m->thread_running;
-    if (join) {
-        m->stop = 1;
-        m->thread_running = 0;
-        pthread_cond_broadcast(&m->cv);
-    }
-    pthread_mutex_unlock(&m->mu);
-    if (join) pthread_join(th, NULL);
+    if (last)
+        tw_sampler_stop_unlock(m);
+    else
+        pthread_mutex_unlock(&m->mu);
     if (st) return st;
     if (out) {
         out->energy_j = energy;
         out->seconds = sec;
-        out->mean_power_w = sec > 0 ? energy / sec : NAN;
+        out->mean_power_w = tw_metric_mean_power_w(energy, sec);
         out->peak_power_w = peak;
         out->source = m->source;
         out->assumed = m->mode == TW_MODE_ASSUMED;
@@ -356,7 +371,7 @@ static void tw_fill_region(const tw_power_meter *m, double energy, double sec, d
                            tw_power_region *out) {
     out->energy_j = energy;
     out->seconds = sec;
-    out->mean_power_w = sec > 0 ? energy / sec : NAN;
+    out->mean_power_w = tw_metric_mean_power_w(energy, sec);
     out->peak_power_w = peak;
     out->source = m->source;
     out->assumed = m->mode == TW_MODE_ASSUMED;
@@ -394,6 +409,16 @@ const char *tw_power_source(const tw_power_meter *m) {
 int tw_power_is_assumed(const tw_power_meter *m) {
     return m->mode == TW_MODE_ASSUMED;
 }
+int tw_power_has_energy(const tw_power_meter *m) {
+    return m->mode != TW_MODE_NONE;
+}
+int tw_power_host_level(const tw_power_meter *m) {
+    /* RAPL reads the host's packages; assumed watts of a CPU run are a socket's. NVML reads
+     * each rank's own GPU; assumed watts of a GPU run are a GPU's. */
+    if (m->mode == TW_MODE_NONE) return 0;
+    if (m->have_src) return !strcmp(m->src.name, "rapl");
+    return m->gpu_index < 0;
+}
 const char *tw_power_label(const tw_power_meter *m) {
     return m->label;
 }
@@ -415,99 +440,156 @@ tw_status tw_power_mean_w_per_device(const tw_power_meter *m, double *out) {
     int derived;
     if (!tw_e2e(m, &r, &derived) || !(r.seconds > 0))
         return TW_ERR(TW_ERR_INVALID, "power: nothing measured yet");
-    *out = r.mean_power_w / m->devices;
+    *out = tw_metric_per_device(r.mean_power_w, m->devices);
     return TW_OK;
 }
 
-static json_t *tw_num(double v) {
-    return isfinite(v) ? json_real(v) : json_null();
+static void tw_region_fill(const tw_power_meter *m, const tw_power_region *r, double tokens,
+                           int regions, tw_energy_phase *o) {
+    memset(o, 0, sizeof *o);
+    o->present = 1;
+    o->energy_j = r->energy_j;
+    o->seconds = r->seconds;
+    o->mean_power_w = r->mean_power_w;
+    o->mean_power_w_per_device = tw_metric_per_device(r->mean_power_w, m->devices);
+    o->peak_power_w = r->peak_power_w;
+    o->regions = regions;
+    o->tokens = tokens > 0 && isfinite(tokens) ? tokens : NAN;
+    o->j_per_token = tw_metric_j_per_token(r->energy_j, tokens);
+    o->tokens_per_j = tw_metric_tokens_per_j(r->energy_j, tokens);
 }
 
-static json_t *tw_region_json(const tw_power_meter *m, const tw_power_region *r, double tokens,
-                              int regions) {
-    json_t *o = json_object();
-    json_object_set_new(o, "energy_j", tw_num(r->energy_j));
-    json_object_set_new(o, "seconds", tw_num(r->seconds));
-    json_object_set_new(o, "mean_power_w", tw_num(r->mean_power_w));
-    json_object_set_new(o, "mean_power_w_per_device", tw_num(r->mean_power_w / m->devices));
-    json_object_set_new(o, "peak_power_w", tw_num(r->peak_power_w));
-    json_object_set_new(o, "regions", json_integer(regions));
-    int tok = tokens > 0 && isfinite(tokens);
-    json_object_set_new(o, "tokens", tok ? json_real(tokens) : json_null());
-    json_object_set_new(o, "j_per_token", tw_num(tok ? r->energy_j / tokens : NAN));
-    json_object_set_new(o, "tokens_per_j",
-                        tw_num(tok && r->energy_j > 0 ? tokens / r->energy_j : NAN));
-    return o;
-}
-
-tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *tokens,
-                               json_t **out) {
+tw_status tw_power_energy(const tw_power_meter *m, const tw_power_tokens *tokens, tw_energy *o) {
     tw_power_meter *mm = (tw_power_meter *)m;
+    tw_energy_init(o);
     pthread_mutex_lock(&mm->mu);
-    json_t *o = json_object();
-    json_object_set_new(o, "source", json_string(m->source));
-    json_object_set_new(o, "assumed", json_boolean(m->mode == TW_MODE_ASSUMED));
-    json_object_set_new(o, "label", json_string(m->label));
-    json_object_set_new(o, "method", json_string(m->method));
-    json_t *fb = json_array();
-    for (int i = 0; i < m->nnotes; i++) json_array_append_new(fb, json_string(m->notes[i]));
-    json_object_set_new(o, "fallbacks", fb);
-    json_object_set_new(o, "devices", json_integer(m->devices));
-    json_object_set_new(o, "sample_interval_ms", json_integer(m->sample_ms));
-    if (m->mode == TW_MODE_ASSUMED)
-        json_object_set_new(o, "assumed_w_per_device", json_real(m->assumed_w));
-    json_object_set_new(o, "provenance",
-                        m->have_src && m->src.provenance ? m->src.provenance(m->src.ctx)
-                                                         : json_null());
+    snprintf(o->source, sizeof o->source, "%s", m->source);
+    o->assumed = m->mode == TW_MODE_ASSUMED;
+    snprintf(o->label, sizeof o->label, "%s", m->label);
+    snprintf(o->method, sizeof o->method, "%s", m->method);
+    for (int i = 0; i < m->nnotes && i < 3; i++)
+        snprintf(o->fallbacks[o->nfallbacks++], sizeof o->fallbacks[0], "%s", m->notes[i]);
+    o->devices = m->devices;
+    o->sample_interval_ms = m->sample_ms;
+    o->assumed_w_per_device = m->mode == TW_MODE_ASSUMED ? m->assumed_w : NAN;
+    o->provenance = m->have_src && m->src.provenance ? m->src.provenance(m->src.ctx) : NULL;
+    if (o->provenance && json_is_null(o->provenance)) {
+        json_decref(o->provenance);
+        o->provenance = NULL;
+    }
     static const char *const named[] = {"prefill", "decode"};
+    tw_energy_phase *dst[2] = {&o->prefill, &o->decode};
     double tk[2] = {tokens ? tokens->prefill : 0, tokens ? tokens->decode : 0};
     for (int i = 0; i < 2; i++) {
         tw_power_region r;
         const tw_power_phase_acc *p = tw_find_phase(m, named[i]);
         if (p && p->regions) {
             tw_fill_region(m, p->energy_j, p->seconds, p->peak_w, &r);
-            json_object_set_new(o, named[i], tw_region_json(m, &r, tk[i], p->regions));
-        } else {
-            json_object_set_new(o, named[i], json_null());
+            tw_region_fill(m, &r, tk[i], p->regions, dst[i]);
         }
-    }
-    for (int i = 0; i < m->nphase; i++) { /* other labels, as measured */
-        const tw_power_phase_acc *p = &m->phase[i];
-        if (!p->regions || !strcmp(p->name, "prefill") || !strcmp(p->name, "decode") ||
-            !strcmp(p->name, "e2e"))
-            continue;
-        tw_power_region r;
-        tw_fill_region(m, p->energy_j, p->seconds, p->peak_w, &r);
-        json_object_set_new(o, p->name, tw_region_json(m, &r, 0, p->regions));
     }
     tw_power_region e2e;
     int derived;
     if (tw_e2e(m, &e2e, &derived)) {
         const tw_power_phase_acc *p = tw_find_phase(m, "e2e");
-        json_t *j = tw_region_json(m, &e2e, tokens ? tokens->e2e : 0, p ? p->regions : 0);
-        json_object_set_new(
-            j, "derived", derived ? json_string("sum of the other phases' regions") : json_false());
-        json_object_set_new(o, "e2e", j);
-    } else {
-        json_object_set_new(o, "e2e", json_null());
+        tw_region_fill(m, &e2e, tokens ? tokens->e2e : 0, p ? p->regions : 0, &o->e2e);
+        o->e2e.has_derived = 1;
+        if (derived)
+            snprintf(o->e2e.derived, sizeof o->e2e.derived, "sum of the other phases' regions");
     }
-    json_t *tr = json_object(), *tt = json_array(), *tw = json_array();
-    for (size_t i = 0; i < m->ntrace; i++) {
-        json_array_append_new(tt, json_real(round(m->trace_t[i] * 1e6) / 1e6));
-        json_array_append_new(tw, json_real(m->trace_w[i]));
+    tw_status st = TW_OK;
+    if (m->ntrace) {
+        o->trace_t_s = malloc(sizeof(double) * m->ntrace);
+        o->trace_power_w = malloc(sizeof(double) * m->ntrace);
+        if (!o->trace_t_s || !o->trace_power_w) {
+            st = TW_ERR(TW_ERR_NOMEM, "power trace of %zu samples", m->ntrace);
+        } else {
+            o->ntrace = m->ntrace;
+            for (size_t i = 0; i < m->ntrace; i++) {
+                o->trace_t_s[i] = round(m->trace_t[i] * 1e6) / 1e6;
+                o->trace_power_w[i] = m->trace_w[i];
+            }
+        }
     }
-    json_object_set_new(tr, "t_s", tt);
-    json_object_set_new(tr, "power_w", tw);
-    json_object_set_new(tr, "truncated", json_boolean(m->truncated));
-    json_object_set_new(tr, "note",
-                        json_string(m->mode == TW_MODE_ASSUMED || m->mode == TW_MODE_NONE
-                                        ? "no trace: nothing is measured"
-                                        : "watts over all devices, seconds since the first "
-                                          "measured region began; measured regions only"));
-    json_object_set_new(o, "trace", tr);
+    o->trace_truncated = m->truncated;
+    snprintf(o->trace_note, sizeof o->trace_note, "%s",
+             m->mode == TW_MODE_ASSUMED || m->mode == TW_MODE_NONE
+                 ? "no trace: nothing is measured"
+                 : "watts over all devices, seconds since the first measured region began; "
+                   "measured regions only");
     pthread_mutex_unlock(&mm->mu);
-    *out = o;
+    if (st) tw_energy_free(o);
+    return st;
+}
+
+tw_status tw_power_energy_json(const tw_power_meter *m, const tw_power_tokens *tokens,
+                               json_t **out) {
+    tw_energy e;
+    TW_TRY(tw_power_energy(m, tokens, &e));
+    *out = tw_energy_to_json(&e);
+    tw_energy_free(&e);
     return TW_OK;
+}
+
+void tw_power_mark(tw_power_meter *m) {
+    pthread_mutex_lock(&m->mu);
+    memcpy(m->saved, m->phase, sizeof m->phase);
+    m->nsaved = m->nphase;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void tw_power_rollback(tw_power_meter *m) {
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < m->nphase; i++) {
+        tw_power_phase_acc *p = &m->phase[i];
+        if (p->open) {
+            p->open = 0;
+            m->nopen--;
+        }
+        if (i < m->nsaved) {
+            p->energy_j = m->saved[i].energy_j;
+            p->seconds = m->saved[i].seconds;
+            p->peak_w = m->saved[i].peak_w;
+            p->regions = m->saved[i].regions;
+        } else {
+            p->energy_j = p->seconds = p->peak_w = 0;
+            p->regions = 0;
+        }
+    }
+    if (m->nopen == 0)
+        tw_sampler_stop_unlock(m);
+    else
+        pthread_mutex_unlock(&m->mu);
+}
+
+tw_status tw_power_phase_energy(const tw_power_meter *m, const char *phase, double *energy_j) {
+    tw_power_region r = {0};
+    if (!strcmp(phase, "e2e")) {
+        int derived;
+        if (!tw_e2e(m, &r, &derived)) return TW_ERR(TW_ERR_INVALID, "power: nothing measured");
+    } else {
+        TW_TRY(tw_power_phase(m, phase, &r));
+    }
+    *energy_j = r.energy_j;
+    return TW_OK;
+}
+
+void tw_power_energy_combine(tw_energy *e, const double total_j[3], int domains, int ranks,
+                             const char *how) {
+    tw_energy_phase *ph[3] = {&e->prefill, &e->decode, &e->e2e};
+    for (int i = 0; i < 3; i++) {
+        tw_energy_phase *o = ph[i];
+        if (!o->present) continue;
+        double sec = o->seconds, tokens = isfinite(o->tokens) ? o->tokens : 0, en = total_j[i];
+        o->energy_j = en;
+        o->mean_power_w = tw_metric_mean_power_w(en, sec);
+        o->mean_power_w_per_device = tw_metric_per_device(o->mean_power_w, domains);
+        o->j_per_token = tw_metric_j_per_token(en, tokens);
+        o->tokens_per_j = tw_metric_tokens_per_j(en, tokens);
+    }
+    e->devices = domains;
+    e->ranks = ranks;
+    snprintf(e->combined, sizeof e->combined, "%s", how);
 }
 
 void tw_power_close(tw_power_meter *m) {

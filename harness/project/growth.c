@@ -9,6 +9,8 @@
 
 #include "tw_config.h"
 
+#include "tw_util.h"
+
 static const char *const tw_growth_units[] = {"MW", "MW/year", "billion USD/year",
                                               "million units/year", "x relative to first point"};
 
@@ -33,6 +35,12 @@ const char *tw_bound_symbol(tw_bound b) {
     case TW_BOUND_UPPER:
         return "≲";
     }
+    return "?";
+}
+
+const char *tw_bound_name(tw_bound b) {
+    for (size_t k = 0; k < sizeof tw_bounds / sizeof tw_bounds[0]; k++)
+        if (tw_bounds[k].b == b) return tw_bounds[k].name;
     return "?";
 }
 
@@ -125,9 +133,8 @@ tw_status tw_growth_parse(json_t *root, const char *what, tw_growth_series *out)
 }
 
 tw_status tw_growth_load(const char *path, tw_growth_series *out) {
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     tw_status st = tw_growth_parse(root, path, out);
     json_decref(root);
     return st;
@@ -240,9 +247,8 @@ tw_status tw_assumptions_load(const char *path, tw_assumptions *out) {
         TW_TRY(tw_config_path("assumptions.json", buf, sizeof buf));
         path = buf;
     }
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
+    json_t *root = NULL;
+    TW_TRY(tw_json_load_file(path, &root));
     json_t *all = json_object_get(root, "assumptions");
     tw_status st = TW_OK;
     if (!json_is_object(all)) st = TW_ERR(TW_ERR_PARSE, "%s: missing \"assumptions\"", path);

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tw_metrics.h"
+#include "tw_util.h"
+
 #define TW_SECONDS_PER_YEAR (365.25 * 86400.0)
 
 const char *tw_scenario_name(tw_scenario s) {
@@ -167,28 +170,68 @@ tw_status tw_project_compute(const tw_project_inputs *in, const tw_project_devic
             r->dc_status = g.status;
             r->dc_bound = g.bound;
             r->share_of_additions = r->facility_mw / r->dc_additions_mw;
+            double life = a->lifetime_years.value, installed_m = 0;
+            for (int j = 0; j < (int)ceil(life); j++) {
+                TW_TRY(tw_growth_at(&in->shipments, y - j, 0, &g));
+                installed_m += fmin(1.0, life - j) * g.value;
+                r->installed_extrapolated |= g.status == TW_PT_EXTRAPOLATED;
+            }
+            r->installed_devices = installed_m * 1e6;
+            r->exceeds_supply = r->devices > r->installed_devices || r->share_of_additions > 1.0;
         }
     }
     return TW_OK;
 }
 
+/* "12x", "1,400x", "3.2 million x" */
+static void tw_fmt_times(char *buf, size_t n, double v) {
+    char t[48];
+    tw_fmt_value(t, sizeof t, v);
+    snprintf(buf, n, "%s%s", t, v >= 1e6 ? " times" : "x");
+}
+
 void tw_project_headline_of(const tw_projection *p, tw_scenario s, char *buf, size_t n) {
     const tw_project_row *r = &p->rows[s][TW_PROJECT_NYEARS - 1];
-    char dev[64], dem[64], how[160];
+    char dev[64], dem[64], how[320], it[64], fac[64];
     tw_fmt_value(dev, sizeof dev, r->devices);
     tw_fmt_value(dem, sizeof dem, r->demand_tokens_per_s);
+    tw_fmt_value(it, sizeof it, r->it_mw);
+    tw_fmt_value(fac, sizeof fac, r->facility_mw);
+    /* a source label of the meter already says "assumed: ...": say it once */
+    const char *src = p->dev.source;
+    if (!strncmp(src, "assumed: ", 9)) src += 9;
     if (p->dev.assumed)
-        snprintf(how, sizeof how, "ASSUMED, not measured: %s", p->dev.source);
+        snprintf(how, sizeof how, "watts ASSUMED, not measured: %s", src);
     else
-        snprintf(how, sizeof how, "measured by %s", p->dev.source);
+        snprintf(how, sizeof how, "watts measured by %s", src);
+    int w = snprintf(buf, n,
+                     "at %.4g tokens/s and %.4g W per device (%s), serving the %d demand of "
+                     "scenario %s (%s%s tokens/s%s)",
+                     p->dev.tokens_per_s, p->dev.watts, how, r->year, tw_scenario_name(s),
+                     tw_bound_symbol(r->demand_bound), dem,
+                     r->demand_extrapolated ? ", extrapolated" : "");
+    if (w < 0 || (size_t)w >= n) return;
+    buf += w;
+    n -= (size_t)w;
+    if (!r->exceeds_supply) {
+        snprintf(buf, n,
+                 " takes %s devices and %s MW IT (%s MW facility, %.0f%% of that year's "
+                 "data-centre additions%s)",
+                 dev, it, fac, r->share_of_additions * 100,
+                 r->dc_status == TW_PT_EXTRAPOLATED ? ", additions extrapolated" : "");
+        return;
+    }
+    char inst[64], xd[64], xm[64], add[64];
+    tw_fmt_value(inst, sizeof inst, r->installed_devices);
+    tw_fmt_value(add, sizeof add, r->dc_additions_mw);
+    tw_fmt_times(xd, sizeof xd, r->devices / r->installed_devices);
+    tw_fmt_times(xm, sizeof xm, r->share_of_additions);
     snprintf(buf, n,
-             "at %.4g tokens/s and %.4g W per device (%s), serving the %d demand of scenario %s "
-             "(%s%s tokens/s%s) takes %s devices and %.0f MW (IT; %.0f MW facility, %.0f%% of "
-             "that year's data-centre additions%s)",
-             p->dev.tokens_per_s, p->dev.watts, how, r->year, tw_scenario_name(s),
-             tw_bound_symbol(r->demand_bound), dem, r->demand_extrapolated ? ", extrapolated" : "",
-             dev, r->it_mw, r->facility_mw, r->share_of_additions * 100,
-             r->dc_status == TW_PT_EXTRAPOLATED ? ", additions extrapolated" : "");
+             ": this device could not serve that demand. It would take %s devices, %s the %s "
+             "accelerators the shipments curve puts in service by %d%s, and %s MW of facility "
+             "power, %s that year's data-centre additions of %s MW%s",
+             dev, xd, inst, r->year, r->installed_extrapolated ? " (extrapolated)" : "", fac, xm,
+             add, r->dc_status == TW_PT_EXTRAPOLATED ? " (extrapolated)" : "");
 }
 
 tw_status tw_project_headline(double tokens_per_s, double watts, const char *source_label,
@@ -272,6 +315,8 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
             json_object_set_new(o, "year", json_integer(r->year));
             json_object_set_new(o, "demand_tokens_per_s", json_real(r->demand_tokens_per_s));
             json_object_set_new(o, "demand_bound", json_string(tw_bound_symbol(r->demand_bound)));
+            json_object_set_new(o, "demand_bound_name",
+                                json_string(tw_bound_name(r->demand_bound)));
             json_object_set_new(o, "demand_extrapolated", json_boolean(r->demand_extrapolated));
             json_object_set_new(o, "basis", json_string(r->basis));
             json_object_set_new(o, "devices", json_real(r->devices));
@@ -281,7 +326,13 @@ tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p
             json_object_set_new(o, "dc_additions_status",
                                 json_string(tw_point_status_name(r->dc_status)));
             json_object_set_new(o, "dc_additions_bound", json_string(tw_bound_symbol(r->dc_bound)));
+            json_object_set_new(o, "dc_additions_bound_name",
+                                json_string(tw_bound_name(r->dc_bound)));
             json_object_set_new(o, "share_of_additions", json_real(r->share_of_additions));
+            json_object_set_new(o, "installed_devices", json_real(r->installed_devices));
+            json_object_set_new(o, "installed_extrapolated",
+                                json_boolean(r->installed_extrapolated));
+            json_object_set_new(o, "exceeds_supply", json_boolean(r->exceeds_supply));
             json_object_set_new(o, "watts_assumed", json_boolean(p->dev.assumed));
             json_array_append_new(rows, o);
         }
@@ -434,63 +485,60 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
 /* ---- result files ------------------------------------------------------------------------------
  */
 
-static int tw_get_number(json_t *root, const char *a, const char *b, const char *c, double *out) {
-    json_t *v = json_object_get(root, a);
-    if (v && b) v = json_object_get(v, b);
-    if (v && c) v = json_object_get(v, c);
-    if (!json_is_number(v)) return 0;
-    *out = json_number_value(v);
-    return 1;
+tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
+                                     tw_project_device *out, char *note, size_t note_n) {
+    memset(out, 0, sizeof *out);
+    double tps = row->metrics.e2e_tokens_per_s.median;
+    int devs = row->scenario.devices;
+    if (!isfinite(tps))
+        return TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", origin);
+    if (devs < 1) return TW_ERR(TW_ERR_PARSE, "%s: scenario.devices missing or < 1", origin);
+    const tw_energy *e = &row->energy;
+    if (!row->has_energy || !e->source[0] || !strcmp(e->source, "none"))
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "%s: no power was measured or assumed in this run (energy.source %s); give "
+                      "--watts W per device",
+                      origin, row->has_energy && e->source[0] ? e->source : "missing");
+    double w = e->e2e.mean_power_w_per_device;
+    int per_dev = isfinite(w);
+    if (!per_dev) {
+        if (!isfinite(e->e2e.mean_power_w))
+            return TW_ERR(TW_ERR_PARSE, "%s: no numeric energy.e2e.mean_power_w", origin);
+        w = tw_metric_per_device(e->e2e.mean_power_w, e->devices >= 1 ? e->devices : devs);
+    }
+    /* the units the power covers: scenario.devices, unless the energy block counts power
+     * domains itself (ranks sharing a host whose power is the host's count once) */
+    int by_energy = e->devices >= 1 && (e->ranks > 0 || e->combined[0]);
+    int pdevs = by_energy ? e->devices : devs;
+    out->tokens_per_s = tw_metric_per_device(tps, pdevs);
+    out->watts = w;
+    out->assumed = e->assumed;
+    snprintf(out->source, sizeof out->source, "%s",
+             e->label[0] && out->assumed ? e->label : e->source);
+    snprintf(note, note_n,
+             "%s: tokens/s per device = metrics.e2e_tokens_per_s %.4g / %s %d; watts per device = "
+             "%s",
+             origin, tps, by_energy ? "energy.devices" : "scenario.devices", pdevs,
+             per_dev ? "energy.e2e.mean_power_w_per_device"
+                     : "energy.e2e.mean_power_w / energy.devices");
+    if (!(tps > 0) || !(w > 0))
+        return TW_ERR(TW_ERR_INVALID, "%s: tokens/s %g and watts %g must be positive", origin,
+                      out->tokens_per_s, w);
+    return TW_OK;
 }
 
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n) {
-    json_error_t e;
-    json_t *root = json_load_file(path, 0, &e);
-    if (!root) return TW_ERR(TW_ERR_PARSE, "%s:%d: %s", path, e.line, e.text);
-    tw_status st = TW_OK;
-    double tps = 0, devs = 1, w = 0, edevs = 0;
-    memset(out, 0, sizeof *out);
-    json_t *ver = json_object_get(root, "schema_version");
-    if (!json_is_integer(ver) || json_integer_value(ver) != 1)
-        st = TW_ERR(TW_ERR_PARSE, "%s: schema_version must be 1", path);
-    else if (!tw_get_number(root, "metrics", "e2e_tokens_per_s", NULL, &tps))
-        st = TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", path);
-    else if (!tw_get_number(root, "scenario", "devices", NULL, &devs) || devs < 1)
-        st = TW_ERR(TW_ERR_PARSE, "%s: scenario.devices missing or < 1", path);
-    if (st) goto done;
-    json_t *energy = json_object_get(root, "energy");
-    json_t *src = json_object_get(energy, "source");
-    if (!json_is_string(src) || !strcmp(json_string_value(src), "none")) {
-        st = TW_ERR(TW_ERR_UNSUPPORTED,
-                    "%s: no power was measured or assumed in this run (energy.source %s); give "
-                    "--watts W per device",
-                    path, json_is_string(src) ? json_string_value(src) : "missing");
-        goto done;
-    }
-    int per_dev = tw_get_number(root, "energy", "e2e", "mean_power_w_per_device", &w);
-    if (!per_dev) {
-        if (!tw_get_number(root, "energy", "e2e", "mean_power_w", &w)) {
-            st = TW_ERR(TW_ERR_PARSE, "%s: no numeric energy.e2e.mean_power_w", path);
-            goto done;
-        }
-        if (!tw_get_number(root, "energy", "devices", NULL, &edevs) || edevs < 1) edevs = devs;
-        w /= edevs;
-    }
-    out->tokens_per_s = tps / devs;
-    out->watts = w;
-    out->assumed = json_is_true(json_object_get(energy, "assumed"));
-    snprintf(out->source, sizeof out->source, "%s", json_string_value(src));
-    snprintf(note, note_n,
-             "%s: tokens/s per device = metrics.e2e_tokens_per_s %.4g / scenario.devices %g; "
-             "watts per device = %s",
-             path, tps, devs,
-             per_dev ? "energy.e2e.mean_power_w_per_device"
-                     : "energy.e2e.mean_power_w / energy.devices");
-    if (!(tps > 0) || !(w > 0))
-        st = TW_ERR(TW_ERR_INVALID, "%s: tokens/s %g and watts %g must be positive", path,
-                    out->tokens_per_s, w);
-done:
-    json_decref(root);
+    tw_result res;
+    TW_TRY(tw_result_read_file(path, &res));
+    tw_status st;
+    if (res.nrows != 1)
+        st = TW_ERR(TW_ERR_INVALID,
+                    "%s is a sweep of %d rows: the projection takes one combination (a result of "
+                    "tokwatt run without lists), or --tokens-per-s and --watts",
+                    path, res.nrows);
+    else
+        st = tw_project_device_from_row(&res.rows[0], path, out, note, note_n);
+    tw_result_free(&res);
     return st;
 }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "tw_result_schema.h"
 #include "tw_status.h"
 
 /* ---- growth curves ------------------------------------------------------------------------- */
@@ -69,6 +70,7 @@ tw_status tw_growth_at(const tw_growth_series *s, double year, double single_poi
 tw_status tw_growth_overall_factor(const tw_growth_series *s, double *out);
 
 const char *tw_bound_symbol(tw_bound b);              /* "", "≥", "≈", "≲" */
+const char *tw_bound_name(tw_bound b);                /* "stated", "lower", "approx", "upper" */
 const char *tw_point_status_name(tw_point_status st); /* stated, interpolated, extrapolated */
 
 /* ---- assumptions ----------------------------------------------------------------------------- */
@@ -100,7 +102,7 @@ tw_status tw_scenario_parse(const char *name, tw_scenario *out);
 typedef struct {
     double tokens_per_s; /* per device, > 0 */
     double watts;        /* per device, > 0 */
-    char source[64];     /* "nvml", "rapl", "assumed", "--watts" ... */
+    char source[256];    /* "nvml", "rapl", "assumed: rated 280 W of ...", "--watts" ... */
     int assumed;         /* the watts are assumed (rated or given), not measured */
 } tw_project_device;
 
@@ -118,6 +120,13 @@ typedef struct {
     tw_point_status dc_status;
     tw_bound dc_bound;
     double share_of_additions; /* facility_mw / dc_additions_mw */
+    /* What the curves say will exist that year: accelerators in service (the shipments curve
+     * over the assumed lifetime, as the shipments scenario counts them) */
+    double installed_devices;
+    int installed_extrapolated;
+    /* devices > installed_devices or facility_mw > dc_additions_mw: a fleet of this device
+     * could not serve the demand (the headline says so rather than quoting the figure) */
+    int exceeds_supply;
 } tw_project_row;
 
 #define TW_PROJECT_YEAR0  2025
@@ -157,10 +166,14 @@ void tw_project_headline_of(const tw_projection *p, tw_scenario s, char *buf, si
 tw_status tw_project_to_json(const tw_project_inputs *in, const tw_projection *p, json_t **out);
 tw_status tw_project_svg(const tw_projection *p, char **out);
 
-/* Reads a tokwatt result file (schema_version 1): e2e tokens/s per device (metrics
- * .e2e_tokens_per_s / scenario.devices) and mean watts per device (energy.e2e
- * .mean_power_w_per_device, else energy.e2e.mean_power_w / energy.devices). `note` says which
- * fields were used. */
+/* The device figures of one result row (the one reader's, tw_result_schema.h): e2e tokens/s
+ * per power domain (metrics.e2e_tokens_per_s / scenario.devices, or / energy.devices when the
+ * energy block combined the ranks' power domains itself) and mean watts per device
+ * (energy.e2e.mean_power_w_per_device, else energy.e2e.mean_power_w / energy.devices); `note`
+ * says which fields were used, origin names the file. Used by `project` and `report`. */
+tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
+                                     tw_project_device *out, char *note, size_t note_n);
+/* The same for a result file of one combination (a sweep is refused: name one row's run). */
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n);
 

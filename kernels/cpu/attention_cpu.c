@@ -1,7 +1,8 @@
 /* CPU attention: causal prefill (flash style: one pass over K and V per block of queries, with
  * the online softmax of tw_numeric.h), split-KV decode (flash decoding: partial results merged
- * with tw_splitkv_merge) and the KV-cache store. Also the portable table of inner loops
- * (attn_prims.h); attention_avx2.c has the AVX2 one.
+ * with tw_splitkv_merge), both with an optional sliding window (keys outside it are neither
+ * read into the softmax nor, where whole blocks fall outside, loaded), and the KV-cache store. Also
+ * the portable table of inner loops (attn_prims.h); attention_avx2.c has the AVX2 one.
  *
  * Work unit: one KV head of one sequence together with all the query heads that read it (the
  * grouped-query "group"), and for prefill several consecutive tokens of them, so each key and
@@ -87,7 +88,7 @@ typedef struct {
     float *o;             /* [nq, d] unnormalised output accumulator */
     float *kb, *vb;       /* [KB, d] fp32 copies of a bf16 key / value block */
     tw_softmax_state *st; /* [nq] */
-    int *lim;             /* [nq] query i attends to keys < lim[i] */
+    int *lo, *lim;        /* [nq] query i attends to keys lo[i] <= j < lim[i] */
 } attn_ws;
 
 static void ws_free(attn_ws *w) {
@@ -97,6 +98,7 @@ static void ws_free(attn_ws *w) {
     free(w->kb);
     free(w->vb);
     free(w->st);
+    free(w->lo);
     free(w->lim);
     memset(w, 0, sizeof *w);
 }
@@ -112,21 +114,22 @@ static int ws_alloc(attn_ws *w, int nq, int d, int bf16) {
     w->s = ws_alloc1(sizeof(float) * (size_t)nq * TW_ATTN_KB);
     w->o = ws_alloc1(sizeof(float) * (size_t)nq * d);
     w->st = ws_alloc1(sizeof(tw_softmax_state) * (size_t)nq);
+    w->lo = ws_alloc1(sizeof(int) * (size_t)nq);
     w->lim = ws_alloc1(sizeof(int) * (size_t)nq);
     if (bf16) {
         w->kb = ws_alloc1(sizeof(float) * (size_t)TW_ATTN_KB * d);
         w->vb = ws_alloc1(sizeof(float) * (size_t)TW_ATTN_KB * d);
     }
-    if (!w->q || !w->s || !w->o || !w->st || !w->lim || (bf16 && (!w->kb || !w->vb))) {
+    if (!w->q || !w->s || !w->o || !w->st || !w->lo || !w->lim || (bf16 && (!w->kb || !w->vb))) {
         ws_free(w);
         return 0;
     }
     return 1;
 }
 
-/* Runs the nq queries in w->q (limits w->lim) over keys [k0, k1) of one KV head; k and v point
- * at that head's [max_seq, d] rows. Leaves the unnormalised output in w->o and the softmax state
- * in w->st. Every query must have at least one key below its limit in the first block. */
+/* Runs the nq queries in w->q (key ranges [w->lo, w->lim)) over keys [k0, k1) of one KV head; k
+ * and v point at that head's [max_seq, d] rows. Leaves the unnormalised output in w->o and the
+ * softmax state in w->st. Every query must have at least one key in its range. */
 static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const void *k,
                       const void *v, tw_dtype dt, int k0, int k1) {
     memset(w->o, 0, sizeof(float) * (size_t)nq * d);
@@ -144,20 +147,24 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
         int any = 0;
         for (int i = 0; i < nq; i++) {
             float *si = w->s + (size_t)i * TW_ATTN_KB;
-            int nv = w->lim[i] - j0; /* causal mask: valid keys of this block for query i */
+            /* causal limit and sliding window: the valid keys of this block for query i are
+             * [a, nv) */
+            int nv = w->lim[i] - j0, a = w->lo[i] - j0;
             if (nv > nk) nv = nk;
-            if (nv < 0) nv = 0;
-            if (nv > 0) {
-                float mx = si[0];
-                for (int j = 1; j < nv; j++) mx = si[j] > mx ? si[j] : mx;
+            if (a < 0) a = 0;
+            if (nv < a) nv = a;
+            if (nv > a) {
+                float mx = si[a];
+                for (int j = a + 1; j < nv; j++) mx = si[j] > mx ? si[j] : mx;
                 float alpha = tw_softmax_rescale(&w->st[i], mx);
                 if (alpha != 1.0f) {
                     float *oi = w->o + (size_t)i * d;
                     for (int t = 0; t < d; t++) oi[t] *= alpha;
                 }
-                w->st[i].l += pr->exp_sub_sum(nv, w->st[i].m, si, si);
+                w->st[i].l += pr->exp_sub_sum(nv - a, w->st[i].m, si + a, si + a);
                 any = 1;
             }
+            for (int j = 0; j < a; j++) si[j] = 0.0f;
             for (int j = nv; j < nk; j++) si[j] = 0.0f;
         }
         if (!any) continue;
@@ -174,7 +181,9 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
 
 /* ---- argument checks ------------------------------------------------------------------------ */
 static tw_status attn_check_heads(const char *op, int n_heads, int n_kv_heads, int head_dim,
-                                  int max_seq, tw_dtype dt, float scale, int threads) {
+                                  int max_seq, tw_dtype dt, float scale, int window, int threads) {
+    if (window < 0)
+        return TW_ERR(TW_ERR_INVALID, "%s: window must be >= 0 (0 = none), got %d", op, window);
     if (n_heads < 1) return TW_ERR(TW_ERR_INVALID, "%s: n_heads must be >= 1, got %d", op, n_heads);
     if (n_kv_heads < 1 || n_heads % n_kv_heads != 0)
         return TW_ERR(TW_ERR_INVALID, "%s: n_kv_heads %d must be >= 1 and divide n_heads %d", op,
@@ -243,11 +252,13 @@ static void prefill_task(void *arg, long t, int worker) {
             const float *src =
                 a->q + (((size_t)b * a->seq + s0 + tt) * H + (size_t)kvh * group + gh) * d;
             for (int x = 0; x < d; x++) w.q[(size_t)i * d + x] = src[x] * a->scale;
+            w.lo[i] = tw_attn_window_lo(p0 + tt, a->window);
             w.lim[i] = p0 + tt + 1;
         }
     size_t off = ((size_t)b * G + kvh) * j->head_stride * j->es;
+    /* keys before the first token's window are read by no query of the task */
     attn_core(j->pr, &w, nq, d, (const char *)a->k_cache + off, (const char *)a->v_cache + off,
-              a->kv_dtype, 0, p0 + tn);
+              a->kv_dtype, tw_attn_window_lo(p0, a->window), p0 + tn);
     for (int tt = 0; tt < tn; tt++)
         for (int gh = 0; gh < group; gh++) {
             int i = tt * group + gh;
@@ -272,6 +283,10 @@ static void decode_task(void *arg, long t, int worker) {
     int kvh = (int)(r % G), b = (int)(r / G);
     int len = a->lens[b], chunk = TW_DECODE_SPLIT_KEYS;
     int k0 = sp * chunk, k1 = k0 + chunk < len ? k0 + chunk : len;
+    /* a sliding window leaves the splits before it empty and trims the first one; the partition
+     * itself still depends only on the length */
+    int wlo = tw_attn_window_lo(len - 1, a->window);
+    if (k0 < wlo) k0 = wlo;
     size_t pidx = ((size_t)b * H + (size_t)kvh * group) * nsplit + sp; /* head gh: +gh*nsplit */
     if (k0 >= k1) { /* shorter sequence: this split has no keys, weight 0 */
         for (int gh = 0; gh < group; gh++) {
@@ -283,6 +298,7 @@ static void decode_task(void *arg, long t, int worker) {
     for (int gh = 0; gh < group; gh++) {
         const float *src = a->q + ((size_t)b * H + (size_t)kvh * group + gh) * d;
         for (int x = 0; x < d; x++) w.q[(size_t)gh * d + x] = src[x] * a->scale;
+        w.lo[gh] = k0;
         w.lim[gh] = k1;
     }
     size_t off = ((size_t)b * G + kvh) * j->head_stride * j->es;
@@ -309,7 +325,7 @@ static void merge_rows(void *arg, long i0, long i1, int worker) {
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_prefill: NULL arguments");
     TW_TRY(attn_check_heads("attn_prefill", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
-                            a->kv_dtype, a->scale, threads));
+                            a->kv_dtype, a->scale, a->window, threads));
     if (a->batch < 1)
         return TW_ERR(TW_ERR_INVALID, "attn_prefill: batch must be >= 1, got %d", a->batch);
     if (a->seq < 1) return TW_ERR(TW_ERR_INVALID, "attn_prefill: seq must be >= 1, got %d", a->seq);
@@ -358,7 +374,7 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_decode: NULL arguments");
     TW_TRY(attn_check_heads("attn_decode", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
-                            a->kv_dtype, a->scale, threads));
+                            a->kv_dtype, a->scale, a->window, threads));
     if (a->batch < 1)
         return TW_ERR(TW_ERR_INVALID, "attn_decode: batch must be >= 1, got %d", a->batch);
     if (!a->lens || !a->q || !a->k_cache || !a->v_cache || !a->out)

@@ -77,6 +77,10 @@ static tw_status cpu_swiglu(tw_backend *be, int rows, int f, const float *gate, 
 static tw_status cpu_add(tw_backend *be, size_t n, const float *x, float *y) {
     return add_cpu(n, x, y, be->threads);
 }
+static tw_status cpu_bias_add(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                              tw_dtype b_dtype) {
+    return bias_add_cpu(rows, n, x, ldx, b, b_dtype, be->threads);
+}
 static tw_status cpu_embed(tw_backend *be, int n, const int *tokens, const void *table,
                            tw_dtype dtype, int row0, int rows, int dim, float *out) {
     return embed_cpu(n, tokens, table, dtype, row0, rows, dim, out, be->threads);
@@ -84,6 +88,23 @@ static tw_status cpu_embed(tw_backend *be, int n, const int *tokens, const void 
 static tw_status cpu_argmax(tw_backend *be, int rows, int n, const float *logits, int *idx,
                             float *val) {
     return argmax_cpu(rows, n, logits, idx, val, be->threads);
+}
+
+static tw_status cpu_head_rmsnorm(tw_backend *be, int rows, int n_heads, int dim, float *x, int ldx,
+                                  const void *w, tw_dtype w_dtype, float eps) {
+    return head_rmsnorm_cpu(rows, n_heads, dim, x, ldx, w, w_dtype, eps, be->threads);
+}
+static tw_status cpu_moe_route(tw_backend *be, const tw_moe_route_args *a) {
+    return moe_route_cpu(a, be->threads);
+}
+static tw_status cpu_moe_ffn(tw_backend *be, const tw_moe_ffn_args *a) {
+    return moe_ffn_cpu(a, be->threads);
+}
+static tw_status cpu_mla_store(tw_backend *be, const tw_mla_store_args *a) {
+    return mla_store_cpu(a, be->threads);
+}
+static tw_status cpu_mla_attn(tw_backend *be, const tw_mla_attn_args *a) {
+    return mla_attn_cpu(a, be->threads);
 }
 
 static void cpu_destroy(tw_backend *be) {
@@ -109,6 +130,12 @@ static const tw_backend_ops tw_cpu_ops = {
     .embed = cpu_embed,
     .argmax = cpu_argmax,
     .destroy = cpu_destroy,
+    .bias_add = cpu_bias_add,
+    .head_rmsnorm = cpu_head_rmsnorm,
+    .moe_route = cpu_moe_route,
+    .moe_ffn = cpu_moe_ffn,
+    .mla_store = cpu_mla_store,
+    .mla_attn = cpu_mla_attn,
 };
 
 tw_status tw_backend_cpu_create(int threads, tw_backend **out) {

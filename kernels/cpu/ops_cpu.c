@@ -1,6 +1,6 @@
-/* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, embedding
- * lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a flat
- * array) on the persistent pool, and small calls stay on the calling thread, where handing out
+/* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, bias add,
+ * embedding lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a
+ * flat array) on the persistent pool, and small calls stay on the calling thread, where handing out
  * tasks would cost more than the work. */
 #include "attn_prims.h"
 #include "tw_pool.h"
@@ -70,11 +70,57 @@ tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype
     return tw_pool_for(ops_threads((size_t)rows * dim, threads), rows, 1, rmsnorm_rows, &j);
 }
 
+tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, const void *w,
+                           tw_dtype w_dtype, float eps, int threads) {
+    TW_TRY(ops_check_threads("head_rmsnorm", threads));
+    if (rows < 1 || n_heads < 1 || dim < 1)
+        return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: rows %d, heads %d and dim %d must be >= 1",
+                      rows, n_heads, dim);
+    if (!x || !w) return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: NULL %s", !x ? "x" : "w");
+    if (w_dtype != TW_F32 && w_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: weight dtype must be fp32 or bf16, got %d",
+                      (int)w_dtype);
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: eps must be finite and >= 0, got %g",
+                      (double)eps);
+    const long ld = ldx ? ldx : (long)n_heads * dim;
+    if (ld < (long)n_heads * dim)
+        return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: ldx %d is less than n_heads * dim = %ld", ldx,
+                      (long)n_heads * dim);
+    int nt = ops_threads((size_t)rows * n_heads * dim, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < n_heads; h++) {
+            float *xr = x + (size_t)r * ld + (size_t)h * dim;
+            float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+            float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+            if (w_dtype == TW_F32) {
+                const float *wf = w;
+#pragma omp simd
+                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * wf[i];
+            } else {
+                const tw_bf16 *wb = w;
+#pragma omp simd
+                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
+            }
+        }
+    return TW_OK;
+}
+
 static tw_status rope_check_params(const tw_rope_params *rp) {
     if (!(rp->theta > 0.0f) || !isfinite(rp->theta))
         return TW_ERR(TW_ERR_INVALID, "rope: rope_theta must be > 0, got %g", (double)rp->theta);
-    if (rp->type != TW_ROPE_DEFAULT && rp->type != TW_ROPE_LINEAR && rp->type != TW_ROPE_LLAMA3)
+    if (rp->type != TW_ROPE_DEFAULT && rp->type != TW_ROPE_LINEAR && rp->type != TW_ROPE_LLAMA3 &&
+        rp->type != TW_ROPE_YARN)
         return TW_ERR(TW_ERR_INVALID, "rope: unknown rope type %d", (int)rp->type);
+    if (rp->type == TW_ROPE_YARN &&
+        (!(rp->original_max_pos > 0.0f) || !(rp->beta_fast > 0.0f) || !(rp->beta_slow > 0.0f)))
+        return TW_ERR(TW_ERR_INVALID,
+                      "rope: yarn scaling needs original_max_position_embeddings (%g), beta_fast "
+                      "(%g) and beta_slow (%g) > 0",
+                      (double)rp->original_max_pos, (double)rp->beta_fast, (double)rp->beta_slow);
     if (rp->type != TW_ROPE_DEFAULT && !(rp->factor > 0.0f))
         return TW_ERR(TW_ERR_INVALID, "rope: scaling factor must be > 0, got %g",
                       (double)rp->factor);
@@ -238,6 +284,34 @@ static void embed_rows(void *arg, long i0, long i1, int worker) {
             for (int x = 0; x < dim; x++) o[x] = tw_f32_from_bf16(src[x]);
         }
     }
+}
+
+tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
+                       int threads) {
+    TW_TRY(ops_check_threads("bias_add", threads));
+    if (rows < 1 || n < 1)
+        return TW_ERR(TW_ERR_INVALID, "bias_add: rows %d and n %d must be >= 1", rows, n);
+    if (!x || !b) return TW_ERR(TW_ERR_INVALID, "bias_add: NULL %s", !x ? "x" : "b");
+    if (b_dtype != TW_F32 && b_dtype != TW_BF16)
+        return TW_ERR(TW_ERR_INVALID, "bias_add: bias dtype must be fp32 or bf16, got %d",
+                      (int)b_dtype);
+    const long ld = ldx ? ldx : n;
+    if (ld < n) return TW_ERR(TW_ERR_INVALID, "bias_add: ldx %d is less than n = %d", ldx, n);
+    int nt = ops_threads((size_t)rows * n, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * ld;
+        if (b_dtype == TW_F32) {
+            const float *bf = b;
+#pragma omp simd
+            for (int j = 0; j < n; j++) xr[j] += bf[j];
+        } else {
+            const tw_bf16 *bb = b;
+#pragma omp simd
+            for (int j = 0; j < n; j++) xr[j] += tw_f32_from_bf16(bb[j]);
+        }
+    }
+    return TW_OK;
 }
 
 tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype, int row0, int rows,

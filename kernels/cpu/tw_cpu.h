@@ -95,9 +95,21 @@ tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, con
 tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
                      int threads);
 tw_status add_cpu(size_t n, const float *x, float *y, int threads);
+/* x[r, j] += b[j] (rows ldx apart, 0 = packed); b fp32 or bf16 */
+tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
+                       int threads);
 tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype, int row0, int rows,
                     int dim, float *out, int threads);
 tw_status argmax_cpu(int rows, int n, const float *logits, int *idx, float *val, int threads);
+/* per-head RMSNorm in place (tw_backend_ops.head_rmsnorm) */
+tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, const void *w,
+                           tw_dtype w_dtype, float eps, int threads);
+
+/* ---- mixture of experts and latent attention (moe_cpu.c, mla_cpu.c) ------------------------- */
+tw_status moe_route_cpu(const tw_moe_route_args *a, int threads);
+tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads);
+tw_status mla_store_cpu(const tw_mla_store_args *a, int threads);
+tw_status mla_attn_cpu(const tw_mla_attn_args *a, int threads);
 
 /* bf16 <-> fp32 array conversion (round to nearest even) */
 void tw_bf16_from_f32_array(tw_bf16 *dst, const float *src, size_t n);

@@ -3,14 +3,14 @@
  *
  * Phase 1, grid (splits, n_kv_heads x head-groups, batch), 4 warps per block: the block owns
  * one KV head and up to AD_GMAX of the query heads that share it (grouped-query: each K/V row is
- * read once for the whole group). Sequence b's keys are divided evenly among the splits on the
- * device (split length ceil(len_b / splits)), so the split count depends only on shapes, not on
- * the lengths: a captured CUDA graph stays correct as lengths grow. Warps take keys round-robin;
- * lanes own D/32 contiguous dims; scores are warp-reduced and folded with the shared online
- * softmax helper (tw_softmax_push). The 4 warps are merged in shared memory into one normalised
- * partial output and its log-sum-exp per (head, split).
- * Phase 2, grid (n_heads, batch): the partials are merged with tw_lse_add / tw_splitkv_weight,
- * the same helpers the CPU code and tests use. Empty splits carry lse = -inf and weight 0. */
+ * read once for the whole group). Sequence b's attended keys (all len_b, or the last W with a
+ * sliding window) are divided evenly among the splits on the device, so the split count depends
+ * only on shapes, not on the lengths: a captured CUDA graph stays correct as lengths grow. Warps
+ * take keys round-robin; lanes own D/32 contiguous dims; scores are warp-reduced and folded with
+ * the shared online softmax helper (tw_softmax_push). The 4 warps are merged in shared memory into
+ * one normalised partial output and its log-sum-exp per (head, split). Phase 2, grid (n_heads,
+ * batch): the partials are merged with tw_lse_add / tw_splitkv_weight, the same helpers the CPU
+ * code and tests use. Empty splits carry lse = -inf and weight 0. */
 #include "tw_cuda_index.h"
 #include "tw_cuda_internal.cuh"
 
@@ -26,6 +26,7 @@ typedef struct {
     float *part_o;   /* [batch, n_heads, splits, D] */
     float *part_lse; /* [batch, n_heads, splits] */
     float scale;
+    int window; /* sliding window (0: none) */
 } tw_ad_params;
 
 template <int EPL, bool BF16>
@@ -55,8 +56,12 @@ __global__ void __launch_bounds__(AD_THREADS) tw_k_attn_decode_split(const tw_ad
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
     const int len = p.lens[b];
+    /* the splits share the keys the query attends: [lo, len), lo > 0 with a sliding window */
+    const int lo = tw_attn_window_lo(len - 1, p.window);
     int s0, s1;
-    tw_splitkv_range(len, p.splits, split, &s0, &s1);
+    tw_splitkv_range(len - lo, p.splits, split, &s0, &s1);
+    s0 += lo;
+    s1 += lo;
 
     float q[AD_GMAX][EPL], o[AD_GMAX][EPL];
     tw_softmax_state st[AD_GMAX];
@@ -179,6 +184,7 @@ tw_status tw_cuda_attn_decode_run(tw_cuda_ctx *ctx, const tw_attn_decode_args *a
     p.k = a->k_cache;
     p.v = a->v_cache;
     p.scale = a->scale;
+    p.window = a->window;
     if (a->batch > 65535 || p.n_kv * p.hgroups > 65535)
         return TW_ERR(TW_ERR_INVALID, "cuda attn_decode: grid too large (batch %d)", a->batch);
     bool bf16 = a->kv_dtype == TW_BF16;

@@ -6,7 +6,8 @@
  * S = Q K^T (mma.sync), causal mask, online softmax in registers (base-2 exponentials with the
  * scale folded in: exp(x) = exp2(x * log2 e)), P re-used directly as the A fragments of O += P V
  * (the accumulator layout of S equals the A layout of P), V fragments via ldmatrix.trans.
- * One pass over K and V; tiles past the block's last query position are never loaded.
+ * One pass over K and V; tiles past the block's last query position, and with a sliding window
+ * those before its first query's window, are never loaded.
  * Shared rows are padded by 16 bytes (D + 8 bf16) so ldmatrix phases are bank-conflict free.
  * Head dims 64 and 128 take this path; head dims 32 and 256 take a simple one-warp-per-row SIMT
  * kernel (tw_k_attn_prefill_simt), which is a correctness path. Other head dims (e.g. 96) are
@@ -26,6 +27,7 @@ typedef struct {
     const void *k, *v;
     float *out;
     float scale;
+    int window; /* sliding window (0: none) */
 } tw_ap_params;
 
 template <int D> struct ap_cfg {
@@ -84,7 +86,10 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kvh = h / (p.n_heads / p.n_kv);
     const int start = p.start[b];
-    const int kv_end = start + min(q0 + AP_BM, p.seq); /* keys this block needs: [0, kv_end) */
+    const int kv_end = start + min(q0 + AP_BM, p.seq); /* keys this block needs: [.., kv_end) */
+    /* with a sliding window no row of the block reads keys before its first row's window:
+     * those tiles are never loaded */
+    const int j_first = tw_attn_window_lo(start + q0, p.window) / AP_BN;
     const size_t kv_off = ((size_t)b * p.n_kv + kvh) * p.max_seq * D;
     const size_t esz = BF16 ? 2 : 4;
     const void *kbase = (const unsigned char *)p.k + kv_off * esz;
@@ -107,6 +112,7 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
         qf[kk][3] = in1 ? tw_pack_bf16x2(q_r1[d2], q_r1[d2 + 1]) : 0u;
     }
     const int pos0 = start + r0, pos1 = start + r1;
+    const int lo0 = tw_attn_window_lo(pos0, p.window), lo1 = tw_attn_window_lo(pos1, p.window);
 
     float o[D / 8][4];
 #pragma unroll
@@ -114,12 +120,12 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
     float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.0f, 0.0f};
 
     const int n_tiles = (kv_end + AP_BN - 1) / AP_BN;
-    ap_load_kv<D, BF16>(s_k, s_v, kbase, vbase, 0, kv_end);
+    ap_load_kv<D, BF16>(s_k, s_v, kbase, vbase, j_first * AP_BN, kv_end);
     tw_cp_async_commit();
-    for (int j = 0; j < n_tiles; j++) {
-        const int cur = j % 2;
+    for (int j = j_first; j < n_tiles; j++) {
+        const int cur = (j - j_first) % 2;
         if (j + 1 < n_tiles) {
-            int nx = (j + 1) % 2;
+            int nx = (j + 1 - j_first) % 2;
             ap_load_kv<D, BF16>(s_k + nx * AP_BN * LDS, s_v + nx * AP_BN * LDS, kbase, vbase,
                                 (j + 1) * AP_BN, kv_end);
             tw_cp_async_commit();
@@ -147,15 +153,17 @@ __global__ void __launch_bounds__(AP_THREADS, 1) tw_k_attn_prefill_mma(const tw_
                 tw_mma_bf16_16816(s[2 * np + 1], qf[kk], r[2], r[3]);
             }
         }
-        /* scale, causal mask, row maxima (a row is spread over the 4 lanes of a quad) */
+        /* scale, causal mask and sliding window, row maxima (a row is spread over the 4 lanes
+         * of a quad) */
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int nt = 0; nt < AP_BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int key = j0 + nt * 8 + tw_mma_c_col(lane, e);
-                int pos = tw_mma_c_row(lane, e) < 8 ? pos0 : pos1;
-                float v = key > pos ? -INFINITY : s[nt][e] * sl2;
+                bool top = tw_mma_c_row(lane, e) < 8;
+                int pos = top ? pos0 : pos1, lo = top ? lo0 : lo1;
+                float v = (key > pos || key < lo) ? -INFINITY : s[nt][e] * sl2;
                 s[nt][e] = v;
                 mx[e / 2] = fmaxf(mx[e / 2], v);
             }
@@ -252,7 +260,7 @@ __global__ void __launch_bounds__(AP_THREADS) tw_k_attn_prefill_simt(const tw_ap
         o[e] = 0.0f;
     }
     tw_softmax_state st = tw_softmax_init();
-    for (int key = 0; key <= pos; key++) {
+    for (int key = tw_attn_window_lo(pos, p.window); key <= pos; key++) {
         size_t base = kv_off + (size_t)key * D + lane * EPL;
         float dot = 0.0f;
 #pragma unroll
@@ -317,6 +325,7 @@ tw_status tw_cuda_attn_prefill_run(tw_cuda_ctx *ctx, const tw_attn_prefill_args 
     p.v = a->v_cache;
     p.out = a->out;
     p.scale = a->scale;
+    p.window = a->window;
     bool bf16 = a->kv_dtype == TW_BF16;
     const char *path;
     if (a->head_dim == 64 || a->head_dim == 128) {

@@ -317,6 +317,7 @@ static tw_status cu_attn_prefill(tw_backend *be, const tw_attn_prefill_args *a) 
           a->batch, a->seq);
     TW_TRY(check_heads(a->n_heads, a->n_kv_heads, a->head_dim, "attn_prefill"));
     CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda attn_prefill: kv dtype");
+    CHECK(a->window >= 0, "cuda attn_prefill: window=%d (0 = none)", a->window);
     for (int b = 0; b < a->batch; b++)
         CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
               "cuda attn_prefill: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
@@ -333,6 +334,7 @@ static tw_status cu_attn_decode(tw_backend *be, const tw_attn_decode_args *a) {
     CHECK(a->batch > 0 && a->max_seq > 0, "cuda attn_decode: batch=%d", a->batch);
     TW_TRY(check_heads(a->n_heads, a->n_kv_heads, a->head_dim, "attn_decode"));
     CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda attn_decode: kv dtype");
+    CHECK(a->window >= 0, "cuda attn_decode: window=%d (0 = none)", a->window);
     int max_len = 0;
     for (int b = 0; b < a->batch; b++) {
         CHECK(a->lens[b] >= 1 && a->lens[b] <= a->max_seq,
@@ -405,6 +407,16 @@ static tw_status cu_add(tw_backend *be, size_t n, const float *x, float *y) {
     return tw_cuda_add_run(ctx, n, x, y);
 }
 
+static tw_status cu_bias_add(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
+                             tw_dtype b_dtype) {
+    ENTER(be, "bias_add");
+    CHECK(rows > 0 && n > 0 && x && b, "cuda bias_add: rows=%d n=%d", rows, n);
+    CHECK(b_dtype == TW_F32 || b_dtype == TW_BF16, "cuda bias_add: bias dtype");
+    int ld = ldx ? ldx : n;
+    CHECK(ld >= n, "cuda bias_add: ldx=%d < n=%d", ldx, n);
+    return tw_cuda_bias_add_run(ctx, rows, n, x, ld, b, b_dtype);
+}
+
 static tw_status cu_embed(tw_backend *be, int n, const int *tokens, const void *table,
                           tw_dtype dtype, int row0, int rows, int dim, float *out) {
     ENTER(be, "embed");
@@ -430,6 +442,102 @@ static tw_status cu_argmax(tw_backend *be, int rows, int n, const float *logits,
     return TW_OK;
 }
 
+/* ---- mixture of experts and latent attention ----------------------------------------------------
+ */
+static tw_status cu_head_rmsnorm(tw_backend *be, int rows, int n_heads, int dim, float *x, int ldx,
+                                 const void *w, tw_dtype wdt, float eps) {
+    ENTER(be, "head_rmsnorm");
+    CHECK(rows > 0 && n_heads > 0 && dim > 0 && x && w,
+          "cuda head_rmsnorm: rows=%d heads=%d dim=%d", rows, n_heads, dim);
+    CHECK(wdt == TW_F32 || wdt == TW_BF16, "cuda head_rmsnorm: weight dtype");
+    int ld = ldx ? ldx : n_heads * dim;
+    CHECK(ld >= n_heads * dim, "cuda head_rmsnorm: ldx=%d < %d", ldx, n_heads * dim);
+    CHECK((size_t)rows * n_heads * 32 <= 0x7fffffffu, "cuda head_rmsnorm: %d x %d heads", rows,
+          n_heads);
+    return tw_cuda_head_rmsnorm_run(ctx, rows, n_heads, dim, x, ld, w, wdt, eps);
+}
+
+static tw_status cu_moe_route(tw_backend *be, const tw_moe_route_args *a) {
+    ENTER(be, "moe_route");
+    CHECK(a && a->logits && a->idx && a->weight, "cuda moe_route: NULL argument");
+    CHECK(a->tokens > 0 && a->n_experts > 0 && a->n_experts <= TW_MOE_MAX_EXPERTS,
+          "cuda moe_route: tokens=%d experts=%d (1..%d)", a->tokens, a->n_experts,
+          TW_MOE_MAX_EXPERTS);
+    CHECK(a->top_k >= 1 && a->top_k <= a->n_experts && a->top_k <= TW_MOE_MAX_TOPK,
+          "cuda moe_route: top_k=%d (1..%d)", a->top_k, TW_MOE_MAX_TOPK);
+    CHECK(a->n_group >= 1 && a->n_experts % a->n_group == 0 && a->topk_group >= 1 &&
+              a->topk_group <= a->n_group &&
+              a->top_k <= a->topk_group * (a->n_experts / a->n_group) &&
+              !(a->group_top2 && a->n_group > 1 && a->n_experts / a->n_group < 2),
+          "cuda moe_route: groups n_group=%d topk_group=%d for %d experts, top_k %d", a->n_group,
+          a->topk_group, a->n_experts, a->top_k);
+    CHECK(a->scoring == TW_ROUTE_SOFTMAX || a->scoring == TW_ROUTE_SIGMOID,
+          "cuda moe_route: scoring %d", (int)a->scoring);
+    CHECK(!a->choice_bias || a->choice_dtype == TW_F32 || a->choice_dtype == TW_BF16,
+          "cuda moe_route: choice bias dtype");
+    return tw_cuda_moe_route_run(ctx, a);
+}
+
+static tw_status cu_moe_ffn(tw_backend *be, const tw_moe_ffn_args *a) {
+    ENTER(be, "moe_ffn");
+    CHECK(a && a->idx && a->weight && a->x && a->w_gate_up && a->w_down && a->y && a->work,
+          "cuda moe_ffn: NULL argument");
+    CHECK(a->tokens > 0 && a->hidden > 0 && a->ffn > 0 && a->top_k > 0 && a->n_experts > 0 &&
+              a->expert0 >= 0 && a->n_experts <= TW_MOE_MAX_EXPERTS,
+          "cuda moe_ffn: tokens=%d hidden=%d ffn=%d top_k=%d experts=%d (<= %d) from %d", a->tokens,
+          a->hidden, a->ffn, a->top_k, a->n_experts, TW_MOE_MAX_EXPERTS, a->expert0);
+    CHECK(a->w_dtype == TW_F32 || a->w_dtype == TW_BF16, "cuda moe_ffn: weight dtype");
+    size_t need = tw_moe_ffn_work_bytes(a->tokens, a->top_k, a->hidden, a->ffn, a->n_experts);
+    CHECK(a->work_bytes >= need, "cuda moe_ffn: workspace of %zu bytes, needs %zu", a->work_bytes,
+          need);
+    CHECK(tw_cuda_div_up(a->tokens, 64) <= 65535, "cuda moe_ffn: %d tokens in one call", a->tokens);
+    return tw_cuda_moe_ffn_run(ctx, a);
+}
+
+static tw_status cu_mla_store(tw_backend *be, const tw_mla_store_args *a) {
+    ENTER(be, "mla_store");
+    CHECK(a && a->kv && a->cache && a->start_pos, "cuda mla_store: NULL argument");
+    CHECK(a->batch > 0 && a->seq > 0 && a->lora_rank > 0 && a->rope_dim >= 0 && a->max_seq > 0,
+          "cuda mla_store: batch=%d seq=%d lora=%d rope=%d", a->batch, a->seq, a->lora_rank,
+          a->rope_dim);
+    CHECK(a->ldkv == 0 || a->ldkv >= a->lora_rank + a->rope_dim, "cuda mla_store: ldkv=%d",
+          a->ldkv);
+    CHECK(a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16, "cuda mla_store: cache dtype");
+    for (int b = 0; b < a->batch; b++)
+        CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
+              "cuda mla_store: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
+              a->seq, a->max_seq);
+    void *sp;
+    TW_TRY(tw_cuda_stage_in(ctx, a->start_pos, sizeof(int) * a->batch, &sp));
+    return tw_cuda_mla_store_run(ctx, a, (const int *)sp);
+}
+
+static tw_status cu_mla_attn(tw_backend *be, const tw_mla_attn_args *a) {
+    ENTER(be, "mla_attn");
+    CHECK(a && a->q && a->w_kv_b && a->cache && a->out && a->start_pos,
+          "cuda mla_attn: NULL argument");
+    CHECK(a->batch > 0 && a->seq > 0 && a->n_heads > 0 && a->max_seq > 0 &&
+              (size_t)a->batch * a->seq <= 65535u && a->n_heads <= 0x7fffffff,
+          "cuda mla_attn: batch=%d seq=%d heads=%d", a->batch, a->seq, a->n_heads);
+    CHECK(a->nope_dim > 0 && a->nope_dim <= TW_MLA_MAX_NOPE && a->rope_dim >= 0 &&
+              a->rope_dim <= TW_MLA_MAX_ROPE && a->lora_rank > 0 &&
+              a->lora_rank <= TW_MLA_MAX_LORA && a->v_dim > 0,
+          "cuda mla_attn: nope=%d (<= %d) rope=%d (<= %d) lora=%d (<= %d) v=%d", a->nope_dim,
+          TW_MLA_MAX_NOPE, a->rope_dim, TW_MLA_MAX_ROPE, a->lora_rank, TW_MLA_MAX_LORA, a->v_dim);
+    CHECK(a->ldq == 0 || a->ldq >= a->n_heads * (a->nope_dim + a->rope_dim),
+          "cuda mla_attn: ldq=%d", a->ldq);
+    CHECK((a->w_dtype == TW_F32 || a->w_dtype == TW_BF16) &&
+              (a->kv_dtype == TW_F32 || a->kv_dtype == TW_BF16),
+          "cuda mla_attn: dtypes");
+    for (int b = 0; b < a->batch; b++)
+        CHECK(a->start_pos[b] >= 0 && a->start_pos[b] + a->seq <= a->max_seq,
+              "cuda mla_attn: start_pos[%d]=%d + seq %d exceeds max_seq %d", b, a->start_pos[b],
+              a->seq, a->max_seq);
+    void *sp;
+    TW_TRY(tw_cuda_stage_in(ctx, a->start_pos, sizeof(int) * a->batch, &sp));
+    return tw_cuda_mla_attn_run(ctx, a, (const int *)sp);
+}
+
 /* ---- construction ------------------------------------------------------------------------------
  */
 static void cu_ctx_free(tw_cuda_ctx *ctx) {
@@ -442,6 +550,8 @@ static void cu_ctx_free(tw_cuda_ctx *ctx) {
     cudaFree(ctx->xbf.p);
     cudaFree(ctx->split.p);
     cudaFree(ctx->small.p);
+    cudaFree(ctx->gv_part.p);
+    cudaFree(ctx->gv_count.p);
     for (int i = 0; i < ctx->n_retired; i++) cudaFree(ctx->retired[i]);
     free(ctx->retired);
     cudaFree(ctx->d_stage);
@@ -467,10 +577,31 @@ static void *cu_native_stream(tw_backend *be) {
 }
 
 static const tw_backend_ops tw_cuda_ops_table = {
-    "cuda",      cu_alloc,         cu_free,          cu_upload,       cu_download,
-    cu_sync,     cu_mem_available, cu_gemm,          cu_attn_prefill, cu_attn_decode,
-    cu_kv_store, cu_rmsnorm,       cu_rope,          cu_swiglu,       cu_add,
-    cu_embed,    cu_argmax,        cu_native_stream, cu_destroy,
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .sync = cu_sync,
+    .mem_available = cu_mem_available,
+    .gemm = cu_gemm,
+    .attn_prefill = cu_attn_prefill,
+    .attn_decode = cu_attn_decode,
+    .kv_store = cu_kv_store,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .embed = cu_embed,
+    .argmax = cu_argmax,
+    .native_stream = cu_native_stream,
+    .destroy = cu_destroy,
+    .bias_add = cu_bias_add,
+    .head_rmsnorm = cu_head_rmsnorm,
+    .moe_route = cu_moe_route,
+    .moe_ffn = cu_moe_ffn,
+    .mla_store = cu_mla_store,
+    .mla_attn = cu_mla_attn,
 };
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a
@@ -522,8 +653,9 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     if (st != TW_OK)
         return tw_error_ctx(st,
                             "CUDA device %d (%s, compute capability %d.%d) cannot run this "
-                            "build's kernels (built for sm_80 and sm_90a)",
-                            ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor);
+                            "build's kernels (SASS %s, PTX %s)",
+                            ctx->device, ctx->name, ctx->cc_major, ctx->cc_minor,
+                            tw_cuda_build_sass(), tw_cuda_build_ptx());
     const char *impl = getenv("TW_CUDA_GEMM");
     if (impl && *impl) {
         st = gemm_impl_select(ctx, impl);
@@ -558,8 +690,9 @@ extern "C" tw_status tw_backend_cuda_create(int device, tw_backend **out) {
     if (info.cc_major < 8)
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "cuda backend: device %d (%s) has compute capability %d.%d; this build "
-                      "needs 8.0 or newer (sm_80, sm_90a)",
-                      device, info.name, info.cc_major, info.cc_minor);
+                      "needs 8.0 or newer (SASS %s, PTX %s)",
+                      device, info.name, info.cc_major, info.cc_minor, tw_cuda_build_sass(),
+                      tw_cuda_build_ptx());
     tw_cuda_ctx *ctx = (tw_cuda_ctx *)calloc(1, sizeof *ctx);
     tw_backend *be = (tw_backend *)calloc(1, sizeof *be);
     if (!ctx || !be) {

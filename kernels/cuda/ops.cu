@@ -1,7 +1,8 @@
 /* Element-wise and row kernels of the CUDA backend: activation cast to bf16, RMSNorm, RoPE,
- * SwiGLU, residual add, embedding lookup, argmax, KV-cache store. Memory-bound and simple: one
- * thread per element (grid-stride) or one block per row, fp32 arithmetic throughout, the shared
- * tw_numeric.h helpers for bf16 rounding, RoPE and SiLU so results match the CPU backend. */
+ * SwiGLU, residual add, bias add, embedding lookup, argmax, KV-cache store. Memory-bound and
+ * simple: one thread per element (grid-stride) or one block per row, fp32 arithmetic throughout,
+ * the shared tw_numeric.h helpers for bf16 rounding, RoPE and SiLU so results match the CPU
+ * backend. */
 #include "tw_cuda_internal.cuh"
 
 #define TW_OPS_THREADS 256
@@ -135,6 +136,25 @@ __global__ void __launch_bounds__(TW_OPS_THREADS) tw_k_add(size_t n, const float
 tw_status tw_cuda_add_run(tw_cuda_ctx *ctx, size_t n, const float *x, float *y) {
     tw_k_add<<<tw_grid_for(n), TW_OPS_THREADS, 0, ctx->stream>>>(n, x, y);
     TW_CU_LAUNCHED(ctx, "add");
+    return TW_OK;
+}
+
+/* x[r, j] += b[j]: the q/k/v biases, one thread per element */
+__global__ void __launch_bounds__(TW_OPS_THREADS)
+    tw_k_bias_add(int rows, int n, float *x, int ldx, const void *b, tw_dtype dt) {
+    size_t total = (size_t)rows * n;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / n, c = i % n;
+        x[r * ldx + c] += tw_ld_w(b, dt, c);
+    }
+}
+
+tw_status tw_cuda_bias_add_run(tw_cuda_ctx *ctx, int rows, int n, float *x, int ldx, const void *b,
+                               tw_dtype dt) {
+    tw_k_bias_add<<<tw_grid_for((size_t)rows * n), TW_OPS_THREADS, 0, ctx->stream>>>(rows, n, x,
+                                                                                     ldx, b, dt);
+    TW_CU_LAUNCHED(ctx, "bias_add");
     return TW_OK;
 }
 

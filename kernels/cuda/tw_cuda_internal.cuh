@@ -95,6 +95,11 @@ typedef struct tw_cuda_ctx {
     tw_cuda_scratch xbf;   /* bf16 copy of GEMM activations [m, kpad] */
     tw_cuda_scratch split; /* decode partials: [batch, n_heads, splits, head_dim + 1] fp32 */
     tw_cuda_scratch small; /* argmax results and similar */
+
+    /* GEMV split k (gemv.cu): partial sums [splits, m, n] fp32, and one arrival counter per
+     * feature block (zeroed when allocated; each launch re-arms its own) */
+    tw_cuda_scratch gv_part, gv_count;
+
     /* Scratch replaced while graphs exist is kept until destroy (graphs may point at it). */
     void **retired;
     int n_retired, cap_retired;
@@ -169,12 +174,27 @@ tw_status tw_cuda_rope_run(tw_cuda_ctx *ctx, int tokens, int n_heads, int head_d
 tw_status tw_cuda_swiglu_run(tw_cuda_ctx *ctx, int rows, int f, const float *gate, const float *up,
                              int ld_in, float *out);
 tw_status tw_cuda_add_run(tw_cuda_ctx *ctx, size_t n, const float *x, float *y);
+tw_status tw_cuda_bias_add_run(tw_cuda_ctx *ctx, int rows, int n, float *x, int ldx, const void *b,
+                               tw_dtype dt);
 tw_status tw_cuda_embed_run(tw_cuda_ctx *ctx, int n, const int *tokens_dev, const void *table,
                             tw_dtype dt, int row0, int rows, int dim, float *out);
 tw_status tw_cuda_argmax_run(tw_cuda_ctx *ctx, int rows, int n, const float *logits, int *idx_dev,
                              float *val_dev);
 
 #define TW_ROPE_MAX_HALF 256 /* head_dim up to 512 */
+
+/* mixture of experts and latent attention (moe.cu, mla.cu) */
+#define TW_MOE_MAX_EXPERTS 512 /* routed experts per layer (shared-memory tables) */
+#define TW_MOE_MAX_TOPK    32  /* experts per token (a lane per slot) */
+#define TW_MLA_MAX_LORA    512 /* kv_lora_rank */
+#define TW_MLA_MAX_NOPE    256
+#define TW_MLA_MAX_ROPE    128
+tw_status tw_cuda_head_rmsnorm_run(tw_cuda_ctx *ctx, int rows, int n_heads, int dim, float *x,
+                                   int ldx, const void *w, tw_dtype wdt, float eps);
+tw_status tw_cuda_moe_route_run(tw_cuda_ctx *ctx, const tw_moe_route_args *a);
+tw_status tw_cuda_moe_ffn_run(tw_cuda_ctx *ctx, const tw_moe_ffn_args *a);
+tw_status tw_cuda_mla_store_run(tw_cuda_ctx *ctx, const tw_mla_store_args *a, const int *start_dev);
+tw_status tw_cuda_mla_attn_run(tw_cuda_ctx *ctx, const tw_mla_attn_args *a, const int *start_dev);
 
 /* dtype names without backend.c, so the CUDA objects link without the CPU backend */
 static inline const char *tw_cuda_dtype_name(int dt) {
