@@ -279,9 +279,15 @@ static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_res
         printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n",
                m->decode_bandwidth_gbps, 100 * m->decode_bandwidth_fraction, roof->membw_source,
                isfinite(roof->membw_gbps) ? roof->membw_gbps : 0.0);
+        /* bf16 rows' MFU is against the bf16 ceiling */
+        const int bf = !strcmp(r->scenario.dtype, "bf16");
+        const double pk = bf ? roof->peak_bf16_gflops : roof->peak_gflops;
         printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", m->prefill_gflops,
-               100 * m->prefill_mfu, roof->peak_source,
-               isfinite(roof->peak_gflops) ? roof->peak_gflops : 0.0);
+               100 * m->prefill_mfu, bf ? roof->peak_bf16_source : roof->peak_source,
+               isfinite(pk) ? pk : 0.0);
+        if (m->exceeds_ceiling > 0)
+            printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
+                   "reached, so the fraction is not meaningful\n");
         if (isfinite(r->energy.e2e.j_per_token))
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
                    r->energy.assumed ? " (ASSUMED watts, not measured)" : "",

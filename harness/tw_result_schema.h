@@ -24,8 +24,9 @@
 #include "tw_status.h"
 
 #define TW_RESULT_SCHEMA_MAJOR 1
-/* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep) */
-#define TW_RESULT_SCHEMA_MINOR 2
+/* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep);
+ * 1.3: the read ceiling's method, the bf16 ceiling, metrics.exceeds_ceiling */
+#define TW_RESULT_SCHEMA_MINOR 3
 
 typedef struct {
     char model[128], backend[32];
@@ -154,6 +155,9 @@ typedef struct {
     int present;
     double membw_gbps, peak_gflops; /* NAN: not measured */
     char membw_source[128], peak_source[128];
+    char membw_method[256];  /* how the read ceiling was measured ("" when not) */
+    double peak_bf16_gflops; /* the bf16 ceiling (bf16 rows' MFU); NAN: not measured */
+    char peak_bf16_source[272];
 } tw_result_roofline;
 
 /* The first combination's memory plan and the model's parameter count. */

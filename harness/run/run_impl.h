@@ -32,6 +32,9 @@ struct tw_run {
     tw_run_plan plan;
     double membw, peak;
     const char *membw_src, *peak_src;
+    double peak_bf16; /* the bf16 ceiling: the fastest bf16 multiply-add the CPU has */
+    char membw_method[240], peak_bf16_src[260];
+    int membw_measured;      /* measured here (not given): measured again at the end of the run */
     int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
     double start_unix;
     json_t *prov; /* provenance, recorded before measuring (the git queries take time) */
