@@ -363,8 +363,8 @@ if(MPI_C_FOUND)
     string(REPLACE "," "_" tag "${tps}")
     set(res ${TW_TR}/mpi_run_tp_sweep_${tag}.json)
     tw_cmd_test(mpi_run_tp_sweep_np${np}_${tag} NP ${np} TIMEOUT 120 RM ${res}
-      COMMAND ${TW} run --model tiny --tp ${tps} --dtype fp32,bf16 --batch 3 --prompt 9 --gen 5
-      --reps 1 --warmup 0 --threads 1 --format json --out ${res}
+      COMMAND ${TW} run ${TW_TINY} --tp ${tps} --dtype fp32,bf16 --batch 3 --prompt 9 --gen 5
+      --reps 1 --format json --out ${res}
       CHECK "${TW_PYTHON3} ${CMAKE_SOURCE_DIR}/tests/mpi/check_tp_sweep.py ${res} ${tps} ${np} 2")
   endforeach()
   # a signal to the job (Ctrl-C to mpirun), to rank 0 alone, to rank 1 alone: rank 0 writes

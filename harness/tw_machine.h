@@ -29,6 +29,9 @@ typedef struct {
  * memory), the read figure the best over all of them; bytes > 0: that size only (>= 3 MiB;
  * below_llc says when it is under twice the LLC). threads 0 = all cores; reps >= 1. */
 tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result *out);
+/* The read ceiling alone, as a run takes it: the same kernels and automatic sizes, but every
+ * kernel timed once and only the fastest reps times on each size; no copy or triad. */
+tw_status tw_machine_read_ceiling(int threads, int reps, tw_membw_result *out);
 
 /* fp32 multiply-add throughput (GFLOP/s, 2 flops per FMA lane) of an independent-accumulator
  * loop at the active SIMD level on `threads` threads (0 = all cores); runs < 0.5 s. Each

@@ -312,7 +312,7 @@ static tw_status tw_run_ceilings(tw_run *x) {
         tw_run_show(x, &p);
         /* the machine's: every core, whatever --threads says (with several ranks, each rank
          * measures its share of the cores at the same time, as it runs) */
-        TW_TRY(tw_machine_membw(x->nranks > 1 ? x->be->threads : 0, 0, 5, &mb));
+        TW_TRY(tw_machine_read_ceiling(x->nranks > 1 ? x->be->threads : 0, 5, &mb));
         x->membw = mb.read_gbps;
         snprintf(x->membw_method, sizeof x->membw_method, "%s", mb.read_method);
         x->membw_src = "measured (tokwatt bench membw read)";
@@ -625,7 +625,7 @@ stopped:
      * two measurements is the ceiling, and every row's fraction is taken against it. */
     if (x->membw_measured && !x->intr_sig) {
         tw_membw_result mb;
-        if ((st = tw_machine_membw(x->nranks > 1 ? x->be->threads : 0, 0, 5, &mb)) != TW_OK)
+        if ((st = tw_machine_read_ceiling(x->nranks > 1 ? x->be->threads : 0, 5, &mb)) != TW_OK)
             goto fail;
         if (mb.read_gbps > x->membw) {
             x->membw = mb.read_gbps;
