@@ -178,8 +178,8 @@ static tw_status all_cases(tw_comm *c, void *arg) {
                     for (int ip = 0; ip < 2; ip++) {
                         int reduces = ci < 2;
                         if (!reduces && oi > 0) continue;
-                        if (!run_case(c, ci, counts[ki], dts[di], oi ? TW_RED_MAX : TW_RED_SUM,
-                                      ip, seed++))
+                        if (!run_case(c, ci, counts[ki], dts[di], oi ? TW_RED_MAX : TW_RED_SUM, ip,
+                                      seed++))
                             return TW_ERR(TW_ERR_COMM, "rank %d: a collective failed",
                                           tw_comm_rank(c));
                     }
@@ -221,8 +221,8 @@ Test(comm_threads, collectives_match_float64_on_4_ranks) {
 static tw_status helpers(tw_comm *c, void *arg) {
     (void)arg;
     int rank = tw_comm_rank(c), n = tw_comm_size(c);
-    if (strcmp(tw_comm_kind(c), "threads") || tw_comm_local_rank(c) != rank ||
-        c->local_size != n || tw_comm_device(c) != -1)
+    if (strcmp(tw_comm_kind(c), "threads") || tw_comm_local_rank(c) != rank || c->local_size != n ||
+        tw_comm_device(c) != -1)
         RFAIL(rank, "kind %s local rank %d/%d device %d", tw_comm_kind(c), tw_comm_local_rank(c),
               c->local_size, tw_comm_device(c));
     double all[8];
@@ -234,7 +234,8 @@ static tw_status helpers(tw_comm *c, void *arg) {
     if (mx != n - 0.5) RFAIL(rank, "max_f64 %g", mx);
     tw_comm_hosts h;
     TW_TRY(tw_comm_gather_hosts(c, &h));
-    if (h.n_hosts != 1 || h.max_per_host != n) RFAIL(rank, "hosts %d/%d", h.n_hosts, h.max_per_host);
+    if (h.n_hosts != 1 || h.max_per_host != n)
+        RFAIL(rank, "hosts %d/%d", h.n_hosts, h.max_per_host);
     tw_comm_free_hosts(&h);
     TW_TRY(tw_comm_barrier(c));
     TW_TRY(tw_comm_wait(c));
@@ -268,7 +269,8 @@ Test(comm_threads, create_refuses_bad_sizes_and_the_generic_constructor_says_why
     cr_assert_null(c);
 }
 
-/* ---- sub-communicators ------------------------------------------------------------------------ */
+/* ---- sub-communicators ------------------------------------------------------------------------
+ */
 
 static tw_status subs(tw_comm *c, void *arg) {
     (void)arg;
@@ -331,7 +333,8 @@ Test(comm_threads, sub_communicators_of_every_size) {
     cr_assert_eq(atomic_load(&g_fail), 0);
 }
 
-/* ---- failure ---------------------------------------------------------------------------------- */
+/* ---- failure ----------------------------------------------------------------------------------
+ */
 
 typedef struct {
     const char *mode; /* fail, stall, end, signal */
@@ -348,8 +351,7 @@ static tw_status failing(tw_comm *c, void *arg) {
     float v[64] = {1}, w[64];
     TW_TRY(tw_comm_allreduce(c, v, w, 64, TW_F32, TW_RED_SUM)); /* all well so far */
     if (rank == g_fx.culprit) {
-        if (!strcmp(g_fx.mode, "fail"))
-            return TW_ERR(TW_ERR_IO, "rank %d: injected failure", rank);
+        if (!strcmp(g_fx.mode, "fail")) return TW_ERR(TW_ERR_IO, "rank %d: injected failure", rank);
         if (!strcmp(g_fx.mode, "end")) return TW_OK; /* leaves without the next collective */
         if (!strcmp(g_fx.mode, "stall")) {
             usleep(1500 * 1000);
@@ -370,8 +372,8 @@ static tw_status failing(tw_comm *c, void *arg) {
     if (st == TW_OK) return TW_OK;
     /* after a failure the communicator stays refused */
     tw_status again = tw_comm_barrier(c);
-    if (again == TW_OK) return TW_ERR(TW_ERR_INTERNAL, "rank %d: barrier after a failure passed",
-                                      rank);
+    if (again == TW_OK)
+        return TW_ERR(TW_ERR_INTERNAL, "rank %d: barrier after a failure passed", rank);
     return st;
 }
 
@@ -396,7 +398,8 @@ static void run_failure(const char *mode, int culprit, int n, double timeout_s, 
 Test(comm_threads, a_failing_rank_stops_the_others_at_once_naming_it) {
     run_failure("fail", 2, 4, 30.0, TW_ERR_IO, "rank 2 failed: ");
     for (int r = 0; r < 4; r++)
-        if (r != 2) cr_assert(strstr(g_fx.err[r], "injected failure"), "rank %d: %s", r, g_fx.err[r]);
+        if (r != 2)
+            cr_assert(strstr(g_fx.err[r], "injected failure"), "rank %d: %s", r, g_fx.err[r]);
     for (int r = 0; r < 4; r++)
         if (r != 2) cr_assert_lt(g_fx.detected_s[r], 1.0, "rank %d: %.2f s", r, g_fx.detected_s[r]);
     cr_assert(strstr(tw_last_error(), "rank 2 failed"), "%s", tw_last_error());

@@ -459,7 +459,6 @@ tw_status tw_comm_nccl_create_over(tw_comm *host, double timeout_s, tw_comm **ou
                   "at configure time; set NCCL_HOME or -DTW_NCCL_ROOT)");
 }
 
-
 int tw_comm_nccl_built(void) {
     return 0;
 }

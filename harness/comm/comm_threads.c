@@ -38,18 +38,18 @@ struct tw_thr_group {
     int size;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs;         /* live handles */
-    uint64_t gen;     /* barrier generation: advances when the last rank arrives */
-    int arrived;      /* ranks in the current barrier */
-    char *present;    /* [size] rank r is in the current barrier */
-    char *left;       /* [size] rank r destroyed its handle */
-    const void **in;  /* [size] published inputs of the current collective */
-    void **out;       /* [size] published outputs */
-    uint64_t *seq;    /* [size] collectives rank r entered (for messages) */
-    void *scratch;    /* reductions (size grows, only between the barriers' safe points) */
-    size_t scratch_b; /* bytes */
-    tw_thr_group *sub;  /* a sub-group made by rank 0, taken by ranks < sub_n */
-    tw_comm **sub_h;    /* its handles */
+    int refs;          /* live handles */
+    uint64_t gen;      /* barrier generation: advances when the last rank arrives */
+    int arrived;       /* ranks in the current barrier */
+    char *present;     /* [size] rank r is in the current barrier */
+    char *left;        /* [size] rank r destroyed its handle */
+    const void **in;   /* [size] published inputs of the current collective */
+    void **out;        /* [size] published outputs */
+    uint64_t *seq;     /* [size] collectives rank r entered (for messages) */
+    void *scratch;     /* reductions (size grows, only between the barriers' safe points) */
+    size_t scratch_b;  /* bytes */
+    tw_thr_group *sub; /* a sub-group made by rank 0, taken by ranks < sub_n */
+    tw_comm **sub_h;   /* its handles */
     /* poison: the first failure, for every later wait */
     tw_status fail_st;
     int fail_rank;
@@ -212,8 +212,8 @@ static void tw_thr_leave(tw_comm *c) {
 static tw_status tw_thr_usable(tw_comm *c, const char *what) {
     tw_thr_ctx *x = c->ctx;
     if (x->failed)
-        return TW_ERR(TW_ERR_COMM, "rank %d: %s: the threads communicator failed earlier",
-                      c->rank, what);
+        return TW_ERR(TW_ERR_COMM, "rank %d: %s: the threads communicator failed earlier", c->rank,
+                      what);
     return TW_OK;
 }
 
@@ -330,8 +330,7 @@ static tw_status tw_thr_broadcast(tw_comm *c, const void *in, void *out, size_t 
     return TW_OK;
 }
 
-static tw_status tw_thr_alltoall(tw_comm *c, const void *in, void *out, size_t count,
-                                 tw_dtype dt) {
+static tw_status tw_thr_alltoall(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt) {
     tw_thr_group *g = ((tw_thr_ctx *)c->ctx)->g;
     size_t b = count * tw_comm_dtype_size(dt), total = b * (size_t)c->size;
     /* in-place: our output overwrites the input the peers read: stage it */
@@ -592,8 +591,7 @@ tw_status tw_comm_threads_run(int n, double timeout_s, tw_status (*fn)(tw_comm *
         if (jobs[r].st != TW_OK && first < 0) first = r;
     }
     if (started < n - 1) {
-        st = TW_ERR(TW_ERR_INTERNAL, "could not start the thread of rank %d of %d", started + 1,
-                    n);
+        st = TW_ERR(TW_ERR_INTERNAL, "could not start the thread of rank %d of %d", started + 1, n);
     } else if (first >= 0) {
         char why[1536];
         int culprit = tw_comm_threads_failure(h[0], why, sizeof why);

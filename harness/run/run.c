@@ -387,9 +387,10 @@ static tw_status tw_run_setup(tw_run *x, tw_comm *thread_handle) {
             used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s|ep=%d|skew=%.17g",
                                      tplist, ep, o->routing_skew);
         TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
-        const char *how = !x->threads                  ? ""
-                          : !strcmp(o->backend, "cuda") ? " (rank threads of this process, a GPU each)"
-                                                        : " (rank threads of this process)";
+        const char *how = !x->threads ? ""
+                          : !strcmp(o->backend, "cuda")
+                              ? " (rank threads of this process, a GPU each)"
+                              : " (rank threads of this process)";
         if (ep > 1) {
             tw_run_say(x, TW_RUN_NOTE,
                        "expert parallel over %d ranks (attention %s), communicator %s%s%s", ep,
