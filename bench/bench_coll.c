@@ -678,11 +678,10 @@ static tw_status coll_parse(tw_args *a, coll_opts *o) {
     if (o->ranks) o->comm_kind = "threads";
     if (o->gpus) o->comm_kind = "nccl";
     if (!strcmp(o->comm_kind, "threads") && !o->ranks) o->ranks = 1;
-    if ((o->ranks || o->gpus) && tw_comm_under_launcher())
+    if (o->ranks && tw_comm_under_launcher())
         return TW_ERR(TW_ERR_INVALID,
-                      "--%s N runs the ranks as threads of one process: launch it without "
-                      "mpirun (a launch mixing MPI ranks and threads is not supported yet)",
-                      o->ranks ? "ranks" : "gpus");
+                      "--ranks N runs the ranks as threads of one process: launch it without "
+                      "mpirun (under mpirun, --gpus G gives each process G GPU threads)");
     if (o->ranks && o->backend && strcmp(o->backend, "cpu"))
         return TW_ERR(TW_ERR_INVALID, "--comm threads works on host memory: --backend cpu");
     if (o->baseline && (o->kind != COLL_ALLREDUCE || o->dt != TW_F32 || o->op != TW_RED_SUM))
@@ -885,14 +884,22 @@ typedef struct {
     int argc;
     char **argv;
     int code;
+    tw_comm *mpi; /* under mpirun with --gpus: the process's MPI communicator (mpi x threads) */
 } coll_rank_arg;
 
 static tw_status coll_rank(tw_comm *h, void *arg) {
     coll_rank_arg *a = arg;
-    tw_comm *c = h;
-    if (a->o->gpus) TW_TRY(tw_comm_nccl_create_over(h, a->o->timeout_s, &c));
-    tw_status st = coll_run(a->o, c, a->argc, a->argv, &a->code);
-    if (c != h) tw_comm_destroy(c);
+    tw_comm *c = h, *host = h, *hyb = NULL;
+    if (a->mpi) {
+        /* global rank = mpi rank x G + thread, as nccl-tests numbers a -np P -g G launch */
+        TW_TRY(tw_comm_hybrid_create(a->mpi, h, &hyb));
+        host = hyb;
+    }
+    tw_status st = TW_OK;
+    if (a->o->gpus) st = tw_comm_nccl_create_over(host, a->o->timeout_s, &c);
+    if (st == TW_OK) st = coll_run(a->o, c, a->argc, a->argv, &a->code);
+    if (c != h && c != host) tw_comm_destroy(c);
+    tw_comm_destroy(hyb);
     return st;
 }
 
@@ -916,15 +923,23 @@ static int coll_main_threads(const coll_opts *o, int argc, char **argv) {
             return TW_EXIT_USAGE;
         }
     }
+    tw_comm *mpi = NULL;
+    if (tw_comm_under_launcher() &&
+        tw_comm_create("mpi", "cpu", o->timeout_s, &mpi) != TW_OK) { /* on the main thread */
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+        return TW_EXIT_FAIL;
+    }
     coll_rank_arg *args = calloc((size_t)n, sizeof *args);
     void **argp = calloc((size_t)n, sizeof *argp);
     if (!args || !argp) {
         free(args), free(argp);
         fprintf(stderr, "tokwatt: error: out of memory for %d rank threads\n", n);
+        if (mpi) tw_comm_abort(mpi, TW_EXIT_FAIL);
         return TW_EXIT_FAIL;
     }
     for (int r = 0; r < n; r++) {
-        args[r] = (coll_rank_arg){.o = o, .argc = argc, .argv = argv, .code = TW_EXIT_OK};
+        args[r] =
+            (coll_rank_arg){.o = o, .argc = argc, .argv = argv, .code = TW_EXIT_OK, .mpi = mpi};
         argp[r] = &args[r];
     }
     tw_status st = tw_comm_threads_run(n, o->timeout_s, coll_rank, argp, NULL);
@@ -933,8 +948,11 @@ static int coll_main_threads(const coll_opts *o, int argc, char **argv) {
     fflush(stdout);
     if (st != TW_OK) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+        /* the other processes may wait for this one: end the job */
+        if (mpi) tw_comm_abort(mpi, TW_EXIT_FAIL);
         return TW_EXIT_FAIL;
     }
+    tw_comm_destroy(mpi);
     return code;
 }
 

@@ -102,3 +102,11 @@ tw_cmd_test(threads_bench_json_ranks2 JSON_OUT
   CHECK "${TW_CJ} $TW_OUT \"r['comm'] == 'threads' and r['ranks'] == 2\" \"all(x['out_of_place']['wrong'] == 0 and x['in_place']['wrong'] == 0 for x in r['rows'])\" \"len(r['rows'][0]['rank_time_us']) == 2\"")
 tw_cmd_test(threads_bench_ranks_with_mpi_refused EXIT 2 ERR "--ranks N runs rank threads"
   COMMAND ${TW} bench allreduce --ranks 2 --comm mpi)
+
+# a launch mixing MPI processes and threads (nccl-tests -np P -g G): the host communicator that
+# bootstraps NCCL over P x G ranks, numbered mpi rank x G + thread (CPU, no GPU needed)
+if(MPI_C_FOUND)
+  tw_cmd_test(mpi_hybrid_np2 NP 2 TIMEOUT 60 OUT "tw-test: PASS process 0 of 2"
+    OUT "tw-test: PASS process 1 of 2: 3 threads, global ranks 3..5" NO_OUT "tw-test: FAIL"
+    COMMAND $<TARGET_FILE:mpi_hybrid>)
+endif()

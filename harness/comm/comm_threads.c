@@ -155,7 +155,9 @@ static tw_status tw_thr_enter(tw_comm *c, const char *what, size_t scratch_b) {
             return st;
         }
         char msg[768];
-        int who = -1, sig = tw_comm_interrupted(&who);
+        /* this process's signal only: tw_comm_interrupted would probe MPI, which only the
+         * main thread may call (a peer process's notice reaches the main thread's MPI waits) */
+        int sig = tw_interrupt_signal(), who = tw_comm_world_rank();
         if (sig) {
             snprintf(msg, sizeof msg, "collective %s #%llu abandoned: %s on rank %d", what,
                      (unsigned long long)g->seq[c->rank], tw_signal_name(sig), who < 0 ? 0 : who);
@@ -604,4 +606,155 @@ tw_status tw_comm_threads_run(int n, double timeout_s, tw_status (*fn)(tw_comm *
     for (int r = 0; r < n; r++) tw_comm_destroy(h[r]);
     free(h), free(jobs), free(tid);
     return st;
+}
+
+/* ---- hybrid: MPI processes x threads (nccl-tests' -np P with -g G) ---------------------------
+ * A host-side communicator over every thread of every process: global rank = mpi_rank * G +
+ * thread, as nccl-tests numbers them. Only what NCCL's bootstrap and the host helpers need:
+ * host_allgather and barrier (threads, then MPI on thread 0, the process's main thread, the only
+ * one that calls MPI), no data collectives and no sub-communicators. Both handles are borrowed. */
+typedef struct {
+    tw_comm *mpi; /* the process's MPI communicator; called on thread 0 only */
+    tw_comm *th;  /* this thread's handle of the process's threads group */
+    int g;        /* threads per process */
+} tw_hyb_ctx;
+
+static tw_status tw_hyb_unsupported(tw_comm *c, const char *what) {
+    return TW_ERR(TW_ERR_UNSUPPORTED,
+                  "rank %d: the mpi x threads host communicator has no %s (it bootstraps NCCL)",
+                  c->rank, what);
+}
+
+static tw_status tw_hyb_allreduce(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
+                                  tw_redop op) {
+    (void)in, (void)out, (void)count, (void)dt, (void)op;
+    return tw_hyb_unsupported(c, "allreduce");
+}
+static tw_status tw_hyb_allgather(tw_comm *c, const void *in, void *out, size_t count,
+                                  tw_dtype dt) {
+    (void)in, (void)out, (void)count, (void)dt;
+    return tw_hyb_unsupported(c, "allgather");
+}
+static tw_status tw_hyb_reducescatter(tw_comm *c, const void *in, void *out, size_t count,
+                                      tw_dtype dt, tw_redop op) {
+    (void)in, (void)out, (void)count, (void)dt, (void)op;
+    return tw_hyb_unsupported(c, "reducescatter");
+}
+static tw_status tw_hyb_broadcast(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
+                                  int root) {
+    (void)in, (void)out, (void)count, (void)dt, (void)root;
+    return tw_hyb_unsupported(c, "broadcast");
+}
+static tw_status tw_hyb_alltoall(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt) {
+    (void)in, (void)out, (void)count, (void)dt;
+    return tw_hyb_unsupported(c, "alltoall");
+}
+
+/* Thread 0 runs an MPI step; on a failure the process's other threads are stopped (poison). */
+static tw_status tw_hyb_mpi_step(tw_hyb_ctx *x, tw_status st) {
+    if (st != TW_OK) tw_comm_threads_fail(x->th, st, tw_error_text());
+    return st;
+}
+
+static tw_status tw_hyb_barrier(tw_comm *c) {
+    tw_hyb_ctx *x = c->ctx;
+    TW_TRY(tw_comm_barrier(x->th));
+    if (tw_comm_rank(x->th) == 0) TW_TRY(tw_hyb_mpi_step(x, tw_comm_barrier(x->mpi)));
+    return tw_comm_barrier(x->th);
+}
+
+static tw_status tw_hyb_host_allgather(tw_comm *c, const void *in, void *out, size_t bytes) {
+    tw_hyb_ctx *x = c->ctx;
+    int t = tw_comm_rank(x->th);
+    /* this process's G blocks (every thread), then thread 0 gathers the processes' into out in
+     * global rank order ([process][thread]), then the other threads copy it from thread 0's */
+    char *local = malloc(bytes * (size_t)x->g + 1);
+    if (!local) {
+        tw_comm_threads_fail(x->th, TW_ERR_NOMEM, "out of memory in a host allgather");
+        return TW_ERR(TW_ERR_NOMEM, "rank %d: host allgather of %zu bytes", c->rank, bytes);
+    }
+    tw_status st = x->th->ops->host_allgather(x->th, in, local, bytes);
+    if (st == TW_OK && t == 0)
+        st = tw_hyb_mpi_step(x, x->mpi->ops->host_allgather(x->mpi, local, out, bytes * x->g));
+    free(local);
+    TW_TRY(st);
+    void *src = t == 0 ? out : NULL, *all[64];
+    void **ptrs = x->g <= 64 ? all : malloc(sizeof(void *) * (size_t)x->g);
+    if (!ptrs) {
+        tw_comm_threads_fail(x->th, TW_ERR_NOMEM, "out of memory in a host allgather");
+        return TW_ERR(TW_ERR_NOMEM, "rank %d: host allgather", c->rank);
+    }
+    st = x->th->ops->host_allgather(x->th, &src, ptrs, sizeof src);
+    if (st == TW_OK && t != 0) memcpy(out, ptrs[0], bytes * (size_t)c->size);
+    if (ptrs != all) free(ptrs);
+    TW_TRY(st);
+    /* thread 0's out is read until every thread has copied it */
+    return tw_comm_barrier(x->th);
+}
+
+static tw_status tw_hyb_nop(tw_comm *c) {
+    (void)c;
+    return TW_OK;
+}
+
+static tw_status tw_hyb_sub(tw_comm *c, int n, tw_comm **out) {
+    (void)n;
+    *out = NULL;
+    return tw_hyb_unsupported(c, "sub-communicators (a --tp list)");
+}
+
+static void tw_hyb_destroy(tw_comm *c) {
+    if (!c) return;
+    free(c->ctx);
+    free(c);
+}
+
+static void tw_hyb_abort(tw_comm *c, int code) {
+    tw_hyb_ctx *x = c->ctx;
+    tw_comm_threads_fail(x->th, TW_ERR_COMM, "the run was aborted");
+    tw_comm_abort(x->mpi, code); /* MPI_Abort ends every process of the job */
+}
+
+static const tw_comm_ops tw_hyb_ops = {
+    .name = "mpi+threads",
+    .allreduce = tw_hyb_allreduce,
+    .allgather = tw_hyb_allgather,
+    .reducescatter = tw_hyb_reducescatter,
+    .broadcast = tw_hyb_broadcast,
+    .alltoall = tw_hyb_alltoall,
+    .barrier = tw_hyb_barrier,
+    .wait = tw_hyb_nop,
+    .host_allgather = tw_hyb_host_allgather,
+    .sub = tw_hyb_sub,
+    .destroy = tw_hyb_destroy,
+    .abort = tw_hyb_abort,
+};
+
+tw_status tw_comm_hybrid_create(tw_comm *mpi, tw_comm *thread_handle, tw_comm **out) {
+    *out = NULL;
+    if (!mpi || !thread_handle || thread_handle->ops != &tw_thr_ops)
+        return TW_ERR(TW_ERR_INVALID,
+                      "mpi x threads: needs an mpi communicator and a threads handle");
+    tw_comm *c = calloc(1, sizeof *c);
+    tw_hyb_ctx *x = calloc(1, sizeof *x);
+    if (!c || !x) {
+        free(c), free(x);
+        tw_comm_threads_fail(thread_handle, TW_ERR_NOMEM, "out of memory");
+        return TW_ERR(TW_ERR_NOMEM, "mpi x threads communicator");
+    }
+    x->mpi = mpi;
+    x->th = thread_handle;
+    x->g = tw_comm_size(thread_handle);
+    int t = tw_comm_rank(thread_handle);
+    c->ops = &tw_hyb_ops;
+    c->ctx = x;
+    /* nccl-tests' numbering: the threads of a process are consecutive ranks */
+    c->rank = mpi->rank * x->g + t;
+    c->size = mpi->size * x->g;
+    c->local_rank = mpi->local_rank * x->g + t;
+    c->local_size = mpi->local_size * x->g;
+    c->device = -1;
+    c->timeout_s = mpi->timeout_s;
+    *out = c;
+    return TW_OK;
 }

@@ -224,6 +224,15 @@ int tw_comm_threads_failure(tw_comm *c, char *msg, size_t n);
 tw_status tw_comm_threads_run(int n, double timeout_s, tw_status (*fn)(tw_comm *c, void *arg),
                               void *const *args, tw_status *rank_st);
 
+/* A launch mixing MPI processes and threads (mpirun -np P, G threads each, as nccl-tests -g G):
+ * a host-side communicator "mpi+threads" over all P x G threads, global rank = mpi rank x G +
+ * thread (node-local rank likewise), made by each thread from the process's mpi communicator
+ * (read on thread 0 only, which must be the main thread: MPI is initialised FUNNELED) and its
+ * threads handle, both borrowed. It has host_allgather and barrier (what NCCL's bootstrap and
+ * the host helpers need), no data collectives and no sub-communicators; it is the host of
+ * tw_comm_nccl_create_over for `tokwatt bench ... --gpus G` under mpirun. */
+tw_status tw_comm_hybrid_create(tw_comm *mpi, tw_comm *thread_handle, tw_comm **out);
+
 /* ---- implementation constructors (used by tw_comm_create) --------------------------------- */
 /* timeout_s when > 0, else env TW_COMM_TIMEOUT_S, else 60 s. */
 double tw_comm_resolve_timeout(double timeout_s);
