@@ -335,19 +335,23 @@ static tw_status tw_nccl_join(tw_comm *c) {
     return tw_nccl_settle(c, "ncclCommInitRankConfig");
 }
 
-/* A nccl communicator over the ranks of `host` (which it takes over: destroyed with it). */
-static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
+/* A nccl communicator over the ranks of `host`: taken over (destroyed with it, also when this
+ * fails) when own, else borrowed (poisoned when this fails: a threads peer must not wait). */
+static tw_status tw_nccl_wrap_host(tw_comm *host, int own, tw_comm **out) {
     *out = NULL;
     tw_comm *c = calloc(1, sizeof *c);
     tw_nccl_ctx *x = calloc(1, sizeof *x);
     if (!c || !x) {
         free(c);
         free(x);
-        tw_comm_destroy(host);
+        if (own)
+            tw_comm_destroy(host);
+        else
+            tw_comm_threads_fail(host, TW_ERR_NOMEM, "out of memory for the nccl communicator");
         return TW_ERR(TW_ERR_NOMEM, "creating the nccl communicator");
     }
     x->host = host;
-    x->own_host = 1;
+    x->own_host = own;
     x->stream = NULL;
     c->ops = &tw_nccl_ops;
     c->ctx = x;
@@ -359,6 +363,10 @@ static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
     c->timeout_s = host->timeout_s;
     *out = c;
     return TW_OK;
+}
+
+static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
+    return tw_nccl_wrap_host(host, 1, out);
 }
 
 /* Ranks 0..n-1 on the same devices and stream: a host sub-communicator (mpi split or local), then
@@ -417,24 +425,7 @@ tw_status tw_comm_nccl_create_over(tw_comm *host, double timeout_s, tw_comm **ou
     (void)timeout_s; /* the host's bound applies (it resolved the same option) */
     if (!host) return TW_ERR(TW_ERR_INVALID, "nccl over a host communicator: NULL host");
     tw_comm *c = NULL;
-    c = calloc(1, sizeof *c);
-    tw_nccl_ctx *x = calloc(1, sizeof *x);
-    if (!c || !x) {
-        free(c);
-        free(x);
-        tw_comm_threads_fail(host, TW_ERR_NOMEM, "out of memory for the nccl communicator");
-        return TW_ERR(TW_ERR_NOMEM, "creating the nccl communicator");
-    }
-    x->host = host;
-    x->own_host = 0;
-    c->ops = &tw_nccl_ops;
-    c->ctx = x;
-    c->rank = host->rank;
-    c->size = host->size;
-    c->local_rank = host->local_rank;
-    c->local_size = host->local_size;
-    c->device = -1;
-    c->timeout_s = host->timeout_s;
+    TW_TRY(tw_nccl_wrap_host(host, 0, &c));
     tw_status st = tw_nccl_pick_device(c);
     if (st == TW_OK) st = tw_nccl_join(c);
     if (st != TW_OK) {

@@ -515,6 +515,10 @@ static tw_status tw_thr_sub(tw_comm *c, int n, tw_comm **out) {
 tw_status tw_comm_threads_create(int n, double timeout_s, tw_comm **handles) {
     if (n < 1 || n > 4096)
         return TW_ERR(TW_ERR_INVALID, "threads communicator: %d ranks is not in [1, 4096]", n);
+    /* Why: the hostname is cached on first use; filled here, before any rank thread exists, the
+     * threads only ever read it (tw_comm_gather_hosts) */
+    (void)tw_host_name();
+    (void)tw_verbose();
     return tw_thr_make(n, timeout_s, NULL, handles);
 }
 

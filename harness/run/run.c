@@ -275,6 +275,7 @@ static tw_status tw_run_start_threads(tw_run *x, int n) {
         free(h);
         return st;
     }
+    (void)tw_cpu_model(); /* cached on first use: filled before the rank threads read it */
     for (int r = 1; r < n; r++) {
         struct tw_run_worker *w = &x->workers[r];
         w->spec = *o;
