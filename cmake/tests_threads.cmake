@@ -60,7 +60,7 @@ foreach(rank 1 2)
 endforeach()
 
 # SIGTERM and SIGINT while the rank threads measure: rank 0 writes the incomplete result
-foreach(sig TERM INT)
+foreach(sig TERM INT HUP)
   tw_cmd_test(threads_run_signal_${sig} OUT "tw-test: PASS" TIMEOUT 90
     COMMAND sh ${TW_CMD_DIR}/interrupt.sh ${TW} ${TW_TR}/threads_signal_${sig} threads ${sig})
 endforeach()
