@@ -183,7 +183,7 @@ tw_cmd_test(run_malformed_devices_json EXIT 1 ERR "devices.json:[0-9]+:[0-9]+: n
 tw_cmd_test(run_malformed_assumptions_json EXIT 1 ERR "assumptions.json:[0-9]+:[0-9]+: not valid JSON"
   NO_ERR "engine ready"
   COMMAND sh -c "rm -rf ${TW_TR}/badcfg2 && cp -r ${CMAKE_SOURCE_DIR}/configs ${TW_TR}/badcfg2 && echo '{' > ${TW_TR}/badcfg2/assumptions.json && TW_CONFIG_DIR=${TW_TR}/badcfg2 exec ${TWQ} run ${TW_TINY_S} --reps 1 --watts 100 --out ${TW_TR}/x/")
-foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl or local"
+foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl, local or threads"
              "batch_trailing_comma|--batch 1,|--batch: '1,' is not a comma-separated integer list \\(an empty element\\)"
              "batch_empty_element|--batch 1,,2|an empty element"
              "watts_zero|--watts 0|--watts: 0 is out of range"
