@@ -24,8 +24,10 @@
 #include "tw_status.h"
 
 #define TW_RESULT_SCHEMA_MAJOR 1
-/* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep) */
-#define TW_RESULT_SCHEMA_MINOR 2
+/* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep);
+ * 1.3: serving scenarios (a row's "serving" block, tw_serve_result: per-request records, latency
+ * distributions, goodput, the MLPerf constraint, the capacity search) */
+#define TW_RESULT_SCHEMA_MINOR 3
 
 typedef struct {
     char model[128], backend[32];
