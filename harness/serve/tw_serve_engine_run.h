@@ -31,8 +31,8 @@ typedef struct {
     const char *lengths; /* fixed:I,O | uniform:ILO-IHI,OLO-OHI | NAME | FILE.json */
     int max_batch, token_budget, chunked_prefill, preempt;
     int kv_block_tokens;
-    int64_t kv_blocks; /* 0: enough for max_batch of the longest requests */
-    double ttft_ms, tpot_ms; /* given limits (both or neither); 0: from the limits file */
+    int64_t kv_blocks;        /* 0: enough for max_batch of the longest requests */
+    double ttft_ms, tpot_ms;  /* given limits (both or neither); 0: from the limits file */
     const char *limits_model; /* mlperf.conf or configs/models name; NULL: the run's model */
     int find_rate;
     double min_rate_rps, max_rate_rps;
