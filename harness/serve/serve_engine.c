@@ -171,8 +171,14 @@ static tw_status tw_se_bcast(tw_se_state *x, struct tw_comm *comm, int *control)
         uint32_t cw;
         memcpy(&cw, x->hbuf, 4);
         *control = (int)cw;
-        if (*control == TW_SE_STEP)
-            TW_TRY(tw_sched_plan_decode(x->hbuf + 4, x->buf_bytes - 4, &x->plan));
+        if (*control == TW_SE_STEP) { /* the encoding's own length (header offset 8) */
+            uint64_t len;
+            memcpy(&len, x->hbuf + 4 + 8, sizeof len);
+            if (len > x->buf_bytes - 4)
+                return TW_ERR(TW_ERR_PARSE, "serve: broadcast plan of %llu bytes > %zu",
+                              (unsigned long long)len, x->buf_bytes - 4);
+            TW_TRY(tw_sched_plan_decode(x->hbuf + 4, (size_t)len, &x->plan));
+        }
     }
     return TW_OK;
 }
