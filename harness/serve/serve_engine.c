@@ -89,6 +89,7 @@ tw_status tw_serve_engine_check(const tw_serve_engine_config *c, int max_seq) {
     if (c->kv_block_tokens < 1 || c->kv_blocks < 1)
         return TW_ERR(TW_ERR_INVALID, "serve: the KV cache needs >= 1 block of >= 1 token");
     int64_t n = tw_loadgen_max_requests(&c->load);
+    if (n > 1000000) n = -1; /* too many to draw one by one: the longest the lengths allow */
     const tw_loadgen_lengths *L = c->load.lengths;
     int64_t cap_pos = c->kv_blocks * (int64_t)c->kv_block_tokens;
     if (cap_pos > max_seq) cap_pos = max_seq;
