@@ -37,11 +37,11 @@ set(TW_CS "${TW_PYTHON3} ${TW_CMD_DIR}/check_schema.py")
 # the schema rejects each kind of breakage, and accepts the kept files
 tw_cmd_test(result_schema_rejects_broken_files OUT "tw-test: PASS"
   COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_schema_selftest.py ${TW_FIXTURES})
-tw_cmd_test(result_schema_kept_fixtures OUT "tw-test: PASS \\(8 file"
+tw_cmd_test(result_schema_kept_fixtures OUT "tw-test: PASS \\(10 file"
   COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_schema.py ${TW_FIXTURES}/single.json
   ${TW_FIXTURES}/sweep.json ${TW_FIXTURES}/window.json ${TW_FIXTURES}/preset.json
   ${TW_FIXTURES}/dump.json ${TW_FIXTURES}/incomplete.json ${TW_FIXTURES}/tp2.json
-  ${TW_FIXTURES}/tpsweep.json)
+  ${TW_FIXTURES}/tpsweep.json ${TW_FIXTURES}/serving.json ${TW_FIXTURES}/serving-findrate.json)
 # the checker itself fails (exit 1) on a result file that breaks the schema, naming the key
 # (written outside test-results, whose every file must validate)
 tw_cmd_test(result_schema_check_fails_on_a_broken_file EXIT 1
@@ -71,3 +71,19 @@ get_property(_tw_written DIRECTORY PROPERTY TESTS)
 tw_cmd_test(result_schema_every_file_written OUT "tw-test: PASS" SKIP 77 TIMEOUT 120
   COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_schema.py --every ${TW_TR})
 set_tests_properties(result_schema_every_file_written PROPERTIES DEPENDS "${_tw_written}")
+
+# ---- serving results (schema 1.3): the fixtures' generator --------------------------------------
+# writes tests/data/results/serving*.json from the simulation driver; test_serve_result runs it
+# again (TW_BUILD_DIR/tests/serve_fixture_gen) and compares with the kept files
+add_executable(serve_fixture_gen ${CMAKE_SOURCE_DIR}/tests/serve_fixture_gen.c)
+target_link_libraries(serve_fixture_gen PRIVATE tw)
+set_target_properties(serve_fixture_gen PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+# the serving fixtures' figures are what their own requests give, recomputed in Python from the
+# definitions (doc/METRICS.md); the checker fails on a moved request, a changed window, a flipped
+# search trial
+tw_cmd_test(serving_fixture_figures_from_requests OUT "tw-test: PASS \\(2 file"
+  COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_serving.py ${TW_FIXTURES}/serving.json
+  ${TW_FIXTURES}/serving-findrate.json)
+tw_cmd_test(serving_fixture_check_catches_changes OUT "tw-test: PASS \\(3 breakages"
+  COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_serving.py --selftest
+  ${TW_FIXTURES}/serving-findrate.json)
