@@ -87,3 +87,26 @@ tw_cmd_test(serving_fixture_figures_from_requests OUT "tw-test: PASS \\(2 file"
 tw_cmd_test(serving_fixture_check_catches_changes OUT "tw-test: PASS \\(3 breakages"
   COMMAND ${TW_PYTHON3} ${TW_CMD_DIR}/check_serving.py --selftest
   ${TW_FIXTURES}/serving-findrate.json)
+
+# ---- project on a serving result: goodput at the latency targets, the e2e basis beside it --------
+set(TW_SFX ${TW_FIXTURES}/serving-findrate.json)
+set(_f "__import__('json').load(open('${TW_SFX}'))")
+tw_cmd_test(project_serving_goodput_basis JSON_OUT
+  COMMAND ${TW} project --results ${TW_SFX} --no-svg --format json
+  ERR "basis: GOODPUT at the latency targets \\(TTFT <= 2000 ms, TPOT <= 100 ms\\)"
+  CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'goodput' and r['latency_targets'] == 'TTFT <= 2000 ms, TPOT <= 100 ms'\" \"abs(r['device']['tokens_per_s'] / (${_f}['serving']['summary']['goodput']['output_tokens_per_s'] / ${_f}['scenario']['devices']) - 1) < 1e-9\" \"abs(r['e2e_comparison']['tokens_per_s_per_device'] / ${_f}['metrics']['e2e_tokens_per_s'] - 1) < 1e-9\" \"all(abs(v['goodput'] / v['e2e'] - r['e2e_comparison']['tokens_per_s_per_device'] / r['device']['tokens_per_s']) < 1e-6 for v in r['e2e_comparison']['facility_mw_final_year'].values())\" \"r['headline'].startswith('within the latency targets (TTFT <= 2000 ms, TPOT <= 100 ms') and 'goodput basis): at ' in r['headline']\" \"'serving.summary.goodput.output_tokens_per_s' in r['input_note'] and 'constraint' in r['input_note']\"")
+tw_cmd_test(project_serving_shows_both_bases
+  COMMAND ${TW} project --results ${TW_SFX} --no-svg
+  OUT "\\*\\*Basis: goodput at the latency targets\\*\\*" OUT "\\*\\*Offline \\(e2e\\) basis, for comparison\\*\\*"
+  OUT "Headline:\\*\\* within the latency targets")
+tw_cmd_test(project_serving_e2e_basis_on_request JSON_OUT
+  COMMAND ${TW} project --results ${TW_SFX} --no-svg --format json --basis e2e
+  CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'e2e' and 'e2e_comparison' not in r\" \"abs(r['device']['tokens_per_s'] / ${_f}['metrics']['e2e_tokens_per_s'] - 1) < 1e-9\" \"not r['headline'].startswith('within')\"")
+tw_cmd_test(project_static_run_keeps_the_e2e_basis JSON_OUT
+  COMMAND ${TW} project --results ${TW_FIXTURES}/single.json --no-svg --format json
+  CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'e2e' and r['latency_targets'] is None\"")
+tw_cmd_test(project_goodput_basis_needs_a_serving_run EXIT 1
+  ERR "single.json: not a serving run \\(no serving block\\): no goodput at a latency target"
+  COMMAND ${TW} project --results ${TW_FIXTURES}/single.json --no-svg --basis goodput)
+tw_cmd_test(project_basis_refuses_an_unknown_one EXIT 2 ERR "--basis must be auto, goodput or e2e"
+  COMMAND ${TW} project --results ${TW_SFX} --no-svg --basis offline)
