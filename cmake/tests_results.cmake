@@ -110,3 +110,7 @@ tw_cmd_test(project_goodput_basis_needs_a_serving_run EXIT 1
   COMMAND ${TW} project --results ${TW_FIXTURES}/single.json --no-svg --basis goodput)
 tw_cmd_test(project_basis_refuses_an_unknown_one EXIT 2 ERR "--basis must be auto, goodput or e2e"
   COMMAND ${TW} project --results ${TW_SFX} --no-svg --basis offline)
+
+# ---- report with a serving result: the page stays well formed XML (parsed by Python's expat) ----
+tw_cmd_test(report_serving_page_is_well_formed OUT "tw-test: PASS"
+  COMMAND sh -c "rm -rf ${TW_TR}/report-serving && ${TWQ} report ${TW_FIXTURES}/serving-findrate.json ${TW_FIXTURES}/serving.json ${TW_FIXTURES}/single.json --out ${TW_TR}/report-serving >/dev/null && exec ${TW_PYTHON3} -c \"__import__('xml.etree.ElementTree', fromlist=['x']).parse(__import__('sys').argv[1]) and print('tw-test: PASS')\" ${TW_TR}/report-serving/report.html")

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "serve/tw_serve_result.h"
 #include "tw_published.h"
 #include "tw_status.h"
 
@@ -45,6 +46,12 @@ typedef struct {
     char energy_source[32];
     int energy_assumed;
     char energy_label[256];
+    /* a serving scenario's block (owned by the file's rows, NULL for a static batch) and the
+     * projection's figure at its latency targets (tw_project_device_goodput_from_row; NaN
+     * when the row has no goodput or no watts) */
+    tw_serve_result *serving;
+    double proj_goodput_tokens_per_s;
+    char goodput_targets[160];
     /* where and how completely it was measured */
     char cpu_model[128], host[96];
     int complete; /* 0: the run (or this row) was interrupted or failed part-way */
