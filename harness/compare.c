@@ -232,6 +232,14 @@ tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out)
     if (r->devices < 1) return TW_ERR(TW_ERR_INVALID, "%s: devices %d", r->label, r->devices);
     out->system_tps = r->e2e_tps;
     out->per_accel_tps = tw_metric_per_device(r->e2e_tps, r->devices);
+    out->serving = r->serving != NULL;
+    if (r->serving) {
+        /* what MLPerf's Server summary prints as "Completed tokens per second": the output
+         * tokens of every measured request over the run (not only those that met the limits) */
+        const tw_serve_summary *s = &r->serving->summary;
+        out->system_tps = s->output_tps;
+        out->per_accel_tps = s->output_tps_per_device;
+    }
     out->tokens_per_j = r->e2e_tokens_per_j;
     if (!(out->tokens_per_j > 0) && r->e2e_j_per_token > 0)
         out->tokens_per_j = 1.0 / r->e2e_j_per_token;

@@ -89,9 +89,13 @@ tw_status tw_compare_published_figures(const tw_published_row *r, tw_pub_figures
 
 typedef struct {
     double system_tps, per_accel_tps, tokens_per_j;
+    int serving; /* the throughput is a serving run's output tokens/s, not e2e */
 } tw_meas_figures;
 
-/* system = e2e tokens/s, per accelerator = e2e / devices, tokens/J = energy.e2e.tokens_per_j. */
+/* system = e2e tokens/s, per accelerator = e2e / devices, tokens/J = energy.e2e.tokens_per_j;
+ * for a serving row (schema 1.3) system = serving.summary.output_tokens_per_s (MLPerf Server's
+ * "Completed tokens per second": every measured request's output tokens over the window) and
+ * per accelerator = serving.summary.output_tokens_per_s_per_device. */
 tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out);
 
 /* measured / published (NaN when either is missing). */
