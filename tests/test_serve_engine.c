@@ -149,10 +149,11 @@ static void check_case(const se_case *k) {
     cr_expect(distinct_in > 0, "the lengths should vary");
     tw_serve_engine_free(&r);
     tw_loadgen_lengths_free(&L);
+    tw_model_free(&cfg);
     tw_backend_destroy(be);
 }
 
-Test(serve_engine, chunked_prefill_offline_matches_alone, .timeout = 120) {
+Test(serve_engine, chunked_prefill_offline_matches_alone) {
     /* budget 16 < most prompts: prompts split over steps, decodes of earlier requests mixed in */
     se_case k = {.model = "tiny",
                  .w_dtype = TW_F32,
@@ -170,7 +171,7 @@ Test(serve_engine, chunked_prefill_offline_matches_alone, .timeout = 120) {
     check_case(&k);
 }
 
-Test(serve_engine, preemption_and_bf16_matches_alone, .timeout = 120) {
+Test(serve_engine, preemption_and_bf16_matches_alone) {
     /* a pool of 12 blocks of 5: requests of up to 40 + 12 positions crowd each other out */
     se_case k = {.model = "tiny-qwen2",
                  .w_dtype = TW_BF16,
@@ -197,11 +198,12 @@ Test(serve_engine, preemption_and_bf16_matches_alone, .timeout = 120) {
     cr_expect(r.preemptions > 0, "this pool should force preemptions (got none)");
     tw_serve_engine_free(&r);
     tw_loadgen_lengths_free(&L);
+    tw_model_free(&cfg);
     tw_backend_destroy(be);
     check_case(&k);
 }
 
-Test(serve_engine, sliding_window_closed_loop_matches_alone, .timeout = 120) {
+Test(serve_engine, sliding_window_closed_loop_matches_alone) {
     /* window 7, shorter than the prompts: the paged kernels must apply it as the static ones */
     se_case k = {.model = "tiny-mistral",
                  .w_dtype = TW_F32,
@@ -220,7 +222,7 @@ Test(serve_engine, sliding_window_closed_loop_matches_alone, .timeout = 120) {
     check_case(&k);
 }
 
-Test(serve_engine, server_arrivals_and_waiting_admission, .timeout = 120) {
+Test(serve_engine, server_arrivals_and_waiting_admission) {
     /* Poisson arrivals on the wall clock; a pool holding about one request: admission waits
      * (reserve policy, nothing preempted) and every request still finishes */
     se_case k = {.model = "tiny",
@@ -248,6 +250,7 @@ Test(serve_engine, server_arrivals_and_waiting_admission, .timeout = 120) {
     cr_expect_eq(r.kv_leaked_blocks, 0);
     tw_serve_engine_free(&r);
     tw_loadgen_lengths_free(&L);
+    tw_model_free(&cfg);
     tw_backend_destroy(be);
     check_case(&k);
 }
@@ -277,10 +280,11 @@ Test(serve_engine, refuses_a_request_that_never_fits) {
               "%s", tw_last_error());
     cr_expect_eq(r.steps, 0, "nothing may run before the refusal");
     tw_loadgen_lengths_free(&L);
+    tw_model_free(&cfg);
     tw_backend_destroy(be);
 }
 
-Test(serve_engine, stop_keeps_finished_requests, .timeout = 60) {
+Test(serve_engine, stop_keeps_finished_requests) {
     se_case k = {.model = "tiny",
                  .w_dtype = TW_F32,
                  .kv_dtype = TW_F32,
@@ -318,5 +322,6 @@ Test(serve_engine, stop_keeps_finished_requests, .timeout = 60) {
     free(fin);
     tw_serve_engine_free(&r);
     tw_loadgen_lengths_free(&L);
+    tw_model_free(&cfg);
     tw_backend_destroy(be);
 }
