@@ -66,6 +66,142 @@ static void tw_add_caveat(json_t *list, const char *fmt, ...) {
 /* ---- measured against published ----------------------------------------------------------------
  */
 
+/* A limit in ms for output ("n/a" when not bounded). */
+static void tw_ms(char *b, size_t n, double s_or_ms, int given) {
+    if (!given || !isfinite(s_or_ms))
+        snprintf(b, n, "none");
+    else
+        snprintf(b, n, "%g", s_or_ms);
+}
+
+/* The serving row's latency figures beside the published row's limits (JSON fields). */
+static void tw_serving_fields(json_t *o, const tw_serve_result *v, const tw_published_row *p) {
+    const tw_serve_summary *s = &v->summary;
+    json_object_set_new(o, "measured_scenario", json_string(v->scenario));
+    json_object_set_new(o, "measured_rate_rps", tw_jnum(v->rate_rps));
+    json_object_set_new(o, "measured_ttft_p99_s",
+                        tw_jnum(s->limits_given ? s->ttft_pctl_s : s->ttft.p99_loadgen));
+    json_object_set_new(o, "measured_tpot_p99_s",
+                        tw_jnum(s->limits_given ? s->tpot_pctl_s : s->tpot.p99_loadgen));
+    json_object_set_new(o, "measured_ttft_limit_ms",
+                        s->limits_given ? json_real(s->limits.ttft_s * 1e3) : json_null());
+    json_object_set_new(o, "measured_tpot_limit_ms",
+                        s->limits_given ? json_real(s->limits.tpot_s * 1e3) : json_null());
+    json_object_set_new(o, "measured_constraint_met",
+                        s->limits_given ? json_boolean(s->constraint_met) : json_null());
+    json_object_set_new(o, "measured_goodput_tokens_per_s", tw_jnum(s->goodput_output_tps));
+    int b = p->limits.given && p->limits.bounded;
+    json_object_set_new(o, "published_ttft_limit_ms",
+                        b ? json_real(p->limits.ttft_ms) : json_null());
+    json_object_set_new(o, "published_tpot_limit_ms",
+                        b ? json_real(p->limits.tpot_ms) : json_null());
+}
+
+/* Measured p99 latencies against each published row's limits (markdown). */
+static void tw_serving_latency_table(const tw_result_file *f, const tw_published_row *const *sel,
+                                     int nsel) {
+    const char *head[] = {"measured",
+                          "published",
+                          "scenario (ours/theirs)",
+                          "rate req/s",
+                          "p99 TTFT ms",
+                          "TTFT limit ms (ours/theirs)",
+                          "p99 TPOT ms",
+                          "TPOT limit ms (ours/theirs)",
+                          "our constraint"};
+    tw_table t;
+    tw_table_init(&t, 9, head);
+    for (int k = 0; k < f->nrows; k++) {
+        const tw_run_row *m = &f->rows[k];
+        const tw_serve_result *v = m->serving;
+        if (!v) continue;
+        const tw_serve_summary *s = &v->summary;
+        for (int i = 0; i < nsel; i++) {
+            const tw_published_row *p = sel[i];
+            int b = p->limits.given && p->limits.bounded;
+            char c[8][48];
+            tw_fmt(c[0], 48, v->rate_rps);
+            tw_fmt(c[1], 48, (s->limits_given ? s->ttft_pctl_s : s->ttft.p99_loadgen) * 1e3);
+            tw_fmt(c[2], 48, (s->limits_given ? s->tpot_pctl_s : s->tpot.p99_loadgen) * 1e3);
+            tw_ms(c[3], 48, s->limits.ttft_s * 1e3, s->limits_given);
+            tw_ms(c[4], 48, p->limits.ttft_ms, b);
+            tw_ms(c[5], 48, s->limits.tpot_s * 1e3, s->limits_given);
+            tw_ms(c[6], 48, p->limits.tpot_ms, b);
+            tw_table_addf(&t, "%s|%s|%s / %s|%s|%s|%s / %s|%s|%s / %s|%s", m->label, p->id,
+                          v->scenario, p->scenario, c[0], c[1], c[3], c[4], c[2], c[5], c[6],
+                          !s->limits_given    ? "no limits"
+                          : s->constraint_met ? "met"
+                                              : "NOT met");
+        }
+    }
+    printf("\nLatency: the measured p99 (LoadGen's percentile) against the limits\n\n");
+    tw_table_print(&t, TW_FMT_MD, stdout);
+    tw_table_free(&t);
+}
+
+/* What a serving result is not, next to a published MLPerf Server or Interactive row. */
+static void tw_serving_caveats(json_t *cav, const tw_run_row *m, const tw_published_row *const *sel,
+                               int nsel) {
+    const tw_serve_result *v = m->serving;
+    const tw_serve_summary *s = &v->summary;
+    tw_add_caveat(cav,
+                  "serving run: synthetic weights of the model's shape (not the trained model) "
+                  "and synthetic prompts, so no accuracy target is met or checked; the tokens "
+                  "generated are not the dataset's");
+    tw_add_caveat(cav,
+                  "serving run: lengths '%s' (%s), not the published run's dataset: our input and "
+                  "output lengths are drawn, theirs are the samples' (see each row's lengths note)",
+                  v->lengths, v->lengths_origin);
+    tw_add_caveat(cav,
+                  "serving run: not a valid MLPerf result: no early stopping, no minimum query "
+                  "count, %s (%.4g s measured, MLPerf asks %.4g s), warm-up requests excluded "
+                  "(doc/SERVING.md)",
+                  s->limits_given && s->min_duration_met ? "the minimum duration met"
+                                                         : "shorter than the minimum duration",
+                  s->window_s, s->limits_given ? s->limits.min_duration_s : 600.0);
+    if (s->limits_given)
+        tw_add_caveat(cav,
+                      "serving run: limits TTFT %g ms, TPOT %g ms at p%g from %s: the constraint "
+                      "%s at %.4g requests/s",
+                      s->limits.ttft_s * 1e3, s->limits.tpot_s * 1e3, s->limits.percentile,
+                      v->limits_source[0] ? v->limits_source : s->limits.source,
+                      s->constraint_met ? "held" : "did NOT hold", v->rate_rps);
+    else
+        tw_add_caveat(cav, "serving run: judged against no latency limits: the published figure "
+                           "holds under MLPerf's, ours under none");
+    for (int i = 0; i < nsel; i++) {
+        const tw_published_row *p = sel[i];
+        tw_add_caveat(cav,
+                      "%s: different hardware: %d x %s (%s) published; measured on %d device(s) "
+                      "of %s (%s backend); compare the per accelerator rows",
+                      p->id, p->count, p->accelerator, p->precision, m->devices,
+                      m->device[0] ? m->device : "unknown", m->backend);
+        if (strcmp(p->scenario, v->scenario))
+            tw_add_caveat(cav,
+                          "%s: a published %s figure against a measured %s run: different "
+                          "scenarios (MLPerf's Offline has no latency bound)",
+                          p->id, p->scenario, v->scenario);
+        int b = p->limits.given && p->limits.bounded;
+        if (b && s->limits_given &&
+            (fabs(p->limits.ttft_ms - s->limits.ttft_s * 1e3) > 1e-9 ||
+             fabs(p->limits.tpot_ms - s->limits.tpot_s * 1e3) > 1e-9))
+            tw_add_caveat(cav,
+                          "%s: its limits (TTFT %g ms, TPOT %g ms; %s) are not ours (TTFT %g ms, "
+                          "TPOT %g ms)",
+                          p->id, p->limits.ttft_ms, p->limits.tpot_ms, p->limits.source,
+                          s->limits.ttft_s * 1e3, s->limits.tpot_s * 1e3);
+        else if (b && s->limits_given)
+            tw_add_caveat(cav,
+                          "%s: the same limits as ours (TTFT %g ms, TPOT %g ms; theirs from %s)",
+                          p->id, p->limits.ttft_ms, p->limits.tpot_ms, p->limits.source);
+        else if (!p->limits.given && strcmp(p->scenario, "offline"))
+            tw_add_caveat(cav,
+                          "%s: the published row records no latency limits (see its lengths "
+                          "note)",
+                          p->id);
+    }
+}
+
 static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set *pub,
                                  const char *against, const char *preset_name, tw_format fmt) {
     tw_preset preset;
@@ -87,7 +223,15 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
         for (int i = 0; i < preset.n_published; i++)
             TW_TRY(tw_published_find(pub, preset.published[i], &sel[nsel++]));
     } else {
-        for (int i = 0; i < pub->n; i++)
+        /* a serving result: the published rows of its scenario (MLPerf Server, Interactive), when
+         * the file has any; else every row of the model */
+        const tw_serve_result *sv = f->rows[0].serving;
+        if (sv)
+            for (int i = 0; i < pub->n; i++)
+                if (!strcmp(pub->rows[i].model, f->rows[0].model) &&
+                    !strcmp(pub->rows[i].scenario, sv->scenario))
+                    sel[nsel++] = &pub->rows[i];
+        for (int i = 0; !nsel && i < pub->n; i++)
             if (!strcmp(pub->rows[i].model, f->rows[0].model)) sel[nsel++] = &pub->rows[i];
         if (!nsel)
             return TW_ERR(TW_ERR_INVALID,
@@ -156,6 +300,11 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
                 json_object_set_new(o, "measured_tokens_per_j", tw_jnum(mf.tokens_per_j));
                 json_object_set_new(o, "ratio_tokens_per_j_low", tw_jnum(rlo));
                 json_object_set_new(o, "ratio_tokens_per_j_high", tw_jnum(rhi));
+                json_object_set_new(o, "measured_basis",
+                                    json_string(mf.serving ? "serving.summary.output_tokens_per_s"
+                                                           : "metrics.e2e_tokens_per_s"));
+                json_object_set_new(o, "published_scenario", json_string(p->scenario));
+                if (m->serving) tw_serving_fields(o, m->serving, p);
                 json_array_append_new(rows, o);
             }
         }
@@ -196,6 +345,7 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
     }
     if (m0->energy_assumed)
         tw_add_caveat(cav, "measured energy is ASSUMED, not measured: %s", m0->energy_label);
+    if (m0->serving) tw_serving_caveats(cav, m0, sel, nsel);
 
     if (fmt == TW_FMT_JSON) {
         json_t *root = json_object();
@@ -211,9 +361,13 @@ static tw_status tw_vs_published(const tw_result_file *f, const tw_published_set
     } else {
         if (fmt == TW_FMT_MD) {
             printf("## Measured (%s) against published\n\nratio = measured / published; tok/J "
-                   "= output tokens per joule\n\n",
-                   f->name);
+                   "= output tokens per joule%s\n\n",
+                   f->name,
+                   m0->serving ? "; measured tok/s: the serving run's output tokens/s (MLPerf "
+                                 "Server's \"Completed tokens per second\")"
+                               : "");
             tw_table_print(&t, fmt, stdout);
+            if (m0->serving) tw_serving_latency_table(f, sel, nsel);
         } else {
             tw_csv_rows(stdout, rows); /* every JSON field, plain numbers */
         }

@@ -14,12 +14,20 @@
 #include "tw_util.h"
 
 static const char *tw_project_usage =
-    "tokwatt project [--results FILE | --tokens-per-s T --watts W] [--scenario "
-    "all|power|revenue|shipments] [--headline-scenario S] [--format md|json|csv] [--svg PATH | "
-    "--no-svg] [--results-dir DIR] [assumption overrides]\n"
+    "tokwatt project [--results FILE | --tokens-per-s T --watts W] [--basis auto|goodput|e2e] "
+    "[--scenario all|power|revenue|shipments] [--headline-scenario S] [--format md|json|csv] "
+    "[--svg PATH | --no-svg] [--results-dir DIR] [assumption overrides]\n"
     "  --results FILE        a tokwatt run result (default: the newest in --results-dir, "
     "results/);\n"
-    "                        uses e2e tokens/s per device and mean watts per device\n"
+    "                        uses e2e tokens/s per device and mean watts per device, or for a "
+    "serving\n"
+    "                        result with latency objectives its goodput (below)\n"
+    "  --basis B             auto (default): goodput when the result has one, else e2e; "
+    "goodput: the output\n"
+    "                        tokens/s of the requests that met the latency targets (the "
+    "megawatts to serve\n"
+    "                        demand within them); e2e: metrics.e2e_tokens_per_s, the static "
+    "(offline) figure\n"
     "  --tokens-per-s T      tokens/s per device (with --watts, instead of a result file)\n"
     "  --watts W             watts per device; labelled as given (assumed), not measured\n"
     "  --format csv          one line per (scenario, year), every figure of the JSON rows\n"
@@ -128,6 +136,46 @@ static void tw_print_assumptions(const tw_project_inputs *in, const tw_projectio
            p->dev.assumed ? "The watts are ASSUMED, not measured." : "The watts are measured.");
 }
 
+/* The device figures of a result of one combination on the basis asked (auto: goodput when the
+ * row has one), and the e2e figures beside a goodput basis (*have_e2e, or e2e_why says why not). */
+static tw_status tw_project_result_devices(const char *path, const char *basis,
+                                           tw_project_device *dev, char *note, size_t note_n,
+                                           int *goodput, tw_project_device *e2e, char *e2e_note,
+                                           size_t e2e_note_n, char *e2e_why, size_t e2e_why_n,
+                                           char *targets, size_t targets_n, int *have_e2e) {
+    tw_result res;
+    TW_TRY(tw_result_read_file(path, &res));
+    tw_status st = TW_OK;
+    *goodput = *have_e2e = 0;
+    if (res.nrows != 1) {
+        st = TW_ERR(TW_ERR_INVALID,
+                    "%s is a sweep of %d rows: the projection takes one combination (a result of "
+                    "tokwatt run without lists), or --tokens-per-s and --watts",
+                    path, res.nrows);
+    } else {
+        const tw_result_row *row = &res.rows[0];
+        int want_goodput = !strcmp(basis, "goodput") ||
+                           (!strcmp(basis, "auto") && tw_project_row_has_goodput(row));
+        if (want_goodput) {
+            st = tw_project_device_goodput_from_row(row, path, dev, note, note_n);
+            if (st == TW_OK) {
+                *goodput = 1;
+                tw_project_goodput_targets(row, targets, targets_n);
+                if (tw_project_device_from_row(row, path, e2e, e2e_note, e2e_note_n) == TW_OK) {
+                    *have_e2e = 1;
+                } else {
+                    snprintf(e2e_why, e2e_why_n, "%s", tw_error_text());
+                    tw_clear_error();
+                }
+            }
+        } else {
+            st = tw_project_device_from_row(row, path, dev, note, note_n);
+        }
+    }
+    tw_result_free(&res);
+    return st;
+}
+
 int tw_cmd_project(int argc, char **argv) {
     tw_args a;
     if (tw_args_init(&a, "tokwatt project", tw_project_usage, argc, argv)) {
@@ -141,7 +189,7 @@ int tw_cmd_project(int argc, char **argv) {
     }
     int rc = TW_EXIT_USAGE;
     tw_project_inputs *in = malloc(sizeof *in);
-    tw_projection *p = malloc(sizeof *p);
+    tw_projection *p = malloc(sizeof *p), *pe = NULL; /* pe: the e2e basis beside goodput */
     json_t *js = NULL;
     char *svg = NULL;
     if (!in || !p) {
@@ -154,7 +202,7 @@ int tw_cmd_project(int argc, char **argv) {
         rc = TW_EXIT_FAIL;
         goto out;
     }
-    const char *results, *results_dir, *scen, *head_scen, *svg_path;
+    const char *results, *results_dir, *scen, *head_scen, *svg_path, *basis;
     double tps, watts;
     tw_format fmt;
     int no_svg = tw_args_flag(&a, "--no-svg");
@@ -164,8 +212,13 @@ int tw_cmd_project(int argc, char **argv) {
         tw_args_double(&a, "--watts", 0, 1e-6, 1e9, &watts) ||
         tw_args_str(&a, "--scenario", "all", &scen) ||
         tw_args_str(&a, "--headline-scenario", "power", &head_scen) ||
-        tw_args_str(&a, "--svg", NULL, &svg_path) || tw_args_format(&a, &fmt) ||
-        tw_override(&a, in) || tw_args_finish(&a)) {
+        tw_args_str(&a, "--svg", NULL, &svg_path) || tw_args_str(&a, "--basis", "auto", &basis) ||
+        tw_args_format(&a, &fmt) || tw_override(&a, in) || tw_args_finish(&a)) {
+        tw_cli_fail(&a);
+        goto out;
+    }
+    if (strcmp(basis, "auto") && strcmp(basis, "goodput") && strcmp(basis, "e2e")) {
+        TW_ERR(TW_ERR_INVALID, "--basis must be auto, goodput or e2e (got \"%s\")", basis);
         tw_cli_fail(&a);
         goto out;
     }
@@ -184,12 +237,20 @@ int tw_cmd_project(int argc, char **argv) {
         goto out;
     }
     if (only >= 0 && strcmp(head_scen, "power") == 0) hs = (tw_scenario)only;
-    tw_project_device dev = {0};
-    char note[1024] = "", found[4096];
+    tw_project_device dev = {0}, e2e_dev = {0};
+    char note[1024] = "", found[4096], e2e_note[1024] = "", e2e_why[1024] = "", targets[160] = "";
+    int goodput = 0, have_e2e = 0; /* the basis used; the e2e figures beside it */
     if (results && (tps > 0 || watts > 0)) {
         TW_ERR(TW_ERR_INVALID,
                "--results FILE takes tokens/s and watts from the file: it does not go with "
                "--tokens-per-s/--watts (give one or the other)");
+        tw_cli_fail(&a);
+        goto out;
+    }
+    if (strcmp(basis, "auto") && tps > 0 && watts > 0) {
+        TW_ERR(TW_ERR_INVALID,
+               "--basis %s chooses a result file's figure: it does not go with --tokens-per-s",
+               basis);
         tw_cli_fail(&a);
         goto out;
     }
@@ -212,20 +273,42 @@ int tw_cmd_project(int argc, char **argv) {
             }
             results = found;
         }
-        if (tw_project_device_from_result(results, &dev, note, sizeof note)) {
+        if (tw_project_result_devices(results, basis, &dev, note, sizeof note, &goodput, &e2e_dev,
+                                      e2e_note, sizeof e2e_note, e2e_why, sizeof e2e_why, targets,
+                                      sizeof targets, &have_e2e)) {
             fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
             rc = TW_EXIT_FAIL;
             goto out;
         }
     }
     tw_log("%s", note);
+    if (goodput)
+        tw_log("basis: GOODPUT at the latency targets (%s): the megawatts below serve the demand "
+               "within them; %s",
+               targets, have_e2e ? "the offline (e2e) basis follows for comparison" : e2e_why);
     if (tw_project_compute(in, &dev, p)) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         rc = TW_EXIT_FAIL;
         goto out;
     }
-    char headline[1024];
-    tw_project_headline_of(p, hs, headline, sizeof headline);
+    char headline[1400], h0[1024];
+    tw_project_headline_of(p, hs, h0, sizeof h0);
+    if (goodput)
+        snprintf(headline, sizeof headline, "within the latency targets (%s; goodput basis): %s",
+                 targets, h0);
+    else
+        snprintf(headline, sizeof headline, "%s", h0);
+    /* the offline (e2e) basis beside the goodput one */
+    char e2e_head[1024] = "";
+    if (goodput && have_e2e) {
+        pe = malloc(sizeof *pe);
+        if (!pe || tw_project_compute(in, &e2e_dev, pe)) {
+            fprintf(stderr, "tokwatt: error: %s\n", pe ? tw_error_text() : "out of memory");
+            rc = TW_EXIT_FAIL;
+            goto out;
+        }
+        tw_project_headline_of(pe, hs, e2e_head, sizeof e2e_head);
+    }
     if (fmt == TW_FMT_JSON) {
         if (tw_project_to_json(in, p, &js)) {
             fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
@@ -234,15 +317,50 @@ int tw_cmd_project(int argc, char **argv) {
         }
         json_object_set_new(js, "input_note", json_string(note));
         json_object_set_new(js, "headline", json_string(headline));
+        json_object_set_new(js, "device_basis", json_string(goodput ? "goodput" : "e2e"));
+        json_object_set_new(js, "latency_targets", goodput ? json_string(targets) : json_null());
+        if (goodput && pe) {
+            json_t *c = json_object(), *mw = json_object();
+            json_object_set_new(c, "device_basis", json_string("e2e"));
+            json_object_set_new(c, "tokens_per_s_per_device", json_real(e2e_dev.tokens_per_s));
+            json_object_set_new(c, "watts_per_device", json_real(e2e_dev.watts));
+            json_object_set_new(c, "input_note", json_string(e2e_note));
+            json_object_set_new(c, "headline", json_string(e2e_head));
+            for (int sc = 0; sc < TW_SCEN_COUNT; sc++) {
+                json_t *y = json_object();
+                json_object_set_new(y, "goodput",
+                                    json_real(p->rows[sc][TW_PROJECT_NYEARS - 1].facility_mw));
+                json_object_set_new(y, "e2e",
+                                    json_real(pe->rows[sc][TW_PROJECT_NYEARS - 1].facility_mw));
+                json_object_set_new(mw, tw_scenario_name((tw_scenario)sc), y);
+            }
+            json_object_set_new(c, "facility_mw_final_year", mw);
+            json_object_set_new(c, "final_year", json_integer(TW_PROJECT_YEAR1));
+            json_object_set_new(js, "e2e_comparison", c);
+        } else if (goodput) {
+            json_object_set_new(js, "e2e_comparison", json_null());
+            json_object_set_new(js, "e2e_comparison_unavailable", json_string(e2e_why));
+        }
         char *txt = json_dumps(js, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         if (txt) puts(txt);
         free(txt);
     } else {
         if (fmt == TW_FMT_MD) {
             printf("## Projection: devices and megawatts for projected token demand\n\n");
+            if (goodput)
+                printf("**Basis: goodput at the latency targets** (%s): %s. The megawatts are "
+                       "those needed to serve the demand within the targets.\n\n",
+                       targets, note);
             tw_print_table(p, only, fmt);
             tw_print_assumptions(in, p);
             printf("\n**Headline:** %s\n", headline);
+            if (goodput && pe)
+                printf("\n**Offline (e2e) basis, for comparison** (%.4g tokens/s per device "
+                       "against %.4g within the targets, %.3gx): %s\n",
+                       e2e_dev.tokens_per_s, dev.tokens_per_s,
+                       e2e_dev.tokens_per_s / dev.tokens_per_s, e2e_head);
+            else if (goodput)
+                printf("\n**Offline (e2e) basis:** not available: %s\n", e2e_why);
         } else {
             /* CSV: one line per (scenario, year) with every field of the JSON rows */
             if (tw_project_to_json(in, p, &js)) {
@@ -264,6 +382,8 @@ int tw_cmd_project(int argc, char **argv) {
                     /* bounds by name ("lower"): a symbol is no CSV cell to compute with */
                     json_object_del(o, "demand_bound");
                     json_object_del(o, "dc_additions_bound");
+                    json_object_set_new(o, "device_basis",
+                                        json_string(goodput ? "goodput" : "e2e"));
                     json_object_set_new(o, "tokens_per_s_per_device", json_real(dev.tokens_per_s));
                     json_object_set_new(o, "watts_per_device", json_real(dev.watts));
                     json_array_append_new(flat, o);
@@ -297,6 +417,7 @@ int tw_cmd_project(int argc, char **argv) {
     }
     rc = TW_EXIT_OK;
 out:
+    free(pe);
     json_decref(js);
     free(svg);
     free(in);

@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 
 #include "harness/run/tw_run.h"
+#include "serve/tw_serve_engine_run.h"
+#include "serve/tw_serve_result.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_progress.h"
@@ -57,6 +59,15 @@ static const char *tw_run_help =
     "                also when stderr is not a terminal (on a terminal it is always shown)\n"
     "  signals       SIGINT, SIGTERM, SIGHUP (any rank): the run stops and writes what it\n"
     "                measured, marked incomplete (exit 1); a second signal quits at once\n"
+    "  --scenario    a serving run instead of a static batch: requests arrive (offline: all at\n"
+    "                once; server/interactive: Poisson at --rate per second, seeded by --seed;\n"
+    "                concurrency: --concurrency in flight) with --lengths, and are served by\n"
+    "                continuous batching (--max-batch sequences and --step-tokens tokens per\n"
+    "                step, prompts chunked) over a paged KV cache (--kv-blocks of --kv-block\n"
+    "                tokens; default: room for --max-batch of the longest requests); the latency\n"
+    "                limits are MLPerf's for the model (configs/serving/mlperf-limits.json, or\n"
+    "                --limits-model NAME), or --ttft-ms/--tpot-ms; --find-rate searches the\n"
+    "                highest rate meeting them (LoadGen's FindPeakPerformance, bounded)\n"
     "  exit codes    0 complete, 1 runtime failure or incomplete run, 2 bad argument";
 
 typedef struct {
@@ -68,7 +79,47 @@ typedef struct {
     char out_dir[4096]; /* the folder the result goes into */
     int out_is_file;    /* --out names FILE.json */
     tw_format fmt;
+    int serving; /* --scenario given */
+    tw_serve_cli serve;
 } tw_run_opts;
+
+/* The serving options (--scenario and the rest); none given: a static batch run. */
+static tw_status tw_run_parse_serving(tw_args *a, tw_run_opts *o) {
+    tw_serve_cli *c = &o->serve;
+    tw_serve_cli_defaults(c);
+    const char *scen = NULL;
+    TW_TRY(tw_args_str(a, "--scenario", NULL, &scen));
+    o->serving = scen != NULL;
+    if (!o->serving) return TW_OK;
+    c->scenario = scen;
+    long n;
+    TW_TRY(tw_args_double(a, "--rate", c->rate_rps, 1e-6, 1e9, &c->rate_rps));
+    TW_TRY(tw_args_int(a, "--concurrency", c->concurrency, 1, 1 << 20, &c->concurrency));
+    TW_TRY(tw_args_long(a, "--requests", (long)c->n_requests, 0, 1L << 40, &n));
+    c->n_requests = n;
+    TW_TRY(tw_args_long(a, "--warmup-requests", 0, 0, 1L << 30, &n));
+    c->n_warmup = n;
+    TW_TRY(tw_args_double(a, "--duration", 0, 0, 1e9, &c->duration_s));
+    TW_TRY(tw_args_str(a, "--lengths", c->lengths, &c->lengths));
+    TW_TRY(tw_args_int(a, "--max-batch", c->max_batch, 1, 1 << 16, &c->max_batch));
+    TW_TRY(tw_args_int(a, "--step-tokens", c->token_budget, 1, 1 << 24, &c->token_budget));
+    c->chunked_prefill = !tw_args_flag(a, "--no-chunked-prefill");
+    TW_TRY(tw_args_int(a, "--kv-block", c->kv_block_tokens, 1, 1 << 16, &c->kv_block_tokens));
+    TW_TRY(tw_args_long(a, "--kv-blocks", 0, 0, 1L << 31, &n));
+    c->kv_blocks = n;
+    c->preempt = tw_args_flag(a, "--preempt");
+    TW_TRY(tw_args_double(a, "--ttft-ms", 0, 1e-6, 1e9, &c->ttft_ms));
+    TW_TRY(tw_args_double(a, "--tpot-ms", 0, 1e-6, 1e9, &c->tpot_ms));
+    TW_TRY(tw_args_str(a, "--limits-model", NULL, &c->limits_model));
+    c->find_rate = tw_args_flag(a, "--find-rate");
+    TW_TRY(tw_args_double(a, "--min-rate", c->min_rate_rps, 1e-6, 1e9, &c->min_rate_rps));
+    TW_TRY(tw_args_double(a, "--max-rate", c->max_rate_rps, 1e-6, 1e9, &c->max_rate_rps));
+    TW_TRY(
+        tw_args_int(a, "--max-trials", c->max_trials, 1, TW_FINDRATE_MAX_TRIALS, &c->max_trials));
+    TW_TRY(tw_args_long(a, "--min-requests", (long)c->min_requests, 1, 1L << 30, &n));
+    c->min_requests = n;
+    return TW_OK;
+}
 
 static tw_status tw_parse_dtypes(const char *s, tw_dtype *out, int max, int *n) {
     char buf[128];
@@ -138,6 +189,7 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_double(a, "--routing-skew", 0, 0, 100, &o->s.routing_skew));
     TW_TRY(tw_args_int(a, "--ep", 1, 1, 4096, &o->s.ep));
     TW_TRY(tw_args_format(a, &o->fmt));
+    TW_TRY(tw_run_parse_serving(a, o));
     TW_TRY(tw_args_finish(a));
     static const char *const comms[] = {"auto", "mpi", "nccl", "local", "threads"};
     int comm_ok = 0;
@@ -334,6 +386,93 @@ static void tw_print_csv(const tw_result *res) {
     json_decref(flat);
 }
 
+/* A serving row, as vLLM's benchmark_serving prints it, with the MLPerf constraint and the KV
+ * pool's figures. */
+static void tw_print_dist_ms(const char *title, const char *name, const tw_serve_dist *d) {
+    const char *which[] = {"Mean", "Median", "P99"};
+    double val[] = {d->mean, d->median, d->p99};
+    printf("%s\n", title);
+    for (int i = 0; i < 3; i++) {
+        char label[64];
+        snprintf(label, sizeof label, "%s %s", which[i], name);
+        printf("%-40s %.2f\n", label, 1e3 * val[i]);
+    }
+}
+
+static void tw_print_serving(const tw_result_row *r) {
+    const tw_serve_result *v = r->serving;
+    const tw_serve_summary *s = &v->summary;
+    char what[160];
+    if (!strcmp(v->scenario, "server") || !strcmp(v->scenario, "interactive"))
+        snprintf(what, sizeof what, "%s, Poisson %.3f requests/s, seed %llu", v->scenario,
+                 v->rate_rps, (unsigned long long)v->seed);
+    else if (!strcmp(v->scenario, "concurrency"))
+        snprintf(what, sizeof what, "concurrency %d, seed %llu", v->concurrency,
+                 (unsigned long long)v->seed);
+    else
+        snprintf(what, sizeof what, "offline, seed %llu", (unsigned long long)v->seed);
+    printf("============ Serving Benchmark Result ============\n");
+    printf("%-40s %s\n", "Scenario:", what);
+    printf("%-40s %s\n", "Lengths:", v->lengths);
+    printf("%-40s %lld\n", "Successful requests:", (long long)s->n_measured);
+    if (s->n_warmup_excluded)
+        printf("%-40s %lld\n", "Warm-up requests (excluded):", (long long)s->n_warmup_excluded);
+    printf("%-40s %.2f\n", "Benchmark duration (s):", s->window_s);
+    printf("%-40s %lld\n", "Total input tokens:", (long long)s->input_tokens);
+    printf("%-40s %lld\n", "Total generated tokens:", (long long)s->output_tokens);
+    printf("%-40s %.2f\n", "Request throughput (req/s):", s->request_rps);
+    printf("%-40s %.2f\n", "Output token throughput (tok/s):", s->output_tps);
+    printf("%-40s %.2f\n", "Total Token throughput (tok/s):", s->total_tps);
+    if (s->slo_given) printf("%-40s %.2f\n", "Request goodput (req/s):", s->goodput_rps);
+    tw_print_dist_ms("---------------Time to First Token----------------", "TTFT (ms):", &s->ttft);
+    tw_print_dist_ms("-----Time per Output Token (excl. 1st token)------", "TPOT (ms):", &s->tpot);
+    tw_print_dist_ms("---------------Inter-token Latency----------------", "ITL (ms):", &s->itl);
+    tw_print_dist_ms("----------------End-to-end Latency----------------", "E2EL (ms):", &s->e2e);
+    tw_print_dist_ms("-----------------Queueing Delay-------------------",
+                     "queue (ms):", &s->queue);
+    printf("-----------------MLPerf constraint----------------\n");
+    if (s->limits_given) {
+        printf("%-40s TTFT %.0f ms, TPOT %.0f ms at p%.0f\n", "Limits:", 1e3 * s->limits.ttft_s,
+               1e3 * s->limits.tpot_s, s->limits.percentile);
+        printf("%-40s %s\n", "  from:", v->limits_source);
+        printf("%-40s %.2f (%s)\n", "p99 TTFT, LoadGen's rule (ms):", 1e3 * s->ttft_pctl_s,
+               s->ttft_met ? "met" : "NOT met");
+        printf("%-40s %.2f (%s)\n", "p99 TPOT, LoadGen's rule (ms):", 1e3 * s->tpot_pctl_s,
+               s->tpot_met ? "met" : "NOT met");
+        printf("%-40s %s\n", "Constraint met:", s->constraint_met ? "yes" : "NO");
+        if (!s->min_duration_met)
+            printf("%-40s %.0f s < MLPerf's %.0f s minimum: not a valid MLPerf run\n",
+                   "Duration:", s->window_s, s->limits.min_duration_s);
+    } else {
+        printf("%-40s %s\n", "Limits:", v->limits_source);
+    }
+    printf("%-40s %lld peak of %d blocks of %d tokens, %lld leaked, %lld preemptions\n",
+           "KV cache:", (long long)v->kv_blocks_peak, v->kv_blocks, v->kv_block_tokens,
+           (long long)v->kv_blocks_leaked, (long long)s->n_preemptions);
+    printf("%-40s %d sequences, %d tokens per step\n", "Batching:", v->max_batch,
+           v->step_token_budget);
+    if (v->has_findrate) {
+        const tw_findrate_result *f = &v->findrate;
+        printf("--------------------find-rate---------------------\n");
+        for (int i = 0; i < f->n_trials; i++)
+            printf("  trial %2d: %10.3f req/s  %-6s p99 TTFT %9.2f ms  p99 TPOT %8.2f ms\n", i + 1,
+                   f->trials[i].rate_rps, f->trials[i].outcome.met ? "met" : "failed",
+                   1e3 * f->trials[i].outcome.ttft_pctl_s, 1e3 * f->trials[i].outcome.tpot_pctl_s);
+        printf("%-40s %s: %.3f req/s (lowest failing: %.3f)\n",
+               "Max rate meeting the limits:", tw_findrate_verdict_name(f->verdict), f->rate_rps,
+               f->upper_rps);
+    }
+    printf("==================================================\n");
+    if (isfinite(r->energy.e2e.j_per_token))
+        printf("energy%s: %.1f W mean per device, %.4f J per generated token\n",
+               r->energy.assumed ? " (ASSUMED watts, not measured)" : "",
+               tw_run_row_watts_per_device(r), r->energy.e2e.j_per_token);
+    else
+        printf("energy: not measured\n");
+    printf("%s\n", r->projection_headline);
+    if (!r->complete) printf("INCOMPLETE: %s\n", r->incomplete_reason);
+}
+
 static tw_status tw_print_result(const tw_run_opts *o, const tw_run *run, const tw_result *res) {
     if (o->fmt == TW_FMT_JSON) {
         json_t *root = NULL;
@@ -344,6 +483,8 @@ static tw_status tw_print_result(const tw_run_opts *o, const tw_run *run, const 
         json_decref(root);
     } else if (o->fmt == TW_FMT_CSV) {
         tw_print_csv(res);
+    } else if (res->nrows == 1 && res->rows[0].serving) {
+        tw_print_serving(&res->rows[0]);
     } else {
         tw_print_table(o, run, res);
     }
@@ -368,6 +509,15 @@ int tw_cmd_run(int argc, char **argv) {
         return st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL;
     }
     tw_args_free(&a);
+    tw_serve_ctx *sctx = NULL;
+    if (o.serving) {
+        o.serve.seed = (uint64_t)o.s.seed;
+        if ((st = tw_serve_cli_prepare(&o.serve, o.s.model, o.s.preset, &o.s, &sctx)) != TW_OK) {
+            fprintf(stderr, "tokwatt run: error: %s\n", tw_error_text());
+            if (st == TW_ERR_INVALID) fprintf(stderr, "(tokwatt run --help for the options)\n");
+            return st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL;
+        }
+    }
 
     int rc = TW_EXIT_FAIL;
     tw_run *run = NULL;
@@ -385,7 +535,9 @@ int tw_cmd_run(int argc, char **argv) {
         tw_progress_set_mode(TW_PROGRESS_OFF);
     }
     if (st != TW_OK) goto fail;
-    if ((st = tw_run_execute(run, &res, &oc)) != TW_OK) goto fail;
+    if ((st = sctx ? tw_run_execute_with(run, tw_serve_measure, sctx, &res, &oc)
+                   : tw_run_execute(run, &res, &oc)) != TW_OK)
+        goto fail;
     tw_progress_clear();
 
     if (tw_run_rank(run) != 0) {
@@ -438,6 +590,7 @@ fail:
     rc = st == TW_ERR_INVALID ? TW_EXIT_USAGE : TW_EXIT_FAIL;
 done:
     tw_progress_clear();
+    tw_serve_ctx_free(sctx);
     tw_result_free(&res);
     tw_run_close(run);
     return rc;

@@ -150,6 +150,14 @@ static tw_status tw_row_view(const tw_result *res, const tw_result_row *row, con
     } else {
         tw_clear_error(); /* a row without power: no projection point, said by the report */
     }
+    r->proj_goodput_tokens_per_s = NAN;
+    if (tw_project_row_has_goodput(row)) {
+        tw_project_goodput_targets(row, r->goodput_targets, sizeof r->goodput_targets);
+        if (tw_project_device_goodput_from_row(row, label, &dev, note, sizeof note) == TW_OK)
+            r->proj_goodput_tokens_per_s = dev.tokens_per_s;
+        else
+            tw_clear_error(); /* no watts, or no request met the targets: the report says */
+    }
     return TW_OK;
 }
 
@@ -171,7 +179,12 @@ tw_status tw_result_file_load(const char *path, tw_result_file *f) {
             snprintf(label, sizeof label, "%s", f->name);
         else
             snprintf(label, sizeof label, "%.70s row %d", f->name, i + 1);
-        if ((st = tw_row_view(&res, &res.rows[i], label, &f->rows[i])) == TW_OK) f->nrows++;
+        if ((st = tw_row_view(&res, &res.rows[i], label, &f->rows[i])) == TW_OK) {
+            /* the serving block moves to the view (freed by tw_result_file_free) */
+            f->rows[i].serving = res.rows[i].serving;
+            res.rows[i].serving = NULL;
+            f->nrows++;
+        }
     }
     tw_result_free(&res);
     if (st) tw_result_file_free(f);
@@ -179,6 +192,11 @@ tw_status tw_result_file_load(const char *path, tw_result_file *f) {
 }
 
 void tw_result_file_free(tw_result_file *f) {
+    for (int i = 0; i < f->nrows; i++)
+        if (f->rows[i].serving) {
+            tw_serve_result_free(f->rows[i].serving);
+            free(f->rows[i].serving);
+        }
     free(f->rows);
     f->rows = NULL;
     f->nrows = 0;
@@ -214,6 +232,14 @@ tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out)
     if (r->devices < 1) return TW_ERR(TW_ERR_INVALID, "%s: devices %d", r->label, r->devices);
     out->system_tps = r->e2e_tps;
     out->per_accel_tps = tw_metric_per_device(r->e2e_tps, r->devices);
+    out->serving = r->serving != NULL;
+    if (r->serving) {
+        /* what MLPerf's Server summary prints as "Completed tokens per second": the output
+         * tokens of every measured request over the run (not only those that met the limits) */
+        const tw_serve_summary *s = &r->serving->summary;
+        out->system_tps = s->output_tps;
+        out->per_accel_tps = s->output_tps_per_device;
+    }
     out->tokens_per_j = r->e2e_tokens_per_j;
     if (!(out->tokens_per_j > 0) && r->e2e_j_per_token > 0)
         out->tokens_per_j = 1.0 / r->e2e_j_per_token;

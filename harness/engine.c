@@ -233,7 +233,9 @@ static size_t tw_engine_layer_params(const tw_model_config *c, const tw_shard *s
 }
 
 static size_t tw_engine_tokens(const tw_engine_opts *o) {
-    size_t t = (size_t)o->max_batch * (size_t)o->max_prefill;
+    /* paged: a step's rows are its token budget, whatever the prompts */
+    size_t t = o->kv_blocks > 0 ? (size_t)o->max_step_tokens
+                                : (size_t)o->max_batch * (size_t)o->max_prefill;
     return t < (size_t)o->max_batch ? (size_t)o->max_batch : t;
 }
 
@@ -286,6 +288,20 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     size_t kv_pos = w.kvd; /* per position and layer: K and V, or the latent and rope key */
     p->kv_bytes = (size_t)c->n_layers * (size_t)o->max_batch * (size_t)o->max_seq * kv_pos *
                   tw_dtype_size(o->kv_dtype);
+    if (o->kv_blocks > 0) { /* paged: the block pool replaces the per-sequence cache */
+        if (c->mla)
+            return TW_ERR(TW_ERR_UNSUPPORTED,
+                          "the paged KV cache (serving scenarios) does not hold latent attention "
+                          "(%s) yet",
+                          c->name);
+        if (o->kv_block_tokens < 1 || o->max_step_tokens < 1)
+            return TW_ERR(TW_ERR_INVALID,
+                          "paged KV cache: block tokens %d and step tokens %d "
+                          "must be >= 1",
+                          o->kv_block_tokens, o->max_step_tokens);
+        p->kv_bytes = (size_t)c->n_layers * (size_t)o->kv_blocks * (size_t)o->kv_block_tokens *
+                      kv_pos * tw_dtype_size(o->kv_dtype);
+    }
     size_t T = tw_engine_tokens(o);
     size_t act = T * (3 * H + w.qd + w.kvd + w.attn + 3 * w.ffn + w.qa) +
                  (size_t)o->max_batch * (size_t)s.vocab_pad;
@@ -487,6 +503,9 @@ static tw_status tw_engine_weights(tw_engine *e) {
     }
     size_t kv_layer = (size_t)e->o.max_batch * (size_t)s->kv_heads * (size_t)e->o.max_seq * D *
                       tw_dtype_size(e->o.kv_dtype);
+    if (e->o.kv_blocks > 0) /* [kv_blocks, kv_heads, block_tokens, D] */
+        kv_layer = (size_t)e->o.kv_blocks * (size_t)s->kv_heads * (size_t)e->o.kv_block_tokens * D *
+                   tw_dtype_size(e->o.kv_dtype);
     int moe_index = 0;
     for (int l = 0; l < c->n_layers; l++) {
         tw_layer *L = &e->layers[l];
@@ -574,6 +593,11 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     if (tw_model_moe_layers(o->cfg) > 0 && (!bo->moe_route || !bo->moe_ffn))
         return TW_ERR(TW_ERR_UNSUPPORTED, "engine: %s has experts but the %s backend has no %s op",
                       o->cfg->name, bo->name, !bo->moe_route ? "moe_route" : "moe_ffn");
+    if (o->kv_blocks > 0 &&
+        (!bo->attn_prefill_paged || !bo->attn_decode_paged || !bo->kv_store_paged || o->cuda_graph))
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "engine: the paged KV cache needs the %s backend's paged attention ops%s",
+                      bo->name, o->cuda_graph ? " and no CUDA graph" : "");
     if (o->cfg->mla && (!bo->mla_store || !bo->mla_attn))
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "engine: %s has latent attention but the %s backend has no %s op",
@@ -787,6 +811,14 @@ void tw_engine_destroy(tw_engine *e) {
 
 void tw_engine_reset(tw_engine *e) {
     memset(e->pos, 0, sizeof(int) * (size_t)e->o.max_batch);
+}
+
+const tw_model_config *tw_engine_model(const tw_engine *e) {
+    return e->c;
+}
+
+int tw_engine_max_seq(const tw_engine *e) {
+    return e->o.max_seq;
 }
 
 int tw_engine_position(const tw_engine *e, int b) {
@@ -1171,14 +1203,17 @@ static tw_status tw_engine_moe(tw_engine *e, tw_layer *L, int T) {
 
 /* Queues one forward pass on the backend's stream, embedding to argmax (idx, val: host). Kept
  * apart from the host bookkeeping so that a CUDA graph can capture exactly this. */
+static tw_status tw_engine_attn_paged(tw_engine *e, tw_layer *L, int l,
+                                      const tw_engine_paged_step *pg);
+
 static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *tokens,
                                    const int *positions, const int *start, const int *lens,
-                                   int *idx, float *val) {
+                                   int *idx, float *val, const tw_engine_paged_step *pg) {
     const tw_model_config *c = e->c;
     const tw_shard *s = &e->sh;
     const tw_backend_ops *ops = e->be->ops;
     tw_backend *be = e->be;
-    int T = batch * seq, H = c->hidden, D = c->head_dim;
+    int T = pg ? pg->q_start[batch] : batch * seq, H = c->hidden, D = c->head_dim;
     int qd = s->heads * D, kvd = s->kv_heads * D;
     tw_rope_params rp = c->rope;
 
@@ -1214,52 +1249,56 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
             }
             TW_TRY(ops->rope(be, T, s->heads, D, e->q, 0, positions, &rp));
             TW_TRY(ops->rope(be, T, s->kv_heads, D, e->kv, 2 * kvd, positions, &rp));
-            tw_kv_store_args ks = {.batch = batch,
-                                   .seq = seq,
-                                   .n_kv_heads = s->kv_heads,
-                                   .head_dim = D,
-                                   .max_seq = e->o.max_seq,
-                                   .start_pos = start,
-                                   .k = e->kv,
-                                   .v = e->kv + kvd,
-                                   .ldkv = 2 * kvd,
-                                   .k_cache = L->k_cache,
-                                   .v_cache = L->v_cache,
-                                   .kv_dtype = e->o.kv_dtype};
-            TW_TRY(ops->kv_store(be, &ks));
-            float scale = 1.0f / sqrtf((float)D);
-            int window = tw_model_layer_window(c, l);
-            if (seq == 1) {
-                tw_attn_decode_args a = {.batch = batch,
-                                         .n_heads = s->heads,
-                                         .n_kv_heads = s->kv_heads,
-                                         .head_dim = D,
-                                         .max_seq = e->o.max_seq,
-                                         .lens = lens,
-                                         .q = e->q,
-                                         .k_cache = L->k_cache,
-                                         .v_cache = L->v_cache,
-                                         .kv_dtype = e->o.kv_dtype,
-                                         .out = e->attn,
-                                         .scale = scale,
-                                         .window = window};
-                TW_TRY(ops->attn_decode(be, &a));
+            if (pg) {
+                TW_TRY(tw_engine_attn_paged(e, L, l, pg));
             } else {
-                tw_attn_prefill_args a = {.batch = batch,
-                                          .seq = seq,
-                                          .n_heads = s->heads,
-                                          .n_kv_heads = s->kv_heads,
-                                          .head_dim = D,
-                                          .max_seq = e->o.max_seq,
-                                          .start_pos = start,
-                                          .q = e->q,
-                                          .k_cache = L->k_cache,
-                                          .v_cache = L->v_cache,
-                                          .kv_dtype = e->o.kv_dtype,
-                                          .out = e->attn,
-                                          .scale = scale,
-                                          .window = window};
-                TW_TRY(ops->attn_prefill(be, &a));
+                tw_kv_store_args ks = {.batch = batch,
+                                       .seq = seq,
+                                       .n_kv_heads = s->kv_heads,
+                                       .head_dim = D,
+                                       .max_seq = e->o.max_seq,
+                                       .start_pos = start,
+                                       .k = e->kv,
+                                       .v = e->kv + kvd,
+                                       .ldkv = 2 * kvd,
+                                       .k_cache = L->k_cache,
+                                       .v_cache = L->v_cache,
+                                       .kv_dtype = e->o.kv_dtype};
+                TW_TRY(ops->kv_store(be, &ks));
+                float scale = 1.0f / sqrtf((float)D);
+                int window = tw_model_layer_window(c, l);
+                if (seq == 1) {
+                    tw_attn_decode_args a = {.batch = batch,
+                                             .n_heads = s->heads,
+                                             .n_kv_heads = s->kv_heads,
+                                             .head_dim = D,
+                                             .max_seq = e->o.max_seq,
+                                             .lens = lens,
+                                             .q = e->q,
+                                             .k_cache = L->k_cache,
+                                             .v_cache = L->v_cache,
+                                             .kv_dtype = e->o.kv_dtype,
+                                             .out = e->attn,
+                                             .scale = scale,
+                                             .window = window};
+                    TW_TRY(ops->attn_decode(be, &a));
+                } else {
+                    tw_attn_prefill_args a = {.batch = batch,
+                                              .seq = seq,
+                                              .n_heads = s->heads,
+                                              .n_kv_heads = s->kv_heads,
+                                              .head_dim = D,
+                                              .max_seq = e->o.max_seq,
+                                              .start_pos = start,
+                                              .q = e->q,
+                                              .k_cache = L->k_cache,
+                                              .v_cache = L->v_cache,
+                                              .kv_dtype = e->o.kv_dtype,
+                                              .out = e->attn,
+                                              .scale = scale,
+                                              .window = window};
+                    TW_TRY(ops->attn_prefill(be, &a));
+                }
             }
             TW_TRY(tw_engine_proj_residual(e, T, qd, e->attn, L->wo));
         }
@@ -1283,6 +1322,21 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
     }
     /* final norm and LM head on the last token of each sequence: rows (b*seq + seq-1) */
     TW_TRY(ops->rmsnorm(be, T, H, e->x, e->final_norm, e->o.w_dtype, c->rms_eps, e->h));
+    if (pg) { /* each sequence's last row, gathered (tmp is free here) */
+        int *last = e->scratch_i + T + 3 * e->o.max_batch;
+        for (int b = 0; b < batch; b++) last[b] = pg->q_start[b + 1] - 1;
+        TW_TRY(ops->embed(be, batch, last, e->h, TW_F32, 0, T, H, e->tmp));
+        tw_gemm_args gp = {.m = batch,
+                           .n = s->vocab,
+                           .k = H,
+                           .x = e->tmp,
+                           .w = e->lm_head,
+                           .w_dtype = e->o.w_dtype,
+                           .y = e->logits,
+                           .ldy = s->vocab_pad};
+        TW_TRY(ops->gemm(be, &gp));
+        return ops->argmax(be, batch, s->vocab_pad, e->logits, idx, val);
+    }
     tw_gemm_args gl = {.m = batch,
                        .n = s->vocab,
                        .k = H,
@@ -1311,14 +1365,15 @@ static tw_status tw_engine_graph_step(tw_engine *e, int batch, const int *tokens
         e->graph = NULL;
     }
     if (!e->graph && e->graph_warm_batch != batch) {
-        TW_TRY(tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val));
+        TW_TRY(
+            tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val, NULL));
         e->graph_warm_batch = batch;
         return TW_OK;
     }
     if (!e->graph) {
         TW_TRY(tw_cuda_graph_begin(be));
         tw_status st =
-            tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val);
+            tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val, NULL);
         void *g = NULL;
         tw_status st_end = tw_cuda_graph_end(be, &g); /* always end the capture */
         if (st != TW_OK) {
@@ -1372,7 +1427,7 @@ static tw_status tw_engine_forward(tw_engine *e, int batch, int seq, const int *
     if (e->o.cuda_graph && seq == 1 && !e->capture) {
         TW_TRY(tw_engine_graph_step(e, batch, tokens, positions, start, lens, idx, val));
     } else {
-        TW_TRY(tw_engine_enqueue(e, batch, seq, tokens, positions, start, lens, idx, val));
+        TW_TRY(tw_engine_enqueue(e, batch, seq, tokens, positions, start, lens, idx, val, NULL));
     }
     TW_TRY(tw_engine_count_load(e, e->in_decode));
     if (e->capture && e->o.tp_size <= 1) {
@@ -1411,4 +1466,118 @@ tw_status tw_engine_decode(tw_engine *e, int batch, const int *tokens, int *next
     tw_status st = tw_engine_forward(e, batch, 1, tokens, next);
     e->in_decode = 0;
     return st == TW_OK ? TW_OK : tw_error_ctx(st, "decode");
+}
+
+/* ---- paged KV cache (continuous batching) ------------------------------------------------------
+ */
+
+/* One layer's attention of a paged step: K and V stored through the block tables, the leading
+ * decode sequences through attn_decode_paged, the rest through attn_prefill_paged. */
+static tw_status tw_engine_attn_paged(tw_engine *e, tw_layer *L, int l,
+                                      const tw_engine_paged_step *pg) {
+    const tw_model_config *c = e->c;
+    const tw_shard *s = &e->sh;
+    const tw_backend_ops *ops = e->be->ops;
+    int D = c->head_dim, qd = s->heads * D, kvd = s->kv_heads * D;
+    int nd = pg->n_decode, n = pg->n_seqs;
+    tw_kv_store_paged_args ks = {.n_seqs = n,
+                                 .n_kv_heads = s->kv_heads,
+                                 .head_dim = D,
+                                 .block_tokens = e->o.kv_block_tokens,
+                                 .n_blocks = (int)e->o.kv_blocks,
+                                 .max_blocks = pg->max_blocks,
+                                 .q_start = pg->q_start,
+                                 .start_pos = pg->start_pos,
+                                 .block_tables = pg->block_tables,
+                                 .k = e->kv,
+                                 .v = e->kv + kvd,
+                                 .ldkv = 2 * kvd,
+                                 .k_pool = L->k_cache,
+                                 .v_pool = L->v_cache,
+                                 .kv_dtype = e->o.kv_dtype};
+    TW_TRY(ops->kv_store_paged(e->be, &ks));
+    tw_attn_paged_args a = {.n_heads = s->heads,
+                            .n_kv_heads = s->kv_heads,
+                            .head_dim = D,
+                            .block_tokens = e->o.kv_block_tokens,
+                            .n_blocks = (int)e->o.kv_blocks,
+                            .max_blocks = pg->max_blocks,
+                            .k_pool = L->k_cache,
+                            .v_pool = L->v_cache,
+                            .kv_dtype = e->o.kv_dtype,
+                            .scale = 1.0f / sqrtf((float)D),
+                            .window = tw_model_layer_window(c, l)};
+    if (nd > 0) {
+        a.n_seqs = nd;
+        a.q_start = NULL;
+        a.start_pos = pg->start_pos;
+        a.block_tables = pg->block_tables;
+        a.q = e->q;
+        a.out = e->attn;
+        TW_TRY(ops->attn_decode_paged(e->be, &a));
+    }
+    if (nd < n) { /* the prefill sequences' rows start at row q_start[nd]: rebased offsets */
+        int *qs = e->scratch_i + pg->q_start[n] + 3 * e->o.max_batch;
+        for (int b = nd; b <= n; b++) qs[b - nd] = pg->q_start[b] - pg->q_start[nd];
+        a.n_seqs = n - nd;
+        a.q_start = qs;
+        a.start_pos = pg->start_pos + nd;
+        a.block_tables = pg->block_tables + (size_t)nd * pg->max_blocks;
+        a.q = e->q + (size_t)pg->q_start[nd] * qd;
+        a.out = e->attn + (size_t)pg->q_start[nd] * qd;
+        TW_TRY(ops->attn_prefill_paged(e->be, &a));
+    }
+    return TW_OK;
+}
+
+tw_status tw_engine_step_paged(tw_engine *e, const tw_engine_paged_step *pg, int *next) {
+    const tw_model_config *c = e->c;
+    const tw_shard *s = &e->sh;
+    if (e->o.kv_blocks <= 0)
+        return TW_ERR(TW_ERR_INVALID, "paged step on an engine without a paged KV cache");
+    int n = pg->n_seqs;
+    if (n < 1 || n > e->o.max_batch || pg->n_decode < 0 || pg->n_decode > n || !pg->q_start ||
+        !pg->start_pos || !pg->tokens || !pg->block_tables || pg->max_blocks < 1 ||
+        pg->q_start[0] != 0)
+        return TW_ERR(TW_ERR_INVALID,
+                      "paged step: %d sequences (1..%d), %d decodes, its arrays and q_start[0] = 0",
+                      n, e->o.max_batch, pg->n_decode);
+    int T = pg->q_start[n];
+    if (T < n || T > (int)tw_engine_tokens(&e->o))
+        return TW_ERR(TW_ERR_INVALID, "paged step of %d rows: outside %d..%d (the planned budget)",
+                      T, n, (int)tw_engine_tokens(&e->o));
+    int *positions = e->scratch_i; /* [T], then decode/prefill offsets and the last rows */
+    for (int b = 0; b < n; b++) {
+        int rows = pg->q_start[b + 1] - pg->q_start[b];
+        if (rows < 1 || (b < pg->n_decode && rows != 1) || pg->start_pos[b] < 0 ||
+            pg->start_pos[b] + rows > e->o.max_seq)
+            return TW_ERR(TW_ERR_INVALID,
+                          "paged step: sequence %d has %d rows from position %d (max_seq %d)", b,
+                          rows, pg->start_pos[b], e->o.max_seq);
+        for (int i = 0; i < rows; i++) {
+            int t = pg->tokens[pg->q_start[b] + i];
+            if (t < 0 || t >= c->vocab)
+                return TW_ERR(TW_ERR_INVALID, "token id %d is outside the vocabulary (0..%d)", t,
+                              c->vocab - 1);
+            positions[pg->q_start[b] + i] = pg->start_pos[b] + i;
+        }
+    }
+    int *idx = e->scratch_i + T + e->o.max_batch; /* clear of the offsets and last rows */
+    float *val = e->scratch_f;
+    e->in_decode = pg->n_decode == n;
+    tw_status st = tw_engine_enqueue(e, n, 1, pg->tokens, positions, NULL, NULL, idx, val, pg);
+    if (st == TW_OK) st = tw_engine_count_load(e, e->in_decode);
+    e->in_decode = 0;
+    if (st != TW_OK) return tw_error_ctx(st, "paged step");
+    if (e->o.tp_size > 1) {
+        double t0 = tw_now_s();
+        TW_TRY(tw_engine_comm_argmax(e->o.comm, n, s->vocab0, idx, val,
+                                     e->scratch_i + T + 3 * e->o.max_batch,
+                                     e->scratch_f + e->o.max_batch));
+        e->comm_s += tw_now_s() - t0;
+    } else {
+        for (int b = 0; b < n; b++) idx[b] += s->vocab0;
+    }
+    for (int b = 0; b < n; b++) next[b] = idx[b];
+    return TW_OK;
 }

@@ -15,6 +15,9 @@
 const char *const tw_report_chart_ids[TW_REPORT_NCHARTS] = {"chart-throughput", "chart-roofline",
                                                             "chart-energy", "chart-projection"};
 
+const char *const tw_report_serving_chart_ids[TW_REPORT_NSERVING_CHARTS] = {"chart-serving-latency",
+                                                                            "chart-serving-cdf"};
+
 static const char *const tw_palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
                                          "#ff7f0e", "#17becf", "#8c564b", "#e377c2"};
 #define TW_NPAL 8
@@ -477,14 +480,337 @@ static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf,
     }
     char head[512];
     tw_project_headline_of(p, TW_SCEN_POWER, head, sizeof head);
-    snprintf(caption, cn, "Drawn for %s (%.4g tokens/s and %.4g W per device, %s). %s", r->label,
-             dev.tokens_per_s, dev.watts, r->energy_assumed ? "ASSUMED watts" : "measured watts",
-             head);
+    int w = snprintf(caption, cn,
+                     "Drawn for %s on the offline (e2e) basis (%.4g tokens/s and %.4g W per "
+                     "device, %s). %s",
+                     r->label, dev.tokens_per_s, dev.watts,
+                     r->energy_assumed ? "ASSUMED watts" : "measured watts", head);
+    /* a serving row: the goodput basis, the megawatts to serve the demand within its targets */
+    if (isfinite(r->proj_goodput_tokens_per_s) && w > 0 && (size_t)w < cn) {
+        tw_project_device g = dev;
+        g.tokens_per_s = r->proj_goodput_tokens_per_s;
+        if ((st = tw_project_compute(in, &g, p))) goto out;
+        tw_project_headline_of(p, TW_SCEN_POWER, head, sizeof head);
+        snprintf(caption + w, cn - (size_t)w,
+                 " Within the latency targets (%s; goodput basis, %.4g tokens/s per device, "
+                 "%.3gx the e2e figure): %s",
+                 r->goodput_targets, g.tokens_per_s, g.tokens_per_s / dev.tokens_per_s, head);
+    } else if (r->serving && r->goodput_targets[0] && w > 0 && (size_t)w < cn) {
+        snprintf(caption + w, cn - (size_t)w,
+                 " No goodput basis: no measured request met the latency targets (%s).",
+                 r->goodput_targets);
+    }
 out:
     free(svg);
     free(in);
     free(p);
     return st;
+}
+
+/* ---- serving charts (schema 1.3 results) --------------------------------------------------------
+ */
+
+static int tw_nserving(const tw_result_file *f, int nf) {
+    int n = 0;
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) n += f[i].rows[k].serving != NULL;
+    return n;
+}
+
+/* The latency figures a serving row puts on the rate chart: every trial of its capacity search,
+ * or its own run (at its offered rate, LoadGen's p99) when it has none. */
+typedef struct {
+    double rate, ttft, tpot;
+    int met; /* 1 met, 0 failed, -1 no limits */
+} tw_rate_pt;
+
+static int tw_cmp_rate(const void *a, const void *b) {
+    const tw_rate_pt *x = a, *y = b;
+    return (x->rate > y->rate) - (x->rate < y->rate);
+}
+
+static int tw_rate_points(const tw_serve_result *v, tw_rate_pt *pt) {
+    int n = 0;
+    if (v->has_findrate) {
+        for (int t = 0; t < v->findrate.n_trials; t++) {
+            const tw_findrate_trial *x = &v->findrate.trials[t];
+            pt[n++] = (tw_rate_pt){x->rate_rps, x->outcome.ttft_pctl_s, x->outcome.tpot_pctl_s,
+                                   x->outcome.met};
+        }
+    } else if (isfinite(v->rate_rps)) {
+        const tw_serve_summary *s = &v->summary;
+        pt[n++] = (tw_rate_pt){v->rate_rps, s->limits_given ? s->ttft_pctl_s : s->ttft.p99_loadgen,
+                               s->limits_given ? s->tpot_pctl_s : s->tpot.p99_loadgen,
+                               s->limits_given ? s->constraint_met : -1};
+    }
+    qsort(pt, (size_t)n, sizeof *pt, tw_cmp_rate);
+    return n;
+}
+
+/* A horizontal limit line across the plot, labelled at its right end. */
+static void tw_hline(tw_buf *b, const tw_axes *a, double y, const char *color, const char *text) {
+    double py = tw_ax_y(a, y);
+    tw_bprintf(b,
+               "<line class=\"limit\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+               "stroke=\"%s\" stroke-width=\"1.5\" stroke-dasharray=\"8 4\"/>"
+               "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" text-anchor=\"end\">",
+               a->L, py, a->L + a->W, py, color, a->L + a->W - 4, py - 4, color);
+    tw_besc(b, text);
+    tw_bprintf(b, "</text>\n");
+}
+
+static void tw_vline(tw_buf *b, const tw_axes *a, double x, const char *color, const char *text) {
+    double px = tw_ax_x(a, x);
+    tw_bprintf(b,
+               "<line class=\"limit\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+               "stroke=\"%s\" stroke-width=\"1.5\" stroke-dasharray=\"8 4\"/>"
+               "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\">",
+               px, a->T, px, a->T + a->H, color, px + 4, a->T + 12, color);
+    tw_besc(b, text);
+    tw_bprintf(b, "</text>\n");
+}
+
+/* The limits drawn: the first serving row's that has them. */
+static const tw_serve_summary *tw_first_limits(const tw_result_file *f, int nf) {
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_serve_result *v = f[i].rows[k].serving;
+            if (v && v->summary.limits_given) return &v->summary;
+        }
+    return NULL;
+}
+
+/* p99 TTFT (circles, solid) and p99 TPOT (squares, dashed) in ms against the offered request
+ * rate, log y; hollow marks failed the constraint; the limits as dashed lines, the rate a
+ * search found as a vertical line. */
+static void tw_chart_serving_latency(tw_buf *b, const tw_result_file *f, int nf) {
+    tw_rate_pt pt[TW_FINDRATE_MAX_TRIALS];
+    double xmax = 0, ylo = INFINITY, yhi = 0;
+    int nser = 0;
+    const tw_serve_summary *lim = tw_first_limits(f, nf);
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_serve_result *v = f[i].rows[k].serving;
+            if (!v) continue;
+            int n = tw_rate_points(v, pt);
+            nser += n > 0;
+            for (int j = 0; j < n; j++) {
+                xmax = fmax(xmax, pt[j].rate);
+                const double y[2] = {pt[j].ttft * 1e3, pt[j].tpot * 1e3};
+                for (int q = 0; q < 2; q++)
+                    if (y[q] > 0 && isfinite(y[q])) ylo = fmin(ylo, y[q]), yhi = fmax(yhi, y[q]);
+            }
+        }
+    if (lim) {
+        ylo = fmin(ylo, lim->limits.tpot_s * 1e3);
+        yhi = fmax(yhi, lim->limits.ttft_s * 1e3);
+    }
+    int h = 340 + (nser > 12 ? 16 * (nser - 12) : 0);
+    tw_svg_open(b, tw_report_serving_chart_ids[0], 840, h, "Latency against request rate");
+    if (nser == 0) {
+        tw_bprintf(b, "<text x=\"10\" y=\"40\">no serving row has an offered rate (offline and "
+                      "concurrency runs have none) or a capacity search</text>\n</svg>\n");
+        return;
+    }
+    tw_axes a = {.logy = 1, .L = 70, .T = 20, .W = 480, .H = 280};
+    a.x0 = 0;
+    a.x1 = xmax;
+    tw_range(&a.x0, &a.x1, 0);
+    a.y0 = ylo;
+    a.y1 = yhi;
+    tw_range(&a.y0, &a.y1, 1);
+    tw_axes_draw(b, &a, "offered request rate (requests/s, Poisson)",
+                 "p99 latency (ms, LoadGen's percentile)", 0);
+    if (lim) {
+        char t[96];
+        snprintf(t, sizeof t, "TTFT limit %g ms", lim->limits.ttft_s * 1e3);
+        tw_hline(b, &a, lim->limits.ttft_s * 1e3, "#d62728", t);
+        snprintf(t, sizeof t, "TPOT limit %g ms", lim->limits.tpot_s * 1e3);
+        tw_hline(b, &a, lim->limits.tpot_s * 1e3, "#9467bd", t);
+    }
+    int s = 0;
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_serve_result *v = f[i].rows[k].serving;
+            if (!v) continue;
+            int n = tw_rate_points(v, pt);
+            if (n == 0) continue;
+            const char *c = tw_palette[s % TW_NPAL];
+            for (int series = 0; series < 2; series++) {
+                tw_bprintf(b, "<polyline fill=\"none\" stroke=\"%s\"%s points=\"", c,
+                           series ? " stroke-dasharray=\"4 3\"" : "");
+                for (int j = 0; j < n; j++) {
+                    double y = (series ? pt[j].tpot : pt[j].ttft) * 1e3;
+                    if (y > 0 && isfinite(y))
+                        tw_bprintf(b, "%.1f,%.1f ", tw_ax_x(&a, pt[j].rate), tw_ax_y(&a, y));
+                }
+                tw_bprintf(b, "\"/>\n");
+                for (int j = 0; j < n; j++) {
+                    double y = (series ? pt[j].tpot : pt[j].ttft) * 1e3;
+                    if (!(y > 0) || !isfinite(y)) continue;
+                    double px = tw_ax_x(&a, pt[j].rate), py = tw_ax_y(&a, y);
+                    const char *fill = pt[j].met == 0 ? "white" : c;
+                    if (series)
+                        tw_bprintf(b,
+                                   "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" "
+                                   "fill=\"%s\" stroke=\"%s\"/>\n",
+                                   px - 3.5, py - 3.5, fill, c);
+                    else
+                        tw_bprintf(b,
+                                   "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" "
+                                   "stroke=\"%s\"/>\n",
+                                   px, py, fill, c);
+                }
+            }
+            if (v->has_findrate && isfinite(v->findrate.rate_rps)) {
+                char t[96];
+                snprintf(t, sizeof t, "%.4g req/s (%s)", v->findrate.rate_rps,
+                         tw_findrate_verdict_name(v->findrate.verdict));
+                tw_vline(b, &a, v->findrate.rate_rps, c, t);
+            }
+            char lab[200];
+            snprintf(lab, sizeof lab, "%.120s (%s%s)", f[i].rows[k].label, v->scenario,
+                     v->has_findrate ? ", capacity search" : "");
+            tw_legend(b, 570, 40 + 16 * s, s, lab, 0);
+            s++;
+        }
+    tw_bprintf(b,
+               "<text x=\"570\" y=\"%d\">circle, solid: p99 TTFT</text>"
+               "<text x=\"570\" y=\"%d\">square, dashed: p99 TPOT</text>"
+               "<text x=\"570\" y=\"%d\">hollow: the constraint failed</text>\n</svg>\n",
+               50 + 16 * s, 66 + 16 * s, 82 + 16 * s);
+}
+
+static int tw_cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The empirical distribution function of TTFT (solid) and TPOT (dashed) over each serving row's
+ * measured requests, latency in ms on a log axis; at most 400 points a curve. */
+static void tw_chart_serving_cdf(tw_buf *b, const tw_result_file *f, int nf) {
+    double xlo = INFINITY, xhi = 0;
+    int nser = 0;
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_serve_result *v = f[i].rows[k].serving;
+            if (!v) continue;
+            nser++;
+            const tw_serve_dist *d[2] = {&v->summary.ttft, &v->summary.tpot};
+            for (int q = 0; q < 2; q++)
+                if (d[q]->n > 0 && d[q]->min * 1e3 > 0) {
+                    xlo = fmin(xlo, d[q]->min * 1e3);
+                    xhi = fmax(xhi, d[q]->max * 1e3);
+                }
+        }
+    const tw_serve_summary *lim = tw_first_limits(f, nf);
+    if (lim) {
+        xlo = fmin(xlo, lim->limits.tpot_s * 1e3);
+        xhi = fmax(xhi, lim->limits.ttft_s * 1e3);
+    }
+    int h = 340 + (nser > 12 ? 16 * (nser - 12) : 0);
+    tw_svg_open(b, tw_report_serving_chart_ids[1], 840, h,
+                "Per-request latency distribution (TTFT and TPOT)");
+    tw_axes a = {.logx = 1, .L = 70, .T = 20, .W = 480, .H = 280};
+    a.x0 = xlo;
+    a.x1 = xhi;
+    tw_range(&a.x0, &a.x1, 1);
+    a.y0 = 0;
+    a.y1 = 1;
+    tw_axes_draw(b, &a, "latency per request (ms)", "fraction of measured requests <=", 0);
+    if (lim) {
+        char t[96];
+        snprintf(t, sizeof t, "TTFT %g ms", lim->limits.ttft_s * 1e3);
+        tw_vline(b, &a, lim->limits.ttft_s * 1e3, "#d62728", t);
+        snprintf(t, sizeof t, "TPOT %g ms", lim->limits.tpot_s * 1e3);
+        tw_vline(b, &a, lim->limits.tpot_s * 1e3, "#9467bd", t);
+    }
+    int s = 0;
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_serve_result *v = f[i].rows[k].serving;
+            if (!v) continue;
+            const char *c = tw_palette[s % TW_NPAL];
+            double *x = malloc(sizeof *x * (size_t)(v->n_requests > 0 ? v->n_requests : 1));
+            if (!x) {
+                b->oom = 1;
+                return;
+            }
+            for (int series = 0; series < 2; series++) {
+                int64_t n = 0;
+                for (int64_t j = 0; j < v->n_requests; j++) {
+                    const tw_serve_result_request *q = &v->requests[j];
+                    if (q->warmup) continue;
+                    if (series == 0)
+                        x[n++] = (q->first_token_s - q->arrival_s) * 1e3;
+                    else if (q->output_tokens > 1)
+                        x[n++] = (q->finish_s - q->first_token_s) / (q->output_tokens - 1) * 1e3;
+                }
+                qsort(x, (size_t)n, sizeof *x, tw_cmp_d);
+                int64_t step = n > 400 ? (n + 399) / 400 : 1;
+                tw_bprintf(b, "<polyline fill=\"none\" stroke=\"%s\"%s points=\"", c,
+                           series ? " stroke-dasharray=\"4 3\"" : "");
+                for (int64_t j = 0; j < n; j += step) {
+                    if (!(x[j] > 0)) continue;
+                    double px = tw_ax_x(&a, x[j]);
+                    /* a step: the fraction rises at each request's latency */
+                    tw_bprintf(b, "%.1f,%.1f %.1f,%.1f ", px, tw_ax_y(&a, (double)j / n), px,
+                               tw_ax_y(&a, (double)(j + 1) / n));
+                }
+                if (n > 0 && x[n - 1] > 0)
+                    tw_bprintf(b, "%.1f,%.1f", tw_ax_x(&a, x[n - 1]), tw_ax_y(&a, 1.0));
+                tw_bprintf(b, "\"/>\n");
+            }
+            free(x);
+            char lab[200];
+            snprintf(lab, sizeof lab, "%.120s (%lld requests)", f[i].rows[k].label,
+                     (long long)v->summary.n_measured);
+            tw_legend(b, 570, 40 + 16 * s, s, lab, 0);
+            s++;
+        }
+    tw_bprintf(b,
+               "<text x=\"570\" y=\"%d\">solid: TTFT</text>"
+               "<text x=\"570\" y=\"%d\">dashed: TPOT (requests of 2+ tokens)</text>\n</svg>\n",
+               50 + 16 * s, 66 + 16 * s);
+}
+
+/* One line per serving row: what was offered and what it met. */
+static void tw_serving_table(tw_buf *b, const tw_result_file *f, int nf) {
+    tw_bprintf(b, "<table>\n<tr><th>result</th><th>scenario</th><th>rate req/s</th>"
+                  "<th>requests</th><th>p99 TTFT ms</th><th>p99 TPOT ms</th>"
+                  "<th>output tok/s</th><th>goodput tok/s</th><th>targets</th>"
+                  "<th>constraint</th><th>capacity search</th></tr>\n");
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_run_row *r = &f[i].rows[k];
+            const tw_serve_result *v = r->serving;
+            if (!v) continue;
+            const tw_serve_summary *s = &v->summary;
+            char c[5][32], search[160] = "none";
+            tw_fmtv(c[0], 32, v->rate_rps);
+            tw_fmtv(c[1], 32, (s->limits_given ? s->ttft_pctl_s : s->ttft.p99_loadgen) * 1e3);
+            tw_fmtv(c[2], 32, (s->limits_given ? s->tpot_pctl_s : s->tpot.p99_loadgen) * 1e3);
+            tw_fmtv(c[3], 32, s->output_tps);
+            tw_fmtv(c[4], 32, s->goodput_output_tps);
+            if (v->has_findrate)
+                snprintf(search, sizeof search, "%s: %.4g req/s (%d trials)",
+                         tw_findrate_verdict_name(v->findrate.verdict), v->findrate.rate_rps,
+                         v->findrate.n_trials);
+            tw_bprintf(b, "<tr><td>");
+            tw_besc(b, r->label);
+            tw_bprintf(b,
+                       "</td><td>%s</td><td>%s</td><td>%lld</td><td>%s</td><td>%s</td>"
+                       "<td>%s</td><td>%s</td><td>",
+                       v->scenario, c[0], (long long)s->n_measured, c[1], c[2], c[3], c[4]);
+            tw_besc(b, r->goodput_targets[0] ? r->goodput_targets : "none");
+            tw_bprintf(b, "</td><td>%s</td><td>",
+                       !s->limits_given    ? "no limits"
+                       : s->constraint_met ? "met"
+                                           : "NOT met");
+            tw_besc(b, search);
+            tw_bprintf(b, "</td></tr>\n");
+        }
+    tw_bprintf(b, "</table>\n");
 }
 
 /* ---- page --------------------------------------------------------------------------------------
@@ -576,7 +902,7 @@ tw_status tw_report_html(const tw_result_file *f, int nf, const char *title, cha
 
     tw_bprintf(&b, "<section class=\"chart\" id=\"sec-projection\">\n<h2>Megawatt "
                    "projection</h2>\n");
-    char cap[1024] = "";
+    char cap[2400] = "";
     tw_status st = tw_chart_projection(&b, f, nf, cap, sizeof cap);
     if (st) {
         free(b.s);
@@ -585,7 +911,37 @@ tw_status tw_report_html(const tw_result_file *f, int nf, const char *title, cha
     tw_bprintf(&b, "<p class=\"caption\">");
     tw_besc(&b, cap);
     tw_bprintf(&b, " Assumptions and growth curves: configs/assumptions.json, configs/growth/; "
-                   "see tokwatt project.</p>\n</section>\n</body>\n</html>\n");
+                   "see tokwatt project.</p>\n</section>\n");
+    if (tw_nserving(f, nf) > 0) {
+        const tw_serve_summary *lim = tw_first_limits(f, nf);
+        tw_bprintf(&b, "<section class=\"chart\" id=\"sec-serving-latency\">\n<h2>Serving: "
+                       "latency against request rate</h2>\n");
+        tw_serving_table(&b, f, nf);
+        tw_chart_serving_latency(&b, f, nf);
+        tw_bprintf(&b, "<p class=\"caption\">p99 time to first token and time per output token "
+                       "(LoadGen's percentile, sorted[(size_t)(n x 0.99)], warm-up requests "
+                       "excluded) against the offered Poisson rate: every trial of a capacity "
+                       "search, or a run's own rate. Dashed horizontal lines: the limits");
+        if (lim) {
+            tw_bprintf(&b, " (%s %s, p%g; ", lim->limits.conf_model, lim->limits.scenario,
+                       lim->limits.percentile);
+            tw_besc(&b, lim->limits.source);
+            tw_bprintf(&b, ")");
+        } else {
+            tw_bprintf(&b, " (none: no serving row was judged against limits)");
+        }
+        tw_bprintf(&b, "; vertical: the highest rate the search found meeting them. Not an "
+                       "MLPerf result (no early stopping, minimum query count or 600 s "
+                       "duration; doc/SERVING.md).</p>\n</section>\n");
+        tw_bprintf(&b, "<section class=\"chart\" id=\"sec-serving-cdf\">\n<h2>Serving: "
+                       "per-request latency distribution</h2>\n");
+        tw_chart_serving_cdf(&b, f, nf);
+        tw_bprintf(&b, "<p class=\"caption\">Fraction of the measured requests whose TTFT (first "
+                       "token - scheduled arrival) or TPOT ((E2E - TTFT) / (output tokens - 1)) "
+                       "is at most the latency on the x axis; the limits as vertical lines.</p>\n"
+                       "</section>\n");
+    }
+    tw_bprintf(&b, "</body>\n</html>\n");
     if (b.oom) {
         free(b.s);
         return TW_ERR(TW_ERR_NOMEM, "report: HTML buffer");
@@ -628,10 +984,51 @@ tw_status tw_report_markdown(const tw_result_file *f, int nf, const char *title,
             tw_project_headline(best->e2e_tps / best->devices, best->w_per_device,
                                 best->energy_source, best->energy_assumed, head, sizeof head);
         if (st == TW_OK)
-            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule): %s\n", best->label, head);
+            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule; offline/e2e basis): %s\n",
+                       best->label, head);
         else
             tw_clear_error();
     }
+    for (int i = 0; i < nf; i++)
+        for (int k = 0; k < f[i].nrows; k++) {
+            const tw_run_row *r = &f[i].rows[k];
+            const tw_serve_result *v = r->serving;
+            if (!v) continue;
+            const tw_serve_summary *s = &v->summary;
+            char c[5][32];
+            tw_fmtv(c[0], 32, v->rate_rps);
+            tw_fmtv(c[1], 32, (s->limits_given ? s->ttft_pctl_s : s->ttft.p99_loadgen) * 1e3);
+            tw_fmtv(c[2], 32, (s->limits_given ? s->tpot_pctl_s : s->tpot.p99_loadgen) * 1e3);
+            tw_fmtv(c[3], 32, s->output_tps);
+            tw_fmtv(c[4], 32, s->goodput_output_tps);
+            tw_bprintf(&b,
+                       "\nServing (%s): %s at %s requests/s, %lld measured requests: p99 TTFT %s "
+                       "ms, p99 TPOT %s ms, %s output tokens/s, goodput %s tokens/s (%s)%s%s",
+                       r->label, v->scenario, c[0], (long long)s->n_measured, c[1], c[2], c[3],
+                       c[4], r->goodput_targets[0] ? r->goodput_targets : "no targets",
+                       s->limits_given ? "; MLPerf constraint " : "",
+                       !s->limits_given    ? ""
+                       : s->constraint_met ? "met"
+                                           : "NOT met");
+            if (v->has_findrate)
+                tw_bprintf(&b, "; capacity search %s: %.4g requests/s in %d trials",
+                           tw_findrate_verdict_name(v->findrate.verdict), v->findrate.rate_rps,
+                           v->findrate.n_trials);
+            tw_bprintf(&b, ".\n");
+            if (isfinite(r->proj_goodput_tokens_per_s) && r->proj_watts > 0) {
+                char head[512];
+                if (tw_project_headline(r->proj_goodput_tokens_per_s, r->proj_watts,
+                                        r->energy_assumed && r->energy_label[0] ? r->energy_label
+                                                                                : r->energy_source,
+                                        r->energy_assumed, head, sizeof head) == TW_OK)
+                    tw_bprintf(&b,
+                               "\nProjection within the latency targets (%s; goodput basis, "
+                               "%.4g tokens/s per device): %s\n",
+                               r->goodput_targets, r->proj_goodput_tokens_per_s, head);
+                else
+                    tw_clear_error();
+            }
+        }
     if (assumed)
         tw_bprintf(&b, "\nEnergy marked ASSUMED comes from rated power (configs/devices.json), "
                        "not a measurement.\n");

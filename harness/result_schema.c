@@ -251,6 +251,8 @@ static json_t *tw_row_json(const tw_result_row *row, int with_completeness) {
     if (row->has_energy) json_object_set_new(j, "energy", tw_energy_to_json(&row->energy));
     json_object_set_new(j, "projection_headline", json_string(row->projection_headline));
     if (row->plan.present) json_object_set_new(j, "plan", tw_plan_json(&row->plan));
+    /* 1.3: a serving scenario's block (harness/serve/serve_result.c) */
+    if (row->serving) json_object_set_new(j, "serving", tw_serve_result_to_json(row->serving));
     return j;
 }
 
@@ -855,6 +857,16 @@ static void tw_rd_row(tw_rd *d, const json_t *o, const json_t *top, const char *
     if (pl) {
         snprintf(p, sizeof p, "%.120s%splan", path, path[0] ? "." : "");
         tw_rd_plan(d, pl, p, &row->plan);
+    }
+    json_t *sv = tw_rd_obj(d, o, path, "serving");
+    if (sv && tw_rd_ok(d)) {
+        row->serving = calloc(1, sizeof *row->serving);
+        if (!row->serving) {
+            d->st = TW_ERR(TW_ERR_NOMEM, "result %s: serving", d->origin);
+            return;
+        }
+        tw_status st = tw_serve_result_from_json(sv, d->origin, row->serving);
+        if (st) d->st = path[0] ? tw_error_ctx(st, "in %s", path) : st;
     }
 }
 

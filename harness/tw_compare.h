@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "serve/tw_serve_result.h"
 #include "tw_published.h"
 #include "tw_status.h"
 
@@ -45,6 +46,12 @@ typedef struct {
     char energy_source[32];
     int energy_assumed;
     char energy_label[256];
+    /* a serving scenario's block (owned by the file's rows, NULL for a static batch) and the
+     * projection's figure at its latency targets (tw_project_device_goodput_from_row; NaN
+     * when the row has no goodput or no watts) */
+    tw_serve_result *serving;
+    double proj_goodput_tokens_per_s;
+    char goodput_targets[160];
     /* where and how completely it was measured */
     char cpu_model[128], host[96];
     int complete; /* 0: the run (or this row) was interrupted or failed part-way */
@@ -82,9 +89,13 @@ tw_status tw_compare_published_figures(const tw_published_row *r, tw_pub_figures
 
 typedef struct {
     double system_tps, per_accel_tps, tokens_per_j;
+    int serving; /* the throughput is a serving run's output tokens/s, not e2e */
 } tw_meas_figures;
 
-/* system = e2e tokens/s, per accelerator = e2e / devices, tokens/J = energy.e2e.tokens_per_j. */
+/* system = e2e tokens/s, per accelerator = e2e / devices, tokens/J = energy.e2e.tokens_per_j;
+ * for a serving row (schema 1.3) system = serving.summary.output_tokens_per_s (MLPerf Server's
+ * "Completed tokens per second": every measured request's output tokens over the window) and
+ * per accelerator = serving.summary.output_tokens_per_s_per_device. */
 tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out);
 
 /* measured / published (NaN when either is missing). */

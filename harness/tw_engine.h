@@ -45,6 +45,14 @@ typedef struct {
      * with the communicator's all-to-all, they run there, and a second all-to-all returns them
      * (doc/MOE.md). */
     int ep_rank, ep_size;
+    /* Paged KV cache (serving scenarios, harness/serve/tw_serve_engine.h): kv_blocks > 0 replaces
+     * the per-sequence cache by a pool per layer of kv_blocks blocks of kv_block_tokens
+     * positions, read and written through block tables by tw_engine_step_paged only; max_batch
+     * is then the most sequences in one step, max_step_tokens the most rows (the step's token
+     * budget), and max_seq the longest sequence. Not for latent attention (refused). */
+    int64_t kv_blocks;
+    int kv_block_tokens;
+    int max_step_tokens;
     /* Optional: called after each layer's weights are generated; a non-zero return stops the
      * build (TW_ERR_INTERRUPTED). For progress output and interruption of long builds. */
     int (*progress)(void *ctx, int layers_done, int layers_total);
@@ -90,6 +98,28 @@ void tw_engine_reset(tw_engine *e);
 tw_status tw_engine_prefill(tw_engine *e, int batch, int len, const int *tokens, int *next);
 /* Decode one token per sequence (tokens[b]); next[b] receives the greedy next token. */
 tw_status tw_engine_decode(tw_engine *e, int batch, const int *tokens, int *next);
+
+/* One continuous-batching step on a paged engine (opts.kv_blocks > 0): n_seqs sequences, each
+ * with its own run of new tokens (sequence b's rows q_start[b] .. q_start[b + 1] - 1, at
+ * positions start_pos[b] + i, its earlier positions already in its blocks): a prefill chunk, or
+ * one decode token. The first n_decode sequences have exactly one row each and go through
+ * attn_decode_paged (split over the keys, as tw_engine_decode); the rest through
+ * attn_prefill_paged. Their K and V are stored through the block tables first (host memory,
+ * [n_seqs, max_blocks], blocks already allocated by the caller). next[b] receives the greedy
+ * token after sequence b's last row (meaningful when that row is its last known token). */
+typedef struct {
+    int n_seqs, n_decode;
+    const int *q_start;   /* [n_seqs + 1], q_start[0] == 0 */
+    const int *start_pos; /* [n_seqs] */
+    const int *tokens;    /* [q_start[n_seqs]] */
+    const int32_t *block_tables;
+    int max_blocks;
+} tw_engine_paged_step;
+tw_status tw_engine_step_paged(tw_engine *e, const tw_engine_paged_step *p, int *next);
+
+/* The model and the longest sequence (opts.max_seq) the engine was built for. */
+const tw_model_config *tw_engine_model(const tw_engine *e);
+int tw_engine_max_seq(const tw_engine *e);
 
 /* Full-vocabulary logits [batch, vocab] of the last step (needs capture on). */
 const float *tw_engine_logits(const tw_engine *e);

@@ -10,6 +10,11 @@
 /* Chart ids, one <svg id="..."> per chart section, in page order. */
 #define TW_REPORT_NCHARTS 4
 extern const char *const tw_report_chart_ids[TW_REPORT_NCHARTS];
+/* With a serving result (schema 1.3) two more sections follow, in this order: latency against the
+ * request rate (p99 TTFT and TPOT of every capacity-search trial, the limits, the rate found) and
+ * the per-request latency distribution (TTFT and TPOT). Absent otherwise. */
+#define TW_REPORT_NSERVING_CHARTS 2
+extern const char *const tw_report_serving_chart_ids[TW_REPORT_NSERVING_CHARTS];
 
 /* The page and the summary as malloc'd text (caller frees). */
 tw_status tw_report_html(const tw_result_file *files, int nfiles, const char *title, char **out);

@@ -173,6 +173,56 @@ typedef struct {
     float scale;
 } tw_mla_attn_args;
 
+/* ---- paged KV cache (serving scenarios, doc/SERVING.md) --------------------------------------
+ * One layer's keys and values live in a pool of n_blocks blocks, each [n_kv_heads, block_tokens,
+ * head_dim] in kv_dtype (the pool is [n_blocks, n_kv_heads, block_tokens, head_dim]): position p
+ * of sequence b is row p % block_tokens of block block_tables[b * max_blocks + p / block_tokens]
+ * (tw_paged_kv_offset). One call covers n_seqs sequences with their own numbers of new tokens:
+ * sequence b's rows of q, out (and k, v for the store) are q_start[b] .. q_start[b + 1] - 1, at
+ * positions start_pos[b] + i. Every per-sequence array and the block tables are host memory.
+ *
+ * attn_prefill_paged: causal attention of those tokens, whose keys and values are already in the
+ * pool: the token at position p attends positions 0 .. p (or, with a window W > 0, the W most
+ * recent, max(0, p - W + 1) .. p), as attn_prefill. attn_decode_paged: one new token per sequence
+ * (q_start may be NULL: row b; else each sequence has exactly one row), as attn_decode with
+ * lens[b] = start_pos[b] + 1, split over the keys (flash decoding). */
+typedef struct {
+    int n_seqs, n_heads, n_kv_heads, head_dim;
+    int block_tokens, n_blocks, max_blocks; /* max_blocks: the row stride of block_tables */
+    const int *q_start;                     /* [n_seqs + 1] */
+    const int *start_pos;                   /* [n_seqs] */
+    const int32_t *block_tables;            /* [n_seqs, max_blocks] */
+    const float *q;                         /* [rows, n_heads, head_dim] */
+    const void *k_pool, *v_pool;            /* [n_blocks, n_kv_heads, block_tokens, head_dim] */
+    tw_dtype kv_dtype;
+    float *out; /* [rows, n_heads, head_dim] */
+    float scale;
+    int window; /* sliding window W (0: none) */
+} tw_attn_paged_args;
+
+/* Stores each sequence's new rows of K and V into its blocks at start_pos[b] + i, converting to
+ * kv_dtype. k, v: [rows, n_kv_heads, head_dim] fp32, rows ldkv apart (0: packed). */
+typedef struct {
+    int n_seqs, n_kv_heads, head_dim;
+    int block_tokens, n_blocks, max_blocks;
+    const int *q_start;          /* [n_seqs + 1] */
+    const int *start_pos;        /* [n_seqs] */
+    const int32_t *block_tables; /* [n_seqs, max_blocks] */
+    const float *k, *v;
+    int ldkv;
+    void *k_pool, *v_pool;
+    tw_dtype kv_dtype;
+} tw_kv_store_paged_args;
+
+/* Element offset of position pos of KV head h in a block pool laid out as above. */
+TW_HD static inline size_t tw_paged_kv_offset(const int32_t *table, int block_tokens,
+                                              int n_kv_heads, int head_dim, int h, int pos) {
+    size_t blk = (size_t)table[pos / block_tokens];
+    return ((blk * (size_t)n_kv_heads + (size_t)h) * (size_t)block_tokens +
+            (size_t)(pos % block_tokens)) *
+           (size_t)head_dim;
+}
+
 typedef struct tw_backend tw_backend;
 
 typedef struct {
@@ -230,6 +280,10 @@ typedef struct {
     tw_status (*moe_ffn)(tw_backend *be, const tw_moe_ffn_args *a);
     tw_status (*mla_store)(tw_backend *be, const tw_mla_store_args *a);
     tw_status (*mla_attn)(tw_backend *be, const tw_mla_attn_args *a);
+    /* paged KV cache (serving scenarios): attention and the store through block tables */
+    tw_status (*attn_prefill_paged)(tw_backend *be, const tw_attn_paged_args *a);
+    tw_status (*attn_decode_paged)(tw_backend *be, const tw_attn_paged_args *a);
+    tw_status (*kv_store_paged)(tw_backend *be, const tw_kv_store_paged_args *a);
 } tw_backend_ops;
 
 struct tw_backend {

@@ -28,7 +28,9 @@ for b in 1 3; do
         --membw-gbps 10 --peak-gflops 20 \
         --out "$tmp/run-b$b.json" >/dev/null 2>"$tmp/run.log" || { cat "$tmp/run.log" >&2; fail "tokwatt run"; }
 done
-"$tokwatt" report "$tmp"/run-b*.json --out "$tmp/rep" 2>"$tmp/rep.log" || { cat "$tmp/rep.log" >&2; fail "tokwatt report"; }
+# with the kept serving result (schema 1.4) beside them: its two charts follow the four
+serving="$(cd "$(dirname "$0")" && pwd)/data/results/serving-findrate.json"
+"$tokwatt" report "$tmp"/run-b*.json "$serving" --out "$tmp/rep" 2>"$tmp/rep.log" || { cat "$tmp/rep.log" >&2; fail "tokwatt report"; }
 page="$tmp/rep/report.html"
 [[ -s $page ]] || fail "no report.html"
 
@@ -62,7 +64,7 @@ render "$page" "$tmp/net.json" "$tmp/dom.html"
 reqs=$(page_requests "$tmp/net.json")
 [[ -z $reqs ]] || fail "the report page made requests: $reqs"
 grep -q '<h1>' "$tmp/dom.html" || fail "the rendered DOM has no <h1>: the page did not load"
-for id in chart-throughput chart-roofline chart-energy chart-projection; do
+for id in chart-throughput chart-roofline chart-energy chart-projection chart-serving-latency chart-serving-cdf; do
     # the chart's element and at least 3 drawn marks inside it (up to its closing tag)
     block=$(awk -v id="$id" 'index($0, "<svg id=\"" id "\"") {on=1} on {print} on && /<\/svg>/ {exit}' "$tmp/dom.html")
     [[ -n $block ]] || fail "chart $id is not in the rendered DOM"

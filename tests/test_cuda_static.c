@@ -58,6 +58,8 @@ static const struct {
     {"tw_k_mla_store", 256},
     {"tw_k_mla_attn", 128},
     {"tw_k_head_rmsnorm", 256},
+    /* paged KV cache (attn_paged.cu) */
+    {"tw_k_attn_paged", 128},
 };
 #define N_BOUNDS (sizeof kernel_bounds / sizeof kernel_bounds[0])
 
@@ -168,7 +170,7 @@ static const char *hot[] = {"tw_k_gemm_mma", "tw_k_gemm_wgmma", "tw_k_gemv_bf16"
 
 static const char *kernel_files[] = {
     "gemm_mma",    "gemm_wgmma", "gemm_wgmma_tma", "gemm_f32", "gemv", "attn_prefill",
-    "attn_decode", "ops",        "device_query",   "moe",      "mla"};
+    "attn_decode", "ops",        "device_query",   "moe",      "mla",  "attn_paged"};
 #define N_FILES (sizeof kernel_files / sizeof kernel_files[0])
 
 Test(cuda_static, ptxas_no_spills_registers_within_bounds_every_target) {

@@ -485,13 +485,13 @@ tw_status tw_project_svg(const tw_projection *p, char **out) {
 /* ---- result files ------------------------------------------------------------------------------
  */
 
-tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
-                                     tw_project_device *out, char *note, size_t note_n) {
-    memset(out, 0, sizeof *out);
-    double tps = row->metrics.e2e_tokens_per_s.median;
+/* Watts per device of a row and the power domains its figures are per: mean watts per device
+ * (energy.e2e.mean_power_w_per_device, else energy.e2e.mean_power_w / energy.devices), over
+ * scenario.devices, or energy.devices when the energy block combined the ranks' power domains
+ * itself (ranks sharing a host whose power counts once). */
+static tw_status tw_project_row_watts(const tw_result_row *row, const char *origin, double *w_out,
+                                      int *per_dev_out, int *pdevs_out, int *by_energy_out) {
     int devs = row->scenario.devices;
-    if (!isfinite(tps))
-        return TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", origin);
     if (devs < 1) return TW_ERR(TW_ERR_PARSE, "%s: scenario.devices missing or < 1", origin);
     const tw_energy *e = &row->energy;
     if (!row->has_energy || !e->source[0] || !strcmp(e->source, "none"))
@@ -506,15 +506,33 @@ tw_status tw_project_device_from_row(const tw_result_row *row, const char *origi
             return TW_ERR(TW_ERR_PARSE, "%s: no numeric energy.e2e.mean_power_w", origin);
         w = tw_metric_per_device(e->e2e.mean_power_w, e->devices >= 1 ? e->devices : devs);
     }
-    /* the units the power covers: scenario.devices, unless the energy block counts power
-     * domains itself (ranks sharing a host whose power is the host's count once) */
     int by_energy = e->devices >= 1 && (e->ranks > 0 || e->combined[0]);
-    int pdevs = by_energy ? e->devices : devs;
-    out->tokens_per_s = tw_metric_per_device(tps, pdevs);
-    out->watts = w;
+    *w_out = w;
+    *per_dev_out = per_dev;
+    *pdevs_out = by_energy ? e->devices : devs;
+    *by_energy_out = by_energy;
+    return TW_OK;
+}
+
+static void tw_project_row_source(const tw_result_row *row, tw_project_device *out) {
+    const tw_energy *e = &row->energy;
     out->assumed = e->assumed;
     snprintf(out->source, sizeof out->source, "%s",
              e->label[0] && out->assumed ? e->label : e->source);
+}
+
+tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
+                                     tw_project_device *out, char *note, size_t note_n) {
+    memset(out, 0, sizeof *out);
+    double tps = row->metrics.e2e_tokens_per_s.median;
+    if (!isfinite(tps))
+        return TW_ERR(TW_ERR_PARSE, "%s: no numeric metrics.e2e_tokens_per_s", origin);
+    double w;
+    int per_dev, pdevs, by_energy;
+    TW_TRY(tw_project_row_watts(row, origin, &w, &per_dev, &pdevs, &by_energy));
+    out->tokens_per_s = tw_metric_per_device(tps, pdevs);
+    out->watts = w;
+    tw_project_row_source(row, out);
     snprintf(note, note_n,
              "%s: tokens/s per device = metrics.e2e_tokens_per_s %.4g / %s %d; watts per device = "
              "%s",
@@ -524,6 +542,83 @@ tw_status tw_project_device_from_row(const tw_result_row *row, const char *origi
     if (!(tps > 0) || !(w > 0))
         return TW_ERR(TW_ERR_INVALID, "%s: tokens/s %g and watts %g must be positive", origin,
                       out->tokens_per_s, w);
+    return TW_OK;
+}
+
+int tw_project_row_has_goodput(const tw_result_row *row) {
+    return row->serving && row->serving->summary.slo_given &&
+           isfinite(row->serving->summary.goodput_output_tps);
+}
+
+void tw_project_goodput_targets(const tw_result_row *row, char *buf, size_t n) {
+    buf[0] = '\0';
+    if (!tw_project_row_has_goodput(row)) return;
+    const tw_serve_slo *o = &row->serving->summary.slo;
+    size_t used = 0;
+    const double v[3] = {o->ttft_s, o->tpot_s, o->e2e_s};
+    const char *name[3] = {"TTFT", "TPOT", "E2E"};
+    for (int i = 0; i < 3; i++) {
+        if (!(v[i] > 0) || !isfinite(v[i])) continue;
+        int w =
+            snprintf(buf + used, n - used, "%s%s <= %g ms", used ? ", " : "", name[i], v[i] * 1e3);
+        if (w < 0 || (size_t)w >= n - used) break;
+        used += (size_t)w;
+    }
+}
+
+tw_status tw_project_device_goodput_from_row(const tw_result_row *row, const char *origin,
+                                             tw_project_device *out, char *note, size_t note_n) {
+    memset(out, 0, sizeof *out);
+    if (!row->serving)
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "%s: not a serving run (no serving block): no goodput at a latency target; "
+                      "run tokwatt run --scenario server",
+                      origin);
+    const tw_serve_result *sv = row->serving;
+    const tw_serve_summary *s = &sv->summary;
+    if (!tw_project_row_has_goodput(row))
+        return TW_ERR(TW_ERR_UNSUPPORTED,
+                      "%s: the serving run has no goodput (no latency objective was given)",
+                      origin);
+    double w;
+    int per_dev, pdevs, by_energy;
+    TW_TRY(tw_project_row_watts(row, origin, &w, &per_dev, &pdevs, &by_energy));
+    char targets[160];
+    tw_project_goodput_targets(row, targets, sizeof targets);
+    if (!(s->goodput_output_tps > 0))
+        return TW_ERR(TW_ERR_INVALID,
+                      "%s: no measured request met the latency targets (%s) at %s: the goodput is "
+                      "0 tokens/s, so no number of these devices serves demand within them "
+                      "(project on --basis e2e to see the offline figure)",
+                      origin, targets, sv->scenario);
+    out->tokens_per_s = tw_metric_per_device(s->goodput_output_tps, pdevs);
+    out->watts = w;
+    tw_project_row_source(row, out);
+    char rate[200] = "";
+    if (isfinite(sv->rate_rps))
+        snprintf(rate, sizeof rate, " at %.4g requests/s%s", sv->rate_rps,
+                 sv->has_findrate && isfinite(sv->findrate.rate_rps) &&
+                         sv->findrate.rate_rps == sv->rate_rps
+                     ? " (the highest rate the capacity search found meeting the MLPerf constraint)"
+                     : "");
+    char constraint[160] = "";
+    if (s->limits_given)
+        snprintf(constraint, sizeof constraint,
+                 "; the MLPerf constraint (p%g TTFT <= %g ms, TPOT "
+                 "<= %g ms) %s",
+                 s->limits.percentile, s->limits.ttft_s * 1e3, s->limits.tpot_s * 1e3,
+                 s->constraint_met ? "held" : "did NOT hold");
+    snprintf(note, note_n,
+             "%s: tokens/s per device = goodput at the latency targets (%s): "
+             "serving.summary.goodput.output_tokens_per_s %.4g (output tokens/s of the %lld of "
+             "%lld measured requests that met them, %s scenario%s) / %s %d%s; watts per device = "
+             "%s",
+             origin, targets, s->goodput_output_tps, (long long)s->n_good, (long long)s->n_measured,
+             sv->scenario, rate, by_energy ? "energy.devices" : "scenario.devices", pdevs,
+             constraint,
+             per_dev ? "energy.e2e.mean_power_w_per_device"
+                     : "energy.e2e.mean_power_w / energy.devices");
+    if (!(w > 0)) return TW_ERR(TW_ERR_INVALID, "%s: watts %g must be positive", origin, w);
     return TW_OK;
 }
 

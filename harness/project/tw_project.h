@@ -173,6 +173,18 @@ tw_status tw_project_svg(const tw_projection *p, char **out);
  * says which fields were used, origin names the file. Used by `project` and `report`. */
 tw_status tw_project_device_from_row(const tw_result_row *row, const char *origin,
                                      tw_project_device *out, char *note, size_t note_n);
+/* The device figures at the latency targets (issue 15): a serving row's goodput, the output
+ * tokens/s of the measured requests that met every latency objective
+ * (serving.summary.goodput.output_tokens_per_s), per power domain as above, and the same watts.
+ * TW_ERR_UNSUPPORTED when the row has no serving block or no goodput (no objective given);
+ * TW_ERR_INVALID when no request met the targets (goodput 0: no fleet serves demand within
+ * them). `note` names the targets, the rate, whether the MLPerf constraint held. */
+tw_status tw_project_device_goodput_from_row(const tw_result_row *row, const char *origin,
+                                             tw_project_device *out, char *note, size_t note_n);
+/* Whether a row has a goodput figure (a serving block with latency objectives). */
+int tw_project_row_has_goodput(const tw_result_row *row);
+/* The row's latency objectives as text ("TTFT <= 2000 ms, TPOT <= 100 ms"); "" without any. */
+void tw_project_goodput_targets(const tw_result_row *row, char *buf, size_t n);
 /* The same for a result file of one combination (a sweep is refused: name one row's run). */
 tw_status tw_project_device_from_result(const char *path, tw_project_device *out, char *note,
                                         size_t note_n);

@@ -113,7 +113,7 @@ static void tw_run_dump(tw_run *x, tw_engine *e, const tw_run_combo *k, const ch
     tw_run_say(x, TW_RUN_ERROR, "the logits dump %s was not written: %s", path, row->dump_error);
 }
 
-static void tw_run_scenario(tw_run *x, const tw_run_combo *k, tw_result_scenario *s) {
+void tw_run_scenario(tw_run *x, const tw_run_combo *k, tw_result_scenario *s) {
     const tw_run_spec *o = &x->spec;
     snprintf(s->model, sizeof s->model, "%s", x->cfg.name);
     snprintf(s->backend, sizeof s->backend, "%s", x->be->ops->name);
@@ -188,8 +188,8 @@ static tw_status tw_run_experts(tw_run *x, tw_engine *e, const tw_run_combo *k, 
  * socket do not count its power twice). After an interruption the ranks are no longer in
  * step: rank 0 keeps its own figures, and the hosts gathered at the start say whether its
  * energy is the run's (one host under host-level power). Sets *domains. */
-static tw_status tw_run_energy(tw_run *x, const tw_run_combo *k, tw_power_meter *pm,
-                               tw_result_row *row, int *domains) {
+tw_status tw_run_energy(tw_run *x, const tw_run_combo *k, tw_power_meter *pm, tw_result_row *row,
+                        int *domains) {
     tw_status st = TW_OK;
     *domains = 1;
     if (!x->comm) return TW_OK;
@@ -299,7 +299,7 @@ double tw_run_row_watts_per_device(const tw_result_row *row) {
 
 /* The projection's headline: e2e output tokens/s and mean watts, per power domain (a device; a
  * host where ranks share its power). */
-static void tw_run_headline(tw_run *x, const tw_result_row *row, int domains, char *buf, size_t n) {
+void tw_run_headline(tw_run *x, const tw_result_row *row, int domains, char *buf, size_t n) {
     double w = tw_run_row_watts_per_device(row);
     double e2e = row->metrics.e2e_tokens_per_s.median;
     if (row->metrics.repetitions_complete > 0 && w > 0 && isfinite(e2e)) {

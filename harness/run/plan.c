@@ -70,7 +70,10 @@ tw_engine_opts tw_run_plan_engine_opts(const tw_run_spec *s, const tw_model_conf
                          .ep_rank = s->ep > 1 ? rank : 0,
                          .ep_size = s->ep > 1 ? s->ep : 1,
                          .cuda_graph = s->cuda_graph,
-                         .routing_skew = s->routing_skew};
+                         .routing_skew = s->routing_skew,
+                         .kv_blocks = s->kv_blocks,
+                         .kv_block_tokens = s->kv_block_tokens,
+                         .max_step_tokens = s->max_step_tokens};
     return eo;
 }
 

@@ -66,4 +66,12 @@ const char *tw_run_backend_gemm(tw_run *r);
 /* The power options of this run (the same for the early check and every combination). */
 tw_power_opts tw_run_power_opts(const tw_run *r);
 
+/* Pieces of a combination's measurement (measure.c) that another measurement (the serving
+ * scenarios, harness/serve/serve_engine_run.c) shares: the row's scenario, its energy block
+ * combined over the degree's ranks (domains: the separately powered units), the headline. */
+void tw_run_scenario(tw_run *x, const tw_run_combo *k, tw_result_scenario *s);
+tw_status tw_run_energy(tw_run *x, const tw_run_combo *k, tw_power_meter *pm, tw_result_row *row,
+                        int *domains);
+void tw_run_headline(tw_run *x, const tw_result_row *row, int domains, char *buf, size_t n);
+
 #endif

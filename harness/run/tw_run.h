@@ -73,6 +73,11 @@ typedef struct {
      * replicated) or ep (attention tensor-parallel over the same ranks). */
     double routing_skew;
     int ep;
+    /* Serving scenarios (harness/serve/tw_serve_engine.h): kv_blocks > 0 builds paged engines
+     * (a pool of kv_blocks blocks of kv_block_tokens positions, steps of max_step_tokens rows);
+     * batch is then the most sequences per step and prompt + gen the longest request. */
+    int64_t kv_blocks;
+    int kv_block_tokens, max_step_tokens;
 } tw_run_spec;
 
 /* The ranks a degree runs on (0..n-1): tp, or the expert-parallel degree when larger. */

@@ -107,6 +107,16 @@ static tw_status cpu_mla_attn(tw_backend *be, const tw_mla_attn_args *a) {
     return mla_attn_cpu(a, be->threads);
 }
 
+static tw_status cpu_attn_prefill_paged(tw_backend *be, const tw_attn_paged_args *a) {
+    return attn_prefill_paged_cpu(a, be->threads);
+}
+static tw_status cpu_attn_decode_paged(tw_backend *be, const tw_attn_paged_args *a) {
+    return attn_decode_paged_cpu(a, be->threads);
+}
+static tw_status cpu_kv_store_paged(tw_backend *be, const tw_kv_store_paged_args *a) {
+    return kv_store_paged_cpu(a, be->threads);
+}
+
 static void cpu_destroy(tw_backend *be) {
     free(be);
 }
@@ -136,6 +146,9 @@ static const tw_backend_ops tw_cpu_ops = {
     .moe_ffn = cpu_moe_ffn,
     .mla_store = cpu_mla_store,
     .mla_attn = cpu_mla_attn,
+    .attn_prefill_paged = cpu_attn_prefill_paged,
+    .attn_decode_paged = cpu_attn_decode_paged,
+    .kv_store_paged = cpu_kv_store_paged,
 };
 
 tw_status tw_backend_cpu_create(int threads, tw_backend **out) {

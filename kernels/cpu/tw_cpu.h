@@ -86,6 +86,10 @@ void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out);
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads);
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads);
 tw_status kv_store_cpu(const tw_kv_store_args *a, int threads);
+/* paged KV cache through block tables (attn_paged_cpu.c) */
+tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads);
+tw_status attn_decode_paged_cpu(const tw_attn_paged_args *a, int threads);
+tw_status kv_store_paged_cpu(const tw_kv_store_paged_args *a, int threads);
 
 /* ---- element-wise and row ops ---------------------------------------------------------------- */
 tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype w_dtype, float eps,

@@ -576,6 +576,11 @@ static void *cu_native_stream(tw_backend *be) {
     return (void *)cuda_ctx(be)->stream;
 }
 
+/* paged KV cache (attn_paged.cu) */
+tw_status tw_cuda_attn_prefill_paged(tw_backend *be, const tw_attn_paged_args *a);
+tw_status tw_cuda_attn_decode_paged(tw_backend *be, const tw_attn_paged_args *a);
+tw_status tw_cuda_kv_store_paged(tw_backend *be, const tw_kv_store_paged_args *a);
+
 static const tw_backend_ops tw_cuda_ops_table = {
     .name = "cuda",
     .alloc = cu_alloc,
@@ -602,6 +607,9 @@ static const tw_backend_ops tw_cuda_ops_table = {
     .moe_ffn = cu_moe_ffn,
     .mla_store = cu_mla_store,
     .mla_attn = cu_mla_attn,
+    .attn_prefill_paged = tw_cuda_attn_prefill_paged,
+    .attn_decode_paged = tw_cuda_attn_decode_paged,
+    .kv_store_paged = tw_cuda_kv_store_paged,
 };
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a

@@ -7,7 +7,8 @@ without their figure, schema_version 2, a negative batch, a row with no repetiti
 that is not an integer; and (schema 1.2) the kept single run given a mixture of experts' block
 and an expert-parallel scenario by hand must validate, and each breakage of those must not: a
 missing expert figure, a load as a number, an unknown key in the block or in expert_parallel,
-ep 1, a negative skew. Prints "tw-test: PASS" or each breakage that validated, and exits 1."""
+ep 1, a negative skew; (schema 1.4) the kept serving fixtures validate and each breakage of
+their serving block does not. Prints "tw-test: PASS" or each breakage that validated, and exits 1."""
 import copy
 import json
 import os
@@ -36,8 +37,11 @@ def main():
                             "alltoall_share": 0.375, "alltoall_calls": 60,
                             "alltoall_bytes": 74752, "alltoall_algbw_gbps": 0.5,
                             "alltoall_busbw_gbps": 0.25}}
+    serving = json.load(open(os.path.join(d, "serving.json")))
+    findrate = json.load(open(os.path.join(d, "serving-findrate.json")))
     fails = []
-    for name, doc in (("single", single), ("sweep", sweep), ("tp2", tp2), ("moe", moe)):
+    for name, doc in (("single", single), ("sweep", sweep), ("tp2", tp2), ("moe", moe),
+                      ("serving", serving), ("serving-findrate", findrate)):
         errs = list(v.iter_errors(doc))
         if errs:
             fails.append(f"the kept {name}.json does not validate: {errs[0].message}")
@@ -94,6 +98,30 @@ def main():
         ("scenario ep 1", moe, setp(["scenario", "ep"], 1)),
         ("a negative routing skew", moe, setp(["scenario", "routing_skew"], -1)),
         ("experts without their count", moe, delp(["experts", "n_experts"])),
+        ("an unknown serving key", serving, setp(["serving", "qps"], 3)),
+        ("a serving block without its requests", serving, delp(["serving", "requests"])),
+        ("an unknown serving scenario", serving, setp(["serving", "scenario"], "burst")),
+        ("a latency percentile as text", serving,
+         setp(["serving", "summary", "ttft_s", "p99"], "0.2 s")),
+        ("a latency distribution of n 0 with figures", serving,
+         setp(["serving", "summary", "tpot_s", "n"], 0)),
+        ("an unknown summary key", serving, setp(["serving", "summary", "ttft_p99_s"], 0.2)),
+        ("goodput without its objectives", serving,
+         delp(["serving", "summary", "goodput", "slo"])),
+        ("a constraint without its verdict", serving,
+         delp(["serving", "summary", "constraint", "met"])),
+        ("limits of zero", serving, setp(["serving", "limits", "tpot_s"], 0)),
+        ("a request with 0 output tokens", serving,
+         setp(["serving", "requests", 3, "output_tokens"], 0)),
+        ("a request with an unknown key", serving, setp(["serving", "requests", 3, "ttft_s"], 1)),
+        ("an incomplete serving block without its reason", serving,
+         setp(["serving", "complete"], False)),
+        ("an unknown search verdict", findrate, setp(["serving", "findrate", "verdict"], "ok")),
+        ("a trial without its outcome", findrate,
+         delp(["serving", "findrate", "trials", 0, "met"])),
+        ("a search of 0 trials", findrate, setp(["serving", "findrate", "trials"], [])),
+        ("a search of 65 max trials", findrate,
+         setp(["serving", "findrate", "config", "max_trials"], 65)),
     ]
     for what, doc, fn in cases:
         m = copy.deepcopy(doc)
