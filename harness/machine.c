@@ -269,3 +269,17 @@ tw_status tw_machine_fp32_peak(int threads, double *gflops) {
     *gflops = best;
     return TW_OK;
 }
+
+/* ---- the hook of the CPU backend's ceilings slot ---------------------------------------------- */
+tw_status tw_machine_host_ceilings(int threads, tw_ceilings *out) {
+    tw_membw_result mb;
+    TW_TRY(tw_machine_membw(threads, 0, 5, &mb));
+    out->read_bw_bytes_per_s = mb.read_gbps * 1e9;
+    snprintf(out->read_method, sizeof out->read_method, "measured (tokwatt bench membw read)");
+    double gflops = 0;
+    TW_TRY(tw_machine_fp32_peak(threads, &gflops));
+    out->peak_flops = gflops * 1e9;
+    out->peak_dtype = TW_F32;
+    snprintf(out->peak_method, sizeof out->peak_method, "measured (fp32 FMA loop)");
+    return TW_OK;
+}

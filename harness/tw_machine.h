@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "tw_backend.h"
 #include "tw_status.h"
 
 typedef struct {
@@ -25,5 +26,9 @@ tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result 
  * loop at the active SIMD level on `threads` threads (0 = all cores); runs < 0.5 s. Each
  * thread's rate is taken over its own CPU time (robust to a shared machine) and summed. */
 tw_status tw_machine_fp32_peak(int threads, double *gflops);
+
+/* The hook the CPU backend's ceilings slot calls (tw_backend_params.host_ceilings): the two
+ * measurements above, read bandwidth (best of 5) and the fp32 FMA peak, as tw_ceilings. */
+tw_status tw_machine_host_ceilings(int threads, tw_ceilings *out);
 
 #endif

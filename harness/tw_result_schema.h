@@ -25,7 +25,7 @@
 
 #define TW_RESULT_SCHEMA_MAJOR 1
 /* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep) */
-#define TW_RESULT_SCHEMA_MINOR 2
+#define TW_RESULT_SCHEMA_MINOR 3
 
 typedef struct {
     char model[128], backend[32];
@@ -153,7 +153,12 @@ typedef struct {
 typedef struct {
     int present;
     double membw_gbps, peak_gflops; /* NAN: not measured */
-    char membw_source[128], peak_source[128];
+    char membw_source[160], peak_source[160];
+    /* schema 1.3: the measured peak's dtype; the device's datasheet figures (devices.json) */
+    char peak_dtype[8]; /* "" when not recorded (older files) */
+    double datasheet_membw_gbps, datasheet_peak_gflops; /* NAN: no entry, or no figure */
+    char datasheet_source[256];
+    int has_datasheet; /* the four above are written (new runs; files of schema >= 1.3) */
 } tw_result_roofline;
 
 /* The first combination's memory plan and the model's parameter count. */

@@ -8,13 +8,15 @@
 #include "tw_comm.h"
 #include "tw_power.h"
 
-/* What the run needs to know about its backend. The backend is asked by name here, in one
- * place, until backends describe themselves (issue 12, the backend registry). */
+/* What the run needs to know about its backend before creating it: its registry row's traits
+ * (kernels/backend.c), never its name. */
 typedef struct {
-    int known;         /* a backend this run knows */
-    int gpu;           /* a GPU backend: NVML can meter it, its device is recorded */
-    int host_ceilings; /* its ceilings are the host's: measured by tw_machine_* */
-    int cuda_options;  /* the scenario records --gemm and --cuda-graph */
+    int known;          /* a row of the registry */
+    const char *power;  /* the sensor of its devices ("nvml"), NULL: the host's */
+    int accelerator;    /* it runs on a device ordinal: recorded, and metered by that index */
+    int graphs;         /* --cuda-graph goes with it */
+    int gemm_option;    /* --gemm goes with it */
+    int device_options; /* the scenario records gemm and cuda_graph */
 } tw_run_traits;
 
 struct tw_run {
@@ -30,8 +32,11 @@ struct tw_run {
     tw_comm_hosts hosts;
     int have_hosts;
     tw_run_plan plan;
-    double membw, peak;
-    const char *membw_src, *peak_src;
+    double membw, peak;                    /* the ceilings the fractions use (0: none) */
+    char membw_src[160], peak_src[160];    /* given, measured how, or why not measured */
+    tw_dtype peak_dtype;                   /* the dtype the measured peak is for */
+    double ds_membw, ds_peak;              /* datasheet (configs/devices.json), 0: none */
+    char ds_src[256];                      /* the entry, or why there is none */
     int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
     double start_unix;
     json_t *prov; /* provenance, recorded before measuring (the git queries take time) */

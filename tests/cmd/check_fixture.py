@@ -27,6 +27,9 @@ ROW = r"^(rows\.\*\.)?"
 ADDED = [
     ROW + r"plan$",  # each row's own plan: its combination and the engine it ran on
     r"^schema_minor$",
+    # schema 1.3: the datasheet roofline and the fractions of it (machine-dependent values)
+    r"^roofline\.(peak_dtype|datasheet_membw_gbps|datasheet_peak_gflops|datasheet_source)$",
+    ROW + r"metrics\.(decode_bandwidth_fraction_datasheet|prefill_mfu_datasheet)$",
 ]
 # leaves whose values are not compared
 VOLATILE = [
