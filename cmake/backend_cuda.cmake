@@ -78,6 +78,9 @@ if(TW_HAVE_CUDA)
     "sh;${CMAKE_SOURCE_DIR}/cmake/tw_nvcc_report.sh;${TW_CUDA_REPORT_DIR}")
   target_compile_definitions(tw_cuda PRIVATE TW_HAVE_CUDA=1)
   target_sources(tw_kernels PRIVATE $<TARGET_OBJECTS:tw_cuda>)
+  # tw_kernels was created before CUDA was enabled: no per-target architectures (the gencode
+  # flags above choose them)
+  set_target_properties(tw_kernels PROPERTIES CUDA_ARCHITECTURES OFF)
   target_link_libraries(tw_kernels PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
   # the registry row's switch, and the embedded targets (`tokwatt info`, provenance, the static
   # checks)

@@ -299,8 +299,7 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     }
     p->act_bytes = act * sizeof(float);
     p->total_bytes = p->weights_bytes + p->kv_bytes + p->act_bytes;
-    if (o->be)
-        TW_TRY(o->be->ops->mem_available(o->be, &p->available_bytes));
+    if (o->be) TW_TRY(o->be->ops->mem_available(o->be, &p->available_bytes));
     return TW_OK;
 }
 
@@ -556,7 +555,8 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     if (!o->cfg || !o->be) return TW_ERR(TW_ERR_INVALID, "engine: model and backend are required");
     TW_TRY(tw_engine_comm_check(o->comm, o->tp_rank, o->tp_size));
     if (o->cuda_graph && !tw_backend_has_graphs(o->be))
-        return TW_ERR(TW_ERR_INVALID, "engine: graph replay (--cuda-graph) needs a backend with "
+        return TW_ERR(TW_ERR_INVALID,
+                      "engine: graph replay (--cuda-graph) needs a backend with "
                       "graphs; the %s backend has none",
                       o->be->ops->name);
     if (o->cfg->sliding_window < 0)

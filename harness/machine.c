@@ -270,7 +270,7 @@ tw_status tw_machine_fp32_peak(int threads, double *gflops) {
     return TW_OK;
 }
 
-/* ---- the hook of the CPU backend's ceilings slot ---------------------------------------------- */
+/* ---- the hook of the CPU backend's ceilings slot --------------------------------------------- */
 tw_status tw_machine_host_ceilings(int threads, tw_ceilings *out) {
     tw_membw_result mb;
     TW_TRY(tw_machine_membw(threads, 0, 5, &mb));

@@ -270,14 +270,15 @@ json_t *tw_result_roofline_to_json(const tw_result_roofline *r) {
     json_object_set_new(j, "peak_source", json_string(r->peak_source));
     if (!r->has_datasheet) return j; /* a file of schema < 1.3 */
     json_object_set_new(j, "peak_dtype", json_string(r->peak_dtype[0] ? r->peak_dtype : "fp32"));
-    json_object_set_new(j, "datasheet_membw_gbps", r->datasheet_membw_gbps > 0
-                                                       ? json_real(r->datasheet_membw_gbps)
-                                                       : json_null());
-    json_object_set_new(j, "datasheet_peak_gflops", r->datasheet_peak_gflops > 0
-                                                        ? json_real(r->datasheet_peak_gflops)
-                                                        : json_null());
-    json_object_set_new(j, "datasheet_source",
-                        json_string(r->datasheet_source[0] ? r->datasheet_source : "not looked up"));
+    json_object_set_new(j, "datasheet_membw_gbps",
+                        r->datasheet_membw_gbps > 0 ? json_real(r->datasheet_membw_gbps)
+                                                    : json_null());
+    json_object_set_new(j, "datasheet_peak_gflops",
+                        r->datasheet_peak_gflops > 0 ? json_real(r->datasheet_peak_gflops)
+                                                     : json_null());
+    json_object_set_new(
+        j, "datasheet_source",
+        json_string(r->datasheet_source[0] ? r->datasheet_source : "not looked up"));
     return j;
 }
 
@@ -943,8 +944,7 @@ tw_status tw_result_from_json(const json_t *root, const char *origin, tw_result 
         if (json_object_get(roof, "peak_dtype"))
             tw_rd_str(&d, roof, "roofline", "peak_dtype", r->roofline.peak_dtype,
                       sizeof r->roofline.peak_dtype);
-        r->roofline.datasheet_membw_gbps =
-            tw_rd_num(&d, roof, "roofline", "datasheet_membw_gbps");
+        r->roofline.datasheet_membw_gbps = tw_rd_num(&d, roof, "roofline", "datasheet_membw_gbps");
         r->roofline.datasheet_peak_gflops =
             tw_rd_num(&d, roof, "roofline", "datasheet_peak_gflops");
         r->roofline.has_datasheet = json_object_get(roof, "datasheet_source") != NULL;

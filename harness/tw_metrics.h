@@ -108,7 +108,7 @@ typedef struct {
     double prefill_flops, prefill_gflops, prefill_mfu;
     /* the same fractions of the datasheet figures (configs/devices.json; schema 1.3) */
     double decode_bandwidth_fraction_datasheet, prefill_mfu_datasheet;
-    int has_datasheet; /* the two above are part of the block (absent from older files) */
+    int has_datasheet;       /* the two above are part of the block (absent from older files) */
     double collective_share; /* 0 without a communicator */
     int repetitions_complete;
 } tw_metrics;
@@ -120,8 +120,8 @@ typedef struct {
     int batch, prompt, gen;
     double membw_gbps, peak_gflops; /* the ceilings (<= 0: unknown, the fractions are NAN) */
     double datasheet_membw_gbps, datasheet_peak_gflops; /* devices.json (<= 0: none) */
-    int have_comm;                  /* a communicator: the collective share is measured */
-    double comm_s;                  /* seconds in collectives during the measured repetitions */
+    int have_comm;         /* a communicator: the collective share is measured */
+    double comm_s;         /* seconds in collectives during the measured repetitions */
     double decode_experts; /* mixtures of experts: distinct experts a decode step reached per MoE
                             * layer, measured (0: not measured; tw_metric_decode_experts) */
 } tw_metric_inputs;

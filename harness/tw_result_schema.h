@@ -155,7 +155,7 @@ typedef struct {
     double membw_gbps, peak_gflops; /* NAN: not measured */
     char membw_source[160], peak_source[160];
     /* schema 1.3: the measured peak's dtype; the device's datasheet figures (devices.json) */
-    char peak_dtype[8]; /* "" when not recorded (older files) */
+    char peak_dtype[8];                                 /* "" when not recorded (older files) */
     double datasheet_membw_gbps, datasheet_peak_gflops; /* NAN: no entry, or no figure */
     char datasheet_source[256];
     int has_datasheet; /* the four above are written (new runs; files of schema >= 1.3) */

@@ -75,7 +75,7 @@ tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out);
     static tw_status tw_not_built_##id(const tw_backend_params *p, tw_backend **out) {             \
         (void)p;                                                                                   \
         *out = NULL;                                                                               \
-        return TW_ERR(TW_ERR_UNSUPPORTED, "the " label " backend was not built into this binary " \
+        return TW_ERR(TW_ERR_UNSUPPORTED, "the " label " backend was not built into this binary "  \
                                           "(" why ")");                                            \
     }
 

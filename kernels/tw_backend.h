@@ -212,15 +212,15 @@ typedef enum { TW_DEVICE_HOST = 0, TW_DEVICE_GPU = 1 } tw_device_kind;
 
 typedef struct {
     tw_device_kind kind;
-    char name[256];             /* "NVIDIA H100 80GB HBM3", or the CPU model */
-    char arch[64];              /* "compute capability 9.0", "avx512" */
-    int count;                  /* devices of this kind visible (1 for the host) */
-    int ordinal;                /* the one this backend runs on (-1: the host) */
-    uint64_t memory_bytes;      /* total memory of the device (host: MemTotal), 0 unknown */
-    double mem_bw_bytes_per_s;  /* theoretical, from the device's own figures, 0 unknown */
-    double peak_bf16_flops;     /* dense, known to the backend itself, 0 unknown */
-    double peak_fp32_flops;     /* idem */
-    char power_source[16];      /* the sensor family that meters it: "nvml", "rapl" */
+    char name[256];            /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    char arch[64];             /* "compute capability 9.0", "avx512" */
+    int count;                 /* devices of this kind visible (1 for the host) */
+    int ordinal;               /* the one this backend runs on (-1: the host) */
+    uint64_t memory_bytes;     /* total memory of the device (host: MemTotal), 0 unknown */
+    double mem_bw_bytes_per_s; /* theoretical, from the device's own figures, 0 unknown */
+    double peak_bf16_flops;    /* dense, known to the backend itself, 0 unknown */
+    double peak_fp32_flops;    /* idem */
+    char power_source[16];     /* the sensor family that meters it: "nvml", "rapl" */
 } tw_device_desc;
 
 /* The roofline a backend measures for itself, the same way on every backend: a read bandwidth
@@ -229,8 +229,8 @@ typedef struct {
 typedef struct {
     double read_bw_bytes_per_s; /* 0: not measured (read_method says why) */
     char read_method[128];
-    double peak_flops;          /* 0: not measured */
-    tw_dtype peak_dtype;        /* the dtype the peak is for */
+    double peak_flops;   /* 0: not measured */
+    tw_dtype peak_dtype; /* the dtype the peak is for */
     char peak_method[128];
 } tw_ceilings;
 
@@ -372,7 +372,8 @@ const tw_backend_entry *tw_backend_entry_of(const tw_backend *be);
 /* Checks an ops table: version and required slots (TW_ERR_INTERNAL naming what is wrong). */
 tw_status tw_backend_check_ops(const tw_backend_ops *ops);
 
-/* ---- questions and optional slots: the wrappers own the NULL checks --------------------------- */
+/* ---- questions and optional slots: the wrappers own the NULL checks ---------------------------
+ */
 int tw_backend_supports(tw_backend *be, tw_op op, tw_dtype dtype);
 tw_status tw_backend_describe(tw_backend *be, tw_device_desc *out);
 int tw_backend_has_graphs(const tw_backend *be);

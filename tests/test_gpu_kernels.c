@@ -171,7 +171,8 @@ Test(gpu_gemm, wgmma_matches_reference) {
     cr_assert_eq(tw_cuda_device_query(be->device, &di), TW_OK, "%s", tw_last_error());
     int maj = di.cc_major, min = di.cc_minor;
     if (!(maj == 9 && min == 0)) {
-        cr_expect_neq(tw_backend_set_option(be, "gemm", "wgmma"), TW_OK, "wgmma accepted on cc %d.%d", maj, min);
+        cr_expect_neq(tw_backend_set_option(be, "gemm", "wgmma"), TW_OK,
+                      "wgmma accepted on cc %d.%d", maj, min);
         be->ops->destroy(be);
         cr_skip_test("wgmma needs compute capability 9.0; %s is %d.%d", di.name, maj, min);
     }

@@ -48,8 +48,8 @@ tw_status tw_run_spec_check_backend(const tw_run_spec *s) {
                       "is on the %s backend; --power rapl or assumed for CPUs)",
                       s->backend);
     if (s->cuda_graph && !t.graphs)
-        return TW_ERR(TW_ERR_INVALID,
-                      "--cuda-graph replays graphs: the %s backend has none", s->backend);
+        return TW_ERR(TW_ERR_INVALID, "--cuda-graph replays graphs: the %s backend has none",
+                      s->backend);
     if (s->gemm && !t.gemm_option)
         return TW_ERR(TW_ERR_INVALID,
                       "--gemm %s chooses the backend's GEMM: the %s backend has no such option",
@@ -120,7 +120,8 @@ tw_power_opts tw_run_power_opts(const tw_run *r) {
     tw_power_opts po = {.source = r->spec.power,
                         .assumed_w = r->spec.watts,
                         .sample_ms = r->spec.sample_ms,
-                        .gpu_index = r->traits.accelerator ? (r->be ? r->be->device : r->spec.device) : -1,
+                        .gpu_index =
+                            r->traits.accelerator ? (r->be ? r->be->device : r->spec.device) : -1,
                         .devices = 1};
     return po;
 }
@@ -329,8 +330,7 @@ static tw_status tw_run_ceilings(tw_run *x) {
                 snprintf(x->membw_src, sizeof x->membw_src, "not measured: %.140s",
                          tw_error_text());
             if (x->peak <= 0)
-                snprintf(x->peak_src, sizeof x->peak_src, "not measured: %.140s",
-                         tw_error_text());
+                snprintf(x->peak_src, sizeof x->peak_src, "not measured: %.140s", tw_error_text());
             tw_clear_error();
         } else if (st != TW_OK) {
             return tw_error_ctx(st, "measuring the %s backend's ceilings", x->be->ops->name);

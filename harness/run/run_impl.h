@@ -32,12 +32,12 @@ struct tw_run {
     tw_comm_hosts hosts;
     int have_hosts;
     tw_run_plan plan;
-    double membw, peak;                    /* the ceilings the fractions use (0: none) */
-    char membw_src[160], peak_src[160];    /* given, measured how, or why not measured */
-    tw_dtype peak_dtype;                   /* the dtype the measured peak is for */
-    double ds_membw, ds_peak;              /* datasheet (configs/devices.json), 0: none */
-    char ds_src[256];                      /* the entry, or why there is none */
-    int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
+    double membw, peak;                 /* the ceilings the fractions use (0: none) */
+    char membw_src[160], peak_src[160]; /* given, measured how, or why not measured */
+    tw_dtype peak_dtype;                /* the dtype the measured peak is for */
+    double ds_membw, ds_peak;           /* datasheet (configs/devices.json), 0: none */
+    char ds_src[256];                   /* the entry, or why there is none */
+    int intr_sig, intr_rank;            /* the interruption that stopped the run (0: none) */
     double start_unix;
     json_t *prov; /* provenance, recorded before measuring (the git queries take time) */
     /* progress: the current row, and work done (tokens) for the ETA */

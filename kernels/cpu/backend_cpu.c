@@ -177,9 +177,8 @@ static tw_status cpu_ceilings(tw_backend *be, tw_ceilings *out) {
         snprintf(out->read_method, sizeof out->read_method,
                  "not measured: the cpu backend was created without a host ceiling measurement");
         snprintf(out->peak_method, sizeof out->peak_method, "%s", out->read_method);
-        return TW_ERR(TW_ERR_UNSUPPORTED,
-                      "cpu backend: created without a host ceiling measurement "
-                      "(tw_backend_params.host_ceilings)");
+        return TW_ERR(TW_ERR_UNSUPPORTED, "cpu backend: created without a host ceiling measurement "
+                                          "(tw_backend_params.host_ceilings)");
     }
     return c->host_ceilings(be->threads, out);
 }
@@ -220,8 +219,7 @@ tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out);
 tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out) {
     *out = NULL;
     if (p->threads < 0)
-        return TW_ERR(TW_ERR_INVALID, "--threads must be >= 0 (0 = all cores), got %d",
-                      p->threads);
+        return TW_ERR(TW_ERR_INVALID, "--threads must be >= 0 (0 = all cores), got %d", p->threads);
     tw_backend *be = calloc(1, sizeof *be);
     tw_cpu_ctx *ctx = calloc(1, sizeof *ctx);
     if (!be || !ctx) {

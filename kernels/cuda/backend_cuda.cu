@@ -803,8 +803,6 @@ static void cu_graph_destroy(tw_backend *be, void *graph) {
     ctx->n_graphs--;
 }
 
-
-
 static tw_status cu_copy_d2d(tw_backend *be, void *dst, const void *src, size_t bytes) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));

@@ -129,13 +129,13 @@ static tw_status tw_ceil_peak(tw_cuda_ctx *ctx, tw_ceilings *out) {
 
 extern "C" tw_status tw_cuda_ceilings(tw_backend *be, tw_ceilings *out) {
     tw_cuda_ctx *ctx = (tw_cuda_ctx *)be->ctx;
-    if (ctx->capturing)
-        return TW_ERR(TW_ERR_INVALID, "cuda ceilings: not during a graph capture");
+    if (ctx->capturing) return TW_ERR(TW_ERR_INVALID, "cuda ceilings: not during a graph capture");
     TW_CU(ctx, cudaSetDevice(ctx->device));
     TW_CU(ctx, cudaStreamSynchronize(ctx->stream));
     tw_status st = tw_ceil_bandwidth(ctx, out);
-    if (st != TW_OK) return tw_error_ctx(st, "cuda ceilings on device %d (%s): copy bandwidth",
-                                         ctx->device, ctx->name);
+    if (st != TW_OK)
+        return tw_error_ctx(st, "cuda ceilings on device %d (%s): copy bandwidth", ctx->device,
+                            ctx->name);
     st = tw_ceil_peak(ctx, out);
     if (st != TW_OK)
         return tw_error_ctx(st, "cuda ceilings on device %d (%s): bf16 peak", ctx->device,
