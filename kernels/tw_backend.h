@@ -206,6 +206,23 @@ typedef enum {
 /* "gemm", "attn_prefill", ... ("?" out of range). */
 const char *tw_op_name(tw_op op);
 
+/* The usual answer to supports(): every op for fp32 and bf16 stored operands, the
+ * activation-only ops (rope, swiglu, add, argmax) for fp32. A backend with other limits answers
+ * for itself. */
+static inline int tw_op_usual_dtype(tw_op op, tw_dtype dt) {
+    switch (op) {
+    case TW_OP_ROPE:
+    case TW_OP_SWIGLU:
+    case TW_OP_ADD:
+    case TW_OP_ARGMAX:
+        return dt == TW_F32;
+    case TW_OP_COUNT:
+        return 0;
+    default:
+        return (op >= 0 && op < TW_OP_COUNT) && (dt == TW_F32 || dt == TW_BF16);
+    }
+}
+
 /* What a backend runs on. Figures the backend cannot know are 0 (the datasheet figures live in
  * configs/devices.json, read by the harness with the device name). */
 typedef enum { TW_DEVICE_HOST = 0, TW_DEVICE_GPU = 1 } tw_device_kind;

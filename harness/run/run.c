@@ -42,11 +42,20 @@ tw_status tw_run_spec_check_backend(const tw_run_spec *s) {
     if (!t.known)
         return TW_ERR(TW_ERR_INVALID, "option --backend: '%s' is not %s", s->backend,
                       tw_backend_names());
-    if (!strcmp(s->power, "nvml") && !(t.power && !strcmp(t.power, "nvml")))
+    if (!strcmp(s->power, "nvml") && !(t.power && !strcmp(t.power, "nvml"))) {
+        /* the backends whose devices NVML meters, from the registry */
+        char with[128] = "";
+        for (int i = 0, used = 0; i < tw_backend_count() && used < (int)sizeof with; i++) {
+            const tw_backend_entry *row = tw_backend_at(i);
+            if (row->traits.power && !strcmp(row->traits.power, "nvml"))
+                used += snprintf(with + used, sizeof with - (size_t)used, "%s--backend %s",
+                                 used ? " or " : "", row->name);
+        }
         return TW_ERR(TW_ERR_INVALID,
-                      "--power nvml reads NVIDIA GPUs: it goes with a backend they meter (this run "
-                      "is on the %s backend; --power rapl or assumed for CPUs)",
-                      s->backend);
+                      "--power nvml reads NVIDIA GPUs: it goes with %s (this run is on the %s "
+                      "backend; --power rapl or assumed for CPUs)",
+                      with, s->backend);
+    }
     if (s->cuda_graph && !t.graphs)
         return TW_ERR(TW_ERR_INVALID, "--cuda-graph replays graphs: the %s backend has none",
                       s->backend);
@@ -61,20 +70,25 @@ const char *tw_run_backend_gemm(tw_run *r) {
     return r->traits.gemm_option ? tw_backend_get_option(r->be, "gemm") : "";
 }
 
-/* The accelerator, for the provenance and the device table's ceilings. */
+/* The accelerator, for the provenance and the device table's ceilings: what the backend
+ * describes, and for a CUDA device its compute capability and SM count. */
 static void tw_run_device_provenance(tw_run *r, json_t *prov) {
     if (!r->traits.accelerator) return;
-    tw_cuda_device_info di;
-    if (tw_cuda_device_query(r->be->device, &di) != TW_OK) {
+    tw_device_desc d;
+    if (tw_backend_describe(r->be, &d) != TW_OK) {
         tw_clear_error();
         return;
     }
-    char cc[16];
-    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
-    json_object_set_new(prov, "gpu_name", json_string(di.name));
-    json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
-    json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
-    json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)di.total_mem));
+    json_object_set_new(prov, "gpu_name", json_string(d.name));
+    tw_cuda_device_info di;
+    if (tw_cuda_device_query(r->be->device, &di) == TW_OK && !strcmp(di.name, d.name)) {
+        char cc[16];
+        snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+        json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
+        json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
+    }
+    tw_clear_error();
+    json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)d.memory_bytes));
 }
 
 /* ---- messages and progress ------------------------------------------------------------------- */
@@ -120,8 +134,11 @@ tw_power_opts tw_run_power_opts(const tw_run *r) {
     tw_power_opts po = {.source = r->spec.power,
                         .assumed_w = r->spec.watts,
                         .sample_ms = r->spec.sample_ms,
-                        .gpu_index =
-                            r->traits.accelerator ? (r->be ? r->be->device : r->spec.device) : -1,
+                        /* the device ordinal for a backend its sensor (NVML) meters */
+                        .gpu_index = r->traits.power && !strcmp(r->traits.power, "nvml")
+                                         ? (r->be ? r->be->device : r->spec.device)
+                                         : -1,
+                        .device_name = r->device_name[0] ? r->device_name : NULL,
                         .devices = 1};
     return po;
 }
@@ -273,6 +290,10 @@ static tw_status tw_run_setup(tw_run *x) {
     tw_backend_params bp = {
         .threads = threads, .device = device, .host_ceilings = tw_machine_host_ceilings};
     TW_TRY(tw_backend_create_with(o->backend, &bp, &x->be));
+    tw_device_desc dd;
+    if (x->traits.accelerator && tw_backend_describe(x->be, &dd) == TW_OK)
+        snprintf(x->device_name, sizeof x->device_name, "%s", dd.name);
+    tw_clear_error();
     if (o->gemm) TW_TRY(tw_backend_set_option(x->be, "gemm", o->gemm));
     if (x->comm && tw_backend_stream(x->be))
         TW_TRY(tw_comm_set_stream(x->comm, tw_backend_stream(x->be)));

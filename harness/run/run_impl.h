@@ -26,6 +26,7 @@ struct tw_run {
     tw_model_config cfg;
     int have_cfg;
     tw_backend *be;
+    char device_name[256]; /* an accelerator backend's device (describe), for rated watts */
     tw_comm *comm;    /* the launch: every rank (NULL for one process without a launcher) */
     int rank, nranks; /* in the launch */
     tw_comm *tp_comm; /* the current degree's ranks 0..tp-1 (NULL on the ranks outside) */

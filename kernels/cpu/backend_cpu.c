@@ -120,18 +120,7 @@ static void cpu_destroy(tw_backend *be) {
 
 static int cpu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
     (void)be;
-    int wt = dt == TW_F32 || dt == TW_BF16; /* stored operands: weights, caches, biases */
-    switch (op) {
-    case TW_OP_ROPE:
-    case TW_OP_SWIGLU:
-    case TW_OP_ADD:
-    case TW_OP_ARGMAX:
-        return dt == TW_F32; /* activation-only ops */
-    case TW_OP_COUNT:
-        return 0;
-    default:
-        return wt;
-    }
+    return tw_op_usual_dtype(op, dt);
 }
 
 static tw_status cpu_describe(tw_backend *be, tw_device_desc *d) {

@@ -831,17 +831,7 @@ static tw_status cu_timer_stop(tw_backend *be, double *elapsed_s) {
 /* ---- questions ------------------------------------------------------------------------------ */
 static int cu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
     (void)be;
-    switch (op) {
-    case TW_OP_ROPE:
-    case TW_OP_SWIGLU:
-    case TW_OP_ADD:
-    case TW_OP_ARGMAX:
-        return dt == TW_F32;
-    case TW_OP_COUNT:
-        return 0;
-    default:
-        return dt == TW_F32 || dt == TW_BF16;
-    }
+    return tw_op_usual_dtype(op, dt);
 }
 
 static tw_status cu_describe(tw_backend *be, tw_device_desc *d) {
