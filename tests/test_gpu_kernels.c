@@ -1194,3 +1194,24 @@ Test(gpu_moe, latent_attention_matches_expanded_reference) {
     }
     be->ops->destroy(be);
 }
+
+/* The ceilings slot (kernels/cuda/ceilings.cu): both figures measured, each below what the device
+ * could do at most (its theoretical bandwidth with 10% slack; 2x the dense bf16 peak of any GPU
+ * this build targets, 2.5 PFLOP/s, as a sanity bound) and above a floor no working GPU misses. */
+Test(gpu_ceilings, copy_bandwidth_and_bf16_peak_are_measured) {
+    tw_backend *be = gpu_or_skip();
+    tw_ceilings c;
+    cr_assert_eq(tw_backend_ceilings(be, &c), TW_OK, "%s", tw_last_error());
+    tw_device_desc d;
+    cr_assert_eq(tw_backend_describe(be, &d), TW_OK, "%s", tw_last_error());
+    cr_assert_gt(c.read_bw_bytes_per_s, 50e9, "%s: %.3g B/s", c.read_method, c.read_bw_bytes_per_s);
+    if (d.mem_bw_bytes_per_s > 0)
+        cr_assert_lt(c.read_bw_bytes_per_s, 1.1 * d.mem_bw_bytes_per_s,
+                     "copy %.3g B/s above the theoretical %.3g", c.read_bw_bytes_per_s,
+                     d.mem_bw_bytes_per_s);
+    cr_assert_gt(c.peak_flops, 10e12, "%s: %.3g FLOP/s", c.peak_method, c.peak_flops);
+    cr_assert_lt(c.peak_flops, 2.5e15, "%.3g FLOP/s", c.peak_flops);
+    cr_assert_eq(c.peak_dtype, TW_BF16);
+    cr_assert(strstr(c.read_method, "device-to-device copy"), "%s", c.read_method);
+    tw_backend_destroy(be);
+}
