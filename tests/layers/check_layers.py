@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import sys
 
-build, src = sys.argv[1], sys.argv[2]
+build, src = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 with open(os.path.join(build, "compile_commands.json")) as f:
     db = json.load(f)
 LAYER_FILE = {"kernels": "kernels/backend.c", "harness": "harness/tw_util.c"}
