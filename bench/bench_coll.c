@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "comm/tw_comm.h"
+#include "tw_backend.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_cuda_info.h"
@@ -690,9 +691,17 @@ static tw_status coll_parse(tw_args *a, coll_opts *o) {
         return TW_ERR(TW_ERR_INVALID, "--baseline compares the mpi communicator only");
     if (o->baseline && o->ranks)
         return TW_ERR(TW_ERR_INVALID, "--baseline compares the mpi communicator only");
-    if (!o->backend) o->backend = !strcmp(o->comm_kind, "nccl") ? "cuda" : "cpu";
-    if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
-        return TW_ERR(TW_ERR_INVALID, "option --backend: '%s' is not cpu or cuda", o->backend);
+    if (!o->backend) {
+        /* the backend whose memory the communicator moves (its registry row names it) */
+        o->backend = "cpu";
+        for (int i = 0; i < tw_backend_count(); i++) {
+            const tw_backend_entry *row = tw_backend_at(i);
+            if (row->traits.comm && !strcmp(row->traits.comm, o->comm_kind)) o->backend = row->name;
+        }
+    }
+    if (!tw_backend_find(o->backend))
+        return TW_ERR(TW_ERR_INVALID, "option --backend: '%s' is not %s", o->backend,
+                      tw_backend_names());
     return TW_OK;
 }
 

@@ -19,10 +19,10 @@
 #include <strings.h>
 
 #include "tw_backend.h"
-#include "tw_backend_cuda.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_cuda_info.h"
+#include "tw_devices.h"
 #include "tw_util.h"
 
 static const char *const CUDA_BENCH_USAGE =
@@ -67,33 +67,18 @@ static int cb_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* ---- devices.json: the longest case-insensitive match of the device name ------------------- */
+/* ---- devices.json (the one reader, harness/tw_devices.h) ---------------------------------- */
 static void cb_roofline(cb_ctx *c) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/configs/devices.json", TW_SOURCE_DIR);
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root) {
-        tw_log("bench cuda: %s unreadable (%s): no roofline fractions", path, err.text);
+    tw_device_entry d;
+    int found = 0;
+    if (tw_devices_lookup(c->dev, &d, &found) != TW_OK) {
+        tw_log("bench cuda: %s: no roofline fractions", tw_last_error());
+        tw_clear_error();
         return;
     }
-    size_t best = 0, i, j;
-    json_t *dev, *m;
-    json_array_foreach(json_object_get(root, "devices"), i, dev) {
-        json_array_foreach(json_object_get(dev, "match"), j, m) {
-            const char *s = json_string_value(m);
-            if (!s || strlen(s) <= best) continue;
-            size_t n = strlen(s);
-            for (const char *p = c->dev; *p; p++)
-                if (!strncasecmp(p, s, n)) {
-                    best = n;
-                    c->peak_bf16 = json_number_value(json_object_get(dev, "peak_bf16_flops"));
-                    c->peak_bw = json_number_value(json_object_get(dev, "mem_bw_bytes_per_s"));
-                    break;
-                }
-        }
-    }
-    json_decref(root);
+    if (!found) return;
+    c->peak_bf16 = d.peak_bf16_flops;
+    c->peak_bw = d.mem_bw_bytes_per_s;
 }
 
 /* ---- helpers ----------------------------------------------------------------------------------
@@ -131,9 +116,9 @@ static tw_status cb_time(cb_ctx *c, cb_fn fn, void *arg, double *median_s) {
     for (int i = 0; i < 2 && st == TW_OK; i++) st = fn(c, arg);
     if (st == TW_OK) st = c->be->ops->sync(c->be);
     for (int r = 0; r < c->reps && st == TW_OK; r++) {
-        st = tw_cuda_timer_start(c->be);
+        st = tw_backend_timer_start(c->be);
         if (st == TW_OK) st = fn(c, arg);
-        if (st == TW_OK) st = tw_cuda_timer_stop(c->be, &t[r]);
+        if (st == TW_OK) st = tw_backend_timer_stop(c->be, &t[r]);
     }
     if (st == TW_OK) {
         qsort(t, (size_t)c->reps, sizeof *t, cb_cmp);
@@ -152,7 +137,7 @@ typedef struct {
 
 static tw_status cb_copy_fn(cb_ctx *c, void *arg) {
     cb_copy *a = arg;
-    return tw_cuda_copy_d2d(c->be, a->dst, a->src, a->bytes);
+    return tw_backend_copy_d2d(c->be, a->dst, a->src, a->bytes);
 }
 
 static tw_status cb_bench_copy(cb_ctx *c, size_t bytes, json_t *out) {
@@ -253,7 +238,7 @@ static tw_status cb_bench_gemm(cb_ctx *c, int m, int n, int k, const char *label
     double t_cublas = 0;
     for (int i = 0; i <= c->n_impls && st == TW_OK; i++) {
         double t = 0, diff = 0;
-        st = tw_cuda_set_gemm(c->be, impls[i]);
+        st = tw_backend_set_option(c->be, "gemm", impls[i]);
         if (st == TW_OK) st = cb_time(c, cb_gemm_fn, &g, &t);
         if (st == TW_OK) st = c->be->ops->download(c->be, i ? got : ref, y, ny * 4);
         if (st != TW_OK) {
@@ -297,7 +282,7 @@ static tw_status cb_bench_gemm(cb_ctx *c, int m, int n, int k, const char *label
                             json_real(diff));
         json_array_append_new(arr, o);
     }
-    (void)tw_cuda_set_gemm(c->be, "tokwatt");
+    (void)tw_backend_set_option(c->be, "gemm", "tokwatt");
     c->be->ops->free(c->be, x);
     c->be->ops->free(c->be, w);
     c->be->ops->free(c->be, y);
@@ -515,12 +500,19 @@ int tw_bench_cuda(int argc, char **argv) {
     int all = !strcmp(what, "all");
     c.reps = reps;
     c.failures = json_array();
-    if (tw_backend_cuda_create(device, &c.be) != TW_OK) {
+    if (tw_backend_create("cuda", 0, device, &c.be) != TW_OK) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
         json_decref(c.failures);
         return TW_EXIT_FAIL;
     }
-    tw_cuda_device_desc(c.be, c.dev, sizeof c.dev, &c.cc_major, &c.cc_minor);
+    tw_cuda_device_info info;
+    if (tw_cuda_device_query(device, &info) == TW_OK) {
+        snprintf(c.dev, sizeof c.dev, "%s", info.name);
+        c.cc_major = info.cc_major;
+        c.cc_minor = info.cc_minor;
+    } else {
+        tw_clear_error();
+    }
     cb_roofline(&c);
     json_t *root = json_object(), *arr = json_array();
     char rt[32], drv[32], when[64];

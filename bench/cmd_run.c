@@ -342,6 +342,17 @@ static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_res
         if (m->exceeds_ceiling > 0)
             printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
                    "reached, so the fraction is not meaningful\n");
+        if (roof->has_datasheet && m->has_datasheet &&
+            (isfinite(roof->datasheet_membw_gbps) || isfinite(roof->datasheet_peak_gflops)))
+            printf("datasheet: decode %.1f%% of %.0f GB/s, prefill %.1f%% of %.0f GFLOP/s dense "
+                   "bf16 (%s)\n",
+                   100 * m->decode_bandwidth_fraction_datasheet,
+                   isfinite(roof->datasheet_membw_gbps) ? roof->datasheet_membw_gbps : 0.0,
+                   100 * m->prefill_mfu_datasheet,
+                   isfinite(roof->datasheet_peak_gflops) ? roof->datasheet_peak_gflops : 0.0,
+                   roof->datasheet_source);
+        else if (roof->has_datasheet)
+            printf("datasheet: none (%s)\n", roof->datasheet_source);
         if (isfinite(r->energy.e2e.j_per_token))
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
                    r->energy.assumed ? " (ASSUMED watts, not measured)" : "",

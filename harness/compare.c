@@ -1,27 +1,16 @@
 /* Result files as rows, and the arithmetic of `tokwatt compare` (tw_compare.h). */
 #include "tw_compare.h"
+#include "tw_devices.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "tw_config.h"
 #include "tw_metrics.h"
 #include "tw_project.h"
 #include "tw_result_schema.h"
 #include "tw_util.h"
-
-static double tw_num(json_t *o, const char *key) {
-    json_t *v = json_object_get(o, key);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
-static void tw_str(json_t *o, const char *key, char *out, size_t n) {
-    json_t *v = json_object_get(o, key);
-    snprintf(out, n, "%s", json_is_string(v) ? json_string_value(v) : "");
-}
 
 static tw_spread tw_spread_of(const tw_stats *s) {
     tw_spread sp = {.n = s->n,
@@ -34,46 +23,22 @@ static tw_spread tw_spread_of(const tw_stats *s) {
     return sp;
 }
 
-/* Case-insensitive substring. */
-static int tw_contains(const char *hay, const char *needle) {
-    size_t n = strlen(needle);
-    if (!n) return 0;
-    for (; *hay; hay++)
-        if (!strncasecmp(hay, needle, n)) return 1;
-    return 0;
-}
-
 /* Ceilings from configs/devices.json for a device name (longest "match" wins). A devices.json
  * that is missing or does not parse is an error, never a silent gap. */
 static tw_status tw_ceilings_from_devices(tw_run_row *r) {
-    char path[1024];
     if (!r->device[0]) return TW_OK;
-    TW_TRY(tw_config_path("devices.json", path, sizeof path));
-    json_t *root = NULL;
-    TW_TRY(tw_json_load_file(path, &root));
-    json_t *devs = json_object_get(root, "devices"), *d, *best = NULL;
-    size_t i, j, best_len = 0;
-    json_array_foreach(devs, i, d) {
-        json_t *m;
-        json_array_foreach(json_object_get(d, "match"), j, m) {
-            if (json_is_string(m) && tw_contains(r->device, json_string_value(m)) &&
-                json_string_length(m) > best_len) {
-                best = d;
-                best_len = json_string_length(m);
-            }
-        }
-    }
-    if (best) {
+    tw_device_entry d;
+    int found = 0;
+    TW_TRY(tw_devices_lookup(r->device, &d, &found));
+    if (found) {
         int fp32 = !strcmp(r->dtype, "fp32");
-        double peak = tw_num(best, fp32 ? "peak_fp32_flops" : "peak_bf16_flops");
-        double bw = tw_num(best, "mem_bw_bytes_per_s");
-        char name[96];
-        tw_str(best, "name", name, sizeof name);
+        double peak = fp32 ? d.peak_fp32_flops : d.peak_bf16_flops;
         if (!(r->peak_gflops > 0) && peak > 0) r->peak_gflops = peak / 1e9;
-        if (!(r->membw_gbps > 0) && bw > 0) r->membw_gbps = bw / 1e9;
-        snprintf(r->ceiling_source, sizeof r->ceiling_source, "devices.json: %s (rated)", name);
+        if (!(r->membw_gbps > 0) && d.mem_bw_bytes_per_s > 0)
+            r->membw_gbps = d.mem_bw_bytes_per_s / 1e9;
+        snprintf(r->ceiling_source, sizeof r->ceiling_source, "devices.json: %.90s (rated)",
+                 d.name);
     }
-    json_decref(root);
     return TW_OK;
 }
 

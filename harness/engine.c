@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tw_backend_cuda.h"
 #include "tw_comm.h"
 #include "tw_engine_comm.h"
 #include "tw_util.h"
@@ -316,8 +315,7 @@ tw_status tw_engine_plan(const tw_engine_opts *o, tw_mem_plan *p) {
     }
     p->act_bytes = act * sizeof(float);
     p->total_bytes = p->weights_bytes + p->kv_bytes + p->act_bytes;
-    if (o->be && o->be->ops->mem_available)
-        TW_TRY(o->be->ops->mem_available(o->be, &p->available_bytes));
+    if (o->be) TW_TRY(o->be->ops->mem_available(o->be, &p->available_bytes));
     return TW_OK;
 }
 
@@ -575,33 +573,52 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
     *out = NULL;
     if (!o->cfg || !o->be) return TW_ERR(TW_ERR_INVALID, "engine: model and backend are required");
     TW_TRY(tw_engine_comm_check(o->comm, o->tp_rank, o->tp_size));
-    if (o->cuda_graph && strcmp(o->be->ops->name, "cuda") != 0)
-        return TW_ERR(TW_ERR_INVALID, "engine: CUDA graphs need the cuda backend, not %s",
+    if (o->cuda_graph && !tw_backend_has_graphs(o->be))
+        return TW_ERR(TW_ERR_INVALID,
+                      "engine: graph replay (--cuda-graph) needs a backend with "
+                      "graphs; the %s backend has none",
                       o->be->ops->name);
-    if (o->cfg->qkv_bias && !o->be->ops->bias_add)
-        return TW_ERR(TW_ERR_UNSUPPORTED,
-                      "engine: %s has q/k/v biases but the %s backend has no bias_add op",
-                      o->cfg->name, o->be->ops->name);
     if (o->cfg->sliding_window < 0)
         return TW_ERR(TW_ERR_INVALID, "engine: sliding window %d of %s is negative",
                       o->cfg->sliding_window, o->cfg->name);
+    /* every op this model needs, for its dtypes, asked of the backend */
+    tw_dtype wd = o->w_dtype, kd = o->kv_dtype;
+    const struct {
+        int needed;
+        tw_op op;
+        tw_dtype dt;
+        const char *why;
+    } need[] = {
+        {1, TW_OP_GEMM, wd, "the projections"},
+        {1, TW_OP_RMSNORM, wd, "the norms"},
+        {1, TW_OP_EMBED, wd, "the embedding"},
+        {1, TW_OP_ROPE, TW_F32, "rotary positions"},
+        {1, TW_OP_SWIGLU, TW_F32, "the MLP"},
+        {1, TW_OP_ADD, TW_F32, "the residual"},
+        {1, TW_OP_ARGMAX, TW_F32, "greedy sampling"},
+        {!o->cfg->mla, TW_OP_KV_STORE, kd, "the KV cache"},
+        {!o->cfg->mla, TW_OP_ATTN_PREFILL, kd, "prefill attention"},
+        {!o->cfg->mla, TW_OP_ATTN_DECODE, kd, "decode attention"},
+        {o->cfg->qkv_bias, TW_OP_BIAS_ADD, wd, "q/k/v biases"},
+        {o->cfg->qk_norm || o->cfg->mla, TW_OP_HEAD_RMSNORM, wd, "per-head RMSNorm"},
+        {tw_model_moe_layers(o->cfg) > 0, TW_OP_MOE_ROUTE, wd, "experts"},
+        {tw_model_moe_layers(o->cfg) > 0, TW_OP_MOE_FFN, wd, "experts"},
+        {o->cfg->mla, TW_OP_MLA_STORE, kd, "latent attention"},
+        {o->cfg->mla, TW_OP_MLA_ATTN, kd, "latent attention"},
+    };
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (need[i].needed && !tw_backend_supports(o->be, need[i].op, need[i].dt))
+            return TW_ERR(TW_ERR_UNSUPPORTED,
+                          "engine: %s needs %s (op %s, %s) but the %s backend does not support it",
+                          o->cfg->name, need[i].why, tw_op_name(need[i].op),
+                          tw_dtype_name(need[i].dt), o->be->ops->name);
+    /* the paged KV cache (serving scenarios): its three ops */
     const tw_backend_ops *bo = o->be->ops;
-    if ((o->cfg->qk_norm || o->cfg->mla) && !bo->head_rmsnorm)
-        return TW_ERR(TW_ERR_UNSUPPORTED,
-                      "engine: %s needs per-head RMSNorm, which the %s backend lacks", o->cfg->name,
-                      bo->name);
-    if (tw_model_moe_layers(o->cfg) > 0 && (!bo->moe_route || !bo->moe_ffn))
-        return TW_ERR(TW_ERR_UNSUPPORTED, "engine: %s has experts but the %s backend has no %s op",
-                      o->cfg->name, bo->name, !bo->moe_route ? "moe_route" : "moe_ffn");
     if (o->kv_blocks > 0 &&
         (!bo->attn_prefill_paged || !bo->attn_decode_paged || !bo->kv_store_paged || o->cuda_graph))
         return TW_ERR(TW_ERR_UNSUPPORTED,
                       "engine: the paged KV cache needs the %s backend's paged attention ops%s",
                       bo->name, o->cuda_graph ? " and no CUDA graph" : "");
-    if (o->cfg->mla && (!bo->mla_store || !bo->mla_attn))
-        return TW_ERR(TW_ERR_UNSUPPORTED,
-                      "engine: %s has latent attention but the %s backend has no %s op",
-                      o->cfg->name, bo->name, !bo->mla_store ? "mla_store" : "mla_attn");
     if (o->ep_size > 1) {
         if (!o->comm)
             return TW_ERR(TW_ERR_INVALID, "engine: --ep %d needs a communicator", o->ep_size);
@@ -774,7 +791,7 @@ void tw_engine_destroy(tw_engine *e) {
     tw_backend *be = e->be;
     /* First: destroying a graph whose launch was never synced copies its argmax results into
      * idx/val (scratch_i/scratch_f), which used to be freed before this point. */
-    if (e->graph) tw_cuda_graph_destroy(be, e->graph);
+    if (e->graph) tw_backend_graph_destroy(be, e->graph);
     e->graph = NULL;
     if (e->layers) {
         for (int l = 0; l < e->c->n_layers; l++) {
@@ -1354,14 +1371,14 @@ static tw_status tw_engine_enqueue(tw_engine *e, int batch, int seq, const int *
 /* A decode step through a CUDA graph: the first step at a batch size runs uncaptured (scratch
  * buffers reach their final size), the second is captured, and every later one replays it. The
  * host arrays the ops read (tokens, positions, start, lens) and the argmax outputs stay at fixed
- * engine-owned addresses, as the capture contract (kernels/tw_backend_cuda.h) requires. */
+ * engine-owned addresses, as the capture contract (kernels/cuda/tw_backend_cuda.h) requires. */
 static tw_status tw_engine_graph_step(tw_engine *e, int batch, const int *tokens,
                                       const int *positions, const int *start, const int *lens,
                                       int *idx, float *val) {
     tw_backend *be = e->be;
     memcpy(e->tok_stable, tokens, sizeof(int) * (size_t)batch);
     if (e->graph && e->graph_batch != batch) {
-        tw_cuda_graph_destroy(be, e->graph);
+        tw_backend_graph_destroy(be, e->graph);
         e->graph = NULL;
     }
     if (!e->graph && e->graph_warm_batch != batch) {
@@ -1371,20 +1388,20 @@ static tw_status tw_engine_graph_step(tw_engine *e, int batch, const int *tokens
         return TW_OK;
     }
     if (!e->graph) {
-        TW_TRY(tw_cuda_graph_begin(be));
+        TW_TRY(tw_backend_graph_begin(be));
         tw_status st =
             tw_engine_enqueue(e, batch, 1, e->tok_stable, positions, start, lens, idx, val, NULL);
         void *g = NULL;
-        tw_status st_end = tw_cuda_graph_end(be, &g); /* always end the capture */
+        tw_status st_end = tw_backend_graph_end(be, &g); /* always end the capture */
         if (st != TW_OK) {
-            if (g) tw_cuda_graph_destroy(be, g);
+            if (g) tw_backend_graph_destroy(be, g);
             return tw_error_ctx(st, "capturing the decode step");
         }
         if (st_end != TW_OK) return tw_error_ctx(st_end, "capturing the decode step");
         e->graph = g;
         e->graph_batch = batch;
     }
-    TW_TRY(tw_cuda_graph_launch(be, e->graph));
+    TW_TRY(tw_backend_graph_launch(be, e->graph));
     return be->ops->sync(be); /* copies the argmax results to idx and val */
 }
 

@@ -412,3 +412,31 @@ tw_status tw_machine_bf16_peak(int threads, tw_bf16_peak *out) {
              names[best], tw_cpu_peak_method(best), nt, others);
     return TW_OK;
 }
+
+/* ---- the hook of the CPU backend's ceilings slot --------------------------------------------- */
+static tw_status host_ceilings(int threads, int read_threads, tw_ceilings *out) {
+    tw_membw_result mb;
+    TW_TRY(tw_machine_read_ceiling(read_threads, 5, &mb));
+    out->read_bw_bytes_per_s = mb.read_gbps * 1e9;
+    snprintf(out->read_method, sizeof out->read_method, "measured (tokwatt bench membw read)");
+    snprintf(out->read_detail, sizeof out->read_detail, "%s", mb.read_method);
+    double gflops = 0;
+    TW_TRY(tw_machine_fp32_peak(threads, &gflops));
+    out->peak_flops = gflops * 1e9;
+    out->peak_dtype = TW_F32;
+    snprintf(out->peak_method, sizeof out->peak_method, "measured (fp32 FMA loop)");
+    tw_bf16_peak bp;
+    TW_TRY(tw_machine_bf16_peak(threads, &bp));
+    out->peak_bf16_flops = bp.gflops * 1e9;
+    snprintf(out->peak_bf16_method, sizeof out->peak_bf16_method, "measured bf16 peak: %.230s",
+             bp.method);
+    return TW_OK;
+}
+
+tw_status tw_machine_host_ceilings(int threads, tw_ceilings *out) {
+    return host_ceilings(threads, threads, out);
+}
+
+tw_status tw_machine_host_ceilings_all_cores(int threads, tw_ceilings *out) {
+    return host_ceilings(threads, 0, out);
+}

@@ -204,6 +204,11 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
         n ? tw_metric_prefill_gflops(out->prefill_flops, out->ttft_s.median) : NAN;
     out->prefill_mfu = tw_metric_prefill_mfu(out->prefill_gflops, in->peak_gflops);
     out->exceeds_ceiling = out->decode_bandwidth_fraction > 1.0 || out->prefill_mfu > 1.0;
+    out->decode_bandwidth_fraction_datasheet =
+        tw_metric_decode_bandwidth_fraction(out->decode_bandwidth_gbps, in->datasheet_membw_gbps);
+    out->prefill_mfu_datasheet =
+        tw_metric_prefill_mfu(out->prefill_gflops, in->datasheet_peak_gflops);
+    out->has_datasheet = 1;
     out->collective_share = in->have_comm ? tw_metric_collective_share(in->comm_s, measured_s) : 0;
     return TW_OK;
 }

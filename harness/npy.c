@@ -63,8 +63,8 @@ tw_status tw_npy_header(const int64_t *shape, int ndim, int lead_width, char *bu
 }
 
 struct tw_npy_writer {
-    char *path, *tmp;
-    FILE *f;
+    char *path;
+    tw_atomic_file af; /* the file, under its temporary name until committed */
     int ndim;
     int64_t shape[TW_NPY_MAX_DIMS];
     int open_lead;     /* shape[0] declared -1 */
@@ -78,9 +78,7 @@ struct tw_npy_writer {
 
 void tw_npy_writer_abort(tw_npy_writer *w) {
     if (!w) return;
-    if (w->f) fclose(w->f);
-    if (w->tmp) unlink(w->tmp);
-    free(w->tmp);
+    tw_atomic_abort(&w->af);
     free(w->path);
     free(w);
 }
@@ -124,29 +122,13 @@ tw_status tw_npy_writer_open(const char *path, const int64_t *shape, int ndim,
                             &w->header_len)) != TW_OK)
         goto fail;
     w->path = strdup(path);
-    size_t tl = strlen(path) + 32;
-    w->tmp = malloc(tl);
-    if (!w->path || !w->tmp) {
+    if (!w->path) {
         st = TW_ERR(TW_ERR_NOMEM, "%s", path);
         goto fail;
     }
-    snprintf(w->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        if ((st = tw_mkdirs(dir)) != TW_OK) goto fail;
-    }
-    w->f = fopen(w->tmp, "wb");
-    if (!w->f) {
-        st = TW_ERR(TW_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
-        free(w->tmp);
-        w->tmp = NULL;
-        goto fail;
-    }
-    if (fwrite(hdr, 1, w->header_len, w->f) != w->header_len) {
-        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
+    if ((st = tw_atomic_open(&w->af, path)) != TW_OK) goto fail;
+    if (fwrite(hdr, 1, w->header_len, w->af.f) != w->header_len) {
+        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->af.tmp, strerror(errno));
         goto fail;
     }
     *out = w;
@@ -161,8 +143,8 @@ tw_status tw_npy_writer_append(tw_npy_writer *w, const float *data, size_t n) {
         return TW_ERR(TW_ERR_INVALID,
                       "%s: appending %zu values past the declared %zu (%zu written)", w->path, n,
                       w->total, w->written);
-    if (n && fwrite(data, sizeof(float), n, w->f) != n)
-        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
+    if (n && fwrite(data, sizeof(float), n, w->af.f) != n)
+        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->af.tmp, strerror(errno));
     w->written += n;
     return TW_OK;
 }
@@ -187,8 +169,9 @@ tw_status tw_npy_writer_close(tw_npy_writer *w) {
             st = TW_ERR(TW_ERR_INTERNAL, "%s: header length changed", w->path);
             goto done;
         }
-        if (fseek(w->f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, len, w->f) != len) {
-            st = TW_ERR(TW_ERR_IO, "cannot rewrite the header of %s: %s", w->tmp, strerror(errno));
+        if (fseek(w->af.f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, len, w->af.f) != len) {
+            st = TW_ERR(TW_ERR_IO, "cannot rewrite the header of %s: %s", w->af.tmp,
+                        strerror(errno));
             goto done;
         }
     } else if (w->written != w->total) {
@@ -196,20 +179,7 @@ tw_status tw_npy_writer_close(tw_npy_writer *w) {
                     w->written, w->total);
         goto done;
     }
-    int err = fflush(w->f) != 0;
-    err |= fsync(fileno(w->f)) != 0 && errno != EINVAL;
-    err |= fclose(w->f) != 0;
-    w->f = NULL;
-    if (err) {
-        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(w->tmp, w->path) != 0) {
-        st = TW_ERR(TW_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
-        goto done;
-    }
-    free(w->tmp);
-    w->tmp = NULL;
+    st = tw_atomic_commit(&w->af);
 done:
     tw_npy_writer_abort(w);
     return st;

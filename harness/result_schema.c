@@ -41,6 +41,11 @@ json_t *tw_metrics_to_json(const tw_metrics *m) {
     json_object_set_new(j, "decode_bytes_per_step", tw_jnum(m->decode_bytes_per_step));
     json_object_set_new(j, "prefill_gflops", tw_jnum(m->prefill_gflops));
     json_object_set_new(j, "prefill_mfu", tw_jnum(m->prefill_mfu));
+    if (m->has_datasheet) {
+        json_object_set_new(j, "decode_bandwidth_fraction_datasheet",
+                            tw_jnum(m->decode_bandwidth_fraction_datasheet));
+        json_object_set_new(j, "prefill_mfu_datasheet", tw_jnum(m->prefill_mfu_datasheet));
+    }
     json_object_set_new(j, "collective_share", tw_jnum(m->collective_share));
     /* a fraction above 1: the ceiling was measured too low; flagged, never clamped */
     if (m->exceeds_ceiling >= 0)
@@ -275,6 +280,17 @@ json_t *tw_result_roofline_to_json(const tw_result_roofline *r) {
                             r->peak_bf16_gflops > 0 ? json_real(r->peak_bf16_gflops) : json_null());
         json_object_set_new(j, "peak_bf16_source", json_string(r->peak_bf16_source));
     }
+    if (!r->has_datasheet) return j; /* a file of schema < 1.3 */
+    json_object_set_new(j, "peak_dtype", json_string(r->peak_dtype[0] ? r->peak_dtype : "fp32"));
+    json_object_set_new(j, "datasheet_membw_gbps",
+                        r->datasheet_membw_gbps > 0 ? json_real(r->datasheet_membw_gbps)
+                                                    : json_null());
+    json_object_set_new(j, "datasheet_peak_gflops",
+                        r->datasheet_peak_gflops > 0 ? json_real(r->datasheet_peak_gflops)
+                                                     : json_null());
+    json_object_set_new(
+        j, "datasheet_source",
+        json_string(r->datasheet_source[0] ? r->datasheet_source : "not looked up"));
     return j;
 }
 
@@ -491,6 +507,10 @@ static void tw_rd_metrics(tw_rd *d, const json_t *m, const char *path, tw_metric
     out->prefill_flops = NAN; /* not in the file: prefill GFLOP/s x TTFT */
     out->prefill_gflops = tw_rd_num(d, m, path, "prefill_gflops");
     out->prefill_mfu = tw_rd_num(d, m, path, "prefill_mfu");
+    out->decode_bandwidth_fraction_datasheet =
+        tw_rd_num(d, m, path, "decode_bandwidth_fraction_datasheet");
+    out->prefill_mfu_datasheet = tw_rd_num(d, m, path, "prefill_mfu_datasheet");
+    out->has_datasheet = json_object_get(m, "prefill_mfu_datasheet") != NULL;
     out->collective_share = tw_rd_num(d, m, path, "collective_share");
     out->exceeds_ceiling = tw_rd_bool(d, m, path, "exceeds_ceiling", -1);
     out->repetitions_complete = tw_rd_int(d, m, path, "repetitions_complete", out->ttft_s.n);
@@ -934,6 +954,7 @@ tw_status tw_result_from_json(const json_t *root, const char *origin, tw_result 
     }
     json_t *roof = tw_rd_obj(&d, root, "", "roofline");
     r->roofline.membw_gbps = r->roofline.peak_gflops = r->roofline.peak_bf16_gflops = NAN;
+    r->roofline.datasheet_membw_gbps = r->roofline.datasheet_peak_gflops = NAN;
     if (roof) {
         r->roofline.present = 1;
         r->roofline.membw_gbps = tw_rd_num(&d, roof, "roofline", "membw_gbps");
@@ -947,6 +968,17 @@ tw_status tw_result_from_json(const json_t *root, const char *origin, tw_result 
         r->roofline.peak_bf16_gflops = tw_rd_num(&d, roof, "roofline", "peak_bf16_gflops");
         tw_rd_str(&d, roof, "roofline", "peak_bf16_source", r->roofline.peak_bf16_source,
                   sizeof r->roofline.peak_bf16_source);
+        /* schema 1.3 (absent before) */
+        if (json_object_get(roof, "peak_dtype"))
+            tw_rd_str(&d, roof, "roofline", "peak_dtype", r->roofline.peak_dtype,
+                      sizeof r->roofline.peak_dtype);
+        r->roofline.datasheet_membw_gbps = tw_rd_num(&d, roof, "roofline", "datasheet_membw_gbps");
+        r->roofline.datasheet_peak_gflops =
+            tw_rd_num(&d, roof, "roofline", "datasheet_peak_gflops");
+        r->roofline.has_datasheet = json_object_get(roof, "datasheet_source") != NULL;
+        if (r->roofline.has_datasheet)
+            tw_rd_str(&d, roof, "roofline", "datasheet_source", r->roofline.datasheet_source,
+                      sizeof r->roofline.datasheet_source);
     }
     json_t *mem = tw_rd_obj(&d, root, "", "memory");
     r->memory.params = -1;

@@ -87,9 +87,9 @@ tw_status tw_st_check_space(const char *dir, uint64_t need_bytes) {
 /* ---- writer ------------------------------------------------------------------------------ */
 
 struct tw_st_writer {
-    char *path, *tmp;
-    FILE *f;
-    char *buf; /* stdio buffer */
+    char *path;
+    tw_atomic_file af; /* the file, under its temporary name until committed */
+    char *buf;         /* stdio buffer */
     int n;
     tw_st_tensor *t; /* [n], names owned */
     int cur;         /* tensor being written */
@@ -99,13 +99,11 @@ struct tw_st_writer {
 
 static void tw_st_writer_free(tw_st_writer *w) {
     if (!w) return;
-    if (w->f) fclose(w->f);
-    if (w->tmp) unlink(w->tmp);
+    tw_atomic_abort(&w->af); /* closes before the stdio buffer goes */
     for (int i = 0; i < w->n; i++) free(w->t[i].name);
     free(w->t);
     free(w->buf);
     free(w->path);
-    free(w->tmp);
     free(w);
 }
 
@@ -235,26 +233,14 @@ tw_status tw_st_writer_open(const char *path, const tw_st_tensor *tensors, int n
     tw_st_dirname(path, dir, sizeof dir);
     if ((st = tw_mkdirs(dir)) != TW_OK) goto fail;
     if ((st = tw_st_check_space(dir, tw_st_writer_file_bytes(w))) != TW_OK) goto fail;
-    size_t tl = strlen(path) + 32;
-    if (!(w->tmp = malloc(tl))) {
-        st = TW_ERR(TW_ERR_NOMEM, "%s", path);
-        goto fail;
-    }
-    snprintf(w->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    w->f = fopen(w->tmp, "wb");
-    if (!w->f) {
-        st = TW_ERR(TW_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
-        free(w->tmp);
-        w->tmp = NULL; /* nothing to unlink */
-        goto fail;
-    }
+    if ((st = tw_atomic_open(&w->af, path)) != TW_OK) goto fail;
     /* Large stdio buffer: tensors arrive in row blocks of a few MB, written sequentially. */
     w->buf = malloc(1 << 20);
-    if (w->buf) setvbuf(w->f, w->buf, _IOFBF, 1 << 20);
+    if (w->buf) setvbuf(w->af.f, w->buf, _IOFBF, 1 << 20);
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
-    if (fwrite(len8, 1, 8, w->f) != 8 || fwrite(header, 1, header_len, w->f) != header_len) {
-        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
+    if (fwrite(len8, 1, 8, w->af.f) != 8 || fwrite(header, 1, header_len, w->af.f) != header_len) {
+        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->af.tmp, strerror(errno));
         goto fail;
     }
     free(header);
@@ -285,8 +271,8 @@ tw_status tw_st_writer_append(tw_st_writer *w, const char *name, const void *dat
         return TW_ERR(TW_ERR_INVALID,
                       "%s: %zu bytes appended to '%s', which has only %llu bytes left", w->path,
                       nbytes, name, (unsigned long long)left);
-    if (nbytes && fwrite(data, 1, nbytes, w->f) != nbytes)
-        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
+    if (nbytes && fwrite(data, 1, nbytes, w->af.f) != nbytes)
+        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->af.tmp, strerror(errno));
     w->cur_done += nbytes;
     if (w->cur_done == t->end - t->begin) {
         w->cur_done = 0;
@@ -303,20 +289,7 @@ tw_status tw_st_writer_close(tw_st_writer *w) {
                     w->t[w->cur].name, w->cur + 1, w->n);
         goto done;
     }
-    int err = fflush(w->f) != 0;
-    err |= fsync(fileno(w->f)) != 0 && errno != EINVAL;
-    err |= fclose(w->f) != 0;
-    w->f = NULL;
-    if (err) {
-        st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", w->tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(w->tmp, w->path) != 0) {
-        st = TW_ERR(TW_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
-        goto done;
-    }
-    free(w->tmp);
-    w->tmp = NULL; /* renamed: nothing to remove */
+    st = tw_atomic_commit(&w->af);
 done:
     tw_st_writer_free(w);
     return st;

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "tw_backend.h"
 #include "tw_status.h"
 
 typedef struct {
@@ -51,5 +52,12 @@ tw_status tw_machine_bf16_peak(int threads, tw_bf16_peak *out);
 
 /* Last-level cache size from sysfs (bytes), 0 if unknown. */
 size_t tw_machine_llc_bytes(void);
+
+/* The hooks the CPU backend's ceilings slot calls (tw_backend_params.host_ceilings), as
+ * tw_ceilings: the read ceiling (tw_machine_read_ceiling, best of 5), the fp32 FMA peak and the
+ * bf16 peak (tw_machine_bf16_peak), at `threads`; the _all_cores one reads with every core
+ * whatever `threads` is (one process: the machine's bandwidth, not a share of it). */
+tw_status tw_machine_host_ceilings(int threads, tw_ceilings *out);
+tw_status tw_machine_host_ceilings_all_cores(int threads, tw_ceilings *out);
 
 #endif

@@ -106,6 +106,9 @@ typedef struct {
     tw_stats prefill_tokens_per_s, decode_tokens_per_s, e2e_tokens_per_s, ttft_s, tpot_s;
     double decode_bytes_per_step, decode_bandwidth_gbps, decode_bandwidth_fraction;
     double prefill_flops, prefill_gflops, prefill_mfu;
+    /* the same fractions of the datasheet figures (configs/devices.json; schema 1.3) */
+    double decode_bandwidth_fraction_datasheet, prefill_mfu_datasheet;
+    int has_datasheet;       /* the two above are part of the block (absent from older files) */
     double collective_share; /* 0 without a communicator */
     int repetitions_complete;
     int exceeds_ceiling; /* a fraction above 1: the ceiling was measured too low (flagged, never
@@ -122,8 +125,9 @@ typedef struct {
     tw_dtype w_dtype, kv_dtype;
     int batch, prompt, gen;
     double membw_gbps, peak_gflops; /* the ceilings (<= 0: unknown, the fractions are NAN) */
-    int have_comm;                  /* a communicator: the collective share is measured */
-    double comm_s;                  /* seconds in collectives during the measured repetitions */
+    double datasheet_membw_gbps, datasheet_peak_gflops; /* devices.json (<= 0: none) */
+    int have_comm;         /* a communicator: the collective share is measured */
+    double comm_s;         /* seconds in collectives during the measured repetitions */
     double decode_experts; /* mixtures of experts: distinct experts a decode step reached per MoE
                             * layer, measured (0: not measured; tw_metric_decode_experts) */
 } tw_metric_inputs;

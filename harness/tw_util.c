@@ -85,11 +85,19 @@ tw_status tw_mkdirs(const char *path) {
     return TW_OK;
 }
 
-/* A temporary file beside path, created exclusively (pid and a counter make the name unique
- * within this process; O_EXCL across processes), holding data. */
-static tw_status tw_write_temp(const char *path, const void *data, size_t len, char *tmp,
-                               size_t tmp_n) {
-    static unsigned counter = 0;
+/* ---- the atomic file commit (tw_util.h) ----------------------------------------------------- */
+
+void tw_atomic_abort(tw_atomic_file *af) {
+    if (af->f) fclose(af->f);
+    af->f = NULL;
+    if (af->tmp[0]) unlink(af->tmp);
+    af->tmp[0] = '\0';
+}
+
+tw_status tw_atomic_open(tw_atomic_file *af, const char *path) {
+    static unsigned counter = 0; /* with the pid: unique within the process; O_EXCL across */
+    memset(af, 0, sizeof *af);
+    snprintf(af->path, sizeof af->path, "%s", path);
     char dir[4096];
     tw_path_dirname(path, dir, sizeof dir);
     if (strcmp(dir, ".")) TW_TRY(tw_mkdirs(dir));
@@ -97,49 +105,60 @@ static tw_status tw_write_temp(const char *path, const void *data, size_t len, c
     base = base ? base + 1 : path;
     int fd = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
-        snprintf(tmp, tmp_n, "%s/.%s.tmp.%ld.%u", dir, base, (long)getpid(), counter++);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0 && errno != EEXIST)
-            return TW_ERR(TW_ERR_IO, "cannot write in %s: %s", dir, strerror(errno));
-    }
-    if (fd < 0) return TW_ERR(TW_ERR_IO, "cannot create a temporary file in %s", dir);
-    const char *p = data;
-    size_t left = len;
-    int err = 0;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            err = w < 0 ? errno : ENOSPC;
-            break;
+        snprintf(af->tmp, sizeof af->tmp, "%s/%s.tmp.%ld.%u", dir, base, (long)getpid(),
+                 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+        fd = open(af->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 && errno != EEXIST) {
+            int e = errno;
+            af->tmp[0] = '\0';
+            return TW_ERR(TW_ERR_IO, "cannot write in %s: %s", dir, strerror(e));
         }
-        p += w;
-        left -= (size_t)w;
     }
-    if (!err && fsync(fd) != 0 && errno != EINVAL) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
-    if (err) {
-        unlink(tmp);
-        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", path, strerror(err));
+    if (fd < 0) {
+        af->tmp[0] = '\0';
+        return TW_ERR(TW_ERR_IO, "cannot create a temporary file in %s", dir);
     }
-    return TW_OK;
-}
-
-tw_status tw_write_file_atomic(const char *path, const void *data, size_t len) {
-    char tmp[4400];
-    TW_TRY(tw_write_temp(path, data, len, tmp, sizeof tmp));
-    if (rename(tmp, path) != 0) {
+    af->f = fdopen(fd, "wb");
+    if (!af->f) {
         int e = errno;
-        unlink(tmp);
+        close(fd);
+        tw_atomic_abort(af);
         return TW_ERR(TW_ERR_IO, "cannot write %s: %s", path, strerror(e));
     }
     return TW_OK;
 }
 
-tw_status tw_write_file_new(const char *path, const void *data, size_t len, int suffix, char *final,
-                            size_t final_n) {
-    char tmp[4400], name[4400], stem[4200];
-    TW_TRY(tw_write_temp(path, data, len, tmp, sizeof tmp));
+/* Flush, sync and close the temporary file (it stays, under its temporary name). */
+static tw_status tw_atomic_finish(tw_atomic_file *af) {
+    if (!af->f) return TW_ERR(TW_ERR_INVALID, "%s: not open for writing", af->path);
+    int err = 0;
+    if (fflush(af->f) != 0) err = errno ? errno : EIO;
+    if (!err && ferror(af->f)) err = EIO;
+    if (!err && fsync(fileno(af->f)) != 0 && errno != EINVAL) err = errno;
+    if (fclose(af->f) != 0 && !err) err = errno;
+    af->f = NULL;
+    if (err) {
+        tw_atomic_abort(af);
+        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", af->path, strerror(err));
+    }
+    return TW_OK;
+}
+
+tw_status tw_atomic_commit(tw_atomic_file *af) {
+    TW_TRY(tw_atomic_finish(af));
+    if (rename(af->tmp, af->path) != 0) {
+        int e = errno;
+        tw_atomic_abort(af);
+        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", af->path, strerror(e));
+    }
+    af->tmp[0] = '\0'; /* renamed: nothing to remove */
+    return TW_OK;
+}
+
+tw_status tw_atomic_commit_new(tw_atomic_file *af, int suffix, char *final, size_t final_n) {
+    TW_TRY(tw_atomic_finish(af));
+    char name[4400], stem[4200];
+    const char *path = af->path;
     /* stem and extension of the last path component: "a/b.json" -> "a/b" + ".json" */
     snprintf(stem, sizeof stem, "%s", path);
     const char *base = strrchr(path, '/');
@@ -154,7 +173,7 @@ tw_status tw_write_file_new(const char *path, const void *data, size_t len, int 
         else
             snprintf(name, sizeof name, "%s-%d%s", stem, k, ext);
         int taken = 0;
-        if (link(tmp, name) == 0) break;
+        if (link(af->tmp, name) == 0) break;
         if (errno == EEXIST) {
             taken = 1;
         } else if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP || errno == EMLINK ||
@@ -164,7 +183,7 @@ tw_status tw_write_file_new(const char *path, const void *data, size_t len, int 
             int fd = open(name, O_WRONLY | O_CREAT | O_EXCL, 0644);
             if (fd >= 0) {
                 close(fd);
-                if (rename(tmp, name) == 0) break;
+                if (rename(af->tmp, name) == 0) break;
                 int e = errno;
                 unlink(name);
                 st = TW_ERR(TW_ERR_IO, "cannot write %s: %s", name, strerror(e));
@@ -185,8 +204,38 @@ tw_status tw_write_file_new(const char *path, const void *data, size_t len, int 
             break;
         }
     }
-    unlink(tmp); /* after link(): the file lives on under its name; after rename(): gone */
+    /* after link(): the file lives on under its name; after rename(): already gone */
+    tw_atomic_abort(af);
     if (st == TW_OK && final) snprintf(final, final_n, "%s", name);
+    return st;
+}
+
+static tw_status tw_atomic_put(tw_atomic_file *af, const char *path, const void *data, size_t len) {
+    TW_TRY(tw_atomic_open(af, path));
+    if (len && fwrite(data, 1, len, af->f) != len) {
+        int e = errno ? errno : ENOSPC;
+        tw_atomic_abort(af);
+        return TW_ERR(TW_ERR_IO, "cannot write %s: %s", path, strerror(e));
+    }
+    return TW_OK;
+}
+
+tw_status tw_write_file_atomic(const char *path, const void *data, size_t len) {
+    tw_atomic_file *af = malloc(sizeof *af);
+    if (!af) return TW_ERR(TW_ERR_NOMEM, "writing %s", path);
+    tw_status st = tw_atomic_put(af, path, data, len);
+    if (st == TW_OK) st = tw_atomic_commit(af);
+    free(af);
+    return st;
+}
+
+tw_status tw_write_file_new(const char *path, const void *data, size_t len, int suffix, char *final,
+                            size_t final_n) {
+    tw_atomic_file *af = malloc(sizeof *af);
+    if (!af) return TW_ERR(TW_ERR_NOMEM, "writing %s", path);
+    tw_status st = tw_atomic_put(af, path, data, len);
+    if (st == TW_OK) st = tw_atomic_commit_new(af, suffix, final, final_n);
+    free(af);
     return st;
 }
 

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tw_status.h"
 
@@ -18,6 +19,22 @@ typedef struct {
 
 tw_stats tw_stats_of(const double *v, int n); /* v is not modified */
 double tw_percentile(const double *v, int n, double pct);
+
+/* The one atomic file commit. A file is written under a temporary name beside its destination
+ * ("NAME.tmp.PID.N", created exclusively: O_EXCL), then flushed, synced and closed, and given its
+ * name by tw_atomic_commit (rename(2): replaces) or tw_atomic_commit_new (never replaces: a hard
+ * link, or an exclusively created reservation moved over, under NAME or NAME-2, -3 ...), or
+ * removed by tw_atomic_abort. Creates missing parent folders. A reader never sees it half
+ * written. After commit or abort the struct holds nothing to release. */
+typedef struct {
+    FILE *f; /* write here (NULL after commit or abort) */
+    char path[4200];
+    char tmp[4400];
+} tw_atomic_file;
+tw_status tw_atomic_open(tw_atomic_file *af, const char *path);
+tw_status tw_atomic_commit(tw_atomic_file *af);
+tw_status tw_atomic_commit_new(tw_atomic_file *af, int suffix, char *final, size_t final_n);
+void tw_atomic_abort(tw_atomic_file *af); /* no-op when nothing is open */
 
 /* Writes `len` bytes to path via a temporary file in the same folder (created exclusively),
  * then rename(2): a reader never sees a half-written file. Creates missing parent folders.

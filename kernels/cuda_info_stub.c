@@ -4,6 +4,10 @@
 #include <stdio.h>
 
 #ifndef TW_HAVE_CUDA
+int tw_cuda_built(void) {
+    return 0;
+}
+
 tw_status tw_cuda_device_count(int *n) {
     *n = 0;
     return TW_ERR(TW_ERR_UNSUPPORTED, "CUDA was not built into this binary");

@@ -225,10 +225,102 @@ TW_HD static inline size_t tw_paged_kv_offset(const int32_t *table, int block_to
 
 typedef struct tw_backend tw_backend;
 
-typedef struct {
-    const char *name; /* "cpu", "cuda" */
+/* ---- interface version 2 -------------------------------------------------------------------
+ * A backend's ops table carries the version it was written against; tw_backend_create refuses
+ * a table of another version (or one missing a required slot), naming the backend. Version 2:
+ * the registry, supports(), describe(), the optional slots (graphs, device copies, timer,
+ * stream, options, ceilings) behind wrappers that own the NULL checks. */
+#define TW_BACKEND_INTERFACE_VERSION 2
 
-    /* memory: alloc returns TW_ERR_NOMEM naming the size; free(NULL) is a no-op */
+/* The ops a backend may answer supports() for (one per compute slot of tw_backend_ops). */
+typedef enum {
+    TW_OP_GEMM = 0,
+    TW_OP_ATTN_PREFILL,
+    TW_OP_ATTN_DECODE,
+    TW_OP_KV_STORE,
+    TW_OP_RMSNORM,
+    TW_OP_ROPE,
+    TW_OP_SWIGLU,
+    TW_OP_ADD,
+    TW_OP_EMBED,
+    TW_OP_ARGMAX,
+    TW_OP_BIAS_ADD,
+    TW_OP_HEAD_RMSNORM,
+    TW_OP_MOE_ROUTE,
+    TW_OP_MOE_FFN,
+    TW_OP_MLA_STORE,
+    TW_OP_MLA_ATTN,
+    TW_OP_COUNT
+} tw_op;
+
+/* "gemm", "attn_prefill", ... ("?" out of range). */
+const char *tw_op_name(tw_op op);
+
+/* The usual answer to supports(): every op for fp32 and bf16 stored operands, the
+ * activation-only ops (rope, swiglu, add, argmax) for fp32. A backend with other limits answers
+ * for itself. */
+static inline int tw_op_usual_dtype(tw_op op, tw_dtype dt) {
+    switch (op) {
+    case TW_OP_ROPE:
+    case TW_OP_SWIGLU:
+    case TW_OP_ADD:
+    case TW_OP_ARGMAX:
+        return dt == TW_F32;
+    case TW_OP_COUNT:
+        return 0;
+    default:
+        return (op >= 0 && op < TW_OP_COUNT) && (dt == TW_F32 || dt == TW_BF16);
+    }
+}
+
+/* What a backend runs on. Figures the backend cannot know are 0 (the datasheet figures live in
+ * configs/devices.json, read by the harness with the device name). */
+typedef enum { TW_DEVICE_HOST = 0, TW_DEVICE_GPU = 1 } tw_device_kind;
+
+typedef struct {
+    tw_device_kind kind;
+    char name[256];            /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    char arch[64];             /* "compute capability 9.0", "avx512" */
+    int count;                 /* devices of this kind visible (1 for the host) */
+    int ordinal;               /* the one this backend runs on (-1: the host) */
+    uint64_t memory_bytes;     /* total memory of the device (host: MemTotal), 0 unknown */
+    double mem_bw_bytes_per_s; /* theoretical, from the device's own figures, 0 unknown */
+    double peak_bf16_flops;    /* dense, known to the backend itself, 0 unknown */
+    double peak_fp32_flops;    /* idem */
+    char power_source[16];     /* the sensor family that meters it: "nvml", "rapl" */
+} tw_device_desc;
+
+/* The roofline a backend measures for itself, the same way on every backend: a read bandwidth
+ * (CPU: the read loop of tokwatt bench membw; CUDA: a device-to-device copy, bytes read +
+ * written) and a compute peak (CPU: an fp32 FMA loop; CUDA: a bf16 tensor-core loop). */
+typedef struct {
+    double read_bw_bytes_per_s; /* 0: not measured (read_method says why) */
+    char read_method[128];
+    double peak_flops;   /* 0: not measured */
+    tw_dtype peak_dtype; /* the dtype the peak is for */
+    char peak_method[128];
+    char read_detail[240];  /* how the read figure was reached (kernel, threads, buffer), or "" */
+    double peak_bf16_flops; /* a second peak for bf16 operands when peak_dtype is fp32 (the CPU:
+                             * the fastest bf16 multiply-add it has), 0: none */
+    char peak_bf16_method[256];
+} tw_ceilings;
+
+/* What a backend is created with. host_ceilings: how the host's ceilings are measured (the CPU
+ * backend's ceilings slot calls it: the harness passes tw_machine_host_ceilings; NULL: the CPU
+ * backend says it cannot measure them). */
+typedef tw_status (*tw_host_ceilings_fn)(int threads, tw_ceilings *out);
+typedef struct {
+    int threads; /* CPU worker threads, 0 = all cores */
+    int device;  /* accelerator ordinal */
+    tw_host_ceilings_fn host_ceilings;
+} tw_backend_params;
+
+typedef struct {
+    int version;      /* TW_BACKEND_INTERFACE_VERSION */
+    const char *name; /* the registry row's name */
+
+    /* ---- required: memory, stream order, teardown, questions ---------------------------------
+     * alloc returns TW_ERR_NOMEM naming the size; free(NULL) is a no-op */
     tw_status (*alloc)(tw_backend *be, size_t bytes, void **out);
     void (*free)(tw_backend *be, void *p);
     tw_status (*upload)(tw_backend *be, void *dst, const void *src_host, size_t bytes);
@@ -236,7 +328,14 @@ typedef struct {
     tw_status (*sync)(tw_backend *be);
     /* bytes free for new allocations (device memory, or host MemAvailable) */
     tw_status (*mem_available)(tw_backend *be, size_t *bytes);
+    void (*destroy)(tw_backend *be);
+    /* Whether op runs for operands of dtype: the op's stored operand (weights for gemm, rmsnorm,
+     * bias_add, head_rmsnorm, embed, moe_ffn; the cache for attention, kv_store, mla_*; the choice
+     * bias for moe_route; TW_F32 for activation-only ops: rope, swiglu, add, argmax). */
+    int (*supports)(tw_backend *be, tw_op op, tw_dtype dtype);
+    tw_status (*describe)(tw_backend *be, tw_device_desc *out);
 
+    /* ---- compute (supports() says which run) ------------------------------------------------ */
     tw_status (*gemm)(tw_backend *be, const tw_gemm_args *a);
     tw_status (*attn_prefill)(tw_backend *be, const tw_attn_prefill_args *a);
     tw_status (*attn_decode)(tw_backend *be, const tw_attn_decode_args *a);
@@ -260,13 +359,6 @@ typedef struct {
     /* per row of logits[rows, n]: index and value of the maximum (first on ties);
      * idx and val in host memory */
     tw_status (*argmax)(tw_backend *be, int rows, int n, const float *logits, int *idx, float *val);
-
-    /* the native stream (cudaStream_t) for communicators to queue on; NULL op: host, none */
-    void *(*native_stream)(tw_backend *be);
-
-    void (*destroy)(tw_backend *be);
-
-    /* Slots added after the first layout (keep the order above; add new ones at the end). */
     /* x[r, j] += b[j] for r < rows, j < n; rows ldx elements apart (0 = packed n); b is [n] in
      * b_dtype (the q/k/v biases of Qwen2) */
     tw_status (*bias_add)(tw_backend *be, int rows, int n, float *x, int ldx, const void *b,
@@ -284,6 +376,28 @@ typedef struct {
     tw_status (*attn_prefill_paged)(tw_backend *be, const tw_attn_paged_args *a);
     tw_status (*attn_decode_paged)(tw_backend *be, const tw_attn_paged_args *a);
     tw_status (*kv_store_paged)(tw_backend *be, const tw_kv_store_paged_args *a);
+
+    /* ---- optional (NULL: the backend has none; call them through the tw_backend_* wrappers
+     * below, which own the NULL checks and say so by the backend's name) --------------------- */
+    /* the native stream (cudaStream_t) for communicators to queue on */
+    void *(*native_stream)(tw_backend *be);
+    /* Graph capture of the ops queued between begin and end; launch replays them. The
+     * backend's own header states what stays valid between launches (CUDA:
+     * kernels/cuda/tw_backend_cuda.h: host arrays at the same addresses, same shapes). */
+    tw_status (*graph_begin)(tw_backend *be);
+    tw_status (*graph_end)(tw_backend *be, void **graph);
+    tw_status (*graph_launch)(tw_backend *be, void *graph);
+    void (*graph_destroy)(tw_backend *be, void *graph);
+    /* device-to-device copy of bytes between two backend buffers, queued */
+    tw_status (*copy_d2d)(tw_backend *be, void *dst, const void *src, size_t bytes);
+    /* elapsed time of queued work: start records, stop records and waits */
+    tw_status (*timer_start)(tw_backend *be);
+    tw_status (*timer_stop)(tw_backend *be, double *elapsed_s);
+    /* named settings ("gemm": the GEMM implementation); unknown names are TW_ERR_INVALID */
+    tw_status (*set_option)(tw_backend *be, const char *key, const char *value);
+    const char *(*get_option)(tw_backend *be, const char *key); /* NULL: no such option */
+    /* the measured roofline (tw_ceilings); may take seconds */
+    tw_status (*ceilings)(tw_backend *be, tw_ceilings *out);
 } tw_backend_ops;
 
 struct tw_backend {
@@ -293,15 +407,65 @@ struct tw_backend {
     int device;  /* accelerator ordinal (CUDA backend) */
 };
 
-/* Constructors. The CUDA one returns TW_ERR_UNSUPPORTED, saying so, when CUDA was not built or
- * no device is present; it never falls back to the CPU. The caller frees with tw_backend_destroy.*/
-tw_status tw_backend_cpu_create(int threads, tw_backend **out);
-tw_status tw_backend_cuda_create(int device, tw_backend **out);
-tw_status tw_backend_create(const char *name, int threads, int device, tw_backend **out);
-void tw_backend_destroy(tw_backend *be);
+/* ---- the registry ---------------------------------------------------------------------------
+ * One row per backend this source tree knows (kernels/backend.c), built into this binary or
+ * not. A row that was not built has built = 0 and a create that returns TW_ERR_UNSUPPORTED
+ * saying so by name. Adding a backend: a folder under kernels/, a row, a cmake/ file. */
+typedef struct {
+    unsigned graphs : 1;      /* it captures and replays graphs (--cuda-graph) */
+    unsigned accelerator : 1; /* it runs on a device with an ordinal (--device) */
+    const char *power;        /* the power sensor of its devices ("nvml"), NULL: the host's */
+    const char *comm;         /* the communicator of its memory ("nccl"), NULL: the host's */
+    const char *options;      /* set_option names, comma-separated ("gemm"), "" none */
+} tw_backend_traits;
 
-/* Whether this binary contains the CUDA backend (compile-time). */
-int tw_cuda_built(void);
+typedef struct {
+    const char *name;
+    tw_status (*create)(const tw_backend_params *p, tw_backend **out);
+    int built; /* compiled into this binary */
+    tw_backend_traits traits;
+} tw_backend_entry;
+
+int tw_backend_count(void);
+const tw_backend_entry *tw_backend_at(int i);
+/* The row of name, or NULL. */
+const tw_backend_entry *tw_backend_find(const char *name);
+/* "cpu or cuda" (every row), for messages. */
+const char *tw_backend_names(void);
+/* Whether the row's traits.options lists key. */
+int tw_backend_has_option(const tw_backend_entry *row, const char *key);
+
+/* Constructors. name NULL means "cpu". A backend not built, or with no device, returns
+ * TW_ERR_UNSUPPORTED (or TW_ERR_DEVICE) saying so; nothing ever falls back to another backend.
+ * The ops table is checked (version, required slots). Free with tw_backend_destroy. */
+tw_status tw_backend_create(const char *name, int threads, int device, tw_backend **out);
+tw_status tw_backend_create_with(const char *name, const tw_backend_params *p, tw_backend **out);
+tw_status tw_backend_cpu_create(int threads, tw_backend **out);
+void tw_backend_destroy(tw_backend *be);
+/* The registry row the backend was created from (NULL for a table made by hand). */
+const tw_backend_entry *tw_backend_entry_of(const tw_backend *be);
+/* Checks an ops table: version and required slots (TW_ERR_INTERNAL naming what is wrong). */
+tw_status tw_backend_check_ops(const tw_backend_ops *ops);
+
+/* ---- questions and optional slots: the wrappers own the NULL checks ---------------------------
+ */
+int tw_backend_supports(tw_backend *be, tw_op op, tw_dtype dtype);
+tw_status tw_backend_describe(tw_backend *be, tw_device_desc *out);
+int tw_backend_has_graphs(const tw_backend *be);
+tw_status tw_backend_graph_begin(tw_backend *be);
+tw_status tw_backend_graph_end(tw_backend *be, void **graph);
+tw_status tw_backend_graph_launch(tw_backend *be, void *graph);
+void tw_backend_graph_destroy(tw_backend *be, void *graph); /* NULL graph: no-op */
+tw_status tw_backend_copy_d2d(tw_backend *be, void *dst, const void *src, size_t bytes);
+tw_status tw_backend_timer_start(tw_backend *be);
+tw_status tw_backend_timer_stop(tw_backend *be, double *elapsed_s);
+/* NULL when the backend has no stream of its own (the host's order) */
+void *tw_backend_stream(tw_backend *be);
+tw_status tw_backend_set_option(tw_backend *be, const char *key, const char *value);
+/* "" when the backend has no such option */
+const char *tw_backend_get_option(tw_backend *be, const char *key);
+/* TW_ERR_UNSUPPORTED, naming the backend, when it has no ceilings slot */
+tw_status tw_backend_ceilings(tw_backend *be, tw_ceilings *out);
 
 #ifdef __cplusplus
 }

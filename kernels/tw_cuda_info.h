@@ -54,6 +54,9 @@ static inline int tw_cuda_image_native(int binary_version, int ptx_version, cons
     return 0;
 }
 
+/* Whether this binary contains the CUDA backend (compile-time). */
+int tw_cuda_built(void);
+
 /* Number of devices; TW_ERR_UNSUPPORTED when CUDA was not built, TW_ERR_DEVICE (with the
  * runtime's message) when the driver can't be reached. */
 tw_status tw_cuda_device_count(int *n);

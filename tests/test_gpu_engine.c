@@ -20,7 +20,7 @@ static tw_backend *cuda_or_skip(void) {
     if (st != TW_OK) cr_skip_test("no CUDA device: %s", tw_last_error());
     if (n == 0) cr_skip_test("no CUDA device: none found");
     tw_backend *be = NULL;
-    st = tw_backend_cuda_create(0, &be);
+    st = tw_backend_create("cuda", 0, 0, &be);
     cr_assert_eq(st, TW_OK, "cuda backend: %s", tw_last_error());
     return be;
 }

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "tw_backend.h"
-#include "tw_backend_cuda.h"
 #include "tw_cuda_info.h"
 #include "tw_test_util.h"
 
@@ -27,7 +26,7 @@ static tw_backend *gpu_or_skip(void) {
     if (st != TW_OK) cr_skip_test("no CUDA device: %s", tw_last_error());
     if (n == 0) cr_skip_test("no CUDA device: none found");
     tw_backend *be = NULL;
-    st = tw_backend_cuda_create(0, &be);
+    st = tw_backend_create("cuda", 0, 0, &be);
     cr_assert_eq(st, TW_OK, "a device exists but the CUDA backend failed: %s", tw_last_error());
     return be;
 }
@@ -97,7 +96,7 @@ static void check_gemm(tw_backend *be, const gemm_case *c, tw_dtype wdt, double 
     void *dw = wdt == TW_BF16 ? dev_from(be, wb, nw * 2) : dev_from(be, w, nw * 4);
     void *dy = c->accumulate ? dev_from(be, y0, ny * 4) : dev_nan(be, ny);
     tw_gemm_args a = {c->m, c->n, c->k, dx, dw, wdt, dy, c->ldx, c->ldy, c->accumulate};
-    cr_assert_eq(tw_cuda_set_gemm(be, impl), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_set_option(be, "gemm", impl), TW_OK, "%s", tw_last_error());
     cr_assert_eq(be->ops->gemm(be, &a), TW_OK, "gemm: %s", tw_last_error());
     float *y = malloc(ny * sizeof *y);
     to_host(be, y, dy, ny * 4);
@@ -168,13 +167,14 @@ Test(gpu_gemm, fp32_weights_match_reference) {
 
 Test(gpu_gemm, wgmma_matches_reference) {
     tw_backend *be = gpu_or_skip();
-    char name[256];
-    int maj = 0, min = 0;
-    cr_assert_eq(tw_cuda_device_desc(be, name, sizeof name, &maj, &min), TW_OK);
+    tw_cuda_device_info di;
+    cr_assert_eq(tw_cuda_device_query(be->device, &di), TW_OK, "%s", tw_last_error());
+    int maj = di.cc_major, min = di.cc_minor;
     if (!(maj == 9 && min == 0)) {
-        cr_expect_neq(tw_cuda_set_gemm(be, "wgmma"), TW_OK, "wgmma accepted on cc %d.%d", maj, min);
+        cr_expect_neq(tw_backend_set_option(be, "gemm", "wgmma"), TW_OK,
+                      "wgmma accepted on cc %d.%d", maj, min);
         be->ops->destroy(be);
-        cr_skip_test("wgmma needs compute capability 9.0; %s is %d.%d", name, maj, min);
+        cr_skip_test("wgmma needs compute capability 9.0; %s is %d.%d", di.name, maj, min);
     }
     for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
         if (gemm_cases[i].m > 8) check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "wgmma");
@@ -211,46 +211,46 @@ static void gemm_graph_matches_direct(tw_backend *be, const char *impl, int m, i
     void *dy = dev_nan(be, (size_t)m * n);
     float *direct = malloc((size_t)m * n * sizeof *direct), *graph = malloc((size_t)m * n * 4);
     tw_gemm_args g = {m, n, k, dx, dw, TW_BF16, dy, 0, 0, 0};
-    cr_assert_eq(tw_cuda_set_gemm(be, impl), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_set_option(be, "gemm", impl), TW_OK, "%s", tw_last_error());
     cr_assert_eq(be->ops->gemm(be, &g), TW_OK, "gemm: %s", tw_last_error());
     to_host(be, direct, dy, (size_t)m * n * 4);
     void *poison = dev_nan(be, (size_t)m * n);
-    cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_graph_begin(be), TW_OK, "%s", tw_last_error());
     tw_status st = be->ops->gemm(be, &g);
     void *gr = NULL;
-    tw_status st_end = tw_cuda_graph_end(be, &gr);
+    tw_status st_end = tw_backend_graph_end(be, &gr);
     cr_assert_eq(st, TW_OK, "captured gemm: %s", tw_last_error());
     cr_assert_eq(st_end, TW_OK, "graph end: %s", tw_last_error());
     for (int rep = 0; rep < replays; rep++) {
-        cr_assert_eq(tw_cuda_copy_d2d(be, dy, poison, (size_t)m * n * 4), TW_OK, "%s",
+        cr_assert_eq(tw_backend_copy_d2d(be, dy, poison, (size_t)m * n * 4), TW_OK, "%s",
                      tw_last_error());
-        cr_assert_eq(tw_cuda_graph_launch(be, gr), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(tw_backend_graph_launch(be, gr), TW_OK, "%s", tw_last_error());
         to_host(be, graph, dy, (size_t)m * n * 4);
         cr_expect(memcmp(direct, graph, (size_t)m * n * 4) == 0,
                   "gemm %s %dx%dx%d: graph replay %d differs", impl, m, n, k, rep);
     }
-    tw_cuda_graph_destroy(be, gr);
+    tw_backend_graph_destroy(be, gr);
     be->ops->free(be, dx), be->ops->free(be, dw), be->ops->free(be, dy), be->ops->free(be, poison);
     free(x), free(w), free(wb), free(direct), free(graph);
 }
 
 Test(gpu_gemm, wgmma_tma_matches_reference) {
     tw_backend *be = gpu_or_skip();
-    char name[256];
-    int maj = 0, min = 0;
-    cr_assert_eq(tw_cuda_device_desc(be, name, sizeof name, &maj, &min), TW_OK);
+    tw_cuda_device_info di;
+    cr_assert_eq(tw_cuda_device_query(be->device, &di), TW_OK, "%s", tw_last_error());
+    int maj = di.cc_major, min = di.cc_minor;
     if (!(maj == 9 && min == 0)) {
-        cr_expect_eq(tw_cuda_set_gemm(be, "wgmma_tma"), TW_ERR_UNSUPPORTED,
+        cr_expect_eq(tw_backend_set_option(be, "gemm", "wgmma_tma"), TW_ERR_UNSUPPORTED,
                      "wgmma_tma accepted on cc %d.%d", maj, min);
         cr_expect(strstr(tw_last_error(), "9.0"), "refusal says why: %s", tw_last_error());
         be->ops->destroy(be);
-        cr_skip_test("wgmma_tma needs compute capability 9.0; %s is %d.%d", name, maj, min);
+        cr_skip_test("wgmma_tma needs compute capability 9.0; %s is %d.%d", di.name, maj, min);
     }
     for (size_t i = 0; i < sizeof gemm_cases / sizeof gemm_cases[0]; i++)
         if (gemm_cases[i].m > 8) check_gemm(be, &gemm_cases[i], TW_BF16, 1e-2, "wgmma_tma");
     for (size_t i = 0; i < sizeof wgmma_tma_cases / sizeof wgmma_tma_cases[0]; i++)
         check_gemm(be, &wgmma_tma_cases[i], TW_BF16, 1e-2, "wgmma_tma");
-    cr_expect_str_eq(tw_cuda_get_gemm(be), "wgmma_tma");
+    cr_expect_str_eq(tw_backend_get_option(be, "gemm"), "wgmma_tma");
     gemm_graph_matches_direct(be, "wgmma_tma", 130, 257, 136, 1);
     be->ops->destroy(be);
 }
@@ -299,10 +299,10 @@ static void check_gemv(tw_backend *be, const gemv_case *c) {
          *init = c->accumulate ? dev_from(be, y0, ny * 4) : dev_nan(be, ny);
     tw_gemm_args a = {c->m,    c->n, c->k,   dx + c->x_off, dw + c->w_off,
                       TW_BF16, dy,   c->ldx, c->ldy,        c->accumulate};
-    cr_assert_eq(tw_cuda_set_gemm(be, "tokwatt"), TW_OK);
+    cr_assert_eq(tw_backend_set_option(be, "gemm", "tokwatt"), TW_OK);
     float *y = malloc(ny * 4), *first = malloc(ny * 4), *yc = malloc((size_t)c->m * c->n * 4);
     for (int run = 0; run < 3; run++) {
-        cr_assert_eq(tw_cuda_copy_d2d(be, dy, init, ny * 4), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(tw_backend_copy_d2d(be, dy, init, ny * 4), TW_OK, "%s", tw_last_error());
         cr_assert_eq(be->ops->gemm(be, &a), TW_OK, "gemv: %s", tw_last_error());
         to_host(be, y, dy, ny * 4);
         if (run == 0) {
@@ -848,10 +848,10 @@ Test(gpu_graph, captured_step_rereads_host_arrays) {
     } while (0)
     STEP(); /* warm-up: scratch reaches its final size */
     cr_assert_eq(be->ops->sync(be), TW_OK);
-    cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_graph_begin(be), TW_OK, "%s", tw_last_error());
     STEP();
     void *graph = NULL;
-    cr_assert_eq(tw_cuda_graph_end(be, &graph), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_graph_end(be, &graph), TW_OK, "%s", tw_last_error());
     for (int it = 0; it < 4; it++) {
         for (int i = 0; i < nt; i++) tokens[i] = (it * 31 + i * 7 + 5) % vocab;
         /* uncaptured reference for these tokens */
@@ -860,7 +860,7 @@ Test(gpu_graph, captured_step_rereads_host_arrays) {
         memcpy(idx_ref, idx, sizeof idx);
         memcpy(val_ref, val, sizeof val);
         memset(idx, 0xff, sizeof idx);
-        cr_assert_eq(tw_cuda_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(tw_backend_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
         cr_assert_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
         for (int i = 0; i < nt; i++) {
             cr_expect_eq(idx[i], idx_ref[i], "launch %d row %d: graph %d, direct %d", it, i, idx[i],
@@ -869,7 +869,7 @@ Test(gpu_graph, captured_step_rereads_host_arrays) {
         }
     }
 #undef STEP
-    tw_cuda_graph_destroy(be, graph);
+    tw_backend_graph_destroy(be, graph);
     be->ops->free(be, dtab), be->ops->free(be, dw), be->ops->free(be, dn), be->ops->free(be, dx),
         be->ops->free(be, dlog);
     free(table), free(w), free(ones), free(wb);
@@ -891,15 +891,15 @@ Test(gpu_graph, recapture_reuses_staging_arena) {
     float *x = malloc((size_t)nt * dim * sizeof *x);
     for (int it = 0; it < 100; it++) {
         for (int i = 0; i < nt; i++) tokens[i] = (i * 13 + it) % vocab;
-        cr_assert_eq(tw_cuda_graph_begin(be), TW_OK, "capture %d: %s", it, tw_last_error());
+        cr_assert_eq(tw_backend_graph_begin(be), TW_OK, "capture %d: %s", it, tw_last_error());
         tw_status st = be->ops->embed(be, nt, tokens, dtab, TW_F32, 0, vocab, dim, dx);
         void *graph = NULL;
-        tw_status st_end = tw_cuda_graph_end(be, &graph);
+        tw_status st_end = tw_backend_graph_end(be, &graph);
         cr_assert_eq(st, TW_OK, "capture %d: embed: %s", it, tw_last_error());
         cr_assert_eq(st_end, TW_OK, "capture %d: end: %s", it, tw_last_error());
-        cr_assert_eq(tw_cuda_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
+        cr_assert_eq(tw_backend_graph_launch(be, graph), TW_OK, "%s", tw_last_error());
         cr_assert_eq(be->ops->sync(be), TW_OK, "%s", tw_last_error());
-        tw_cuda_graph_destroy(be, graph);
+        tw_backend_graph_destroy(be, graph);
     }
     cr_assert_eq(be->ops->download(be, x, dx, (size_t)nt * dim * 4), TW_OK, "%s", tw_last_error());
     for (int i = 0; i < nt; i++) /* the last capture's tokens */
@@ -917,7 +917,7 @@ Test(gpu_errors, bad_arguments_are_reported) {
     tw_gemm_args g = {4, 4, 8, p, p, TW_BF16, p, 3, 0, 0}; /* ldx < k */
     cr_expect_eq(be->ops->gemm(be, &g), TW_ERR_INVALID);
     cr_expect(strstr(tw_last_error(), "ldx"), "message: %s", tw_last_error());
-    cr_expect_eq(tw_cuda_set_gemm(be, "fastest"), TW_ERR_INVALID);
+    cr_expect_eq(tw_backend_set_option(be, "gemm", "fastest"), TW_ERR_INVALID);
     int lens[1] = {0};
     tw_attn_decode_args d = {1, 2, 2, 64, 16, lens, p, p, p, TW_F32, p, 1.0f, 0};
     cr_expect_eq(be->ops->attn_decode(be, &d), TW_ERR_INVALID);
@@ -1193,4 +1193,25 @@ Test(gpu_moe, latent_attention_matches_expanded_reference) {
         for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->ops->free(be, ps[i]);
     }
     be->ops->destroy(be);
+}
+
+/* The ceilings slot (kernels/cuda/ceilings.cu): both figures measured, each below what the device
+ * could do at most (its theoretical bandwidth with 10% slack; 2x the dense bf16 peak of any GPU
+ * this build targets, 2.5 PFLOP/s, as a sanity bound) and above a floor no working GPU misses. */
+Test(gpu_ceilings, copy_bandwidth_and_bf16_peak_are_measured) {
+    tw_backend *be = gpu_or_skip();
+    tw_ceilings c;
+    cr_assert_eq(tw_backend_ceilings(be, &c), TW_OK, "%s", tw_last_error());
+    tw_device_desc d;
+    cr_assert_eq(tw_backend_describe(be, &d), TW_OK, "%s", tw_last_error());
+    cr_assert_gt(c.read_bw_bytes_per_s, 50e9, "%s: %.3g B/s", c.read_method, c.read_bw_bytes_per_s);
+    if (d.mem_bw_bytes_per_s > 0)
+        cr_assert_lt(c.read_bw_bytes_per_s, 1.1 * d.mem_bw_bytes_per_s,
+                     "copy %.3g B/s above the theoretical %.3g", c.read_bw_bytes_per_s,
+                     d.mem_bw_bytes_per_s);
+    cr_assert_gt(c.peak_flops, 10e12, "%s: %.3g FLOP/s", c.peak_method, c.peak_flops);
+    cr_assert_lt(c.peak_flops, 2.5e15, "%.3g FLOP/s", c.peak_flops);
+    cr_assert_eq(c.peak_dtype, TW_BF16);
+    cr_assert(strstr(c.read_method, "device-to-device copy"), "%s", c.read_method);
+    tw_backend_destroy(be);
 }

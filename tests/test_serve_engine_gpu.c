@@ -19,7 +19,7 @@ static tw_backend *gpu_or_skip(void) {
     if (st != TW_OK) cr_skip_test("no CUDA device: %s", tw_last_error());
     if (n == 0) cr_skip_test("no CUDA device: none found");
     tw_backend *be = NULL;
-    cr_assert_eq(tw_backend_cuda_create(0, &be), TW_OK,
+    cr_assert_eq(tw_backend_create("cuda", 0, 0, &be), TW_OK,
                  "a device exists but the CUDA backend failed: %s", tw_last_error());
     return be;
 }

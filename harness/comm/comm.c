@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tw_backend.h"
 #include "tw_util.h"
 
 /* The backend interface's definitions (kernels/backend.c), under the communicator's names. */
@@ -107,12 +108,15 @@ tw_status tw_comm_create(const char *kind, const char *backend, double timeout_s
     if (!kind) kind = "auto";
     if (!backend) backend = "cpu";
     if (!strcmp(kind, "auto")) {
-        if (!strcmp(backend, "cuda"))
-            kind = "nccl";
-        else if (!strcmp(backend, "cpu"))
-            kind = tw_comm_under_launcher() ? "mpi" : "local";
+        /* the backend's registry row names the communicator of its memory (NULL: the host's) */
+        const tw_backend_entry *row = tw_backend_find(backend);
+        if (!row)
+            return TW_ERR(TW_ERR_INVALID, "unknown backend '%s' (expected %s)", backend,
+                          tw_backend_names());
+        if (row->traits.comm)
+            kind = row->traits.comm;
         else
-            return TW_ERR(TW_ERR_INVALID, "unknown backend '%s' (expected cpu or cuda)", backend);
+            kind = tw_comm_under_launcher() ? "mpi" : "local";
     }
     tw_comm *c = NULL;
     if (!strcmp(kind, "local"))

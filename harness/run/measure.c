@@ -118,7 +118,7 @@ void tw_run_scenario(tw_run *x, const tw_run_combo *k, tw_result_scenario *s) {
     snprintf(s->model, sizeof s->model, "%s", x->cfg.name);
     snprintf(s->backend, sizeof s->backend, "%s", x->be->ops->name);
     s->threads = x->be->threads;
-    if (x->traits.cuda_options) {
+    if (x->traits.device_options) {
         s->has_cuda = 1;
         snprintf(s->gemm, sizeof s->gemm, "%s", tw_run_backend_gemm(x));
         s->cuda_graph = o->cuda_graph;
@@ -424,7 +424,10 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
                            .prompt = k->prompt,
                            .gen = k->gen,
                            .membw_gbps = x->membw,
-                           .peak_gflops = k->dtype == TW_BF16 ? x->peak_bf16 : x->peak,
+                           .peak_gflops =
+                               k->dtype == TW_BF16 && x->peak_bf16 > 0 ? x->peak_bf16 : x->peak,
+                           .datasheet_membw_gbps = x->ds_membw,
+                           .datasheet_peak_gflops = x->ds_peak,
                            .have_comm = x->comm != NULL,
                            .comm_s = comm_s_measured,
                            .decode_experts = decode_experts};

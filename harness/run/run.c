@@ -12,9 +12,9 @@
 
 #include "harness/project/tw_project.h"
 #include "harness/run/run_impl.h"
-#include "tw_backend_cuda.h"
 #include "tw_cpu.h"
 #include "tw_cuda_info.h"
+#include "tw_devices.h"
 #include "tw_machine.h"
 #include "tw_results.h"
 #include "tw_util.h"
@@ -24,51 +24,73 @@
  * (tw_comm_abort), so this bound only matters for a rank that hangs without failing. */
 #define TW_RUN_IDLE_WAIT_S (7 * 86400.0)
 
-/* ---- the backend, asked by name in this one place -------------------------------------------- */
+/* ---- the backend: its registry row says what goes with it --------------------------------- */
 
 static tw_run_traits tw_run_traits_of(const char *backend) {
-    int cuda = !strcmp(backend, "cuda"), cpu = !strcmp(backend, "cpu");
-    tw_run_traits t = {
-        .known = cpu || cuda, .gpu = cuda, .host_ceilings = cpu, .cuda_options = cuda};
+    const tw_backend_entry *row = tw_backend_find(backend);
+    tw_run_traits t = {0};
+    if (!row) return t;
+    t.known = 1;
+    t.power = row->traits.power;
+    t.accelerator = row->traits.accelerator;
+    t.graphs = row->traits.graphs;
+    t.gemm_option = tw_backend_has_option(row, "gemm");
+    t.device_options = t.graphs || t.gemm_option;
     return t;
 }
 
 tw_status tw_run_spec_check_backend(const tw_run_spec *s) {
     tw_run_traits t = tw_run_traits_of(s->backend);
     if (!t.known)
-        return TW_ERR(TW_ERR_INVALID, "option --backend: '%s' is not cpu or cuda", s->backend);
-    if (!strcmp(s->power, "nvml") && !t.gpu)
+        return TW_ERR(TW_ERR_INVALID, "option --backend: '%s' is not %s", s->backend,
+                      tw_backend_names());
+    if (!strcmp(s->power, "nvml") && !(t.power && !strcmp(t.power, "nvml"))) {
+        /* the backends whose devices NVML meters, from the registry */
+        char with[128] = "";
+        for (int i = 0, used = 0; i < tw_backend_count() && used < (int)sizeof with; i++) {
+            const tw_backend_entry *row = tw_backend_at(i);
+            if (row->traits.power && !strcmp(row->traits.power, "nvml"))
+                used += snprintf(with + used, sizeof with - (size_t)used, "%s--backend %s",
+                                 used ? " or " : "", row->name);
+        }
         return TW_ERR(TW_ERR_INVALID,
-                      "--power nvml reads NVIDIA GPUs: it goes with --backend cuda (this run is "
-                      "on the %s backend; --power rapl or assumed for CPUs)",
+                      "--power nvml reads NVIDIA GPUs: it goes with %s (this run is on the %s "
+                      "backend; --power rapl or assumed for CPUs)",
+                      with, s->backend);
+    }
+    if (s->cuda_graph && !t.graphs)
+        return TW_ERR(TW_ERR_INVALID, "--cuda-graph replays graphs: the %s backend has none",
                       s->backend);
-    if (s->cuda_graph && !t.cuda_options)
+    if (s->gemm && !t.gemm_option)
         return TW_ERR(TW_ERR_INVALID,
-                      "--cuda-graph replays CUDA graphs: it goes with --backend cuda");
-    if (s->gemm && !t.cuda_options)
-        return TW_ERR(TW_ERR_INVALID,
-                      "--gemm %s chooses the CUDA GEMM: it goes with --backend cuda", s->gemm);
+                      "--gemm %s chooses the backend's GEMM: the %s backend has no such option",
+                      s->gemm, s->backend);
     return TW_OK;
 }
 
 const char *tw_run_backend_gemm(tw_run *r) {
-    return r->traits.cuda_options ? tw_cuda_get_gemm(r->be) : "";
+    return r->traits.gemm_option ? tw_backend_get_option(r->be, "gemm") : "";
 }
 
-/* The accelerator, for the provenance and the device table's ceilings. */
+/* The accelerator, for the provenance and the device table's ceilings: what the backend
+ * describes, and for a CUDA device its compute capability and SM count. */
 static void tw_run_device_provenance(tw_run *r, json_t *prov) {
-    if (!r->traits.gpu) return;
-    tw_cuda_device_info di;
-    if (tw_cuda_device_query(r->be->device, &di) != TW_OK) {
+    if (!r->traits.accelerator) return;
+    tw_device_desc d;
+    if (tw_backend_describe(r->be, &d) != TW_OK) {
         tw_clear_error();
         return;
     }
-    char cc[16];
-    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
-    json_object_set_new(prov, "gpu_name", json_string(di.name));
-    json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
-    json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
-    json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)di.total_mem));
+    json_object_set_new(prov, "gpu_name", json_string(d.name));
+    tw_cuda_device_info di;
+    if (tw_cuda_device_query(r->be->device, &di) == TW_OK && !strcmp(di.name, d.name)) {
+        char cc[16];
+        snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+        json_object_set_new(prov, "gpu_compute_capability", json_string(cc));
+        json_object_set_new(prov, "gpu_sm_count", json_integer(di.sm_count));
+    }
+    tw_clear_error();
+    json_object_set_new(prov, "gpu_memory_bytes", json_integer((json_int_t)d.memory_bytes));
 }
 
 /* ---- messages and progress ------------------------------------------------------------------- */
@@ -114,7 +136,11 @@ tw_power_opts tw_run_power_opts(const tw_run *r) {
     tw_power_opts po = {.source = r->spec.power,
                         .assumed_w = r->spec.watts,
                         .sample_ms = r->spec.sample_ms,
-                        .gpu_index = r->traits.gpu ? (r->be ? r->be->device : r->spec.device) : -1,
+                        /* the device ordinal for a backend its sensor (NVML) meters */
+                        .gpu_index = r->traits.power && !strcmp(r->traits.power, "nvml")
+                                         ? (r->be ? r->be->device : r->spec.device)
+                                         : -1,
+                        .device_name = r->device_name[0] ? r->device_name : NULL,
                         .devices = 1};
     return po;
 }
@@ -421,10 +447,21 @@ static tw_status tw_run_setup(tw_run *x, tw_comm *thread_handle) {
         tw_run_say(x, TW_RUN_NOTE, "%d ranks on this host: %d threads each (--threads to override)",
                    x->comm->local_size, threads);
     }
-    TW_TRY(tw_backend_create(o->backend, threads, device, &x->be));
-    if (o->gemm) TW_TRY(tw_cuda_set_gemm(x->be, o->gemm));
-    if (x->comm && x->be->ops->native_stream)
-        TW_TRY(tw_comm_set_stream(x->comm, x->be->ops->native_stream(x->be)));
+    tw_backend_params bp = {
+        .threads = threads,
+        .device = device,
+        /* one process reads with every core (the machine's bandwidth); ranks sharing a host
+         * each with their share, at the same time, as they run */
+        .host_ceilings =
+            x->nranks > 1 ? tw_machine_host_ceilings : tw_machine_host_ceilings_all_cores};
+    TW_TRY(tw_backend_create_with(o->backend, &bp, &x->be));
+    tw_device_desc dd;
+    if (x->traits.accelerator && tw_backend_describe(x->be, &dd) == TW_OK)
+        snprintf(x->device_name, sizeof x->device_name, "%s", dd.name);
+    tw_clear_error();
+    if (o->gemm) TW_TRY(tw_backend_set_option(x->be, "gemm", o->gemm));
+    if (x->comm && tw_backend_stream(x->be))
+        TW_TRY(tw_comm_set_stream(x->comm, tw_backend_stream(x->be)));
     return TW_OK;
 }
 
@@ -457,41 +494,86 @@ static tw_status tw_run_check(tw_run *x) {
     return TW_OK;
 }
 
-/* The roofline ceilings of this machine, measured now unless given. */
+/* The roofline ceilings, measured now by the backend (its ceilings slot) unless given, and the
+ * datasheet figures of its device (configs/devices.json: memory bandwidth, dense bf16 peak). A
+ * backend that cannot measure them says why in the sources; nothing is silently left out. */
 static tw_status tw_run_ceilings(tw_run *x) {
     x->membw = x->spec.membw_gbps, x->peak = x->peak_bf16 = x->spec.peak_gflops;
-    x->membw_src = "given (--membw-gbps)", x->peak_src = "given (--peak-gflops)";
-    snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "%s", x->peak_src);
-    x->membw_measured = x->membw <= 0 && x->traits.host_ceilings;
-    if (x->membw_measured) {
-        tw_membw_result mb;
-        tw_run_progress p = {.kind = TW_RUN_PROGRESS_CEILING,
-                             .milestone = 1,
-                             .eta_s = -1,
-                             .what = "memory bandwidth"};
-        tw_run_show(x, &p);
-        /* the machine's: every core, whatever --threads says (with several ranks, each rank
-         * measures its share of the cores at the same time, as it runs) */
-        TW_TRY(tw_machine_read_ceiling(x->nranks > 1 ? x->be->threads : 0, 5, &mb));
-        x->membw = mb.read_gbps;
-        snprintf(x->membw_method, sizeof x->membw_method, "%s", mb.read_method);
-        x->membw_src = "measured (tokwatt bench membw read)";
-    }
-    if (x->peak <= 0 && x->traits.host_ceilings) {
+    x->peak_dtype = TW_F32;
+    snprintf(x->membw_src, sizeof x->membw_src, "given (--membw-gbps)");
+    snprintf(x->peak_src, sizeof x->peak_src, "given (--peak-gflops)");
+    snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "given (--peak-gflops)");
+    if (x->membw <= 0 || x->peak <= 0) {
         tw_run_progress p = {
-            .kind = TW_RUN_PROGRESS_CEILING, .milestone = 1, .eta_s = -1, .what = "fp32 peak"};
+            .kind = TW_RUN_PROGRESS_CEILING, .milestone = 1, .eta_s = -1, .what = "ceilings"};
         tw_run_show(x, &p);
-        TW_TRY(tw_machine_fp32_peak(x->be->threads, &x->peak));
-        x->peak_src = "measured (fp32 FMA loop)";
-        tw_bf16_peak bp;
-        TW_TRY(tw_machine_bf16_peak(x->be->threads, &bp));
-        x->peak_bf16 = bp.gflops;
-        snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "measured bf16 peak: %.230s",
-                 bp.method);
+        tw_ceilings c;
+        memset(&c, 0, sizeof c);
+        tw_status st = tw_backend_ceilings(x->be, &c);
+        if (st == TW_ERR_UNSUPPORTED) {
+            /* no ceilings slot, or none it can measure: the sources say so */
+            if (x->membw <= 0)
+                snprintf(x->membw_src, sizeof x->membw_src, "not measured: %.140s",
+                         tw_error_text());
+            if (x->peak <= 0) {
+                snprintf(x->peak_src, sizeof x->peak_src, "not measured: %.140s", tw_error_text());
+                snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "%s", x->peak_src);
+            }
+            tw_clear_error();
+        } else if (st != TW_OK) {
+            return tw_error_ctx(st, "measuring the %s backend's ceilings", x->be->ops->name);
+        } else {
+            if (x->membw <= 0) {
+                x->membw = c.read_bw_bytes_per_s / 1e9;
+                snprintf(x->membw_src, sizeof x->membw_src, "%s", c.read_method);
+                snprintf(x->membw_method, sizeof x->membw_method, "%s", c.read_detail);
+                /* the host's bandwidth moves on a shared machine: measured again at the end */
+                x->membw_measured = !x->traits.accelerator;
+            }
+            if (x->peak <= 0) {
+                x->peak = c.peak_flops / 1e9;
+                x->peak_dtype = c.peak_dtype;
+                snprintf(x->peak_src, sizeof x->peak_src, "%s", c.peak_method);
+                /* bf16 rows' MFU: the bf16 peak (the peak itself where it is bf16's) */
+                if (c.peak_dtype == TW_BF16) {
+                    x->peak_bf16 = x->peak;
+                    snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "%s", c.peak_method);
+                } else if (c.peak_bf16_flops > 0) {
+                    x->peak_bf16 = c.peak_bf16_flops / 1e9;
+                    snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "%s", c.peak_bf16_method);
+                } else {
+                    x->peak_bf16 = 0;
+                    snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "not measured");
+                }
+            }
+        }
     }
-    if (x->membw <= 0) x->membw_src = "not measured";
-    if (x->peak <= 0) x->peak_src = "not measured";
-    if (x->peak_bf16 <= 0) snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "not measured");
+    if (x->membw <= 0 && !strncmp(x->membw_src, "given", 5))
+        snprintf(x->membw_src, sizeof x->membw_src, "not measured");
+    if (x->peak <= 0 && !strncmp(x->peak_src, "given", 5))
+        snprintf(x->peak_src, sizeof x->peak_src, "not measured");
+    if (x->peak_bf16 <= 0 && !strncmp(x->peak_bf16_src, "given", 5))
+        snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "not measured");
+    /* the datasheet of the device the backend describes */
+    tw_device_desc d;
+    tw_status st = tw_backend_describe(x->be, &d);
+    if (st != TW_OK) {
+        snprintf(x->ds_src, sizeof x->ds_src, "no datasheet: %.200s", tw_error_text());
+        tw_clear_error();
+        return TW_OK;
+    }
+    tw_device_entry ent;
+    int found = 0;
+    TW_TRY(tw_devices_lookup(d.name, &ent, &found));
+    if (!found) {
+        snprintf(x->ds_src, sizeof x->ds_src, "no configs/devices.json entry matches \"%.150s\"",
+                 d.name);
+        return TW_OK;
+    }
+    x->ds_membw = ent.mem_bw_bytes_per_s / 1e9;
+    x->ds_peak = ent.peak_bf16_flops / 1e9;
+    snprintf(x->ds_src, sizeof x->ds_src, "devices.json: %.120s (rated; dense bf16 peak)",
+             ent.name);
     return TW_OK;
 }
 
@@ -585,6 +667,13 @@ static tw_status tw_run_assemble(tw_run *x, const char *incomplete, tw_result *r
     res->roofline.peak_bf16_gflops = x->peak_bf16 > 0 ? x->peak_bf16 : NAN;
     snprintf(res->roofline.peak_bf16_source, sizeof res->roofline.peak_bf16_source, "%s",
              x->peak_bf16_src);
+    snprintf(res->roofline.peak_dtype, sizeof res->roofline.peak_dtype, "%s",
+             tw_dtype_name(x->peak_dtype));
+    res->roofline.has_datasheet = 1;
+    res->roofline.datasheet_membw_gbps = x->ds_membw > 0 ? x->ds_membw : NAN;
+    res->roofline.datasheet_peak_gflops = x->ds_peak > 0 ? x->ds_peak : NAN;
+    snprintf(res->roofline.datasheet_source, sizeof res->roofline.datasheet_source, "%s",
+             x->ds_src);
     res->memory.present = 1;
     res->memory.params = (long long)tw_model_params(&x->cfg);
     const tw_run_combo *k0 = &x->plan.combos[0];
@@ -668,8 +757,8 @@ tw_status tw_run_execute_with(tw_run *x, tw_run_measure_fn measure, void *ctx, t
             /* collective over every launched rank; NULL on ranks >= n */
             if ((st = tw_comm_sub(x->comm, ranks, &x->tp_comm)) != TW_OK) goto stopped;
             own_comm = 1;
-            if (x->tp_comm && x->be->ops->native_stream &&
-                (st = tw_comm_set_stream(x->tp_comm, x->be->ops->native_stream(x->be))) != TW_OK)
+            if (x->tp_comm && tw_backend_stream(x->be) &&
+                (st = tw_comm_set_stream(x->tp_comm, tw_backend_stream(x->be))) != TW_OK)
                 goto fail;
         }
         if (ncombo > 1 && o->ntp > 1)

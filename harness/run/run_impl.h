@@ -8,13 +8,15 @@
 #include "tw_comm.h"
 #include "tw_power.h"
 
-/* What the run needs to know about its backend. The backend is asked by name here, in one
- * place, until backends describe themselves (issue 12, the backend registry). */
+/* What the run needs to know about its backend before creating it: its registry row's traits
+ * (kernels/backend.c), never its name. */
 typedef struct {
-    int known;         /* a backend this run knows */
-    int gpu;           /* a GPU backend: NVML can meter it, its device is recorded */
-    int host_ceilings; /* its ceilings are the host's: measured by tw_machine_* */
-    int cuda_options;  /* the scenario records --gemm and --cuda-graph */
+    int known;          /* a row of the registry */
+    const char *power;  /* the sensor of its devices ("nvml"), NULL: the host's */
+    int accelerator;    /* it runs on a device ordinal: recorded, and metered by that index */
+    int graphs;         /* --cuda-graph goes with it */
+    int gemm_option;    /* --gemm goes with it */
+    int device_options; /* the scenario records gemm and cuda_graph */
 } tw_run_traits;
 
 struct tw_run {
@@ -24,7 +26,8 @@ struct tw_run {
     tw_model_config cfg;
     int have_cfg;
     tw_backend *be;
-    tw_comm *comm; /* the launch: every rank (NULL for one process without a launcher) */
+    char device_name[256]; /* an accelerator backend's device (describe), for rated watts */
+    tw_comm *comm;         /* the launch: every rank (NULL for one process without a launcher) */
     /* --comm threads (or cuda --tp N without a launcher): the ranks are threads of this
      * process. Rank 0 is the caller's thread and starts the others (workers), each with its
      * own tw_run over its handle of the group; rank 0's tw_run_close joins them. */
@@ -37,12 +40,16 @@ struct tw_run {
     tw_comm_hosts hosts;
     int have_hosts;
     tw_run_plan plan;
-    double membw, peak;
-    const char *membw_src, *peak_src;
-    double peak_bf16; /* the bf16 ceiling: the fastest bf16 multiply-add the CPU has */
+    double membw, peak;                 /* the ceilings the fractions use (0: none) */
+    char membw_src[160], peak_src[160]; /* given, measured how, or why not measured */
+    tw_dtype peak_dtype;                /* the dtype the measured peak is for */
+    double peak_bf16;                   /* the bf16 rows' peak (the CPU: its fastest bf16
+                                         * multiply-add; a bf16 peak itself), 0: none */
     char membw_method[240], peak_bf16_src[260];
-    int membw_measured;      /* measured here (not given): measured again at the end of the run */
-    int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
+    int membw_measured;       /* the host's, measured here (not given): measured again at the end */
+    double ds_membw, ds_peak; /* datasheet (configs/devices.json), 0: none */
+    char ds_src[256];         /* the entry, or why there is none */
+    int intr_sig, intr_rank;  /* the interruption that stopped the run (0: none) */
     double start_unix;
     json_t *prov; /* provenance, recorded before measuring (the git queries take time) */
     /* progress: the current row, and work done (tokens) for the ETA */

@@ -1,5 +1,6 @@
 /* The CPU backend: fills tw_backend_ops with the kernels of kernels/cpu. Memory is host memory
- * (64-byte aligned for the SIMD paths); the stream is synchronous, so sync is a no-op. */
+ * (64-byte aligned for the SIMD paths); the stream is synchronous, so sync is a no-op. Its
+ * context holds what it was created with (the host-ceilings measurement). */
 #include "tw_cpu.h"
 
 #include <stdio.h>
@@ -116,13 +117,76 @@ static tw_status cpu_attn_decode_paged(tw_backend *be, const tw_attn_paged_args 
 static tw_status cpu_kv_store_paged(tw_backend *be, const tw_kv_store_paged_args *a) {
     return kv_store_paged_cpu(a, be->threads);
 }
+typedef struct {
+    tw_host_ceilings_fn host_ceilings;
+} tw_cpu_ctx;
 
 static void cpu_destroy(tw_backend *be) {
+    if (!be) return;
+    free(be->ctx);
     free(be);
 }
 
+static int cpu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
+    (void)be;
+    return tw_op_usual_dtype(op, dt);
+}
+
+static tw_status cpu_describe(tw_backend *be, tw_device_desc *d) {
+    d->kind = TW_DEVICE_HOST;
+    d->count = 1;
+    d->ordinal = -1;
+    snprintf(d->arch, sizeof d->arch, "%s", tw_simd_name(tw_cpu_simd_active()));
+    snprintf(d->power_source, sizeof d->power_source, "rapl");
+    snprintf(d->name, sizeof d->name, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            char *c = strchr(line, ':');
+            if (!strncmp(line, "model name", 10) && c) {
+                c += 1 + (c[1] == ' ');
+                c[strcspn(c, "\n")] = '\0';
+                snprintf(d->name, sizeof d->name, "%s", c);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    f = fopen("/proc/meminfo", "r");
+    if (f) {
+        unsigned long long kb = 0;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) {
+                d->memory_bytes = (uint64_t)kb * 1024;
+                break;
+            }
+        fclose(f);
+    }
+    (void)be;
+    return TW_OK;
+}
+
+/* The host's roofline, measured by what the backend was created with (the harness passes
+ * tw_machine_host_ceilings: the membw read loop and the fp32 FMA loop). */
+static tw_status cpu_ceilings(tw_backend *be, tw_ceilings *out) {
+    tw_cpu_ctx *c = be->ctx;
+    if (!c || !c->host_ceilings) {
+        snprintf(out->read_method, sizeof out->read_method,
+                 "not measured: the cpu backend was created without a host ceiling measurement");
+        snprintf(out->peak_method, sizeof out->peak_method, "%s", out->read_method);
+        return TW_ERR(TW_ERR_UNSUPPORTED, "cpu backend: created without a host ceiling measurement "
+                                          "(tw_backend_params.host_ceilings)");
+    }
+    return c->host_ceilings(be->threads, out);
+}
+
 static const tw_backend_ops tw_cpu_ops = {
+    .version = TW_BACKEND_INTERFACE_VERSION,
     .name = "cpu",
+    .supports = cpu_supports,
+    .describe = cpu_describe,
+    .ceilings = cpu_ceilings,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,
@@ -151,14 +215,23 @@ static const tw_backend_ops tw_cpu_ops = {
     .kv_store_paged = cpu_kv_store_paged,
 };
 
-tw_status tw_backend_cpu_create(int threads, tw_backend **out) {
+/* The registry row's create (kernels/backend.c). */
+tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out);
+tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out) {
     *out = NULL;
-    if (threads < 0)
-        return TW_ERR(TW_ERR_INVALID, "--threads must be >= 0 (0 = all cores), got %d", threads);
+    if (p->threads < 0)
+        return TW_ERR(TW_ERR_INVALID, "--threads must be >= 0 (0 = all cores), got %d", p->threads);
     tw_backend *be = calloc(1, sizeof *be);
-    if (!be) return TW_ERR(TW_ERR_NOMEM, "cannot allocate the cpu backend");
+    tw_cpu_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!be || !ctx) {
+        free(be);
+        free(ctx);
+        return TW_ERR(TW_ERR_NOMEM, "cannot allocate the cpu backend");
+    }
+    ctx->host_ceilings = p->host_ceilings;
     be->ops = &tw_cpu_ops;
-    be->threads = tw_cpu_threads(threads);
+    be->ctx = ctx;
+    be->threads = tw_cpu_threads(p->threads);
     be->device = -1;
     *out = be;
     return TW_OK;

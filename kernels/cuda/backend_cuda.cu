@@ -581,36 +581,7 @@ tw_status tw_cuda_attn_prefill_paged(tw_backend *be, const tw_attn_paged_args *a
 tw_status tw_cuda_attn_decode_paged(tw_backend *be, const tw_attn_paged_args *a);
 tw_status tw_cuda_kv_store_paged(tw_backend *be, const tw_kv_store_paged_args *a);
 
-static const tw_backend_ops tw_cuda_ops_table = {
-    .name = "cuda",
-    .alloc = cu_alloc,
-    .free = cu_free,
-    .upload = cu_upload,
-    .download = cu_download,
-    .sync = cu_sync,
-    .mem_available = cu_mem_available,
-    .gemm = cu_gemm,
-    .attn_prefill = cu_attn_prefill,
-    .attn_decode = cu_attn_decode,
-    .kv_store = cu_kv_store,
-    .rmsnorm = cu_rmsnorm,
-    .rope = cu_rope,
-    .swiglu = cu_swiglu,
-    .add = cu_add,
-    .embed = cu_embed,
-    .argmax = cu_argmax,
-    .native_stream = cu_native_stream,
-    .destroy = cu_destroy,
-    .bias_add = cu_bias_add,
-    .head_rmsnorm = cu_head_rmsnorm,
-    .moe_route = cu_moe_route,
-    .moe_ffn = cu_moe_ffn,
-    .mla_store = cu_mla_store,
-    .mla_attn = cu_mla_attn,
-    .attn_prefill_paged = tw_cuda_attn_prefill_paged,
-    .attn_decode_paged = tw_cuda_attn_decode_paged,
-    .kv_store_paged = tw_cuda_kv_store_paged,
-};
+extern const tw_backend_ops tw_cuda_ops_table; /* below: the slots come first */
 
 /* Selects the bf16 GEMM implementation by name (tw_cuda_set_gemm and TW_CUDA_GEMM). The sm_90a
  * paths are refused, saying why, on any device other than compute capability 9.0. */
@@ -672,12 +643,9 @@ static tw_status cu_ctx_init(tw_cuda_ctx *ctx) {
     return TW_OK;
 }
 
-extern "C" int tw_cuda_built(void) {
-    return 1;
-}
-
-extern "C" tw_status tw_backend_cuda_create(int device, tw_backend **out) {
+extern "C" tw_status tw_backend_cuda_create_p(const tw_backend_params *p, tw_backend **out) {
     *out = NULL;
+    int device = p->device;
     int n = 0;
     tw_status st = tw_cuda_device_count(&n);
     if (st != TW_OK) return tw_error_ctx(st, "cuda backend: no usable CUDA device");
@@ -726,7 +694,7 @@ extern "C" tw_status tw_backend_cuda_create(int device, tw_backend **out) {
     return TW_OK;
 }
 
-/* ---- tw_backend_cuda.h -------------------------------------------------------------------------
+/* ---- the optional slots (graphs, copies, timer, options) -------------------------------------
  */
 static tw_status cuda_be(tw_backend *be, tw_cuda_ctx **ctx) {
     if (!be || be->ops != &tw_cuda_ops_table)
@@ -739,13 +707,13 @@ static tw_status cuda_be(tw_backend *be, tw_cuda_ctx **ctx) {
     return TW_OK;
 }
 
-extern "C" tw_status tw_cuda_set_gemm(tw_backend *be, const char *impl) {
+static tw_status cu_set_gemm_impl(tw_backend *be, const char *impl) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     return gemm_impl_select(ctx, impl);
 }
 
-extern "C" const char *tw_cuda_get_gemm(tw_backend *be) {
+static const char *cu_get_gemm_impl(tw_backend *be) {
     if (!be || be->ops != &tw_cuda_ops_table) return "none";
     switch (cuda_ctx(be)->gemm_impl) {
     case TW_GEMM_CUBLAS:
@@ -759,7 +727,7 @@ extern "C" const char *tw_cuda_get_gemm(tw_backend *be) {
     }
 }
 
-extern "C" tw_status tw_cuda_graph_begin(tw_backend *be) {
+static tw_status cu_graph_begin(tw_backend *be) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     if (ctx->capturing) return TW_ERR(TW_ERR_INVALID, "cuda graph: already capturing");
@@ -775,7 +743,7 @@ extern "C" tw_status tw_cuda_graph_begin(tw_backend *be) {
     return TW_OK;
 }
 
-extern "C" tw_status tw_cuda_graph_end(tw_backend *be, void **graph) {
+static tw_status cu_graph_end(tw_backend *be, void **graph) {
     tw_cuda_ctx *ctx = NULL;
     *graph = NULL;
     TW_TRY(cuda_be(be, &ctx));
@@ -812,7 +780,7 @@ extern "C" tw_status tw_cuda_graph_end(tw_backend *be, void **graph) {
     return TW_OK;
 }
 
-extern "C" tw_status tw_cuda_graph_launch(tw_backend *be, void *graph) {
+static tw_status cu_graph_launch(tw_backend *be, void *graph) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     tw_cuda_graph *tg = (tw_cuda_graph *)graph;
@@ -828,7 +796,7 @@ extern "C" tw_status tw_cuda_graph_launch(tw_backend *be, void *graph) {
     return TW_OK;
 }
 
-extern "C" void tw_cuda_graph_destroy(tw_backend *be, void *graph) {
+static void cu_graph_destroy(tw_backend *be, void *graph) {
     tw_cuda_ctx *ctx = NULL;
     tw_cuda_graph *tg = (tw_cuda_graph *)graph;
     if (!tg || cuda_be(be, &ctx) != TW_OK) return;
@@ -840,38 +808,21 @@ extern "C" void tw_cuda_graph_destroy(tw_backend *be, void *graph) {
     ctx->n_graphs--;
 }
 
-extern "C" tw_status tw_cuda_stream(tw_backend *be, void **stream) {
-    tw_cuda_ctx *ctx = NULL;
-    TW_TRY(cuda_be(be, &ctx));
-    *stream = (void *)ctx->stream;
-    return TW_OK;
-}
-
-extern "C" tw_status tw_cuda_device_desc(tw_backend *be, char *name, size_t n, int *cc_major,
-                                         int *cc_minor) {
-    tw_cuda_ctx *ctx = NULL;
-    TW_TRY(cuda_be(be, &ctx));
-    if (name && n) snprintf(name, n, "%s", ctx->name);
-    if (cc_major) *cc_major = ctx->cc_major;
-    if (cc_minor) *cc_minor = ctx->cc_minor;
-    return TW_OK;
-}
-
-extern "C" tw_status tw_cuda_copy_d2d(tw_backend *be, void *dst, const void *src, size_t bytes) {
+static tw_status cu_copy_d2d(tw_backend *be, void *dst, const void *src, size_t bytes) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     TW_CU(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
     return TW_OK;
 }
 
-extern "C" tw_status tw_cuda_timer_start(tw_backend *be) {
+static tw_status cu_timer_start(tw_backend *be) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     TW_CU(ctx, cudaEventRecord(ctx->ev_start, ctx->stream));
     return TW_OK;
 }
 
-extern "C" tw_status tw_cuda_timer_stop(tw_backend *be, double *elapsed_s) {
+static tw_status cu_timer_stop(tw_backend *be, double *elapsed_s) {
     tw_cuda_ctx *ctx = NULL;
     TW_TRY(cuda_be(be, &ctx));
     TW_CU(ctx, cudaEventRecord(ctx->ev_stop, ctx->stream));
@@ -881,3 +832,84 @@ extern "C" tw_status tw_cuda_timer_stop(tw_backend *be, double *elapsed_s) {
     *elapsed_s = ms * 1e-3;
     return TW_OK;
 }
+
+/* ---- questions ------------------------------------------------------------------------------ */
+static int cu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
+    (void)be;
+    return tw_op_usual_dtype(op, dt);
+}
+
+static tw_status cu_describe(tw_backend *be, tw_device_desc *d) {
+    tw_cuda_ctx *ctx = cuda_ctx(be);
+    tw_cuda_device_info info;
+    TW_TRY(tw_cuda_device_query(ctx->device, &info));
+    int n = 0;
+    TW_TRY(tw_cuda_device_count(&n));
+    d->kind = TW_DEVICE_GPU;
+    snprintf(d->name, sizeof d->name, "%s", info.name);
+    snprintf(d->arch, sizeof d->arch, "compute capability %d.%d", info.cc_major, info.cc_minor);
+    d->count = n;
+    d->ordinal = ctx->device;
+    d->memory_bytes = (uint64_t)info.total_mem;
+    /* theoretical: 2 transfers per clock (DDR) x bus width; the datasheet is devices.json's */
+    if (info.mem_clock_khz > 0 && info.mem_bus_bits > 0)
+        d->mem_bw_bytes_per_s = 2.0 * info.mem_clock_khz * 1e3 * (info.mem_bus_bits / 8.0);
+    snprintf(d->power_source, sizeof d->power_source, "nvml");
+    return TW_OK;
+}
+
+static tw_status cu_set_option(tw_backend *be, const char *key, const char *value) {
+    if (key && !strcmp(key, "gemm")) return cu_set_gemm_impl(be, value);
+    return TW_ERR(TW_ERR_INVALID, "the cuda backend has no option '%s' (gemm)",
+                  key ? key : "(null)");
+}
+
+static const char *cu_get_option(tw_backend *be, const char *key) {
+    if (key && !strcmp(key, "gemm")) return cu_get_gemm_impl(be);
+    return NULL;
+}
+
+/* In the declaration order of tw_backend_ops (C++ designated initializers must follow it). */
+extern const tw_backend_ops tw_cuda_ops_table = {
+    .version = TW_BACKEND_INTERFACE_VERSION,
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .sync = cu_sync,
+    .mem_available = cu_mem_available,
+    .destroy = cu_destroy,
+    .supports = cu_supports,
+    .describe = cu_describe,
+    .gemm = cu_gemm,
+    .attn_prefill = cu_attn_prefill,
+    .attn_decode = cu_attn_decode,
+    .kv_store = cu_kv_store,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .embed = cu_embed,
+    .argmax = cu_argmax,
+    .bias_add = cu_bias_add,
+    .head_rmsnorm = cu_head_rmsnorm,
+    .moe_route = cu_moe_route,
+    .moe_ffn = cu_moe_ffn,
+    .mla_store = cu_mla_store,
+    .mla_attn = cu_mla_attn,
+    .attn_prefill_paged = tw_cuda_attn_prefill_paged,
+    .attn_decode_paged = tw_cuda_attn_decode_paged,
+    .kv_store_paged = tw_cuda_kv_store_paged,
+    .native_stream = cu_native_stream,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_launch = cu_graph_launch,
+    .graph_destroy = cu_graph_destroy,
+    .copy_d2d = cu_copy_d2d,
+    .timer_start = cu_timer_start,
+    .timer_stop = cu_timer_stop,
+    .set_option = cu_set_option,
+    .get_option = cu_get_option,
+    .ceilings = tw_cuda_ceilings,
+};

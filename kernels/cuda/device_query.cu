@@ -7,6 +7,10 @@
 
 #include "tw_cuda_info.h"
 
+extern "C" int tw_cuda_built(void) {
+    return 1;
+}
+
 extern "C" tw_status tw_cuda_device_count(int *n) {
     *n = 0;
     cudaError_t e = cudaGetDeviceCount(n);

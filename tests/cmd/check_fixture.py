@@ -30,6 +30,9 @@ ADDED = [
     # schema 1.3: how the read ceiling was measured, the bf16 ceiling, the flag for a fraction > 1
     r"^roofline\.(membw_method|peak_bf16_gflops|peak_bf16_source)$",
     ROW + r"metrics\.exceeds_ceiling$",
+    # schema 1.3: the datasheet roofline and the fractions of it (machine-dependent values)
+    r"^roofline\.(peak_dtype|datasheet_membw_gbps|datasheet_peak_gflops|datasheet_source)$",
+    ROW + r"metrics\.(decode_bandwidth_fraction_datasheet|prefill_mfu_datasheet)$",
 ]
 # leaves whose values are not compared
 VOLATILE = [
