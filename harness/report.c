@@ -481,7 +481,7 @@ static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf,
     char head[512];
     tw_project_headline_of(p, TW_SCEN_POWER, head, sizeof head);
     int w = snprintf(caption, cn,
-                     "Drawn for %s on the offline (e2e) basis (%.4g tokens/s and %.4g W per "
+                     "Drawn for %s on the e2e basis (%.4g tokens/s and %.4g W per "
                      "device, %s). %s",
                      r->label, dev.tokens_per_s, dev.watts,
                      r->energy_assumed ? "ASSUMED watts" : "measured watts", head);
@@ -982,7 +982,7 @@ tw_status tw_report_markdown(const tw_result_file *f, int nf, const char *title,
             tw_project_headline(best->e2e_tps / best->devices, best->w_per_device,
                                 best->energy_source, best->energy_assumed, head, sizeof head);
         if (st == TW_OK)
-            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule; offline/e2e basis): %s\n",
+            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule; e2e basis): %s\n",
                        best->label, head);
         else
             tw_clear_error();

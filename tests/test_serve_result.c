@@ -274,7 +274,7 @@ Test(serve_result, impossible_values_are_refused) {
             "serving.summary.ttft_s.p90 must be between min and max");
     refused("serving", "summary", "window_s", json_real(1.0),
             "serving.summary.window_s must be t_end_s - t_start_s");
-    refused("serving", "summary.constraint", "met", json_false(),
+    refused("serving", "summary.constraint", "met", json_true(),
             "serving.summary.constraint.met must be ttft_met and tpot_met");
     refused("serving", "", "limits", json_null(),
             "serving.summary.constraint must be an object exactly when serving.limits is");
