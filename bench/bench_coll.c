@@ -19,6 +19,7 @@
 #include "comm/tw_comm.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
+#include "tw_cuda_info.h"
 #include "tw_numeric.h"
 #include "tw_util.h"
 
@@ -58,6 +59,7 @@ typedef struct {
     tw_dtype dt;
     tw_redop op;
     const char *comm_kind, *backend, *fabric;
+    int ranks, gpus; /* --ranks N (threads), --gpus N (nccl, a thread per GPU): one process */
     double timeout_s, expect_gbps, expect_tol;
     size_t expect_from;
     tw_format fmt;
@@ -602,12 +604,16 @@ static const char *coll_usage =
     "tokwatt bench allreduce|allgather|reducescatter|broadcast|alltoall\n"
     "    [-b MINBYTES (32M)] [-e MAXBYTES (=-b)] [-f FACTOR (2)] [-n ITERS (20)] [-w WARMUP (5)]\n"
     "    [-c CHECK 0|1 (1)] [-d fp32|bf16 (fp32)] [-o sum|max (sum)] [-r ROOT (0)]\n"
-    "    [--comm auto|local|mpi|nccl] [--backend cpu|cuda] [--timeout S (env "
+    "    [--comm auto|local|mpi|nccl|threads] [--backend cpu|cuda] [--timeout S (env "
     "TW_COMM_TIMEOUT_S, 60)]\n"
+    "    [--ranks N] (--comm threads: N ranks as threads of this process, host memory)\n"
+    "    [--gpus N] (nccl without mpirun: N threads of this process, one GPU each, one NCCL\n"
+    "    communicator, as nccl-tests -t/-g)\n"
     "    [--expect-busbw GBPS [--expect-from BYTES (1M)] [--expect-tolerance F (0.1)]]\n"
     "    [--fabric FILE.json] [--format md|json|csv] [--reps R (1; 5 with --baseline)]\n"
     "    [--baseline] (allreduce over mpi: OpenMPI's bare MPI_Allreduce loop, interleaved)\n"
-    "  run under mpirun: mpirun -np N tokwatt bench allreduce -b 8 -e 64M -f 2\n"
+    "  run under mpirun: mpirun -np N tokwatt bench allreduce -b 8 -e 64M -f 2; on one host\n"
+    "  without MPI: --comm threads --ranks N (CPU) or --gpus N (GPUs)\n"
     "  output as nccl-tests (busbw factors: allreduce 2(n-1)/n; allgather, reducescatter,\n"
     "  alltoall (n-1)/n; broadcast 1); exit 3 when results are wrong or a fabric check fails.\n"
     "  fabric file: {\"links\": {\"intra_node\": GBPS, \"inter_node\": GBPS}, \"tolerance\": 0.1,\n"
@@ -645,6 +651,8 @@ static tw_status coll_parse(tw_args *a, coll_opts *o) {
     TW_TRY(tw_args_bytes(a, "--expect-from", "1M", &o->expect_from));
     TW_TRY(tw_args_double(a, "--expect-tolerance", 0.1, 0, 0.99, &o->expect_tol));
     TW_TRY(tw_args_str(a, "--fabric", NULL, &o->fabric));
+    TW_TRY(tw_args_int(a, "--ranks", 0, 1, 4096, &o->ranks));
+    TW_TRY(tw_args_int(a, "--gpus", 0, 1, 4096, &o->gpus));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
     if (o->minb < 4)
@@ -656,12 +664,31 @@ static tw_status coll_parse(tw_args *a, coll_opts *o) {
     if (o->expect_gbps > 0 && o->fabric)
         return TW_ERR(TW_ERR_INVALID, "--expect-busbw and --fabric are exclusive");
     if (strcmp(o->comm_kind, "auto") && strcmp(o->comm_kind, "local") &&
-        strcmp(o->comm_kind, "mpi") && strcmp(o->comm_kind, "nccl"))
-        return TW_ERR(TW_ERR_INVALID, "option --comm: '%s' is not auto, local, mpi or nccl",
-                      o->comm_kind);
+        strcmp(o->comm_kind, "mpi") && strcmp(o->comm_kind, "nccl") &&
+        strcmp(o->comm_kind, "threads"))
+        return TW_ERR(TW_ERR_INVALID,
+                      "option --comm: '%s' is not auto, local, mpi, nccl or threads", o->comm_kind);
+    if (o->ranks && o->gpus)
+        return TW_ERR(TW_ERR_INVALID,
+                      "--ranks N (CPU rank threads) and --gpus N (a thread per GPU) are exclusive");
+    if (o->ranks && strcmp(o->comm_kind, "auto") && strcmp(o->comm_kind, "threads"))
+        return TW_ERR(TW_ERR_INVALID, "--ranks N runs rank threads: it goes with --comm threads");
+    if (o->gpus && strcmp(o->comm_kind, "auto") && strcmp(o->comm_kind, "nccl"))
+        return TW_ERR(TW_ERR_INVALID, "--gpus N runs NCCL over GPUs: it goes with --comm nccl");
+    if (o->ranks) o->comm_kind = "threads";
+    if (o->gpus) o->comm_kind = "nccl";
+    if (!strcmp(o->comm_kind, "threads") && !o->ranks) o->ranks = 1;
+    if (o->ranks && tw_comm_under_launcher())
+        return TW_ERR(TW_ERR_INVALID,
+                      "--ranks N runs the ranks as threads of one process: launch it without "
+                      "mpirun (under mpirun, --gpus G gives each process G GPU threads)");
+    if (o->ranks && o->backend && strcmp(o->backend, "cpu"))
+        return TW_ERR(TW_ERR_INVALID, "--comm threads works on host memory: --backend cpu");
     if (o->baseline && (o->kind != COLL_ALLREDUCE || o->dt != TW_F32 || o->op != TW_RED_SUM))
         return TW_ERR(TW_ERR_INVALID, "--baseline compares allreduce fp32 sum only");
     if (o->baseline && strcmp(o->comm_kind, "mpi") && strcmp(o->comm_kind, "auto"))
+        return TW_ERR(TW_ERR_INVALID, "--baseline compares the mpi communicator only");
+    if (o->baseline && o->ranks)
         return TW_ERR(TW_ERR_INVALID, "--baseline compares the mpi communicator only");
     if (!o->backend) o->backend = !strcmp(o->comm_kind, "nccl") ? "cuda" : "cpu";
     if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
@@ -849,6 +876,86 @@ static tw_status coll_run(const coll_opts *o, tw_comm *c, int argc, char **argv,
     return st;
 }
 
+/* One process, N rank threads (tw_comm_threads_run): each runs the benchmark over its handle
+ * of a threads group (--ranks) or over an NCCL communicator on its own GPU made over that
+ * handle (--gpus), exactly as a launched rank does; rank 0 prints. */
+typedef struct {
+    const coll_opts *o;
+    int argc;
+    char **argv;
+    int code;
+    tw_comm *mpi; /* under mpirun with --gpus: the process's MPI communicator (mpi x threads) */
+} coll_rank_arg;
+
+static tw_status coll_rank(tw_comm *h, void *arg) {
+    coll_rank_arg *a = arg;
+    tw_comm *c = h, *host = h, *hyb = NULL;
+    if (a->mpi) {
+        /* global rank = mpi rank x G + thread, as nccl-tests numbers a -np P -g G launch */
+        TW_TRY(tw_comm_hybrid_create(a->mpi, h, &hyb));
+        host = hyb;
+    }
+    tw_status st = TW_OK;
+    if (a->o->gpus) st = tw_comm_nccl_create_over(host, a->o->timeout_s, &c);
+    if (st == TW_OK) st = coll_run(a->o, c, a->argc, a->argv, &a->code);
+    if (c != h && c != host) tw_comm_destroy(c);
+    tw_comm_destroy(hyb);
+    return st;
+}
+
+static int coll_main_threads(const coll_opts *o, int argc, char **argv) {
+    int n = o->ranks ? o->ranks : o->gpus;
+    if (o->gpus) {
+        /* refuse before starting a thread, saying what is missing */
+        int ndev = 0;
+        tw_status cs = tw_cuda_device_count(&ndev);
+        if (cs != TW_OK || ndev == 0) {
+            fprintf(stderr,
+                    "tokwatt: error: no CUDA device: --gpus %d runs one thread per GPU (%s)\n", n,
+                    cs != TW_OK ? tw_error_text() : "0 devices");
+            return TW_EXIT_FAIL;
+        }
+        if (ndev < n) {
+            fprintf(stderr,
+                    "tokwatt: error: --gpus %d but this host has %d CUDA device%s (across hosts: "
+                    "mpirun, one rank per GPU)\n",
+                    n, ndev, ndev == 1 ? "" : "s");
+            return TW_EXIT_USAGE;
+        }
+    }
+    tw_comm *mpi = NULL;
+    if (tw_comm_under_launcher() &&
+        tw_comm_create("mpi", "cpu", o->timeout_s, &mpi) != TW_OK) { /* on the main thread */
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+        return TW_EXIT_FAIL;
+    }
+    coll_rank_arg *args = calloc((size_t)n, sizeof *args);
+    void **argp = calloc((size_t)n, sizeof *argp);
+    if (!args || !argp) {
+        free(args), free(argp);
+        fprintf(stderr, "tokwatt: error: out of memory for %d rank threads\n", n);
+        if (mpi) tw_comm_abort(mpi, TW_EXIT_FAIL);
+        return TW_EXIT_FAIL;
+    }
+    for (int r = 0; r < n; r++) {
+        args[r] =
+            (coll_rank_arg){.o = o, .argc = argc, .argv = argv, .code = TW_EXIT_OK, .mpi = mpi};
+        argp[r] = &args[r];
+    }
+    tw_status st = tw_comm_threads_run(n, o->timeout_s, coll_rank, argp, NULL);
+    int code = args[0].code;
+    free(args), free(argp);
+    fflush(stdout);
+    if (st != TW_OK) {
+        fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
+        /* the other processes may wait for this one: end the job */
+        if (mpi) tw_comm_abort(mpi, TW_EXIT_FAIL);
+        return TW_EXIT_FAIL;
+    }
+    tw_comm_destroy(mpi);
+    return code;
+}
+
 static int coll_main(coll_kind kind, int argc, char **argv) {
     char cmd[64];
     snprintf(cmd, sizeof cmd, "tokwatt bench %s", coll_names[kind]);
@@ -871,6 +978,7 @@ static int coll_main(coll_kind kind, int argc, char **argv) {
         return TW_EXIT_USAGE;
     }
     tw_args_free(&a);
+    if (o.ranks || o.gpus) return coll_main_threads(&o, argc, argv);
     tw_comm *c = NULL;
     if (tw_comm_create(o.comm_kind, o.backend, o.timeout_s, &c) != TW_OK) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());

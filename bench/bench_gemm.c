@@ -24,7 +24,7 @@ extern char **environ;
 
 #define GEMM_USAGE                                                                                 \
     "tokwatt bench gemm [--m M] [--n N] [--k K] [--dtype fp32|bf16] [--threads T] [--reps R] "     \
-    "[--warmup W] [--baseline] [--simd portable|avx2|avx512] [--membw-bytes B] "                   \
+    "[--warmup W] [--baseline] [--simd LEVEL] [--membw-bytes B] "                                  \
     "[--format md|json|csv]"
 
 #define GEMM_HELP                                                                                  \
@@ -37,15 +37,22 @@ extern char **environ;
     "  --warmup        untimed repetitions first (default 2)\n"                                    \
     "  --baseline      also run OpenBLAS cblas_sgemm (bench/baseline_openblas) on the same\n"      \
     "                  shape; for bf16 it runs on the fp32-converted weights\n"                    \
-    "  --simd          force a lower SIMD level than the CPU's best\n"                             \
-    "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default 512M)\n"          \
+    "  --simd          force a lower SIMD level than the CPU's best (portable, avx2, avx512,\n"    \
+    "                  avx512bf16, amx, neon, neonbf16)\n"                                         \
+    "  --membw-bytes   buffer for the read-bandwidth roofline of m <= 8 (default: auto, at "       \
+    "least\n"                                                                                      \
+    "                  twice the last-level cache)\n"                                              \
     "  --format        md (default), json or csv on stdout; logs go to stderr\n"                   \
-    "The result is checked against float64 on sampled rows first (exit 3 on a mismatch).\n"        \
-    "For m <= 8 the weights rotate over copies totalling >= 256 MiB, so every rep streams them\n"  \
+    "The result is checked against float64 on sampled rows first (exit 3 on a mismatch): within\n" \
+    "1e-4 (relative norm) where the activations stay fp32, 1e-2 where the kernel rounds them to\n" \
+    "bf16 for the bf16 dot-product instructions (the path column says which).\n"                   \
+    "For m <= 8 the weights rotate over copies totalling >= max(256 MiB, 2 x last-level cache),\n" \
+    "so every rep streams them\n"                                                                  \
     "from memory as decode does, and the roofline is the measured read bandwidth.\n"
 
-#define GEMM_CHECK_TOL 1e-4 /* relative norm error on sampled rows; fp32 accumulation */
-#define BW_BOUND_M     8    /* m at or below which the shape is weight-bandwidth bound */
+#define GEMM_CHECK_TOL      1e-4 /* relative norm error on sampled rows; fp32 activations */
+#define GEMM_CHECK_TOL_BF16 1e-2 /* activations rounded to bf16 for the product */
+#define BW_BOUND_M          8    /* m at or below which the shape is weight-bandwidth bound */
 
 typedef struct {
     int present, ok, exit_code;
@@ -236,13 +243,13 @@ int tw_bench_gemm(int argc, char **argv) {
         (st = tw_args_int(&args, "--warmup", 2, 0, 100000, &warmup)) ||
         (st = tw_args_str(&args, "--dtype", "fp32", &dts)) ||
         (st = tw_args_str(&args, "--simd", NULL, &simds)) ||
-        (st = tw_args_bytes(&args, "--membw-bytes", "512M", &membw_bytes)) ||
+        (st = tw_args_bytes(&args, "--membw-bytes", "0", &membw_bytes)) ||
         (st = tw_args_format(&args, &fmt)) || (st = tw_args_finish(&args))) {
         tw_cli_fail(&args);
         tw_args_free(&args);
         return TW_EXIT_USAGE;
     }
-    if (membw_bytes < ((size_t)3 << 20)) {
+    if (membw_bytes != 0 && membw_bytes < ((size_t)3 << 20)) {
         TW_ERR(TW_ERR_INVALID, "option --membw-bytes: %zu is below 3M", membw_bytes);
         tw_cli_fail(&args);
         tw_args_free(&args);
@@ -257,14 +264,8 @@ int tw_bench_gemm(int argc, char **argv) {
         return TW_EXIT_USAGE;
     }
     if (simds) {
-        if (!strcmp(simds, "portable"))
-            level = TW_SIMD_PORTABLE;
-        else if (!strcmp(simds, "avx2"))
-            level = TW_SIMD_AVX2;
-        else if (!strcmp(simds, "avx512"))
-            level = TW_SIMD_AVX512;
-        else {
-            TW_ERR(TW_ERR_INVALID, "option --simd: '%s' is not portable, avx2 or avx512", simds);
+        if (tw_simd_parse(simds, &level) != TW_OK) {
+            tw_error_ctx(TW_ERR_INVALID, "option --simd");
             tw_cli_fail(&args);
             tw_args_free(&args);
             return TW_EXIT_USAGE;
@@ -284,10 +285,11 @@ int tw_bench_gemm(int argc, char **argv) {
     /* Decode streams the whole model each token: rotate over copies so no rep finds the
      * weights in the last-level cache. */
     int copies = 1;
-    if (bw_bound) {
-        size_t want = (size_t)256 << 20;
+    if (bw_bound) { /* at least twice the last-level cache, as the read ceiling */
+        size_t want = (size_t)256 << 20, llc2 = 2 * tw_machine_llc_bytes();
+        if (llc2 > want) want = llc2;
         copies = (int)((want + wbytes - 1) / wbytes);
-        if (copies > 64) copies = 64;
+        if (copies > 1024) copies = 1024;
         if (copies < 1) copies = 1;
     }
 
@@ -312,6 +314,9 @@ int tw_bench_gemm(int argc, char **argv) {
     for (int c = 1; c < copies; c++) memcpy(w + (size_t)c * wbytes, w, wbytes);
 
     tw_gemm_args ga = {.m = m, .n = n, .k = k, .x = x, .w = w, .w_dtype = dt, .y = y};
+    tw_gemm_info gi;
+    gemm_cpu_describe(&ga, &gi);
+    const double tol = gi.x_bf16 ? GEMM_CHECK_TOL_BF16 : GEMM_CHECK_TOL;
     for (size_t i = 0; i < (size_t)m * n; i++) y[i] = NAN; /* a kernel that skips rows fails */
     if (gemm_cpu(&ga, threads) != TW_OK) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
@@ -320,16 +325,16 @@ int tw_bench_gemm(int argc, char **argv) {
     }
     int rows_checked = 0;
     double err = check_rows(&ga, &rows_checked);
-    if (!(err <= GEMM_CHECK_TOL)) {
+    if (!(err <= tol)) {
         fprintf(stderr,
                 "tokwatt: error: gemm result check failed (%s, %s, m=%d n=%d k=%d): relative "
                 "error %.3e over %d sampled rows exceeds %.0e; no timing reported\n",
-                tw_simd_name(level), dts, m, n, k, err, rows_checked, GEMM_CHECK_TOL);
+                gi.path, dts, m, n, k, err, rows_checked, tol);
         free(x), free(y), free(w), free(t);
         return TW_EXIT_CHECK;
     }
-    tw_log("check: rel err %.2e over %d sampled rows (tol %.0e)", err, rows_checked,
-           GEMM_CHECK_TOL);
+    tw_log("check (%s%s): rel err %.2e over %d sampled rows (tol %.0e)", gi.path,
+           gi.x_bf16 ? ", activations rounded to bf16" : "", err, rows_checked, tol);
 
     for (int i = 0; i < warmup + reps; i++) {
         ga.w = w + (size_t)(i % copies) * wbytes;
@@ -351,26 +356,50 @@ int tw_bench_gemm(int argc, char **argv) {
     const double flops = 2.0 * m * n * (double)k;
     const double gflops = flops / med / 1e9, gbps = (double)wbytes / med / 1e9;
 
-    /* Roofline: measured, at the same thread count and SIMD level. */
+    /* Roofline: the compute peak of the weight dtype at the same thread count and SIMD level
+     * (bf16: the fastest bf16 multiply-add the CPU has); the read bandwidth of the machine (all
+     * cores) for m <= 8. */
     double peak = 0, read_gbps = 0, roof;
     const char *roof_basis;
-    if (tw_machine_fp32_peak(threads, &peak) != TW_OK) {
-        fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
-        return TW_EXIT_FAIL;
+    char peak_method[240] = "";
+    if (dt == TW_BF16) {
+        tw_bf16_peak bp;
+        if (tw_machine_bf16_peak(threads, &bp) != TW_OK) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            return TW_EXIT_FAIL;
+        }
+        peak = bp.gflops;
+        snprintf(peak_method, sizeof peak_method, "%s", bp.method);
+    } else {
+        if (tw_machine_fp32_peak(threads, &peak) != TW_OK) {
+            fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
+            return TW_EXIT_FAIL;
+        }
+        snprintf(peak_method, sizeof peak_method, "fp32 FMA (%s), %d threads",
+                 tw_cpu_peak_method(TW_PEAK_FP32_FMA), nt);
     }
+    char read_method[200] = "";
     if (bw_bound) {
         tw_membw_result mb;
-        if (tw_machine_membw(threads, membw_bytes, 3, &mb) != TW_OK) {
+        if (tw_machine_membw(0, membw_bytes, 3, &mb) != TW_OK) {
             fprintf(stderr, "tokwatt: error: %s\n", tw_last_error());
             return TW_EXIT_FAIL;
         }
         read_gbps = mb.read_gbps;
+        snprintf(read_method, sizeof read_method, "%s", mb.read_method);
         roof = gbps / read_gbps;
         roof_basis = "read_bandwidth";
     } else {
         roof = gflops / peak;
-        roof_basis = "fp32_peak";
+        roof_basis = dt == TW_BF16 ? "bf16_peak" : "fp32_peak";
     }
+    /* a fraction above 1 means the ceiling was measured too low: say so, never hide it */
+    const int over = roof > 1.0;
+    if (over)
+        fprintf(stderr,
+                "tokwatt: WARNING: %.3f of the measured %s: the ceiling measurement is below what "
+                "this kernel reached; the fraction is not meaningful\n",
+                roof, bw_bound ? "read bandwidth" : "compute peak");
 
     baseline_result b;
     memset(&b, 0, sizeof b);
@@ -402,10 +431,16 @@ int tw_bench_gemm(int argc, char **argv) {
         json_object_set_new(o, "max_s", json_real(tmax));
         json_object_set_new(o, "roofline_fraction", json_real(roof));
         json_object_set_new(o, "roofline_basis", json_string(roof_basis));
-        json_object_set_new(o, "fp32_peak_gflops", json_real(peak));
+        json_object_set_new(o, dt == TW_BF16 ? "bf16_peak_gflops" : "fp32_peak_gflops",
+                            json_real(peak));
+        json_object_set_new(o, "peak_method", json_string(peak_method));
         json_object_set_new(o, "read_gbps", bw_bound ? json_real(read_gbps) : json_null());
+        json_object_set_new(o, "read_method", bw_bound ? json_string(read_method) : json_null());
+        json_object_set_new(o, "exceeds_ceiling", json_boolean(over));
         json_object_set_new(o, "check_rel_err", json_real(err));
-        json_object_set_new(o, "check_tol", json_real(GEMM_CHECK_TOL));
+        json_object_set_new(o, "check_tol", json_real(tol));
+        json_object_set_new(o, "path", json_string(gi.path));
+        json_object_set_new(o, "activations_bf16", json_boolean(gi.x_bf16));
         if (baseline) {
             json_t *bo = json_object();
             json_object_set_new(bo, "present", json_boolean(b.present));
@@ -430,20 +465,21 @@ int tw_bench_gemm(int argc, char **argv) {
         fputc('\n', stdout);
         json_decref(o);
     } else {
-        const char *head[] = {"impl",  "simd/core",   "dtype",    "m",          "n",
-                              "k",     "threads",     "GFLOP/s",  "median_s",   "min_s",
-                              "max_s", "weight_GB/s", "roofline", "vs_openblas"};
+        const char *head[] = {"impl",  "simd/core",   "dtype",    "m",           "n",
+                              "k",     "threads",     "GFLOP/s",  "median_s",    "min_s",
+                              "max_s", "weight_GB/s", "roofline", "vs_openblas", "path"};
         tw_table tb;
-        tw_table_init(&tb, 14, head);
-        char roofs[64], ratios[32] = "";
-        snprintf(roofs, sizeof roofs, "%.3f of %s %.1f %s", roof, bw_bound ? "read" : "peak",
-                 bw_bound ? read_gbps : peak, bw_bound ? "GB/s" : "GFLOP/s");
+        tw_table_init(&tb, 15, head);
+        char roofs[96], ratios[32] = "";
+        snprintf(roofs, sizeof roofs, "%.3f of %s %.1f %s%s", roof, bw_bound ? "read" : "peak",
+                 bw_bound ? read_gbps : peak, bw_bound ? "GB/s" : "GFLOP/s",
+                 over ? " EXCEEDS CEILING" : "");
         if (b.ok) snprintf(ratios, sizeof ratios, "%.3f", ratio);
-        tw_table_addf(&tb, "tokwatt|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f|%s|%s",
+        tw_table_addf(&tb, "tokwatt|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f|%s|%s|%s",
                       tw_simd_name(level), dts, m, n, k, nt, gflops, med, tmin, tmax, gbps, roofs,
-                      ratios);
+                      ratios, gi.path);
         if (b.ok)
-            tw_table_addf(&tb, "%s|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f||1.000", base_label,
+            tw_table_addf(&tb, "%s|%s|%s|%d|%d|%d|%d|%.2f|%.6f|%.6f|%.6f|%.2f||1.000|", base_label,
                           core, "fp32", m, n, k, nt, b.gflops, b.median_s, b.min_s, b.max_s,
                           b.gbps);
         tw_table_print(&tb, fmt, stdout);
@@ -453,6 +489,7 @@ int tw_bench_gemm(int argc, char **argv) {
                 printf("\nweights rotate over %d copies (%.0f MiB) so each rep streams them from "
                        "memory\n",
                        copies, (double)wbytes * copies / (1 << 20));
+            printf("\nceiling: %s\n", bw_bound ? read_method : peak_method);
             if (baseline && !b.ok) printf("\nbaseline: %s\n", b.reason);
             if (b.ok)
                 printf("\nOpenBLAS: core %s (verbose line: %s), %s\n", b.corename,

@@ -65,21 +65,32 @@ int tw_cmd_info(int argc, char **argv) {
     json_object_set_new(root, "simd_active", json_string(tw_simd_name(tw_cpu_simd_active())));
     json_object_set_new(root, "threads", json_integer(nthreads));
 
+    json_object_set_new(root, "bf16_dot_vs_fma", json_real(tw_cpu_bf16_dot_ratio()));
+    json_object_set_new(root, "bf16_dot_used", json_boolean(tw_cpu_bf16_dot_preferred()));
+    json_object_set_new(root, "amx_usable", json_boolean(tw_cpu_amx_usable()));
+
     tw_membw_result mb;
     memset(&mb, 0, sizeof mb);
     double peak = 0;
+    tw_bf16_peak bp;
+    memset(&bp, 0, sizeof bp);
     if (!quick) {
-        tw_log("measuring memory bandwidth and fp32 peak on %d threads...", nthreads);
+        tw_log("measuring memory bandwidth and compute peaks on %d threads...", nthreads);
         if (tw_machine_membw(nthreads, 0, 5, &mb) != TW_OK ||
-            tw_machine_fp32_peak(nthreads, &peak) != TW_OK) {
+            tw_machine_fp32_peak(nthreads, &peak) != TW_OK ||
+            tw_machine_bf16_peak(nthreads, &bp) != TW_OK) {
             fprintf(stderr, "tokwatt info: error: %s\n", tw_error_text());
             json_decref(root);
             return TW_EXIT_FAIL;
         }
         json_object_set_new(root, "membw_read_gbps", json_real(mb.read_gbps));
+        json_object_set_new(root, "membw_read_method", json_string(mb.read_method));
         json_object_set_new(root, "membw_copy_gbps", json_real(mb.copy_gbps));
         json_object_set_new(root, "membw_triad_gbps", json_real(mb.triad_gbps));
+        json_object_set_new(root, "llc_bytes", json_integer((json_int_t)mb.llc_bytes));
         json_object_set_new(root, "fp32_peak_gflops", json_real(peak));
+        json_object_set_new(root, "bf16_peak_gflops", json_real(bp.gflops));
+        json_object_set_new(root, "bf16_peak_method", json_string(bp.method));
     }
 
     json_object_set_new(root, "cuda_built", json_boolean(tw_cuda_built()));
@@ -122,7 +133,7 @@ int tw_cmd_info(int argc, char **argv) {
         } else {
             json_object_set_new(ji, "runnable", json_false());
             json_object_set_new(ji, "mode", json_string("unknown"));
-            json_object_set_new(ji, "summary", json_string(tw_last_error()));
+            json_object_set_new(ji, "summary", json_string(tw_error_text()));
         }
         json_object_set_new(j, "cuda_image", ji);
         json_array_append_new(devs, j);
@@ -177,11 +188,24 @@ int tw_cmd_info(int argc, char **argv) {
         tw_table_addf(&t, "CPU features|%s", tw_cpu_features());
         tw_table_addf(&t, "SIMD path|%s (best %s)", tw_simd_name(tw_cpu_simd_active()),
                       tw_simd_name(tw_cpu_simd_detect()));
+        if (tw_cpu_bf16_dot_ratio() > 0)
+            tw_table_addf(&t,
+                          "bf16 dot product|%.2fx the multiply-adds of fp32 FMA per second "
+                          "(one thread): %s",
+                          tw_cpu_bf16_dot_ratio(),
+                          tw_cpu_bf16_dot_preferred() ? "used for bf16 GEMMs"
+                                                      : "not used (FMA on widened bf16 is faster)");
+        tw_table_addf(&t, "AMX-BF16|%s",
+                      tw_cpu_amx_usable() ? "usable: bf16 GEMMs with >= 16 rows"
+                                          : "not usable (no AMX, or no OS permission)");
         if (!quick) {
             tw_table_addf(&t, "memory bandwidth, %d threads|read %.2f, copy %.2f, triad %.2f GB/s",
                           nthreads, mb.read_gbps, mb.copy_gbps, mb.triad_gbps);
-            tw_table_addf(&t, "fp32 peak, %d threads|%.1f GFLOP/s (measured FMA loop)", nthreads,
-                          peak);
+            tw_table_addf(&t, "read ceiling|%s", mb.read_method);
+            tw_table_addf(&t, "fp32 peak, %d threads|%.1f GFLOP/s (%s)", nthreads, peak,
+                          tw_cpu_peak_method(TW_PEAK_FP32_FMA));
+            tw_table_addf(&t, "bf16 peak, %d threads|%.1f GFLOP/s: %s", nthreads, bp.gflops,
+                          bp.method);
         }
         tw_table_addf(&t, "CUDA|%s; runtime %s, driver %s; %s",
                       tw_cuda_built() ? "built" : "NOT built", rt, drv, cuda_note);

@@ -36,8 +36,10 @@ static const char *tw_run_usage =
     "            [--gemm tokwatt|cublas] [--cuda-graph]  (CUDA backend: GEMM choice; decode steps\n"
     "            replayed as a CUDA graph)\n"
     "            [--preset NAME]  (configs/scenarios: defaults mirroring a published setup)\n"
-    "            [--tp N[,..] [--comm auto|mpi|nccl|local] [--comm-timeout S]]  (under mpirun\n"
-    "            -np M, M >= every N; each degree N runs on ranks 0..N-1)\n"
+    "            [--tp N[,..] [--comm auto|mpi|nccl|local|threads] [--comm-timeout S]]\n"
+    "            (each degree N runs on ranks 0..N-1: under mpirun -np M, M >= every N; with\n"
+    "            --comm threads as threads of this process on the CPU; --backend cuda without\n"
+    "            mpirun: one thread per GPU over one NCCL communicator)\n"
     "            [--routing-skew S]  (experts: a seeded Zipf-like preference, router logit\n"
     "            bias -S ln(rank); 0 = none; doc/MOE.md)\n"
     "            [--ep N]  (under mpirun: experts split over N ranks, tokens dispatched with\n"
@@ -137,13 +139,13 @@ static tw_status tw_run_parse(tw_args *a, tw_run_opts *o) {
     TW_TRY(tw_args_int(a, "--ep", 1, 1, 4096, &o->s.ep));
     TW_TRY(tw_args_format(a, &o->fmt));
     TW_TRY(tw_args_finish(a));
-    static const char *const comms[] = {"auto", "mpi", "nccl", "local"};
+    static const char *const comms[] = {"auto", "mpi", "nccl", "local", "threads"};
     int comm_ok = 0;
     for (size_t i = 0; i < sizeof comms / sizeof comms[0]; i++)
         comm_ok |= !strcmp(o->s.comm, comms[i]);
     if (!comm_ok)
-        return TW_ERR(TW_ERR_INVALID, "option --comm: '%s' is not auto, mpi, nccl or local",
-                      o->s.comm);
+        return TW_ERR(TW_ERR_INVALID,
+                      "option --comm: '%s' is not auto, mpi, nccl, local or threads", o->s.comm);
     static const char *const powers[] = {"auto", "nvml", "rapl", "assumed", "none"};
     int power_ok = 0;
     for (size_t i = 0; i < sizeof powers / sizeof powers[0]; i++)
@@ -279,9 +281,15 @@ static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_res
         printf("decode: %.2f GB/s of required bytes = %.1f%% of %s %.2f GB/s\n",
                m->decode_bandwidth_gbps, 100 * m->decode_bandwidth_fraction, roof->membw_source,
                isfinite(roof->membw_gbps) ? roof->membw_gbps : 0.0);
+        /* bf16 rows' MFU is against the bf16 ceiling */
+        const int bf = !strcmp(r->scenario.dtype, "bf16");
+        const double pk = bf ? roof->peak_bf16_gflops : roof->peak_gflops;
         printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", m->prefill_gflops,
-               100 * m->prefill_mfu, roof->peak_source,
-               isfinite(roof->peak_gflops) ? roof->peak_gflops : 0.0);
+               100 * m->prefill_mfu, bf ? roof->peak_bf16_source : roof->peak_source,
+               isfinite(pk) ? pk : 0.0);
+        if (m->exceeds_ceiling > 0)
+            printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
+                   "reached, so the fraction is not meaningful\n");
         if (isfinite(r->energy.e2e.j_per_token))
             printf("energy%s: %.1f W mean per device, %.4f J per generated token (e2e)\n",
                    r->energy.assumed ? " (ASSUMED watts, not measured)" : "",

@@ -10,3 +10,17 @@ if(OPENBLAS_LIB AND OPENBLAS_INC)
   # tokwatt without its baseline would silently lose a column: build them together.
   add_dependencies(tokwatt baseline_openblas)
 endif()
+
+# The standalone kernel check (tests/standalone/kernels_check.c, no Criterion or jansson): what
+# scripts/check-aarch64 runs under qemu-aarch64; built and run natively here too so that the
+# check itself is exercised on every host.
+if(TW_TESTS)
+  add_executable(kernels_check ${CMAKE_SOURCE_DIR}/tests/standalone/kernels_check.c
+                               ${CMAKE_SOURCE_DIR}/tests/tw_test_util.c)
+  target_link_libraries(kernels_check PRIVATE tw)
+  target_include_directories(kernels_check PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  set_target_properties(kernels_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME kernels_check COMMAND kernels_check)
+  set_tests_properties(kernels_check PROPERTIES LABELS "cpu" PASS_REGULAR_EXPRESSION
+                       "kernels_check: PASS" FAIL_REGULAR_EXPRESSION "FAIL")
+endif()

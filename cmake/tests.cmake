@@ -183,7 +183,7 @@ tw_cmd_test(run_malformed_devices_json EXIT 1 ERR "devices.json:[0-9]+:[0-9]+: n
 tw_cmd_test(run_malformed_assumptions_json EXIT 1 ERR "assumptions.json:[0-9]+:[0-9]+: not valid JSON"
   NO_ERR "engine ready"
   COMMAND sh -c "rm -rf ${TW_TR}/badcfg2 && cp -r ${CMAKE_SOURCE_DIR}/configs ${TW_TR}/badcfg2 && echo '{' > ${TW_TR}/badcfg2/assumptions.json && TW_CONFIG_DIR=${TW_TR}/badcfg2 exec ${TWQ} run ${TW_TINY_S} --reps 1 --watts 100 --out ${TW_TR}/x/")
-foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl or local"
+foreach(case "comm_bogus|--comm bogus|--comm: 'bogus' is not auto, mpi, nccl, local or threads"
              "batch_trailing_comma|--batch 1,|--batch: '1,' is not a comma-separated integer list \\(an empty element\\)"
              "batch_empty_element|--batch 1,,2|an empty element"
              "watts_zero|--watts 0|--watts: 0 is out of range"
@@ -363,8 +363,8 @@ if(MPI_C_FOUND)
     string(REPLACE "," "_" tag "${tps}")
     set(res ${TW_TR}/mpi_run_tp_sweep_${tag}.json)
     tw_cmd_test(mpi_run_tp_sweep_np${np}_${tag} NP ${np} TIMEOUT 120 RM ${res}
-      COMMAND ${TW} run --model tiny --tp ${tps} --dtype fp32,bf16 --batch 3 --prompt 9 --gen 5
-      --reps 1 --warmup 0 --threads 1 --format json --out ${res}
+      COMMAND ${TW} run ${TW_TINY} --tp ${tps} --dtype fp32,bf16 --batch 3 --prompt 9 --gen 5
+      --reps 1 --format json --out ${res}
       CHECK "${TW_PYTHON3} ${CMAKE_SOURCE_DIR}/tests/mpi/check_tp_sweep.py ${res} ${tps} ${np} 2")
   endforeach()
   # a signal to the job (Ctrl-C to mpirun), to rank 0 alone, to rank 1 alone: rank 0 writes

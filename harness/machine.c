@@ -1,62 +1,102 @@
-/* Machine calibration: memory bandwidth (read/copy/triad) and fp32 peak. The read kernel is the
- * yardstick for decode (GEMV) efficiency, so it is the fastest honest read loop we have: every
- * byte is loaded and summed (the sum is consumed, so the loads cannot be elided), 32-byte AVX2
- * loads, 16 independent accumulators, 8 concurrent streams per thread with software prefetch,
- * OpenMP threads each streaming their own contiguous share (first-touched by that thread). */
+/* Machine calibration: memory bandwidth (read/copy/triad), the fp32 peak and the bf16 peak.
+ *
+ * The read figure is the yardstick for decode (GEMV) efficiency, so it must be the best read
+ * rate this machine sustains, not one loop's: every byte is loaded and summed (the sum is
+ * consumed, so the loads cannot be elided) by several read kernels at the widest vectors the
+ * CPU has (one sequential stream per thread left to the hardware prefetchers; 4, 8 and 16
+ * streams side by side with software prefetch at two distances, as the GEMV kernels read their
+ * weight rows), on every core, over buffers of at least twice the last-level cache, and the
+ * best of all of them, best of reps, is kept. The work goes to the CPU backend's thread pool
+ * (the threads the kernels use) in 4 MiB pieces handed out dynamically, so a descheduled thread
+ * on a shared machine delays one piece, not a fixed half of the pass. */
 #include "tw_machine.h"
 
 #include "cpu/tw_cpu.h"
+#include "cpu/tw_pool.h"
 #include "tw_util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <omp.h>
 
 #if defined(TW_X86)
 #include <immintrin.h>
 #endif
 
-#define CHUNK ((size_t)1 << 19) /* floats: 2 MiB */
+#define CHUNK ((size_t)1 << 20) /* floats per task: 4 MiB */
 
-/* Each thread's share of n elements: [s, e), aligned to 16 floats (64 bytes). */
-static void share(size_t n, int parts, int i, size_t *s, size_t *e) {
-    size_t chunk = ((n / (size_t)parts) + 15) & ~(size_t)15;
-    *s = chunk * (size_t)i;
-    *e = *s + chunk;
-    if (*s > n) *s = n;
-    if (*e > n || i == parts - 1) *e = n;
-}
+/* ---- read kernels: sum n floats (n a multiple of 16 * streams), p 64-byte aligned ---------- */
+typedef float (*read_fn)(const float *p, size_t n);
+
+typedef struct {
+    const char *name;
+    read_fn fn;
+} read_kernel;
 
 #if defined(TW_X86)
-/* Streams this thread's share as READ_STREAMS contiguous sub-ranges read side by side, one
- * 64-byte line of each per step, each prefetched READ_PF bytes ahead: more requests in flight
- * than one hardware-prefetched stream gives (measured here: ~35 GB/s vs ~24 GB/s for a plain
- * single-stream loop on 2 threads). */
-#define READ_STREAMS 8
-#define READ_PF      1024
-__attribute__((target("avx2,fma"))) static float read_avx2(const float *p, size_t n) {
-    __m256 acc[2 * READ_STREAMS];
-    for (int i = 0; i < 2 * READ_STREAMS; i++) acc[i] = _mm256_setzero_ps();
-    const size_t per = (n / READ_STREAMS) & ~(size_t)15; /* whole lines per stream */
-    for (size_t i = 0; i < per; i += 16) {
-        for (int s = 0; s < READ_STREAMS; s++) {
-            const float *q = p + (size_t)s * per + i;
-            _mm_prefetch((const char *)q + READ_PF, _MM_HINT_T0);
-            acc[2 * s] = _mm256_add_ps(acc[2 * s], _mm256_load_ps(q));
-            acc[2 * s + 1] = _mm256_add_ps(acc[2 * s + 1], _mm256_load_ps(q + 8));
-        }
+/* S streams side by side (contiguous sub-ranges), one 64-byte line of each per step, each
+ * prefetched PF bytes ahead (PF 0: hardware prefetch only). */
+#define TW_READ512(NAME, S, PF, HINT)                                                              \
+    __attribute__((target("avx512f"))) static float NAME(const float *p, size_t n) {               \
+        __m512 acc[S];                                                                             \
+        for (int s = 0; s < S; s++) acc[s] = _mm512_setzero_ps();                                  \
+        const size_t per = n / S;                                                                  \
+        for (size_t i = 0; i < per; i += 16) {                                                     \
+            for (int s = 0; s < S; s++) {                                                          \
+                const float *q = p + (size_t)s * per + i;                                          \
+                if (PF) _mm_prefetch((const char *)q + PF, HINT);                                  \
+                acc[s] = _mm512_add_ps(acc[s], _mm512_load_ps(q));                                 \
+            }                                                                                      \
+        }                                                                                          \
+        for (int s = 1; s < S; s++) acc[0] = _mm512_add_ps(acc[0], acc[s]);                        \
+        return _mm512_reduce_add_ps(acc[0]);                                                       \
     }
-    __m256 t = acc[0];
-    for (int i = 1; i < 2 * READ_STREAMS; i++) t = _mm256_add_ps(t, acc[i]);
-    float v[8];
-    _mm256_storeu_ps(v, t);
-    float sum = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
-    for (size_t i = per * READ_STREAMS; i < n; i++) sum += p[i]; /* the remainder */
-    return sum;
-}
+#define TW_READ256(NAME, S, PF, HINT)                                                              \
+    __attribute__((target("avx2,fma"))) static float NAME(const float *p, size_t n) {              \
+        __m256 acc[2 * S];                                                                         \
+        for (int s = 0; s < 2 * S; s++) acc[s] = _mm256_setzero_ps();                              \
+        const size_t per = n / S;                                                                  \
+        for (size_t i = 0; i < per; i += 16) {                                                     \
+            for (int s = 0; s < S; s++) {                                                          \
+                const float *q = p + (size_t)s * per + i;                                          \
+                if (PF) _mm_prefetch((const char *)q + PF, HINT);                                  \
+                acc[2 * s] = _mm256_add_ps(acc[2 * s], _mm256_load_ps(q));                         \
+                acc[2 * s + 1] = _mm256_add_ps(acc[2 * s + 1], _mm256_load_ps(q + 8));             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int s = 1; s < 2 * S; s++) acc[0] = _mm256_add_ps(acc[0], acc[s]);                    \
+        float v[8];                                                                                \
+        _mm256_storeu_ps(v, acc[0]);                                                               \
+        return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];                              \
+    }
+/* one stream unrolled 4 lines deep so four loads are always in flight */
+TW_READ512(read512_s4, 4, 0, _MM_HINT_T0) /* 4 sub-ranges, hardware prefetch */
+TW_READ512(read512_s1, 1, 0, _MM_HINT_T0)
+TW_READ512(read512_s8_pf1k, 8, 1024, _MM_HINT_T0)
+TW_READ512(read512_s8_pf4k, 8, 4096, _MM_HINT_T1)
+TW_READ512(read512_s16, 16, 0, _MM_HINT_T0)
+TW_READ256(read256_s1, 1, 0, _MM_HINT_T0)
+TW_READ256(read256_s4, 4, 0, _MM_HINT_T0)
+TW_READ256(read256_s8_pf1k, 8, 1024, _MM_HINT_T0)
+TW_READ256(read256_s8_pf4k, 8, 4096, _MM_HINT_T1)
+
+static const read_kernel read_avx512[] = {
+    {"avx512 loads, 1 stream/thread", read512_s1},
+    {"avx512 loads, 4 streams/thread", read512_s4},
+    {"avx512 loads, 8 streams/thread, prefetcht0 +1 KiB", read512_s8_pf1k},
+    {"avx512 loads, 8 streams/thread, prefetcht1 +4 KiB", read512_s8_pf4k},
+    {"avx512 loads, 16 streams/thread", read512_s16},
+};
+static const read_kernel read_avx2[] = {
+    {"avx2 loads, 1 stream/thread", read256_s1},
+    {"avx2 loads, 4 streams/thread", read256_s4},
+    {"avx2 loads, 8 streams/thread, prefetcht0 +1 KiB", read256_s8_pf1k},
+    {"avx2 loads, 8 streams/thread, prefetcht1 +4 KiB", read256_s8_pf4k},
+};
 #endif
 
 __attribute__((noipa)) static float read_portable(const float *p, size_t n) {
@@ -69,203 +109,306 @@ __attribute__((noipa)) static float read_portable(const float *p, size_t n) {
     for (; i < n; i++) s += p[i];
     return s;
 }
+static const read_kernel read_port[] = {{"plain C loads, 1 stream/thread", read_portable}};
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static const read_kernel *read_kernels(int *n) {
+#if defined(TW_X86)
+    tw_simd l = tw_cpu_simd_active();
+    if (l >= TW_SIMD_AVX512 && l < TW_SIMD_NEON) {
+        *n = (int)(sizeof read_avx512 / sizeof read_avx512[0]);
+        return read_avx512;
+    }
+    if (l >= TW_SIMD_AVX2 && l < TW_SIMD_NEON) {
+        *n = (int)(sizeof read_avx2 / sizeof read_avx2[0]);
+        return read_avx2;
+    }
+#endif
+    *n = 1;
+    return read_port;
 }
 
-/* The fastest repetition: a ceiling is the best the machine sustains (STREAM's convention),
- * and on a shared machine the median mostly measures the neighbours. */
-static double fastest(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[0];
+/* ---- pool jobs ------------------------------------------------------------------------------ */
+typedef struct {
+    float *a, *b, *c; /* the three arrays (read uses all three, back to back) */
+    size_t n3;        /* floats per array */
+    read_fn rd;
+    _Atomic unsigned sum_bits; /* XOR of the pieces' sums: consumed, so no load is elided */
+} bw_job;
+
+static void bw_touch(void *arg, long t, int worker) {
+    (void)worker;
+    bw_job *j = arg;
+    float *p = j->a + (size_t)t * CHUNK;
+    for (size_t i = 0; i < CHUNK; i++)
+        p[i] = (float)((((size_t)t * CHUNK + i) * 2654435761u) & 1023) * (1.0f / 1024);
 }
 
-tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result *out) {
+static void bw_read(void *arg, long t, int worker) {
+    (void)worker;
+    bw_job *j = arg;
+    float s = j->rd(j->a + (size_t)t * CHUNK, CHUNK);
+    unsigned u;
+    memcpy(&u, &s, sizeof u);
+    atomic_fetch_xor_explicit(&j->sum_bits, u, memory_order_relaxed);
+}
+
+static void bw_copy(void *arg, long t, int worker) {
+    (void)worker;
+    bw_job *j = arg;
+    memcpy(j->b + (size_t)t * CHUNK, j->a + (size_t)t * CHUNK, CHUNK * sizeof(float));
+}
+
+static void bw_triad(void *arg, long t, int worker) {
+    (void)worker;
+    bw_job *j = arg;
+    const float s = 0.5f;
+    float *a = j->a + (size_t)t * CHUNK;
+    const float *b = j->b + (size_t)t * CHUNK, *c = j->c + (size_t)t * CHUNK;
+    for (size_t i = 0; i < CHUNK; i++) a[i] = b[i] + s * c[i];
+}
+
+size_t tw_machine_llc_bytes(void) {
+    size_t best = 0;
+    int best_level = 0;
+    for (int idx = 0; idx < 16; idx++) {
+        char path[128], buf[64];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", idx);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        int level = 0;
+        if (!fgets(buf, sizeof buf, f) || sscanf(buf, "%d", &level) != 1) level = 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", idx);
+        f = fopen(path, "r");
+        if (!f) continue;
+        size_t v = 0;
+        char unit = 0;
+        if (fgets(buf, sizeof buf, f) && sscanf(buf, "%zu%c", &v, &unit) >= 1) {
+            if (unit == 'K') v <<= 10;
+            if (unit == 'M') v <<= 20;
+            if (unit == 'G') v <<= 30;
+            if (level > best_level || (level == best_level && v > best))
+                best = v, best_level = level;
+        }
+        fclose(f);
+    }
+    return best;
+}
+
+static size_t mem_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb << 10;
+}
+
+/* Fastest of `reps` passes of job fn over `tasks` pieces; returns seconds. */
+static tw_status bw_time(int nt, long tasks, tw_pool_fn fn, bw_job *j, int reps, double *best) {
+    *best = INFINITY;
+    for (int r = 0; r < reps; r++) {
+        double t0 = tw_now_s();
+        TW_TRY(tw_pool_run(nt, tasks, fn, j));
+        double dt = tw_now_s() - t0;
+        if (dt < *best) *best = dt;
+    }
+    return TW_OK;
+}
+
+/* quick: every read kernel once on the first size, then only the fastest of them, reps times on
+ * every size, and no copy or triad (the run's ceiling: the same kernels and sizes at a fraction of
+ * the time); otherwise every kernel reps times on every size, then copy and triad. */
+static tw_status membw_measure(int threads, size_t bytes, int reps, int quick,
+                               tw_membw_result *out) {
     if (!out) return TW_ERR(TW_ERR_INVALID, "tw_machine_membw: out is NULL");
     if (threads < 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_membw: threads=%d", threads);
     if (reps < 1) return TW_ERR(TW_ERR_INVALID, "tw_machine_membw: reps=%d (must be >= 1)", reps);
-    if (bytes == 0) bytes = (size_t)512 << 20;
-    if (bytes < ((size_t)3 << 20))
+    if (bytes != 0 && bytes < ((size_t)3 << 20))
         return TW_ERR(TW_ERR_INVALID,
                       "tw_machine_membw: bytes=%zu is too small (>= 3 MiB; it should exceed the "
                       "last-level cache several times)",
                       bytes);
+    memset(out, 0, sizeof *out);
     const int nt = tw_cpu_threads(threads);
-    /* Three arrays of bytes/3 serve all kernels: read uses all three back to back as one
-     * buffer of `bytes`, copy uses two (2/3 of bytes moved), triad three. */
-    /* Work is handed out in CHUNK-element pieces (2 MiB) dynamically: on a shared machine a
-     * descheduled thread delays one piece, not a fixed half of the pass. */
-    const size_t n3 = ((bytes / 3) / sizeof(float)) / CHUNK * CHUNK; /* elements per array */
-    float *buf = aligned_alloc(64, 3 * n3 * sizeof(float));
-    if (!buf)
-        return TW_ERR(TW_ERR_NOMEM, "tw_machine_membw: cannot allocate %zu bytes",
-                      3 * n3 * sizeof(float));
-    float *a = buf, *b = buf + n3, *c = buf + 2 * n3;
-    const size_t nall = 3 * n3;
-    /* First touch by the thread that will stream each share (NUMA placement, page faults
-     * outside the timed loops). */
-#pragma omp parallel num_threads(nt)
-    {
-        int team = omp_get_num_threads(), t = omp_get_thread_num();
-        size_t s, e;
-        share(nall, team, t, &s, &e);
-        for (size_t i = s; i < e; i++) buf[i] = (float)((i * 2654435761u) & 1023) * (1.0f / 1024);
-    }
-    double *tr = malloc(sizeof(double) * 3 * (size_t)reps);
-    if (!tr) {
-        free(buf);
-        return TW_ERR(TW_ERR_NOMEM, "tw_machine_membw: reps=%d", reps);
-    }
-    double *tc = tr + reps, *tt = tr + 2 * reps;
-#if defined(TW_X86)
-    const int use_avx2 = tw_cpu_simd_active() >= TW_SIMD_AVX2;
-#endif
-    volatile float sink = 0;
-    const float scalar = 0.5f;
-    for (int r = 0; r < reps; r++) {
-        float total = 0;
-        double t0 = tw_now_s();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) reduction(+ : total)
-        for (size_t ch = 0; ch < nall / CHUNK; ch++) {
-#if defined(TW_X86)
-            if (use_avx2)
-                total += read_avx2(buf + ch * CHUNK, CHUNK);
-            else
-#endif
-                total += read_portable(buf + ch * CHUNK, CHUNK);
-        }
-        tr[r] = tw_now_s() - t0;
-        sink = sink + total;
-
-        t0 = tw_now_s();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (size_t ch = 0; ch < n3 / CHUNK; ch++)
-            memcpy(b + ch * CHUNK, a + ch * CHUNK, CHUNK * sizeof(float));
-        tc[r] = tw_now_s() - t0;
-
-        t0 = tw_now_s();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (size_t ch = 0; ch < n3 / CHUNK; ch++)
-            for (size_t i = ch * CHUNK; i < (ch + 1) * CHUNK; i++) a[i] = b[i] + scalar * c[i];
-        tt[r] = tw_now_s() - t0;
-    }
-    (void)sink;
-    const double bytes_arr = (double)n3 * sizeof(float);
-    out->read_gbps = 3 * bytes_arr / fastest(tr, reps) / 1e9;
-    out->copy_gbps = 2 * bytes_arr / fastest(tc, reps) / 1e9;
-    out->triad_gbps = 3 * bytes_arr / fastest(tt, reps) / 1e9;
-    out->bytes = 3 * n3 * sizeof(float);
     out->threads = nt;
-    free(tr);
-    free(buf);
+    out->llc_bytes = tw_machine_llc_bytes();
+    /* sizes: the one asked for, or from max(512 MiB, 2 x LLC) doubling once, within a quarter
+     * of the free memory */
+    size_t sizes[2];
+    int nsizes = 1;
+    if (bytes) {
+        sizes[0] = bytes;
+    } else {
+        size_t lo = (size_t)512 << 20;
+        if (2 * out->llc_bytes > lo) lo = 2 * out->llc_bytes;
+        size_t cap = mem_available_bytes() / 4;
+        if (cap && lo > cap) lo = cap > ((size_t)64 << 20) ? cap : ((size_t)64 << 20);
+        sizes[0] = lo;
+        if (!cap || 2 * lo <= cap) sizes[nsizes++] = 2 * lo;
+    }
+    int nk, quick_kernel = 0;
+    const read_kernel *ks = read_kernels(&nk);
+    out->bytes_min = (size_t)-1;
+    double best_read = 0;
+    for (int si = 0; si < nsizes; si++) {
+        /* three arrays of bytes/3, in whole pieces: read streams all three back to back */
+        const size_t n3 = ((sizes[si] / 3) / sizeof(float)) / CHUNK * CHUNK;
+        if (n3 == 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_membw: bytes=%zu", sizes[si]);
+        float *buf = aligned_alloc(64, 3 * n3 * sizeof(float));
+        if (!buf)
+            return TW_ERR(TW_ERR_NOMEM, "tw_machine_membw: cannot allocate %zu bytes",
+                          3 * n3 * sizeof(float));
+        bw_job j = {.a = buf, .b = buf + n3, .c = buf + 2 * n3, .n3 = n3};
+        const size_t total = 3 * n3 * sizeof(float);
+        const long pieces_all = (long)(3 * n3 / CHUNK), pieces3 = (long)(n3 / CHUNK);
+        tw_status st = tw_pool_run(nt, pieces_all, bw_touch, &j); /* page faults, untimed */
+        if (quick && si == 0) { /* the scan: which kernel reads fastest here */
+            double best_t = INFINITY;
+            for (int ki = 0; ki < nk && st == TW_OK; ki++) {
+                j.rd = ks[ki].fn;
+                double t;
+                st = bw_time(nt, pieces_all, bw_read, &j, 1, &t);
+                if (st == TW_OK && t < best_t) best_t = t, quick_kernel = ki;
+            }
+        }
+        for (int ki = quick ? quick_kernel : 0; ki < (quick ? quick_kernel + 1 : nk) && st == TW_OK;
+             ki++) {
+            j.rd = ks[ki].fn;
+            double t;
+            st = bw_time(nt, pieces_all, bw_read, &j, reps, &t);
+            if (st == TW_OK && (double)total / t / 1e9 > best_read) {
+                best_read = (double)total / t / 1e9;
+                snprintf(out->read_method, sizeof out->read_method,
+                         "%s, %d threads, %.0f MiB buffer, best of %d%s", ks[ki].name, nt,
+                         (double)total / 1048576.0, reps,
+                         quick ? " (the fastest of the read kernels, each timed once)" : "");
+            }
+        }
+        if (!quick && si == nsizes - 1 && st == TW_OK) { /* copy and triad, largest buffer */
+            double tc, tt;
+            st = bw_time(nt, pieces3, bw_copy, &j, reps, &tc);
+            if (st == TW_OK) st = bw_time(nt, pieces3, bw_triad, &j, reps, &tt);
+            if (st == TW_OK) {
+                out->copy_gbps = 2.0 * (double)n3 * sizeof(float) / tc / 1e9;
+                out->triad_gbps = 3.0 * (double)n3 * sizeof(float) / tt / 1e9;
+            }
+        }
+        free(buf);
+        if (st != TW_OK) return tw_error_ctx(st, "tw_machine_membw");
+        if (total < out->bytes_min) out->bytes_min = total;
+        if (total > out->bytes) out->bytes = total;
+        if (out->llc_bytes && total < 2 * out->llc_bytes) out->below_llc = 1;
+        out->sizes++;
+    }
+    out->read_gbps = best_read;
     return TW_OK;
 }
 
-/* ---- fp32 peak: independent FMA chains, enough to cover latency x pipes ------------------- */
-#define PEAK_ITERS 20000000L
-
-#if defined(TW_X86)
-__attribute__((target("avx2,fma"))) static float peak_avx2(long iters, float seed) {
-    /* 10 chains: FMA latency 4-5 cycles x 2 pipes needs >= 10 in flight. */
-    __m256 m = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
-    __m256 a[10];
-    for (int i = 0; i < 10; i++) a[i] = _mm256_set1_ps(seed + (float)i);
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < 10; i++) a[i] = _mm256_fmadd_ps(a[i], m, add);
-    __m256 s = a[0];
-    for (int i = 1; i < 10; i++) s = _mm256_add_ps(s, a[i]);
-    float t[8];
-    _mm256_storeu_ps(t, s);
-    return t[0] + t[7];
+tw_status tw_machine_membw(int threads, size_t bytes, int reps, tw_membw_result *out) {
+    return membw_measure(threads, bytes, reps, 0, out);
 }
 
-__attribute__((target("avx512f"))) static float peak_avx512(long iters, float seed) {
-    __m512 m = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
-    __m512 a[12];
-    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(seed + (float)i);
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, add);
-    __m512 s = a[0];
-    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
-    return _mm512_reduce_add_ps(s);
-}
-#endif
-
-static float peak_portable(long iters, float seed) {
-    float a[32];
-    for (int i = 0; i < 32; i++) a[i] = seed + (float)i;
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < 32; i++) a[i] = a[i] * 0.999999f + 1e-7f;
-    float s = 0;
-    for (int i = 0; i < 32; i++) s += a[i];
-    return s;
+tw_status tw_machine_read_ceiling(int threads, int reps, tw_membw_result *out) {
+    return membw_measure(threads, 0, reps, 1, out);
 }
 
-/* CPU time of the calling thread: the FMA rate while it actually runs, so a machine shared
- * with other jobs (preempted threads) does not lower the peak. */
+/* ---- compute peaks --------------------------------------------------------------------------- */
+/* CPU time of the calling thread: the multiply-add rate while it actually runs, so a machine
+ * shared with other jobs (preempted threads) does not lower the peak. */
 static double thread_cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-tw_status tw_machine_fp32_peak(int threads, double *gflops) {
-    if (!gflops) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: gflops is NULL");
-    if (threads < 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: threads=%d", threads);
-    const int nt = tw_cpu_threads(threads);
-    const tw_simd level = tw_cpu_simd_active();
-    double flops_per_iter; /* per thread */
+typedef struct {
+    tw_peak_kind kind;
     long iters;
-    switch (level) {
-    case TW_SIMD_AVX512:
-        flops_per_iter = 12 * 16 * 2, iters = PEAK_ITERS / 2;
-        break;
-    case TW_SIMD_AVX2:
-        flops_per_iter = 10 * 8 * 2, iters = PEAK_ITERS;
-        break;
-    default:
-        flops_per_iter = 32 * 2, iters = PEAK_ITERS / 2;
-        break;
+    _Atomic(double) rate; /* sum over threads of flops / that thread's CPU time */
+    _Atomic unsigned sink_bits;
+    _Atomic int unsupported;
+} peak_job;
+
+static void peak_task(void *arg, long t, int worker) {
+    (void)worker;
+    peak_job *j = arg;
+    float sink = (float)t;
+    double c0 = thread_cpu_s();
+    double fl = tw_cpu_peak_loop(j->kind, j->iters, &sink);
+    double c = thread_cpu_s() - c0;
+    if (fl <= 0) {
+        atomic_store(&j->unsupported, 1);
+        return;
     }
-    volatile float sink = 0;
-    double best = 0;
-    /* A short calibration run, then three runs sized to ~40 ms each (whatever the build's
-     * optimisation level); the best is kept: the first runs also wake up cores and clocks. */
-    iters /= 64;
+    double r = fl / (c > 1e-9 ? c : 1e-9), cur = atomic_load(&j->rate);
+    while (!atomic_compare_exchange_weak(&j->rate, &cur, cur + r)) {
+    }
+    unsigned u;
+    memcpy(&u, &sink, sizeof u);
+    atomic_fetch_xor(&j->sink_bits, u); /* consumed: the loop cannot be elided */
+}
+
+/* Best of 3 runs (after a calibration run) of `nt` threads each running the loop once for
+ * ~40 ms; GFLOP/s, or 0 when the kind is not available. */
+static tw_status peak_of(tw_peak_kind kind, int nt, double *gflops) {
+    *gflops = 0;
+    float s = 0;
+    if (tw_cpu_peak_loop(kind, 1, &s) <= 0) return TW_OK;
+    long iters = 20000;
     for (int rep = 0; rep < 4; rep++) {
-        double rate = 0; /* sum over threads of flops / that thread's CPU time */
-        float tsum = 0;
+        peak_job j = {.kind = kind, .iters = iters};
         double t0 = tw_now_s();
-#pragma omp parallel num_threads(nt) reduction(+ : rate, tsum)
-        {
-            float seed = (float)omp_get_thread_num() + sink, total;
-            double c0 = thread_cpu_s();
-#if defined(TW_X86)
-            if (level == TW_SIMD_AVX512)
-                total = peak_avx512(iters, seed);
-            else if (level == TW_SIMD_AVX2)
-                total = peak_avx2(iters, seed);
-            else
-#endif
-                total = peak_portable(iters, seed);
-            double c = thread_cpu_s() - c0;
-            tsum += total; /* consumed: the loop cannot be elided */
-            rate += flops_per_iter * (double)iters / (c > 1e-9 ? c : 1e-9);
-        }
+        /* one task per thread: each thread runs one loop (tasks beyond threads would queue) */
+        TW_TRY(tw_pool_run(nt, nt, peak_task, &j));
         double dt = tw_now_s() - t0;
-        sink = sink + tsum;
-        double g = rate / 1e9;
-        if (g > best) best = g;
+        if (atomic_load(&j.unsupported)) return TW_OK;
+        double g = atomic_load(&j.rate) / 1e9;
+        if (rep > 0 && g > *gflops) *gflops = g;
         if (rep == 0) {
             double scale = 0.04 / (dt > 1e-6 ? dt : 1e-6);
-            if (scale > 256) scale = 256;
+            if (scale > 4096) scale = 4096;
             if (scale < 0.05) scale = 0.05;
             iters = (long)((double)iters * scale) + 1;
         }
     }
-    (void)sink;
-    *gflops = best;
+    return TW_OK;
+}
+
+tw_status tw_machine_fp32_peak(int threads, double *gflops) {
+    if (!gflops) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: gflops is NULL");
+    if (threads < 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_fp32_peak: threads=%d", threads);
+    return peak_of(TW_PEAK_FP32_FMA, tw_cpu_threads(threads), gflops);
+}
+
+tw_status tw_machine_bf16_peak(int threads, tw_bf16_peak *out) {
+    if (!out) return TW_ERR(TW_ERR_INVALID, "tw_machine_bf16_peak: out is NULL");
+    if (threads < 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_bf16_peak: threads=%d", threads);
+    memset(out, 0, sizeof *out);
+    const int nt = tw_cpu_threads(threads);
+    out->threads = nt;
+    TW_TRY(peak_of(TW_PEAK_FP32_FMA, nt, &out->fma_gflops));
+    TW_TRY(peak_of(TW_PEAK_BF16_DOT, nt, &out->dot_gflops));
+    TW_TRY(peak_of(TW_PEAK_BF16_AMX, nt, &out->amx_gflops));
+    tw_peak_kind best = TW_PEAK_FP32_FMA;
+    out->gflops = out->fma_gflops;
+    if (out->dot_gflops > out->gflops) out->gflops = out->dot_gflops, best = TW_PEAK_BF16_DOT;
+    if (out->amx_gflops > out->gflops) out->gflops = out->amx_gflops, best = TW_PEAK_BF16_AMX;
+    char others[160] = "";
+    const tw_peak_kind kinds[3] = {TW_PEAK_FP32_FMA, TW_PEAK_BF16_DOT, TW_PEAK_BF16_AMX};
+    const double vals[3] = {out->fma_gflops, out->dot_gflops, out->amx_gflops};
+    const char *names[3] = {"fp32 FMA on widened bf16", "bf16 dot product", "AMX-BF16"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(others);
+        if (kinds[i] == best) continue;
+        if (vals[i] > 0)
+            snprintf(others + n, sizeof others - n, "%s%s %.1f", n ? ", " : "", names[i], vals[i]);
+        else
+            snprintf(others + n, sizeof others - n, "%s%s: none", n ? ", " : "", names[i]);
+    }
+    snprintf(out->method, sizeof out->method, "%s (%s), %d threads, CPU time, best of 3; other: %s",
+             names[best], tw_cpu_peak_method(best), nt, others);
     return TW_OK;
 }

@@ -203,6 +203,14 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     out->prefill_gflops =
         n ? tw_metric_prefill_gflops(out->prefill_flops, out->ttft_s.median) : NAN;
     out->prefill_mfu = tw_metric_prefill_mfu(out->prefill_gflops, in->peak_gflops);
+    out->exceeds_ceiling = out->decode_bandwidth_fraction > 1.0 || out->prefill_mfu > 1.0;
     out->collective_share = in->have_comm ? tw_metric_collective_share(in->comm_s, measured_s) : 0;
     return TW_OK;
+}
+
+void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double peak_gflops) {
+    m->decode_bandwidth_fraction =
+        tw_metric_decode_bandwidth_fraction(m->decode_bandwidth_gbps, membw_gbps);
+    if (!isnan(peak_gflops)) m->prefill_mfu = tw_metric_prefill_mfu(m->prefill_gflops, peak_gflops);
+    m->exceeds_ceiling = m->decode_bandwidth_fraction > 1.0 || m->prefill_mfu > 1.0;
 }

@@ -507,7 +507,7 @@ out:
     return st;
 }
 
-/* ---- serving charts (schema 1.3 results) --------------------------------------------------------
+/* ---- serving charts (schema 1.4 results) --------------------------------------------------------
  */
 
 static int tw_nserving(const tw_result_file *f, int nf) {

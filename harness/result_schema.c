@@ -42,6 +42,9 @@ json_t *tw_metrics_to_json(const tw_metrics *m) {
     json_object_set_new(j, "prefill_gflops", tw_jnum(m->prefill_gflops));
     json_object_set_new(j, "prefill_mfu", tw_jnum(m->prefill_mfu));
     json_object_set_new(j, "collective_share", tw_jnum(m->collective_share));
+    /* a fraction above 1: the ceiling was measured too low; flagged, never clamped */
+    if (m->exceeds_ceiling >= 0)
+        json_object_set_new(j, "exceeds_ceiling", json_boolean(m->exceeds_ceiling));
     json_t *spread = json_object();
     json_object_set_new(spread, "prefill_tokens_per_s", tw_stats_json(&m->prefill_tokens_per_s));
     json_object_set_new(spread, "decode_tokens_per_s", tw_stats_json(&m->decode_tokens_per_s));
@@ -265,6 +268,13 @@ json_t *tw_result_roofline_to_json(const tw_result_roofline *r) {
     json_object_set_new(j, "peak_gflops",
                         r->peak_gflops > 0 ? json_real(r->peak_gflops) : json_null());
     json_object_set_new(j, "peak_source", json_string(r->peak_source));
+    /* schema 1.3 keys: absent from a file read from an older one, so absent when written back */
+    if (r->membw_method[0]) json_object_set_new(j, "membw_method", json_string(r->membw_method));
+    if (r->peak_bf16_source[0]) {
+        json_object_set_new(j, "peak_bf16_gflops",
+                            r->peak_bf16_gflops > 0 ? json_real(r->peak_bf16_gflops) : json_null());
+        json_object_set_new(j, "peak_bf16_source", json_string(r->peak_bf16_source));
+    }
     return j;
 }
 
@@ -482,6 +492,7 @@ static void tw_rd_metrics(tw_rd *d, const json_t *m, const char *path, tw_metric
     out->prefill_gflops = tw_rd_num(d, m, path, "prefill_gflops");
     out->prefill_mfu = tw_rd_num(d, m, path, "prefill_mfu");
     out->collective_share = tw_rd_num(d, m, path, "collective_share");
+    out->exceeds_ceiling = tw_rd_bool(d, m, path, "exceeds_ceiling", -1);
     out->repetitions_complete = tw_rd_int(d, m, path, "repetitions_complete", out->ttft_s.n);
 }
 
@@ -922,7 +933,7 @@ tw_status tw_result_from_json(const json_t *root, const char *origin, tw_result 
         }
     }
     json_t *roof = tw_rd_obj(&d, root, "", "roofline");
-    r->roofline.membw_gbps = r->roofline.peak_gflops = NAN;
+    r->roofline.membw_gbps = r->roofline.peak_gflops = r->roofline.peak_bf16_gflops = NAN;
     if (roof) {
         r->roofline.present = 1;
         r->roofline.membw_gbps = tw_rd_num(&d, roof, "roofline", "membw_gbps");
@@ -931,6 +942,11 @@ tw_status tw_result_from_json(const json_t *root, const char *origin, tw_result 
                   sizeof r->roofline.membw_source);
         tw_rd_str(&d, roof, "roofline", "peak_source", r->roofline.peak_source,
                   sizeof r->roofline.peak_source);
+        tw_rd_str(&d, roof, "roofline", "membw_method", r->roofline.membw_method,
+                  sizeof r->roofline.membw_method);
+        r->roofline.peak_bf16_gflops = tw_rd_num(&d, roof, "roofline", "peak_bf16_gflops");
+        tw_rd_str(&d, roof, "roofline", "peak_bf16_source", r->roofline.peak_bf16_source,
+                  sizeof r->roofline.peak_bf16_source);
     }
     json_t *mem = tw_rd_obj(&d, root, "", "memory");
     r->memory.params = -1;

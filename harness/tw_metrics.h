@@ -108,7 +108,13 @@ typedef struct {
     double prefill_flops, prefill_gflops, prefill_mfu;
     double collective_share; /* 0 without a communicator */
     int repetitions_complete;
+    int exceeds_ceiling; /* a fraction above 1: the ceiling was measured too low (flagged, never
+                          * clamped); -1: unknown (a file without the flag) */
 } tw_metrics;
+
+/* Recomputes the decode bandwidth fraction against membw_gbps (and the MFU against peak_gflops
+ * unless NAN: kept) and the exceeds_ceiling flag. */
+void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double peak_gflops);
 
 /* What a combination's figures are computed from. */
 typedef struct {

@@ -25,9 +25,10 @@
 
 #define TW_RESULT_SCHEMA_MAJOR 1
 /* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep);
- * 1.3: serving scenarios (a row's "serving" block, tw_serve_result: per-request records, latency
+ * 1.3: the read ceiling's method, the bf16 ceiling, metrics.exceeds_ceiling; 1.4: serving
+ * scenarios (a row's "serving" block, tw_serve_result: per-request records, latency
  * distributions, goodput, the MLPerf constraint, the capacity search) */
-#define TW_RESULT_SCHEMA_MINOR 3
+#define TW_RESULT_SCHEMA_MINOR 4
 
 typedef struct {
     char model[128], backend[32];
@@ -156,6 +157,9 @@ typedef struct {
     int present;
     double membw_gbps, peak_gflops; /* NAN: not measured */
     char membw_source[128], peak_source[128];
+    char membw_method[256];  /* how the read ceiling was measured ("" when not) */
+    double peak_bf16_gflops; /* the bf16 ceiling (bf16 rows' MFU); NAN: not measured */
+    char peak_bf16_source[272];
 } tw_result_roofline;
 
 /* The first combination's memory plan and the model's parameter count. */

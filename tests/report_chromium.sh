@@ -25,9 +25,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # readable power sensor (labelled ASSUMED on the page); the no-power page is cli_report_no_power.
 for b in 1 3; do
     "$tokwatt" run --model tiny --prompt 17 --gen 5 --batch $b --reps 2 --warmup 0 --watts 120 \
+        --membw-gbps 10 --peak-gflops 20 \
         --out "$tmp/run-b$b.json" >/dev/null 2>"$tmp/run.log" || { cat "$tmp/run.log" >&2; fail "tokwatt run"; }
 done
-# with the kept serving result (schema 1.3) beside them: its two charts follow the four
+# with the kept serving result (schema 1.4) beside them: its two charts follow the four
 serving="$(cd "$(dirname "$0")" && pwd)/data/results/serving-findrate.json"
 "$tokwatt" report "$tmp"/run-b*.json "$serving" --out "$tmp/rep" 2>"$tmp/rep.log" || { cat "$tmp/rep.log" >&2; fail "tokwatt report"; }
 page="$tmp/rep/report.html"

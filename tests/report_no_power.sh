@@ -8,6 +8,7 @@ tokwatt=${1:?usage: report_no_power.sh TOKWATT OUTDIR}
 out=${2:?usage: report_no_power.sh TOKWATT OUTDIR}
 rm -rf "$out" && mkdir -p "$out"
 "$tokwatt" run --model tiny --prompt 9 --gen 3 --reps 1 --warmup 0 --power none \
+    --membw-gbps 10 --peak-gflops 20 \
     --out "$out/run.json" >/dev/null
 "$tokwatt" report "$out/run.json" --out "$out/rep" >/dev/null
 page="$out/rep/report.html"

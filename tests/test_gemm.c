@@ -2,9 +2,13 @@
  * x fp32/bf16 weights x awkward shapes (m = 1 decode through blocked prefill, odd k, tails),
  * accumulate on/off, padded ldx/ldy, 1 and 2 threads. Outputs are NaN-poisoned before each call;
  * row padding of y and a guard region after y must stay untouched. Products under 2^20
- * multiply-adds run on one thread whatever `threads` says, so some shapes are above that.
- * Tolerance: relative norm error <= 1e-5 for both dtypes, because the bf16 reference uses the
- * bf16-rounded weights, so the only error left is fp32 accumulation (about 1e-7 here). */
+ * multiply-adds run on one thread whatever `threads` says, so some shapes are above that; others
+ * cross the dot driver's k block (1024), its row block (128) and its tile edges (4 x 6, 32 k).
+ * Tolerance: relative norm error <= 1e-5 against the float64 product of the values the kernel
+ * multiplies (the bf16 weights; for paths that round the activations to bf16, the bf16-rounded
+ * activations too), so the only error left is fp32 accumulation (about 1e-7 here); and for
+ * those bf16-activation paths also <= 1e-2 (bf16 tolerance) against the float64 product of the
+ * original fp32 activations, the error a user of the kernel sees. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,9 +17,10 @@
 #include "cpu/tw_cpu.h"
 #include "tw_test_util.h"
 
-#define GEMM_TOL   1e-5
-#define GUARD      64
-#define SENTINEL_F 12345.5f
+#define GEMM_TOL      1e-5
+#define GEMM_TOL_BF16 1e-2
+#define GUARD         64
+#define SENTINEL_F    12345.5f
 
 typedef struct {
     int m, n, k;
@@ -44,6 +49,12 @@ static const shape SHAPES[] = {
     {6, 333, 531},
     {37, 129, 300},
     {100, 77, 260},
+    /* k blocks of the dot driver (1024) with a tail, two row blocks (128), rn edges */
+    {130, 71, 1100},
+    {3, 100, 2081},
+    {64, 37, 1025},
+    /* m above every dot-driver bound: the blocked path for both dtypes on every level */
+    {1030, 35, 70},
 };
 
 /* Naive float64 reference: ref[i, j] = y0[i, j] (when accumulating) + sum_p x[i, p] w[j, p]. */
@@ -58,8 +69,11 @@ static void reference(int m, int n, int k, const float *x, int ldx, const float 
         }
 }
 
-/* Runs one case; returns the relative error (or asserts on a touched guard). */
-static double run_case(tw_dtype dt, shape s, int acc, int pad, int threads, uint64_t seed) {
+/* Runs one case; returns the relative error against the float64 product of the values the
+ * kernel multiplies (or asserts on a touched guard); *err_user (when not NULL) gets the error
+ * against the product of the original fp32 activations. */
+static double run_case_ex(tw_dtype dt, shape s, int acc, int pad, int threads, uint64_t seed,
+                          double *err_user) {
     int m = s.m, n = s.n, k = s.k;
     int ldx = k + pad * 3, ldy = n + pad * 5;
     tw_test_rng r;
@@ -101,9 +115,23 @@ static double run_case(tw_dtype dt, shape s, int acc, int pad, int threads, uint
                       .ldx = pad ? ldx : 0,
                       .ldy = pad ? ldy : 0,
                       .accumulate = acc};
+    tw_gemm_info gi;
+    gemm_cpu_describe(&a, &gi);
     tw_status st = dt == TW_BF16 ? gemm_bf16_cpu(&a, threads) : gemm_f32_cpu(&a, threads);
     cr_assert_eq(st, TW_OK, "gemm failed: %s", tw_last_error());
-    reference(m, n, k, x, ldx, wf, acc, y0, ldy, ref);
+    double *ref_user = malloc(sizeof(double) * (size_t)m * n);
+    cr_assert(ref_user);
+    reference(m, n, k, x, ldx, wf, acc, y0, ldy, ref_user);
+    if (gi.x_bf16) { /* the kernel multiplies bf16-rounded activations */
+        float *xr = malloc(sizeof(float) * (size_t)m * ldx);
+        cr_assert(xr);
+        for (size_t i = 0; i < (size_t)m * ldx; i++)
+            xr[i] = tw_test_from_bf16(tw_test_to_bf16(x[i]));
+        reference(m, n, k, xr, ldx, wf, acc, y0, ldy, ref);
+        free(xr);
+    } else {
+        memcpy(ref, ref_user, sizeof(double) * (size_t)m * n);
+    }
     for (int i = 0; i < m; i++) {
         memcpy(got + (size_t)i * n, y + (size_t)i * ldy, sizeof(float) * n);
         for (int j = n; j < ldy; j++)
@@ -113,12 +141,17 @@ static double run_case(tw_dtype dt, shape s, int acc, int pad, int threads, uint
     for (size_t g = 0; g < GUARD; g++)
         cr_assert_eq(y[(size_t)m * ldy + g], SENTINEL_F, "guard after y touched at +%zu", g);
     double err = tw_test_rel_err(got, ref, (size_t)m * n);
-    free(x), free(wf), free(wb), free(y), free(y0), free(ref), free(got);
+    if (err_user) *err_user = tw_test_rel_err(got, ref_user, (size_t)m * n);
+    free(x), free(wf), free(wb), free(y), free(y0), free(ref), free(got), free(ref_user);
     return err;
 }
 
+static double run_case(tw_dtype dt, shape s, int acc, int pad, int threads, uint64_t seed) {
+    return run_case_ex(dt, s, acc, pad, threads, seed, NULL);
+}
+
 static void sweep(tw_simd level, tw_dtype dt) {
-    if (level > tw_cpu_simd_detect())
+    if (!tw_cpu_simd_supported(level))
         cr_skip_test("SIMD level %s is not available on this CPU (best: %s)", tw_simd_name(level),
                      tw_simd_name(tw_cpu_simd_detect()));
     cr_assert_eq(tw_cpu_simd_force(level), TW_OK, "%s", tw_last_error());
@@ -129,11 +162,17 @@ static void sweep(tw_simd level, tw_dtype dt) {
             for (int pad = 0; pad <= 1; pad++)
                 for (int th = 1; th <= 2; th++) {
                     shape s = SHAPES[si];
-                    double err = run_case(dt, s, acc, pad, th, seed++);
+                    double eu = 0;
+                    double err = run_case_ex(dt, s, acc, pad, th, seed++, &eu);
                     cr_expect_leq(err, GEMM_TOL,
                                   "%s %s m=%d n=%d k=%d acc=%d pad=%d threads=%d: rel err %g",
                                   tw_simd_name(level), (dt == TW_BF16 ? "bf16" : "fp32"), s.m, s.n,
                                   s.k, acc, pad, th, err);
+                    cr_expect_leq(eu, GEMM_TOL_BF16,
+                                  "%s %s m=%d n=%d k=%d acc=%d pad=%d threads=%d: rel err %g "
+                                  "against the fp32 activations",
+                                  tw_simd_name(level), (dt == TW_BF16 ? "bf16" : "fp32"), s.m, s.n,
+                                  s.k, acc, pad, th, eu);
                 }
 }
 
@@ -154,6 +193,24 @@ Test(gemm, avx512_fp32) {
 }
 Test(gemm, avx512_bf16) {
     sweep(TW_SIMD_AVX512, TW_BF16);
+}
+Test(gemm, amx_bf16) {
+    sweep(TW_SIMD_AMX, TW_BF16);
+}
+Test(gemm, amx_fp32) {
+    sweep(TW_SIMD_AMX, TW_F32);
+}
+Test(gemm, avx512bf16_fp32) {
+    sweep(TW_SIMD_AVX512BF16, TW_F32);
+}
+/* the vdpbf16ps path: activations rounded to bf16 */
+Test(gemm, avx512bf16_bf16) {
+    sweep(TW_SIMD_AVX512BF16, TW_BF16);
+    shape s = {37, 129, 67};
+    tw_gemm_args a = {.m = s.m, .n = s.n, .k = s.k, .w_dtype = TW_BF16};
+    tw_gemm_info gi;
+    gemm_cpu_describe(&a, &gi);
+    cr_expect(gi.x_bf16, "the avx512bf16 level should round activations to bf16 (%s)", gi.path);
 }
 
 /* gemm_cpu dispatches on w_dtype, at the default (best) SIMD level, all cores. */
@@ -273,4 +330,62 @@ Test(gemm, bitwise_same_for_any_thread_count) {
         }
         free(x), free(w), free(wb);
     }
+}
+
+/* A row's result is bitwise the same whatever other rows are computed with it, so a sequence's
+ * tokens do not depend on its batch neighbours, on every path where that is claimed: the dot
+ * driver (decode, small batches; every m for the bf16 dot product) and AMX. Checked for every
+ * m that takes the same path as m = 1 (against the rows computed alone) and as m = 130 (against
+ * that product's rows), across tile edges (4 and 16 rows), the row block (128), k blocks of
+ * 1024 with a tail, and both loop orders of the dot driver (x rows in L2 whole, or not). */
+Test(gemm, rows_independent_of_batch) {
+    const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512, TW_SIMD_AVX512BF16,
+                              TW_SIMD_AMX};
+    const int ms[] = {2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 64};
+    const int n = 77, k = 4100, mmax = 130; /* k: 4 blocks and a tail; 130 rows exceed L2 */
+    tw_test_rng r;
+    tw_test_rng_seed(&r, 777);
+    float *x = malloc(sizeof(float) * (size_t)mmax * k), *w = malloc(sizeof(float) * (size_t)n * k);
+    tw_bf16 *wb = malloc(sizeof(tw_bf16) * (size_t)n * k);
+    float *solo = malloc(sizeof(float) * (size_t)mmax * n);
+    float *big = malloc(sizeof(float) * (size_t)mmax * n);
+    float *y = malloc(sizeof(float) * (size_t)mmax * n);
+    cr_assert(x && w && wb && solo && big && y);
+    tw_test_fill(&r, x, (size_t)mmax * k, 1.0f);
+    tw_test_fill(&r, w, (size_t)n * k, 0.1f);
+    for (size_t i = 0; i < (size_t)n * k; i++) wb[i] = tw_test_to_bf16(w[i]);
+    int checked = 0;
+    for (size_t l = 0; l < sizeof levels / sizeof levels[0]; l++) {
+        if (!tw_cpu_simd_supported(levels[l])) continue;
+        cr_assert_eq(tw_cpu_simd_force(levels[l]), TW_OK, "%s", tw_last_error());
+        for (int dt = 0; dt < 2; dt++) {
+            tw_gemm_args a = {
+                .n = n, .k = k, .w = dt ? (const void *)wb : w, .w_dtype = dt ? TW_BF16 : TW_F32};
+            tw_gemm_info g1, gb, gm;
+            a.m = 1;
+            gemm_cpu_describe(&a, &g1);
+            for (int i = 0; i < mmax; i++) {
+                a.m = 1, a.x = x + (size_t)i * k, a.y = solo + (size_t)i * n;
+                cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
+            }
+            a.m = mmax, a.x = x, a.y = big;
+            gemm_cpu_describe(&a, &gb);
+            cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                a.m = ms[mi], a.x = x, a.y = y;
+                gemm_cpu_describe(&a, &gm);
+                const int vs_solo = !strcmp(gm.path, g1.path), vs_big = !strcmp(gm.path, gb.path);
+                if (!vs_solo && !vs_big) continue; /* the blocked path: not claimed */
+                tw_test_poison(y, (size_t)mmax * n);
+                cr_assert_eq(gemm_cpu(&a, 2), TW_OK, "%s", tw_last_error());
+                cr_assert_arr_eq(y, vs_solo ? solo : big, sizeof(float) * (size_t)ms[mi] * n,
+                                 "%s %s: rows of an m=%d product differ from the same rows %s",
+                                 gm.path, dt ? "bf16" : "fp32", ms[mi],
+                                 vs_solo ? "alone" : "in an m=130 product");
+                checked++;
+            }
+        }
+    }
+    cr_expect_gt(checked, 0);
+    free(x), free(w), free(wb), free(solo), free(big), free(y);
 }

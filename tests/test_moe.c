@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tw_backend.h"
+#include "tw_cpu.h"
 #include "tw_engine.h"
 #include "tw_ref_model.h"
 #include "tw_test_util.h"
@@ -248,9 +249,12 @@ static void check_ffn(const ffn_case *fc) {
     double *ref = malloc(sizeof(double) * T * H);
     ffn_ref(fc, x, gu, dn, idx, wt, y0, ref);
     double err = tw_test_rel_err(y, ref, (size_t)T * H);
-    cr_assert_lt(err, 1e-5,
-                 "moe_ffn T=%d H=%d F=%d k=%d experts %d..%d of %d %s acc=%d: rel err %g", T, H, F,
-                 K, fc->e0, fc->e0 + fc->E - 1, fc->E_all, tw_dtype_name(fc->wdt), fc->acc, err);
+    /* the expert GEMMs round activations to bf16 where the CPU's best bf16 level does (bf16
+     * dot products, AMX; doc/METRICS.md): bf16's tolerance then */
+    double tol = fc->wdt == TW_BF16 && tw_cpu_bf16_rounds_activations() ? 1e-2 : 1e-5;
+    cr_assert_lt(
+        err, tol, "moe_ffn T=%d H=%d F=%d k=%d experts %d..%d of %d %s acc=%d: rel err %g > %g", T,
+        H, F, K, fc->e0, fc->e0 + fc->E - 1, fc->E_all, tw_dtype_name(fc->wdt), fc->acc, err, tol);
     for (int e = 0; e < fc->E; e++) {
         int n = 0;
         for (int s = 0; s < T * K; s++) n += idx[s] == fc->e0 + e;

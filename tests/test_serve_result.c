@@ -1,4 +1,4 @@
-/* The serving block of a result file (harness/serve/serve_result.c, schema 1.3): the kept
+/* The serving block of a result file (harness/serve/serve_result.c, schema 1.4): the kept
  * fixtures (tests/data/results/serving*.json) are what the generator (tests/serve_fixture_gen.c,
  * the simulation driver) writes today; each reads into the structs and writes back as the same
  * document; the struct's figures are the file's (NAN for null); and the reader refuses, naming

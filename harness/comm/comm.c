@@ -70,7 +70,7 @@ int tw_comm_interrupted(int *rank) {
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
-static double tw_comm_resolve_timeout(double timeout_s) {
+double tw_comm_resolve_timeout(double timeout_s) {
     if (timeout_s > 0) return timeout_s;
     const char *e = getenv("TW_COMM_TIMEOUT_S");
     if (e && *e) {
@@ -121,9 +121,13 @@ tw_status tw_comm_create(const char *kind, const char *backend, double timeout_s
         TW_TRY(tw_comm_mpi_create(timeout_s, &c));
     else if (!strcmp(kind, "nccl"))
         TW_TRY(tw_comm_nccl_create(timeout_s, &c));
+    else if (!strcmp(kind, "threads"))
+        return TW_ERR(TW_ERR_INVALID,
+                      "the threads communicator is made for all its rank threads at once "
+                      "(tw_comm_threads_create / tw_comm_threads_run), not by one rank");
     else
-        return TW_ERR(TW_ERR_INVALID, "unknown communicator '%s' (expected auto, local, mpi, nccl)",
-                      kind);
+        return TW_ERR(TW_ERR_INVALID,
+                      "unknown communicator '%s' (expected auto, local, mpi, threads, nccl)", kind);
     if (c->size > 1) {
         uint64_t h = 0;
         tw_status st = tw_comm_binary_hash(&h);

@@ -25,7 +25,8 @@ int tw_comm_nccl_built(void) {
 }
 
 typedef struct {
-    tw_comm *host; /* mpi or local: bootstrap and host helpers */
+    tw_comm *host; /* mpi, local or threads: bootstrap and host helpers */
+    int own_host;  /* destroyed with this communicator (not when borrowed: create_over) */
     ncclComm_t nccl;
     cudaStream_t stream;
     int failed;
@@ -266,7 +267,7 @@ static void tw_nccl_destroy(tw_comm *c) {
         else
             ncclCommDestroy(x->nccl);
     }
-    tw_comm_destroy(x->host);
+    if (x->own_host) tw_comm_destroy(x->host);
     free(x);
     free(c);
 }
@@ -307,8 +308,8 @@ static tw_status tw_nccl_pick_device(tw_comm *c) {
                       c->rank, e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     if (c->local_size > ndev)
         return TW_ERR(TW_ERR_INVALID,
-                      "rank %d: %d ranks on this host but %d CUDA devices (one GPU per rank)",
-                      c->rank, c->local_size, ndev);
+                      "rank %d: %d ranks on this host but %d CUDA device%s (one GPU per rank)",
+                      c->rank, c->local_size, ndev, ndev == 1 ? "" : "s");
     c->device = c->local_rank;
     return TW_OK;
 }
@@ -334,18 +335,23 @@ static tw_status tw_nccl_join(tw_comm *c) {
     return tw_nccl_settle(c, "ncclCommInitRankConfig");
 }
 
-/* A nccl communicator over the ranks of `host` (which it takes over: destroyed with it). */
-static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
+/* A nccl communicator over the ranks of `host`: taken over (destroyed with it, also when this
+ * fails) when own, else borrowed (poisoned when this fails: a threads peer must not wait). */
+static tw_status tw_nccl_wrap_host(tw_comm *host, int own, tw_comm **out) {
     *out = NULL;
     tw_comm *c = calloc(1, sizeof *c);
     tw_nccl_ctx *x = calloc(1, sizeof *x);
     if (!c || !x) {
         free(c);
         free(x);
-        tw_comm_destroy(host);
+        if (own)
+            tw_comm_destroy(host);
+        else
+            tw_comm_threads_fail(host, TW_ERR_NOMEM, "out of memory for the nccl communicator");
         return TW_ERR(TW_ERR_NOMEM, "creating the nccl communicator");
     }
     x->host = host;
+    x->own_host = own;
     x->stream = NULL;
     c->ops = &tw_nccl_ops;
     c->ctx = x;
@@ -357,6 +363,10 @@ static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
     c->timeout_s = host->timeout_s;
     *out = c;
     return TW_OK;
+}
+
+static tw_status tw_nccl_wrap(tw_comm *host, tw_comm **out) {
+    return tw_nccl_wrap_host(host, 1, out);
 }
 
 /* Ranks 0..n-1 on the same devices and stream: a host sub-communicator (mpi split or local), then
@@ -405,7 +415,40 @@ tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out) {
     return TW_OK;
 }
 
+/* One process, one thread per GPU (nccl-tests -t/-g): each rank thread wraps its own handle of a
+ * threads group (or any host communicator) on device = its local rank. The ncclUniqueId goes
+ * from rank 0 to the others over the host communicator, so no MPI is needed; every thread then
+ * calls the non-blocking ncclCommInitRankConfig for its own rank (one rank per thread, so no
+ * ncclGroupStart/End is needed). The host is borrowed: the caller destroys it after this one. */
+tw_status tw_comm_nccl_create_over(tw_comm *host, double timeout_s, tw_comm **out) {
+    *out = NULL;
+    (void)timeout_s; /* the host's bound applies (it resolved the same option) */
+    if (!host) return TW_ERR(TW_ERR_INVALID, "nccl over a host communicator: NULL host");
+    tw_comm *c = NULL;
+    TW_TRY(tw_nccl_wrap_host(host, 0, &c));
+    tw_status st = tw_nccl_pick_device(c);
+    if (st == TW_OK) st = tw_nccl_join(c);
+    if (st != TW_OK) {
+        /* the peers may already wait for this rank's part of the unique id: stop them */
+        tw_comm_threads_fail(host, st, tw_last_error());
+        tw_nccl_destroy(c);
+        return tw_error_ctx(st, "rank %d: creating the nccl communicator over %s", host->rank,
+                            tw_comm_kind(host));
+    }
+    *out = c;
+    return TW_OK;
+}
+
 #else /* no CUDA or no NCCL */
+
+tw_status tw_comm_nccl_create_over(tw_comm *host, double timeout_s, tw_comm **out) {
+    (void)timeout_s;
+    *out = NULL;
+    tw_comm_threads_fail(host, TW_ERR_UNSUPPORTED, "the nccl communicator is not built");
+    return TW_ERR(TW_ERR_UNSUPPORTED,
+                  "the nccl communicator is not built (needs the CUDA toolkit and nccl.h/libnccl "
+                  "at configure time; set NCCL_HOME or -DTW_NCCL_ROOT)");
+}
 
 int tw_comm_nccl_built(void) {
     return 0;

@@ -1,8 +1,10 @@
 /* tw_comm: the communicator interface for tensor parallelism (issue 5).
- * One opaque communicator with an ops table and three implementations:
- *   local  one rank, no copies (in != out copies the input once, as a collective would);
- *   mpi    CPU ranks over MPI (non-blocking collectives polled against a deadline);
- *   nccl   one GPU per rank, device chosen from the node-local rank (built with CUDA + NCCL).
+ * One opaque communicator with an ops table and four implementations:
+ *   local    one rank, no copies (in != out copies the input once, as a collective would);
+ *   mpi      CPU ranks over MPI (non-blocking collectives polled against a deadline);
+ *   threads  N ranks as N threads of one process, shared memory (comm_threads.c);
+ *   nccl     one GPU per rank, device chosen from the node-local rank (built with CUDA + NCCL);
+ *            its host side is mpi, local, or (one process, one thread per GPU) threads.
  * Buffers are backend memory: host memory for local/mpi, device memory for nccl, where the
  * calls are queued on the stream given by tw_comm_set_stream (a cudaStream_t passed as void *,
  * so no CUDA header reaches this interface) and complete by tw_comm_wait.
@@ -55,7 +57,7 @@ typedef struct {
 } tw_comm_stats;
 
 typedef struct {
-    const char *name; /* "local", "mpi", "nccl" */
+    const char *name; /* "local", "mpi", "threads", "nccl" */
     tw_status (*allreduce)(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt,
                            tw_redop op);
     tw_status (*allgather)(tw_comm *c, const void *in, void *out, size_t count, tw_dtype dt);
@@ -199,10 +201,49 @@ void tw_comm_free_hosts(tw_comm_hosts *h);
 /* 64-bit FNV-1a (used for the consistency checks; exposed for tests). */
 uint64_t tw_comm_hash64(const void *p, size_t n, uint64_t seed);
 
+/* ---- threads: N ranks as N threads of one process ------------------------------------------
+ * handles[n] receives one communicator per rank (rank r: handles[r]), each to be used by one
+ * thread only and destroyed by it (tw_comm_destroy; the group lives until its last handle).
+ * Collectives meet the peers in shared memory: bounded by timeout_s (<= 0: TW_COMM_TIMEOUT_S or
+ * 60 s) and abandoned at once when any rank fails, is interrupted (tw_comm_interrupted) or
+ * destroys its handle while the others wait; every rank's error then names that rank. After
+ * that the group refuses collectives. tw_comm_abort ends the process (every rank). */
+tw_status tw_comm_threads_create(int n, double timeout_s, tw_comm **handles);
+/* A rank thread that failed outside a collective (status st, message msg): every peer's
+ * current and later waits on this communicator's group return st naming this rank and msg.
+ * A no-op for the other kinds. */
+void tw_comm_threads_fail(tw_comm *c, tw_status st, const char *msg);
+/* The rank whose failure poisoned c's group (its message into msg[n]); -1 when none or when c
+ * is not a threads communicator. */
+int tw_comm_threads_failure(tw_comm *c, char *msg, size_t n);
+/* Runs fn(handle r, args[r]) for r = 0..n-1 on n threads of this process (rank 0 on the calling
+ * thread) over a new threads group, and joins them. A rank whose fn fails poisons the group (the
+ * others stop at their next wait); the error returned names the first rank that failed, with
+ * its message. rank_st[n] (may be NULL) receives each rank's status. The handles are destroyed
+ * when every thread has returned. */
+tw_status tw_comm_threads_run(int n, double timeout_s, tw_status (*fn)(tw_comm *c, void *arg),
+                              void *const *args, tw_status *rank_st);
+
+/* A launch mixing MPI processes and threads (mpirun -np P, G threads each, as nccl-tests -g G):
+ * a host-side communicator "mpi+threads" over all P x G threads, global rank = mpi rank x G +
+ * thread (node-local rank likewise), made by each thread from the process's mpi communicator
+ * (read on thread 0 only, which must be the main thread: MPI is initialised FUNNELED) and its
+ * threads handle, both borrowed. It has host_allgather and barrier (what NCCL's bootstrap and
+ * the host helpers need), no data collectives and no sub-communicators; it is the host of
+ * tw_comm_nccl_create_over for `tokwatt bench ... --gpus G` under mpirun. */
+tw_status tw_comm_hybrid_create(tw_comm *mpi, tw_comm *thread_handle, tw_comm **out);
+
 /* ---- implementation constructors (used by tw_comm_create) --------------------------------- */
+/* timeout_s when > 0, else env TW_COMM_TIMEOUT_S, else 60 s. */
+double tw_comm_resolve_timeout(double timeout_s);
 tw_status tw_comm_local_create(double timeout_s, tw_comm **out);
 tw_status tw_comm_mpi_create(double timeout_s, tw_comm **out);
 tw_status tw_comm_nccl_create(double timeout_s, tw_comm **out);
+/* An nccl communicator over the ranks of `host` (borrowed: destroy the result first, then host),
+ * on device = host's local rank: the one-process, thread-per-GPU form (host = a threads handle,
+ * as nccl-tests -t/-g) with no MPI. Collective over host. On a failure the host is poisoned
+ * (threads) so that no peer waits for this rank. */
+tw_status tw_comm_nccl_create_over(tw_comm *host, double timeout_s, tw_comm **out);
 /* mpi part of tw_comm_interrupted: sends this rank's notice of local_sig (once, when non-zero)
  * and returns a peer's signal (0: none), its rank in *rank. 0 when MPI is not in use. */
 int tw_comm_mpi_notice(int local_sig, int *rank);

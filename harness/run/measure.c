@@ -424,7 +424,7 @@ tw_status tw_run_measure_repetitions(tw_run *x, tw_engine *e, const tw_run_combo
                            .prompt = k->prompt,
                            .gen = k->gen,
                            .membw_gbps = x->membw,
-                           .peak_gflops = x->peak,
+                           .peak_gflops = k->dtype == TW_BF16 ? x->peak_bf16 : x->peak,
                            .have_comm = x->comm != NULL,
                            .comm_s = comm_s_measured,
                            .decode_experts = decode_experts};

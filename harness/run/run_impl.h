@@ -24,14 +24,24 @@ struct tw_run {
     tw_model_config cfg;
     int have_cfg;
     tw_backend *be;
-    tw_comm *comm;    /* the launch: every rank (NULL for one process without a launcher) */
-    int rank, nranks; /* in the launch */
+    tw_comm *comm; /* the launch: every rank (NULL for one process without a launcher) */
+    /* --comm threads (or cuda --tp N without a launcher): the ranks are threads of this
+     * process. Rank 0 is the caller's thread and starts the others (workers), each with its
+     * own tw_run over its handle of the group; rank 0's tw_run_close joins them. */
+    int threads;                   /* this run's ranks are threads of one process */
+    struct tw_run_worker *workers; /* [nranks] on rank 0 (slot 0 unused), NULL elsewhere */
+    int nworkers_started;          /* workers 1..nworkers_started run */
+    tw_comm *thread_handle;        /* this rank's threads handle (the host of nccl, or comm) */
+    int rank, nranks;              /* in the launch */
     tw_comm *tp_comm; /* the current degree's ranks 0..tp-1 (NULL on the ranks outside) */
     tw_comm_hosts hosts;
     int have_hosts;
     tw_run_plan plan;
     double membw, peak;
     const char *membw_src, *peak_src;
+    double peak_bf16; /* the bf16 ceiling: the fastest bf16 multiply-add the CPU has */
+    char membw_method[240], peak_bf16_src[260];
+    int membw_measured;      /* measured here (not given): measured again at the end of the run */
     int intr_sig, intr_rank; /* the interruption that stopped the run (0: none) */
     double start_unix;
     json_t *prov; /* provenance, recorded before measuring (the git queries take time) */

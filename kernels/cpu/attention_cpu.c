@@ -8,12 +8,12 @@
  * grouped-query "group"), and for prefill several consecutive tokens of them, so each key and
  * value row is loaded once for up to TW_ATTN_QMAX queries. */
 #include "attn_prims.h"
+#include "tw_pool.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <omp.h>
 
 enum {
     TW_ATTN_KB = 64,   /* keys per block: scores tile [nq, 64] and K/V tiles stay in L1/L2 */
@@ -205,6 +205,122 @@ static size_t kv_elem_size(tw_dtype dt) {
     return dt == TW_BF16 ? sizeof(tw_bf16) : sizeof(float);
 }
 
+/* ---- pool jobs: per-worker workspaces, allocated on a worker's first task ------------------- */
+typedef struct {
+    const tw_attn_prefill_args *a; /* prefill */
+    const tw_attn_decode_args *ad; /* decode */
+    int T, ntb, group, nsplit, nq;
+    size_t es, head_stride;
+    const tw_attn_prims *pr;
+    float *po, *plse; /* decode split partials */
+    attn_ws ws[TW_POOL_MAX_THREADS];
+    _Atomic int fail;
+} attn_job;
+
+/* The worker's workspace, or NULL (and fail set) when it cannot be allocated. */
+static attn_ws *attn_job_ws(attn_job *j, int worker, int bf16) {
+    attn_ws *w = &j->ws[worker];
+    if (!w->q && !ws_alloc(w, j->nq, j->a ? j->a->head_dim : j->ad->head_dim, bf16)) {
+        atomic_store(&j->fail, 1);
+        return NULL;
+    }
+    return w;
+}
+
+static int attn_job_end(attn_job *j) {
+    for (int i = 0; i < TW_POOL_MAX_THREADS; i++)
+        if (j->ws[i].q) ws_free(&j->ws[i]);
+    return atomic_load(&j->fail);
+}
+
+static void prefill_task(void *arg, long t, int worker) {
+    attn_job *j = arg;
+    const tw_attn_prefill_args *a = j->a;
+    const int H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = j->group, T = j->T;
+    const int ntb = j->ntb;
+    attn_ws *wp = attn_job_ws(j, worker, a->kv_dtype == TW_BF16);
+    if (!wp) return;
+    attn_ws w = *wp;
+    int tb = ntb - 1 - (int)(t % ntb);
+    long r = t / ntb;
+    int kvh = (int)(r % G), b = (int)(r / G);
+    int s0 = tb * T, tn = a->seq - s0 < T ? a->seq - s0 : T, nq = tn * group;
+    int p0 = a->start_pos[b] + s0;
+    for (int tt = 0; tt < tn; tt++)
+        for (int gh = 0; gh < group; gh++) {
+            int i = tt * group + gh;
+            const float *src =
+                a->q + (((size_t)b * a->seq + s0 + tt) * H + (size_t)kvh * group + gh) * d;
+            for (int x = 0; x < d; x++) w.q[(size_t)i * d + x] = src[x] * a->scale;
+            w.lo[i] = tw_attn_window_lo(p0 + tt, a->window);
+            w.lim[i] = p0 + tt + 1;
+        }
+    size_t off = ((size_t)b * G + kvh) * j->head_stride * j->es;
+    /* keys before the first token's window are read by no query of the task */
+    attn_core(j->pr, &w, nq, d, (const char *)a->k_cache + off, (const char *)a->v_cache + off,
+              a->kv_dtype, tw_attn_window_lo(p0, a->window), p0 + tn);
+    for (int tt = 0; tt < tn; tt++)
+        for (int gh = 0; gh < group; gh++) {
+            int i = tt * group + gh;
+            float *dst =
+                a->out + (((size_t)b * a->seq + s0 + tt) * H + (size_t)kvh * group + gh) * d;
+            float inv = 1.0f / w.st[i].l;
+            for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)i * d + x] * inv;
+        }
+}
+
+static void decode_task(void *arg, long t, int worker) {
+    attn_job *j = arg;
+    const tw_attn_decode_args *a = j->ad;
+    const int H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = j->group;
+    const int nsplit = j->nsplit;
+    float *po = j->po, *plse = j->plse;
+    attn_ws *wp = attn_job_ws(j, worker, a->kv_dtype == TW_BF16);
+    if (!wp) return;
+    attn_ws w = *wp;
+    int sp = (int)(t % nsplit);
+    long r = t / nsplit;
+    int kvh = (int)(r % G), b = (int)(r / G);
+    int len = a->lens[b], chunk = TW_DECODE_SPLIT_KEYS;
+    int k0 = sp * chunk, k1 = k0 + chunk < len ? k0 + chunk : len;
+    /* a sliding window leaves the splits before it empty and trims the first one; the partition
+     * itself still depends only on the length */
+    int wlo = tw_attn_window_lo(len - 1, a->window);
+    if (k0 < wlo) k0 = wlo;
+    size_t pidx = ((size_t)b * H + (size_t)kvh * group) * nsplit + sp; /* head gh: +gh*nsplit */
+    if (k0 >= k1) { /* shorter sequence: this split has no keys, weight 0 */
+        for (int gh = 0; gh < group; gh++) {
+            plse[pidx + (size_t)gh * nsplit] = -INFINITY;
+            memset(po + (pidx + (size_t)gh * nsplit) * d, 0, sizeof(float) * d);
+        }
+        return;
+    }
+    for (int gh = 0; gh < group; gh++) {
+        const float *src = a->q + ((size_t)b * H + (size_t)kvh * group + gh) * d;
+        for (int x = 0; x < d; x++) w.q[(size_t)gh * d + x] = src[x] * a->scale;
+        w.lo[gh] = k0;
+        w.lim[gh] = k1;
+    }
+    size_t off = ((size_t)b * G + kvh) * j->head_stride * j->es;
+    attn_core(j->pr, &w, group, d, (const char *)a->k_cache + off, (const char *)a->v_cache + off,
+              a->kv_dtype, k0, k1);
+    for (int gh = 0; gh < group; gh++) {
+        float inv = 1.0f / w.st[gh].l;
+        float *dst = po + (pidx + (size_t)gh * nsplit) * d;
+        for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)gh * d + x] * inv;
+        plse[pidx + (size_t)gh * nsplit] = tw_softmax_lse(w.st[gh]);
+    }
+}
+
+static void merge_rows(void *arg, long i0, long i1, int worker) {
+    (void)worker;
+    attn_job *j = arg;
+    const int d = j->ad->head_dim, nsplit = j->nsplit;
+    for (long i = i0; i < i1; i++)
+        tw_splitkv_merge(nsplit, d, j->plse + (size_t)i * nsplit, j->po + (size_t)i * nsplit * d,
+                         j->ad->out + (size_t)i * d);
+}
+
 /* ---- prefill --------------------------------------------------------------------------------- */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_prefill: NULL arguments");
@@ -236,52 +352,18 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     const size_t es = kv_elem_size(a->kv_dtype);
     const size_t head_stride = (size_t)a->max_seq * d; /* elements per (b, kv head) */
     const tw_attn_prims *pr = tw_attn_prims_get();
-    int nt = tw_cpu_threads(threads);
-    if (nt > ntasks) nt = (int)ntasks;
-    int fail = 0;
-
-#pragma omp parallel num_threads(nt)
-    {
-        attn_ws w;
-        int ok = ws_alloc(&w, T * group, d, a->kv_dtype == TW_BF16);
-        if (!ok) {
-#pragma omp atomic write
-            fail = 1;
-        }
-        /* dynamic: tasks differ in length (causal); late token blocks (the longest) go first */
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; t++) {
-            if (!ok) continue;
-            int tb = ntb - 1 - (int)(t % ntb);
-            long r = t / ntb;
-            int kvh = (int)(r % G), b = (int)(r / G);
-            int s0 = tb * T, tn = a->seq - s0 < T ? a->seq - s0 : T, nq = tn * group;
-            int p0 = a->start_pos[b] + s0;
-            for (int tt = 0; tt < tn; tt++)
-                for (int gh = 0; gh < group; gh++) {
-                    int i = tt * group + gh;
-                    const float *src =
-                        a->q + (((size_t)b * a->seq + s0 + tt) * H + (size_t)kvh * group + gh) * d;
-                    for (int x = 0; x < d; x++) w.q[(size_t)i * d + x] = src[x] * a->scale;
-                    w.lo[i] = tw_attn_window_lo(p0 + tt, a->window);
-                    w.lim[i] = p0 + tt + 1;
-                }
-            size_t off = ((size_t)b * G + kvh) * head_stride * es;
-            /* keys before the first token's window are read by no query of the task */
-            attn_core(pr, &w, nq, d, (const char *)a->k_cache + off, (const char *)a->v_cache + off,
-                      a->kv_dtype, tw_attn_window_lo(p0, a->window), p0 + tn);
-            for (int tt = 0; tt < tn; tt++)
-                for (int gh = 0; gh < group; gh++) {
-                    int i = tt * group + gh;
-                    float *dst =
-                        a->out +
-                        (((size_t)b * a->seq + s0 + tt) * H + (size_t)kvh * group + gh) * d;
-                    float inv = 1.0f / w.st[i].l;
-                    for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)i * d + x] * inv;
-                }
-        }
-        ws_free(&w);
-    }
+    attn_job j = {.a = a,
+                  .T = T,
+                  .ntb = ntb,
+                  .group = group,
+                  .es = es,
+                  .head_stride = head_stride,
+                  .pr = pr,
+                  .nq = T * group};
+    /* dynamic: tasks differ in length (causal); late token blocks (the longest) go first */
+    tw_status st = tw_pool_run(tw_cpu_threads(threads), ntasks, prefill_task, &j);
+    int fail = attn_job_end(&j);
+    if (st != TW_OK) return st;
     if (fail)
         return TW_ERR(TW_ERR_NOMEM, "attn_prefill: cannot allocate the workspace (%d queries x %d)",
                       T * group, d);
@@ -331,65 +413,21 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     const size_t es = kv_elem_size(a->kv_dtype);
     const size_t head_stride = (size_t)a->max_seq * d;
     const tw_attn_prims *pr = tw_attn_prims_get();
-    int ntw = nt < ntasks ? nt : (int)ntasks;
-    int fail = 0;
-
-#pragma omp parallel num_threads(ntw)
-    {
-        attn_ws w;
-        int ok = ws_alloc(&w, group, d, a->kv_dtype == TW_BF16);
-        if (!ok) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; t++) {
-            if (!ok) continue;
-            int sp = (int)(t % nsplit);
-            long r = t / nsplit;
-            int kvh = (int)(r % G), b = (int)(r / G);
-            int len = a->lens[b], chunk = TW_DECODE_SPLIT_KEYS;
-            int k0 = sp * chunk, k1 = k0 + chunk < len ? k0 + chunk : len;
-            /* a sliding window leaves the splits before it empty and trims the first one; the
-             * partition itself still depends only on the length */
-            int wlo = tw_attn_window_lo(len - 1, a->window);
-            if (k0 < wlo) k0 = wlo;
-            size_t pidx =
-                ((size_t)b * H + (size_t)kvh * group) * nsplit + sp; /* head gh: +gh*nsplit */
-            if (k0 >= k1) { /* shorter sequence: this split has no keys, weight 0 */
-                for (int gh = 0; gh < group; gh++) {
-                    plse[pidx + (size_t)gh * nsplit] = -INFINITY;
-                    memset(po + (pidx + (size_t)gh * nsplit) * d, 0, sizeof(float) * d);
-                }
-                continue;
-            }
-            for (int gh = 0; gh < group; gh++) {
-                const float *src = a->q + ((size_t)b * H + (size_t)kvh * group + gh) * d;
-                for (int x = 0; x < d; x++) w.q[(size_t)gh * d + x] = src[x] * a->scale;
-                w.lo[gh] = k0;
-                w.lim[gh] = k1;
-            }
-            size_t off = ((size_t)b * G + kvh) * head_stride * es;
-            attn_core(pr, &w, group, d, (const char *)a->k_cache + off,
-                      (const char *)a->v_cache + off, a->kv_dtype, k0, k1);
-            for (int gh = 0; gh < group; gh++) {
-                float inv = 1.0f / w.st[gh].l;
-                float *dst = po + (pidx + (size_t)gh * nsplit) * d;
-                for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)gh * d + x] * inv;
-                plse[pidx + (size_t)gh * nsplit] = tw_softmax_lse(w.st[gh]);
-            }
-        }
-        ws_free(&w);
-    }
-    if (!fail) {
-        long nbh = (long)B * H;
-#pragma omp parallel for num_threads(ntw) schedule(static)
-        for (long i = 0; i < nbh; i++)
-            tw_splitkv_merge(nsplit, d, plse + (size_t)i * nsplit, po + (size_t)i * nsplit * d,
-                             a->out + (size_t)i * d);
-    }
+    attn_job j = {.ad = a,
+                  .group = group,
+                  .nsplit = nsplit,
+                  .es = es,
+                  .head_stride = head_stride,
+                  .pr = pr,
+                  .po = po,
+                  .plse = plse,
+                  .nq = group};
+    tw_status st = tw_pool_run(nt, ntasks, decode_task, &j);
+    int fail = attn_job_end(&j);
+    if (st == TW_OK && !fail) st = tw_pool_for(nt, (long)B * H, 1, merge_rows, &j);
     free(po);
     free(plse);
+    if (st != TW_OK) return st;
     if (fail)
         return TW_ERR(TW_ERR_NOMEM, "attn_decode: cannot allocate the workspace (%d queries x %d)",
                       group, d);
@@ -397,6 +435,36 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
 }
 
 /* ---- KV store -------------------------------------------------------------------------------- */
+typedef struct {
+    const tw_kv_store_args *a;
+    long ld;
+} kv_job;
+
+static void kv_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const kv_job *j = arg;
+    const tw_kv_store_args *a = j->a;
+    const int G = a->n_kv_heads, d = a->head_dim;
+    for (long r = r0; r < r1; r++) {
+        int kvh = (int)(r % G);
+        long bs = r / G; /* b * seq + s */
+        int b = (int)(bs / a->seq), s = (int)(bs % a->seq);
+        size_t dst = (((size_t)b * G + kvh) * a->max_seq + (size_t)a->start_pos[b] + s) * d;
+        const float *ks = a->k + (size_t)bs * j->ld + (size_t)kvh * d;
+        const float *vs = a->v + (size_t)bs * j->ld + (size_t)kvh * d;
+        if (a->kv_dtype == TW_F32) {
+            memcpy((float *)a->k_cache + dst, ks, sizeof(float) * d);
+            memcpy((float *)a->v_cache + dst, vs, sizeof(float) * d);
+        } else {
+            tw_bf16 *kd = (tw_bf16 *)a->k_cache + dst, *vd = (tw_bf16 *)a->v_cache + dst;
+            for (int x = 0; x < d; x++) {
+                kd[x] = tw_bf16_from_f32(ks[x]);
+                vd[x] = tw_bf16_from_f32(vs[x]);
+            }
+        }
+    }
+}
+
 tw_status kv_store_cpu(const tw_kv_store_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "kv_store: NULL arguments");
     if (a->batch < 1 || a->seq < 1 || a->n_kv_heads < 1 || a->head_dim < 1 || a->max_seq < 1)
@@ -432,24 +500,6 @@ tw_status kv_store_cpu(const tw_kv_store_args *a, int threads) {
     const long nrows = (long)a->batch * a->seq * G;
     /* a decode step stores a few KB: threads would cost more than the copy */
     int nt = (size_t)nrows * d < (1u << 16) ? 1 : tw_cpu_threads(threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (long r = 0; r < nrows; r++) {
-        int kvh = (int)(r % G);
-        long bs = r / G; /* b * seq + s */
-        int b = (int)(bs / a->seq), s = (int)(bs % a->seq);
-        size_t dst = (((size_t)b * G + kvh) * a->max_seq + (size_t)a->start_pos[b] + s) * d;
-        const float *ks = a->k + (size_t)bs * ld + (size_t)kvh * d;
-        const float *vs = a->v + (size_t)bs * ld + (size_t)kvh * d;
-        if (a->kv_dtype == TW_F32) {
-            memcpy((float *)a->k_cache + dst, ks, sizeof(float) * d);
-            memcpy((float *)a->v_cache + dst, vs, sizeof(float) * d);
-        } else {
-            tw_bf16 *kd = (tw_bf16 *)a->k_cache + dst, *vd = (tw_bf16 *)a->v_cache + dst;
-            for (int x = 0; x < d; x++) {
-                kd[x] = tw_bf16_from_f32(ks[x]);
-                vd[x] = tw_bf16_from_f32(vs[x]);
-            }
-        }
-    }
-    return TW_OK;
+    kv_job j = {a, ld};
+    return tw_pool_for(nt, nrows, 1, kv_rows, &j);
 }

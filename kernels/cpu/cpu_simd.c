@@ -1,15 +1,29 @@
 /* Run-time SIMD selection: CPUID plus the OS's XSAVE state (a CPU with AVX-512 under an OS that
  * doesn't save ZMM registers must not take that path). */
 #include "tw_cpu.h"
+#include "gemm_internal.h"
 
+#include <pthread.h>
+#include <time.h>
+
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <omp.h>
+#include <unistd.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
+#endif
 
 #if defined(TW_X86)
 #include <cpuid.h>
-#include <pthread.h>
 
 static unsigned long long tw_xgetbv0(void) {
     unsigned int eax, edx;
@@ -18,7 +32,8 @@ static unsigned long long tw_xgetbv0(void) {
 }
 
 typedef struct {
-    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, os_avx, os_avx512;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, amx_bf16, amx_tile,
+        os_avx, os_avx512, os_amx;
 } tw_x86_features;
 
 static tw_x86_features tw_x86_probe_uncached(void) {
@@ -34,6 +49,7 @@ static tw_x86_features tw_x86_probe_uncached(void) {
         unsigned long long xcr0 = tw_xgetbv0();
         f.os_avx = (xcr0 & 0x6) == 0x6;
         f.os_avx512 = (xcr0 & 0xe6) == 0xe6;
+        f.os_amx = (xcr0 & 0x60000) == 0x60000; /* XTILECFG and XTILEDATA */
     }
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
         f.avx2 = (b >> 5) & 1;
@@ -41,6 +57,8 @@ static tw_x86_features tw_x86_probe_uncached(void) {
         f.avx512dq = (b >> 17) & 1;
         f.avx512bw = (b >> 30) & 1;
         f.avx512vl = (b >> 31) & 1;
+        f.amx_bf16 = (d >> 22) & 1;
+        f.amx_tile = (d >> 24) & 1;
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = (a >> 5) & 1;
     return f;
@@ -50,9 +68,15 @@ static tw_x86_features tw_x86_probe_uncached(void) {
  * and kernels consult the SIMD level on every call: probe once. pthread_once makes the first
  * concurrent callers wait for the one probe. */
 static tw_x86_features tw_x86_cached;
+static int tw_amx_permitted; /* Linux granted this process the AMX tile data state */
 static pthread_once_t tw_x86_once = PTHREAD_ONCE_INIT;
 static void tw_x86_probe_once(void) {
     tw_x86_cached = tw_x86_probe_uncached();
+    tw_x86_features f = tw_x86_cached;
+    /* AMX's tile data is a dynamically enabled XSAVE feature: the process must ask the kernel
+     * for it once (arch_prctl ARCH_REQ_XCOMP_PERM); without permission a tile instruction
+     * faults, so the level is then not offered */
+    if (f.amx_bf16 && f.amx_tile && f.os_amx && f.avx512bf16) tw_amx_permitted = tw_amx_request();
 }
 static tw_x86_features tw_x86_probe(void) {
     pthread_once(&tw_x86_once, tw_x86_probe_once);
@@ -60,52 +84,236 @@ static tw_x86_features tw_x86_probe(void) {
 }
 #endif
 
-tw_simd tw_cpu_simd_detect(void) {
+#if defined(__aarch64__)
+typedef struct {
+    int asimd, bf16;
+} tw_arm_features;
+
+static tw_arm_features tw_arm_probe(void) {
+    tw_arm_features f = {1, 0}; /* Advanced SIMD is part of every AArch64 CPU */
+#if defined(__linux__)
+    unsigned long h1 = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
+    f.asimd = (h1 & HWCAP_ASIMD) != 0;
+    f.bf16 = (h2 & HWCAP2_BF16) != 0;
+#endif
+    return f;
+}
+#endif
+
+/* The best level the CPU, the OS and this build support (CPUID only). */
+static tw_simd tw_cpu_simd_cpuid(void) {
 #if defined(TW_X86)
     tw_x86_features f = tw_x86_probe();
     if (f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c)
-        return TW_SIMD_AVX512;
+        return tw_amx_permitted ? TW_SIMD_AMX : f.avx512bf16 ? TW_SIMD_AVX512BF16 : TW_SIMD_AVX512;
     if (f.os_avx && f.avx2 && f.fma && f.f16c) return TW_SIMD_AVX2;
+#elif defined(__aarch64__) && defined(TW_NEON)
+    tw_arm_features f = tw_arm_probe();
+    if (f.asimd) return f.bf16 ? TW_SIMD_NEONBF16 : TW_SIMD_NEON;
 #endif
     return TW_SIMD_PORTABLE;
+}
+
+/* Whether the AMX tiles can be used (CPUID, XSAVE state, Linux permission). */
+int tw_cpu_amx_usable(void) {
+#if defined(TW_X86)
+    (void)tw_x86_probe();
+    return tw_amx_permitted;
+#else
+    return 0;
+#endif
+}
+
+/* ---- the bf16 dot product against fp32 FMA -------------------------------------------------- */
+static double tw_thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Best-of-3 flop rate of a loop, ~0.2 ms per try (thread CPU time: robust to preemption). */
+static double tw_loop_rate(double (*loop)(long, float *)) {
+    float sink = 0;
+    long iters = 2000;
+    double best = 0;
+    for (int r = 0; r < 4; r++) {
+        double t0 = tw_thread_cpu_s();
+        double fl = loop(iters, &sink);
+        double dt = tw_thread_cpu_s() - t0;
+        if (r > 0 && dt > 0 && fl / dt > best) best = fl / dt; /* the first run warms up */
+        if (r == 0 && dt > 0 && dt < 2e-4) iters = (long)((double)iters * 2e-4 / dt) + 1;
+    }
+    return best;
+}
+
+static double tw_bf16_ratio_cached = -1;
+static pthread_once_t tw_bf16_once = PTHREAD_ONCE_INIT;
+static void tw_bf16_measure(void) {
+    tw_bf16_ratio_cached = 0;
+#if defined(TW_X86)
+    if (tw_cpu_simd_cpuid() >= TW_SIMD_AVX512BF16) {
+        double fma = tw_loop_rate(tw_peak_fma_avx512), dot = tw_loop_rate(tw_peak_dot_bf16_avx512);
+        tw_bf16_ratio_cached = fma > 0 ? dot / fma : 0;
+    }
+#elif defined(__aarch64__) && defined(TW_NEON)
+    if (tw_cpu_simd_cpuid() >= TW_SIMD_NEONBF16) {
+        double fma = tw_loop_rate(tw_peak_fma_neon), dot = tw_loop_rate(tw_peak_dot_bf16_neon);
+        tw_bf16_ratio_cached = fma > 0 ? dot / fma : 0;
+    }
+#endif
+}
+
+double tw_cpu_bf16_dot_ratio(void) {
+    pthread_once(&tw_bf16_once, tw_bf16_measure);
+    return tw_bf16_ratio_cached;
+}
+
+int tw_cpu_bf16_dot_preferred(void) {
+    const char *env = getenv("TW_BF16_DOT");
+    if (env && (!strcmp(env, "0") || !strcmp(env, "1"))) return env[0] == '1';
+    return tw_cpu_bf16_dot_ratio() > 1.25;
+}
+
+tw_simd tw_cpu_simd_detect(void) {
+    tw_simd best = tw_cpu_simd_cpuid();
+    /* a bf16 dot product slower than FMA is not a better level */
+    if (best == TW_SIMD_AVX512BF16 && !tw_cpu_bf16_dot_preferred()) return TW_SIMD_AVX512;
+    if (best == TW_SIMD_NEONBF16 && !tw_cpu_bf16_dot_preferred()) return TW_SIMD_NEON;
+    return best;
+}
+
+int tw_cpu_bf16_rounds_activations(void) {
+    tw_simd l = tw_cpu_simd_active();
+    return l == TW_SIMD_AVX512BF16 || l == TW_SIMD_AMX || l == TW_SIMD_NEONBF16;
+}
+
+double tw_cpu_peak_loop(tw_peak_kind kind, long iters, float *sink) {
+    tw_simd l = tw_cpu_simd_active();
+    switch (kind) {
+    case TW_PEAK_FP32_FMA:
+#if defined(TW_X86)
+        if (l >= TW_SIMD_AVX512) return tw_peak_fma_avx512(iters, sink);
+        if (l >= TW_SIMD_AVX2) return tw_peak_fma_avx2(iters, sink);
+#elif defined(__aarch64__) && defined(TW_NEON)
+        if (l >= TW_SIMD_NEON) return tw_peak_fma_neon(iters, sink);
+#endif
+        return tw_peak_fma_portable(iters, sink);
+    case TW_PEAK_BF16_DOT:
+#if defined(TW_X86)
+        if (tw_cpu_simd_supported(TW_SIMD_AVX512BF16) && l >= TW_SIMD_AVX512)
+            return tw_peak_dot_bf16_avx512(iters, sink);
+#elif defined(__aarch64__) && defined(TW_NEON)
+        if (tw_cpu_simd_supported(TW_SIMD_NEONBF16) && l >= TW_SIMD_NEON)
+            return tw_peak_dot_bf16_neon(iters, sink);
+#endif
+        return 0;
+    case TW_PEAK_BF16_AMX:
+#if defined(TW_X86)
+        if (tw_cpu_amx_usable() && l >= TW_SIMD_AVX512 && l < TW_SIMD_NEON)
+            return tw_peak_amx_bf16(iters, sink);
+#endif
+        return 0;
+    }
+    return 0;
+}
+
+const char *tw_cpu_peak_method(tw_peak_kind kind) {
+    tw_simd l = tw_cpu_simd_active();
+    switch (kind) {
+    case TW_PEAK_FP32_FMA:
+#if defined(TW_X86)
+        if (l >= TW_SIMD_AVX512) return "vfmadd231ps zmm, 16 independent chains";
+        if (l >= TW_SIMD_AVX2) return "vfmadd231ps ymm, 12 independent chains";
+#elif defined(__aarch64__) && defined(TW_NEON)
+        if (l >= TW_SIMD_NEON) return "fmla v.4s, 16 independent chains";
+#endif
+        return "plain C multiply-add, 32 independent chains";
+    case TW_PEAK_BF16_DOT:
+#if defined(TW_X86)
+        if (tw_cpu_simd_supported(TW_SIMD_AVX512BF16) && l >= TW_SIMD_AVX512)
+            return "vdpbf16ps zmm, 16 independent chains";
+#elif defined(__aarch64__) && defined(TW_NEON)
+        if (tw_cpu_simd_supported(TW_SIMD_NEONBF16) && l >= TW_SIMD_NEON)
+            return "bfdot v.4s, 16 independent chains";
+#endif
+        return NULL;
+    case TW_PEAK_BF16_AMX:
+#if defined(TW_X86)
+        if (tw_cpu_amx_usable() && l >= TW_SIMD_AVX512 && l < TW_SIMD_NEON)
+            return "tdpbf16ps 16x16x32 tiles, 4 independent accumulator tiles";
+#endif
+        return NULL;
+    }
+    return NULL;
 }
 
 const char *tw_cpu_features(void) {
     static char buf[256];
 #if defined(TW_X86)
     tw_x86_features f = tw_x86_probe();
-    snprintf(buf, sizeof buf, "%s%s%s%s%s%s%s%s", f.avx2 ? "avx2," : "", f.fma ? "fma," : "",
+    snprintf(buf, sizeof buf, "%s%s%s%s%s%s%s%s%s%s", f.avx2 ? "avx2," : "", f.fma ? "fma," : "",
              f.f16c ? "f16c," : "", f.avx512f ? "avx512f," : "", f.avx512bw ? "avx512bw," : "",
              f.avx512vl ? "avx512vl," : "", f.avx512dq ? "avx512dq," : "",
-             f.avx512bf16 ? "avx512bf16," : "");
+             f.avx512bf16 ? "avx512bf16," : "", f.amx_tile ? "amx-tile," : "",
+             f.amx_bf16 ? "amx-bf16," : "");
     size_t n = strlen(buf);
     if (n)
         buf[n - 1] = '\0';
     else
         snprintf(buf, sizeof buf, "none");
+#elif defined(__aarch64__)
+    tw_arm_features f = tw_arm_probe();
+    snprintf(buf, sizeof buf, "%s%s", f.asimd ? "asimd" : "no-asimd", f.bf16 ? ",bf16" : "");
 #else
-    snprintf(buf, sizeof buf, "portable (non-x86 host)");
+    snprintf(buf, sizeof buf, "portable (no SIMD paths for this architecture)");
 #endif
     return buf;
 }
 
+static const struct {
+    tw_simd level;
+    const char *name;
+} tw_simd_names[] = {
+    {TW_SIMD_PORTABLE, "portable"},     {TW_SIMD_AVX2, "avx2"}, {TW_SIMD_AVX512, "avx512"},
+    {TW_SIMD_AVX512BF16, "avx512bf16"}, {TW_SIMD_AMX, "amx"},   {TW_SIMD_NEON, "neon"},
+    {TW_SIMD_NEONBF16, "neonbf16"},
+};
+
 const char *tw_simd_name(tw_simd level) {
-    switch (level) {
-    case TW_SIMD_PORTABLE:
-        return "portable";
-    case TW_SIMD_AVX2:
-        return "avx2";
-    case TW_SIMD_AVX512:
-        return "avx512";
-    }
+    for (size_t i = 0; i < sizeof tw_simd_names / sizeof tw_simd_names[0]; i++)
+        if (tw_simd_names[i].level == level) return tw_simd_names[i].name;
     return "?";
+}
+
+static int tw_simd_lookup(const char *s, tw_simd *out) {
+    for (size_t i = 0; s && i < sizeof tw_simd_names / sizeof tw_simd_names[0]; i++)
+        if (!strcmp(s, tw_simd_names[i].name)) {
+            *out = tw_simd_names[i].level;
+            return 1;
+        }
+    return 0;
+}
+
+tw_status tw_simd_parse(const char *s, tw_simd *out) {
+    if (tw_simd_lookup(s, out)) return TW_OK;
+    return TW_ERR(TW_ERR_INVALID,
+                  "'%s' is not a SIMD level (portable, avx2, avx512, avx512bf16, amx, neon, "
+                  "neonbf16)",
+                  s ? s : "(null)");
+}
+
+/* Same chain (x86 levels below 16, aarch64's from 16) and not above the detected level. */
+int tw_cpu_simd_supported(tw_simd level) {
+    tw_simd best = tw_cpu_simd_cpuid();
+    if (level == TW_SIMD_PORTABLE) return 1;
+    return (level >= TW_SIMD_NEON) == (best >= TW_SIMD_NEON) && level <= best;
 }
 
 /* -1: not forced. Set once by a command's main or a test, before kernels run. */
 static int tw_simd_forced = -1;
 
 tw_status tw_cpu_simd_force(tw_simd level) {
-    if (level > tw_cpu_simd_detect())
+    if (!tw_cpu_simd_supported(level))
         return TW_ERR(TW_ERR_UNSUPPORTED, "SIMD level %s is not supported by this CPU (best: %s)",
                       tw_simd_name(level), tw_simd_name(tw_cpu_simd_detect()));
     tw_simd_forced = (int)level;
@@ -114,23 +322,16 @@ tw_status tw_cpu_simd_force(tw_simd level) {
 
 tw_simd tw_cpu_simd_active(void) {
     if (tw_simd_forced >= 0) return (tw_simd)tw_simd_forced;
-    tw_simd best = tw_cpu_simd_detect();
     const char *env = getenv("TW_SIMD");
-    if (env && *env) {
-        tw_simd want = best;
-        if (!strcmp(env, "portable"))
-            want = TW_SIMD_PORTABLE;
-        else if (!strcmp(env, "avx2"))
-            want = TW_SIMD_AVX2;
-        else if (!strcmp(env, "avx512"))
-            want = TW_SIMD_AVX512;
-        if (want < best) return want;
-    }
-    return best;
+    tw_simd want;
+    if (env && *env && tw_simd_lookup(env, &want) && tw_cpu_simd_supported(want)) return want;
+    return tw_cpu_simd_detect();
 }
 
 int tw_cpu_threads(int requested) {
     if (requested > 0) return requested;
-    int n = omp_get_num_procs();
-    return n > 0 ? n : 1;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }

@@ -1,32 +1,30 @@
-/* CPU GEMM driver: y[m, n] = x[m, k] . w[n, k]^T (+ y), weights fp32 or bf16, fp32 accumulation.
- * Two regimes:
- *  - m <= TW_GEMM_SKINNY_MAX (decode): bandwidth bound. Threads split the weight rows (n); each
- *    weight row is streamed from memory once and used for every row of x. bf16 weights are
- *    widened in registers, never stored as fp32.
- *  - larger m (prefill): compute bound. BLIS-style blocking: an nc-column panel of W^T (all of
- *    k, <= 16 MiB so it stays in L3) is packed once, by all threads together, into nr-wide
- *    micro-panels (bf16 converted to fp32 there); then work items of (mc rows x a column chunk)
- *    are handed out dynamically, each packing its mc x kc blocks of x into mr-tall micro-panels
- *    and running the register-blocked mr x nr micro-kernel (6x16 on AVX2) over them.
- * The SIMD level (portable C, AVX2+FMA, AVX-512) is chosen at run time by tw_cpu_simd_active. */
+/* CPU GEMM: y[m, n] = x[m, k] . w[n, k]^T (+ y), weights fp32 or bf16, fp32 accumulation.
+ * Paths, chosen per call from the weight dtype, m and the SIMD level (tw_cpu_simd_active):
+ *  - bf16 weights on a CPU with bf16 dot-product instructions (AVX512_BF16; Arm BF16): the dot
+ *    driver (gemm_dot.c) for every m, activations rounded to bf16 once per call.
+ *  - m up to a per-kernel bound otherwise (decode, batches, short prompts; each kernel's
+ *    max_m_*): the dot driver, fp32 activations, bf16 weights widened exactly (in registers,
+ *    or once per micro-panel into an L1 copy); weights streamed from memory once per call for
+ *    m <= 64.
+ *  - larger m otherwise (prefill): BLIS-style blocking. An nc-column panel of W^T (all of k,
+ *    <= 16 MiB so it stays in L3) is packed once, by all threads together, into nr-wide
+ *    micro-panels (bf16 converted to fp32 there); then work items of (mc rows x a column
+ *    chunk) pack their mc x kc blocks of x into mr-tall micro-panels and run the
+ *    register-blocked mr x nr micro-kernel over them.
+ * Threads come from the persistent pool (tw_pool.h); no result depends on the thread count. */
 #include "tw_cpu.h"
 #include "gemm_internal.h"
+
+#include "tw_pool.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <omp.h>
 #include <pthread.h>
 
-#define TW_GEMM_SKINNY_MAX 8 /* largest m taken by the skinny (GEMV) path */
-#ifndef TW_GEMM_KC
-#define TW_GEMM_KC 256 /* kc: B micro-panel (kc x nr) stays in L1 */
-#endif
-#ifndef TW_GEMM_MC
-#define TW_GEMM_MC 144 /* mc: A block (mc x kc) stays in L2 */
-#endif
-#define TW_GEMM_NC        4096 /* nc cap: columns per packed weight panel */
-#define TW_GEMM_SKINNY_NB 32   /* weight rows per skinny block (kept in L2 across x chunks) */
+/* Blocking of the blocked path comes from each kernel table (kc: a kc x nr B micro-panel stays
+ * in L1; mc: an mc x kc A block stays in L2). */
+#define TW_GEMM_NC 4096 /* nc cap: columns per packed weight panel */
 
 /* ---- bf16 array conversion ------------------------------------------------------------------ */
 void tw_bf16_from_f32_array(tw_bf16 *dst, const float *src, size_t n) {
@@ -61,7 +59,7 @@ static void ukr_portable(int kc, const float *a, const float *b, float *c, size_
 }
 
 static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, const void *w,
-                            int w_bf16, float *y, size_t ldy, int add) {
+                            size_t ldw, int w_bf16, float *y, size_t ldy, int add) {
     enum { CH = 8 }; /* independent partial sums so the loop vectorises and pipelines */
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {
@@ -69,12 +67,12 @@ static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, con
             float part[CH] = {0};
             int p = 0;
             if (w_bf16) {
-                const tw_bf16 *wj = (const tw_bf16 *)w + (size_t)j * k;
+                const tw_bf16 *wj = (const tw_bf16 *)w + (size_t)j * ldw;
                 for (; p + CH <= k; p += CH)
                     for (int c = 0; c < CH; c++) part[c] += xi[p + c] * tw_f32_from_bf16(wj[p + c]);
                 for (; p < k; p++) part[0] += xi[p] * tw_f32_from_bf16(wj[p]);
             } else {
-                const float *wj = (const float *)w + (size_t)j * k;
+                const float *wj = (const float *)w + (size_t)j * ldw;
                 for (; p + CH <= k; p += CH)
                     for (int c = 0; c < CH; c++) part[c] += xi[p + c] * wj[p + c];
                 for (; p < k; p++) part[0] += xi[p] * wj[p];
@@ -88,21 +86,79 @@ static void skinny_portable(int m, int n, int k, const float *x, size_t ldx, con
 }
 
 const tw_gemm_kernels tw_gemm_kernels_portable = {.name = "portable",
+                                                  .path = "blocked/portable",
                                                   .mr = TW_PORT_MR,
                                                   .nr = TW_PORT_NR,
+                                                  .kc = 256,
+                                                  .mc = 144,
                                                   .ukr = ukr_portable,
                                                   .skinny = skinny_portable,
                                                   .pack_b = NULL,
                                                   .pack_a = NULL};
 
+TW_DOT_FROM_SKINNY(dot_tile_portable, skinny_portable)
+const tw_dot_kernels tw_dot_kernels_portable = {.name = "portable",
+                                                .path = "dot/portable",
+                                                .w_dtypes = TW_DOT_BF16 | TW_DOT_F32,
+                                                .kstep = 1,
+                                                .xsize = 0,
+                                                .pack_x = NULL,
+                                                .rm = TW_GEMM_SKINNY_ROWS,
+                                                .rn = 8,
+                                                .rn_small = 8,
+                                                .max_m_bf16 = 8,
+                                                .max_m_f32 = 8,
+                                                .tile = dot_tile_portable};
+
+/* AMX for bf16 weights with enough rows, where usable. */
+static int tw_gemm_use_amx(const tw_gemm_args *a) {
+    return a->w_dtype == TW_BF16 && a->m >= TW_GEMM_AMX_MIN_M &&
+           tw_cpu_simd_active() == TW_SIMD_AMX;
+}
+
+/* The dot-driver kernels for this call, or NULL when the blocked path is the better one. */
+static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
+    const tw_dot_kernels *dk = &tw_dot_kernels_portable;
+    switch (tw_cpu_simd_active()) {
+#if defined(TW_X86)
+    case TW_SIMD_AMX: /* below the AMX bound: the faster of the bf16 dot product and FMA */
+        dk = a->w_dtype == TW_BF16 && tw_cpu_bf16_dot_preferred() ? &tw_dot_kernels_avx512bf16
+                                                                  : &tw_dot_kernels_avx512;
+        break;
+    case TW_SIMD_AVX512BF16:
+        dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_avx512bf16 : &tw_dot_kernels_avx512;
+        break;
+    case TW_SIMD_AVX512:
+        dk = &tw_dot_kernels_avx512;
+        break;
+    case TW_SIMD_AVX2:
+        dk = &tw_dot_kernels_avx2;
+        break;
+#endif
+#if defined(__aarch64__) && defined(TW_NEON)
+    case TW_SIMD_NEONBF16:
+        dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_neonbf16 : &tw_dot_kernels_neon;
+        break;
+    case TW_SIMD_NEON:
+        dk = &tw_dot_kernels_neon;
+        break;
+#endif
+    default:
+        break;
+    }
+    return a->m <= (a->w_dtype == TW_BF16 ? dk->max_m_bf16 : dk->max_m_f32) ? dk : NULL;
+}
+
 static const tw_gemm_kernels *tw_gemm_pick(void) {
 #if defined(TW_X86)
     switch (tw_cpu_simd_active()) {
+    case TW_SIMD_AMX:
+    case TW_SIMD_AVX512BF16:
     case TW_SIMD_AVX512:
         return &tw_gemm_kernels_avx512;
     case TW_SIMD_AVX2:
         return &tw_gemm_kernels_avx2;
-    case TW_SIMD_PORTABLE:
+    default:
         break;
     }
 #endif
@@ -132,27 +188,6 @@ static tw_status tw_gemm_check(const char *fn, const tw_gemm_args *a, int thread
         return TW_ERR(TW_ERR_INVALID, "%s: weight dtype %s (expected fp32 or bf16)", fn,
                       tw_gemm_dtype_name(a->w_dtype));
     return TW_OK;
-}
-
-/* ---- skinny path ---- */
-static void tw_gemm_skinny(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx, size_t ldy,
-                           int nthreads) {
-    const int bf16 = a->w_dtype == TW_BF16;
-    const size_t wsz = bf16 ? 2 : 4;
-    const int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
-    /* Blocks of weight rows handed out dynamically: each block is streamed once, by one thread,
-     * and a descheduled thread on a shared machine delays one block, not a fixed share. */
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int b = 0; b < nblocks; b++) {
-        int j0 = b * TW_GEMM_SKINNY_NB;
-        int nb = a->n - j0 < TW_GEMM_SKINNY_NB ? a->n - j0 : TW_GEMM_SKINNY_NB;
-        const char *wb = (const char *)a->w + (size_t)j0 * a->k * wsz;
-        for (int i0 = 0; i0 < a->m; i0 += TW_GEMM_SKINNY_ROWS) {
-            int mb = a->m - i0 < TW_GEMM_SKINNY_ROWS ? a->m - i0 : TW_GEMM_SKINNY_ROWS;
-            kn->skinny(mb, nb, a->k, a->x + (size_t)i0 * ldx, ldx, wb, bf16,
-                       a->y + (size_t)i0 * ldy + j0, ldy, a->accumulate);
-        }
-    }
 }
 
 /* ---- blocked path ---- */
@@ -221,8 +256,8 @@ static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncp
     const tw_gemm_args *a = pl->a;
     const int mr = kn->mr, nr = kn->nr;
     float edge[16 * 64]; /* [mr, nr] scratch for partial micro-tiles (mr <= 16, nr <= 64) */
-    for (int pc = 0; pc < a->k; pc += TW_GEMM_KC) {
-        int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
+    for (int pc = 0; pc < a->k; pc += kn->kc) {
+        int kc = a->k - pc < kn->kc ? a->k - pc : kn->kc;
         int add = a->accumulate || pc > 0;
         tw_pack_a(kn, mc, kc, a->x + (size_t)ic * pl->ldx + pc, pl->ldx, abuf);
         const float *bpc = bp + (size_t)pc * ncpad; /* this k block's micro-panels */
@@ -282,10 +317,46 @@ static void tw_gemm_panel_put(float *p, int cached) {
         free(p);
 }
 
+/* One jc block's shared state for the pool tasks: packing (kblocks x nstrips tasks) then
+ * computing (mblocks x chunks tasks). */
+typedef struct {
+    const tw_gemm_plan *pl;
+    float *bp;     /* the packed panel [k/kc][nc/nr][kc][nr] */
+    float **abufs; /* per worker [mc/mr][kc][mr] */
+    int jc, nc, ncpad, nstrips, mblocks, chunks;
+} tw_gemm_block;
+
+static void tw_gemm_pack_task(void *arg, long t, int worker) {
+    (void)worker;
+    const tw_gemm_block *blk = arg;
+    const tw_gemm_plan *pl = blk->pl;
+    const tw_gemm_kernels *kn = pl->kn;
+    const tw_gemm_args *a = pl->a;
+    const int nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
+    const size_t wsz = bf16 ? 2 : 4;
+    const int q = (int)(t / blk->nstrips), s = (int)(t % blk->nstrips);
+    const int pc = q * kn->kc;
+    const int kc = a->k - pc < kn->kc ? a->k - pc : kn->kc;
+    const int nb = blk->nc - s * nr < nr ? blk->nc - s * nr : nr;
+    const char *src = (const char *)a->w + ((size_t)(blk->jc + s * nr) * a->k + pc) * wsz;
+    float *dst = blk->bp + (size_t)pc * blk->ncpad + (size_t)s * kc * nr;
+    if (nb < nr || !kn->pack_b || !kn->pack_b(kc, src, bf16, (size_t)a->k, dst))
+        tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k, dst);
+}
+
+static void tw_gemm_compute_task(void *arg, long t, int worker) {
+    const tw_gemm_block *blk = arg;
+    const tw_gemm_plan *pl = blk->pl;
+    const tw_gemm_args *a = pl->a;
+    const int ib = (int)(t / blk->chunks), cb = (int)(t % blk->chunks);
+    const int ic = ib * pl->mc, mc = a->m - ic < pl->mc ? a->m - ic : pl->mc;
+    const int j0 = cb * pl->nchunk, j1 = j0 + pl->nchunk < blk->nc ? j0 + pl->nchunk : blk->nc;
+    tw_gemm_item(pl, ic, mc, blk->jc, blk->ncpad, j0, j1, blk->bp, blk->abufs[worker]);
+}
+
 static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx,
                                  size_t ldy, int nthreads) {
-    const int mr = kn->mr, nr = kn->nr, bf16 = a->w_dtype == TW_BF16;
-    const size_t wsz = bf16 ? 2 : 4;
+    const int mr = kn->mr, nr = kn->nr;
     tw_gemm_plan pl = {kn, a, ldx, ldy, 0, 0, 0};
     /* nc: as many columns as keep the packed panel (nc x k) within the L3 budget. */
     long ncl = (long)(TW_GEMM_BPANEL_BYTES / ((size_t)a->k * sizeof(float)));
@@ -297,7 +368,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     /* mc: the L2 block, shrunk (to whole micro-panels) when m is small so rows alone give
      * enough items; then columns are chunked until there are enough items for balance. */
     const int target = nthreads * TW_GEMM_ITEMS_PER_THREAD;
-    pl.mc = (TW_GEMM_MC / mr) * mr;
+    pl.mc = (kn->mc / mr) * mr;
     int mpanels = (a->m + mr - 1) / mr;
     if ((mpanels * mr + pl.mc - 1) / pl.mc < nthreads) {
         int per = (mpanels + nthreads - 1) / nthreads;
@@ -308,7 +379,7 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     while (mblocks * nch < target && strips / (nch * 2) >= 8) nch *= 2;
     pl.nchunk = (strips + nch - 1) / nch * nr;
 
-    const size_t kc0 = (size_t)(a->k < TW_GEMM_KC ? a->k : TW_GEMM_KC);
+    const size_t kc0 = (size_t)(a->k < kn->kc ? a->k : kn->kc);
     /* + 64 bytes: pack_a may write 8 floats past the last panel */
     const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 64 + 63) & ~(size_t)63;
     const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
@@ -316,68 +387,63 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     float *bp = tw_gemm_panel_get(bbytes, &cached); // [k/kc][nc/nr][kc][nr]
     if (!bp)
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes for the packed panel", bbytes);
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *abuf = aligned_alloc(64, abytes); // [mc/mr][kc][mr]
-        if (!abuf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        for (int jc = 0; jc < a->n; jc += pl.nc_max) {
-            const int nc = a->n - jc < pl.nc_max ? a->n - jc : pl.nc_max;
-            const int ncpad = (nc + nr - 1) / nr * nr;
-            const int nstrips = ncpad / nr, kblocks = (a->k + TW_GEMM_KC - 1) / TW_GEMM_KC;
-            /* Pack this block's panel for all of k, cooperatively. */
-#pragma omp for schedule(dynamic, 1) collapse(2)
-            for (int q = 0; q < kblocks; q++)
-                for (int s = 0; s < nstrips; s++) {
-                    int pc = q * TW_GEMM_KC;
-                    int kc = a->k - pc < TW_GEMM_KC ? a->k - pc : TW_GEMM_KC;
-                    int nb = nc - s * nr < nr ? nc - s * nr : nr;
-                    const char *src =
-                        (const char *)a->w + ((size_t)(jc + s * nr) * a->k + pc) * wsz;
-                    float *dst = bp + (size_t)pc * ncpad + (size_t)s * kc * nr;
-                    if (nb < nr || !kn->pack_b || !kn->pack_b(kc, src, bf16, (size_t)a->k, dst))
-                        tw_pack_b(nr, nb, kc, src, bf16, (size_t)a->k, dst);
-                }
-            const int chunks = (ncpad + pl.nchunk - 1) / pl.nchunk;
-#pragma omp for schedule(dynamic, 1) collapse(2)
-            for (int ib = 0; ib < mblocks; ib++)
-                for (int cb = 0; cb < chunks; cb++) {
-                    if (!abuf) continue;
-                    int ic = ib * pl.mc, mc = a->m - ic < pl.mc ? a->m - ic : pl.mc;
-                    int j0 = cb * pl.nchunk, j1 = j0 + pl.nchunk < nc ? j0 + pl.nchunk : nc;
-                    tw_gemm_item(&pl, ic, mc, jc, ncpad, j0, j1, bp, abuf);
-                }
-        }
-        free(abuf);
-    }
-    tw_gemm_panel_put(bp, cached);
-    if (failed)
+    float *abufs[TW_POOL_MAX_THREADS];
+    if (nthreads > TW_POOL_MAX_THREADS) nthreads = TW_POOL_MAX_THREADS;
+    float *ab = aligned_alloc(64, abytes * (size_t)nthreads);
+    if (!ab) {
+        tw_gemm_panel_put(bp, cached);
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffer per thread",
                       abytes);
-    return TW_OK;
+    }
+    for (int t = 0; t < nthreads; t++) abufs[t] = ab + abytes / sizeof(float) * (size_t)t;
+    tw_status st = TW_OK;
+    for (int jc = 0; jc < a->n && st == TW_OK; jc += pl.nc_max) {
+        tw_gemm_block blk = {.pl = &pl, .bp = bp, .abufs = abufs, .jc = jc, .mblocks = mblocks};
+        blk.nc = a->n - jc < pl.nc_max ? a->n - jc : pl.nc_max;
+        blk.ncpad = (blk.nc + nr - 1) / nr * nr;
+        blk.nstrips = blk.ncpad / nr;
+        blk.chunks = (blk.ncpad + pl.nchunk - 1) / pl.nchunk;
+        const int kblocks = (a->k + kn->kc - 1) / kn->kc;
+        /* Pack this block's panel for all of k, cooperatively; then compute. */
+        st = tw_pool_run(nthreads, (long)kblocks * blk.nstrips, tw_gemm_pack_task, &blk);
+        if (st == TW_OK)
+            st = tw_pool_run(nthreads, (long)mblocks * blk.chunks, tw_gemm_compute_task, &blk);
+    }
+    free(ab);
+    tw_gemm_panel_put(bp, cached);
+    return st;
 }
 
 static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads) {
-    const tw_gemm_kernels *kn = tw_gemm_pick();
     size_t ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     size_t ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
     int nthreads = tw_cpu_threads(threads);
-    /* Small products (< 2 MFLOP, ~25 us on one core) run on the calling thread: an OpenMP
-     * fork/join costs microseconds, and on a shared, oversubscribed machine the join can wait
-     * a whole scheduler slice (measured: 20-30 ms) for a descheduled worker. */
+    /* Small products (< 2 MFLOP, ~10 us on one core) run on the calling thread: handing out
+     * tasks would cost more than it saves. */
     if ((double)a->m * a->n * a->k < 1048576.0) nthreads = 1;
-    if (a->m <= TW_GEMM_SKINNY_MAX) {
-        int nblocks = (a->n + TW_GEMM_SKINNY_NB - 1) / TW_GEMM_SKINNY_NB;
-        if (nthreads > nblocks) nthreads = nblocks;
-        tw_gemm_skinny(kn, a, ldx, ldy, nthreads);
+    tw_status st;
+#if defined(TW_X86)
+    if (tw_gemm_use_amx(a)) {
+        st = tw_gemm_amx(a, nthreads);
+        if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
         return TW_OK;
     }
-    tw_status st = tw_gemm_blocked(kn, a, ldx, ldy, nthreads);
+#endif
+    const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
+    st = dk ? tw_gemm_dot(dk, a, nthreads) : tw_gemm_blocked(tw_gemm_pick(), a, ldx, ldy, nthreads);
     if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
     return TW_OK;
+}
+
+void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out) {
+    if (tw_gemm_use_amx(a)) {
+        out->path = "amx";
+        out->x_bf16 = 1;
+        return;
+    }
+    const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
+    out->x_bf16 = dk && dk->xsize == sizeof(tw_bf16);
+    out->path = dk ? dk->path : tw_gemm_pick()->path;
 }
 
 tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads) {
@@ -399,4 +465,17 @@ tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads) {
 tw_status gemm_cpu(const tw_gemm_args *a, int threads) {
     TW_TRY(tw_gemm_check("gemm_cpu", a, threads));
     return tw_gemm_run("gemm_cpu", a, threads);
+}
+
+/* ---- peak loop, plain C (32 chains for the compiler to vectorise) -----------------------------
+ */
+double tw_peak_fma_portable(long iters, float *sink) {
+    float a[32];
+    for (int i = 0; i < 32; i++) a[i] = *sink + (float)i;
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 32; i++) a[i] = a[i] * 0.999999f + 1e-7f;
+    float s = 0;
+    for (int i = 0; i < 32; i++) s += a[i];
+    *sink += s;
+    return (double)iters * 32 * 2;
 }

@@ -114,23 +114,23 @@ static inline float load_w1(const void *w, int bf16, size_t p) {
  * (measured ~35 vs ~24 GB/s on this host). */
 static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, const int NW, int k,
                                                               const float *x, size_t ldx,
-                                                              const void *w, int bf16, float *y,
-                                                              size_t ldy, int add) {
+                                                              const void *w, size_t ldw, int bf16,
+                                                              float *y, size_t ldy, int add) {
     const size_t wsz = bf16 ? 2 : 4;
     const int step = bf16 ? 32 : 16; /* elements per 64-byte line */
-    const size_t rowbytes = (size_t)k * wsz;
+    const size_t rowbytes = (size_t)k * wsz, ldwb = ldw * wsz;
     const char *wr[8];
-    for (int j = 0; j < NW; j++) wr[j] = (const char *)w + (size_t)j * k * wsz;
+    for (int j = 0; j < NW; j++) wr[j] = (const char *)w + (size_t)j * ldwb;
     __m256 acc[4][8];
     for (int i = 0; i < MROWS; i++)
         for (int j = 0; j < NW; j++) acc[i][j] = _mm256_setzero_ps();
     int p = 0;
     for (; p + step <= k; p += step) {
-        /* Past the end of a row, prefetch the same row of the next group instead (rows are
-         * contiguous, so that is NW - 1 rows further): the next group starts warm. Prefetches
-         * never fault, so running past the matrix is harmless. */
+        /* Past the end of this block of a row, prefetch the same row of the next group instead
+         * (NW rows further): the next group starts warm. Prefetches never fault, so running
+         * past the matrix is harmless. */
         size_t off = (size_t)p * wsz + TW_SKINNY_PF;
-        if (off >= rowbytes) off += (size_t)(NW - 1) * rowbytes;
+        if (off >= rowbytes) off += (size_t)NW * ldwb - rowbytes;
         for (int j = 0; j < NW; j++) _mm_prefetch(wr[j] + off, _MM_HINT_T0);
         for (int v = 0; v < step; v += 8) {
             __m256 xv[4];
@@ -160,9 +160,9 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
 }
 
 #define TW_SKINNY_CASE(MM, NWW)                                                                    \
-    static void skinny_##MM##x##NWW(int k, const float *x, size_t ldx, const void *w, int bf16,    \
-                                    float *y, size_t ldy, int add) {                               \
-        skinny_tile(MM, NWW, k, x, ldx, w, bf16, y, ldy, add);                                     \
+    static void skinny_##MM##x##NWW(int k, const float *x, size_t ldx, const void *w, size_t ldw,  \
+                                    int bf16, float *y, size_t ldy, int add) {                     \
+        skinny_tile(MM, NWW, k, x, ldx, w, ldw, bf16, y, ldy, add);                                \
     }
 TW_SKINNY_CASE(1, 8)
 TW_SKINNY_CASE(1, 1)
@@ -173,18 +173,19 @@ TW_SKINNY_CASE(3, 1)
 TW_SKINNY_CASE(4, 2)
 TW_SKINNY_CASE(4, 1)
 
-typedef void (*skinny_fn)(int, const float *, size_t, const void *, int, float *, size_t, int);
+typedef void (*skinny_fn)(int, const float *, size_t, const void *, size_t, int, float *, size_t,
+                          int);
 
-static void skinny_avx2(int m, int n, int k, const float *x, size_t ldx, const void *w, int bf16,
-                        float *y, size_t ldy, int add) {
+static void skinny_avx2(int m, int n, int k, const float *x, size_t ldx, const void *w, size_t ldw,
+                        int bf16, float *y, size_t ldy, int add) {
     static const skinny_fn wide[5] = {0, skinny_1x8, skinny_2x4, skinny_3x2, skinny_4x2};
     static const skinny_fn one[5] = {0, skinny_1x1, skinny_2x1, skinny_3x1, skinny_4x1};
     static const int nw[5] = {0, 8, 4, 2, 2};
-    const size_t wrow = (size_t)k * (bf16 ? 2 : 4);
+    const size_t wrow = ldw * (bf16 ? 2 : 4);
     int j = 0;
     for (; j + nw[m] <= n; j += nw[m])
-        wide[m](k, x, ldx, (const char *)w + j * wrow, bf16, y + j, ldy, add);
-    for (; j < n; j++) one[m](k, x, ldx, (const char *)w + j * wrow, bf16, y + j, ldy, add);
+        wide[m](k, x, ldx, (const char *)w + j * wrow, ldw, bf16, y + j, ldy, add);
+    for (; j < n; j++) one[m](k, x, ldx, (const char *)w + j * wrow, ldw, bf16, y + j, ldy, add);
 }
 
 /* 8x8 transpose of r[0..7] (rows) into columns, in place. */
@@ -240,9 +241,41 @@ static int pack_a_avx2(int kc, const float *x, size_t ldx, float *ap) {
 }
 
 const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
+                                              .path = "blocked/avx2",
                                               .mr = MR,
                                               .nr = NR,
+                                              .kc = 256,
+                                              .mc = 144,
                                               .ukr = ukr_avx2_6x16,
                                               .skinny = skinny_avx2,
                                               .pack_b = pack_b_avx2,
                                               .pack_a = pack_a_avx2};
+
+TW_DOT_FROM_SKINNY(dot_tile_avx2, skinny_avx2)
+const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
+                                            .path = "dot/avx2",
+                                            .w_dtypes = TW_DOT_BF16 | TW_DOT_F32,
+                                            .kstep = 1,
+                                            .xsize = 0,
+                                            .pack_x = NULL,
+                                            .rm = TW_GEMM_SKINNY_ROWS,
+                                            .rn = 8,
+                                            .rn_small = 8,
+                                            .max_m_bf16 = 64,
+                                            .max_m_f32 = 64,
+                                            .tile = dot_tile_avx2};
+
+/* ---- peak loop: 12 independent FMA chains (latency 4-5 x 2 pipes needs >= 10) ------------- */
+double tw_peak_fma_avx2(long iters, float *sink) {
+    const __m256 m = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
+    __m256 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(*sink + (float)i);
+    for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, add);
+    }
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+    *sink += hsum256(s);
+    return (double)iters * 12 * 8 * 2;
+}

@@ -5,17 +5,21 @@
 
 #include <stddef.h>
 
+#include "tw_cpu.h"
+
 /* Register-blocked micro-kernel: c[mr, nr] (+)= a_panel . b_panel over kc.
  * a: packed A micro-panel [kc][mr]; b: packed B micro-panel [kc][nr] (64-byte aligned);
  * c: rows ldc apart. add = 0 overwrites c without reading it (it may hold NaN). */
 typedef void (*tw_gemm_ukr_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
                                int add);
 
-/* Skinny kernel for small m (1..4 rows of x): y[i, j] (+)= sum_p x[i, p] w[j, p] for
- * i < m, j < n; w rows are k elements apart (packed [n, k]), fp32 or bf16 (w_bf16 != 0).
- * Streams each weight row once for all m rows: the decode (GEMV) path. */
+/* Skinny kernel for small m (1..4 rows of x): y[i, j] (+)= sum_{p < k} x[i, p] w[j, p] for
+ * i < m, j < n; w rows are ldw elements apart, fp32 or bf16 (w_bf16 != 0). Streams each
+ * weight row once for all m rows. Every output gets the same arithmetic whatever m and n are
+ * (lanes along k, one fixed horizontal sum), so a row's result does not depend on the rows
+ * computed with it. */
 typedef void (*tw_gemm_skinny_fn)(int m, int n, int k, const float *x, size_t ldx, const void *w,
-                                  int w_bf16, float *y, size_t ldy, int add);
+                                  size_t ldw, int w_bf16, float *y, size_t ldy, int add);
 
 /* Optional fast packing of one B micro-panel: bp[p, jj] = w[jj, p] for p < kc, jj < nr, from nr
  * full weight rows ldw elements apart (fp32 or bf16). Returns 0 when it does not handle the
@@ -29,7 +33,9 @@ typedef int (*tw_gemm_pack_a_fn)(int kc, const float *x, size_t ldx, float *ap);
 
 typedef struct {
     const char *name;
-    int mr, nr; /* micro-tile */
+    const char *path; /* "blocked/<name>" */
+    int mr, nr;       /* micro-tile */
+    int kc, mc;       /* blocking: kc x nr B micro-panel in L1, mc x kc A block in L2 */
     tw_gemm_ukr_fn ukr;
     tw_gemm_skinny_fn skinny;
     tw_gemm_pack_b_fn pack_b; /* may be NULL */
@@ -38,10 +44,100 @@ typedef struct {
 
 #define TW_GEMM_SKINNY_ROWS 4 /* rows of x per skinny call */
 
+/* ---- dot-product driver (gemm_dot.c) ------------------------------------------------------
+ * Tiles of rm rows of x by rn rows of w, each output one accumulator with lanes along k; the
+ * weights are read in place ([n, k] row-major, no packing), the activations optionally packed
+ * once per call into the kernel's format (bf16 for the bf16 dot-product instructions).
+ * tile: y[i, j] (+)= sum_{p < kc} xp[i, p] w[j, p] for i < rm, j < rn; xp rows ldxp elements
+ * apart and zero-padded up to a multiple of kstep past the end of x's row; w rows ldw apart.
+ * Every output gets the same arithmetic whatever the tile shape, so results do not depend on
+ * the tiling, the thread count or the other rows of the batch. */
+typedef void (*tw_dot_tile_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                               int wflags, size_t ldw, float *y, size_t ldy, int add);
+#define TW_DOT_W_BF16     1 /* wflags: weights are bf16 (else fp32) */
+#define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (no prefetching) */
+
+#define TW_DOT_BF16 1 /* w_dtypes bits */
+#define TW_DOT_F32  2
+
+typedef struct {
+    const char *name;
+    const char *path; /* "dot/<name>" */
+    int w_dtypes;     /* TW_DOT_* the tile accepts */
+    int kstep;        /* k granularity of packed activations (elements) */
+    size_t xsize;     /* bytes per packed activation element; 0: x is used in place (fp32) */
+    /* one row: k fp32 values -> ceil(k / kstep) * kstep packed elements, zero-padded */
+    void (*pack_x)(int k, const float *x, void *xp);
+    int rm; /* largest tile: rm x rn, or rm_small x rn_small when m <= 2 */
+    int rn;
+    int rn_small; /* rn when m <= 2 (decode): more weight rows streamed side by side */
+    /* largest m this driver takes per weight dtype; above, the blocked path is faster
+     * (measured: packing W once pays off only over enough rows) */
+    int max_m_bf16, max_m_f32;
+    tw_dot_tile_fn tile;
+    /* optional, bf16 weights: out[j, p] = (float)w[j, p] (j < rn, p < kc, rows kc apart); the
+     * driver then runs the tiles on this fp32 copy when several tiles share the micro-panel.
+     * The tile must give bitwise the same results on the copy as on the bf16 original. */
+    void (*widen_panel)(int rn, int kc, const void *w, size_t ldw, float *out);
+} tw_dot_kernels;
+
+/* y = x . w^T with the dot driver; threads >= 1. */
+tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threads);
+
+#define TW_DOT_RN_MAX 8 /* largest rn (or rn_small) of any kernel */
+
+/* The tile shapes every dot kernel instantiates: rm 1..4 x rn 1..6, and rn 7..8 for rm <= 2
+ * (rn_small); X(RM, RN) defines P##_RMxRN, TW_DOT_TABLE(T, P) collects them in P##s[rm][rn]. */
+#define TW_DOT_FOR_SHAPES(X)                                                                       \
+    X(1, 1)                                                                                        \
+    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4)        \
+        X(2, 5) X(2, 6) X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1)    \
+            X(4, 2) X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+#define TW_DOT_TABLE(T, P)                                                                         \
+    static const T P##s[5][9] = {                                                                  \
+        {0},                                                                                       \
+        {0, P##_1x1, P##_1x2, P##_1x3, P##_1x4, P##_1x5, P##_1x6, P##_1x7, P##_1x8},               \
+        {0, P##_2x1, P##_2x2, P##_2x3, P##_2x4, P##_2x5, P##_2x6, P##_2x7, P##_2x8},               \
+        {0, P##_3x1, P##_3x2, P##_3x3, P##_3x4, P##_3x5, P##_3x6, 0, 0},                           \
+        {0, P##_4x1, P##_4x2, P##_4x3, P##_4x4, P##_4x5, P##_4x6, 0, 0},                           \
+    }
+
+/* tile adapters over a skinny kernel (fp32 activations in place) */
+#define TW_DOT_FROM_SKINNY(NAME, SKINNY)                                                           \
+    static void NAME(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,           \
+                     int wflags, size_t ldw, float *y, size_t ldy, int add) {                      \
+        SKINNY(rm, rn, kc, (const float *)xp, ldxp, w, ldw, wflags &TW_DOT_W_BF16, y, ldy, add);   \
+    }
+
+/* Peak loops (independent accumulator chains): run `iters` iterations, fold the result into
+ * *sink (so nothing can be elided), return the flops performed (2 per multiply-add). */
+double tw_peak_fma_portable(long iters, float *sink);
+#if defined(TW_X86)
+double tw_peak_fma_avx2(long iters, float *sink);
+double tw_peak_fma_avx512(long iters, float *sink);
+double tw_peak_dot_bf16_avx512(long iters, float *sink);
+double tw_peak_amx_bf16(long iters, float *sink);
+/* AMX: ask Linux for the tile data state (1: granted); the GEMM (gemm_amx.c) */
+int tw_amx_request(void);
+tw_status tw_gemm_amx(const tw_gemm_args *a, int threads);
+#endif
+#if defined(__aarch64__) && defined(TW_NEON)
+double tw_peak_fma_neon(long iters, float *sink);
+double tw_peak_dot_bf16_neon(long iters, float *sink);
+#endif
+
 extern const tw_gemm_kernels tw_gemm_kernels_portable;
+extern const tw_dot_kernels tw_dot_kernels_portable;
 #if defined(TW_X86)
 extern const tw_gemm_kernels tw_gemm_kernels_avx2;
 extern const tw_gemm_kernels tw_gemm_kernels_avx512;
+extern const tw_dot_kernels tw_dot_kernels_avx2;
+extern const tw_dot_kernels tw_dot_kernels_avx512;
+extern const tw_dot_kernels tw_dot_kernels_avx512bf16;
+#endif
+#if defined(__aarch64__) && defined(TW_NEON)
+extern const tw_dot_kernels tw_dot_kernels_neon;
+extern const tw_dot_kernels tw_dot_kernels_neonbf16;
 #endif
 
 #endif

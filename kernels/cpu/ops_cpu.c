@@ -1,14 +1,14 @@
 /* CPU element-wise and row ops of the backend: RMSNorm, RoPE, SwiGLU, residual add, bias add,
  * embedding lookup (vocabulary shards) and argmax. Memory-bound; threads split rows (or chunks of a
- * flat array) and small calls stay on one thread, where a parallel region would cost more than the
- * work. */
+ * flat array) on the persistent pool, and small calls stay on the calling thread, where handing out
+ * tasks would cost more than the work. */
 #include "attn_prims.h"
+#include "tw_pool.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <omp.h>
 
 /* Threads for `work` elements of streaming work: one below ~64K elements. */
 static int ops_threads(size_t work, int threads) {
@@ -20,6 +20,38 @@ static tw_status ops_check_threads(const char *op, int threads) {
         return TW_ERR(TW_ERR_INVALID, "%s: threads must be >= 0 (0 = all cores), got %d", op,
                       threads);
     return TW_OK;
+}
+
+typedef struct {
+    int dim;
+    const float *x;
+    const void *w;
+    tw_dtype w_dtype;
+    float eps;
+    float *y;
+} rmsnorm_job;
+
+static void rmsnorm_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const rmsnorm_job *j = arg;
+    const int dim = j->dim;
+    for (long r = r0; r < r1; r++) {
+        const float *xr = j->x + (size_t)r * dim;
+        float *yr = j->y + (size_t)r * dim;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + j->eps);
+        if (j->w_dtype == TW_F32) {
+            const float *wf = j->w;
+#pragma omp simd
+            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * wf[i];
+        } else {
+            const tw_bf16 *wb = j->w;
+#pragma omp simd
+            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
+        }
+    }
 }
 
 tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype w_dtype, float eps,
@@ -34,26 +66,8 @@ tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype
                       (int)w_dtype);
     if (!(eps >= 0.0f) || !isfinite(eps))
         return TW_ERR(TW_ERR_INVALID, "rmsnorm: eps must be finite and >= 0, got %g", (double)eps);
-    int nt = ops_threads((size_t)rows * dim, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        float *yr = y + (size_t)r * dim;
-        float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
-        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-        if (w_dtype == TW_F32) {
-            const float *wf = w;
-#pragma omp simd
-            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * wf[i];
-        } else {
-            const tw_bf16 *wb = w;
-#pragma omp simd
-            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
-        }
-    }
-    return TW_OK;
+    rmsnorm_job j = {dim, x, w, w_dtype, eps, y};
+    return tw_pool_for(ops_threads((size_t)rows * dim, threads), rows, 1, rmsnorm_rows, &j);
 }
 
 tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, const void *w,
@@ -121,6 +135,40 @@ static tw_status rope_check_params(const tw_rope_params *rp) {
     return TW_OK;
 }
 
+typedef struct {
+    int n_heads, head_dim;
+    float *x;
+    long ld;
+    const int *positions;
+    const float *inv;
+    _Atomic int fail;
+} rope_job;
+
+static void rope_tokens(void *arg, long t0, long t1, int worker) {
+    (void)worker;
+    rope_job *j = arg;
+    const int half = j->head_dim / 2;
+    /* cos and sin of one token, shared by its heads */
+    float stack[1024], *cs = half <= 512 ? stack : malloc(sizeof(float) * 2 * (size_t)half);
+    if (!cs) {
+        atomic_store(&j->fail, 1);
+        return;
+    }
+    for (long t = t0; t < t1; t++) {
+        for (int i = 0; i < half; i++) {
+            float ang = tw_rope_angle(j->positions[t], j->inv[i]);
+            cs[i] = cosf(ang);
+            cs[half + i] = sinf(ang);
+        }
+        for (int h = 0; h < j->n_heads; h++) {
+            float *xh = j->x + (size_t)t * j->ld + (size_t)h * j->head_dim;
+            for (int i = 0; i < half; i++)
+                tw_rope_rotate(&xh[i], &xh[half + i], cs[i], cs[half + i]);
+        }
+    }
+    if (cs != stack) free(cs);
+}
+
 tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, const int *positions,
                    const tw_rope_params *rp, int threads) {
     TW_TRY(ops_check_threads("rope", threads));
@@ -144,35 +192,36 @@ tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, con
     float *inv = malloc(sizeof(float) * (size_t)half);
     if (!inv) return TW_ERR(TW_ERR_NOMEM, "rope: %d frequencies", half);
     for (int i = 0; i < half; i++) inv[i] = tw_rope_inv_freq(i, head_dim, rp);
-    int nt = ops_threads((size_t)tokens * row * 8, threads); /* sin/cos: weigh more than a copy */
-    int fail = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        /* cos and sin of one token, shared by its heads */
-        float *cs = malloc(sizeof(float) * 2 * (size_t)half);
-        if (!cs) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(static)
-        for (int t = 0; t < tokens; t++) {
-            if (!cs) continue;
-            for (int i = 0; i < half; i++) {
-                float ang = tw_rope_angle(positions[t], inv[i]);
-                cs[i] = cosf(ang);
-                cs[half + i] = sinf(ang);
-            }
-            for (int h = 0; h < n_heads; h++) {
-                float *xh = x + (size_t)t * ld + (size_t)h * head_dim;
-                for (int i = 0; i < half; i++)
-                    tw_rope_rotate(&xh[i], &xh[half + i], cs[i], cs[half + i]);
-            }
-        }
-        free(cs);
-    }
+    rope_job j = {n_heads, head_dim, x, ld, positions, inv, 0};
+    /* sin/cos: weigh more than a copy */
+    tw_status st =
+        tw_pool_for(ops_threads((size_t)tokens * row * 8, threads), tokens, 1, rope_tokens, &j);
     free(inv);
-    if (fail) return TW_ERR(TW_ERR_NOMEM, "rope: per-thread sin/cos table of %d", half);
-    return TW_OK;
+    if (st == TW_OK && atomic_load(&j.fail))
+        return TW_ERR(TW_ERR_NOMEM, "rope: sin/cos table of %d", half);
+    return st;
+}
+
+typedef struct {
+    const tw_attn_prims *pr;
+    int f;
+    const float *gate, *up;
+    long ld;
+    float *out;
+} swiglu_job;
+
+static void swiglu_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const swiglu_job *j = arg;
+    for (long r = r0; r < r1; r++)
+        j->pr->swiglu_row(j->f, j->gate + (size_t)r * j->ld, j->up + (size_t)r * j->ld,
+                          j->out + (size_t)r * j->f);
+}
+
+static void swiglu_piece(void *arg, long i0, long i1, int worker) {
+    (void)worker;
+    const swiglu_job *j = arg;
+    j->pr->swiglu_row((int)(i1 - i0), j->gate + i0, j->up + i0, j->out + i0);
 }
 
 tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
@@ -184,32 +233,57 @@ tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld
         return TW_ERR(TW_ERR_INVALID, "swiglu: NULL %s", !gate ? "gate" : !up ? "up" : "out");
     const long ld = ld_in ? ld_in : f;
     if (ld < f) return TW_ERR(TW_ERR_INVALID, "swiglu: ld_in %d is less than f = %d", ld_in, f);
-    const tw_attn_prims *pr = tw_attn_prims_get();
+    swiglu_job j = {tw_attn_prims_get(), f, gate, up, ld, out};
     int nt = ops_threads((size_t)rows * f * 4, threads); /* exp: weigh more than a copy */
-    if (rows == 1 && nt > 1) {                           /* one token: split the row */
-        const int chunk = 4096;
-        int nc = (f + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int c = 0; c < nc; c++) {
-            int i0 = c * chunk, n = f - i0 < chunk ? f - i0 : chunk;
-            pr->swiglu_row(n, gate + i0, up + i0, out + i0);
-        }
-        return TW_OK;
-    }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++)
-        pr->swiglu_row(f, gate + (size_t)r * ld, up + (size_t)r * ld, out + (size_t)r * f);
-    return TW_OK;
+    if (rows == 1 && nt > 1)                             /* one token: split the row */
+        return tw_pool_for(nt, f, 4096, swiglu_piece, &j);
+    return tw_pool_for(nt, rows, 1, swiglu_rows, &j);
+}
+
+typedef struct {
+    const float *x;
+    float *y;
+} add_job;
+
+static void add_piece(void *arg, long i0, long i1, int worker) {
+    (void)worker;
+    const add_job *j = arg;
+#pragma omp simd
+    for (long i = i0; i < i1; i++) j->y[i] += j->x[i];
 }
 
 tw_status add_cpu(size_t n, const float *x, float *y, int threads) {
     TW_TRY(ops_check_threads("add", threads));
     if (n == 0) return TW_OK;
     if (!x || !y) return TW_ERR(TW_ERR_INVALID, "add: NULL %s", !x ? "x" : "y");
-    int nt = ops_threads(n, threads);
-#pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
-    return TW_OK;
+    add_job j = {x, y};
+    return tw_pool_for(ops_threads(n, threads), (long)n, 1 << 14, add_piece, &j);
+}
+
+typedef struct {
+    const int *tokens;
+    const void *table;
+    tw_dtype dtype;
+    int row0, rows, dim;
+    float *out;
+} embed_job;
+
+static void embed_rows(void *arg, long i0, long i1, int worker) {
+    (void)worker;
+    const embed_job *j = arg;
+    const int dim = j->dim;
+    for (long i = i0; i < i1; i++) {
+        float *o = j->out + (size_t)i * dim;
+        long r = (long)j->tokens[i] - j->row0;
+        if (r < 0 || r >= j->rows) { /* another shard's token */
+            memset(o, 0, sizeof(float) * (size_t)dim);
+        } else if (j->dtype == TW_F32) {
+            memcpy(o, (const float *)j->table + (size_t)r * dim, sizeof(float) * (size_t)dim);
+        } else {
+            const tw_bf16 *src = (const tw_bf16 *)j->table + (size_t)r * dim;
+            for (int x = 0; x < dim; x++) o[x] = tw_f32_from_bf16(src[x]);
+        }
+    }
 }
 
 tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
@@ -258,21 +332,34 @@ tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype,
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0)
             return TW_ERR(TW_ERR_INVALID, "embed: tokens[%d] = %d is negative", i, tokens[i]);
-    int nt = ops_threads((size_t)n * dim, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int i = 0; i < n; i++) {
-        float *o = out + (size_t)i * dim;
-        long r = (long)tokens[i] - row0;
-        if (r < 0 || r >= rows) { /* another shard's token */
-            memset(o, 0, sizeof(float) * (size_t)dim);
-        } else if (dtype == TW_F32) {
-            memcpy(o, (const float *)table + (size_t)r * dim, sizeof(float) * (size_t)dim);
-        } else {
-            const tw_bf16 *src = (const tw_bf16 *)table + (size_t)r * dim;
-            for (int j = 0; j < dim; j++) o[j] = tw_f32_from_bf16(src[j]);
-        }
+    embed_job j = {tokens, table, dtype, row0, rows, dim, out};
+    return tw_pool_for(ops_threads((size_t)n * dim, threads), n, 1, embed_rows, &j);
+}
+
+typedef struct {
+    int n;
+    const float *logits;
+    int *idx;
+    float *val;
+} argmax_job;
+
+static void argmax_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const argmax_job *j = arg;
+    for (long r = r0; r < r1; r++) {
+        const float *lr = j->logits + (size_t)r * j->n;
+        int best = 0;
+        float bv = lr[0];
+        /* strict '>' keeps the first index on ties; a NaN never wins (and a NaN first element
+         * is replaced by the first number) */
+        for (int i = 1; i < j->n; i++)
+            if (lr[i] > bv || (isnan(bv) && !isnan(lr[i]))) {
+                bv = lr[i];
+                best = i;
+            }
+        j->idx[r] = best;
+        j->val[r] = bv;
     }
-    return TW_OK;
 }
 
 tw_status argmax_cpu(int rows, int n, const float *logits, int *idx, float *val, int threads) {
@@ -281,22 +368,6 @@ tw_status argmax_cpu(int rows, int n, const float *logits, int *idx, float *val,
         return TW_ERR(TW_ERR_INVALID, "argmax: rows %d and n %d must be >= 1", rows, n);
     if (!logits || !idx || !val)
         return TW_ERR(TW_ERR_INVALID, "argmax: NULL %s", !logits ? "logits" : !idx ? "idx" : "val");
-    int nt = ops_threads((size_t)rows * n, threads);
-    if (nt > rows) nt = rows;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const float *lr = logits + (size_t)r * n;
-        int best = 0;
-        float bv = lr[0];
-        /* strict '>' keeps the first index on ties; a NaN never wins (and a NaN first element
-         * is replaced by the first number) */
-        for (int i = 1; i < n; i++)
-            if (lr[i] > bv || (isnan(bv) && !isnan(lr[i]))) {
-                bv = lr[i];
-                best = i;
-            }
-        idx[r] = best;
-        val[r] = bv;
-    }
-    return TW_OK;
+    argmax_job j = {n, logits, idx, val};
+    return tw_pool_for(ops_threads((size_t)rows * n, threads), rows, 1, argmax_rows, &j);
 }

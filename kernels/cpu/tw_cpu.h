@@ -11,24 +11,76 @@ extern "C" {
 #endif
 
 /* ---- SIMD dispatch ---------------------------------------------------------------------- */
-typedef enum { TW_SIMD_PORTABLE = 0, TW_SIMD_AVX2 = 1, TW_SIMD_AVX512 = 2 } tw_simd;
+/* x86 levels form one chain (portable < avx2 < avx512 < avx512bf16 < amx), aarch64's another
+ * (portable < neon < neonbf16); a level may be forced down its own chain only. avx512bf16 adds
+ * `vdpbf16ps` GEMMs for bf16 weights to avx512; amx adds AMX-BF16 tiles to that. */
+typedef enum {
+    TW_SIMD_PORTABLE = 0,
+    TW_SIMD_AVX2 = 1,
+    TW_SIMD_AVX512 = 2,
+    TW_SIMD_AVX512BF16 = 3,
+    TW_SIMD_AMX = 4,
+    TW_SIMD_NEON = 16,
+    TW_SIMD_NEONBF16 = 17,
+} tw_simd;
 
 /* Best level this CPU and this build support (CPUID and OS XSAVE state checked). */
 tw_simd tw_cpu_simd_detect(void);
-/* Level the kernels use: the detected one, or a lower one forced by tw_cpu_simd_force or the
- * TW_SIMD environment variable ("portable", "avx2", "avx512"). Forcing a level the CPU lacks
- * returns TW_ERR_UNSUPPORTED. */
+/* Level the kernels use: the detected one, or one forced by tw_cpu_simd_force or the TW_SIMD
+ * environment variable (a tw_simd_name) that the CPU supports (avx512bf16 can be forced where
+ * detection chose avx512 because its dot product is the slower instruction). Forcing a level
+ * the CPU lacks returns TW_ERR_UNSUPPORTED. */
 tw_simd tw_cpu_simd_active(void);
 tw_status tw_cpu_simd_force(tw_simd level);
+/* Whether `level` is on this CPU's chain at or below the detected level. */
+int tw_cpu_simd_supported(tw_simd level);
 const char *tw_simd_name(tw_simd level);
+/* Parses a tw_simd_name; TW_ERR_INVALID naming the accepted ones otherwise. */
+tw_status tw_simd_parse(const char *s, tw_simd *out);
 /* Comma-separated CPU features relevant here ("avx2,fma,f16c,avx512f,..."). */
 const char *tw_cpu_features(void);
 int tw_cpu_threads(int requested); /* resolves 0 to the core count */
+
+/* ---- compute peaks and the bf16 path ------------------------------------------------------------
+ * Independent-accumulator loops of each kind of multiply-add instruction, at the active level:
+ *   TW_PEAK_FP32_FMA  fp32 FMA (vfmadd231ps zmm or ymm; plain C on the portable level)
+ *   TW_PEAK_BF16_DOT  bf16 dot products (vdpbf16ps zmm; Arm BFDOT)
+ *   TW_PEAK_BF16_AMX  AMX-BF16 tiles (tdpbf16ps)
+ * tw_cpu_peak_loop runs `iters` iterations on the calling thread and returns the flops done
+ * (2 per multiply-add), or 0 when the CPU, the OS or the active level lacks the instructions. */
+typedef enum { TW_PEAK_FP32_FMA = 0, TW_PEAK_BF16_DOT = 1, TW_PEAK_BF16_AMX = 2 } tw_peak_kind;
+double tw_cpu_peak_loop(tw_peak_kind kind, long iters, float *sink);
+const char *tw_cpu_peak_method(tw_peak_kind kind); /* "vfmadd231ps zmm, 16 chains", or NULL */
+
+/* Whether bf16-weight GEMMs use the bf16 dot-product instructions (activations rounded to
+ * bf16), when the active level has them: only where they multiply-add faster than fp32 FMA on
+ * widened weights. CPUID cannot say (on Zen 4 `vdpbf16ps` does twice the multiply-adds of an
+ * FMA per cycle; on Sapphire Rapids half), so the first call times both loops for about a
+ * millisecond (thread CPU time, best of 3) and keeps the answer for the process; 1.25x margins
+ * on either side of equal make the choice stable. TW_BF16_DOT=0/1 overrides it. */
+int tw_cpu_bf16_dot_preferred(void);
+/* Measured multiply-add rate of the bf16 dot product over fp32 FMA (0 when not measured). */
+double tw_cpu_bf16_dot_ratio(void);
+/* Whether AMX tiles can be used here (CPUID, XSAVE state and Linux's arch_prctl permission). */
+int tw_cpu_amx_usable(void);
+/* Whether bf16-weight GEMMs at the active level round the activations to bf16 (the bf16 dot
+ * product, or AMX for m >= TW_GEMM_AMX_MIN_M). */
+int tw_cpu_bf16_rounds_activations(void);
 
 /* ---- GEMM: y[m,n] = x[m,k] . w[n,k]^T ------------------------------------------------------ */
 tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads);  /* w_dtype must be TW_F32 */
 tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads); /* w_dtype must be TW_BF16 */
 tw_status gemm_cpu(const tw_gemm_args *a, int threads);      /* dispatches on w_dtype */
+#define TW_GEMM_AMX_MIN_M 16 /* bf16 GEMMs with at least this many rows use AMX where usable */
+
+/* Which kernel path gemm_cpu takes for this shape at the active SIMD level, and its numerics:
+ * x_bf16 = 1 when the activations are rounded to bf16 (RNE) for the product (the bf16
+ * dot-product instructions), 0 when they stay fp32; accumulation is fp32 either way. */
+typedef struct {
+    const char *path; /* e.g. "dot/avx512bf16", "dot/avx2", "blocked/avx512" */
+    int x_bf16;
+} tw_gemm_info;
+void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out);
 
 /* ---- attention ------------------------------------------------------------------------------ */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads);

@@ -27,6 +27,9 @@ ROW = r"^(rows\.\*\.)?"
 ADDED = [
     ROW + r"plan$",  # each row's own plan: its combination and the engine it ran on
     r"^schema_minor$",
+    # schema 1.3: how the read ceiling was measured, the bf16 ceiling, the flag for a fraction > 1
+    r"^roofline\.(membw_method|peak_bf16_gflops|peak_bf16_source)$",
+    ROW + r"metrics\.exceeds_ceiling$",
 ]
 # leaves whose values are not compared
 VOLATILE = [

@@ -7,7 +7,7 @@ without their figure, schema_version 2, a negative batch, a row with no repetiti
 that is not an integer; and (schema 1.2) the kept single run given a mixture of experts' block
 and an expert-parallel scenario by hand must validate, and each breakage of those must not: a
 missing expert figure, a load as a number, an unknown key in the block or in expert_parallel,
-ep 1, a negative skew; (schema 1.3) the kept serving fixtures validate and each breakage of
+ep 1, a negative skew; (schema 1.4) the kept serving fixtures validate and each breakage of
 their serving block does not. Prints "tw-test: PASS" or each breakage that validated, and exits 1."""
 import copy
 import json

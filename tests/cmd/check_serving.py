@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""check_serving.py FILE...: the serving block of each result file (schema 1.3) holds what its
+"""check_serving.py FILE...: the serving block of each result file (schema 1.4) holds what its
 own per-request records give, recomputed here in float64 Python from the definitions of
 doc/METRICS.md, independently of harness/serve/: TTFT = first token - arrival, E2E = finish -
 arrival, queue = admit - arrival, TPOT = (E2E - TTFT) / (output - 1) for output > 1; mean,

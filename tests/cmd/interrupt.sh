@@ -7,6 +7,7 @@
 #               SIGTERM to every rank)
 #        rank0  under MPIRUN, SIGNAL sent to rank 0 alone
 #        rank1  under MPIRUN, SIGNAL sent to rank 1 alone
+#        threads  --tp 2 --comm threads (two rank threads of one process), SIGNAL sent to it
 # With --watts 100 (a CPU socket's assumed power, shared by the ranks on this host) the energy of
 # the interrupted run is the host's, counted once, and the headline agrees with it.
 # Prints "tw-test: PASS" or "tw-test: FAIL: ..." and exits 1.
@@ -20,6 +21,8 @@ res="$dir/out/r.json"
 args="run --model tiny --prompt 64 --gen 64 --reps 1000 --warmup 0 --threads 1 --membw-gbps 10 --peak-gflops 10 --watts 100 --progress --out $res"
 if [ "$mode" = proc ]; then
     "$tw" $args >"$dir/stdout" 2>"$dir/err" &
+elif [ "$mode" = threads ]; then
+    "$tw" $args --tp 2 --comm threads >"$dir/stdout" 2>"$dir/err" &
 else
     $launcher -np 2 "$tw" $args --tp 2 >"$dir/stdout" 2>"$dir/err" &
 fi

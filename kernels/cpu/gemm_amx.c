@@ -1,0 +1,218 @@
+/* AMX-BF16 GEMM for bf16 weights (compiled with -mamx-tile -mamx-bf16 and the AVX-512 flags;
+ * only called when CPUID, the OS's XSAVE state and Linux's per-process permission for the tile
+ * data (arch_prctl ARCH_REQ_XCOMP_PERM) allow).
+ *
+ * The weights are the A operand, read in place: a 16 x 32 tile of W (16 weight rows, 32 k) is
+ * exactly 16 rows of 64 bytes of the [n, k] checkpoint layout, so no weight is ever packed or
+ * copied (except zero-padded copies at the matrix's ragged edges). The activations are the B
+ * operand, rounded to bf16 (RNE) and packed once per call into the pair-interleaved layout the
+ * instruction wants (B[k/2][m][2]). C^T = W . x^T accumulates in 4 tiles (32 weight rows x 32
+ * rows of x) over all of k, then is transposed into y.
+ *
+ * Numerics: as the vdpbf16ps path (activations rounded to bf16, exact bf16 products, fp32
+ * accumulation with round-to-nearest-even and subnormals flushed); each output accumulates its
+ * whole k in one tile, k step by k step in order, so results do not depend on the tiling, the
+ * thread count or the batch. */
+#include "gemm_internal.h"
+#include "gemm_avx512_inl.h"
+#include "tw_pool.h"
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA  18
+
+int tw_amx_request(void) {
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* palette 1, every tile 16 rows x 64 bytes */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) tw_tilecfg;
+
+static void tw_amx_config(void) {
+    tw_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.colsb[t] = 64, c.rows[t] = 16;
+    _tile_loadconfig(&c);
+}
+
+/* ---- packing the activations: xq[m/16][k/32][16 pair rows][16 m][2] bf16 -----------------------
+ */
+/* 32 fp32 -> 32 bf16 (RNE), the k tail and missing rows as zeros */
+static inline __m512i cvt32(const float *x, int valid) {
+    __mmask16 ml = (__mmask16)(valid >= 16 ? 0xffff : valid <= 0 ? 0 : (1u << valid) - 1);
+    __mmask16 mh = (__mmask16)(valid >= 32 ? 0xffff : valid <= 16 ? 0 : (1u << (valid - 16)) - 1);
+    __m512 lo = _mm512_maskz_loadu_ps(ml, x), hi = _mm512_maskz_loadu_ps(mh, x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+typedef struct {
+    const tw_gemm_args *a;
+    size_t ldx, ldy;
+    int mp, kb; /* m padded to 32, k steps of 32 */
+    uint16_t *xq;
+    int nbt, mbt, mblocks; /* weight rows and x rows per task, m blocks */
+} amx_plan;
+
+/* task t: rows 16t .. 16t+15 of x, every k step */
+static void amx_pack_task(void *arg, long t, int worker) {
+    (void)worker;
+    const amx_plan *pl = arg;
+    const tw_gemm_args *a = pl->a;
+    const int m0 = (int)t * 16;
+    for (int s = 0; s < pl->kb; s++) {
+        __m512i r[16];
+        for (int j = 0; j < 16; j++) {
+            int row = m0 + j;
+            r[j] = row < a->m ? cvt32(a->x + (size_t)row * pl->ldx + (size_t)s * 32, a->k - s * 32)
+                              : _mm512_setzero_si512();
+        }
+        tw_transpose16i(r); /* r[p] = pair p of the 16 rows */
+        uint16_t *dst = pl->xq + ((size_t)t * pl->kb + s) * 512;
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(dst + (size_t)p * 32), r[p]);
+    }
+}
+
+/* ---- the tiles
+ * ----------------------------------------------------------------------------------------- */
+/* A tile source: 16 weight rows x 32 k at (n0, k0) in place, or a zero-padded copy at edges */
+static const void *amx_a_src(const tw_gemm_args *a, int n0, int s, uint16_t *buf, size_t *stride) {
+    const int k0 = s * 32, kv = a->k - k0 < 32 ? a->k - k0 : 32,
+              nv = a->n - n0 < 16 ? a->n - n0 : 16;
+    const uint16_t *w = (const uint16_t *)a->w + (size_t)n0 * a->k + k0;
+    if (nv == 16 && kv == 32) {
+        *stride = (size_t)a->k * 2;
+        return w;
+    }
+    memset(buf, 0, 16 * 64);
+    for (int r = 0; r < nv; r++) memcpy(buf + r * 32, w + (size_t)r * a->k, sizeof(uint16_t) * kv);
+    *stride = 64;
+    return buf;
+}
+
+/* y[m0 .. m0+15, n0 .. n0+15] (+)= C^T tile (c[n][m]) for the valid part */
+static void amx_store(const amx_plan *pl, const float *c, int n0, int m0) {
+    const tw_gemm_args *a = pl->a;
+    if (n0 >= a->n || m0 >= a->m) return;
+    __m512i r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(c + i * 16));
+    tw_transpose16i(r); /* r[j] = row m0 + j, columns n0 .. n0+15 */
+    const int nv = a->n - n0 < 16 ? a->n - n0 : 16, mv = a->m - m0 < 16 ? a->m - m0 : 16;
+    const __mmask16 mk = (__mmask16)(nv == 16 ? 0xffff : (1u << nv) - 1);
+    for (int j = 0; j < mv; j++) {
+        float *y = a->y + (size_t)(m0 + j) * pl->ldy + n0;
+        __m512 v = _mm512_castsi512_ps(r[j]);
+        if (a->accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, y));
+        _mm512_mask_storeu_ps(y, mk, v);
+    }
+}
+
+static void amx_tile_task(void *arg, long t, int worker) {
+    (void)worker;
+    const amx_plan *pl = arg;
+    const tw_gemm_args *a = pl->a;
+    const int ib = (int)(t % pl->mblocks), jb = (int)(t / pl->mblocks);
+    const int i0 = ib * pl->mbt, i1 = i0 + pl->mbt < pl->mp ? i0 + pl->mbt : pl->mp;
+    const int j0 = jb * pl->nbt, j1 = j0 + pl->nbt < a->n ? j0 + pl->nbt : a->n;
+    _Alignas(64) uint16_t ea[16 * 32], eb[16 * 32];
+    _Alignas(64) float c[4][256];
+    tw_amx_config();
+    for (int n0 = j0; n0 < j1; n0 += 32)
+        for (int m0 = i0; m0 < i1; m0 += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const uint16_t *b0 = pl->xq + (size_t)(m0 / 16) * pl->kb * 512;
+            const uint16_t *b1 = b0 + (size_t)pl->kb * 512;
+            for (int s = 0; s < pl->kb; s++) {
+                size_t sa0, sa1;
+                const void *a0 = amx_a_src(a, n0, s, ea, &sa0);
+                const void *a1 = amx_a_src(a, n0 + 16, s, eb, &sa1);
+                _tile_loadd(4, a0, sa0);
+                _tile_loadd(5, a1, sa1);
+                _tile_loadd(6, b0 + (size_t)s * 512, 64);
+                _tile_loadd(7, b1 + (size_t)s * 512, 64);
+                _tile_dpbf16ps(0, 4, 6); /* C^T[n0.., m0..]     */
+                _tile_dpbf16ps(1, 4, 7); /* C^T[n0.., m0+16..]  */
+                _tile_dpbf16ps(2, 5, 6); /* C^T[n0+16.., m0..]  */
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c[0], 64);
+            _tile_stored(1, c[1], 64);
+            _tile_stored(2, c[2], 64);
+            _tile_stored(3, c[3], 64);
+            amx_store(pl, c[0], n0, m0);
+            amx_store(pl, c[1], n0, m0 + 16);
+            amx_store(pl, c[2], n0 + 16, m0);
+            amx_store(pl, c[3], n0 + 16, m0 + 16);
+        }
+    _tile_release();
+}
+
+tw_status tw_gemm_amx(const tw_gemm_args *a, int threads) {
+    amx_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.a = a;
+    pl.ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
+    pl.ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
+    pl.mp = (a->m + 31) / 32 * 32;
+    pl.kb = (a->k + 31) / 32;
+    size_t bytes = (size_t)pl.mp * pl.kb * 32 * sizeof(uint16_t);
+    pl.xq = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!pl.xq)
+        return TW_ERR(TW_ERR_NOMEM, "gemm (amx): cannot allocate %zu bytes of packed activations",
+                      bytes);
+    tw_status st = tw_pool_run(threads, pl.mp / 16, amx_pack_task, &pl);
+    /* tasks: up to 256 rows of x (a 256 x k bf16 block stays in L2) by 32..256 weight rows,
+     * enough for 8 tasks per thread */
+    pl.mbt = pl.mp < 256 ? pl.mp : 256;
+    pl.mblocks = (pl.mp + pl.mbt - 1) / pl.mbt;
+    long want = threads > 1 ? 8L * threads : 1, nbl = (want + pl.mblocks - 1) / pl.mblocks;
+    long nbt = ((long)a->n + nbl - 1) / nbl;
+    nbt = (nbt + 31) / 32 * 32;
+    if (nbt > 256) nbt = 256;
+    pl.nbt = (int)nbt;
+    const long ntasks = (long)pl.mblocks * (((long)a->n + pl.nbt - 1) / pl.nbt);
+    if (st == TW_OK) st = tw_pool_run(threads, ntasks, amx_tile_task, &pl);
+    free(pl.xq);
+    return st;
+}
+
+/* ---- peak loop: 4 accumulator tiles, 2 + 2 source tiles from L1
+ * ----------------------------------- */
+double tw_peak_amx_bf16(long iters, float *sink) {
+    _Alignas(64) uint16_t src[4][512];
+    _Alignas(64) float c[256];
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 512; i++) src[t][i] = 0x3c00; /* 2^-7: the sums stay finite */
+    tw_amx_config();
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, src[0], 64);
+    _tile_loadd(5, src[1], 64);
+    _tile_loadd(6, src[2], 64);
+    _tile_loadd(7, src[3], 64);
+    for (long it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, 64);
+    _tile_release();
+    *sink += c[0] + c[255];
+    return (double)iters * 4 * 16 * 16 * 32 * 2;
+}
