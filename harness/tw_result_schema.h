@@ -25,9 +25,9 @@
 
 #define TW_RESULT_SCHEMA_MAJOR 1
 /* 1.1: each row records its plan; 1.2: mixtures of experts (experts, scenario routing_skew, ep);
- * 1.3: the read ceiling's method, the bf16 ceiling, metrics.exceeds_ceiling; 1.4: serving
- * scenarios (a row's "serving" block, tw_serve_result: per-request records, latency
- * distributions, goodput, the MLPerf constraint, the capacity search) */
+ * 1.3: the read ceiling's method, the bf16 ceiling, metrics.exceeds_ceiling; 1.4: serving scenarios
+ * (a row's "serving" block, tw_serve_result: per-request records, latency distributions, goodput,
+ * the MLPerf constraint, the capacity search) */
 #define TW_RESULT_SCHEMA_MINOR 4
 
 typedef struct {
