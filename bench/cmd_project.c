@@ -285,7 +285,10 @@ int tw_cmd_project(int argc, char **argv) {
     if (goodput)
         tw_log("basis: GOODPUT at the latency targets (%s): the megawatts below serve the demand "
                "within them; %s",
-               targets, have_e2e ? "the offline (e2e) basis follows for comparison" : e2e_why);
+               targets,
+               have_e2e ? "the e2e basis (metrics.e2e_tokens_per_s: every output token, whether or "
+                          "not its request met the targets) follows for comparison"
+                        : e2e_why);
     if (tw_project_compute(in, &dev, p)) {
         fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
         rc = TW_EXIT_FAIL;
@@ -298,7 +301,7 @@ int tw_cmd_project(int argc, char **argv) {
                  targets, h0);
     else
         snprintf(headline, sizeof headline, "%s", h0);
-    /* the offline (e2e) basis beside the goodput one */
+    /* the e2e basis beside the goodput one */
     char e2e_head[1024] = "";
     if (goodput && have_e2e) {
         pe = malloc(sizeof *pe);
@@ -355,12 +358,13 @@ int tw_cmd_project(int argc, char **argv) {
             tw_print_assumptions(in, p);
             printf("\n**Headline:** %s\n", headline);
             if (goodput && pe)
-                printf("\n**Offline (e2e) basis, for comparison** (%.4g tokens/s per device "
-                       "against %.4g within the targets, %.3gx): %s\n",
+                printf("\n**Without the latency targets (e2e basis, metrics.e2e_tokens_per_s), for "
+                       "comparison** (%.4g tokens/s per device against %.4g within the targets, "
+                       "%.3gx): %s\n",
                        e2e_dev.tokens_per_s, dev.tokens_per_s,
                        e2e_dev.tokens_per_s / dev.tokens_per_s, e2e_head);
             else if (goodput)
-                printf("\n**Offline (e2e) basis:** not available: %s\n", e2e_why);
+                printf("\n**e2e basis:** not available: %s\n", e2e_why);
         } else {
             /* CSV: one line per (scenario, year) with every field of the JSON rows */
             if (tw_project_to_json(in, p, &js)) {

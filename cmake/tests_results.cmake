@@ -97,8 +97,14 @@ tw_cmd_test(project_serving_goodput_basis JSON_OUT
   CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'goodput' and r['latency_targets'] == 'TTFT <= 2000 ms, TPOT <= 100 ms'\" \"abs(r['device']['tokens_per_s'] / (${_f}['serving']['summary']['goodput']['output_tokens_per_s'] / ${_f}['scenario']['devices']) - 1) < 1e-8\" \"abs(r['e2e_comparison']['tokens_per_s_per_device'] / ${_f}['metrics']['e2e_tokens_per_s'] - 1) < 1e-8\" \"all(abs(v['goodput'] / v['e2e'] - r['e2e_comparison']['tokens_per_s_per_device'] / r['device']['tokens_per_s']) < 1e-6 for v in r['e2e_comparison']['facility_mw_final_year'].values())\" \"r['headline'].startswith('within the latency targets (TTFT <= 2000 ms, TPOT <= 100 ms') and 'goodput basis): at ' in r['headline']\" \"'serving.summary.goodput.output_tokens_per_s' in r['input_note'] and 'constraint' in r['input_note']\"")
 tw_cmd_test(project_serving_shows_both_bases
   COMMAND ${TW} project --results ${TW_SFX} --no-svg
-  OUT "\\*\\*Basis: goodput at the latency targets\\*\\*" OUT "\\*\\*Offline \\(e2e\\) basis, for comparison\\*\\*"
+  OUT "\\*\\*Basis: goodput at the latency targets\\*\\*" OUT "\\*\\*Without the latency targets \\(e2e basis, metrics.e2e_tokens_per_s\\), for comparison\\*\\*"
   OUT "Headline:\\*\\* within the latency targets")
+# past the capacity (serving.json, 26 requests/s): the goodput is below the throughput, the
+# megawatts within the targets above the e2e ones, and the note says the constraint failed
+set(_g "__import__('json').load(open('${TW_FIXTURES}/serving.json'))")
+tw_cmd_test(project_serving_past_capacity JSON_OUT
+  COMMAND ${TW} project --results ${TW_FIXTURES}/serving.json --no-svg --format json
+  CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'goodput' and 'did NOT hold' in r['input_note']\" \"abs(r['device']['tokens_per_s'] / ${_g}['serving']['summary']['goodput']['output_tokens_per_s'] - 1) < 1e-8\" \"r['e2e_comparison']['tokens_per_s_per_device'] > 1.1 * r['device']['tokens_per_s']\" \"all(v['goodput'] > v['e2e'] for v in r['e2e_comparison']['facility_mw_final_year'].values())\"")
 tw_cmd_test(project_serving_e2e_basis_on_request JSON_OUT
   COMMAND ${TW} project --results ${TW_SFX} --no-svg --format json --basis e2e
   CHECK "${TW_CJ} $TW_OUT \"r['device_basis'] == 'e2e' and 'e2e_comparison' not in r\" \"abs(r['device']['tokens_per_s'] / ${_f}['metrics']['e2e_tokens_per_s'] - 1) < 1e-8\" \"not r['headline'].startswith('within')\"")

@@ -481,7 +481,7 @@ static tw_status tw_chart_projection(tw_buf *b, const tw_result_file *f, int nf,
     char head[512];
     tw_project_headline_of(p, TW_SCEN_POWER, head, sizeof head);
     int w = snprintf(caption, cn,
-                     "Drawn for %s on the offline (e2e) basis (%.4g tokens/s and %.4g W per "
+                     "Drawn for %s on the e2e basis (%.4g tokens/s and %.4g W per "
                      "device, %s). %s",
                      r->label, dev.tokens_per_s, dev.watts,
                      r->energy_assumed ? "ASSUMED watts" : "measured watts", head);
@@ -507,7 +507,7 @@ out:
     return st;
 }
 
-/* ---- serving charts (schema 1.3 results) --------------------------------------------------------
+/* ---- serving charts (schema 1.4 results) --------------------------------------------------------
  */
 
 static int tw_nserving(const tw_result_file *f, int nf) {
@@ -547,18 +547,8 @@ static int tw_rate_points(const tw_serve_result *v, tw_rate_pt *pt) {
     return n;
 }
 
-/* A horizontal limit line across the plot, labelled at its right end. */
-static void tw_hline(tw_buf *b, const tw_axes *a, double y, const char *color, const char *text) {
-    double py = tw_ax_y(a, y);
-    tw_bprintf(b,
-               "<line class=\"limit\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
-               "stroke=\"%s\" stroke-width=\"1.5\" stroke-dasharray=\"8 4\"/>"
-               "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" text-anchor=\"end\">",
-               a->L, py, a->L + a->W, py, color, a->L + a->W - 4, py - 4, color);
-    tw_besc(b, text);
-    tw_bprintf(b, "</text>\n");
-}
-
+/* The TTFT and TPOT limits as dashed lines across the plot: horizontal on a latency y axis,
+ * vertical on a latency x axis; and a labelled vertical line at x. */
 static void tw_vline(tw_buf *b, const tw_axes *a, double x, const char *color, const char *text) {
     double px = tw_ax_x(a, x);
     tw_bprintf(b,
@@ -568,6 +558,26 @@ static void tw_vline(tw_buf *b, const tw_axes *a, double x, const char *color, c
                px, a->T, px, a->T + a->H, color, px + 4, a->T + 12, color);
     tw_besc(b, text);
     tw_bprintf(b, "</text>\n");
+}
+
+static void tw_limit_lines(tw_buf *b, const tw_axes *a, const tw_serve_summary *lim, int vertical) {
+    if (!lim) return;
+    const double v[2] = {lim->limits.ttft_s * 1e3, lim->limits.tpot_s * 1e3};
+    const char *name[2] = {"TTFT", "TPOT"}, *color[2] = {"#d62728", "#9467bd"};
+    for (int i = 0; i < 2; i++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s limit %g ms", name[i], v[i]);
+        if (vertical) {
+            tw_vline(b, a, v[i], color[i], t);
+            continue;
+        }
+        double py = tw_ax_y(a, v[i]);
+        tw_bprintf(b,
+                   "<line class=\"limit\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                   "stroke=\"%s\" stroke-width=\"1.5\" stroke-dasharray=\"8 4\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" text-anchor=\"end\">%s</text>\n",
+                   a->L, py, a->L + a->W, py, color[i], a->L + a->W - 4, py - 4, color[i], t);
+    }
 }
 
 /* The limits drawn: the first serving row's that has them. */
@@ -621,13 +631,7 @@ static void tw_chart_serving_latency(tw_buf *b, const tw_result_file *f, int nf)
     tw_range(&a.y0, &a.y1, 1);
     tw_axes_draw(b, &a, "offered request rate (requests/s, Poisson)",
                  "p99 latency (ms, LoadGen's percentile)", 0);
-    if (lim) {
-        char t[96];
-        snprintf(t, sizeof t, "TTFT limit %g ms", lim->limits.ttft_s * 1e3);
-        tw_hline(b, &a, lim->limits.ttft_s * 1e3, "#d62728", t);
-        snprintf(t, sizeof t, "TPOT limit %g ms", lim->limits.tpot_s * 1e3);
-        tw_hline(b, &a, lim->limits.tpot_s * 1e3, "#9467bd", t);
-    }
+    tw_limit_lines(b, &a, lim, 0);
     int s = 0;
     for (int i = 0; i < nf; i++)
         for (int k = 0; k < f[i].nrows; k++) {
@@ -718,13 +722,7 @@ static void tw_chart_serving_cdf(tw_buf *b, const tw_result_file *f, int nf) {
     a.y0 = 0;
     a.y1 = 1;
     tw_axes_draw(b, &a, "latency per request (ms)", "fraction of measured requests <=", 0);
-    if (lim) {
-        char t[96];
-        snprintf(t, sizeof t, "TTFT %g ms", lim->limits.ttft_s * 1e3);
-        tw_vline(b, &a, lim->limits.ttft_s * 1e3, "#d62728", t);
-        snprintf(t, sizeof t, "TPOT %g ms", lim->limits.tpot_s * 1e3);
-        tw_vline(b, &a, lim->limits.tpot_s * 1e3, "#9467bd", t);
-    }
+    tw_limit_lines(b, &a, lim, 1);
     int s = 0;
     for (int i = 0; i < nf; i++)
         for (int k = 0; k < f[i].nrows; k++) {
@@ -984,7 +982,7 @@ tw_status tw_report_markdown(const tw_result_file *f, int nf, const char *title,
             tw_project_headline(best->e2e_tps / best->devices, best->w_per_device,
                                 best->energy_source, best->energy_assumed, head, sizeof head);
         if (st == TW_OK)
-            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule; offline/e2e basis): %s\n",
+            tw_bprintf(&b, "\nProjection (%s, the most tokens per joule; e2e basis): %s\n",
                        best->label, head);
         else
             tw_clear_error();

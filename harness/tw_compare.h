@@ -93,7 +93,7 @@ typedef struct {
 } tw_meas_figures;
 
 /* system = e2e tokens/s, per accelerator = e2e / devices, tokens/J = energy.e2e.tokens_per_j;
- * for a serving row (schema 1.3) system = serving.summary.output_tokens_per_s (MLPerf Server's
+ * for a serving row (schema 1.4) system = serving.summary.output_tokens_per_s (MLPerf Server's
  * "Completed tokens per second": every measured request's output tokens over the window) and
  * per accelerator = serving.summary.output_tokens_per_s_per_device. */
 tw_status tw_compare_measured_figures(const tw_run_row *r, tw_meas_figures *out);

@@ -10,7 +10,7 @@
 /* Chart ids, one <svg id="..."> per chart section, in page order. */
 #define TW_REPORT_NCHARTS 4
 extern const char *const tw_report_chart_ids[TW_REPORT_NCHARTS];
-/* With a serving result (schema 1.3) two more sections follow, in this order: latency against the
+/* With a serving result (schema 1.4) two more sections follow, in this order: latency against the
  * request rate (p99 TTFT and TPOT of every capacity-search trial, the limits, the rate found) and
  * the per-request latency distribution (TTFT and TPOT). Absent otherwise. */
 #define TW_REPORT_NSERVING_CHARTS 2

@@ -274,7 +274,7 @@ Test(serve_result, impossible_values_are_refused) {
             "serving.summary.ttft_s.p90 must be between min and max");
     refused("serving", "summary", "window_s", json_real(1.0),
             "serving.summary.window_s must be t_end_s - t_start_s");
-    refused("serving", "summary.constraint", "met", json_false(),
+    refused("serving", "summary.constraint", "met", json_true(),
             "serving.summary.constraint.met must be ttft_met and tpot_met");
     refused("serving", "", "limits", json_null(),
             "serving.summary.constraint must be an object exactly when serving.limits is");
@@ -353,5 +353,26 @@ Test(serve_result, a_sweep_row_names_its_row) {
     cr_assert(r.rows[0].serving && r.rows[1].serving);
     tw_result_free(&r);
     json_decref(sweep);
+    json_decref(doc);
+}
+
+/* An interrupted run keeps its finished requests: complete false with its reason reads and
+ * writes back; false without a reason is refused. */
+Test(serve_result, an_interrupted_block_states_why) {
+    json_t *doc = load(fixture("serving"));
+    json_t *s = json_object_get(doc, "serving");
+    json_object_set_new(s, "complete", json_false());
+    tw_result r;
+    cr_assert_neq(tw_result_from_json(doc, "cut.json", &r), TW_OK);
+    cr_assert(strstr(tw_last_error(), "serving.incomplete_reason must be present"), "%s",
+              tw_last_error());
+    json_object_set_new(s, "incomplete_reason", json_string("SIGINT after 200 of 400 requests"));
+    cr_assert_eq(tw_result_from_json(doc, "cut.json", &r), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(r.rows[0].serving->complete, 0);
+    cr_assert_str_eq(r.rows[0].serving->incomplete_reason, "SIGINT after 200 of 400 requests");
+    json_t *back = tw_serve_result_to_json(r.rows[0].serving);
+    cr_assert(json_equal(back, s));
+    json_decref(back);
+    tw_result_free(&r);
     json_decref(doc);
 }

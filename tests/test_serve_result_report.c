@@ -76,7 +76,7 @@ Test(serve_result_report, serving_sections_and_their_marks) {
     cr_assert(strstr(html, "Within the latency targets (TTFT &lt;= 2000 ms, TPOT &lt;= 100 ms; "
                            "goodput basis"),
               "the projection's caption gives the goodput basis beside the e2e one");
-    cr_assert(strstr(html, "on the offline (e2e) basis"));
+    cr_assert(strstr(html, "on the e2e basis"));
     cr_assert(strstr(md, "Projection within the latency targets (TTFT <= 2000 ms, TPOT <= 100 ms"),
               "%s", md);
     cr_assert(strstr(md, "capacity search found:"), "%s", md);

@@ -218,7 +218,7 @@ static json_t *tw_srd_get(tw_srd *d, const json_t *o, const char *path, const ch
     json_t *v = json_object_get(o, key);
     if (!v) {
         char want[80];
-        snprintf(want, sizeof want, "present (the serving block of schema 1.3 has it)");
+        snprintf(want, sizeof want, "present (the serving block of schema 1.4 has it)");
         tw_srd_fail(d, path, key, want);
         return NULL;
     }
