@@ -86,3 +86,10 @@ if(MPI_C_FOUND)
     COMMAND ${TW} run ${TW_SV_TINY} --tp 2 --scenario offline --requests 5
       --lengths uniform:4-30,2-8 --max-batch 3 --step-tokens 12 --out ${TW_SV}/tp2.json)
 endif()
+
+# a serving row as CSV: one line, the aggregates as numeric cells, no column per request (the
+# JSON keeps the requests; 10 requests would otherwise add 90 columns)
+tw_cmd_test(serve_csv_one_row_no_request_columns RM ${TW_SV}/csv.json
+  COMMAND ${TW} run ${TW_SV_TINY} --scenario server --rate 20 --requests 10 --lengths fixed:8,4
+  --format csv --out ${TW_SV}/csv.json
+  CHECK "${TW_CC} $TW_OUT --rows 1 --numeric serving.summary.ttft_s.p99,serving.summary.n_measured --expr \"not any(k.startswith('serving.requests.') for k in rows[0])\" --expr \"int(rows[0]['serving.summary.n_measured']) == 10\"")

@@ -257,7 +257,9 @@ static int tw_all_objects(json_t *a) {
 
 /* Visits the leaves of v under prefix: scalars, arrays of strings (one cell, joined with
  * "; ") and arrays of objects (by index); arrays of numbers or arrays (token ids, power
- * traces) are not table cells and are left out. */
+ * traces) are not table cells and are left out, as are a serving row's per-request records
+ * (serving.requests: thousands of requests would be thousands of columns; the JSON keeps them,
+ * the CSV keeps their aggregates). */
 typedef void (*tw_leaf_fn)(void *ctx, const char *name, json_t *v);
 
 static void tw_leaves(json_t *v, const char *prefix, tw_leaf_fn fn, void *ctx) {
@@ -267,6 +269,7 @@ static void tw_leaves(json_t *v, const char *prefix, tw_leaf_fn fn, void *ctx) {
         json_t *x;
         json_object_foreach(v, k, x) {
             snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? "." : "", k);
+            if (!strcmp(name, "serving.requests")) continue;
             tw_leaves(x, name, fn, ctx);
         }
     } else if (json_is_array(v)) {
