@@ -5,14 +5,14 @@
  * through the sequence's block table. A tile never crosses a block: it is gathered (bf16
  * converted) into a per-thread fp32 buffer, then the SIMD inner loops of attn_prims.h run on it.
  * Only the blocks a sequence's table names are read, so unused blocks of the pool never reach
- * an output. */
+ * an output. Threads: tasks on the persistent pool (tw_pool.h), a workspace per worker. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <omp.h>
-
 #include "attn_prims.h"
+#include "tw_pool.h"
 
 enum {
     TW_PAGED_KB = 64,         /* keys per tile (as attention_cpu.c) */
@@ -53,6 +53,32 @@ static int pws_alloc(paged_ws *w, int nq, int d) {
         return 0;
     }
     return 1;
+}
+
+/* One call's tasks on the pool: the arguments, a lazily allocated workspace per worker. */
+typedef struct {
+    const tw_attn_paged_args *a;
+    const tw_attn_prims *pr;
+    int T, group, nq_max, nsplit;
+    const int *task_seq, *task_tb;
+    float *po, *plse;
+    atomic_int fail;
+    paged_ws ws[TW_POOL_MAX_THREADS];
+} paged_job;
+
+static paged_ws *paged_job_ws(paged_job *j, int worker) {
+    paged_ws *w = &j->ws[worker];
+    if (!w->q && !pws_alloc(w, j->nq_max, j->a->head_dim)) {
+        atomic_store(&j->fail, 1);
+        return NULL;
+    }
+    return w;
+}
+
+static int paged_job_end(paged_job *j) {
+    for (int i = 0; i < TW_POOL_MAX_THREADS; i++)
+        if (j->ws[i].q) pws_free(&j->ws[i]);
+    return atomic_load(&j->fail);
 }
 
 /* Copies n rows of KV head h, positions p0 .. p0 + n - 1 (inside one block), into dst fp32. */
@@ -159,6 +185,89 @@ static tw_status paged_check(const char *op, const tw_attn_paged_args *a, int de
     return TW_OK;
 }
 
+static void paged_prefill_task(void *arg, long t, int worker) {
+    paged_job *j = arg;
+    const tw_attn_paged_args *a = j->a;
+    const int H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = j->group, T = j->T;
+    paged_ws *wp = paged_job_ws(j, worker);
+    if (!wp) return;
+    paged_ws w = *wp;
+    int kvh = (int)(t % G), sb = (int)(t / G);
+    int b = j->task_seq[sb], s0 = j->task_tb[sb] * T;
+    int n = a->q_start[b + 1] - a->q_start[b];
+    int tn = n - s0 < T ? n - s0 : T, nq = tn * group;
+    int p0 = a->start_pos[b] + s0;
+    size_t r0 = (size_t)a->q_start[b] + s0;
+    for (int tt = 0; tt < tn; tt++)
+        for (int gh = 0; gh < group; gh++) {
+            int i = tt * group + gh;
+            const float *src = a->q + ((r0 + tt) * H + (size_t)kvh * group + gh) * d;
+            for (int x = 0; x < d; x++) w.q[(size_t)i * d + x] = src[x] * a->scale;
+            w.lo[i] = tw_attn_window_lo(p0 + tt, a->window);
+            w.lim[i] = p0 + tt + 1;
+        }
+    paged_core(j->pr, &w, nq, a, a->block_tables + (size_t)b * a->max_blocks, kvh,
+               tw_attn_window_lo(p0, a->window), p0 + tn);
+    for (int tt = 0; tt < tn; tt++)
+        for (int gh = 0; gh < group; gh++) {
+            int i = tt * group + gh;
+            float *dst = a->out + ((r0 + tt) * H + (size_t)kvh * group + gh) * d;
+            float inv = 1.0f / w.st[i].l;
+            for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)i * d + x] * inv;
+        }
+}
+
+static void paged_decode_task(void *arg, long t, int worker) {
+    paged_job *j = arg;
+    const tw_attn_paged_args *a = j->a;
+    const int H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = j->group;
+    const int nsplit = j->nsplit;
+    paged_ws *wp = paged_job_ws(j, worker);
+    if (!wp) return;
+    paged_ws w = *wp;
+    int sp = (int)(t % nsplit);
+    long r = t / nsplit;
+    int kvh = (int)(r % G), b = (int)(r / G);
+    int len = a->start_pos[b] + 1, row = a->q_start ? a->q_start[b] : b;
+    int k0 = sp * TW_PAGED_SPLIT_KEYS;
+    int k1 = k0 + TW_PAGED_SPLIT_KEYS < len ? k0 + TW_PAGED_SPLIT_KEYS : len;
+    int wlo = tw_attn_window_lo(len - 1, a->window);
+    if (k0 < wlo) k0 = wlo;
+    size_t pidx = ((size_t)b * H + (size_t)kvh * group) * nsplit + sp;
+    if (k0 >= k1) {
+        for (int gh = 0; gh < group; gh++) {
+            j->plse[pidx + (size_t)gh * nsplit] = -INFINITY;
+            memset(j->po + (pidx + (size_t)gh * nsplit) * d, 0, sizeof(float) * d);
+        }
+        return;
+    }
+    for (int gh = 0; gh < group; gh++) {
+        const float *src = a->q + ((size_t)row * H + (size_t)kvh * group + gh) * d;
+        for (int x = 0; x < d; x++) w.q[(size_t)gh * d + x] = src[x] * a->scale;
+        w.lo[gh] = k0;
+        w.lim[gh] = k1;
+    }
+    paged_core(j->pr, &w, group, a, a->block_tables + (size_t)b * a->max_blocks, kvh, k0, k1);
+    for (int gh = 0; gh < group; gh++) {
+        float inv = 1.0f / w.st[gh].l;
+        float *dst = j->po + (pidx + (size_t)gh * nsplit) * d;
+        for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)gh * d + x] * inv;
+        j->plse[pidx + (size_t)gh * nsplit] = tw_softmax_lse(w.st[gh]);
+    }
+}
+
+static void paged_merge_rows(void *arg, long i0, long i1, int worker) {
+    (void)worker;
+    paged_job *j = arg;
+    const tw_attn_paged_args *a = j->a;
+    const int H = a->n_heads, d = a->head_dim, nsplit = j->nsplit;
+    for (long i = i0; i < i1; i++) {
+        int b = (int)(i / H), row = a->q_start ? a->q_start[b] : b;
+        tw_splitkv_merge(nsplit, d, j->plse + (size_t)i * nsplit, j->po + (size_t)i * nsplit * d,
+                         a->out + ((size_t)row * H + (size_t)(i % H)) * d);
+    }
+}
+
 tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads) {
     int rows;
     TW_TRY(paged_check("attn_prefill_paged", a, 0, threads, &rows));
@@ -182,46 +291,22 @@ tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads) {
         }
     }
     const long ntasks = (long)nsb * G;
-    const tw_attn_prims *pr = tw_attn_prims_get();
-    int nt = tw_cpu_threads(threads);
-    if (nt > ntasks) nt = (int)ntasks;
-    int fail = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        paged_ws w;
-        int ok = pws_alloc(&w, T * group, d);
-        if (!ok) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; t++) {
-            if (!ok) continue;
-            int kvh = (int)(t % G), sb = (int)(t / G);
-            int b = task_seq[sb], s0 = task_tb[sb] * T;
-            int n = a->q_start[b + 1] - a->q_start[b];
-            int tn = n - s0 < T ? n - s0 : T, nq = tn * group;
-            int p0 = a->start_pos[b] + s0;
-            size_t r0 = (size_t)a->q_start[b] + s0;
-            for (int tt = 0; tt < tn; tt++)
-                for (int gh = 0; gh < group; gh++) {
-                    int i = tt * group + gh;
-                    const float *src = a->q + ((r0 + tt) * H + (size_t)kvh * group + gh) * d;
-                    for (int x = 0; x < d; x++) w.q[(size_t)i * d + x] = src[x] * a->scale;
-                    w.lo[i] = tw_attn_window_lo(p0 + tt, a->window);
-                    w.lim[i] = p0 + tt + 1;
-                }
-            paged_core(pr, &w, nq, a, a->block_tables + (size_t)b * a->max_blocks, kvh,
-                       tw_attn_window_lo(p0, a->window), p0 + tn);
-            for (int tt = 0; tt < tn; tt++)
-                for (int gh = 0; gh < group; gh++) {
-                    int i = tt * group + gh;
-                    float *dst = a->out + ((r0 + tt) * H + (size_t)kvh * group + gh) * d;
-                    float inv = 1.0f / w.st[i].l;
-                    for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)i * d + x] * inv;
-                }
-        }
-        pws_free(&w);
+    paged_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(task_seq);
+        free(task_tb);
+        return TW_ERR(TW_ERR_NOMEM, "attn_prefill_paged: job");
+    }
+    j->a = a, j->pr = tw_attn_prims_get(), j->T = T, j->group = group, j->nq_max = T * group;
+    j->task_seq = task_seq, j->task_tb = task_tb;
+    /* dynamic: tasks differ in length (causal); late token blocks (the longest) go first */
+    tw_status st = tw_pool_run(tw_cpu_threads(threads), ntasks, paged_prefill_task, j);
+    int fail = paged_job_end(j);
+    free(j);
+    if (st != TW_OK) {
+        free(task_seq);
+        free(task_tb);
+        return tw_error_ctx(st, "attn_prefill_paged");
     }
     free(task_seq);
     free(task_tb);
@@ -249,65 +334,65 @@ tw_status attn_decode_paged_cpu(const tw_attn_paged_args *a, int threads) {
                       H, d);
     }
     const long ntasks = (long)B * G * nsplit;
-    const tw_attn_prims *pr = tw_attn_prims_get();
-    int nt = tw_cpu_threads(threads);
-    if (nt > ntasks) nt = (int)ntasks;
-    int fail = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        paged_ws w;
-        int ok = pws_alloc(&w, group, d);
-        if (!ok) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntasks; t++) {
-            if (!ok) continue;
-            int sp = (int)(t % nsplit);
-            long r = t / nsplit;
-            int kvh = (int)(r % G), b = (int)(r / G);
-            int len = a->start_pos[b] + 1, row = a->q_start ? a->q_start[b] : b;
-            int k0 = sp * TW_PAGED_SPLIT_KEYS;
-            int k1 = k0 + TW_PAGED_SPLIT_KEYS < len ? k0 + TW_PAGED_SPLIT_KEYS : len;
-            int wlo = tw_attn_window_lo(len - 1, a->window);
-            if (k0 < wlo) k0 = wlo;
-            size_t pidx = ((size_t)b * H + (size_t)kvh * group) * nsplit + sp;
-            if (k0 >= k1) {
-                for (int gh = 0; gh < group; gh++) {
-                    plse[pidx + (size_t)gh * nsplit] = -INFINITY;
-                    memset(po + (pidx + (size_t)gh * nsplit) * d, 0, sizeof(float) * d);
-                }
-                continue;
-            }
-            for (int gh = 0; gh < group; gh++) {
-                const float *src = a->q + ((size_t)row * H + (size_t)kvh * group + gh) * d;
-                for (int x = 0; x < d; x++) w.q[(size_t)gh * d + x] = src[x] * a->scale;
-                w.lo[gh] = k0;
-                w.lim[gh] = k1;
-            }
-            paged_core(pr, &w, group, a, a->block_tables + (size_t)b * a->max_blocks, kvh, k0, k1);
-            for (int gh = 0; gh < group; gh++) {
-                float inv = 1.0f / w.st[gh].l;
-                float *dst = po + (pidx + (size_t)gh * nsplit) * d;
-                for (int x = 0; x < d; x++) dst[x] = w.o[(size_t)gh * d + x] * inv;
-                plse[pidx + (size_t)gh * nsplit] = tw_softmax_lse(w.st[gh]);
-            }
-        }
-        pws_free(&w);
+    paged_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(po);
+        free(plse);
+        return TW_ERR(TW_ERR_NOMEM, "attn_decode_paged: job");
     }
-    if (!fail) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (long i = 0; i < (long)B * H; i++) {
-            int b = (int)(i / H), row = a->q_start ? a->q_start[b] : b;
-            tw_splitkv_merge(nsplit, d, plse + (size_t)i * nsplit, po + (size_t)i * nsplit * d,
-                             a->out + ((size_t)row * H + (size_t)(i % H)) * d);
-        }
+    j->a = a, j->pr = tw_attn_prims_get(), j->group = group, j->nq_max = group;
+    j->nsplit = nsplit, j->po = po, j->plse = plse;
+    const int nt = tw_cpu_threads(threads);
+    tw_status st = tw_pool_run(nt, ntasks, paged_decode_task, j);
+    int fail = paged_job_end(j);
+    if (st == TW_OK && !fail) st = tw_pool_for(nt, (long)B * H, 1, paged_merge_rows, j);
+    free(j);
+    if (st != TW_OK) {
+        free(po);
+        free(plse);
+        return tw_error_ctx(st, "attn_decode_paged");
     }
     free(po);
     free(plse);
     if (fail) return TW_ERR(TW_ERR_NOMEM, "attn_decode_paged: workspace of %d x %d", group, d);
     return TW_OK;
+}
+
+/* Rows r0 .. r1 - 1 of a kv_store_paged call (checked by its caller). */
+static void kv_store_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const tw_kv_store_paged_args *a = arg;
+    const int G = a->n_kv_heads, d = a->head_dim, bt = a->block_tokens;
+    const long rowlen = (long)G * d, ld = a->ldkv ? a->ldkv : rowlen;
+    for (long r = r0; r < r1; r++) {
+        int b = 0; /* the sequence holding row r: binary search over q_start */
+        int lo = 0, hi = a->n_seqs - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (a->q_start[mid] <= r)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        b = lo;
+        int pos = a->start_pos[b] + (int)(r - a->q_start[b]);
+        const int32_t *tab = a->block_tables + (size_t)b * a->max_blocks;
+        for (int h = 0; h < G; h++) {
+            size_t dst = tw_paged_kv_offset(tab, bt, G, d, h, pos);
+            const float *ks = a->k + (size_t)r * ld + (size_t)h * d;
+            const float *vs = a->v + (size_t)r * ld + (size_t)h * d;
+            if (a->kv_dtype == TW_F32) {
+                memcpy((float *)a->k_pool + dst, ks, sizeof(float) * d);
+                memcpy((float *)a->v_pool + dst, vs, sizeof(float) * d);
+            } else {
+                tw_bf16 *kd = (tw_bf16 *)a->k_pool + dst, *vd = (tw_bf16 *)a->v_pool + dst;
+                for (int x = 0; x < d; x++) {
+                    kd[x] = tw_bf16_from_f32(ks[x]);
+                    vd[x] = tw_bf16_from_f32(vs[x]);
+                }
+            }
+        }
+    }
 }
 
 tw_status kv_store_paged_cpu(const tw_kv_store_paged_args *a, int threads) {
@@ -348,35 +433,6 @@ tw_status kv_store_paged_cpu(const tw_kv_store_paged_args *a, int threads) {
     }
     const long nrows = a->q_start[a->n_seqs];
     int nt = (size_t)nrows * rowlen < (1u << 16) ? 1 : tw_cpu_threads(threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (long r = 0; r < nrows; r++) {
-        int b = 0; /* the sequence holding row r: binary search over q_start */
-        int lo = 0, hi = a->n_seqs - 1;
-        while (lo < hi) {
-            int mid = (lo + hi + 1) / 2;
-            if (a->q_start[mid] <= r)
-                lo = mid;
-            else
-                hi = mid - 1;
-        }
-        b = lo;
-        int pos = a->start_pos[b] + (int)(r - a->q_start[b]);
-        const int32_t *tab = a->block_tables + (size_t)b * a->max_blocks;
-        for (int h = 0; h < G; h++) {
-            size_t dst = tw_paged_kv_offset(tab, bt, G, d, h, pos);
-            const float *ks = a->k + (size_t)r * ld + (size_t)h * d;
-            const float *vs = a->v + (size_t)r * ld + (size_t)h * d;
-            if (a->kv_dtype == TW_F32) {
-                memcpy((float *)a->k_pool + dst, ks, sizeof(float) * d);
-                memcpy((float *)a->v_pool + dst, vs, sizeof(float) * d);
-            } else {
-                tw_bf16 *kd = (tw_bf16 *)a->k_pool + dst, *vd = (tw_bf16 *)a->v_pool + dst;
-                for (int x = 0; x < d; x++) {
-                    kd[x] = tw_bf16_from_f32(ks[x]);
-                    vd[x] = tw_bf16_from_f32(vs[x]);
-                }
-            }
-        }
-    }
+    TW_TRY(tw_pool_for(nt, nrows, (nrows + nt - 1) / nt, kv_store_rows, (void *)a));
     return TW_OK;
 }
