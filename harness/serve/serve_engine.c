@@ -8,76 +8,14 @@
 #include <time.h>
 
 #include "tw_comm.h"
+#include "tw_serve_store.h"
 #include "tw_util.h"
 
 /* Control word in front of each broadcast plan. */
 enum { TW_SE_END = 0, TW_SE_STEP = 1 };
 
-typedef struct {
-    tw_serve_record *rec;
-    int64_t *tok_off;
-    int *emitted;
-    int64_t n, cap;
-    double *tok;
-    int *toks;
-    int64_t n_tok, cap_tok;
-} tw_se_store;
-
-static void tw_se_store_free(tw_se_store *s) {
-    free(s->rec);
-    free(s->tok_off);
-    free(s->emitted);
-    free(s->tok);
-    free(s->toks);
-    memset(s, 0, sizeof *s);
-}
-
-/* Adds request `id` (== s->n: issue order) with its lengths. */
-static tw_status tw_se_store_add(tw_se_store *s, const tw_loadgen_request *q) {
-    if (q->index != s->n)
-        return TW_ERR(TW_ERR_INTERNAL, "serve: request %lld issued out of order (expected %lld)",
-                      (long long)q->index, (long long)s->n);
-    if (s->n == s->cap) {
-        int64_t cap = s->cap ? 2 * s->cap : 256;
-        tw_serve_record *r = realloc(s->rec, sizeof *r * (size_t)cap);
-        if (r) s->rec = r;
-        int64_t *o = realloc(s->tok_off, sizeof *o * (size_t)cap);
-        if (o) s->tok_off = o;
-        int *e = realloc(s->emitted, sizeof *e * (size_t)cap);
-        if (e) s->emitted = e;
-        if (!r || !o || !e)
-            return TW_ERR(TW_ERR_NOMEM, "serve: no memory for %lld requests", (long long)cap);
-        s->cap = cap;
-    }
-    if (s->n_tok + q->output_tokens > s->cap_tok) {
-        int64_t cap = s->cap_tok ? 2 * s->cap_tok : 4096;
-        while (cap < s->n_tok + q->output_tokens) cap *= 2;
-        double *t = realloc(s->tok, sizeof *t * (size_t)cap);
-        if (t) s->tok = t;
-        int *k = realloc(s->toks, sizeof *k * (size_t)cap);
-        if (k) s->toks = k;
-        if (!t || !k)
-            return TW_ERR(TW_ERR_NOMEM, "serve: no memory for %lld tokens", (long long)cap);
-        s->cap_tok = cap;
-    }
-    tw_serve_record *r = &s->rec[s->n];
-    memset(r, 0, sizeof *r);
-    r->id = q->index;
-    r->warmup = q->warmup;
-    r->arrival_s = q->arrival_s;
-    r->admit_s = r->first_token_s = r->finish_s = NAN;
-    r->input_tokens = q->input_tokens;
-    r->output_tokens = q->output_tokens;
-    s->tok_off[s->n] = s->n_tok;
-    s->emitted[s->n] = 0;
-    for (int64_t i = 0; i < q->output_tokens; i++) s->tok[s->n_tok + i] = NAN;
-    s->n_tok += q->output_tokens;
-    s->n++;
-    return TW_OK;
-}
-
 /* Positions of a request: its prompt, then its generated tokens. */
-static int tw_se_token(const tw_se_store *s, const tw_serve_engine_config *c, int64_t id, int p,
+static int tw_se_token(const tw_serve_store *s, const tw_serve_engine_config *c, int64_t id, int p,
                        int vocab) {
     const tw_serve_record *r = &s->rec[id];
     if (p < r->input_tokens) return tw_serve_prompt_token(c->prompt_seed, id, p, vocab);
@@ -130,7 +68,7 @@ typedef struct {
     tw_kvpool *pool;
     tw_sched *sched; /* rank 0 */
     tw_sched_plan plan;
-    tw_se_store st;
+    tw_serve_store st;
     unsigned char *hbuf; /* [4 + max encoded] control word then the plan */
     void *dbuf;          /* the communicator's copy */
     size_t buf_bytes;
@@ -144,7 +82,7 @@ static void tw_se_state_free(tw_se_state *x, struct tw_comm *comm) {
     tw_sched_destroy(x->sched);
     tw_kvpool_destroy(x->pool);
     tw_sched_plan_free(&x->plan);
-    tw_se_store_free(&x->st);
+    tw_serve_store_free(&x->st);
     free(x->hbuf);
     if (x->dbuf) tw_comm_buf_free(comm, x->dbuf);
     free(x->q_start);
@@ -248,7 +186,7 @@ static void tw_se_wait(double origin, double until_s, const tw_serve_engine_conf
 }
 
 static tw_status tw_se_issue(tw_se_state *x, const tw_loadgen_request *q) {
-    TW_TRY(tw_se_store_add(&x->st, q));
+    TW_TRY(tw_serve_store_add(&x->st, q));
     if (x->sched) TW_TRY(tw_sched_add(x->sched, q->index, q->input_tokens, q->output_tokens));
     return TW_OK;
 }
@@ -350,7 +288,7 @@ static tw_status tw_se_follower(tw_engine *e, const tw_serve_engine_config *c, t
                 tw_loadgen_request q = {.index = x->st.n};
                 tw_loadgen_lengths_draw(c->load.lengths, c->load.seed, q.index, &q.input_tokens,
                                         &q.output_tokens);
-                TW_TRY(tw_se_store_add(&x->st, &q));
+                TW_TRY(tw_serve_store_add(&x->st, &q));
             }
         TW_TRY(tw_sched_follow_begin(x->pool, p));
         TW_TRY(tw_se_step(e, c, x, vocab));
@@ -371,6 +309,7 @@ tw_status tw_serve_engine_run(tw_engine *e, const tw_serve_engine_config *c,
     int leader = !comm || tw_comm_rank(comm) == 0;
     tw_se_state x;
     memset(&x, 0, sizeof x);
+    x.st.keep_ids = 1; /* the greedy tokens, for the result and the isolated-run test */
     x.max_blocks = (int)tw_kvpool_blocks_for(c->kv_block_tokens, max_seq);
     x.max_rows = c->sched.token_budget;
     int mb = c->sched.max_batch;

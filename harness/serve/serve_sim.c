@@ -6,58 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    tw_serve_record *rec;
-    int64_t *tok_off; /* offset of each request's token times in tok */
-    int *emitted;
-    int64_t n, cap;
-    double *tok;
-    int64_t n_tok, cap_tok;
-} tw_sim_store;
-
-static void tw_store_free(tw_sim_store *s) {
-    free(s->rec);
-    free(s->tok_off);
-    free(s->emitted);
-    free(s->tok);
-    memset(s, 0, sizeof *s);
-}
-
-static tw_status tw_store_add(tw_sim_store *s, const tw_loadgen_request *q) {
-    if (s->n == s->cap) {
-        int64_t cap = s->cap ? 2 * s->cap : 256;
-        tw_serve_record *r = realloc(s->rec, sizeof *r * (size_t)cap);
-        if (r) s->rec = r;
-        int64_t *o = realloc(s->tok_off, sizeof *o * (size_t)cap);
-        if (o) s->tok_off = o;
-        int *e = realloc(s->emitted, sizeof *e * (size_t)cap);
-        if (e) s->emitted = e;
-        if (!r || !o || !e)
-            return TW_ERR(TW_ERR_NOMEM, "sim: no memory for %lld requests", (long long)cap);
-        s->cap = cap;
-    }
-    if (s->n_tok + q->output_tokens > s->cap_tok) {
-        int64_t cap = s->cap_tok ? 2 * s->cap_tok : 4096;
-        while (cap < s->n_tok + q->output_tokens) cap *= 2;
-        double *t = realloc(s->tok, sizeof *t * (size_t)cap);
-        if (!t) return TW_ERR(TW_ERR_NOMEM, "sim: no memory for %lld token times", (long long)cap);
-        s->tok = t;
-        s->cap_tok = cap;
-    }
-    tw_serve_record *r = &s->rec[s->n];
-    memset(r, 0, sizeof *r);
-    r->id = q->index;
-    r->warmup = q->warmup;
-    r->arrival_s = q->arrival_s;
-    r->admit_s = r->first_token_s = r->finish_s = NAN;
-    r->input_tokens = q->input_tokens;
-    r->output_tokens = q->output_tokens;
-    s->tok_off[s->n] = s->n_tok;
-    s->emitted[s->n] = 0;
-    s->n_tok += q->output_tokens;
-    s->n++;
-    return TW_OK;
-}
+#include "tw_serve_store.h"
 
 /* Pre-run refusal of a configuration that some allowed request could never run under. */
 static tw_status tw_sim_refuse_impossible(const tw_serve_sim_config *c) {
@@ -106,7 +55,7 @@ typedef struct {
     tw_sched_plan plan, fplan;
     unsigned char *buf;
     size_t buf_cap;
-    tw_sim_store st;
+    tw_serve_store st;
 } tw_sim_state;
 
 static void tw_sim_state_free(tw_sim_state *x) {
@@ -116,11 +65,11 @@ static void tw_sim_state_free(tw_sim_state *x) {
     tw_sched_plan_free(&x->plan);
     tw_sched_plan_free(&x->fplan);
     free(x->buf);
-    tw_store_free(&x->st);
+    tw_serve_store_free(&x->st);
 }
 
 static tw_status tw_sim_issue(tw_sim_state *x, const tw_loadgen_request *q) {
-    TW_TRY(tw_store_add(&x->st, q));
+    TW_TRY(tw_serve_store_add(&x->st, q));
     return tw_sched_add(x->sched, q->index, q->input_tokens, q->output_tokens);
 }
 
