@@ -144,29 +144,8 @@ static void attn_core(const tw_attn_prims *pr, attn_ws *w, int nq, int d, const 
             pr->bf16_to_f32((size_t)nk * d, (const tw_bf16 *)k + (size_t)j0 * d, w->kb);
             pr->scores(nq, nk, d, w->q, w->kb, w->s, TW_ATTN_KB);
         }
-        int any = 0;
-        for (int i = 0; i < nq; i++) {
-            float *si = w->s + (size_t)i * TW_ATTN_KB;
-            /* causal limit and sliding window: the valid keys of this block for query i are
-             * [a, nv) */
-            int nv = w->lim[i] - j0, a = w->lo[i] - j0;
-            if (nv > nk) nv = nk;
-            if (a < 0) a = 0;
-            if (nv < a) nv = a;
-            if (nv > a) {
-                float mx = si[a];
-                for (int j = a + 1; j < nv; j++) mx = si[j] > mx ? si[j] : mx;
-                float alpha = tw_softmax_rescale(&w->st[i], mx);
-                if (alpha != 1.0f) {
-                    float *oi = w->o + (size_t)i * d;
-                    for (int t = 0; t < d; t++) oi[t] *= alpha;
-                }
-                w->st[i].l += pr->exp_sub_sum(nv - a, w->st[i].m, si + a, si + a);
-                any = 1;
-            }
-            for (int j = 0; j < a; j++) si[j] = 0.0f;
-            for (int j = nv; j < nk; j++) si[j] = 0.0f;
-        }
+        int any =
+            tw_attn_tile_softmax(pr, nq, nk, j0, d, w->s, TW_ATTN_KB, w->lo, w->lim, w->st, w->o);
         if (!any) continue;
         if (dt == TW_F32) {
             pr->pv(nq, nk, d, w->s, TW_ATTN_KB, (const float *)v + (size_t)j0 * d, w->o);

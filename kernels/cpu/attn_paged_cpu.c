@@ -104,27 +104,8 @@ static void paged_core(const tw_attn_prims *pr, paged_ws *w, int nq, const tw_at
         if (nk > in_block) nk = in_block;
         gather_rows(pr, a->k_pool, a->kv_dtype, tab, bt, G, d, h, j0, nk, w->kb);
         pr->scores(nq, nk, d, w->q, w->kb, w->s, TW_PAGED_KB);
-        int any = 0;
-        for (int i = 0; i < nq; i++) {
-            float *si = w->s + (size_t)i * TW_PAGED_KB;
-            int nv = w->lim[i] - j0, lo = w->lo[i] - j0;
-            if (nv > nk) nv = nk;
-            if (lo < 0) lo = 0;
-            if (nv < lo) nv = lo;
-            if (nv > lo) {
-                float mx = si[lo];
-                for (int j = lo + 1; j < nv; j++) mx = si[j] > mx ? si[j] : mx;
-                float alpha = tw_softmax_rescale(&w->st[i], mx);
-                if (alpha != 1.0f) {
-                    float *oi = w->o + (size_t)i * d;
-                    for (int t = 0; t < d; t++) oi[t] *= alpha;
-                }
-                w->st[i].l += pr->exp_sub_sum(nv - lo, w->st[i].m, si + lo, si + lo);
-                any = 1;
-            }
-            for (int j = 0; j < lo; j++) si[j] = 0.0f;
-            for (int j = nv; j < nk; j++) si[j] = 0.0f;
-        }
+        int any =
+            tw_attn_tile_softmax(pr, nq, nk, j0, d, w->s, TW_PAGED_KB, w->lo, w->lim, w->st, w->o);
         if (any) {
             gather_rows(pr, a->v_pool, a->kv_dtype, tab, bt, G, d, h, j0, nk, w->vb);
             pr->pv(nq, nk, d, w->s, TW_PAGED_KB, w->vb, w->o);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "tw_cpu.h"
+#include "tw_numeric.h"
 
 typedef struct {
     /* s[i, j] = dot(q[i, :], k[j, :]) for i < nq, j < nk; q [nq, d], k [nk, d], s rows ld_s */
@@ -25,6 +26,39 @@ typedef struct {
     /* out[i] = silu(gate[i]) * up[i] */
     void (*swiglu_row)(int n, const float *gate, const float *up, float *out);
 } tw_attn_prims;
+
+/* One tile of nk keys starting at key j0, for nq queries whose scores are the rows of s (ld_s
+ * apart): query i attends keys [lo[i], lim[i]) (causal limit and sliding window); its valid
+ * scores become exp(s - m) under the online softmax st[i] (its output row o[i, :] of d rescaled
+ * when the maximum grows), every other score of the tile becomes 0, so that pv then adds the
+ * tile. Returns whether any query had a valid key in the tile (none: the tile's values are not
+ * needed). Shared by the contiguous (attention_cpu.c) and paged (attn_paged_cpu.c) attention. */
+static inline int tw_attn_tile_softmax(const tw_attn_prims *pr, int nq, int nk, int j0, int d,
+                                       float *s, int ld_s, const int *lo, const int *lim,
+                                       tw_softmax_state *st, float *o) {
+    int any = 0;
+    for (int i = 0; i < nq; i++) {
+        float *si = s + (size_t)i * ld_s;
+        int nv = lim[i] - j0, a = lo[i] - j0; /* the valid keys of the tile: [a, nv) */
+        if (nv > nk) nv = nk;
+        if (a < 0) a = 0;
+        if (nv < a) nv = a;
+        if (nv > a) {
+            float mx = si[a];
+            for (int j = a + 1; j < nv; j++) mx = si[j] > mx ? si[j] : mx;
+            float alpha = tw_softmax_rescale(&st[i], mx);
+            if (alpha != 1.0f) {
+                float *oi = o + (size_t)i * d;
+                for (int t = 0; t < d; t++) oi[t] *= alpha;
+            }
+            st[i].l += pr->exp_sub_sum(nv - a, st[i].m, si + a, si + a);
+            any = 1;
+        }
+        for (int j = 0; j < a; j++) si[j] = 0.0f;
+        for (int j = nv; j < nk; j++) si[j] = 0.0f;
+    }
+    return any;
+}
 
 /* The table for the active SIMD level (tw_cpu_simd_active()). */
 const tw_attn_prims *tw_attn_prims_get(void);
