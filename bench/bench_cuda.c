@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "tw_backend.h"
+#include "tw_bench.h"
 #include "tw_cli.h"
 #include "tw_cmds.h"
 #include "tw_cuda_info.h"
@@ -62,11 +63,6 @@ static float cb_rnd(void) {
     return (float)((double)(cb_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-static int cb_cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- devices.json (the one reader, harness/tw_devices.h) ---------------------------------- */
 static void cb_roofline(cb_ctx *c) {
     tw_device_entry d;
@@ -108,24 +104,27 @@ static tw_status cb_alloc_fill(cb_ctx *c, size_t n, int bf16, void **out, void *
 
 typedef tw_status (*cb_fn)(cb_ctx *c, void *arg);
 
-/* median seconds of one call of fn over c->reps, after 2 warm-up calls */
+/* adapts a cb_fn to the runner's repetition function */
+typedef struct {
+    cb_ctx *c;
+    cb_fn fn;
+    void *arg;
+} cb_call;
+static tw_status cb_rep(void *state, tw_backend *be, int rep) {
+    (void)be, (void)rep;
+    cb_call *k = state;
+    return k->fn(k->c, k->arg);
+}
+
+/* median seconds of one call of fn over c->reps, after 2 warm-up calls: the one benchmark
+ * runner's timing (harness/bench/runner.c: CUDA events through the backend's timer) */
 static tw_status cb_time(cb_ctx *c, cb_fn fn, void *arg, double *median_s) {
-    double *t = calloc((size_t)c->reps, sizeof *t);
-    if (!t) return TW_ERR(TW_ERR_NOMEM, "timings");
-    tw_status st = TW_OK;
-    for (int i = 0; i < 2 && st == TW_OK; i++) st = fn(c, arg);
-    if (st == TW_OK) st = c->be->ops->sync(c->be);
-    for (int r = 0; r < c->reps && st == TW_OK; r++) {
-        st = tw_backend_timer_start(c->be);
-        if (st == TW_OK) st = fn(c, arg);
-        if (st == TW_OK) st = tw_backend_timer_stop(c->be, &t[r]);
-    }
-    if (st == TW_OK) {
-        qsort(t, (size_t)c->reps, sizeof *t, cb_cmp);
-        *median_s = c->reps % 2 ? t[c->reps / 2] : 0.5 * (t[c->reps / 2 - 1] + t[c->reps / 2]);
-    }
-    free(t);
-    return st;
+    cb_call k = {c, fn, arg};
+    tw_bench_params p = {.warmup = 2, .reps = c->reps, .flush = 0};
+    tw_bench_stats t;
+    TW_TRY(tw_bench_time(c->be, cb_rep, &k, &p, &t));
+    *median_s = t.median_s;
+    return TW_OK;
 }
 
 /* ---- copy -------------------------------------------------------------------------------------

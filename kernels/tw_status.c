@@ -76,6 +76,8 @@ const char *tw_status_name(tw_status st) {
         return "interrupted";
     case TW_ERR_INTERNAL:
         return "internal error";
+    case TW_ERR_CHECK:
+        return "check failed";
     }
     return "unknown status";
 }

@@ -23,6 +23,7 @@ typedef enum {
     TW_ERR_TIMEOUT,     /* a bounded wait ran out */
     TW_ERR_INTERRUPTED, /* SIGINT or similar */
     TW_ERR_INTERNAL,
+    TW_ERR_CHECK, /* a result disagreed with its reference beyond the tolerance */
 } tw_status;
 
 /* Records "file:line: message" as the current error and returns st. */

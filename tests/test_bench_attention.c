@@ -30,8 +30,11 @@ static void check_json(const char *args, const char *mode) {
     int rc = run(args, out, sizeof out);
     cr_assert_eq(rc, 0, "exit %d for %s", rc, args);
     json_error_t e;
-    json_t *j = json_loads(out, 0, &e);
-    cr_assert(j, "stdout is not JSON (%s): %s", e.text, out);
+    json_t *root = json_loads(out, 0, &e);
+    cr_assert(root, "stdout is not JSON (%s): %s", e.text, out);
+    json_t *rows = json_object_get(root, "rows");
+    cr_assert(json_is_array(rows) && json_array_size(rows) == 1, "one row: %s", out);
+    json_t *j = json_array_get(rows, 0);
     const char *keys[] = {"gflops", "gbps", "median_s", "min_s", "check_rel_err"};
     for (int i = 0; i < 5; i++) {
         json_t *v = json_object_get(j, keys[i]);
@@ -42,7 +45,7 @@ static void check_json(const char *args, const char *mode) {
     cr_assert_gt(json_number_value(json_object_get(j, "median_s")), 0.0);
     cr_assert_lt(json_number_value(json_object_get(j, "check_rel_err")), 1e-4);
     cr_assert_str_eq(json_string_value(json_object_get(j, "mode")), mode);
-    json_decref(j);
+    json_decref(root);
 }
 
 Test(bench_attention, json_prefill_and_decode) {

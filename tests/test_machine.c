@@ -78,8 +78,13 @@ Test(bench_cli, gemm_json_small_shape) {
                          out, sizeof out);
     cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
     json_error_t err;
-    json_t *o = json_loads(out, 0, &err);
-    cr_assert(o, "stdout is not JSON (%s): %s", err.text, out);
+    json_t *root = json_loads(out, 0, &err);
+    cr_assert(root, "stdout is not JSON (%s): %s", err.text, out);
+    cr_assert_str_eq(json_string_value(json_object_get(root, "bench")), "gemm");
+    cr_assert_str_eq(json_string_value(json_object_get(root, "backend")), "cpu");
+    json_t *rows = json_object_get(root, "rows");
+    cr_assert(json_is_array(rows) && json_array_size(rows) == 1, "one row: %s", out);
+    json_t *o = json_array_get(rows, 0);
     const char *keys[] = {"gflops", "gbps", "median_s", "roofline_fraction"};
     for (int i = 0; i < 4; i++) {
         json_t *v = json_object_get(o, keys[i]);
@@ -92,7 +97,8 @@ Test(bench_cli, gemm_json_small_shape) {
     cr_expect_eq(tol, xbf16 ? 1e-2 : 1e-4);
     cr_expect_leq(json_real_value(json_object_get(o, "check_rel_err")), tol);
     cr_expect(json_is_string(json_object_get(o, "path")));
-    json_decref(o);
+    cr_expect_str_eq(json_string_value(json_object_get(o, "timer")), "host clock");
+    json_decref(root);
 }
 
 Test(bench_cli, gemm_decode_portable) {
