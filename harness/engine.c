@@ -605,6 +605,9 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
         {tw_model_moe_layers(o->cfg) > 0, TW_OP_MOE_FFN, wd, "experts"},
         {o->cfg->mla, TW_OP_MLA_STORE, kd, "latent attention"},
         {o->cfg->mla, TW_OP_MLA_ATTN, kd, "latent attention"},
+        {o->kv_blocks > 0, TW_OP_KV_STORE_PAGED, kd, "the paged KV cache"},
+        {o->kv_blocks > 0, TW_OP_ATTN_PREFILL_PAGED, kd, "the paged KV cache"},
+        {o->kv_blocks > 0, TW_OP_ATTN_DECODE_PAGED, kd, "the paged KV cache"},
     };
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
         if (need[i].needed && !tw_backend_supports(o->be, need[i].op, need[i].dt))
@@ -612,13 +615,13 @@ tw_status tw_engine_create(const tw_engine_opts *o, tw_engine **out) {
                           "engine: %s needs %s (op %s, %s) but the %s backend does not support it",
                           o->cfg->name, need[i].why, tw_op_name(need[i].op),
                           tw_dtype_name(need[i].dt), o->be->ops->name);
-    /* the paged KV cache (serving scenarios): its three ops */
-    const tw_backend_ops *bo = o->be->ops;
-    if (o->kv_blocks > 0 &&
-        (!bo->attn_prefill_paged || !bo->attn_decode_paged || !bo->kv_store_paged || o->cuda_graph))
+    /* the paged KV cache (serving scenarios): its three ops are asked above; the per-step block
+     * tables are host arrays that a captured graph would not follow */
+    if (o->kv_blocks > 0 && o->cuda_graph)
         return TW_ERR(TW_ERR_UNSUPPORTED,
-                      "engine: the paged KV cache needs the %s backend's paged attention ops%s",
-                      bo->name, o->cuda_graph ? " and no CUDA graph" : "");
+                      "engine: the paged KV cache runs without CUDA graphs "
+                      "(its block tables change every step on the %s backend)",
+                      o->be->ops->name);
     if (o->ep_size > 1) {
         if (!o->comm)
             return TW_ERR(TW_ERR_INVALID, "engine: --ep %d needs a communicator", o->ep_size);

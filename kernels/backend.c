@@ -61,6 +61,9 @@ const char *tw_op_name(tw_op op) {
         [TW_OP_MOE_FFN] = "moe_ffn",
         [TW_OP_MLA_STORE] = "mla_store",
         [TW_OP_MLA_ATTN] = "mla_attn",
+        [TW_OP_ATTN_PREFILL_PAGED] = "attn_prefill_paged",
+        [TW_OP_ATTN_DECODE_PAGED] = "attn_decode_paged",
+        [TW_OP_KV_STORE_PAGED] = "kv_store_paged",
     };
     return (op >= 0 && op < TW_OP_COUNT && names[op]) ? names[op] : "?";
 }
@@ -212,9 +215,57 @@ static const char *tw_be_name(const tw_backend *be) {
 #define TW_NO_SLOT(be, what)                                                                       \
     TW_ERR(TW_ERR_UNSUPPORTED, "the %s backend has no %s", tw_be_name(be), what)
 
+/* Whether the compute slot of op is filled: a backend answering yes for an op it has no slot for
+ * would crash its caller, so the wrapper asks the table too. */
+static int tw_op_slot_present(const tw_backend_ops *o, tw_op op) {
+    switch (op) {
+    case TW_OP_GEMM:
+        return o->gemm != NULL;
+    case TW_OP_ATTN_PREFILL:
+        return o->attn_prefill != NULL;
+    case TW_OP_ATTN_DECODE:
+        return o->attn_decode != NULL;
+    case TW_OP_KV_STORE:
+        return o->kv_store != NULL;
+    case TW_OP_RMSNORM:
+        return o->rmsnorm != NULL;
+    case TW_OP_ROPE:
+        return o->rope != NULL;
+    case TW_OP_SWIGLU:
+        return o->swiglu != NULL;
+    case TW_OP_ADD:
+        return o->add != NULL;
+    case TW_OP_EMBED:
+        return o->embed != NULL;
+    case TW_OP_ARGMAX:
+        return o->argmax != NULL;
+    case TW_OP_BIAS_ADD:
+        return o->bias_add != NULL;
+    case TW_OP_HEAD_RMSNORM:
+        return o->head_rmsnorm != NULL;
+    case TW_OP_MOE_ROUTE:
+        return o->moe_route != NULL;
+    case TW_OP_MOE_FFN:
+        return o->moe_ffn != NULL;
+    case TW_OP_MLA_STORE:
+        return o->mla_store != NULL;
+    case TW_OP_MLA_ATTN:
+        return o->mla_attn != NULL;
+    case TW_OP_ATTN_PREFILL_PAGED:
+        return o->attn_prefill_paged != NULL;
+    case TW_OP_ATTN_DECODE_PAGED:
+        return o->attn_decode_paged != NULL;
+    case TW_OP_KV_STORE_PAGED:
+        return o->kv_store_paged != NULL;
+    case TW_OP_COUNT:
+        break;
+    }
+    return 0;
+}
+
 int tw_backend_supports(tw_backend *be, tw_op op, tw_dtype dtype) {
     if (!be || !be->ops || !be->ops->supports || op < 0 || op >= TW_OP_COUNT) return 0;
-    return be->ops->supports(be, op, dtype) != 0;
+    return tw_op_slot_present(be->ops, op) && be->ops->supports(be, op, dtype) != 0;
 }
 
 tw_status tw_backend_describe(tw_backend *be, tw_device_desc *out) {

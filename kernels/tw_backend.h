@@ -250,6 +250,9 @@ typedef enum {
     TW_OP_MOE_FFN,
     TW_OP_MLA_STORE,
     TW_OP_MLA_ATTN,
+    TW_OP_ATTN_PREFILL_PAGED, /* the paged KV cache (tw_attn_paged_args, tw_kv_store_paged_args) */
+    TW_OP_ATTN_DECODE_PAGED,
+    TW_OP_KV_STORE_PAGED,
     TW_OP_COUNT
 } tw_op;
 
@@ -330,8 +333,9 @@ typedef struct {
     tw_status (*mem_available)(tw_backend *be, size_t *bytes);
     void (*destroy)(tw_backend *be);
     /* Whether op runs for operands of dtype: the op's stored operand (weights for gemm, rmsnorm,
-     * bias_add, head_rmsnorm, embed, moe_ffn; the cache for attention, kv_store, mla_*; the choice
-     * bias for moe_route; TW_F32 for activation-only ops: rope, swiglu, add, argmax). */
+     * bias_add, head_rmsnorm, embed, moe_ffn; the cache for attention, kv_store, mla_* and the
+     * paged ops (the pool); the choice bias for moe_route; TW_F32 for activation-only ops: rope,
+     * swiglu, add, argmax). tw_backend_supports also answers 0 for an op whose slot is NULL. */
     int (*supports)(tw_backend *be, tw_op op, tw_dtype dtype);
     tw_status (*describe)(tw_backend *be, tw_device_desc *out);
 

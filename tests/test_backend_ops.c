@@ -17,6 +17,7 @@
 
 #include "tw_backend.h"
 #include "tw_ref_model.h"
+#include "tw_serve_paged_case.h"
 #include "tw_test_util.h"
 #include "tw_util.h"
 
@@ -979,6 +980,173 @@ static result case_mla_attn(ctx *c, tw_dtype dt, int shape) {
     return r;
 }
 
+/* ---- the paged KV cache -----------------------------------------------------------------------
+ * Cases from tw_serve_paged_case.h: shuffled block tables wider than needed (garbage past the
+ * end), NaN in every unused block and row, random context before each sequence's new rows. */
+typedef struct {
+    pcase pc;
+    int decode;
+    int ldkv;        /* the store: k, v rows this far apart */
+    float *k, *v;    /* [rows, ldkv] (the store) */
+    void *kp0, *vp0; /* the pools before the store (the store's input) */
+} paged_st;
+
+static float *run_paged_attn(tw_backend *be, void *sp, size_t *n) {
+    paged_st *s = sp;
+    pcase *pc = &s->pc;
+    size_t nq = (size_t)pc->rows * pc->H * pc->d, np = pcase_pool_elems(pc) * dsz(pc->dt);
+    float *poison = nan_array(nq);
+    tw_attn_paged_args a = pcase_attn_args(pc, s->decode);
+    a.q = dev_put(be, pc->q, nq * 4);
+    a.k_pool = dev_put(be, pc->kp, np);
+    a.v_pool = dev_put(be, pc->vp, np);
+    a.out = dev_put(be, poison, nq * 4);
+    tw_status st =
+        s->decode ? be->ops->attn_decode_paged(be, &a) : be->ops->attn_prefill_paged(be, &a);
+    cr_assert_eq(st, TW_OK, "%s", tw_last_error());
+    be->ops->free(be, (void *)a.q), be->ops->free(be, (void *)a.k_pool);
+    be->ops->free(be, (void *)a.v_pool);
+    free(poison);
+    *n = nq;
+    return dev_get_f32(be, a.out, nq);
+}
+
+static result case_paged_attn(ctx *c, tw_dtype dt, int shape, int decode) {
+    /* prefill: 3 sequences of 7, 3 and 1 new rows after 0, 13 and 5 cached positions, grouped
+     * heads 6/2, head_dim 40, blocks of 4; then a window of 5 over blocks of 5. decode: lengths
+     * 1, 57 (several split-KV chunks), 9 and 16, heads 4/1, blocks of 8; then a window of 6. */
+    static const int pre_start[3] = {0, 13, 5}, pre_new[3] = {7, 3, 1};
+    static const int dec_start[4] = {0, 56, 8, 15}, dec_new[4] = {1, 1, 1, 1};
+    paged_st s = {.decode = decode};
+    int window = decode ? (shape ? 6 : 0) : (shape ? 5 : 0);
+    int bt = decode ? 8 : (shape ? 5 : 4);
+    uint64_t seed = 77 + (uint64_t)(4 * decode + 2 * shape + (dt == TW_BF16));
+    if (decode)
+        pcase_make(&s.pc, 4, dec_start, dec_new, 4, 1, 24, bt, window, dt, seed);
+    else
+        pcase_make(&s.pc, 3, pre_start, pre_new, 6, 2, 40, bt, window, dt, seed);
+    snprintf(c->note, sizeof c->note,
+             decode ? "seqs=4 lens=1,57,9,16 heads=4/1 hd=24 block=%d window=%d"
+                    : "seqs=3 start=0,13,5 new=7,3,1 heads=6/2 hd=40 block=%d window=%d",
+             bt, window);
+    pcase_store_host(&s.pc); /* the new rows' K and V, stored long-hand */
+    size_t nq = (size_t)s.pc.rows * s.pc.H * s.pc.d;
+    double *ref = malloc(nq * sizeof *ref);
+    pcase_ref(&s.pc, ref);
+    result r = run_case(c, run_paged_attn, &s, ref, nq, tol_of(dt, 1));
+    pcase_free(&s.pc);
+    free(ref);
+    return r;
+}
+
+static result case_attn_prefill_paged(ctx *c, tw_dtype dt, int shape) {
+    return case_paged_attn(c, dt, shape, 0);
+}
+static result case_attn_decode_paged(ctx *c, tw_dtype dt, int shape) {
+    return case_paged_attn(c, dt, shape, 1);
+}
+
+/* Value i of a pool as stored (written long-hand: the layout of tw_backend.h). */
+static double pool_val(tw_dtype dt, const void *pool, size_t i) {
+    return dt == TW_BF16 ? tw_test_from_bf16(((const uint16_t *)pool)[i])
+                         : ((const float *)pool)[i];
+}
+static size_t pool_off(const pcase *pc, int b, int h, int p) {
+    size_t blk = (size_t)pc->tab[b * pc->max_blocks + p / pc->bt];
+    return ((blk * pc->G + h) * pc->bt + p % pc->bt) * pc->d;
+}
+/* Every held position of every sequence, K then V: [2][sum ctx_len][G][d]. */
+static size_t paged_gather_n(const pcase *pc) {
+    size_t n = 0;
+    for (int b = 0; b < pc->n_seqs; b++) n += (size_t)pc->ctx_len[b] * pc->G * pc->d;
+    return 2 * n;
+}
+static void paged_gather(const pcase *pc, const void *kp, const void *vp, double *out) {
+    size_t half = paged_gather_n(pc) / 2, o = 0;
+    for (int b = 0; b < pc->n_seqs; b++)
+        for (int p = 0; p < pc->ctx_len[b]; p++)
+            for (int h = 0; h < pc->G; h++)
+                for (int x = 0; x < pc->d; x++, o++) {
+                    out[o] = pool_val(pc->dt, kp, pool_off(pc, b, h, p) + x);
+                    out[half + o] = pool_val(pc->dt, vp, pool_off(pc, b, h, p) + x);
+                }
+}
+
+static float *run_kv_store_paged(tw_backend *be, void *sp, size_t *n) {
+    paged_st *s = sp;
+    pcase *pc = &s->pc;
+    size_t nkv = (size_t)pc->rows * s->ldkv, pe = pcase_pool_elems(pc), np = pe * dsz(pc->dt);
+    tw_kv_store_paged_args a = {.n_seqs = pc->n_seqs,
+                                .n_kv_heads = pc->G,
+                                .head_dim = pc->d,
+                                .block_tokens = pc->bt,
+                                .n_blocks = pc->n_blocks,
+                                .max_blocks = pc->max_blocks,
+                                .q_start = pc->q_start,
+                                .start_pos = pc->start_pos,
+                                .block_tables = pc->tab,
+                                .k = dev_put(be, s->k, nkv * 4),
+                                .v = dev_put(be, s->v, nkv * 4),
+                                .ldkv = s->ldkv,
+                                .k_pool = dev_put(be, s->kp0, np),
+                                .v_pool = dev_put(be, s->vp0, np),
+                                .kv_dtype = pc->dt};
+    cr_assert_eq(be->ops->kv_store_paged(be, &a), TW_OK, "%s", tw_last_error());
+    be->ops->free(be, (void *)a.k), be->ops->free(be, (void *)a.v);
+    void *hk = malloc(np), *hv = malloc(np);
+    dev_get(be, hk, a.k_pool, np), dev_get(be, hv, a.v_pool, np);
+    be->ops->free(be, a.k_pool), be->ops->free(be, a.v_pool);
+    /* nothing written outside the held positions: unused blocks and the tails of last blocks */
+    pcase view = *pc;
+    view.kp = hk, view.vp = hv;
+    long outside = pcase_unused_written(&view);
+    for (int b = 0; b < pc->n_seqs; b++)
+        for (int p = pc->ctx_len[b]; p < (pc->ctx_len[b] + pc->bt - 1) / pc->bt * pc->bt; p++)
+            for (int h = 0; h < pc->G; h++)
+                for (int x = 0; x < pc->d; x++)
+                    outside += !isnan(pool_val(pc->dt, hk, pool_off(pc, b, h, p) + x)) +
+                               !isnan(pool_val(pc->dt, hv, pool_off(pc, b, h, p) + x));
+    cr_assert_eq(outside, 0, "%s kv_store_paged wrote %ld elements outside the held positions",
+                 be->ops->name, outside);
+    *n = paged_gather_n(pc);
+    double *g = malloc(*n * sizeof *g);
+    paged_gather(pc, hk, hv, g);
+    float *out = malloc(*n * sizeof *out);
+    for (size_t i = 0; i < *n; i++) out[i] = (float)g[i];
+    free(g), free(hk), free(hv);
+    return out;
+}
+
+static result case_kv_store_paged(ctx *c, tw_dtype dt, int shape) {
+    /* 3 sequences of 5, 3 and 1 new rows after 2, 0 and 9 cached positions (block boundaries
+     * crossed), kv heads 3, head_dim 20, blocks of 4, rows 63 apart (padded) */
+    (void)shape;
+    static const int start[3] = {2, 0, 9}, n_new[3] = {5, 3, 1};
+    paged_st s = {0};
+    pcase_make(&s.pc, 3, start, n_new, 3, 3, 20, 4, 0, dt, 91 + (uint64_t)(dt == TW_BF16));
+    pcase *pc = &s.pc;
+    s.ldkv = pc->G * pc->d + 3;
+    snprintf(c->note, sizeof c->note,
+             "seqs=3 start=2,0,9 new=5,3,1 kv_heads=3 hd=20 block=4 ldkv=%d", s.ldkv);
+    size_t nkv = (size_t)pc->rows * s.ldkv, np = pcase_pool_elems(pc) * dsz(dt);
+    s.k = nan_array(nkv), s.v = nan_array(nkv); /* the padding is never read */
+    for (int r = 0; r < pc->rows; r++)
+        for (int i = 0; i < pc->G * pc->d; i++) {
+            s.k[(size_t)r * s.ldkv + i] = pc->k_new[(size_t)r * pc->G * pc->d + i];
+            s.v[(size_t)r * s.ldkv + i] = pc->v_new[(size_t)r * pc->G * pc->d + i];
+        }
+    s.kp0 = malloc(np), s.vp0 = malloc(np);
+    memcpy(s.kp0, pc->kp, np), memcpy(s.vp0, pc->vp, np);
+    pcase_store_host(pc); /* the expected pools */
+    size_t n = paged_gather_n(pc);
+    double *ref = malloc(n * sizeof *ref);
+    paged_gather(pc, pc->kp, pc->vp, ref);
+    result r = run_case(c, run_kv_store_paged, &s, ref, n, dt == TW_BF16 ? 1e-6 : 1e-7);
+    pcase_free(pc);
+    free(s.k), free(s.v), free(s.kp0), free(s.vp0), free(ref);
+    return r;
+}
+
 /* ---- the table of cases, and the run over the registry ----------------------------------------
  */
 static result case_rmsnorm(ctx *c, tw_dtype dt, int sh) {
@@ -1037,6 +1205,9 @@ static const op_case CASES[] = {
     {TW_OP_MOE_FFN, 1, case_moe_ffn},
     {TW_OP_MLA_STORE, 1, case_mla_store},
     {TW_OP_MLA_ATTN, 1, case_mla_attn},
+    {TW_OP_ATTN_PREFILL_PAGED, 2, case_attn_prefill_paged},
+    {TW_OP_ATTN_DECODE_PAGED, 2, case_attn_decode_paged},
+    {TW_OP_KV_STORE_PAGED, 1, case_kv_store_paged},
 };
 #define NCASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -1078,7 +1249,7 @@ Test(backend_ops, every_op_of_every_backend_against_the_cpu_and_float64) {
                         snprintf(note, sizeof note, "%s", c.note);
                     }
                     tally[r]++;
-                    fprintf(stderr, "%-5s %-13s %-5s %s  %s\n", row->name, tw_op_name(CASES[k].op),
+                    fprintf(stderr, "%-5s %-18s %-5s %s  %s\n", row->name, tw_op_name(CASES[k].op),
                             tw_dtype_name(dts[d]), verdict(r), note);
                 }
         fprintf(stderr, "backend %s: %d pass, %d fail, %d skip\n", row->name, tally[R_PASS],

@@ -98,6 +98,21 @@ Test(registry, optional_slots_answer_through_their_wrappers) {
     cr_assert_not(tw_backend_supports(be, TW_OP_COUNT, TW_F32));
     cr_assert_str_eq(tw_op_name(TW_OP_MLA_ATTN), "mla_attn");
     cr_assert_str_eq(tw_op_name(TW_OP_COUNT), "?");
+    /* the paged ops: named, answered, and refused where the table has no slot for them */
+    cr_assert_str_eq(tw_op_name(TW_OP_ATTN_PREFILL_PAGED), "attn_prefill_paged");
+    cr_assert_str_eq(tw_op_name(TW_OP_ATTN_DECODE_PAGED), "attn_decode_paged");
+    cr_assert_str_eq(tw_op_name(TW_OP_KV_STORE_PAGED), "kv_store_paged");
+    cr_assert(tw_backend_supports(be, TW_OP_KV_STORE_PAGED, TW_BF16));
+    cr_assert_not(tw_backend_supports(be, TW_OP_ATTN_DECODE_PAGED, TW_I32));
+    {
+        tw_backend_ops no_slot = *be->ops;
+        no_slot.attn_decode_paged = NULL;
+        tw_backend holey = *be;
+        holey.ops = &no_slot;
+        cr_assert_not(tw_backend_supports(&holey, TW_OP_ATTN_DECODE_PAGED, TW_F32),
+                      "no slot: not supported, whatever supports() says");
+        cr_assert(tw_backend_supports(&holey, TW_OP_ATTN_PREFILL_PAGED, TW_F32));
+    }
     /* a table with no supports answer refuses everything (never "supported" by default) */
     tw_backend_ops ops = *be->ops;
     ops.supports = no_supports;

@@ -127,23 +127,30 @@ tw_attn_paged_args pcase_attn_args(pcase *c, int decode) {
     return a;
 }
 
-double pcase_ref_check(const pcase *c, double *worst_store) {
+void pcase_store_host(pcase *c) {
+    for (int b = 0; b < c->n_seqs; b++)
+        for (int i = 0; i < c->q_start[b + 1] - c->q_start[b]; i++)
+            for (int h = 0; h < c->G; h++)
+                for (int x = 0; x < c->d; x++) {
+                    size_t src = ((size_t)(c->q_start[b] + i) * c->G + h) * c->d + x;
+                    size_t o = ref_off(c, b, h, c->start_pos[b] + i) + x;
+                    if (c->dt == TW_F32) {
+                        ((float *)c->kp)[o] = c->k_new[src];
+                        ((float *)c->vp)[o] = c->v_new[src];
+                    } else {
+                        ((uint16_t *)c->kp)[o] = tw_test_to_bf16(c->k_new[src]);
+                        ((uint16_t *)c->vp)[o] = tw_test_to_bf16(c->v_new[src]);
+                    }
+                }
+}
+
+void pcase_ref(const pcase *c, double *ref) {
     int H = c->H, G = c->G, d = c->d, grp = H / G;
-    double *ref = malloc(sizeof(double) * (size_t)c->rows * H * d);
     double *sc = malloc(sizeof(double) * 8192);
-    *worst_store = 0;
     for (int b = 0; b < c->n_seqs; b++)
         for (int i = 0; i < c->q_start[b + 1] - c->q_start[b]; i++) {
             int row = c->q_start[b] + i, p = c->start_pos[b] + i;
             int lo = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
-            for (int h = 0; h < G; h++)
-                for (int x = 0; x < d; x++) { /* the store put k_new where the table says */
-                    double want = c->k_new[((size_t)row * G + h) * d + x];
-                    if (c->dt == TW_BF16) want = tw_test_from_bf16(tw_test_to_bf16((float)want));
-                    double got = pool_get(c, c->kp, ref_off(c, b, h, p) + x);
-                    double e = fabs(got - want);
-                    if (!(e <= *worst_store)) *worst_store = isnan(e) ? INFINITY : e;
-                }
             for (int hq = 0; hq < H; hq++) {
                 int h = hq / grp;
                 const float *q = c->q + ((size_t)row * H + hq) * d;
@@ -167,9 +174,28 @@ double pcase_ref_check(const pcase *c, double *worst_store) {
                 }
             }
         }
-    double err = tw_test_rel_err(c->out, ref, (size_t)c->rows * H * d);
-    free(ref);
     free(sc);
+}
+
+double pcase_ref_check(const pcase *c, double *worst_store) {
+    int G = c->G, d = c->d;
+    *worst_store = 0;
+    for (int b = 0; b < c->n_seqs; b++)
+        for (int i = 0; i < c->q_start[b + 1] - c->q_start[b]; i++) {
+            int row = c->q_start[b] + i, p = c->start_pos[b] + i;
+            for (int h = 0; h < G; h++)
+                for (int x = 0; x < d; x++) { /* the store put k_new where the table says */
+                    double want = c->k_new[((size_t)row * G + h) * d + x];
+                    if (c->dt == TW_BF16) want = tw_test_from_bf16(tw_test_to_bf16((float)want));
+                    double got = pool_get(c, c->kp, ref_off(c, b, h, p) + x);
+                    double e = fabs(got - want);
+                    if (!(e <= *worst_store)) *worst_store = isnan(e) ? INFINITY : e;
+                }
+        }
+    double *ref = malloc(sizeof(double) * (size_t)c->rows * c->H * d);
+    pcase_ref(c, ref);
+    double err = tw_test_rel_err(c->out, ref, (size_t)c->rows * c->H * d);
+    free(ref);
     return err;
 }
 

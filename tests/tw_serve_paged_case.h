@@ -28,6 +28,11 @@ void pcase_make(pcase *c, int n_seqs, const int *start, const int *n_new, int H,
 void pcase_free(pcase *c);
 size_t pcase_pool_elems(const pcase *c);
 tw_attn_paged_args pcase_attn_args(pcase *c, int decode);
+/* Writes k_new, v_new into the pool through the tables on the host (long-hand, rounded to bf16
+ * for a bf16 pool): the state after a correct kv_store_paged, for testing attention alone. */
+void pcase_store_host(pcase *c);
+/* The float64 attention reference [rows, H, d] over the pool as it is now. */
+void pcase_ref(const pcase *c, double *ref);
 /* Relative 2-norm error of c->out against the float64 reference over the pool as stored;
  * *worst_store: the largest difference between a stored row and its k_new (bf16-rounded). */
 double pcase_ref_check(const pcase *c, double *worst_store);

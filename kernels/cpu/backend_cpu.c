@@ -129,7 +129,14 @@ static void cpu_destroy(tw_backend *be) {
 
 static int cpu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
     (void)be;
-    return tw_op_usual_dtype(op, dt);
+    switch (op) {
+    case TW_OP_ATTN_PREFILL_PAGED: /* attn_paged_cpu.c: fp32 and bf16 pools */
+    case TW_OP_ATTN_DECODE_PAGED:
+    case TW_OP_KV_STORE_PAGED:
+        return dt == TW_F32 || dt == TW_BF16;
+    default:
+        return tw_op_usual_dtype(op, dt);
+    }
 }
 
 static tw_status cpu_describe(tw_backend *be, tw_device_desc *d) {

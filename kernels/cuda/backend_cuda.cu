@@ -836,7 +836,14 @@ static tw_status cu_timer_stop(tw_backend *be, double *elapsed_s) {
 /* ---- questions ------------------------------------------------------------------------------ */
 static int cu_supports(tw_backend *be, tw_op op, tw_dtype dt) {
     (void)be;
-    return tw_op_usual_dtype(op, dt);
+    switch (op) {
+    case TW_OP_ATTN_PREFILL_PAGED: /* attn_paged.cu: fp32 and bf16 pools */
+    case TW_OP_ATTN_DECODE_PAGED:
+    case TW_OP_KV_STORE_PAGED:
+        return dt == TW_F32 || dt == TW_BF16;
+    default:
+        return tw_op_usual_dtype(op, dt);
+    }
 }
 
 static tw_status cu_describe(tw_backend *be, tw_device_desc *d) {
