@@ -93,7 +93,7 @@ TW_NOT_BUILT(cuda, "cuda", "no CUDA toolkit at configure time, or -DTW_CUDA=OFF"
 #endif
 
 static const tw_backend_entry tw_backend_rows[] = {
-    {.name = "cpu", .create = tw_backend_cpu_create_p, .built = 1, .traits = {.options = ""}},
+    {.name = "cpu", .create = tw_backend_cpu_create_p, .built = 1, .traits = {.options = "simd"}},
     {.name = "cuda",
      .create = TW_CUDA_CREATE,
      .built = TW_CUDA_BUILT,

@@ -397,7 +397,9 @@ typedef struct {
     /* elapsed time of queued work: start records, stop records and waits */
     tw_status (*timer_start)(tw_backend *be);
     tw_status (*timer_stop)(tw_backend *be, double *elapsed_s);
-    /* named settings ("gemm": the GEMM implementation); unknown names are TW_ERR_INVALID */
+    /* named settings (cuda "gemm": the GEMM implementation; cpu "simd": the SIMD level, and the
+     * read-only "gemm_path", "gemm_activations" of its last GEMM); unknown names are
+     * TW_ERR_INVALID */
     tw_status (*set_option)(tw_backend *be, const char *key, const char *value);
     const char *(*get_option)(tw_backend *be, const char *key); /* NULL: no such option */
     /* the measured roofline (tw_ceilings); may take seconds */

@@ -74,9 +74,11 @@ static const tw_attn_prims tw_attn_prims_portable = {
     .swiglu_row = swiglu_row_portable,
 };
 
-const tw_attn_prims *tw_attn_prims_get(void) {
+const tw_attn_prims *tw_attn_prims_for(tw_simd level) {
 #if defined(TW_X86)
-    if (tw_cpu_simd_active() >= TW_SIMD_AVX2) return tw_attn_prims_avx2();
+    if (level >= TW_SIMD_AVX2 && level < TW_SIMD_NEON) return tw_attn_prims_avx2();
+#else
+    (void)level;
 #endif
     return &tw_attn_prims_portable;
 }
@@ -302,6 +304,11 @@ static void merge_rows(void *arg, long i0, long i1, int worker) {
 
 /* ---- prefill --------------------------------------------------------------------------------- */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
+    return attn_prefill_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+tw_status attn_prefill_cpu_with(const tw_cpu_state *cs, const tw_attn_prefill_args *a,
+                                int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_prefill: NULL arguments");
     TW_TRY(attn_check_heads("attn_prefill", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
                             a->kv_dtype, a->scale, a->window, threads));
@@ -330,7 +337,7 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
     const long ntasks = (long)a->batch * G * ntb;
     const size_t es = kv_elem_size(a->kv_dtype);
     const size_t head_stride = (size_t)a->max_seq * d; /* elements per (b, kv head) */
-    const tw_attn_prims *pr = tw_attn_prims_get();
+    const tw_attn_prims *pr = tw_attn_prims_for(tw_cpu_state_simd(cs));
     attn_job j = {.a = a,
                   .T = T,
                   .ntb = ntb,
@@ -351,6 +358,10 @@ tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads) {
 
 /* ---- decode ---------------------------------------------------------------------------------- */
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
+    return attn_decode_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+tw_status attn_decode_cpu_with(const tw_cpu_state *cs, const tw_attn_decode_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "attn_decode: NULL arguments");
     TW_TRY(attn_check_heads("attn_decode", a->n_heads, a->n_kv_heads, a->head_dim, a->max_seq,
                             a->kv_dtype, a->scale, a->window, threads));
@@ -391,7 +402,7 @@ tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads) {
     const long ntasks = bg * nsplit;
     const size_t es = kv_elem_size(a->kv_dtype);
     const size_t head_stride = (size_t)a->max_seq * d;
-    const tw_attn_prims *pr = tw_attn_prims_get();
+    const tw_attn_prims *pr = tw_attn_prims_for(tw_cpu_state_simd(cs));
     attn_job j = {.ad = a,
                   .group = group,
                   .nsplit = nsplit,

@@ -250,6 +250,11 @@ static void paged_merge_rows(void *arg, long i0, long i1, int worker) {
 }
 
 tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads) {
+    return attn_prefill_paged_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+tw_status attn_prefill_paged_cpu_with(const tw_cpu_state *cs, const tw_attn_paged_args *a,
+                                      int threads) {
     int rows;
     TW_TRY(paged_check("attn_prefill_paged", a, 0, threads, &rows));
     const int H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = H / G;
@@ -278,7 +283,8 @@ tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads) {
         free(task_tb);
         return TW_ERR(TW_ERR_NOMEM, "attn_prefill_paged: job");
     }
-    j->a = a, j->pr = tw_attn_prims_get(), j->T = T, j->group = group, j->nq_max = T * group;
+    j->a = a, j->pr = tw_attn_prims_for(tw_cpu_state_simd(cs)), j->T = T, j->group = group,
+    j->nq_max = T * group;
     j->task_seq = task_seq, j->task_tb = task_tb;
     /* dynamic: tasks differ in length (causal); late token blocks (the longest) go first */
     tw_status st = tw_pool_run(tw_cpu_threads(threads), ntasks, paged_prefill_task, j);
@@ -298,6 +304,11 @@ tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads) {
 }
 
 tw_status attn_decode_paged_cpu(const tw_attn_paged_args *a, int threads) {
+    return attn_decode_paged_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+tw_status attn_decode_paged_cpu_with(const tw_cpu_state *cs, const tw_attn_paged_args *a,
+                                     int threads) {
     int rows;
     TW_TRY(paged_check("attn_decode_paged", a, 1, threads, &rows));
     const int B = a->n_seqs, H = a->n_heads, G = a->n_kv_heads, d = a->head_dim, group = H / G;
@@ -321,7 +332,7 @@ tw_status attn_decode_paged_cpu(const tw_attn_paged_args *a, int threads) {
         free(plse);
         return TW_ERR(TW_ERR_NOMEM, "attn_decode_paged: job");
     }
-    j->a = a, j->pr = tw_attn_prims_get(), j->group = group, j->nq_max = group;
+    j->a = a, j->pr = tw_attn_prims_for(tw_cpu_state_simd(cs)), j->group = group, j->nq_max = group;
     j->nsplit = nsplit, j->po = po, j->plse = plse;
     const int nt = tw_cpu_threads(threads);
     tw_status st = tw_pool_run(nt, ntasks, paged_decode_task, j);

@@ -60,8 +60,8 @@ static inline int tw_attn_tile_softmax(const tw_attn_prims *pr, int nq, int nk, 
     return any;
 }
 
-/* The table for the active SIMD level (tw_cpu_simd_active()). */
-const tw_attn_prims *tw_attn_prims_get(void);
+/* The table for a SIMD level (a state's, tw_cpu_state_simd). */
+const tw_attn_prims *tw_attn_prims_for(tw_simd level);
 #if defined(TW_X86)
 const tw_attn_prims *tw_attn_prims_avx2(void);
 #endif

@@ -1,11 +1,25 @@
 /* The CPU backend: fills tw_backend_ops with the kernels of kernels/cpu. Memory is host memory
  * (64-byte aligned for the SIMD paths); the stream is synchronous, so sync is a no-op. Its
- * context holds what it was created with (the host-ceilings measurement). */
+ * context holds what it was created with (the host-ceilings measurement) and its own kernel
+ * state (tw_cpu_state: SIMD level, GEMM panel cache, last GEMM path), so two CPU backends in one
+ * process do not share a setting. Options: "simd" (set and get: a tw_simd_name the CPU has;
+ * unset, the process level), "gemm_path" and "gemm_activations" (get: the last GEMM's path as
+ * gemm_cpu_describe names it, and "bf16" or "fp32" for whether it rounded the activations;
+ * "none" before any GEMM). */
 #include "tw_cpu.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct {
+    tw_host_ceilings_fn host_ceilings;
+    tw_cpu_state *state; /* owned */
+} tw_cpu_ctx;
+
+static tw_cpu_state *cpu_state(tw_backend *be) {
+    return ((tw_cpu_ctx *)be->ctx)->state;
+}
 
 static tw_status cpu_alloc(tw_backend *be, size_t bytes, void **out) {
     (void)be;
@@ -52,13 +66,13 @@ static tw_status cpu_mem_available(tw_backend *be, size_t *bytes) {
 }
 
 static tw_status cpu_gemm(tw_backend *be, const tw_gemm_args *a) {
-    return gemm_cpu(a, be->threads);
+    return gemm_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_attn_prefill(tw_backend *be, const tw_attn_prefill_args *a) {
-    return attn_prefill_cpu(a, be->threads);
+    return attn_prefill_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_attn_decode(tw_backend *be, const tw_attn_decode_args *a) {
-    return attn_decode_cpu(a, be->threads);
+    return attn_decode_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_kv_store(tw_backend *be, const tw_kv_store_args *a) {
     return kv_store_cpu(a, be->threads);
@@ -73,7 +87,7 @@ static tw_status cpu_rope(tw_backend *be, int tokens, int n_heads, int head_dim,
 }
 static tw_status cpu_swiglu(tw_backend *be, int rows, int f, const float *gate, const float *up,
                             int ld_in, float *out) {
-    return swiglu_cpu(rows, f, gate, up, ld_in, out, be->threads);
+    return swiglu_cpu_with(cpu_state(be), rows, f, gate, up, ld_in, out, be->threads);
 }
 static tw_status cpu_add(tw_backend *be, size_t n, const float *x, float *y) {
     return add_cpu(n, x, y, be->threads);
@@ -99,7 +113,7 @@ static tw_status cpu_moe_route(tw_backend *be, const tw_moe_route_args *a) {
     return moe_route_cpu(a, be->threads);
 }
 static tw_status cpu_moe_ffn(tw_backend *be, const tw_moe_ffn_args *a) {
-    return moe_ffn_cpu(a, be->threads);
+    return moe_ffn_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_mla_store(tw_backend *be, const tw_mla_store_args *a) {
     return mla_store_cpu(a, be->threads);
@@ -109,20 +123,19 @@ static tw_status cpu_mla_attn(tw_backend *be, const tw_mla_attn_args *a) {
 }
 
 static tw_status cpu_attn_prefill_paged(tw_backend *be, const tw_attn_paged_args *a) {
-    return attn_prefill_paged_cpu(a, be->threads);
+    return attn_prefill_paged_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_attn_decode_paged(tw_backend *be, const tw_attn_paged_args *a) {
-    return attn_decode_paged_cpu(a, be->threads);
+    return attn_decode_paged_cpu_with(cpu_state(be), a, be->threads);
 }
 static tw_status cpu_kv_store_paged(tw_backend *be, const tw_kv_store_paged_args *a) {
     return kv_store_paged_cpu(a, be->threads);
 }
-typedef struct {
-    tw_host_ceilings_fn host_ceilings;
-} tw_cpu_ctx;
 
 static void cpu_destroy(tw_backend *be) {
     if (!be) return;
+    tw_cpu_ctx *c = be->ctx;
+    if (c) tw_cpu_state_destroy(c->state);
     free(be->ctx);
     free(be);
 }
@@ -143,7 +156,7 @@ static tw_status cpu_describe(tw_backend *be, tw_device_desc *d) {
     d->kind = TW_DEVICE_HOST;
     d->count = 1;
     d->ordinal = -1;
-    snprintf(d->arch, sizeof d->arch, "%s", tw_simd_name(tw_cpu_simd_active()));
+    snprintf(d->arch, sizeof d->arch, "%s", tw_simd_name(tw_cpu_state_simd(cpu_state(be))));
     snprintf(d->power_source, sizeof d->power_source, "rapl");
     snprintf(d->name, sizeof d->name, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -188,6 +201,32 @@ static tw_status cpu_ceilings(tw_backend *be, tw_ceilings *out) {
     return c->host_ceilings(be->threads, out);
 }
 
+static tw_status cpu_set_option(tw_backend *be, const char *key, const char *value) {
+    if (key && !strcmp(key, "simd")) {
+        tw_simd level;
+        TW_TRY(tw_simd_parse(value, &level));
+        tw_status st = tw_cpu_state_set_simd(cpu_state(be), level);
+        if (st != TW_OK) return tw_error_ctx(st, "cpu backend option simd=%s", value);
+        return TW_OK;
+    }
+    if (key && (!strcmp(key, "gemm_path") || !strcmp(key, "gemm_activations")))
+        return TW_ERR(TW_ERR_INVALID, "the cpu backend's option %s is read-only", key);
+    return TW_ERR(TW_ERR_INVALID, "the cpu backend has no option %s (it has simd)",
+                  key ? key : "(null)");
+}
+
+static const char *cpu_get_option(tw_backend *be, const char *key) {
+    if (!key) return NULL;
+    if (!strcmp(key, "simd")) return tw_simd_name(tw_cpu_state_simd(cpu_state(be)));
+    if (!strcmp(key, "gemm_path") || !strcmp(key, "gemm_activations")) {
+        tw_gemm_info g;
+        tw_cpu_state_last_gemm(cpu_state(be), &g);
+        if (!g.path) return "none";
+        return key[5] == 'p' ? g.path : g.x_bf16 ? "bf16" : "fp32";
+    }
+    return NULL;
+}
+
 static const tw_backend_ops tw_cpu_ops = {
     .version = TW_BACKEND_INTERFACE_VERSION,
     .name = "cpu",
@@ -220,6 +259,8 @@ static const tw_backend_ops tw_cpu_ops = {
     .attn_prefill_paged = cpu_attn_prefill_paged,
     .attn_decode_paged = cpu_attn_decode_paged,
     .kv_store_paged = cpu_kv_store_paged,
+    .set_option = cpu_set_option,
+    .get_option = cpu_get_option,
 };
 
 /* The registry row's create (kernels/backend.c). */
@@ -234,6 +275,12 @@ tw_status tw_backend_cpu_create_p(const tw_backend_params *p, tw_backend **out) 
         free(be);
         free(ctx);
         return TW_ERR(TW_ERR_NOMEM, "cannot allocate the cpu backend");
+    }
+    tw_status st = tw_cpu_state_create(&ctx->state);
+    if (st != TW_OK) {
+        free(be);
+        free(ctx);
+        return tw_error_ctx(st, "cpu backend");
     }
     ctx->host_ceilings = p->host_ceilings;
     be->ops = &tw_cpu_ops;

@@ -2,6 +2,7 @@
  * doesn't save ZMM registers must not take that path). */
 #include "tw_cpu.h"
 #include "gemm_internal.h"
+#include "cpu_state.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -309,19 +310,15 @@ int tw_cpu_simd_supported(tw_simd level) {
     return (level >= TW_SIMD_NEON) == (best >= TW_SIMD_NEON) && level <= best;
 }
 
-/* -1: not forced. Set once by a command's main or a test, before kernels run. */
-static int tw_simd_forced = -1;
-
+/* The process level lives in the default state (cpu_state.c): set by a command's main or a test
+ * before kernels run; a CPU backend's own level (its "simd" option) is in its state. */
 tw_status tw_cpu_simd_force(tw_simd level) {
-    if (!tw_cpu_simd_supported(level))
-        return TW_ERR(TW_ERR_UNSUPPORTED, "SIMD level %s is not supported by this CPU (best: %s)",
-                      tw_simd_name(level), tw_simd_name(tw_cpu_simd_detect()));
-    tw_simd_forced = (int)level;
-    return TW_OK;
+    return tw_cpu_state_set_simd(tw_cpu_state_default(), level);
 }
 
 tw_simd tw_cpu_simd_active(void) {
-    if (tw_simd_forced >= 0) return (tw_simd)tw_simd_forced;
+    int forced = atomic_load(&tw_cpu_state_default()->simd);
+    if (forced >= 0) return (tw_simd)forced;
     const char *env = getenv("TW_SIMD");
     tw_simd want;
     if (env && *env && tw_simd_lookup(env, &want) && tw_cpu_simd_supported(want)) return want;

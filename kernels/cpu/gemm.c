@@ -1,5 +1,6 @@
 /* CPU GEMM: y[m, n] = x[m, k] . w[n, k]^T (+ y), weights fp32 or bf16, fp32 accumulation.
- * Paths, chosen per call from the weight dtype, m and the SIMD level (tw_cpu_simd_active):
+ * Paths, chosen per call from the weight dtype, m and the SIMD level of the state the call runs
+ * on (tw_cpu_state_simd: a backend's own, or the process default's):
  *  - bf16 weights on a CPU with bf16 dot-product instructions (AVX512_BF16; Arm BF16): the dot
  *    driver (gemm_dot.c) for every m, activations rounded to bf16 once per call.
  *  - m up to a per-kernel bound otherwise (decode, batches, short prompts; each kernel's
@@ -14,13 +15,13 @@
  * Threads come from the persistent pool (tw_pool.h); no result depends on the thread count. */
 #include "tw_cpu.h"
 #include "gemm_internal.h"
+#include "cpu_state.h"
 
 #include "tw_pool.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 
 /* Blocking of the blocked path comes from each kernel table (kc: a kc x nr B micro-panel stays
  * in L1; mc: an mc x kc A block stays in L2). */
@@ -111,15 +112,14 @@ const tw_dot_kernels tw_dot_kernels_portable = {.name = "portable",
                                                 .tile = dot_tile_portable};
 
 /* AMX for bf16 weights with enough rows, where usable. */
-static int tw_gemm_use_amx(const tw_gemm_args *a) {
-    return a->w_dtype == TW_BF16 && a->m >= TW_GEMM_AMX_MIN_M &&
-           tw_cpu_simd_active() == TW_SIMD_AMX;
+static int tw_gemm_use_amx(tw_simd level, const tw_gemm_args *a) {
+    return a->w_dtype == TW_BF16 && a->m >= TW_GEMM_AMX_MIN_M && level == TW_SIMD_AMX;
 }
 
 /* The dot-driver kernels for this call, or NULL when the blocked path is the better one. */
-static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
+static const tw_dot_kernels *tw_gemm_pick_dot(tw_simd level, const tw_gemm_args *a) {
     const tw_dot_kernels *dk = &tw_dot_kernels_portable;
-    switch (tw_cpu_simd_active()) {
+    switch (level) {
 #if defined(TW_X86)
     case TW_SIMD_AMX: /* below the AMX bound: the faster of the bf16 dot product and FMA */
         dk = a->w_dtype == TW_BF16 && tw_cpu_bf16_dot_preferred() ? &tw_dot_kernels_avx512bf16
@@ -149,9 +149,9 @@ static const tw_dot_kernels *tw_gemm_pick_dot(const tw_gemm_args *a) {
     return a->m <= (a->w_dtype == TW_BF16 ? dk->max_m_bf16 : dk->max_m_f32) ? dk : NULL;
 }
 
-static const tw_gemm_kernels *tw_gemm_pick(void) {
+static const tw_gemm_kernels *tw_gemm_pick(tw_simd level) {
 #if defined(TW_X86)
-    switch (tw_cpu_simd_active()) {
+    switch (level) {
     case TW_SIMD_AMX:
     case TW_SIMD_AVX512BF16:
     case TW_SIMD_AVX512:
@@ -284,38 +284,7 @@ static void tw_gemm_item(const tw_gemm_plan *pl, int ic, int mc, int jc, int ncp
     }
 }
 
-/* The packed weight panel (up to 16 MiB) is kept between calls: allocating it afresh costs
- * thousands of page faults and zeroing per call (~3% of a 2048^3 product). One cached buffer;
- * a concurrent caller that finds it in use allocates its own. */
-static pthread_mutex_t tw_panel_mu = PTHREAD_MUTEX_INITIALIZER;
-static float *tw_panel_buf;
-static size_t tw_panel_bytes;
-
-static float *tw_gemm_panel_get(size_t bytes, int *cached) {
-    bytes = (bytes + 63) & ~(size_t)63;
-    *cached = 0;
-    if (pthread_mutex_trylock(&tw_panel_mu) == 0) {
-        if (tw_panel_bytes < bytes) {
-            free(tw_panel_buf);
-            tw_panel_buf = aligned_alloc(64, bytes);
-            tw_panel_bytes = tw_panel_buf ? bytes : 0;
-        }
-        if (tw_panel_buf) {
-            *cached = 1;
-            return tw_panel_buf;
-        }
-        pthread_mutex_unlock(&tw_panel_mu);
-        return NULL;
-    }
-    return aligned_alloc(64, bytes);
-}
-
-static void tw_gemm_panel_put(float *p, int cached) {
-    if (cached)
-        pthread_mutex_unlock(&tw_panel_mu);
-    else
-        free(p);
-}
+/* The packed weight panel is cached per state (tw_cpu_panel_get, cpu_state.c). */
 
 /* One jc block's shared state for the pool tasks: packing (kblocks x nstrips tasks) then
  * computing (mblocks x chunks tasks). */
@@ -354,8 +323,8 @@ static void tw_gemm_compute_task(void *arg, long t, int worker) {
     tw_gemm_item(pl, ic, mc, blk->jc, blk->ncpad, j0, j1, blk->bp, blk->abufs[worker]);
 }
 
-static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *a, size_t ldx,
-                                 size_t ldy, int nthreads) {
+static tw_status tw_gemm_blocked(tw_cpu_state *cs, const tw_gemm_kernels *kn, const tw_gemm_args *a,
+                                 size_t ldx, size_t ldy, int nthreads) {
     const int mr = kn->mr, nr = kn->nr;
     tw_gemm_plan pl = {kn, a, ldx, ldy, 0, 0, 0};
     /* nc: as many columns as keep the packed panel (nc x k) within the L3 budget. */
@@ -384,14 +353,14 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
     const size_t abytes = ((size_t)pl.mc * kc0 * sizeof(float) + 64 + 63) & ~(size_t)63;
     const size_t bbytes = (size_t)pl.nc_max * a->k * sizeof(float);
     int cached = 0;
-    float *bp = tw_gemm_panel_get(bbytes, &cached); // [k/kc][nc/nr][kc][nr]
+    float *bp = tw_cpu_panel_get(cs, bbytes, &cached); // [k/kc][nc/nr][kc][nr]
     if (!bp)
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes for the packed panel", bbytes);
     float *abufs[TW_POOL_MAX_THREADS];
     if (nthreads > TW_POOL_MAX_THREADS) nthreads = TW_POOL_MAX_THREADS;
     float *ab = aligned_alloc(64, abytes * (size_t)nthreads);
     if (!ab) {
-        tw_gemm_panel_put(bp, cached);
+        tw_cpu_panel_put(cs, bp, cached);
         return TW_ERR(TW_ERR_NOMEM, "gemm: cannot allocate %zu bytes of packing buffer per thread",
                       abytes);
     }
@@ -410,40 +379,50 @@ static tw_status tw_gemm_blocked(const tw_gemm_kernels *kn, const tw_gemm_args *
             st = tw_pool_run(nthreads, (long)mblocks * blk.chunks, tw_gemm_compute_task, &blk);
     }
     free(ab);
-    tw_gemm_panel_put(bp, cached);
+    tw_cpu_panel_put(cs, bp, cached);
     return st;
 }
 
-static tw_status tw_gemm_run(const char *fn, const tw_gemm_args *a, int threads) {
+static tw_status tw_gemm_run(const char *fn, tw_cpu_state *cs, const tw_gemm_args *a, int threads) {
     size_t ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     size_t ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
     int nthreads = tw_cpu_threads(threads);
+    const tw_simd level = tw_cpu_state_simd(cs);
     /* Small products (< 2 MFLOP, ~10 us on one core) run on the calling thread: handing out
      * tasks would cost more than it saves. */
     if ((double)a->m * a->n * a->k < 1048576.0) nthreads = 1;
     tw_status st;
+    tw_gemm_info info;
+    gemm_cpu_describe_with(cs, a, &info);
+    tw_cpu_state_note_gemm(cs, &info);
 #if defined(TW_X86)
-    if (tw_gemm_use_amx(a)) {
+    if (tw_gemm_use_amx(level, a)) {
         st = tw_gemm_amx(a, nthreads);
         if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
         return TW_OK;
     }
 #endif
-    const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
-    st = dk ? tw_gemm_dot(dk, a, nthreads) : tw_gemm_blocked(tw_gemm_pick(), a, ldx, ldy, nthreads);
+    const tw_dot_kernels *dk = tw_gemm_pick_dot(level, a);
+    st = dk ? tw_gemm_dot(dk, a, nthreads)
+            : tw_gemm_blocked(cs, tw_gemm_pick(level), a, ldx, ldy, nthreads);
     if (st != TW_OK) return tw_error_ctx(st, "%s m=%d n=%d k=%d", fn, a->m, a->n, a->k);
     return TW_OK;
 }
 
-void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out) {
-    if (tw_gemm_use_amx(a)) {
+void gemm_cpu_describe_with(const tw_cpu_state *cs, const tw_gemm_args *a, tw_gemm_info *out) {
+    const tw_simd level = tw_cpu_state_simd(cs);
+    if (tw_gemm_use_amx(level, a)) {
         out->path = "amx";
         out->x_bf16 = 1;
         return;
     }
-    const tw_dot_kernels *dk = tw_gemm_pick_dot(a);
+    const tw_dot_kernels *dk = tw_gemm_pick_dot(level, a);
     out->x_bf16 = dk && dk->xsize == sizeof(tw_bf16);
-    out->path = dk ? dk->path : tw_gemm_pick()->path;
+    out->path = dk ? dk->path : tw_gemm_pick(level)->path;
+}
+
+void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out) {
+    gemm_cpu_describe_with(tw_cpu_state_default(), a, out);
 }
 
 tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads) {
@@ -451,7 +430,7 @@ tw_status gemm_f32_cpu(const tw_gemm_args *a, int threads) {
     if (a->w_dtype != TW_F32)
         return TW_ERR(TW_ERR_INVALID, "gemm_f32_cpu: weights are %s (expected fp32)",
                       tw_gemm_dtype_name(a->w_dtype));
-    return tw_gemm_run("gemm_f32_cpu", a, threads);
+    return tw_gemm_run("gemm_f32_cpu", tw_cpu_state_default(), a, threads);
 }
 
 tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads) {
@@ -459,12 +438,17 @@ tw_status gemm_bf16_cpu(const tw_gemm_args *a, int threads) {
     if (a->w_dtype != TW_BF16)
         return TW_ERR(TW_ERR_INVALID, "gemm_bf16_cpu: weights are %s (expected bf16)",
                       tw_gemm_dtype_name(a->w_dtype));
-    return tw_gemm_run("gemm_bf16_cpu", a, threads);
+    return tw_gemm_run("gemm_bf16_cpu", tw_cpu_state_default(), a, threads);
 }
 
 tw_status gemm_cpu(const tw_gemm_args *a, int threads) {
+    return gemm_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+tw_status gemm_cpu_with(tw_cpu_state *cs, const tw_gemm_args *a, int threads) {
     TW_TRY(tw_gemm_check("gemm_cpu", a, threads));
-    return tw_gemm_run("gemm_cpu", a, threads);
+    if (!cs) return TW_ERR(TW_ERR_INVALID, "gemm_cpu: state is NULL");
+    return tw_gemm_run("gemm_cpu", cs, a, threads);
 }
 
 /* ---- peak loop, plain C (32 chains for the compiler to vectorise) -----------------------------

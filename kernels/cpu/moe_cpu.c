@@ -142,6 +142,11 @@ static void moe_carve(void *work, int slots, int hidden, int ffn, int n_experts,
 }
 
 tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads) {
+    return moe_ffn_cpu_with(tw_cpu_state_default(), a, threads);
+}
+
+/* The experts' GEMMs and activation at cs's SIMD level, on its panel cache. */
+tw_status moe_ffn_cpu_with(tw_cpu_state *cs, const tw_moe_ffn_args *a, int threads) {
     if (!a) return TW_ERR(TW_ERR_INVALID, "moe_ffn: NULL arguments");
     if (a->tokens < 1 || a->hidden < 1 || a->ffn < 1 || a->top_k < 1 || a->n_experts < 1 ||
         a->expert0 < 0)
@@ -198,10 +203,11 @@ tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads) {
                            .w = (const char *)a->w_gate_up + (size_t)e * 2 * F * H * ws,
                            .w_dtype = a->w_dtype,
                            .y = w.gu + (size_t)off * 2 * F};
-        tw_status st = gemm_cpu(&g1, threads);
+        tw_status st = gemm_cpu_with(cs, &g1, threads);
         if (st == TW_OK)
-            st = swiglu_cpu(n, F, w.gu + (size_t)off * 2 * F, w.gu + (size_t)off * 2 * F + F, 2 * F,
-                            w.act + (size_t)off * F, threads);
+            st = swiglu_cpu_with(cs, n, F, w.gu + (size_t)off * 2 * F,
+                                 w.gu + (size_t)off * 2 * F + F, 2 * F, w.act + (size_t)off * F,
+                                 threads);
         tw_gemm_args g2 = {.m = n,
                            .n = H,
                            .k = F,
@@ -209,7 +215,7 @@ tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads) {
                            .w = (const char *)a->w_down + (size_t)e * H * F * ws,
                            .w_dtype = a->w_dtype,
                            .y = w.out + (size_t)off * H};
-        if (st == TW_OK) st = gemm_cpu(&g2, threads);
+        if (st == TW_OK) st = gemm_cpu_with(cs, &g2, threads);
         if (st != TW_OK) return tw_error_ctx(st, "moe_ffn: expert %d (%d rows)", a->expert0 + e, n);
     }
     int cnt = (size_t)T * H < (1u << 15) ? 1 : nt;

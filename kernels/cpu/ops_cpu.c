@@ -226,6 +226,11 @@ static void swiglu_piece(void *arg, long i0, long i1, int worker) {
 
 tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
                      int threads) {
+    return swiglu_cpu_with(tw_cpu_state_default(), rows, f, gate, up, ld_in, out, threads);
+}
+
+tw_status swiglu_cpu_with(const tw_cpu_state *cs, int rows, int f, const float *gate,
+                          const float *up, int ld_in, float *out, int threads) {
     TW_TRY(ops_check_threads("swiglu", threads));
     if (rows < 1 || f < 1)
         return TW_ERR(TW_ERR_INVALID, "swiglu: rows %d and f %d must be >= 1", rows, f);
@@ -233,7 +238,7 @@ tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld
         return TW_ERR(TW_ERR_INVALID, "swiglu: NULL %s", !gate ? "gate" : !up ? "up" : "out");
     const long ld = ld_in ? ld_in : f;
     if (ld < f) return TW_ERR(TW_ERR_INVALID, "swiglu: ld_in %d is less than f = %d", ld_in, f);
-    swiglu_job j = {tw_attn_prims_get(), f, gate, up, ld, out};
+    swiglu_job j = {tw_attn_prims_for(tw_cpu_state_simd(cs)), f, gate, up, ld, out};
     int nt = ops_threads((size_t)rows * f * 4, threads); /* exp: weigh more than a copy */
     if (rows == 1 && nt > 1)                             /* one token: split the row */
         return tw_pool_for(nt, f, 4096, swiglu_piece, &j);

@@ -26,7 +26,8 @@ typedef enum {
 
 /* Best level this CPU and this build support (CPUID and OS XSAVE state checked). */
 tw_simd tw_cpu_simd_detect(void);
-/* Level the kernels use: the detected one, or one forced by tw_cpu_simd_force or the TW_SIMD
+/* Level the free kernel entry points use (the process default state's; a CPU backend has its own,
+ * tw_cpu_state_simd): the detected one, or one forced by tw_cpu_simd_force or the TW_SIMD
  * environment variable (a tw_simd_name) that the CPU supports (avx512bf16 can be forced where
  * detection chose avx512 because its dot product is the slower instruction). Forcing a level
  * the CPU lacks returns TW_ERR_UNSUPPORTED. */
@@ -82,6 +83,26 @@ typedef struct {
 } tw_gemm_info;
 void gemm_cpu_describe(const tw_gemm_args *a, tw_gemm_info *out);
 
+/* ---- per-backend state ------------------------------------------------------------------------
+ * What the CPU kernels keep between calls: the SIMD level they run at, the blocked GEMM's cached
+ * packed-weight panel, and the path of the last GEMM. Each CPU backend owns one (its options
+ * "simd", "gemm_path", "gemm_activations"); the free entry points (gemm_cpu(args, threads), ...)
+ * run on the process default state, whose level tw_cpu_simd_force or TW_SIMD sets. The *_with
+ * entry points take the state explicitly. */
+typedef struct tw_cpu_state tw_cpu_state;
+tw_cpu_state *tw_cpu_state_default(void);
+tw_status tw_cpu_state_create(tw_cpu_state **out);
+void tw_cpu_state_destroy(tw_cpu_state *s); /* NULL and the default state: no-op */
+/* The level s's kernels use: its own when set, else the process level (tw_cpu_simd_active). */
+tw_simd tw_cpu_state_simd(const tw_cpu_state *s);
+/* TW_ERR_UNSUPPORTED naming the level when this CPU lacks it (tw_cpu_simd_supported). */
+tw_status tw_cpu_state_set_simd(tw_cpu_state *s, tw_simd level);
+/* The last GEMM that ran on s (what gemm_cpu_describe said for it); path NULL before any. */
+void tw_cpu_state_last_gemm(const tw_cpu_state *s, tw_gemm_info *out);
+
+tw_status gemm_cpu_with(tw_cpu_state *s, const tw_gemm_args *a, int threads);
+void gemm_cpu_describe_with(const tw_cpu_state *s, const tw_gemm_args *a, tw_gemm_info *out);
+
 /* ---- attention ------------------------------------------------------------------------------ */
 tw_status attn_prefill_cpu(const tw_attn_prefill_args *a, int threads);
 tw_status attn_decode_cpu(const tw_attn_decode_args *a, int threads);
@@ -89,6 +110,13 @@ tw_status kv_store_cpu(const tw_kv_store_args *a, int threads);
 /* paged KV cache through block tables (attn_paged_cpu.c) */
 tw_status attn_prefill_paged_cpu(const tw_attn_paged_args *a, int threads);
 tw_status attn_decode_paged_cpu(const tw_attn_paged_args *a, int threads);
+/* the same at s's SIMD level */
+tw_status attn_prefill_cpu_with(const tw_cpu_state *s, const tw_attn_prefill_args *a, int threads);
+tw_status attn_decode_cpu_with(const tw_cpu_state *s, const tw_attn_decode_args *a, int threads);
+tw_status attn_prefill_paged_cpu_with(const tw_cpu_state *s, const tw_attn_paged_args *a,
+                                      int threads);
+tw_status attn_decode_paged_cpu_with(const tw_cpu_state *s, const tw_attn_paged_args *a,
+                                     int threads);
 tw_status kv_store_paged_cpu(const tw_kv_store_paged_args *a, int threads);
 
 /* ---- element-wise and row ops ---------------------------------------------------------------- */
@@ -98,6 +126,8 @@ tw_status rope_cpu(int tokens, int n_heads, int head_dim, float *x, int ldx, con
                    const tw_rope_params *rp, int threads);
 tw_status swiglu_cpu(int rows, int f, const float *gate, const float *up, int ld_in, float *out,
                      int threads);
+tw_status swiglu_cpu_with(const tw_cpu_state *s, int rows, int f, const float *gate,
+                          const float *up, int ld_in, float *out, int threads);
 tw_status add_cpu(size_t n, const float *x, float *y, int threads);
 /* x[r, j] += b[j] (rows ldx apart, 0 = packed); b fp32 or bf16 */
 tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
@@ -112,6 +142,7 @@ tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, co
 /* ---- mixture of experts and latent attention (moe_cpu.c, mla_cpu.c) ------------------------- */
 tw_status moe_route_cpu(const tw_moe_route_args *a, int threads);
 tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads);
+tw_status moe_ffn_cpu_with(tw_cpu_state *s, const tw_moe_ffn_args *a, int threads);
 tw_status mla_store_cpu(const tw_mla_store_args *a, int threads);
 tw_status mla_attn_cpu(const tw_mla_attn_args *a, int threads);
 
