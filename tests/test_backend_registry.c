@@ -201,3 +201,47 @@ Test(ceilings, a_run_result_carries_them_and_every_fraction) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* Two CPU backends in one process keep their own SIMD level (the option lives in each backend's
+ * context), and each computes a GEMM within tolerance of float64. */
+static double gemm_err_on(tw_backend *be, int m, int n, int k) {
+    float *x = malloc(sizeof(float) * m * k), *w = malloc(sizeof(float) * n * k),
+          *y = malloc(sizeof(float) * m * n);
+    cr_assert(x && w && y);
+    for (int i = 0; i < m * k; i++) x[i] = (float)sin(0.37 * i + 0.1);
+    for (int i = 0; i < n * k; i++) w[i] = (float)cos(0.53 * i + 0.2);
+    for (int i = 0; i < m * n; i++) y[i] = NAN;
+    tw_gemm_args a = {.m = m, .n = n, .k = k, .x = x, .w = w, .w_dtype = TW_F32, .y = y};
+    cr_assert_eq(be->ops->gemm(be, &a), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(be->ops->sync(be), TW_OK);
+    double num = 0, den = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int p = 0; p < k; p++) s += (double)x[i * k + p] * w[j * k + p];
+            double d = y[i * n + j] - s;
+            num += isfinite(y[i * n + j]) ? d * d : INFINITY;
+            den += s * s;
+        }
+    free(x), free(w), free(y);
+    return sqrt(num / den);
+}
+
+Test(registry, cpu_simd_option_is_per_backend) {
+    tw_backend *a = NULL, *b = NULL;
+    cr_assert_eq(tw_backend_create("cpu", 1, 0, &a), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_backend_create("cpu", 1, 0, &b), TW_OK, "%s", tw_last_error());
+    cr_assert(tw_backend_has_option(tw_backend_find("cpu"), "simd"));
+    cr_assert_eq(tw_backend_set_option(a, "simd", "portable"), TW_OK, "%s", tw_last_error());
+    cr_expect_str_eq(tw_backend_get_option(a, "simd"), "portable");
+    cr_expect_str_neq(tw_backend_get_option(b, "simd"), "portable");
+    cr_expect_lt(gemm_err_on(a, 37, 29, 67), 1e-5);
+    cr_expect_lt(gemm_err_on(b, 37, 29, 67), 1e-5);
+    /* the path each ran says which level it used */
+    cr_expect(strstr(tw_backend_get_option(a, "gemm_path"), "portable"), "a ran %s",
+              tw_backend_get_option(a, "gemm_path"));
+    cr_expect_str_eq(tw_backend_get_option(a, "gemm_activations"), "fp32");
+    cr_expect_eq(tw_backend_set_option(a, "simd", "sse9"), TW_ERR_INVALID);
+    tw_backend_destroy(a);
+    tw_backend_destroy(b);
+}
