@@ -150,6 +150,7 @@ static const tw_dot_kernels *tw_gemm_pick_dot(tw_simd level, const tw_gemm_args 
 }
 
 static const tw_gemm_kernels *tw_gemm_pick(tw_simd level) {
+    (void)level; /* the blocked path has x86 kernels only (Arm runs the dot-product driver) */
 #if defined(TW_X86)
     switch (level) {
     case TW_SIMD_AMX:
