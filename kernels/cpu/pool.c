@@ -3,7 +3,8 @@
  * One job at a time is published in `word`: the job's generation in the high 32 bits and the
  * next unclaimed task in the low 32. A worker claims a task with a compare-and-swap that also
  * checks the generation, so a worker that wakes late can never take a task of a newer job by
- * mistake; the job's other fields are published before the generation that announces them. The
+ * mistake; the job's other fields are written while the word is closed (a generation no claim
+ * matches) and published by the generation that announces them. The
  * caller returns once `done` reaches the task count, so nothing touches the job afterwards. */
 #include "tw_pool.h"
 
@@ -54,10 +55,15 @@ static double tw_pool_now_us(void) {
 
 /* Claims and runs tasks of generation `gen` until none is left. */
 static void tw_pool_work(tw_pool *p, uint32_t gen, int worker) {
-    tw_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-    void *arg = atomic_load_explicit(&p->arg, memory_order_relaxed);
-    long ntasks = atomic_load_explicit(&p->ntasks, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+    if ((uint32_t)(w >> 32) != gen) return;
+    /* The job's fields are read after its generation was seen and are validated by the claim's
+     * compare-and-swap: the caller writes them only while the word is closed (a generation of
+     * its own that no claim can match), so a late worker that read a newer job's fields fails
+     * its claim instead of running a task of that job under the old generation. */
+    tw_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+    void *arg = atomic_load_explicit(&p->arg, memory_order_acquire);
+    long ntasks = atomic_load_explicit(&p->ntasks, memory_order_acquire);
     for (;;) {
         if ((uint32_t)(w >> 32) != gen || (long)(uint32_t)w >= ntasks) return;
         if (!atomic_compare_exchange_weak_explicit(&p->word, &w, w + 1, memory_order_acq_rel,
@@ -158,12 +164,15 @@ tw_status tw_pool_run(int threads, long ntasks, tw_pool_fn fn, void *arg) {
         pthread_mutex_unlock(&p->run_mu);
         return st;
     }
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&p->ntasks, ntasks, memory_order_relaxed);
-    atomic_store_explicit(&p->nthreads, threads, memory_order_relaxed);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    /* close the word first: from here no worker still on the last generation can claim */
     uint32_t gen = (uint32_t)(atomic_load(&p->word) >> 32) + 1;
+    atomic_store(&p->word, ((uint64_t)gen << 32) | UINT32_MAX);
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->arg, arg, memory_order_release);
+    atomic_store_explicit(&p->ntasks, ntasks, memory_order_release);
+    atomic_store_explicit(&p->nthreads, threads, memory_order_release);
+    atomic_store_explicit(&p->done, 0, memory_order_release);
+    gen += 1;
     atomic_store(&p->word, (uint64_t)gen << 32); /* seq_cst: publishes the fields above */
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->sleep_mu);
