@@ -160,13 +160,78 @@ static void amx_tile_task(void *arg, long t, int worker) {
     _tile_release();
 }
 
+/* ---- decode batches (m <= 64): one pass over each weight strip ----------------------------
+ * A strip of 16 weight rows meets all (up to 4) 16-row tiles of x at each k step, so every
+ * weight is read from memory once and used at once. The 2 x 2 tiling above makes two passes over
+ * a strip at m = 33..64: the second reads L2 while the memory idles, and the weights then stream
+ * at about half the bandwidth (measured at m = 64, n = 8192, k = 2048 with the caches flushed:
+ * 12 GB/s against 21 GB/s at m = 16). Here the tiles of x come from L2 once per k step, which is
+ * cheap next to waiting for the weight tile from memory. Tiles: 0..3 accumulators, 4 the
+ * weights, 5..7 x (the fourth tile of x reuses 5). */
+#define AMX_STRIP_STEP(NACC)                                                                       \
+    for (int s = 0; s < pl->kb; s++) {                                                             \
+        size_t sa;                                                                                 \
+        const void *w0 = amx_a_src(a, n0, s, ea, &sa);                                             \
+        const uint16_t *xs = pl->xq + (size_t)s * 512;                                             \
+        const size_t xb = (size_t)pl->kb * 512; /* next 16-row block of x */                       \
+        _tile_loadd(4, w0, sa);                                                                    \
+        _tile_loadd(5, xs, 64);                                                                    \
+        if (NACC > 1) _tile_loadd(6, xs + xb, 64);                                                 \
+        if (NACC > 2) _tile_loadd(7, xs + 2 * xb, 64);                                             \
+        _tile_dpbf16ps(0, 4, 5);                                                                   \
+        if (NACC > 3) _tile_loadd(5, xs + 3 * xb, 64);                                             \
+        if (NACC > 1) _tile_dpbf16ps(1, 4, 6);                                                     \
+        if (NACC > 2) _tile_dpbf16ps(2, 4, 7);                                                     \
+        if (NACC > 3) _tile_dpbf16ps(3, 4, 5);                                                     \
+    }
+
+static void amx_strip_task(void *arg, long t, int worker) {
+    (void)worker;
+    const amx_plan *pl = arg;
+    const tw_gemm_args *a = pl->a;
+    const int j0 = (int)t * pl->nbt, j1 = j0 + pl->nbt < a->n ? j0 + pl->nbt : a->n;
+    const int nacc = pl->mp / 16;
+    _Alignas(64) uint16_t ea[16 * 32];
+    _Alignas(64) float c[4][256];
+    tw_amx_config();
+    for (int n0 = j0; n0 < j1; n0 += 16) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        switch (nacc) {
+        case 1:
+            AMX_STRIP_STEP(1)
+            break;
+        case 2:
+            AMX_STRIP_STEP(2)
+            break;
+        case 3:
+            AMX_STRIP_STEP(3)
+            break;
+        default:
+            AMX_STRIP_STEP(4)
+            break;
+        }
+        _tile_stored(0, c[0], 64);
+        _tile_stored(1, c[1], 64);
+        _tile_stored(2, c[2], 64);
+        _tile_stored(3, c[3], 64);
+        for (int i = 0; i < nacc; i++) amx_store(pl, c[i], n0, 16 * i);
+    }
+    _tile_release();
+}
+#undef AMX_STRIP_STEP
+
 tw_status tw_gemm_amx(const tw_gemm_args *a, int threads) {
     amx_plan pl;
     memset(&pl, 0, sizeof pl);
     pl.a = a;
     pl.ldx = a->ldx ? (size_t)a->ldx : (size_t)a->k;
     pl.ldy = a->ldy ? (size_t)a->ldy : (size_t)a->n;
-    pl.mp = (a->m + 31) / 32 * 32;
+    /* m <= 64: x padded to 16-row tiles, one pass per strip; else to 32 for the 2 x 2 tiling */
+    const int strips = a->m <= 64;
+    pl.mp = strips ? (a->m + 15) / 16 * 16 : (a->m + 31) / 32 * 32;
     pl.kb = (a->k + 31) / 32;
     size_t bytes = (size_t)pl.mp * pl.kb * 32 * sizeof(uint16_t);
     pl.xq = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
@@ -174,6 +239,15 @@ tw_status tw_gemm_amx(const tw_gemm_args *a, int threads) {
         return TW_ERR(TW_ERR_NOMEM, "gemm (amx): cannot allocate %zu bytes of packed activations",
                       bytes);
     tw_status st = tw_pool_run(threads, pl.mp / 16, amx_pack_task, &pl);
+    if (strips) { /* tasks of 16..256 weight rows, enough for 8 tasks per thread */
+        long want = threads > 1 ? 8L * threads : 1, nbt = ((long)a->n + want - 1) / want;
+        nbt = (nbt + 15) / 16 * 16;
+        pl.nbt = (int)(nbt > 256 ? 256 : nbt);
+        if (st == TW_OK)
+            st = tw_pool_run(threads, ((long)a->n + pl.nbt - 1) / pl.nbt, amx_strip_task, &pl);
+        free(pl.xq);
+        return st;
+    }
     /* tasks: up to 256 rows of x (a 256 x k bf16 block stays in L2) by 32..256 weight rows,
      * enough for 8 tasks per thread */
     pl.mbt = pl.mp < 256 ? pl.mp : 256;
