@@ -15,7 +15,16 @@
 #include "tw_cpu.h"
 #include "tw_engine.h"
 #include "tw_ref_model.h"
+#include "tw_test_pool.h"
 #include "tw_test_util.h"
+
+/* Calls of a 2-thread op compared bitwise with 1 thread, each after waking pool worker 1
+ * (tests/tw_test_pool.h): how tasks fall to the two threads varies from call to call. */
+#define SPLIT_REPS 16
+
+static void wake_pool(void) {
+    cr_assert(tw_test_pool_wake(), "pool worker 1 did not run a task within 10 s");
+}
 
 static tw_backend *cpu(int threads) {
     tw_backend *be = NULL;
@@ -40,8 +49,9 @@ typedef struct {
     float scale;
 } route_case;
 
-static void check_route(const route_case *rc, tw_dtype bias_dt) {
-    enum { T = 37 };
+/* T tokens routed on 2 threads against the reference, and bitwise against 1 thread (from 4096
+ * scores, T * experts, the tokens are split across the threads) */
+static void check_route(const route_case *rc, tw_dtype bias_dt, int T) {
     tw_test_rng r;
     tw_test_rng_seed(&r, 1000 + (uint64_t)rc->experts * 7 + (uint64_t)rc->k);
     int E = rc->experts, K = rc->k;
@@ -69,8 +79,23 @@ static void check_route(const route_case *rc, tw_dtype bias_dt) {
                            .choice_dtype = bias_dt,
                            .idx = idx,
                            .weight = w};
-    tw_backend *be = cpu(2);
-    cr_assert_eq(be->ops->moe_route(be, &a), TW_OK, "%s: %s", rc->what, tw_last_error());
+    tw_backend *be = cpu(2), *be1 = cpu(1);
+    int *idx1 = malloc(sizeof(int) * T * K);
+    float *w1 = malloc(sizeof(float) * T * K);
+    for (int i = 0; i < T * K; i++) idx1[i] = -7;
+    tw_test_poison(w1, (size_t)T * K);
+    tw_moe_route_args a1 = a;
+    a1.idx = idx1, a1.weight = w1;
+    cr_assert_eq(be1->ops->moe_route(be1, &a1), TW_OK, "%s: %s", rc->what, tw_last_error());
+    for (int rep = 0; rep < SPLIT_REPS; rep++) {
+        for (int i = 0; i < T * K; i++) idx[i] = -7;
+        tw_test_poison(w, (size_t)T * K);
+        wake_pool();
+        cr_assert_eq(be->ops->moe_route(be, &a), TW_OK, "%s: %s", rc->what, tw_last_error());
+        cr_assert(memcmp(idx, idx1, sizeof(int) * T * K) == 0 &&
+                      memcmp(w, w1, sizeof(float) * T * K) == 0,
+                  "%s, %d tokens: 1 and 2 threads route differently (call %d)", rc->what, T, rep);
+    }
     tw_model_config c;
     memset(&c, 0, sizeof c);
     c.n_experts = E, c.n_experts_per_tok = K, c.moe_scoring = rc->scoring ? TW_MOE_SIGMOID : 0;
@@ -99,8 +124,9 @@ static void check_route(const route_case *rc, tw_dtype bias_dt) {
     }
     cr_assert_gt(checked, T / 2, "%s: %d of %d tokens checked", rc->what, checked, T);
     free(lg), free(cb), free(lb), free(cb16), free(idx), free(w), free(dl), free(db), free(dlb);
-    free(dw), free(di);
+    free(dw), free(di), free(idx1), free(w1);
     tw_backend_destroy(be);
+    tw_backend_destroy(be1);
 }
 
 Test(moe_route, families_match_reference) {
@@ -115,10 +141,12 @@ Test(moe_route, families_match_reference) {
         {"with a routing skew", 16, 3, 0, 1, 1, 0, 1, 0, 1, 1.0f},
         {"sigmoid without groups, k = E", 5, 5, 1, 1, 1, 0, 1, 1, 1, 1.0f},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        check_route(&cases[i], TW_F32);
-        if (cases[i].bias) check_route(&cases[i], TW_BF16);
-    }
+    /* 37 tokens: one thread; 613: split across threads from 7 experts on */
+    for (int T = 37; T <= 613; T += 576)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            check_route(&cases[i], TW_F32, T);
+            if (cases[i].bias) check_route(&cases[i], TW_BF16, T);
+        }
 }
 
 Test(moe_route, rejects_bad_groups) {
@@ -265,6 +293,13 @@ static void check_ffn(const ffn_case *fc) {
     if (!fc->acc) {
         run_ffn(be1, fc, x, gu_d, dn_d, idx, wt, y1, NULL);
         cr_assert(memcmp(y, y1, sizeof(float) * T * H) == 0, "1 and 2 threads differ");
+        for (int rep = 1; rep < SPLIT_REPS; rep++) {
+            tw_test_poison(y, (size_t)T * H);
+            wake_pool();
+            run_ffn(be2, fc, x, gu_d, dn_d, idx, wt, y, NULL);
+            cr_assert(memcmp(y, y1, sizeof(float) * T * H) == 0, "1 and 2 threads differ (call %d)",
+                      rep);
+        }
         /* a token's rows are independent of its neighbours while every expert gets at most 8
          * rows (the GEMM's skinny regime, kernels/cpu/gemm.c: a decode batch of up to 8; past
          * it the blocked GEMM may round differently): token 2 alone and among tokens 0..5 */
@@ -296,46 +331,69 @@ Test(moe_ffn, grouped_experts_match_reference) {
         {1, 64, 24, 4, 9, 9, 0, 0, TW_F32},   /* one token (a decode step of batch 1) */
         {29, 36, 20, 3, 10, 4, 3, 0, TW_F32}, /* experts 3..6 held: the rest go elsewhere */
         {29, 36, 20, 3, 10, 4, 6, 1, TW_BF16},
+        /* past 32K gathered and combined values: both split across threads */
+        {301, 117, 20, 2, 6, 6, 0, 0, TW_F32},
+        {293, 113, 18, 3, 10, 4, 3, 0, TW_BF16},
+        {301, 117, 20, 2, 7, 7, 0, 1, TW_BF16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_ffn(&cases[i]);
 }
 
 /* ---- per-head RMSNorm ---------------------------------------------------------------------- */
-Test(moe_ops, head_rmsnorm_matches_reference) {
-    enum { R = 7, NH = 3, D = 20, LD = 70 };
+/* R rows of NH heads of D on rows LD apart, on 2 threads against the reference, and bitwise
+ * against 1 thread */
+static void check_head_rmsnorm(int R, int NH, int D, int LD, tw_dtype dt, uint64_t seed) {
     tw_test_rng r;
-    tw_test_rng_seed(&r, 77);
-    for (int d = 0; d < 2; d++) {
-        tw_dtype dt = d ? TW_BF16 : TW_F32;
-        float *x = rnd(&r, (size_t)R * LD, 2.0f), *w = rnd(&r, D, 1.0f);
-        float *x0 = malloc(sizeof(float) * R * LD);
-        memcpy(x0, x, sizeof(float) * R * LD);
-        void *wd = weights_as(w, D, dt);
-        tw_backend *be = cpu(2);
+    tw_test_rng_seed(&r, seed);
+    const size_t n = (size_t)R * LD, nh = (size_t)R * NH * D;
+    float *x = rnd(&r, n, 2.0f), *w = rnd(&r, D, 1.0f);
+    float *x0 = malloc(sizeof(float) * n), *x1 = malloc(sizeof(float) * n);
+    memcpy(x0, x, sizeof(float) * n);
+    memcpy(x1, x, sizeof(float) * n);
+    void *wd = weights_as(w, D, dt);
+    tw_backend *be = cpu(2), *be1 = cpu(1);
+    cr_assert_eq(be1->ops->head_rmsnorm(be1, R, NH, D, x1, LD, wd, dt, 1e-5f), TW_OK, "%s",
+                 tw_last_error());
+    for (int rep = 0; rep < SPLIT_REPS; rep++) {
+        memcpy(x, x0, sizeof(float) * n);
+        wake_pool();
         cr_assert_eq(be->ops->head_rmsnorm(be, R, NH, D, x, LD, wd, dt, 1e-5f), TW_OK, "%s",
                      tw_last_error());
-        double ref[R * NH * D];
-        float got[R * NH * D];
-        for (int i = 0; i < R; i++) {
-            for (int h = 0; h < NH; h++) {
-                double ss = 0;
-                for (int j = 0; j < D; j++)
-                    ss += (double)x0[i * LD + h * D + j] * x0[i * LD + h * D + j];
-                double inv = 1 / sqrt(ss / D + 1e-5);
-                for (int j = 0; j < D; j++) {
-                    ref[(i * NH + h) * D + j] =
-                        x0[i * LD + h * D + j] * inv * (d ? bf(w[j]) : w[j]);
-                    got[(i * NH + h) * D + j] = x[i * LD + h * D + j];
-                }
+        cr_assert(memcmp(x, x1, sizeof(float) * n) == 0,
+                  "head_rmsnorm %dx%dx%d %s: 1 and 2 threads differ (call %d)", R, NH, D,
+                  tw_dtype_name(dt), rep);
+    }
+    double *ref = malloc(sizeof(double) * nh);
+    float *got = malloc(sizeof(float) * nh);
+    for (int i = 0; i < R; i++) {
+        for (int h = 0; h < NH; h++) {
+            double ss = 0;
+            for (int j = 0; j < D; j++)
+                ss += (double)x0[(size_t)i * LD + h * D + j] * x0[(size_t)i * LD + h * D + j];
+            double inv = 1 / sqrt(ss / D + 1e-5);
+            for (int j = 0; j < D; j++) {
+                ref[((size_t)i * NH + h) * D + j] =
+                    x0[(size_t)i * LD + h * D + j] * inv * (dt == TW_BF16 ? bf(w[j]) : w[j]);
+                got[((size_t)i * NH + h) * D + j] = x[(size_t)i * LD + h * D + j];
             }
-            for (int j = NH * D; j < LD; j++)
-                cr_assert_eq(x[i * LD + j], x0[i * LD + j], "row %d col %d past the heads changed",
-                             i, j);
         }
-        double err = tw_test_rel_err(got, ref, (size_t)R * NH * D);
-        cr_assert_lt(err, 1e-6, "head_rmsnorm %s: rel err %g", tw_dtype_name(dt), err);
-        free(x), free(w), free(x0), free(wd);
-        tw_backend_destroy(be);
+        for (int j = NH * D; j < LD; j++)
+            cr_assert_eq(x[(size_t)i * LD + j], x0[(size_t)i * LD + j],
+                         "row %d col %d past the heads changed", i, j);
+    }
+    double err = tw_test_rel_err(got, ref, nh);
+    cr_assert_lt(err, 1e-6, "head_rmsnorm %dx%dx%d %s: rel err %g", R, NH, D, tw_dtype_name(dt),
+                 err);
+    free(x), free(w), free(x0), free(x1), free(wd), free(ref), free(got);
+    tw_backend_destroy(be);
+    tw_backend_destroy(be1);
+}
+
+Test(moe_ops, head_rmsnorm_matches_reference) {
+    for (int d = 0; d < 2; d++) {
+        tw_dtype dt = d ? TW_BF16 : TW_F32;
+        check_head_rmsnorm(7, 3, 20, 70, dt, 77);     /* one thread */
+        check_head_rmsnorm(67, 8, 130, 1045, dt, 78); /* 69680 values: split across threads */
     }
 }
 
@@ -479,6 +537,25 @@ Test(moe_ops, mla_store_and_absorbed_attention_match_expanded_reference) {
         double err = tw_test_rel_err(out, ref, (size_t)B * S * NH * DV);
         cr_assert_lt(err, 1e-5, "mla_attn kv %s w %s: rel err %g", tw_dtype_name(kvd),
                      tw_dtype_name(wdt), err);
+        /* the (sequence, head) pairs split across 2 threads: bitwise the 1-thread result */
+        float *out_1t = malloc(sizeof(float) * B * S * NH * DV);
+        tw_test_poison(out_1t, (size_t)B * S * NH * DV);
+        tw_mla_attn_args at1 = at;
+        at1.out = out_1t;
+        tw_backend *be1 = cpu(1);
+        cr_assert_eq(be1->ops->mla_attn(be1, &at1), TW_OK, "%s", tw_last_error());
+        for (int rep = 0; rep < SPLIT_REPS; rep++) {
+            if (rep) {
+                tw_test_poison(out, (size_t)B * S * NH * DV);
+                wake_pool();
+                cr_assert_eq(be->ops->mla_attn(be, &at), TW_OK, "%s", tw_last_error());
+            }
+            cr_assert(memcmp(out, out_1t, sizeof(float) * B * S * NH * DV) == 0,
+                      "mla_attn kv %s w %s: 1 and 2 threads differ (call %d)", tw_dtype_name(kvd),
+                      tw_dtype_name(wdt), rep);
+        }
+        free(out_1t);
+        tw_backend_destroy(be1);
         /* a decode step (seq 1) of sequence 1 at position 5 reads positions 0..5 */
         int pos5[1] = {5};
         float out1[NH * DV];

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/cpu/tw_cpu.h"
+#include "tw_test_pool.h"
 #include "tw_test_util.h"
 
 #define TOL       1e-5
@@ -262,9 +263,24 @@ static void run_bias_add(int rows, int n, int ld, int bf16, int threads) {
             size_t k = (size_t)i * stride + j;
             ref[k] = x[k] + (j < n ? (bf16 ? tw_test_from_bf16(bb[j]) : bf[j]) : 0.0);
         }
-    cr_assert_eq(bias_add_cpu(rows, n, x, ld, bf16 ? (const void *)bb : bf, bf16 ? TW_BF16 : TW_F32,
-                              threads),
-                 TW_OK, "%s", tw_last_error());
+    /* the same on one thread; then `threads` bitwise equal to it, each call with pool worker 1
+     * awake (tests/tw_test_pool.h), so the rows are split */
+    float *x0 = malloc(sizeof(float) * total), *x1 = malloc(sizeof(float) * total);
+    cr_assert(x0 && x1);
+    memcpy(x0, x, sizeof(float) * total);
+    memcpy(x1, x, sizeof(float) * total);
+    const void *bp = bf16 ? (const void *)bb : bf;
+    const tw_dtype bdt = bf16 ? TW_BF16 : TW_F32;
+    cr_assert_eq(bias_add_cpu(rows, n, x1, ld, bp, bdt, 1), TW_OK, "%s", tw_last_error());
+    for (int rep = 0; rep < 16; rep++) {
+        memcpy(x, x0, sizeof(float) * total);
+        cr_assert(tw_test_pool_wake(), "pool worker 1 did not run a task within 10 s");
+        cr_assert_eq(bias_add_cpu(rows, n, x, ld, bp, bdt, threads), TW_OK, "%s", tw_last_error());
+        cr_assert(memcmp(x, x1, sizeof(float) * total) == 0,
+                  "bias_add %dx%d ld %d: %d threads and 1 differ (call %d)", rows, n, ld, threads,
+                  rep);
+    }
+    free(x0), free(x1);
     double err = tw_test_rel_err(x, ref, total);
     cr_expect(err < 1e-7, "bias_add %dx%d ld %d %s: rel err %.3g", rows, n, ld,
               bf16 ? "bf16" : "fp32", err);
@@ -283,7 +299,8 @@ Test(ops, bias_add) {
     run_bias_add(37, 129, 0, 1, 2);
     run_bias_add(13, 67, 200, 1, 0); /* the k/v biases: rows of a wider [T, 2 kvd] buffer */
     run_bias_add(1, 5, 0, 0, 0);
-    run_bias_add(300, 333, 341, 0, 3);
+    run_bias_add(300, 333, 341, 0, 3); /* past 64K values: split across threads */
+    run_bias_add(300, 333, 341, 1, 2);
 }
 
 /* ---- embed ----------------------------------------------------------------------------------- */

@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <omp.h>
-
 #include "tw_cpu.h"
+#include "tw_pool.h"
 
 static float moe_ld(const void *p, tw_dtype dt, int i) {
     return dt == TW_BF16 ? tw_f32_from_bf16(((const tw_bf16 *)p)[i]) : ((const float *)p)[i];
@@ -26,6 +25,67 @@ static int moe_best(const float *v, const unsigned char *taken, int n) {
         if (best < 0 || v[i] > v[best]) best = i;
     }
     return best;
+}
+
+typedef struct {
+    const tw_moe_route_args *a;
+    char *scratch; /* per worker: `stride` bytes */
+    size_t stride;
+} moe_route_job;
+
+/* Routes tokens [t0, t1) with worker's scratch; a token's result depends on its logits alone. */
+static void moe_route_tokens(void *arg, long t0, long t1, int worker) {
+    const moe_route_job *jb = arg;
+    const tw_moe_route_args *a = jb->a;
+    const int E = a->n_experts, K = a->top_k, G = a->n_group, per = E / G;
+    float *s = (float *)(jb->scratch + jb->stride * (size_t)worker);
+    float *choice = s + E, *gs = s + 2 * E;
+    unsigned char *taken = (unsigned char *)(s + 2 * E + G), *gtaken = taken + E;
+    for (long t = t0; t < t1; t++) {
+        const float *lg = a->logits + (size_t)t * E;
+        for (int e = 0; e < E; e++) s[e] = lg[e] + (a->logit_bias ? a->logit_bias[e] : 0.0f);
+        if (a->scoring == TW_ROUTE_SOFTMAX) {
+            float m = s[0], sum = 0.0f;
+            for (int e = 1; e < E; e++) m = s[e] > m ? s[e] : m;
+            for (int e = 0; e < E; e++) sum += (s[e] = expf(s[e] - m));
+            for (int e = 0; e < E; e++) s[e] /= sum;
+        } else {
+            for (int e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-s[e]));
+        }
+        for (int e = 0; e < E; e++)
+            choice[e] = s[e] + (a->choice_bias ? moe_ld(a->choice_bias, a->choice_dtype, e) : 0);
+        memset(taken, 0, (size_t)(E + G));
+        if (G > 1) { /* keep the topk_group best groups; the others' experts are out */
+            for (int g = 0; g < G; g++) {
+                const float *cg = choice + (size_t)g * per;
+                int b1 = 0;
+                for (int i = 1; i < per; i++) b1 = cg[i] > cg[b1] ? i : b1;
+                float v = cg[b1];
+                if (a->group_top2) {
+                    int b2 = -1;
+                    for (int i = 0; i < per; i++)
+                        if (i != b1 && (b2 < 0 || cg[i] > cg[b2])) b2 = i;
+                    v += cg[b2];
+                }
+                gs[g] = v;
+            }
+            for (int i = 0; i < a->topk_group; i++) gtaken[moe_best(gs, gtaken, G)] = 1;
+            for (int g = 0; g < G; g++)
+                if (!gtaken[g]) memset(taken + (size_t)g * per, 1, (size_t)per);
+        }
+        int *ix = a->idx + (size_t)t * K;
+        float *w = a->weight + (size_t)t * K;
+        float sum = 0.0f;
+        for (int j = 0; j < K; j++) {
+            int e = moe_best(choice, taken, E);
+            taken[e] = 1;
+            ix[j] = e;
+            w[j] = s[e];
+            sum += s[e];
+        }
+        float den = a->scoring == TW_ROUTE_SIGMOID ? sum + 1e-20f : sum;
+        for (int j = 0; j < K; j++) w[j] = (a->norm_topk ? w[j] / den : w[j]) * a->scale;
+    }
 }
 
 tw_status moe_route_cpu(const tw_moe_route_args *a, int threads) {
@@ -49,71 +109,23 @@ tw_status moe_route_cpu(const tw_moe_route_args *a, int threads) {
                       : !a->idx  ? "idx"
                                  : "weight");
     if (threads < 0) return TW_ERR(TW_ERR_INVALID, "moe_route: threads %d", threads);
-    const int E = a->n_experts, K = a->top_k, G = a->n_group, per = E / G;
+    const int E = a->n_experts, G = a->n_group;
     int nt = (size_t)a->tokens * E < 4096 ? 1 : tw_cpu_threads(threads);
-    int fail = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        float *s = malloc(sizeof(float) * (size_t)(2 * E + G));
-        unsigned char *taken = malloc((size_t)(E + G));
-        if (!s || !taken) {
-#pragma omp atomic write
-            fail = 1;
-        }
-#pragma omp for schedule(static)
-        for (int t = 0; t < a->tokens; t++) {
-            if (!s || !taken) continue;
-            float *choice = s + E, *gs = s + 2 * E;
-            unsigned char *gtaken = taken + E;
-            const float *lg = a->logits + (size_t)t * E;
-            for (int e = 0; e < E; e++) s[e] = lg[e] + (a->logit_bias ? a->logit_bias[e] : 0.0f);
-            if (a->scoring == TW_ROUTE_SOFTMAX) {
-                float m = s[0], sum = 0.0f;
-                for (int e = 1; e < E; e++) m = s[e] > m ? s[e] : m;
-                for (int e = 0; e < E; e++) sum += (s[e] = expf(s[e] - m));
-                for (int e = 0; e < E; e++) s[e] /= sum;
-            } else {
-                for (int e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-s[e]));
-            }
-            for (int e = 0; e < E; e++)
-                choice[e] =
-                    s[e] + (a->choice_bias ? moe_ld(a->choice_bias, a->choice_dtype, e) : 0);
-            memset(taken, 0, (size_t)(E + G));
-            if (G > 1) { /* keep the topk_group best groups; the others' experts are out */
-                for (int g = 0; g < G; g++) {
-                    const float *cg = choice + (size_t)g * per;
-                    int b1 = 0;
-                    for (int i = 1; i < per; i++) b1 = cg[i] > cg[b1] ? i : b1;
-                    float v = cg[b1];
-                    if (a->group_top2) {
-                        int b2 = -1;
-                        for (int i = 0; i < per; i++)
-                            if (i != b1 && (b2 < 0 || cg[i] > cg[b2])) b2 = i;
-                        v += cg[b2];
-                    }
-                    gs[g] = v;
-                }
-                for (int i = 0; i < a->topk_group; i++) gtaken[moe_best(gs, gtaken, G)] = 1;
-                for (int g = 0; g < G; g++)
-                    if (!gtaken[g]) memset(taken + (size_t)g * per, 1, (size_t)per);
-            }
-            int *ix = a->idx + (size_t)t * K;
-            float *w = a->weight + (size_t)t * K;
-            float sum = 0.0f;
-            for (int j = 0; j < K; j++) {
-                int e = moe_best(choice, taken, E);
-                taken[e] = 1;
-                ix[j] = e;
-                w[j] = s[e];
-                sum += s[e];
-            }
-            float den = a->scoring == TW_ROUTE_SIGMOID ? sum + 1e-20f : sum;
-            for (int j = 0; j < K; j++) w[j] = (a->norm_topk ? w[j] / den : w[j]) * a->scale;
-        }
-        free(s);
-        free(taken);
-    }
-    if (fail) return TW_ERR(TW_ERR_NOMEM, "moe_route: per-thread scores of %d experts", E);
+    if (nt > a->tokens) nt = a->tokens;
+    if (nt > TW_POOL_MAX_THREADS) nt = TW_POOL_MAX_THREADS;
+    /* per worker: scores [2E + G] floats, then taken flags [E + G], on 64-byte lines of its own */
+    const size_t stride =
+        (sizeof(float) * (size_t)(2 * E + G) + (size_t)(E + G) + 63) & ~(size_t)63;
+    moe_route_job j = {a, aligned_alloc(64, stride * (size_t)nt), stride};
+    if (!j.scratch)
+        return TW_ERR(TW_ERR_NOMEM,
+                      "moe_route: per-thread scores of %d experts (%zu bytes x %d threads)", E,
+                      stride, nt);
+    /* about 4 tasks per thread: one token (a few passes over E scores) is too small a task */
+    const long chunk = nt > 1 ? (a->tokens + 4L * nt - 1) / (4L * nt) : a->tokens;
+    tw_status st = tw_pool_for(nt, a->tokens, chunk, moe_route_tokens, &j);
+    free(j.scratch);
+    if (st != TW_OK) return tw_error_ctx(st, "moe_route: %d tokens on %d threads", a->tokens, nt);
     return TW_OK;
 }
 
@@ -139,6 +151,40 @@ static void moe_carve(void *work, int slots, int hidden, int ffn, int n_experts,
     w->token = (int *)p, p += sizeof(int) * (size_t)slots;
     w->count = (int *)p, p += sizeof(int) * (size_t)n_experts;
     w->offset = (int *)p;
+}
+
+typedef struct {
+    const tw_moe_ffn_args *a;
+    const moe_work *w;
+} moe_ffn_job;
+
+/* Gathers the inputs of sorted positions [p0, p1). */
+static void moe_gather_rows(void *arg, long p0, long p1, int worker) {
+    (void)worker;
+    const moe_ffn_job *j = arg;
+    const size_t H = (size_t)j->a->hidden;
+    for (long p = p0; p < p1; p++)
+        memcpy(j->w->xs + (size_t)p * H, j->a->x + (size_t)j->w->token[p] * H, sizeof(float) * H);
+}
+
+/* y[t] (+)= sum over t's held slots, in slot order, of weight * expert output: tokens [t0, t1). */
+static void moe_combine_tokens(void *arg, long t0, long t1, int worker) {
+    (void)worker;
+    const moe_ffn_job *j = arg;
+    const tw_moe_ffn_args *a = j->a;
+    const int H = a->hidden, K = a->top_k;
+    for (long t = t0; t < t1; t++) {
+        float *yt = a->y + (size_t)t * H;
+        if (!a->accumulate) memset(yt, 0, sizeof(float) * (size_t)H);
+        for (int k = 0; k < K; k++) {
+            int p = j->w->pos[t * K + k];
+            if (p < 0) continue;
+            float wt = a->weight[t * K + k];
+            const float *o = j->w->out + (size_t)p * H;
+#pragma omp simd
+            for (int i = 0; i < H; i++) yt[i] += wt * o[i];
+        }
+    }
 }
 
 tw_status moe_ffn_cpu(const tw_moe_ffn_args *a, int threads) {
@@ -188,10 +234,10 @@ tw_status moe_ffn_cpu_with(tw_cpu_state *cs, const tw_moe_ffn_args *a, int threa
     }
     const int rows = w.offset[E];
     int nt = tw_cpu_threads(threads);
+    moe_ffn_job j = {a, &w};
     int gnt = (size_t)rows * H < (1u << 15) ? 1 : nt;
-#pragma omp parallel for num_threads(gnt) schedule(static)
-    for (int p = 0; p < rows; p++)
-        memcpy(w.xs + (size_t)p * H, a->x + (size_t)w.token[p] * H, sizeof(float) * (size_t)H);
+    tw_status gst = tw_pool_for(gnt, rows, 1, moe_gather_rows, &j);
+    if (gst != TW_OK) return tw_error_ctx(gst, "moe_ffn: gathering %d rows", rows);
     size_t ws = tw_dtype_size(a->w_dtype);
     for (int e = 0; e < E; e++) {
         int n = w.count[e], off = w.offset[e];
@@ -219,19 +265,8 @@ tw_status moe_ffn_cpu_with(tw_cpu_state *cs, const tw_moe_ffn_args *a, int threa
         if (st != TW_OK) return tw_error_ctx(st, "moe_ffn: expert %d (%d rows)", a->expert0 + e, n);
     }
     int cnt = (size_t)T * H < (1u << 15) ? 1 : nt;
-#pragma omp parallel for num_threads(cnt) schedule(static)
-    for (int t = 0; t < T; t++) {
-        float *yt = a->y + (size_t)t * H;
-        if (!a->accumulate) memset(yt, 0, sizeof(float) * (size_t)H);
-        for (int j = 0; j < K; j++) {
-            int p = w.pos[t * K + j];
-            if (p < 0) continue;
-            float wt = a->weight[t * K + j];
-            const float *o = w.out + (size_t)p * H;
-#pragma omp simd
-            for (int i = 0; i < H; i++) yt[i] += wt * o[i];
-        }
-    }
+    tw_status cst = tw_pool_for(cnt, T, 1, moe_combine_tokens, &j);
+    if (cst != TW_OK) return tw_error_ctx(cst, "moe_ffn: combining %d tokens", T);
     if (a->counts) memcpy(a->counts, w.count, sizeof(int) * (size_t)E);
     return TW_OK;
 }

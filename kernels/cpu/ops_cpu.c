@@ -70,6 +70,38 @@ tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype
     return tw_pool_for(ops_threads((size_t)rows * dim, threads), rows, 1, rmsnorm_rows, &j);
 }
 
+typedef struct {
+    int n_heads, dim;
+    float *x;
+    long ld;
+    const void *w;
+    tw_dtype w_dtype;
+    float eps;
+} head_rmsnorm_job;
+
+static void head_rmsnorm_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const head_rmsnorm_job *j = arg;
+    const int dim = j->dim;
+    for (long r = r0; r < r1; r++)
+        for (int h = 0; h < j->n_heads; h++) {
+            float *xr = j->x + (size_t)r * j->ld + (size_t)h * dim;
+            float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+            for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+            float inv = 1.0f / sqrtf(ss / (float)dim + j->eps);
+            if (j->w_dtype == TW_F32) {
+                const float *wf = j->w;
+#pragma omp simd
+                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * wf[i];
+            } else {
+                const tw_bf16 *wb = j->w;
+#pragma omp simd
+                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
+            }
+        }
+}
+
 tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, const void *w,
                            tw_dtype w_dtype, float eps, int threads) {
     TW_TRY(ops_check_threads("head_rmsnorm", threads));
@@ -87,26 +119,9 @@ tw_status head_rmsnorm_cpu(int rows, int n_heads, int dim, float *x, int ldx, co
     if (ld < (long)n_heads * dim)
         return TW_ERR(TW_ERR_INVALID, "head_rmsnorm: ldx %d is less than n_heads * dim = %ld", ldx,
                       (long)n_heads * dim);
-    int nt = ops_threads((size_t)rows * n_heads * dim, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++)
-        for (int h = 0; h < n_heads; h++) {
-            float *xr = x + (size_t)r * ld + (size_t)h * dim;
-            float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-            for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
-            float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-            if (w_dtype == TW_F32) {
-                const float *wf = w;
-#pragma omp simd
-                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * wf[i];
-            } else {
-                const tw_bf16 *wb = w;
-#pragma omp simd
-                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
-            }
-        }
-    return TW_OK;
+    head_rmsnorm_job j = {n_heads, dim, x, ld, w, w_dtype, eps};
+    return tw_pool_for(ops_threads((size_t)rows * n_heads * dim, threads), rows, 1,
+                       head_rmsnorm_rows, &j);
 }
 
 static tw_status rope_check_params(const tw_rope_params *rp) {
@@ -291,6 +306,32 @@ static void embed_rows(void *arg, long i0, long i1, int worker) {
     }
 }
 
+typedef struct {
+    int n;
+    float *x;
+    long ld;
+    const void *b;
+    tw_dtype b_dtype;
+} bias_add_job;
+
+static void bias_add_rows(void *arg, long r0, long r1, int worker) {
+    (void)worker;
+    const bias_add_job *j = arg;
+    const int n = j->n;
+    for (long r = r0; r < r1; r++) {
+        float *xr = j->x + (size_t)r * j->ld;
+        if (j->b_dtype == TW_F32) {
+            const float *bf = j->b;
+#pragma omp simd
+            for (int i = 0; i < n; i++) xr[i] += bf[i];
+        } else {
+            const tw_bf16 *bb = j->b;
+#pragma omp simd
+            for (int i = 0; i < n; i++) xr[i] += tw_f32_from_bf16(bb[i]);
+        }
+    }
+}
+
 tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dtype b_dtype,
                        int threads) {
     TW_TRY(ops_check_threads("bias_add", threads));
@@ -302,21 +343,8 @@ tw_status bias_add_cpu(int rows, int n, float *x, int ldx, const void *b, tw_dty
                       (int)b_dtype);
     const long ld = ldx ? ldx : n;
     if (ld < n) return TW_ERR(TW_ERR_INVALID, "bias_add: ldx %d is less than n = %d", ldx, n);
-    int nt = ops_threads((size_t)rows * n, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *xr = x + (size_t)r * ld;
-        if (b_dtype == TW_F32) {
-            const float *bf = b;
-#pragma omp simd
-            for (int j = 0; j < n; j++) xr[j] += bf[j];
-        } else {
-            const tw_bf16 *bb = b;
-#pragma omp simd
-            for (int j = 0; j < n; j++) xr[j] += tw_f32_from_bf16(bb[j]);
-        }
-    }
-    return TW_OK;
+    bias_add_job j = {n, x, ld, b, b_dtype};
+    return tw_pool_for(ops_threads((size_t)rows * n, threads), rows, 1, bias_add_rows, &j);
 }
 
 tw_status embed_cpu(int n, const int *tokens, const void *table, tw_dtype dtype, int row0, int rows,

@@ -1,4 +1,5 @@
-/* CPU kernels: the reference backend. C11 + OpenMP; SIMD paths chosen at run time from CPUID.
+/* CPU kernels: the reference backend. C11, threads from tw_pool.h (OpenMP only for `omp simd`
+ * hints); SIMD paths chosen at run time from CPUID.
  * Every function takes `threads` (0 = all cores) and returns TW_ERR_INVALID, naming the
  * argument, on a bad shape. Shapes and layouts are those of tw_backend.h. */
 #ifndef TW_CPU_H
