@@ -195,9 +195,10 @@ int tw_cmd_info(int argc, char **argv) {
                           tw_cpu_bf16_dot_ratio(),
                           tw_cpu_bf16_dot_preferred() ? "used for bf16 GEMMs"
                                                       : "not used (FMA on widened bf16 is faster)");
-        tw_table_addf(&t, "AMX-BF16|%s",
-                      tw_cpu_amx_usable() ? "usable: bf16 GEMMs with >= 16 rows"
-                                          : "not usable (no AMX, or no OS permission)");
+        if (tw_cpu_amx_usable())
+            tw_table_addf(&t, "AMX-BF16|usable: bf16 GEMMs with >= %d rows", TW_GEMM_AMX_MIN_M);
+        else
+            tw_table_addf(&t, "AMX-BF16|not usable (no AMX, or no OS permission)");
         if (!quick) {
             tw_table_addf(&t, "memory bandwidth, %d threads|read %.2f, copy %.2f, triad %.2f GB/s",
                           nthreads, mb.read_gbps, mb.copy_gbps, mb.triad_gbps);
