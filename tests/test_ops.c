@@ -378,6 +378,42 @@ Test(ops, argmax_first_on_ties) {
     }
 }
 
+/* NaN never wins (a row of NaNs gives index 0), -inf rows, -0/+0 ties to the first, and lengths
+ * around the kernel's 16 lanes; the reference skips NaNs and keeps the first strict maximum. */
+Test(ops, argmax_nan_inf_signed_zero) {
+    const int ns[] = {1, 15, 16, 17, 33, 1000};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        const int n = ns[ni], rows = 6;
+        float *l = malloc(sizeof(float) * (size_t)rows * n);
+        int idx[6];
+        float val[6];
+        cr_assert(l);
+        tw_test_rng r;
+        tw_test_rng_seed(&r, 1234 + (uint64_t)n);
+        tw_test_fill(&r, l, (size_t)rows * n, 3.0f);
+        for (int j = 0; j < n; j++) {
+            if (j % 3 == 0) l[j] = NAN;                    /* row 0: NaNs, the first among them */
+            l[(size_t)1 * n + j] = NAN;                    /* row 1: all NaN */
+            l[(size_t)2 * n + j] = -INFINITY;              /* row 2: all -inf */
+            l[(size_t)3 * n + j] = j % 2 ? 0.0f : -0.0f;   /* row 3: zeros of both signs */
+            if (j == n - 1) l[(size_t)4 * n + j] = 100.0f; /* row 4: the maximum last */
+        }
+        if (n > 2) l[(size_t)5 * n + n / 2] = NAN, l[(size_t)5 * n + n / 2 + 1] = 90.0f;
+        for (int i = 0; i < rows; i++) idx[i] = -1, val[i] = 7.0f;
+        cr_assert_eq(argmax_cpu(rows, n, l, idx, val, 2), TW_OK, "%s", tw_last_error());
+        for (int i = 0; i < rows; i++) {
+            const float *v = l + (size_t)i * n;
+            int best = -1;
+            for (int j = 0; j < n; j++)
+                if (!isnan(v[j]) && (best < 0 || v[j] > v[best])) best = j;
+            if (best < 0) best = 0;
+            cr_assert_eq(idx[i], best, "n %d row %d: index %d, want %d", n, i, idx[i], best);
+            cr_assert(memcmp(&val[i], &v[best], sizeof(float)) == 0, "n %d row %d: value", n, i);
+        }
+        free(l);
+    }
+}
+
 /* ---- bad arguments --------------------------------------------------------------------------- */
 Test(ops, bad_arguments) {
     static float x[4 * 64], y[4 * 64], w[64];

@@ -9,6 +9,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Threads for `work` elements of streaming work: one below ~64K elements. */
 static int ops_threads(size_t work, int threads) {
@@ -376,22 +379,48 @@ typedef struct {
     float *val;
 } argmax_job;
 
+/* The first index of the largest number in v[0 .. n); a NaN never wins, and a row of NaNs gives
+ * index 0. Two passes: the maximum over 16 independent lanes (element-wise, so the compiler
+ * vectorizes it; a scalar compare chain ran at ~5 GB/s and took ~5% of a batch-64 decode step
+ * over a 128256-word vocabulary), then the first index equal to it. -0 and +0 compare equal,
+ * so ties between them also go to the first. */
+static int argmax_row(const float *v, int n) {
+    enum { LANES = 16 };
+    float lane[LANES];
+    for (int l = 0; l < LANES; l++) lane[l] = -INFINITY;
+    int i = 0;
+#if defined(__SSE2__) /* maxps(a, b) is a > b ? a : b, lane by lane, as below */
+    __m128 m0 = _mm_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    for (; i + LANES <= n; i += LANES) {
+        m0 = _mm_max_ps(_mm_loadu_ps(v + i), m0);
+        m1 = _mm_max_ps(_mm_loadu_ps(v + i + 4), m1);
+        m2 = _mm_max_ps(_mm_loadu_ps(v + i + 8), m2);
+        m3 = _mm_max_ps(_mm_loadu_ps(v + i + 12), m3);
+    }
+    _mm_storeu_ps(lane, m0);
+    _mm_storeu_ps(lane + 4, m1);
+    _mm_storeu_ps(lane + 8, m2);
+    _mm_storeu_ps(lane + 12, m3);
+#else
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) lane[l] = v[i + l] > lane[l] ? v[i + l] : lane[l];
+#endif
+    float mx = -INFINITY;
+    for (; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+    for (int l = 0; l < LANES; l++) mx = lane[l] > mx ? lane[l] : mx;
+    for (i = 0; i < n; i++)
+        if (v[i] == mx) return i;
+    return 0; /* every value NaN */
+}
+
 static void argmax_rows(void *arg, long r0, long r1, int worker) {
     (void)worker;
     const argmax_job *j = arg;
     for (long r = r0; r < r1; r++) {
         const float *lr = j->logits + (size_t)r * j->n;
-        int best = 0;
-        float bv = lr[0];
-        /* strict '>' keeps the first index on ties; a NaN never wins (and a NaN first element
-         * is replaced by the first number) */
-        for (int i = 1; i < j->n; i++)
-            if (lr[i] > bv || (isnan(bv) && !isnan(lr[i]))) {
-                bv = lr[i];
-                best = i;
-            }
+        const int best = argmax_row(lr, j->n);
         j->idx[r] = best;
-        j->val[r] = bv;
+        j->val[r] = lr[best];
     }
 }
 
