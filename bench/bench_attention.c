@@ -20,6 +20,11 @@
     "once per call (the whole traffic of decode, a lower bound for prefill). The check: a slice\n" \
     "of the output against naive float64 attention, within 1e-4 (relative norm).\n"
 
+static tw_status attn_run(tw_backend *be, const void *o, const tw_bench_params *p,
+                          tw_bench_report *r) {
+    return tw_bench_run_attention(be, o, p, r);
+}
+
 int tw_bench_attention(int argc, char **argv) {
     tw_args args;
     if (tw_args_init(&args, "tokwatt bench attention", ATTN_USAGE, argc, argv) != TW_OK) {
@@ -60,17 +65,7 @@ int tw_bench_attention(int argc, char **argv) {
     }
     tw_args_free(&args);
     o.threads = c.threads;
-    tw_backend *be = NULL;
-    if ((st = tw_bench_common_backend(&c, &be)) != TW_OK) {
-        int rc = tw_bench_exit(st);
-        return st == TW_ERR_INVALID ? TW_EXIT_USAGE : rc;
-    }
     tw_log("attention %s: B=%d H=%d G=%d D=%d S=%d kv %s on %s", o.decode ? "decode" : "prefill",
            o.batch, o.heads, o.kv_heads, o.head_dim, o.seq, tw_dtype_name(o.kv_dtype), c.backend);
-    tw_bench_report *r = calloc(1, sizeof *r);
-    st = r ? tw_bench_run_attention(be, &o, &c.p, r) : TW_ERR(TW_ERR_NOMEM, "benchmark report");
-    tw_backend_destroy(be);
-    if (r && r->nrows) tw_bench_print(r, c.fmt, stdout);
-    free(r);
-    return tw_bench_exit(st);
+    return tw_bench_common_main(&c, attn_run, &o);
 }

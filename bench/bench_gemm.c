@@ -32,6 +32,17 @@
     "so every rep streams them from memory as decode does, and the roofline is the measured\n"     \
     "read bandwidth; otherwise the measured compute peak of the weight dtype.\n"
 
+typedef struct {
+    const tw_bench_gemm_opts *o;
+    int baseline;
+} gemm_run_args;
+
+static tw_status gemm_run(tw_backend *be, const void *arg, const tw_bench_params *p,
+                          tw_bench_report *r) {
+    const gemm_run_args *ga = arg;
+    return tw_bench_run_gemm(be, ga->o, p, ga->baseline, r);
+}
+
 int tw_bench_gemm(int argc, char **argv) {
     tw_args args;
     if (tw_args_init(&args, "tokwatt bench gemm", GEMM_USAGE, argc, argv) != TW_OK) {
@@ -70,16 +81,6 @@ int tw_bench_gemm(int argc, char **argv) {
     }
     tw_args_free(&args);
     o.threads = c.threads;
-    tw_backend *be = NULL;
-    if ((st = tw_bench_common_backend(&c, &be)) != TW_OK) {
-        int rc = tw_bench_exit(st);
-        return st == TW_ERR_INVALID ? TW_EXIT_USAGE : rc;
-    }
-    tw_bench_report *r = calloc(1, sizeof *r);
-    st =
-        r ? tw_bench_run_gemm(be, &o, &c.p, baseline, r) : TW_ERR(TW_ERR_NOMEM, "benchmark report");
-    tw_backend_destroy(be);
-    if (r && r->nrows) tw_bench_print(r, c.fmt, stdout); /* what was measured is never lost */
-    free(r);
-    return tw_bench_exit(st);
+    const gemm_run_args ga = {&o, baseline};
+    return tw_bench_common_main(&c, gemm_run, &ga);
 }

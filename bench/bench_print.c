@@ -2,6 +2,7 @@
 #include "bench_print.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tw_cmds.h"
@@ -103,4 +104,19 @@ int tw_bench_exit(tw_status st) {
     if (st == TW_OK) return TW_EXIT_OK;
     fprintf(stderr, "tokwatt: error: %s\n", tw_error_text());
     return st == TW_ERR_CHECK ? TW_EXIT_CHECK : TW_EXIT_FAIL;
+}
+
+int tw_bench_common_main(const tw_bench_common *c, tw_bench_cmd_fn run, const void *opts) {
+    tw_backend *be = NULL;
+    tw_status st = tw_bench_common_backend(c, &be);
+    if (st != TW_OK) {
+        int rc = tw_bench_exit(st);
+        return st == TW_ERR_INVALID ? TW_EXIT_USAGE : rc;
+    }
+    tw_bench_report *r = calloc(1, sizeof *r);
+    st = r ? run(be, opts, &c->p, r) : TW_ERR(TW_ERR_NOMEM, "benchmark report");
+    tw_backend_destroy(be);
+    if (r && r->nrows) tw_bench_print(r, c->fmt, stdout);
+    free(r);
+    return tw_bench_exit(st);
 }

@@ -45,4 +45,12 @@ tw_status tw_bench_common_backend(const tw_bench_common *c, tw_backend **out);
 /* The exit code of a benchmark's status: 0, 3 for a failed check, 1 otherwise (printed). */
 int tw_bench_exit(tw_status st);
 
+/* The tail every runner-based benchmark command shares: creates c's backend, runs
+ * run(be, opts, &c->p, report), prints the rows measured (also when the run failed after some:
+ * what was measured is never lost) and returns the exit code (2 for a backend the registry does
+ * not know). */
+typedef tw_status (*tw_bench_cmd_fn)(tw_backend *be, const void *opts, const tw_bench_params *p,
+                                     tw_bench_report *r);
+int tw_bench_common_main(const tw_bench_common *c, tw_bench_cmd_fn run, const void *opts);
+
 #endif
