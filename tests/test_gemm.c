@@ -194,6 +194,20 @@ Test(gemm, avx512_fp32) {
 Test(gemm, avx512_bf16) {
     sweep(TW_SIMD_AVX512, TW_BF16);
 }
+/* The blocking for L1 data caches under 48 KiB (kc 192), whatever this machine's L1 (each test
+ * runs in its own process, so the override is read before any GEMM of it). */
+Test(gemm, avx512_small_l1_blocking) {
+    cr_assert_eq(setenv("TW_GEMM_L1D", "32768", 1), 0);
+    if (tw_cpu_simd_supported(TW_SIMD_AVX512)) {
+        cr_assert_eq(tw_cpu_simd_force(TW_SIMD_AVX512), TW_OK, "%s", tw_last_error());
+        tw_gemm_args a = {.m = 300, .n = 17, .k = 3, .w_dtype = TW_F32};
+        tw_gemm_info gi;
+        gemm_cpu_describe(&a, &gi);
+        cr_assert_str_eq(gi.path, "blocked/avx512-kc192");
+    }
+    sweep(TW_SIMD_AVX512, TW_F32);
+    sweep(TW_SIMD_AVX512, TW_BF16);
+}
 Test(gemm, amx_bf16) {
     sweep(TW_SIMD_AMX, TW_BF16);
 }

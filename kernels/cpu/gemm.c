@@ -19,9 +19,11 @@
 
 #include "tw_pool.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Blocking of the blocked path comes from each kernel table (kc: a kc x nr B micro-panel stays
  * in L1; mc: an mc x kc A block stays in L2). */
@@ -149,14 +151,34 @@ static const tw_dot_kernels *tw_gemm_pick_dot(tw_simd level, const tw_gemm_args 
     return a->m <= (a->w_dtype == TW_BF16 ? dk->max_m_bf16 : dk->max_m_f32) ? dk : NULL;
 }
 
+#if defined(TW_X86)
+/* The L1 data cache in bytes: TW_GEMM_L1D (for tuning and tests), else the C library's answer
+ * (CPUID), 0 when unknown; read once per process. */
+static long tw_gemm_l1d_bytes(void) {
+    static atomic_long cached = -1;
+    long v = atomic_load(&cached);
+    if (v >= 0) return v;
+    const char *env = getenv("TW_GEMM_L1D");
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    v = env ? atol(env) : sysconf(_SC_LEVEL1_DCACHE_SIZE);
+#else
+    v = env ? atol(env) : 0;
+#endif
+    if (v < 0) v = 0;
+    atomic_store(&cached, v);
+    return v;
+}
+#endif
+
 static const tw_gemm_kernels *tw_gemm_pick(tw_simd level) {
     (void)level; /* the blocked path has x86 kernels only (Arm runs the dot-product driver) */
 #if defined(TW_X86)
     switch (level) {
     case TW_SIMD_AMX:
     case TW_SIMD_AVX512BF16:
-    case TW_SIMD_AVX512:
-        return &tw_gemm_kernels_avx512;
+    case TW_SIMD_AVX512: /* kc 256 needs a 48 KiB L1; an unknown size gets the older blocking */
+        return tw_gemm_l1d_bytes() >= 48 * 1024 ? &tw_gemm_kernels_avx512
+                                                : &tw_gemm_kernels_avx512_l1_32k;
     case TW_SIMD_AVX2:
         return &tw_gemm_kernels_avx2;
     default:

@@ -25,6 +25,7 @@
 #endif
 #ifndef TW_AVX512_KC
 #define TW_AVX512_KC 256 /* 256 x 32 x 4 B of B (32 KiB) + 256 x 12 x 4 B of A in a 48 KiB L1 */
+/* (smaller L1 data caches get tw_gemm_kernels_avx512_l1_32k below) */
 #endif
 #ifndef TW_AVX512_MC
 #define TW_AVX512_MC 144 /* an mc x kc block of x (144 KiB) in L2 */
@@ -219,6 +220,18 @@ const tw_gemm_kernels tw_gemm_kernels_avx512 = {.name = "avx512",
                                                 .ukr = ukr_avx512,
                                                 .pack_b = pack_b_avx512,
                                                 .pack_a = pack_a_avx512};
+
+/* The blocking measured before (kc 192, mc 288), for L1 data caches under 48 KiB (Zen 4: 32 KiB),
+ * where the 32 KiB B micro-panel of kc 256 would leave no room for the A panel. */
+const tw_gemm_kernels tw_gemm_kernels_avx512_l1_32k = {.name = "avx512",
+                                                       .path = "blocked/avx512-kc192",
+                                                       .mr = MR,
+                                                       .nr = NR,
+                                                       .kc = 192,
+                                                       .mc = 288,
+                                                       .ukr = ukr_avx512,
+                                                       .pack_b = pack_b_avx512,
+                                                       .pack_a = pack_a_avx512};
 
 const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .path = "dot/avx512",

@@ -90,9 +90,10 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
  * (rn_small); X(RM, RN) defines P##_RMxRN, TW_DOT_TABLE(T, P) collects them in P##s[rm][rn]. */
 #define TW_DOT_FOR_SHAPES(X)                                                                       \
     X(1, 1)                                                                                        \
-    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4)        \
-        X(2, 5) X(2, 6) X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1)    \
-            X(4, 2) X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+    X(1, 2)                                                                                        \
+    X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5)        \
+        X(2, 6) X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1) X(4, 2)    \
+            X(4, 3) X(4, 4) X(4, 5) X(4, 6)
 #define TW_DOT_TABLE(T, P)                                                                         \
     static const T P##s[5][9] = {                                                                  \
         {0},                                                                                       \
@@ -131,6 +132,7 @@ extern const tw_dot_kernels tw_dot_kernels_portable;
 #if defined(TW_X86)
 extern const tw_gemm_kernels tw_gemm_kernels_avx2;
 extern const tw_gemm_kernels tw_gemm_kernels_avx512;
+extern const tw_gemm_kernels tw_gemm_kernels_avx512_l1_32k;
 extern const tw_dot_kernels tw_dot_kernels_avx2;
 extern const tw_dot_kernels tw_dot_kernels_avx512;
 extern const tw_dot_kernels tw_dot_kernels_avx512bf16;
