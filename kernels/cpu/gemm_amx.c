@@ -238,6 +238,13 @@ static void amx_strip_task(void *arg, long t, int worker) {
 #undef AMX_STRIP_STEPS
 #undef AMX_STRIP_HALF
 
+/* Weight rows per task: n in `parts` pieces, rounded up to `align` (a strip), at most 256. */
+static int amx_task_rows(int n, long parts, int align) {
+    long rows = ((long)n + parts - 1) / parts;
+    rows = (rows + align - 1) / align * align;
+    return (int)(rows > 256 ? 256 : rows);
+}
+
 tw_status tw_gemm_amx(const tw_gemm_args *a, int threads) {
     amx_plan pl;
     memset(&pl, 0, sizeof pl);
@@ -254,24 +261,18 @@ tw_status tw_gemm_amx(const tw_gemm_args *a, int threads) {
         return TW_ERR(TW_ERR_NOMEM, "gemm (amx): cannot allocate %zu bytes of packed activations",
                       bytes);
     tw_status st = tw_pool_run(threads, pl.mp / 16, amx_pack_task, &pl);
-    if (strips) { /* tasks of 16..256 weight rows, enough for 8 tasks per thread */
-        long want = threads > 1 ? 8L * threads : 1, nbt = ((long)a->n + want - 1) / want;
-        nbt = (nbt + 15) / 16 * 16;
-        pl.nbt = (int)(nbt > 256 ? 256 : nbt);
+    const long want = threads > 1 ? 8L * threads : 1; /* tasks: enough for 8 per thread */
+    if (strips) {                                     /* tasks of 16..256 weight rows */
+        pl.nbt = amx_task_rows(a->n, want, 16);
         if (st == TW_OK)
             st = tw_pool_run(threads, ((long)a->n + pl.nbt - 1) / pl.nbt, amx_strip_task, &pl);
         free(pl.xq);
         return st;
     }
-    /* tasks: up to 256 rows of x (a 256 x k bf16 block stays in L2) by 32..256 weight rows,
-     * enough for 8 tasks per thread */
+    /* tasks: up to 256 rows of x (a 256 x k bf16 block stays in L2) by 32..256 weight rows */
     pl.mbt = pl.mp < 256 ? pl.mp : 256;
     pl.mblocks = (pl.mp + pl.mbt - 1) / pl.mbt;
-    long want = threads > 1 ? 8L * threads : 1, nbl = (want + pl.mblocks - 1) / pl.mblocks;
-    long nbt = ((long)a->n + nbl - 1) / nbl;
-    nbt = (nbt + 31) / 32 * 32;
-    if (nbt > 256) nbt = 256;
-    pl.nbt = (int)nbt;
+    pl.nbt = amx_task_rows(a->n, (want + pl.mblocks - 1) / pl.mblocks, 32);
     const long ntasks = (long)pl.mblocks * (((long)a->n + pl.nbt - 1) / pl.nbt);
     if (st == TW_OK) st = tw_pool_run(threads, ntasks, amx_tile_task, &pl);
     free(pl.xq);

@@ -18,6 +18,15 @@ static inline float mla_ld(const void *p, tw_dtype dt, size_t i) {
     return dt == TW_BF16 ? tw_f32_from_bf16(((const tw_bf16 *)p)[i]) : ((const float *)p)[i];
 }
 
+/* Row j (w values per row) of a latent cache as fp32: in place for fp32, else its first n values
+ * widened into row. */
+static inline const float *mla_cache_row(const void *cache, tw_dtype dt, int j, int w, int n,
+                                         float *row) {
+    if (dt == TW_F32) return (const float *)cache + (size_t)j * w;
+    tw_f32_from_bf16_array(row, (const tw_bf16 *)cache + (size_t)j * w, (size_t)n);
+    return row;
+}
+
 tw_status mla_store_cpu(const tw_mla_store_args *a, int threads) {
     if (!a || !a->kv || !a->cache || !a->start_pos)
         return TW_ERR(TW_ERR_INVALID, "mla_store: NULL argument");
@@ -80,13 +89,7 @@ static void mla_pair_task(void *arg, long pr, int worker) {
         }
         float mx = -INFINITY;
         for (int j = 0; j <= p; j++) {
-            const float *cj;
-            if (a->kv_dtype == TW_F32) {
-                cj = (const float *)cb + (size_t)j * W;
-            } else {
-                tw_f32_from_bf16_array(row, (const tw_bf16 *)cb + (size_t)j * W, (size_t)W);
-                cj = row;
-            }
+            const float *cj = mla_cache_row(cb, a->kv_dtype, j, W, W, row);
             float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
             for (int l = 0; l < L; l++) dot += qlat[l] * cj[l];
@@ -100,13 +103,7 @@ static void mla_pair_task(void *arg, long pr, int worker) {
         for (int j = 0; j <= p; j++) den += (sc[j] = expf(sc[j] - mx));
         for (int l = 0; l < L; l++) olat[l] = 0.0f;
         for (int j = 0; j <= p; j++) {
-            const float *cj;
-            if (a->kv_dtype == TW_F32) {
-                cj = (const float *)cb + (size_t)j * W;
-            } else {
-                tw_f32_from_bf16_array(row, (const tw_bf16 *)cb + (size_t)j * W, (size_t)L);
-                cj = row;
-            }
+            const float *cj = mla_cache_row(cb, a->kv_dtype, j, W, L, row);
             const float pj = sc[j] / den;
 #pragma omp simd
             for (int l = 0; l < L; l++) olat[l] += pj * cj[l];

@@ -34,27 +34,30 @@ typedef struct {
     float *y;
 } rmsnorm_job;
 
+/* y = x / rms(x) * w over one row of dim (y may be x: element-wise after the sum) */
+static inline void rmsnorm_row(int dim, const float *xr, const void *w, tw_dtype w_dtype, float eps,
+                               float *yr) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    if (w_dtype == TW_F32) {
+        const float *wf = w;
+#pragma omp simd
+        for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * wf[i];
+    } else {
+        const tw_bf16 *wb = w;
+#pragma omp simd
+        for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
+    }
+}
+
 static void rmsnorm_rows(void *arg, long r0, long r1, int worker) {
     (void)worker;
     const rmsnorm_job *j = arg;
-    const int dim = j->dim;
-    for (long r = r0; r < r1; r++) {
-        const float *xr = j->x + (size_t)r * dim;
-        float *yr = j->y + (size_t)r * dim;
-        float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
-        float inv = 1.0f / sqrtf(ss / (float)dim + j->eps);
-        if (j->w_dtype == TW_F32) {
-            const float *wf = j->w;
-#pragma omp simd
-            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * wf[i];
-        } else {
-            const tw_bf16 *wb = j->w;
-#pragma omp simd
-            for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
-        }
-    }
+    for (long r = r0; r < r1; r++)
+        rmsnorm_row(j->dim, j->x + (size_t)r * j->dim, j->w, j->w_dtype, j->eps,
+                    j->y + (size_t)r * j->dim);
 }
 
 tw_status rmsnorm_cpu(int rows, int dim, const float *x, const void *w, tw_dtype w_dtype, float eps,
@@ -85,23 +88,10 @@ typedef struct {
 static void head_rmsnorm_rows(void *arg, long r0, long r1, int worker) {
     (void)worker;
     const head_rmsnorm_job *j = arg;
-    const int dim = j->dim;
     for (long r = r0; r < r1; r++)
         for (int h = 0; h < j->n_heads; h++) {
-            float *xr = j->x + (size_t)r * j->ld + (size_t)h * dim;
-            float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-            for (int i = 0; i < dim; i++) ss += xr[i] * xr[i];
-            float inv = 1.0f / sqrtf(ss / (float)dim + j->eps);
-            if (j->w_dtype == TW_F32) {
-                const float *wf = j->w;
-#pragma omp simd
-                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * wf[i];
-            } else {
-                const tw_bf16 *wb = j->w;
-#pragma omp simd
-                for (int i = 0; i < dim; i++) xr[i] = xr[i] * inv * tw_f32_from_bf16(wb[i]);
-            }
+            float *xr = j->x + (size_t)r * j->ld + (size_t)h * j->dim;
+            rmsnorm_row(j->dim, xr, j->w, j->w_dtype, j->eps, xr);
         }
 }
 
