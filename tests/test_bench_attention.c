@@ -2,10 +2,13 @@
  * errors exit 2, --help exits 0. Runs the binary named by TW_TOKWATT (set by ctest). */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include "harness/bench/tw_bench.h"
 
 static const char *tokwatt(void) {
     const char *p = getenv("TW_TOKWATT");
@@ -45,6 +48,7 @@ static void check_json(const char *args, const char *mode) {
     cr_assert_gt(json_number_value(json_object_get(j, "median_s")), 0.0);
     cr_assert_lt(json_number_value(json_object_get(j, "check_rel_err")), 1e-4);
     cr_assert_str_eq(json_string_value(json_object_get(j, "mode")), mode);
+    cr_assert(json_is_boolean(json_object_get(j, "exceeds_ceiling")), "exceeds_ceiling: %s", out);
     json_decref(root);
 }
 
@@ -76,4 +80,24 @@ Test(bench_attention, usage_errors) {
     cr_assert_eq(run("--bogus", out, sizeof out), 2);
     cr_assert_eq(run("--help", out, sizeof out), 0);
     cr_assert(strstr(out, "--kv-heads"), "help text: %s", out);
+}
+
+/* The flag every runner benchmark puts on a row: above 1 of a ceiling is flagged and warned of,
+ * at or below it is not, and a missing ceiling (NaN) is not a breach. */
+Test(bench_runner, ceiling_flag_and_warning) {
+    tw_bench_report *r = calloc(1, sizeof *r);
+    cr_assert(r);
+    const double fracs[] = {1.2, 1.0, 0.5, NAN};
+    for (int i = 0; i < 4; i++) {
+        tw_bench_row *w = tw_bench_row_add(r);
+        cr_assert(w);
+        tw_bench_flag_ceiling(r, w, fracs[i], "read bandwidth");
+        const tw_bench_cell *c = tw_bench_cell_get(w, "exceeds_ceiling");
+        cr_assert(c, "row %d: no exceeds_ceiling cell", i);
+        cr_assert_eq(c->i, fracs[i] > 1.0, "row %d: exceeds_ceiling %lld", i, c->i);
+    }
+    cr_assert_eq(r->nnotes, 1, "one warning (for 1.2), got %d", r->nnotes);
+    cr_assert(strstr(r->note[0], "WARNING: 1.200 of the measured read bandwidth"), "%s",
+              r->note[0]);
+    free(r);
 }

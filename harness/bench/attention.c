@@ -241,6 +241,7 @@ static tw_status attn_metrics(void *sp, tw_backend *be, const tw_bench_stats *t,
     tw_bench_text(w, "roofline_fraction", "%.3f of %s (%.1f GFLOP/s, %.1f GB/s)", roof,
                   compute ? "compute" : "bandwidth", s->roof.peak_gflops, s->roof.read_gbps);
     tw_bench_str(w, "roofline_bound", "", compute ? "compute" : "bandwidth");
+    tw_bench_flag_ceiling(r, w, roof, compute ? "compute peak" : "read bandwidth");
     tw_bench_str(w, "timer", "", t->timer);
     tw_bench_str(w, "flush", "", t->flush);
     tw_bench_note(r, "ceilings: %s; %s", s->roof.peak_method, s->roof.read_method);

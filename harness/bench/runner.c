@@ -93,6 +93,16 @@ void tw_bench_note(tw_bench_report *r, const char *fmt, ...) {
     va_end(ap);
 }
 
+void tw_bench_flag_ceiling(tw_bench_report *r, tw_bench_row *w, double frac, const char *what) {
+    tw_bench_bool(w, "exceeds_ceiling", "", frac > 1.0);
+    /* a fraction above 1 means the ceiling was measured too low: say so, never hide it */
+    if (frac > 1.0)
+        tw_bench_note(r,
+                      "WARNING: %.3f of the measured %s: the ceiling measurement is below what "
+                      "this kernel reached; the fraction is not meaningful",
+                      frac, what);
+}
+
 double tw_bench_err_value(const tw_bench_err *e) {
     if (e->bad) return INFINITY;
     double v = e->den > 0 ? sqrt(e->num / e->den) : sqrt(e->num);

@@ -74,6 +74,9 @@ void tw_bench_text(tw_bench_row *w, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const tw_bench_cell *tw_bench_cell_get(const tw_bench_row *w, const char *key);
 void tw_bench_note(tw_bench_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Row w's "exceeds_ceiling" cell, and a WARNING note when frac (of the measured ceiling named
+ * by what, e.g. "read bandwidth") is above 1: the ceiling was measured too low. */
+void tw_bench_flag_ceiling(tw_bench_report *r, tw_bench_row *w, double frac, const char *what);
 
 /* ---- timing and statistics --------------------------------------------------------------------
  */
