@@ -1,6 +1,7 @@
 /* CPU attention kernels (attn_prefill_cpu, attn_decode_cpu, kv_store_cpu) against a naive
  * float64 softmax(q k^T * scale) v written here (causal, and with sliding windows), on random
- * caches of awkward shapes, fp32 and bf16 KV, both SIMD paths. The cache is random also between
+ * caches of awkward shapes, fp32 and bf16 KV, every SIMD path the CPU has (portable, AVX2,
+ * AVX-512). The cache is random also between
  * each query's causal limit and the end of the call's tokens, so attending to a masked key changes
  * the result. Outputs are NaN-poisoned and surrounded by guards. Positions past what a call may
  * read (start_pos + seq, or lens) hold NaN. Tolerance: relative norm error 1e-5 for fp32 and for
@@ -133,7 +134,9 @@ static int ref_window_lo(int pos, int w) {
 static int simd_levels(tw_simd *lv) {
     int n = 0;
     lv[n++] = TW_SIMD_PORTABLE;
-    if (tw_cpu_simd_detect() >= TW_SIMD_AVX2) lv[n++] = TW_SIMD_AVX2;
+    tw_simd best = tw_cpu_simd_detect();
+    if (best >= TW_SIMD_AVX2 && best < TW_SIMD_NEON) lv[n++] = TW_SIMD_AVX2;
+    if (best >= TW_SIMD_AVX512 && best < TW_SIMD_NEON) lv[n++] = TW_SIMD_AVX512;
     return n;
 }
 

@@ -1,6 +1,7 @@
 /* AVX2 + FMA inner loops of the CPU attention and row ops (see attn_prims.h). Compiled with
  * -mavx2 -mfma -mf16c and only called when tw_cpu_simd_active() says the CPU has them. */
 #include "attn_prims.h"
+#include "attn_x86_inl.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -35,15 +36,6 @@ static inline __m256 exp8(__m256 x) {
     __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-/* Horizontal sums of 8 vectors at once: lane j of the result is the sum of v[j]. Three rounds
- * of hadd plus one cross-lane add instead of eight separate reductions. */
-static inline __m256 hsum8x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5,
-                             __m256 v6, __m256 v7) {
-    __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
-    __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v4, v5), _mm256_hadd_ps(v6, v7));
-    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
 /* Key / value loads from an fp32 or a bf16 cache; bf16 is the top half of a float, so widening
@@ -88,7 +80,7 @@ scores_gen(int nq, int nk, int d, const float *q, const void *k, int bf16, float
                 b3 = _mm256_fmadd_ps(x, kvb, b3);
             }
             float r[8];
-            _mm256_storeu_ps(r, hsum8x8(a0, b0, a1, b1, a2, b2, a3, b3));
+            _mm256_storeu_ps(r, tw_hsum8x8(a0, b0, a1, b1, a2, b2, a3, b3));
             for (int t = d8; t < d; t++) {
                 r[0] += q0[t] * lds(k, ka + t, bf16);
                 r[1] += q0[t] * lds(k, kb + t, bf16);
@@ -147,7 +139,7 @@ scores_gen(int nq, int nk, int d, const float *q, const void *k, int bf16, float
                     a[u] = _mm256_fmadd_ps(x, ldv(k, k0 + (size_t)u * d + t, bf16), a[u]);
             }
             float r[8];
-            _mm256_storeu_ps(r, hsum8x8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+            _mm256_storeu_ps(r, tw_hsum8x8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
             for (int t = d8; t < d; t++)
                 for (int u = 0; u < 8; u++) r[u] += qi[t] * lds(k, k0 + (size_t)u * d + t, bf16);
             for (int u = 0; u < 8; u++) si[j + u] = r[u];
@@ -301,7 +293,7 @@ static void pv_bf16_avx2(int nq, int nk, int d, const float *p, int ld_p, const 
     pv_gen(nq, nk, d, p, ld_p, v, 1, o);
 }
 
-static float exp_sub_sum_avx2(int n, float m, const float *s, float *p) {
+float tw_attn_exp_sub_sum_avx2(int n, float m, const float *s, float *p) {
     __m256 mv = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
     int j = 0;
     for (; j + 8 <= n; j += 8) {
@@ -324,7 +316,7 @@ static float exp_sub_sum_avx2(int n, float m, const float *s, float *p) {
 }
 
 /* bf16 is the top half of a float: widen to 32 bits and shift left by 16 */
-static void bf16_to_f32_avx2(size_t n, const tw_bf16 *src, float *dst) {
+void tw_attn_bf16_to_f32_avx2(size_t n, const tw_bf16 *src, float *dst) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
@@ -336,7 +328,7 @@ static void bf16_to_f32_avx2(size_t n, const tw_bf16 *src, float *dst) {
     for (; i < n; i++) dst[i] = tw_f32_from_bf16(src[i]);
 }
 
-static void swiglu_row_avx2(int n, const float *gate, const float *up, float *out) {
+void tw_attn_swiglu_row_avx2(int n, const float *gate, const float *up, float *out) {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -353,9 +345,9 @@ static const tw_attn_prims tw_attn_prims_avx2_table = {
     .pv = pv_avx2,
     .scores_bf16 = scores_bf16_avx2,
     .pv_bf16 = pv_bf16_avx2,
-    .exp_sub_sum = exp_sub_sum_avx2,
-    .bf16_to_f32 = bf16_to_f32_avx2,
-    .swiglu_row = swiglu_row_avx2,
+    .exp_sub_sum = tw_attn_exp_sub_sum_avx2,
+    .bf16_to_f32 = tw_attn_bf16_to_f32_avx2,
+    .swiglu_row = tw_attn_swiglu_row_avx2,
 };
 
 const tw_attn_prims *tw_attn_prims_avx2(void) {

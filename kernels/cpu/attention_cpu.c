@@ -2,7 +2,8 @@
  * the online softmax of tw_numeric.h), split-KV decode (flash decoding: partial results merged
  * with tw_splitkv_merge), both with an optional sliding window (keys outside it are neither
  * read into the softmax nor, where whole blocks fall outside, loaded), and the KV-cache store. Also
- * the portable table of inner loops (attn_prims.h); attention_avx2.c has the AVX2 one.
+ * the portable table of inner loops (attn_prims.h); attention_avx2.c and attention_avx512.c have
+ * the AVX2 and AVX-512 ones.
  *
  * Work unit: one KV head of one sequence together with all the query heads that read it (the
  * grouped-query "group"), and for prefill several consecutive tokens of them, so each key and
@@ -76,6 +77,7 @@ static const tw_attn_prims tw_attn_prims_portable = {
 
 const tw_attn_prims *tw_attn_prims_for(tw_simd level) {
 #if defined(TW_X86)
+    if (level >= TW_SIMD_AVX512 && level < TW_SIMD_NEON) return tw_attn_prims_avx512();
     if (level >= TW_SIMD_AVX2 && level < TW_SIMD_NEON) return tw_attn_prims_avx2();
 #else
     (void)level;

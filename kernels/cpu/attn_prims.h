@@ -1,5 +1,6 @@
 /* Private to kernels/cpu: the inner loops of the CPU attention and row ops, one table per SIMD
- * level (portable C in attention_cpu.c, AVX2+FMA in attention_avx2.c). The drivers in
+ * level (portable C in attention_cpu.c, AVX2+FMA in attention_avx2.c, AVX-512F in
+ * attention_avx512.c). The drivers in
  * attention_cpu.c and ops_cpu.c own the blocking, masking, online softmax and threading; these
  * functions only do the arithmetic on contiguous fp32 tiles. */
 #ifndef TW_ATTN_PRIMS_H
@@ -64,6 +65,11 @@ static inline int tw_attn_tile_softmax(const tw_attn_prims *pr, int nq, int nk, 
 const tw_attn_prims *tw_attn_prims_for(tw_simd level);
 #if defined(TW_X86)
 const tw_attn_prims *tw_attn_prims_avx2(void);
+const tw_attn_prims *tw_attn_prims_avx512(void);
+/* the AVX2 row loops, which the AVX-512 table shares (they are not the hot loops) */
+float tw_attn_exp_sub_sum_avx2(int n, float m, const float *s, float *p);
+void tw_attn_bf16_to_f32_avx2(size_t n, const tw_bf16 *src, float *dst);
+void tw_attn_swiglu_row_avx2(int n, const float *gate, const float *up, float *out);
 #endif
 
 #endif

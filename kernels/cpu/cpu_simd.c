@@ -132,19 +132,37 @@ static double tw_thread_cpu_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Best-of-3 flop rate of a loop, ~0.2 ms per try (thread CPU time: robust to preemption). */
-static double tw_loop_rate(double (*loop)(long, float *)) {
-    float sink = 0;
+/* Calls of a peak loop taking about 0.2 ms: the first call warms up and sizes the rest. */
+static long tw_loop_iters(double (*loop)(long, float *), float *sink) {
     long iters = 2000;
-    double best = 0;
-    for (int r = 0; r < 4; r++) {
+    double t0 = tw_thread_cpu_s();
+    (void)loop(iters, sink);
+    double dt = tw_thread_cpu_s() - t0;
+    if (dt > 0 && dt < 2e-4) iters = (long)((double)iters * 2e-4 / dt) + 1;
+    return iters;
+}
+
+/* The ratio of two loops' flop rates, each the best of TW_PROBE_ROUNDS calls taken in turns
+ * (A B A B ...), in thread CPU time: a preempted or slowed call only lowers a rate, and a
+ * neighbour loading the core for a while slows both loops alike. The decision it feeds (the
+ * SIMD level, hence the rounding of a run) must not change from run to run: a best of 3 of one
+ * loop, then of the other, once came out under 1.25x on a Zen 4 whose ratio is 2.0x. */
+#define TW_PROBE_ROUNDS 9
+static double tw_loop_ratio(double (*num)(long, float *), double (*den)(long, float *)) {
+    float sink = 0;
+    long it_num = tw_loop_iters(num, &sink), it_den = tw_loop_iters(den, &sink);
+    double best_num = 0, best_den = 0;
+    for (int r = 0; r < TW_PROBE_ROUNDS; r++) {
         double t0 = tw_thread_cpu_s();
-        double fl = loop(iters, &sink);
+        double fl = den(it_den, &sink);
         double dt = tw_thread_cpu_s() - t0;
-        if (r > 0 && dt > 0 && fl / dt > best) best = fl / dt; /* the first run warms up */
-        if (r == 0 && dt > 0 && dt < 2e-4) iters = (long)((double)iters * 2e-4 / dt) + 1;
+        if (dt > 0 && fl / dt > best_den) best_den = fl / dt;
+        t0 = tw_thread_cpu_s();
+        fl = num(it_num, &sink);
+        dt = tw_thread_cpu_s() - t0;
+        if (dt > 0 && fl / dt > best_num) best_num = fl / dt;
     }
-    return best;
+    return best_den > 0 ? best_num / best_den : 0;
 }
 
 static double tw_bf16_ratio_cached = -1;
@@ -152,15 +170,11 @@ static pthread_once_t tw_bf16_once = PTHREAD_ONCE_INIT;
 static void tw_bf16_measure(void) {
     tw_bf16_ratio_cached = 0;
 #if defined(TW_X86)
-    if (tw_cpu_simd_cpuid() >= TW_SIMD_AVX512BF16) {
-        double fma = tw_loop_rate(tw_peak_fma_avx512), dot = tw_loop_rate(tw_peak_dot_bf16_avx512);
-        tw_bf16_ratio_cached = fma > 0 ? dot / fma : 0;
-    }
+    if (tw_cpu_simd_cpuid() >= TW_SIMD_AVX512BF16)
+        tw_bf16_ratio_cached = tw_loop_ratio(tw_peak_dot_bf16_avx512, tw_peak_fma_avx512);
 #elif defined(__aarch64__) && defined(TW_NEON)
-    if (tw_cpu_simd_cpuid() >= TW_SIMD_NEONBF16) {
-        double fma = tw_loop_rate(tw_peak_fma_neon), dot = tw_loop_rate(tw_peak_dot_bf16_neon);
-        tw_bf16_ratio_cached = fma > 0 ? dot / fma : 0;
-    }
+    if (tw_cpu_simd_cpuid() >= TW_SIMD_NEONBF16)
+        tw_bf16_ratio_cached = tw_loop_ratio(tw_peak_dot_bf16_neon, tw_peak_fma_neon);
 #endif
 }
 

@@ -57,9 +57,10 @@ const char *tw_cpu_peak_method(tw_peak_kind kind); /* "vfmadd231ps zmm, 16 chain
 /* Whether bf16-weight GEMMs use the bf16 dot-product instructions (activations rounded to
  * bf16), when the active level has them: only where they multiply-add faster than fp32 FMA on
  * widened weights. CPUID cannot say (on Zen 4 `vdpbf16ps` does twice the multiply-adds of an
- * FMA per cycle; on Sapphire Rapids half), so the first call times both loops for about a
- * millisecond (thread CPU time, best of 3) and keeps the answer for the process; 1.25x margins
- * on either side of equal make the choice stable. TW_BF16_DOT=0/1 overrides it. */
+ * FMA per cycle; on Sapphire Rapids half), so the first call times both loops for about 4 ms
+ * (thread CPU time, 9 calls of each taken in turns, the best of each) and keeps the answer for
+ * the process; the ratio is near 2 or 0.5, far from the 1.25 threshold. TW_BF16_DOT=0/1
+ * overrides it. */
 int tw_cpu_bf16_dot_preferred(void);
 /* Measured multiply-add rate of the bf16 dot product over fp32 FMA (0 when not measured). */
 double tw_cpu_bf16_dot_ratio(void);
