@@ -351,6 +351,12 @@ if(MPI_C_FOUND)
   # a rank count below --tp is a clear error (exit 2, a bad argument)
   tw_cmd_test(mpi_run_tp_mismatch NP 2 EXIT 2 ERR "2 ranks were launched but --tp is 4"
     COMMAND ${TW} run --model tiny --tp 4 --prompt 4 --gen 2 --reps 1 --warmup 0)
+  # ranks on different CPU SIMD levels (rank 1 forced to portable C) are refused by name: they
+  # would shard one computation with two roundings
+  tw_cmd_test(mpi_run_simd_mismatch EXIT 2 LABELS mpi nosan ENV ${TW_MPI_ENV}
+    ERR "rank 0: the CPU SIMD level .tokwatt info names it, TW_SIMD=LEVEL on every rank sets it. differs across ranks: rank.s. 1 disagree"
+    COMMAND ${TW_MPIRUN} -np 1 ${TW} run ${TW_TINY} --tp 2 --prompt 4 --gen 2 --reps 1 :
+            -np 1 -x TW_SIMD=portable ${TW} run ${TW_TINY} --tp 2 --prompt 4 --gen 2 --reps 1)
   tw_cmd_test(mpi_run_tp_sweep_too_few NP 2 EXIT 2
     ERR "2 ranks were launched but --tp is 1,4, whose largest degree 4 needs 4 ranks"
     COMMAND ${TW} run --model tiny --tp 1,4 --prompt 4 --gen 2 --reps 1 --warmup 0)

@@ -414,6 +414,14 @@ static tw_status tw_run_setup(tw_run *x, tw_comm *thread_handle) {
             used += (size_t)snprintf(canon + used, sizeof canon - used, "|tp=%s|ep=%d|skew=%.17g",
                                      tplist, ep, o->routing_skew);
         TW_TRY(tw_comm_check_consistency(x->comm, canon, strlen(canon), "the run configuration"));
+        /* the CPU kernels' level sets their rounding (bf16 activations or not): ranks on
+         * different levels would shard one computation with two arithmetics */
+        if (!strcmp(o->backend, "cpu")) {
+            const char *simd = tw_simd_name(tw_cpu_simd_active());
+            TW_TRY(tw_comm_check_consistency(
+                x->comm, simd, strlen(simd),
+                "the CPU SIMD level (tokwatt info names it, TW_SIMD=LEVEL on every rank sets it)"));
+        }
         const char *how = !x->threads ? ""
                           : !strcmp(o->backend, "cuda")
                               ? " (rank threads of this process, a GPU each)"
