@@ -3,7 +3,8 @@
  * accumulate on/off, padded ldx/ldy, 1 and 2 threads. Outputs are NaN-poisoned before each call;
  * row padding of y and a guard region after y must stay untouched. Products under 2^20
  * multiply-adds run on one thread whatever `threads` says, so some shapes are above that; others
- * cross the dot driver's k block (1024), its row block (128) and its tile edges (4 x 6, 32 k).
+ * cross the dot driver's k blocks (1024; 8192 for vdpbf16ps), its row block (128) and its tile
+ * edges (4 x 6, 32 k).
  * Tolerance: relative norm error <= 1e-5 against the float64 product of the values the kernel
  * multiplies (the bf16 weights; for paths that round the activations to bf16, the bf16-rounded
  * activations too), so the only error left is fp32 accumulation (about 1e-7 here); and for
@@ -53,6 +54,10 @@ static const shape SHAPES[] = {
     {130, 71, 1100},
     {3, 100, 2081},
     {64, 37, 1025},
+    /* k blocks of the bf16 dot product (8192) with a tail, several tiles per micro-panel (the
+     * tiles prefetching the next one) */
+    {13, 30, 8300},
+    {70, 9, 8200},
     /* m above every dot-driver bound: the blocked path for both dtypes on every level */
     {1030, 35, 70},
 };
@@ -351,12 +356,14 @@ Test(gemm, bitwise_same_for_any_thread_count) {
  * driver (decode, small batches; every m for the bf16 dot product) and AMX. Checked for every
  * m that takes the same path as m = 1 (against the rows computed alone) and as m = 130 (against
  * that product's rows), across tile edges (4 and 16 rows), the row block (128), k blocks of
- * 1024 with a tail, and both loop orders of the dot driver (x rows in L2 whole, or not). */
+ * 1024 and 8192 with a tail, and both loop orders of the dot driver (x rows in L2 whole, or not).
+ */
 Test(gemm, rows_independent_of_batch) {
     const tw_simd levels[] = {TW_SIMD_PORTABLE, TW_SIMD_AVX2, TW_SIMD_AVX512, TW_SIMD_AVX512BF16,
                               TW_SIMD_AMX};
     const int ms[] = {2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 64};
-    const int n = 77, k = 4100, mmax = 130; /* k: 4 blocks and a tail; 130 rows exceed L2 */
+    const int n = 77, k = 8300, mmax = 130; /* k: blocks of 1024 or 8192 and a tail; 130 rows
+                                             * exceed L2 */
     tw_test_rng r;
     tw_test_rng_seed(&r, 777);
     float *x = malloc(sizeof(float) * (size_t)mmax * k), *w = malloc(sizeof(float) * (size_t)n * k);

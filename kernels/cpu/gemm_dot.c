@@ -3,26 +3,31 @@
  * dot-product instructions (every m) and for small m elsewhere (decode, batched decode).
  *
  * Blocking: the activations are packed once (bf16 for `vdpbf16ps`), then tasks of (mb rows of
- * x) x (nb rows of w) are handed to the thread pool. Inside a task, for each k block of kc:
- * for each rn-row weight micro-panel (rn x kc, kept in L1): every rm-row tile of the task's x
- * rows (the x block, mb x kc, kept in L2). With m <= TW_DOT_MB_ONE the task holds every row,
- * so each weight row is read from memory exactly once per call: decode streams the weights and
- * batched decode up to 64 rows costs the same weight traffic as one row.
- * Determinism: an output's arithmetic (lane sums over a k block, one fixed horizontal sum, the
- * blocks added into y in k order) depends only on k and the kernel, not on the tiling, the
+ * x) x (nb rows of w) are handed to the thread pool. Inside a task, for each k block of kc (the
+ * kernel's, default 1024): for each rn-row weight micro-panel (rn x kc, kept in L1 or L2):
+ * every rm-row tile of the task's x rows (the x block, mb x kc, kept in L2). Where the kernel
+ * can (tile_pf), the tiles of a micro-panel prefetch the next one into L2 between them as they
+ * compute: otherwise the first tile waits on memory while the others compute from cache, and a
+ * batched decode step costs the weights' read time plus their arithmetic instead of the larger
+ * of the two (decode, one tile per panel, streams faster too: more lines in flight). With m <=
+ * TW_DOT_MB_ONE the task holds every row, so each weight row is read from memory exactly once per
+ * call: decode streams the weights and batched decode up to 64 rows costs the same weight traffic
+ * as one row. Determinism: an output's arithmetic (lane sums over a k block, one fixed horizontal
+ * sum, the blocks added into y in k order) depends only on k and the kernel, not on the tiling, the
  * thread count or the rows computed alongside it. */
 #include "gemm_internal.h"
 #include "tw_pool.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifndef TW_DOT_KC
-#define TW_DOT_KC 1024 /* k block: an rn x kc weight micro-panel stays in L1 */
+#define TW_DOT_KC 1024 /* default k block: an rn x kc weight micro-panel stays in L1 */
 #endif
-#define TW_DOT_MB        128 /* x rows per task in prefill (an mb x kc block stays in L2) */
-#define TW_DOT_MB_ONE    64  /* up to this many rows, one task takes all rows: w read once */
-#define TW_DOT_TASKS_PER 8   /* tasks per thread, for balance on a shared machine */
+#define TW_DOT_MB           128 /* x rows per task in prefill (an mb x kc block stays in L2) */
+#define TW_DOT_MB_ONE       64  /* up to this many rows, one task takes all rows: w read once */
+#define TW_DOT_TASKS_PER    8   /* tasks per thread, for balance on a shared machine */
 #define TW_DOT_STREAM_BYTES ((size_t)1 << 20) /* x rows that stay in L2 whole */
 
 typedef struct {
@@ -56,7 +61,7 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     /* many tiles per micro-panel (> 4): widen bf16 weights once into an fp32 copy (in L1);
      * for a few, each tile widens in registers (the first one streams the panel from memory
      * with its prefetches, the others find it in L1) */
-    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > 4 * pl->rm;
+    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > 4 * pl->rm && pl->kc <= TW_DOT_KC;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
     /* When the task's rows of x fit in L2 whole (decode, batched decode, short prompts):
      * micro-panel by micro-panel, each weight row's k blocks back to back, so a weight row
@@ -79,10 +84,38 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
                 pl->kn->widen_panel(rn, kc, w, ldw, panel);
                 w = panel, ldw = (size_t)kc, wf = TW_DOT_W_RESIDENT;
             }
-            for (int ir = i0; ir < i1; ir += pl->rm) {
+            /* the tiles of this block prefetch the task's next block of weights between them
+             * while they compute, so memory and arithmetic overlap */
+            const int ntile = (i1 - i0 + pl->rm - 1) / pl->rm;
+            tw_dot_prefetch pf = {0};
+            int pf_lines = 0;
+            if (pl->kn->tile_pf && bf16 && !widen) {
+                int o2 = outer, in2 = inner + 1;
+                if (in2 == (stream ? nk : nj)) in2 = 0, o2++;
+                if (o2 < (stream ? nj : nk)) {
+                    const int pc2 = (stream ? in2 : o2) * pl->kc;
+                    const int jr2 = j0 + (stream ? o2 : in2) * pl->rn;
+                    const int kc2 = a->k - pc2 < pl->kc ? a->k - pc2 : pl->kc;
+                    const int rn2 = j1 - jr2 < pl->rn ? j1 - jr2 : pl->rn;
+                    const char *b = (const char *)a->w + ((size_t)jr2 * a->k + pc2) * pl->wsz;
+                    const size_t off = (size_t)((uintptr_t)b & 63);
+                    pf.base = b - off;
+                    pf.ld = (size_t)a->k * pl->wsz;
+                    pf.lpr = (int)((off + (size_t)kc2 * pl->wsz + 63) / 64);
+                    pf_lines = rn2 * pf.lpr;
+                }
+            }
+            for (int ir = i0, q = 0; ir < i1; ir += pl->rm, q++) {
                 const int rm = i1 - ir < pl->rm ? i1 - ir : pl->rm;
-                pl->kn->tile(rm, rn, kc, pl->xp + ((size_t)ir * pl->ldxp + pc) * pl->xsz, pl->ldxp,
-                             w, wf, ldw, a->y + (size_t)ir * pl->ldy + jr, pl->ldy, add);
+                const char *xt = pl->xp + ((size_t)ir * pl->ldxp + pc) * pl->xsz;
+                float *yt = a->y + (size_t)ir * pl->ldy + jr;
+                if (pf_lines) {
+                    pf.lo = (int)((long)pf_lines * q / ntile);
+                    pf.hi = (int)((long)pf_lines * (q + 1) / ntile);
+                    pl->kn->tile_pf(rm, rn, kc, xt, pl->ldxp, w, ldw, yt, pl->ldy, add, &pf);
+                } else {
+                    pl->kn->tile(rm, rn, kc, xt, pl->ldxp, w, wf, ldw, yt, pl->ldy, add);
+                }
             }
         }
 }
@@ -99,7 +132,7 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
      * more weight rows stream side by side (memory-level parallelism) */
     pl.rm = a->m <= 8 && kn->rm > 2 ? 2 : kn->rm;
     pl.rn = a->m <= 8 ? kn->rn_small : kn->rn;
-    pl.kc = TW_DOT_KC / kn->kstep * kn->kstep;
+    pl.kc = (kn->kc ? kn->kc : TW_DOT_KC) / kn->kstep * kn->kstep;
     if (pl.kc < kn->kstep) pl.kc = kn->kstep;
 
     /* tasks: all rows in one block for small m (weights read once), else TW_DOT_MB; then

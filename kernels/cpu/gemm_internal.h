@@ -54,6 +54,17 @@ typedef struct {
  * the tiling, the thread count or the other rows of the batch. */
 typedef void (*tw_dot_tile_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                                int wflags, size_t ldw, float *y, size_t ldy, int add);
+/* Cache lines [lo, hi) of a block of weights (rows ld bytes apart, lpr lines per row from the
+ * line holding base): what a tile prefetches into the cache while it computes, so that the
+ * next block's weights stream from memory during this block's arithmetic instead of after it. */
+typedef struct {
+    const char *base;
+    size_t ld;
+    int lpr, lo, hi;
+} tw_dot_prefetch;
+typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp,
+                                  const void *w, size_t ldw, float *y, size_t ldy, int add,
+                                  const tw_dot_prefetch *pf);
 #define TW_DOT_W_BF16     1 /* wflags: weights are bf16 (else fp32) */
 #define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (no prefetching) */
 
@@ -74,11 +85,18 @@ typedef struct {
     /* largest m this driver takes per weight dtype; above, the blocked path is faster
      * (measured: packing W once pays off only over enough rows) */
     int max_m_bf16, max_m_f32;
+    /* k block (0: TW_DOT_KC, 1024): the lanes of an output are summed and added into y once per
+     * block, so it fixes the arithmetic; a kernel whose tiles read weights from L2 anyway takes
+     * longer blocks (fewer horizontal sums and stores per multiply-add) */
+    int kc;
     tw_dot_tile_fn tile;
     /* optional, bf16 weights: out[j, p] = (float)w[j, p] (j < rn, p < kc, rows kc apart); the
      * driver then runs the tiles on this fp32 copy when several tiles share the micro-panel.
      * The tile must give bitwise the same results on the copy as on the bf16 original. */
     void (*widen_panel)(int rn, int kc, const void *w, size_t ldw, float *out);
+    /* optional, bf16 weights in memory: tile with the lines of pf prefetched as it goes (the
+     * same arithmetic as tile) */
+    tw_dot_tile_pf_fn tile_pf;
 } tw_dot_kernels;
 
 /* y = x . w^T with the dot driver; threads >= 1. */
@@ -91,9 +109,10 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
 #define TW_DOT_FOR_SHAPES(X)                                                                       \
     X(1, 1)                                                                                        \
     X(1, 2)                                                                                        \
-    X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5)        \
-        X(2, 6) X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1) X(4, 2)    \
-            X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+    X(1, 3)                                                                                        \
+    X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)        \
+        X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1) X(4, 2) X(4, 3)    \
+            X(4, 4) X(4, 5) X(4, 6)
 #define TW_DOT_TABLE(T, P)                                                                         \
     static const T P##s[5][9] = {                                                                  \
         {0},                                                                                       \
