@@ -339,6 +339,10 @@ static void tw_print_table(const tw_run_opts *o, const tw_run *run, const tw_res
         printf("prefill: %.2f GFLOP/s = %.1f%% of %s %.2f GFLOP/s (MFU)\n", m->prefill_gflops,
                100 * m->prefill_mfu, bf ? roof->peak_bf16_source : roof->peak_source,
                isfinite(pk) ? pk : 0.0);
+        if (isfinite(m->decode_roofline_fraction))
+            printf("decode step: %.2f GFLOP/s = %.1f%% of that peak; %.1f%% of its roofline (the "
+                   "larger of bytes / read ceiling and FLOPs / peak)\n",
+                   m->decode_gflops, 100 * m->decode_mfu, 100 * m->decode_roofline_fraction);
         if (m->exceeds_ceiling > 0)
             printf("WARNING: a fraction above 100%%: the measured ceiling is below what this run "
                    "reached, so the fraction is not meaningful\n");

@@ -104,6 +104,26 @@ double tw_metric_prefill_mfu(double gflops, double peak_gflops) {
     return peak_gflops > 0 ? gflops / peak_gflops : NAN;
 }
 
+double tw_metric_decode_flops_per_step(const tw_model_config *c, int batch, int ctx) {
+    return (double)batch * tw_model_flops_per_token(c, ctx);
+}
+
+double tw_metric_decode_mfu(double gflops, double peak_gflops) {
+    return peak_gflops > 0 ? gflops / peak_gflops : NAN;
+}
+
+double tw_metric_decode_roofline_s(double bytes_per_step, double flops_per_step, double membw_gbps,
+                                   double peak_gflops) {
+    if (!(membw_gbps > 0) || !(peak_gflops > 0)) return NAN;
+    double bytes_s = bytes_per_step / (membw_gbps * 1e9),
+           flops_s = flops_per_step / (peak_gflops * 1e9);
+    return bytes_s > flops_s ? bytes_s : flops_s;
+}
+
+double tw_metric_decode_roofline_fraction(double roofline_s, double step_s) {
+    return step_s > 0 ? roofline_s / step_s : NAN;
+}
+
 double tw_metric_prefill_intensity(double prefill_gflops, double ttft_s, double params,
                                    double bytes_per_weight) {
     double wbytes = params * bytes_per_weight;
@@ -203,7 +223,21 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     out->prefill_gflops =
         n ? tw_metric_prefill_gflops(out->prefill_flops, out->ttft_s.median) : NAN;
     out->prefill_mfu = tw_metric_prefill_mfu(out->prefill_gflops, in->peak_gflops);
-    out->exceeds_ceiling = out->decode_bandwidth_fraction > 1.0 || out->prefill_mfu > 1.0;
+    out->decode_flops_per_step = tw_metric_decode_flops_per_step(
+        in->cfg, in->batch, tw_metric_decode_context(in->prompt, in->gen));
+    out->decode_gflops =
+        out->tpot_s.n ? out->decode_flops_per_step / out->tpot_s.median / 1e9 : NAN;
+    out->decode_mfu = tw_metric_decode_mfu(out->decode_gflops, in->peak_gflops);
+    out->decode_roofline_fraction =
+        out->tpot_s.n ? tw_metric_decode_roofline_fraction(
+                            tw_metric_decode_roofline_s(out->decode_bytes_per_step,
+                                                        out->decode_flops_per_step, in->membw_gbps,
+                                                        in->peak_gflops),
+                            out->tpot_s.median)
+                      : NAN;
+    out->exceeds_ceiling = out->decode_bandwidth_fraction > 1.0 || out->prefill_mfu > 1.0 ||
+                           out->decode_mfu > 1.0 || out->decode_roofline_fraction > 1.0;
+    out->has_decode_flops = 1;
     out->decode_bandwidth_fraction_datasheet =
         tw_metric_decode_bandwidth_fraction(out->decode_bandwidth_gbps, in->datasheet_membw_gbps);
     out->prefill_mfu_datasheet =
@@ -216,6 +250,17 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
 void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double peak_gflops) {
     m->decode_bandwidth_fraction =
         tw_metric_decode_bandwidth_fraction(m->decode_bandwidth_gbps, membw_gbps);
-    if (!isnan(peak_gflops)) m->prefill_mfu = tw_metric_prefill_mfu(m->prefill_gflops, peak_gflops);
-    m->exceeds_ceiling = m->decode_bandwidth_fraction > 1.0 || m->prefill_mfu > 1.0;
+    if (!isnan(peak_gflops)) {
+        m->prefill_mfu = tw_metric_prefill_mfu(m->prefill_gflops, peak_gflops);
+        m->decode_mfu = tw_metric_decode_mfu(m->decode_gflops, peak_gflops);
+    }
+    /* the compute side of the roofline from the MFU: FLOPs / peak = MFU x step */
+    const double step_s = m->tpot_s.median, bytes_s = m->decode_bytes_per_step / (membw_gbps * 1e9);
+    const double flops_s = m->decode_mfu * step_s;
+    m->decode_roofline_fraction =
+        membw_gbps > 0 && isfinite(flops_s) && step_s > 0
+            ? tw_metric_decode_roofline_fraction(bytes_s > flops_s ? bytes_s : flops_s, step_s)
+            : NAN;
+    m->exceeds_ceiling = m->decode_bandwidth_fraction > 1.0 || m->prefill_mfu > 1.0 ||
+                         m->decode_mfu > 1.0 || m->decode_roofline_fraction > 1.0;
 }

@@ -41,6 +41,12 @@ json_t *tw_metrics_to_json(const tw_metrics *m) {
     json_object_set_new(j, "decode_bytes_per_step", tw_jnum(m->decode_bytes_per_step));
     json_object_set_new(j, "prefill_gflops", tw_jnum(m->prefill_gflops));
     json_object_set_new(j, "prefill_mfu", tw_jnum(m->prefill_mfu));
+    if (m->has_decode_flops) {
+        json_object_set_new(j, "decode_flops_per_step", tw_jnum(m->decode_flops_per_step));
+        json_object_set_new(j, "decode_gflops", tw_jnum(m->decode_gflops));
+        json_object_set_new(j, "decode_mfu", tw_jnum(m->decode_mfu));
+        json_object_set_new(j, "decode_roofline_fraction", tw_jnum(m->decode_roofline_fraction));
+    }
     if (m->has_datasheet) {
         json_object_set_new(j, "decode_bandwidth_fraction_datasheet",
                             tw_jnum(m->decode_bandwidth_fraction_datasheet));
@@ -507,6 +513,11 @@ static void tw_rd_metrics(tw_rd *d, const json_t *m, const char *path, tw_metric
     out->prefill_flops = NAN; /* not in the file: prefill GFLOP/s x TTFT */
     out->prefill_gflops = tw_rd_num(d, m, path, "prefill_gflops");
     out->prefill_mfu = tw_rd_num(d, m, path, "prefill_mfu");
+    out->decode_flops_per_step = tw_rd_num(d, m, path, "decode_flops_per_step");
+    out->decode_gflops = tw_rd_num(d, m, path, "decode_gflops");
+    out->decode_mfu = tw_rd_num(d, m, path, "decode_mfu");
+    out->decode_roofline_fraction = tw_rd_num(d, m, path, "decode_roofline_fraction");
+    out->has_decode_flops = json_object_get(m, "decode_roofline_fraction") != NULL;
     out->decode_bandwidth_fraction_datasheet =
         tw_rd_num(d, m, path, "decode_bandwidth_fraction_datasheet");
     out->prefill_mfu_datasheet = tw_rd_num(d, m, path, "prefill_mfu_datasheet");

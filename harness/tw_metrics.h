@@ -60,6 +60,16 @@ double tw_metric_decode_bandwidth_fraction(double bandwidth_gbps, double membw_g
 double tw_metric_prefill_flops(const tw_model_config *c, int batch, int prompt);
 double tw_metric_prefill_gflops(double flops, double ttft_s);
 double tw_metric_prefill_mfu(double gflops, double peak_gflops);
+/* B x FLOPs per token at the decode context ctx (tw_model_flops_per_token). */
+double tw_metric_decode_flops_per_step(const tw_model_config *c, int batch, int ctx);
+double tw_metric_decode_mfu(double gflops, double peak_gflops);
+/* The decode step's roofline: the larger of its bytes over the read ceiling and its FLOPs over
+ * the compute ceiling (NAN unless both are known), and the measured step as a fraction of it
+ * (roofline / step: 1 is the ceiling, above 1 the ceilings were measured too low). A batched
+ * step is bound by FLOPs well before its bandwidth fraction falls, so this is its figure. */
+double tw_metric_decode_roofline_s(double bytes_per_step, double flops_per_step, double membw_gbps,
+                                   double peak_gflops);
+double tw_metric_decode_roofline_fraction(double roofline_s, double step_s);
 /* Roofline coordinates of a result row, per device (tokwatt report's chart):
  * prefill intensity = prefill FLOPs / weight bytes (params x bytes per weight, read once);
  * decode intensity = 2 x params x B FLOPs per step / decode bytes per step; performance =
@@ -106,6 +116,11 @@ typedef struct {
     tw_stats prefill_tokens_per_s, decode_tokens_per_s, e2e_tokens_per_s, ttft_s, tpot_s;
     double decode_bytes_per_step, decode_bandwidth_gbps, decode_bandwidth_fraction;
     double prefill_flops, prefill_gflops, prefill_mfu;
+    /* decode FLOPs per step, GFLOP/s at the median step, that over the compute ceiling, and the
+     * median step against the roofline (tw_metric_decode_roofline_fraction; schema 1.5) */
+    double decode_flops_per_step, decode_gflops, decode_mfu, decode_roofline_fraction;
+    int has_decode_flops; /* the four above are part of the block (absent from older files and
+                           * from serving rows) */
     /* the same fractions of the datasheet figures (configs/devices.json; schema 1.3) */
     double decode_bandwidth_fraction_datasheet, prefill_mfu_datasheet;
     int has_datasheet;       /* the two above are part of the block (absent from older files) */
@@ -115,8 +130,8 @@ typedef struct {
                           * clamped); -1: unknown (a file without the flag) */
 } tw_metrics;
 
-/* Recomputes the decode bandwidth fraction against membw_gbps (and the MFU against peak_gflops
- * unless NAN: kept) and the exceeds_ceiling flag. */
+/* Recomputes the decode bandwidth fraction against membw_gbps (and the MFUs against peak_gflops
+ * unless NAN: kept), the decode roofline fraction and the exceeds_ceiling flag. */
 void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double peak_gflops);
 
 /* What a combination's figures are computed from. */

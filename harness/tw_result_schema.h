@@ -28,8 +28,8 @@
  * 1.3: the read ceiling's method, the bf16 ceiling, metrics.exceeds_ceiling, the measured peak's
  * dtype, the datasheet figures and fractions; 1.4: serving scenarios (a row's "serving" block,
  * tw_serve_result: per-request records, latency distributions, goodput, the MLPerf constraint, the
- * capacity search) */
-#define TW_RESULT_SCHEMA_MINOR 4
+ * capacity search); 1.5: the decode step's FLOPs, GFLOP/s, MFU and fraction of its roofline */
+#define TW_RESULT_SCHEMA_MINOR 5
 
 typedef struct {
     char model[128], backend[32];

@@ -70,6 +70,60 @@ Test(metrics, prefill_flops_by_hand) {
     tw_model_free(&c);
 }
 
+Test(metrics, decode_step_against_its_roofline_by_hand) {
+    tw_model_config c = load("tiny");
+    /* batch 4, prompt 9, gen 5: context 11; FLOPs per token 682944 + attention 4 x 8 x 16 x 3 x
+     * 11 = 16896, times 4 sequences = 2799360 per step; bytes (bf16 weights and KV): 684288 +
+     * 4 x 192 + 4 x 4224 = 701952 */
+    cr_assert_eq(tw_metric_decode_flops_per_step(&c, 4, 11), 4.0 * (682944.0 + 16896.0));
+    const double flops = 2799360.0, bytes = 701952.0;
+    cr_assert_eq(tw_metric_decode_bytes_per_step(&c, TW_BF16, TW_BF16, 4, 11, 0), bytes);
+    /* 10 GB/s and 1 GFLOP/s: bytes take 70.1952 us, FLOPs 2799.36 us: compute bound */
+    cr_assert_lt(REL(tw_metric_decode_roofline_s(bytes, flops, 10, 1), 2799.36e-6), 1e-14);
+    /* 0.1 GB/s and 1000 GFLOP/s: bytes 7019.52 us, FLOPs 2.79936 us: bandwidth bound */
+    cr_assert_lt(REL(tw_metric_decode_roofline_s(bytes, flops, 0.1, 1000), 7019.52e-6), 1e-14);
+    cr_assert(isnan(tw_metric_decode_roofline_s(bytes, flops, 0, 1)), "no read ceiling");
+    cr_assert(isnan(tw_metric_decode_roofline_s(bytes, flops, 10, 0)), "no peak");
+    cr_assert_lt(REL(tw_metric_decode_roofline_fraction(2799.36e-6, 0.004), 0.69984), 1e-14);
+    /* summarised: two repetitions, steps 0.004 0.005 0.003 0.006 (median 0.0045) */
+    double s0[4] = {0.004, 0.005, 0.003, 0.006};
+    tw_rep_times reps[1] = {{0.1, 0.018, s0}};
+    tw_metric_inputs in = {.cfg = &c,
+                           .w_dtype = TW_BF16,
+                           .kv_dtype = TW_BF16,
+                           .batch = 4,
+                           .prompt = 9,
+                           .gen = 5,
+                           .membw_gbps = 10,
+                           .peak_gflops = 1};
+    tw_metrics m;
+    cr_assert_eq(tw_metrics_summarise(&in, reps, 1, &m), TW_OK);
+    cr_assert_lt(REL(m.tpot_s.median, 0.0045), 1e-15);
+    cr_assert_eq(m.decode_flops_per_step, flops);
+    cr_assert_lt(REL(m.decode_gflops, flops / 0.0045 / 1e9), 1e-14);
+    cr_assert_lt(REL(m.decode_mfu, flops / 0.0045 / 1e9 / 1), 1e-14);
+    cr_assert_lt(REL(m.decode_roofline_fraction, 2799.36e-6 / 0.0045), 1e-14);
+    cr_assert_eq(m.exceeds_ceiling, 0, "0.62 of the roofline");
+    /* a faster read ceiling found at the end changes nothing here (compute bound); a slower
+     * peak makes the step exceed it: flagged */
+    tw_metrics_set_ceiling_fractions(&m, 20, NAN);
+    cr_assert_lt(REL(m.decode_roofline_fraction, 2799.36e-6 / 0.0045), 1e-12);
+    tw_metrics_set_ceiling_fractions(&m, 20, 0.5);
+    cr_assert_lt(REL(m.decode_mfu, flops / 0.0045 / 1e9 / 0.5), 1e-14);
+    cr_assert_lt(REL(m.decode_roofline_fraction, 2 * 2799.36e-6 / 0.0045), 1e-12);
+    cr_assert_eq(m.exceeds_ceiling, 1, "1.24 of the roofline: the peak was measured too low");
+    /* bandwidth bound at 0.1 GB/s: 7019.52 us of bytes over a 4.5 ms step is above 1 */
+    in.membw_gbps = 0.1, in.peak_gflops = 1000;
+    cr_assert_eq(tw_metrics_summarise(&in, reps, 1, &m), TW_OK);
+    cr_assert_lt(REL(m.decode_roofline_fraction, 7019.52e-6 / 0.0045), 1e-14);
+    cr_assert_eq(m.exceeds_ceiling, 1);
+    /* no peak: no MFU and no roofline, not 0 */
+    in.peak_gflops = 0;
+    cr_assert_eq(tw_metrics_summarise(&in, reps, 1, &m), TW_OK);
+    cr_assert(isnan(m.decode_mfu) && isnan(m.decode_roofline_fraction));
+    tw_model_free(&c);
+}
+
 Test(metrics, repetitions_summarised_with_medians_and_spread) {
     tw_model_config c = load("tiny");
     /* three repetitions of batch 3, prompt 7, gen 4 (3 decode steps each) */

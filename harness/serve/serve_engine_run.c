@@ -400,6 +400,8 @@ static void tw_serve_metrics(const tw_serve_engine_result *res, const tw_serve_s
     mt->e2e_tokens_per_s = (tw_stats){1, tps, tps, tps, tps, 0, tps, tps};
     mt->decode_bytes_per_step = mt->decode_bandwidth_gbps = mt->decode_bandwidth_fraction = NAN;
     mt->prefill_flops = mt->prefill_gflops = mt->prefill_mfu = NAN;
+    mt->decode_flops_per_step = mt->decode_gflops = mt->decode_mfu = NAN;
+    mt->decode_roofline_fraction = NAN;
     mt->collective_share = 0;
     mt->repetitions_complete = 1;
 }

@@ -102,6 +102,7 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
                     pf.base = b - off;
                     pf.ld = (size_t)a->k * pl->wsz;
                     pf.lpr = (int)((off + (size_t)kc2 * pl->wsz + 63) / 64);
+                    pf.rows = rn2;
                     pf_lines = rn2 * pf.lpr;
                 }
             }

@@ -54,13 +54,15 @@ typedef struct {
  * the tiling, the thread count or the other rows of the batch. */
 typedef void (*tw_dot_tile_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                                int wflags, size_t ldw, float *y, size_t ldy, int add);
-/* Cache lines [lo, hi) of a block of weights (rows ld bytes apart, lpr lines per row from the
- * line holding base): what a tile prefetches into the cache while it computes, so that the
- * next block's weights stream from memory during this block's arithmetic instead of after it. */
+/* Cache lines [lo, hi) of a block of weights (rows rows ld bytes apart, lpr lines per row from
+ * the line holding base), numbered column by column (line i: row i % rows, line i / rows of
+ * it), the order the block's first tile will read them: what a tile prefetches into the cache
+ * while it computes, so that the next block's weights stream from memory during this block's
+ * arithmetic instead of after it. */
 typedef struct {
     const char *base;
     size_t ld;
-    int lpr, lo, hi;
+    int rows, lpr, lo, hi;
 } tw_dot_prefetch;
 typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp,
                                   const void *w, size_t ldw, float *y, size_t ldy, int add,
@@ -110,9 +112,10 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
     X(1, 1)                                                                                        \
     X(1, 2)                                                                                        \
     X(1, 3)                                                                                        \
-    X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)        \
-        X(2, 7) X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1) X(4, 2) X(4, 3)    \
-            X(4, 4) X(4, 5) X(4, 6)
+    X(1, 4)                                                                                        \
+    X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6) X(2, 7)        \
+        X(2, 8) X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) X(3, 6) X(4, 1) X(4, 2) X(4, 3) X(4, 4)    \
+            X(4, 5) X(4, 6)
 #define TW_DOT_TABLE(T, P)                                                                         \
     static const T P##s[5][9] = {                                                                  \
         {0},                                                                                       \

@@ -33,6 +33,8 @@ ADDED = [
     # schema 1.3: the datasheet roofline and the fractions of it (machine-dependent values)
     r"^roofline\.(peak_dtype|datasheet_membw_gbps|datasheet_peak_gflops|datasheet_source)$",
     ROW + r"metrics\.(decode_bandwidth_fraction_datasheet|prefill_mfu_datasheet)$",
+    # schema 1.5: the decode step's FLOPs and its fractions of the peak and of the roofline
+    ROW + r"metrics\.(decode_flops_per_step|decode_gflops|decode_mfu|decode_roofline_fraction)$",
 ]
 # leaves whose values are not compared
 VOLATILE = [
