@@ -181,12 +181,27 @@ Test(ceilings, a_run_result_carries_them_and_every_fraction) {
     const tw_result_roofline *rf = &res.roofline;
     cr_assert(rf->membw_gbps > 0 && rf->peak_gflops > 0, "measured by the backend's slot");
     cr_assert_str_eq(rf->membw_source, "measured (tokwatt bench membw read)");
-    cr_assert_str_eq(rf->peak_source, "measured (fp32 FMA loop)");
+    /* measured again at the end of the run, the larger kept (then the source says so) */
+    const char *pk = "measured (fp32 FMA loop)";
+    cr_assert(!strcmp(rf->peak_source, pk) ||
+                  !strcmp(rf->peak_source, "measured (fp32 FMA loop); at the end of the run"),
+              "%s", rf->peak_source);
     cr_assert_str_eq(rf->peak_dtype, "fp32");
+    cr_assert(rf->peak_bf16_gflops > 0, "%s", rf->peak_bf16_source);
     cr_assert(rf->has_datasheet && rf->datasheet_source[0], "the datasheet was looked up");
     const tw_metrics *m = &res.rows[0].metrics;
     cr_assert(isfinite(m->decode_bandwidth_fraction) && m->decode_bandwidth_fraction > 0);
     cr_assert(isfinite(m->prefill_mfu) && m->prefill_mfu > 0);
+    /* every fraction is of the ceilings the result records (a bf16 row: the bf16 peak) */
+    const double step = m->tpot_s.median, peak = rf->peak_bf16_gflops;
+    cr_assert_lt(fabs(m->prefill_mfu - m->prefill_gflops / peak), 1e-12 * m->prefill_mfu);
+    cr_assert_lt(fabs(m->decode_bandwidth_fraction - m->decode_bandwidth_gbps / rf->membw_gbps),
+                 1e-12 * m->decode_bandwidth_fraction);
+    cr_assert_lt(fabs(m->decode_mfu - m->decode_gflops / peak), 1e-12 * m->decode_mfu);
+    const double bytes_s = m->decode_bytes_per_step / (rf->membw_gbps * 1e9),
+                 flops_s = m->decode_flops_per_step / (peak * 1e9);
+    cr_assert_lt(fabs(m->decode_roofline_fraction - fmax(bytes_s, flops_s) / step),
+                 1e-9 * m->decode_roofline_fraction, "%g", m->decode_roofline_fraction);
     cr_assert(m->has_datasheet);
     /* the datasheet fractions exist exactly when the device has an entry (CI CPUs may not) */
     cr_assert_eq(isfinite(m->prefill_mfu_datasheet), rf->datasheet_peak_gflops > 0, "%s",

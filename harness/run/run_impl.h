@@ -47,6 +47,7 @@ struct tw_run {
                                          * multiply-add; a bf16 peak itself), 0: none */
     char membw_method[240], peak_bf16_src[260];
     int membw_measured;       /* the host's, measured here (not given): measured again at the end */
+    int peak_measured;        /* the host's peaks, measured here: measured again at the end */
     double ds_membw, ds_peak; /* datasheet (configs/devices.json), 0: none */
     char ds_src[256];         /* the entry, or why there is none */
     int intr_sig, intr_rank;  /* the interruption that stopped the run (0: none) */
