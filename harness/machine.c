@@ -254,8 +254,9 @@ static tw_status membw_measure(int threads, size_t bytes, int reps, int quick,
     out->bytes_min = (size_t)-1;
     double best_read = 0;
     for (int si = 0; si < nsizes; si++) {
-        /* three arrays of bytes/3, in whole pieces: read streams all three back to back */
-        const size_t n3 = ((sizes[si] / 3) / sizeof(float)) / CHUNK * CHUNK;
+        /* three arrays of bytes/3, in whole pieces (rounded up, so that a size of twice the
+         * LLC stays at least that): read streams all three back to back */
+        const size_t n3 = ((sizes[si] / 3) / sizeof(float) + CHUNK - 1) / CHUNK * CHUNK;
         if (n3 == 0) return TW_ERR(TW_ERR_INVALID, "tw_machine_membw: bytes=%zu", sizes[si]);
         float *buf = aligned_alloc(64, 3 * n3 * sizeof(float));
         if (!buf)

@@ -3,9 +3,11 @@
  * exit codes (0 ok, 2 usage). The command tests need TW_TOKWATT (set by ctest). */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 
 #include "tw_machine.h"
@@ -109,6 +111,81 @@ Test(bench_cli, gemm_decode_portable) {
                     out, sizeof out);
     cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
     cr_expect(strstr(out, "tokwatt,portable,fp32,1,300,257"), "csv: %s", out);
+}
+
+/* The baseline row and its notes of a `bench gemm --baseline` run with OpenBLAS told to have
+ * detected `core` (TW_TEST_OPENBLAS_CORETYPE); skips when the baseline is not built. */
+static json_t *gemm_baseline_as(const char *core, json_t **row) {
+    static char out[1 << 16];
+    char args[256];
+    snprintf(args, sizeof args,
+             "bench gemm --m 96 --n 80 --k 72 --dtype fp32 --reps 3 --warmup 1 --baseline "
+             "--format json");
+    setenv("TW_TEST_OPENBLAS_CORETYPE", core, 1);
+    int rc = run_tokwatt(args, out, sizeof out);
+    unsetenv("TW_TEST_OPENBLAS_CORETYPE");
+    cr_assert_eq(rc, 0, "exit %d, output: %s", rc, out);
+    json_error_t err;
+    json_t *root = json_loads(out, 0, &err);
+    cr_assert(root, "stdout is not JSON (%s): %s", err.text, out);
+    json_t *rows = json_object_get(root, "rows");
+    if (json_array_size(rows) < 2) {
+        json_decref(root);
+        cr_skip_test("no OpenBLAS baseline row (baseline_openblas not built?): %s", out);
+    }
+    *row = json_array_get(rows, 1);
+    cr_assert_str_eq(json_string_value(json_object_get(*row, "impl")), "openblas sgemm");
+    return root;
+}
+
+/* An OpenBLAS that does not recognise the CPU runs a generic core (0.3.21: Prescott on a 2024
+ * Xeon, 6x slower): the baseline is then also run with the cores made for this CPU's features
+ * forced, and the fastest kept, so no ratio is taken against a crippled yardstick. */
+Test(bench_cli, gemm_baseline_unrecognised_cpu_forces_its_cores, .timeout = 120) {
+    json_t *row = NULL, *root = gemm_baseline_as("Prescott", &row);
+    cr_expect_str_eq(json_string_value(json_object_get(row, "core_detected")), "Prescott");
+    const char *used = json_string_value(json_object_get(row, "core"));
+    const char *forced = json_string_value(json_object_get(row, "core_forced"));
+    cr_assert(used && forced);
+    /* forced is the core used when it was not the detected one, and empty otherwise */
+    cr_expect(strcmp(used, "Prescott") ? !strcasecmp(used, forced) : !*forced, "core %s forced %s",
+              used, forced);
+    const char *note = NULL;
+    json_t *notes = json_object_get(root, "notes");
+    for (size_t i = 0; i < json_array_size(notes); i++) {
+        const char *t = json_string_value(json_array_get(notes, i));
+        if (t && strstr(t, "forced with OPENBLAS_CORETYPE")) note = t;
+    }
+    cr_assert(note, "no note of the forced cores");
+    cr_expect(strstr(note, "OpenBLAS detected core Prescott ("), "%s", note);
+    cr_expect(strstr(note, "Haswell"), "AVX2 + FMA: Haswell's kernels tried: %s", note);
+    /* the row is the fastest of the figures the note gives (detected and forced) */
+    double best = 0, g;
+    const char *q = strstr(note, "Prescott (");
+    cr_assert(q && sscanf(q, "Prescott (%lf", &g) == 1, "%s", note);
+    best = g;
+    for (const char *c = strstr(note, "OPENBLAS_CORETYPE: "); c && (c = strchr(c, ' '));) {
+        char name[32];
+        if (sscanf(c, " %31[A-Za-z] %lf", name, &g) == 2 && g > best) best = g;
+        c = strchr(c + 1, ',');
+    }
+    double row_g = json_real_value(json_object_get(row, "gflops"));
+    cr_expect(fabs(row_g - best) <= 0.05 + 1e-3 * best, "row %.2f, best in the note %.2f: %s",
+              row_g, best, note);
+    json_decref(root);
+}
+
+/* A detected core that is one made for the CPU's features: no other core is run. */
+Test(bench_cli, gemm_baseline_recognised_cpu_runs_once, .timeout = 120) {
+    json_t *row = NULL, *root = gemm_baseline_as("Haswell", &row);
+    cr_expect_str_eq(json_string_value(json_object_get(row, "core")), "Haswell");
+    cr_expect_str_eq(json_string_value(json_object_get(row, "core_forced")), "");
+    json_t *notes = json_object_get(root, "notes");
+    for (size_t i = 0; i < json_array_size(notes); i++) {
+        const char *t = json_string_value(json_array_get(notes, i));
+        cr_expect(!t || !strstr(t, "forced with OPENBLAS_CORETYPE"), "%s", t);
+    }
+    json_decref(root);
 }
 
 Test(bench_cli, usage_errors_exit_2) {
