@@ -116,6 +116,9 @@ static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
  * once into an fp32 copy of the panel (widen_panel): the same values either way, so the same
  * results. */
 #define DKSTEP 16
+#ifndef TW_AVX512_TILE_PF
+#define TW_AVX512_TILE_PF dot_tile_pf_avx512
+#endif
 #ifndef TW_AVX512_DOT_MAX_M_BF16
 #define TW_AVX512_DOT_MAX_M_BF16 1024
 #endif
@@ -134,7 +137,8 @@ static inline __attribute__((always_inline)) __m512 dot_load_w(const void *w, in
 
 static inline __attribute__((always_inline)) void
 dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const float *x,
-         size_t ldx, const void *w, size_t ldw, float *y, size_t ldy, int add) {
+         size_t ldx, const void *w, size_t ldw, float *y, size_t ldy, int add,
+         const tw_dot_prefetch *pf) {
     __m512 acc[4][8];
 #pragma GCC unroll 8
     for (int i = 0; i < RM; i++)
@@ -142,8 +146,19 @@ dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const
         for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
     const size_t wsz = BF16 ? 2 : 4, ldwb = ldw * wsz;
     const char *wb = (const char *)w;
+    /* the next block's lines (tile_pf), spread evenly over the k steps: pf_per lines per step */
+    const int nfull = kc / DKSTEP;
+    int pf_line = 0, pf_row = 0, pf_col = 0, pf_per = 0;
+    if (pf && pf->hi > pf->lo && nfull > 0) {
+        pf_line = pf->lo, pf_row = pf->lo % pf->rows, pf_col = pf->lo / pf->rows;
+        pf_per = (pf->hi - pf->lo + nfull - 1) / nfull;
+    }
     int p = 0;
     for (; p + DKSTEP <= kc; p += DKSTEP) {
+        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {
+            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);
+            if (++pf_row == pf->rows) pf_row = 0, pf_col++;
+        }
         __m512 wv[8];
         const char *wp = wb + (size_t)p * wsz;
 #pragma GCC unroll 8
@@ -174,27 +189,37 @@ dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const
     for (int i = 0; i < RM; i++) TW_STORE_ROW16(RN, acc[i], y + (size_t)i * ldy, add);
 }
 
-/* Variants: v 0 = fp32 weights streamed, 1 = bf16 weights streamed, 2 = fp32 copy in L1. */
+/* Variants: v 0 = fp32 weights streamed, 1 = bf16 weights streamed (pf: the next block's lines
+ * to prefetch, or NULL), 2 = fp32 copy in L1. */
 #define TW_DTILE(RM, RN)                                                                           \
     static void dtile_##RM##x##RN(int v, int kc, const float *x, size_t ldx, const void *w,        \
-                                  size_t ldw, float *y, size_t ldy, int add) {                     \
+                                  size_t ldw, float *y, size_t ldy, int add,                       \
+                                  const tw_dot_prefetch *pf) {                                     \
         if (v == 1)                                                                                \
-            dot_tile(RM, RN, 1, 1, kc, x, ldx, w, ldw, y, ldy, add);                               \
+            dot_tile(RM, RN, 1, 1, kc, x, ldx, w, ldw, y, ldy, add, pf);                           \
         else if (v == 0)                                                                           \
-            dot_tile(RM, RN, 0, 1, kc, x, ldx, w, ldw, y, ldy, add);                               \
+            dot_tile(RM, RN, 0, 1, kc, x, ldx, w, ldw, y, ldy, add, NULL);                         \
         else                                                                                       \
-            dot_tile(RM, RN, 0, 0, kc, x, ldx, w, ldw, y, ldy, add);                               \
+            dot_tile(RM, RN, 0, 0, kc, x, ldx, w, ldw, y, ldy, add, NULL);                         \
     }
 
 typedef void (*dtile_fn)(int, int, const float *, size_t, const void *, size_t, float *, size_t,
-                         int);
+                         int, const tw_dot_prefetch *);
 TW_DOT_FOR_SHAPES(TW_DTILE)
 TW_DOT_TABLE(dtile_fn, dtile);
 
 static void dot_tile_avx512(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                             int wflags, size_t ldw, float *y, size_t ldy, int add) {
     int v = (wflags & TW_DOT_W_RESIDENT) ? 2 : (wflags & TW_DOT_W_BF16) ? 1 : 0;
-    dtiles[rm][rn](v, kc, (const float *)xp, ldxp, w, ldw, y, ldy, add);
+    dtiles[rm][rn](v, kc, (const float *)xp, ldxp, w, ldw, y, ldy, add, NULL);
+}
+
+/* bf16 weights in memory, the next block's lines prefetched into L2 as the tile goes: the same
+ * arithmetic as dot_tile_avx512's */
+static void dot_tile_pf_avx512(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                               size_t ldw, float *y, size_t ldy, int add,
+                               const tw_dot_prefetch *pf) {
+    dtiles[rm][rn](1, kc, (const float *)xp, ldxp, w, ldw, y, ldy, add, pf);
 }
 
 /* out[j, p] = (float)w[j, p] for j < rn, p < kc (rows kc apart) */
@@ -248,7 +273,8 @@ const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .max_m_bf16 = TW_AVX512_DOT_MAX_M_BF16,
                                               .max_m_f32 = 256,
                                               .tile = dot_tile_avx512,
-                                              .widen_panel = widen_panel_avx512};
+                                              .widen_panel = widen_panel_avx512,
+                                              .tile_pf = TW_AVX512_TILE_PF};
 
 /* ---- peak loop: 16 independent FMA chains -------------------------------------------------- */
 double tw_peak_fma_avx512(long iters, float *sink) {
