@@ -395,6 +395,13 @@ static tw_status openblas_row(const tw_bench_gemm_opts *o, int threads, const tw
                           "OpenBLAS baseline (OPENBLAS_CORETYPE=%s): its result "
                           "failed the check",
                           cores[i]);
+        /* an OpenBLAS without that core (built without DYNAMIC_ARCH) runs its own instead: that
+         * figure would carry the wrong name */
+        if (runs[nrun].ok && strcasecmp(runs[nrun].corename, cores[i])) {
+            runs[nrun].ok = 0;
+            snprintf(runs[nrun].reason, sizeof runs[nrun].reason, "not honoured: it ran %.60s",
+                     runs[nrun].corename);
+        }
         forced[nrun++] = cores[i];
     }
     int best = 0;
