@@ -398,9 +398,10 @@ static tw_status openblas_row(const tw_bench_gemm_opts *o, int threads, const tw
         /* an OpenBLAS without that core (built without DYNAMIC_ARCH) runs its own instead: that
          * figure would carry the wrong name */
         if (runs[nrun].ok && strcasecmp(runs[nrun].corename, cores[i])) {
+            char ran[64];
+            snprintf(ran, sizeof ran, "%s", runs[nrun].corename);
             runs[nrun].ok = 0;
-            snprintf(runs[nrun].reason, sizeof runs[nrun].reason, "not honoured: it ran %.60s",
-                     runs[nrun].corename);
+            snprintf(runs[nrun].reason, sizeof runs[nrun].reason, "not honoured: it ran %s", ran);
         }
         forced[nrun++] = cores[i];
     }
