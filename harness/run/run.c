@@ -932,28 +932,30 @@ stopped:
     /* The compute peaks too: a moment in which another job shared the cores gives a peak that
      * the run's own kernels beat (seen on a shared Zen 4: 245 against 460 GFLOP/s bf16). */
     tw_bf16_peak bp; /* measures the fp32 FMA peak too (fma_gflops) */
-    if (x->peak_measured && !x->intr_sig && tw_machine_bf16_peak(x->be->threads, &bp) != TW_OK) {
-        /* the rows are measured: keep them with the first peaks, and say why */
-        size_t used = strlen(x->peak_src);
-        if (used + 1 < sizeof x->peak_src)
-            snprintf(x->peak_src + used, sizeof x->peak_src - used,
-                     "; not measured again at the end: %s", tw_error_text());
-        tw_clear_error();
-    } else if (x->peak_measured && !x->intr_sig) {
-        if (bp.fma_gflops > x->peak) {
-            x->peak = bp.fma_gflops;
-            tw_run_note_end(x->peak_src, sizeof x->peak_src);
-        }
-        if (x->peak_bf16 > 0 && bp.gflops > x->peak_bf16) {
-            x->peak_bf16 = bp.gflops;
-            snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "measured bf16 peak: %.200s",
-                     bp.method);
-            tw_run_note_end(x->peak_bf16_src, sizeof x->peak_bf16_src);
-        }
-        for (int i = 0; i < res->nrows; i++) {
-            const int bf = !strcmp(res->rows[i].scenario.dtype, "bf16");
-            tw_metrics_set_ceiling_fractions(&res->rows[i].metrics, x->membw,
-                                             bf && x->peak_bf16 > 0 ? x->peak_bf16 : x->peak);
+    if (x->peak_measured && !x->intr_sig) {
+        if (tw_machine_bf16_peak(x->be->threads, &bp) != TW_OK) {
+            /* the rows are measured: keep them with the first peaks, and say why */
+            size_t used = strlen(x->peak_src);
+            if (used + 1 < sizeof x->peak_src)
+                snprintf(x->peak_src + used, sizeof x->peak_src - used,
+                         "; not measured again at the end: %s", tw_error_text());
+            tw_clear_error();
+        } else {
+            if (bp.fma_gflops > x->peak) {
+                x->peak = bp.fma_gflops;
+                tw_run_note_end(x->peak_src, sizeof x->peak_src);
+            }
+            if (x->peak_bf16 > 0 && bp.gflops > x->peak_bf16) {
+                x->peak_bf16 = bp.gflops;
+                snprintf(x->peak_bf16_src, sizeof x->peak_bf16_src, "measured bf16 peak: %.200s",
+                         bp.method);
+                tw_run_note_end(x->peak_bf16_src, sizeof x->peak_bf16_src);
+            }
+            for (int i = 0; i < res->nrows; i++) {
+                const int bf = !strcmp(res->rows[i].scenario.dtype, "bf16");
+                tw_metrics_set_ceiling_fractions(&res->rows[i].metrics, x->membw,
+                                                 bf && x->peak_bf16 > 0 ? x->peak_bf16 : x->peak);
+            }
         }
     }
     if ((st = tw_run_assemble(x, incomplete, res)) != TW_OK) goto fail;

@@ -116,12 +116,6 @@ static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
  * once into an fp32 copy of the panel (widen_panel): the same values either way, so the same
  * results. */
 #define DKSTEP 16
-#ifndef TW_AVX512_TILE_PF
-#define TW_AVX512_TILE_PF dot_tile_pf_avx512
-#endif
-#ifndef TW_AVX512_DOT_MAX_M_BF16
-#define TW_AVX512_DOT_MAX_M_BF16 1024
-#endif
 #ifndef DPF
 #define DPF 1024 /* bytes ahead each weight row is prefetched */
 #endif
@@ -270,11 +264,11 @@ const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .rm = 4,
                                               .rn = 6,
                                               .rn_small = 8,
-                                              .max_m_bf16 = TW_AVX512_DOT_MAX_M_BF16,
+                                              .max_m_bf16 = 1024,
                                               .max_m_f32 = 256,
                                               .tile = dot_tile_avx512,
                                               .widen_panel = widen_panel_avx512,
-                                              .tile_pf = TW_AVX512_TILE_PF};
+                                              .tile_pf = dot_tile_pf_avx512};
 
 /* ---- peak loop: 16 independent FMA chains -------------------------------------------------- */
 double tw_peak_fma_avx512(long iters, float *sink) {

@@ -25,9 +25,6 @@
 #ifndef TW_DOT_KC
 #define TW_DOT_KC 1024 /* default k block: an rn x kc weight micro-panel stays in L1 */
 #endif
-#ifndef TW_DOT_WIDEN_TILES
-#define TW_DOT_WIDEN_TILES 4
-#endif
 #define TW_DOT_MB           128 /* x rows per task in prefill (an mb x kc block stays in L2) */
 #define TW_DOT_MB_ONE       64  /* up to this many rows, one task takes all rows: w read once */
 #define TW_DOT_TASKS_PER    8   /* tasks per thread, for balance on a shared machine */
@@ -64,7 +61,7 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     /* many tiles per micro-panel (> 4): widen bf16 weights once into an fp32 copy (in L1);
      * for a few, each tile widens in registers (the first one streams the panel from memory
      * with its prefetches, the others find it in L1) */
-    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > TW_DOT_WIDEN_TILES * pl->rm && pl->kc <= TW_DOT_KC;
+    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > 4 * pl->rm && pl->kc <= TW_DOT_KC;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
     /* When the task's rows of x fit in L2 whole (decode, batched decode, short prompts):
      * micro-panel by micro-panel, each weight row's k blocks back to back, so a weight row
