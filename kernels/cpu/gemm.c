@@ -124,14 +124,15 @@ static const tw_dot_kernels *tw_gemm_pick_dot(tw_simd level, const tw_gemm_args 
     switch (level) {
 #if defined(TW_X86)
     case TW_SIMD_AMX: /* below the AMX bound: the faster of the bf16 dot product and FMA */
-        dk = a->w_dtype == TW_BF16 && tw_cpu_bf16_dot_preferred() ? &tw_dot_kernels_avx512bf16
-                                                                  : &tw_dot_kernels_avx512;
+        dk = a->w_dtype != TW_BF16         ? &tw_dot_kernels_avx512
+             : tw_cpu_bf16_dot_preferred() ? &tw_dot_kernels_avx512bf16
+                                           : &tw_dot_kernels_avx512split;
         break;
     case TW_SIMD_AVX512BF16:
         dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_avx512bf16 : &tw_dot_kernels_avx512;
         break;
     case TW_SIMD_AVX512:
-        dk = &tw_dot_kernels_avx512;
+        dk = a->w_dtype == TW_BF16 ? &tw_dot_kernels_avx512split : &tw_dot_kernels_avx512;
         break;
     case TW_SIMD_AVX2:
         dk = &tw_dot_kernels_avx2;

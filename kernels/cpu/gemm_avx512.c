@@ -109,56 +109,30 @@ static int pack_a_avx512(int kc, const float *x, size_t ldx, float *ap) {
     return 1;
 }
 
-/* ---- dot-product tiles (gemm_dot.c): fp32 activations, fp32 or bf16 weights ---------------
+/* ---- dot-product tiles (gemm_dot.c): fp32 activations, fp32 weights --------------------------
  * Lane l of an accumulator sums k = 16s + l over the steps s of a k block (the last step
- * masked), then tw_hsum4x16's fixed tree. bf16 weights are widened exactly (a bf16 is the top
- * half of a float), either in registers or, when several tiles share a weight micro-panel,
- * once into an fp32 copy of the panel (widen_panel): the same values either way, so the same
- * results. */
+ * masked), then tw_hsum4x16's fixed tree. (bf16 weights: dot/avx512-split below.) */
 #define DKSTEP 16
 #ifndef DPF
 #define DPF 1024 /* bytes ahead each weight row is prefetched */
 #endif
 
-static inline __attribute__((always_inline)) __m512 dot_load_w(const void *w, int bf16, size_t p,
-                                                               __mmask16 m) {
-    if (bf16) {
-        __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + p);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-    return _mm512_maskz_loadu_ps(m, (const float *)w + p);
-}
-
-static inline __attribute__((always_inline)) void
-dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const float *x,
-         size_t ldx, const void *w, size_t ldw, float *y, size_t ldy, int add,
-         const tw_dot_prefetch *pf) {
+static inline __attribute__((always_inline)) void dot_tile(const int RM, const int RN, int kc,
+                                                           const float *x, size_t ldx,
+                                                           const float *w, size_t ldw, float *y,
+                                                           size_t ldy, int add) {
     __m512 acc[4][8];
 #pragma GCC unroll 8
     for (int i = 0; i < RM; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
-    const size_t wsz = BF16 ? 2 : 4, ldwb = ldw * wsz;
-    const char *wb = (const char *)w;
-    /* the next block's lines (tile_pf), spread evenly over the k steps: pf_per lines per step */
-    const int nfull = kc / DKSTEP;
-    int pf_line = 0, pf_row = 0, pf_col = 0, pf_per = 0;
-    if (pf && pf->hi > pf->lo && nfull > 0) {
-        pf_line = pf->lo, pf_row = pf->lo % pf->rows, pf_col = pf->lo / pf->rows;
-        pf_per = (pf->hi - pf->lo + nfull - 1) / nfull;
-    }
     int p = 0;
     for (; p + DKSTEP <= kc; p += DKSTEP) {
-        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {
-            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);
-            if (++pf_row == pf->rows) pf_row = 0, pf_col++;
-        }
         __m512 wv[8];
-        const char *wp = wb + (size_t)p * wsz;
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) {
-            if (PF) _mm_prefetch(wp + j * ldwb + DPF, _MM_HINT_T0);
-            wv[j] = dot_load_w(wp + j * ldwb, BF16, 0, (__mmask16)0xffff);
+            _mm_prefetch((const char *)(w + j * ldw + p) + DPF, _MM_HINT_T0);
+            wv[j] = _mm512_loadu_ps(w + j * ldw + p);
         }
 #pragma GCC unroll 8
         for (int i = 0; i < RM; i++) {
@@ -171,7 +145,7 @@ dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const
         const __mmask16 m = (__mmask16)((1u << (kc - p)) - 1);
         __m512 wv[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < RN; j++) wv[j] = dot_load_w(wb + j * ldwb, BF16, (size_t)p, m);
+        for (int j = 0; j < RN; j++) wv[j] = _mm512_maskz_loadu_ps(m, w + j * ldw + p);
 #pragma GCC unroll 8
         for (int i = 0; i < RM; i++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)i * ldx + p);
@@ -183,54 +157,19 @@ dot_tile(const int RM, const int RN, const int BF16, const int PF, int kc, const
     for (int i = 0; i < RM; i++) TW_STORE_ROW16(RN, acc[i], y + (size_t)i * ldy, add);
 }
 
-/* Variants: v 0 = fp32 weights streamed, 1 = bf16 weights streamed (pf: the next block's lines
- * to prefetch, or NULL), 2 = fp32 copy in L1. */
 #define TW_DTILE(RM, RN)                                                                           \
-    static void dtile_##RM##x##RN(int v, int kc, const float *x, size_t ldx, const void *w,        \
-                                  size_t ldw, float *y, size_t ldy, int add,                       \
-                                  const tw_dot_prefetch *pf) {                                     \
-        if (v == 1)                                                                                \
-            dot_tile(RM, RN, 1, 1, kc, x, ldx, w, ldw, y, ldy, add, pf);                           \
-        else if (v == 0)                                                                           \
-            dot_tile(RM, RN, 0, 1, kc, x, ldx, w, ldw, y, ldy, add, NULL);                         \
-        else                                                                                       \
-            dot_tile(RM, RN, 0, 0, kc, x, ldx, w, ldw, y, ldy, add, NULL);                         \
+    static void dtile_##RM##x##RN(int kc, const float *x, size_t ldx, const float *w, size_t ldw,  \
+                                  float *y, size_t ldy, int add) {                                 \
+        dot_tile(RM, RN, kc, x, ldx, w, ldw, y, ldy, add);                                         \
     }
-
-typedef void (*dtile_fn)(int, int, const float *, size_t, const void *, size_t, float *, size_t,
-                         int, const tw_dot_prefetch *);
+typedef void (*dtile_fn)(int, const float *, size_t, const float *, size_t, float *, size_t, int);
 TW_DOT_FOR_SHAPES(TW_DTILE)
 TW_DOT_TABLE(dtile_fn, dtile);
 
 static void dot_tile_avx512(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                             int wflags, size_t ldw, float *y, size_t ldy, int add) {
-    int v = (wflags & TW_DOT_W_RESIDENT) ? 2 : (wflags & TW_DOT_W_BF16) ? 1 : 0;
-    dtiles[rm][rn](v, kc, (const float *)xp, ldxp, w, ldw, y, ldy, add, NULL);
-}
-
-/* bf16 weights in memory, the next block's lines prefetched into L2 as the tile goes: the same
- * arithmetic as dot_tile_avx512's */
-static void dot_tile_pf_avx512(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
-                               size_t ldw, float *y, size_t ldy, int add,
-                               const tw_dot_prefetch *pf) {
-    dtiles[rm][rn](1, kc, (const float *)xp, ldxp, w, ldw, y, ldy, add, pf);
-}
-
-/* out[j, p] = (float)w[j, p] for j < rn, p < kc (rows kc apart) */
-static void widen_panel_avx512(int rn, int kc, const void *w, size_t ldw, float *out) {
-    for (int j = 0; j < rn; j++) {
-        const uint16_t *src = (const uint16_t *)w + (size_t)j * ldw;
-        float *dst = out + (size_t)j * kc;
-        int p = 0;
-        for (; p + 16 <= kc; p += 16) {
-            if ((p & 31) == 0) _mm_prefetch((const char *)(src + p) + DPF, _MM_HINT_T0);
-            _mm512_storeu_ps(dst + p, dot_load_w(src, 1, (size_t)p, 0xffff));
-        }
-        if (p < kc) {
-            const __mmask16 m = (__mmask16)((1u << (kc - p)) - 1);
-            _mm512_mask_storeu_ps(dst + p, m, dot_load_w(src, 1, (size_t)p, m));
-        }
-    }
+    (void)wflags; /* fp32 weights only (w_dtypes) */
+    dtiles[rm][rn](kc, (const float *)xp, ldxp, (const float *)w, ldw, y, ldy, add);
 }
 
 const tw_gemm_kernels tw_gemm_kernels_avx512 = {.name = "avx512",
@@ -257,7 +196,7 @@ const tw_gemm_kernels tw_gemm_kernels_avx512_l1_32k = {.name = "avx512",
 
 const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .path = "dot/avx512",
-                                              .w_dtypes = TW_DOT_BF16 | TW_DOT_F32,
+                                              .w_dtypes = TW_DOT_F32,
                                               .kstep = DKSTEP,
                                               .xsize = 0,
                                               .pack_x = NULL,
@@ -266,9 +205,158 @@ const tw_dot_kernels tw_dot_kernels_avx512 = {.name = "avx512",
                                               .rn_small = 8,
                                               .max_m_bf16 = 1024,
                                               .max_m_f32 = 256,
-                                              .tile = dot_tile_avx512,
-                                              .widen_panel = widen_panel_avx512,
-                                              .tile_pf = dot_tile_pf_avx512};
+                                              .tile = dot_tile_avx512};
+
+/* ---- bf16 weights, pairs split (dot/avx512-split) --------------------------------------------
+ * Widening a bf16 vector to fp32 in registers costs two shuffle-port instructions per 16 weights
+ * (zero-extend, shift), on the ports the FMAs use: a 4 x 6 tile spends a third of its issue slots
+ * on them. Here each 32-bit word of a 64-byte weight load holds two neighbouring bf16 (k = 2l and
+ * 2l + 1 in lane l): a shift gives the even one as an fp32 vector, a mask the odd one, one
+ * instruction per 16 weights. The activations are packed once per call to match: per 32 k,
+ * the 16 even then the 16 odd values. Lane l of an accumulator sums k = 32s + 2l and then
+ * 32s + 2l + 1 over the steps s of a k block, then tw_hsum4x16's fixed tree, whatever the tile
+ * shape, so results do not depend on the tiling or the batch. The fp32 copy of a micro-panel
+ * (widen_panel_split) stores each 32 k the same way (even, then odd), so tiles on the copy do
+ * the same arithmetic. */
+#define SKSTEP 32
+
+/* xp: per 32 k, x[32s + 2l] for l < 16, then x[32s + 2l + 1]; zero past k */
+static void pack_x_split(int k, const float *x, void *xp_) {
+    float *xp = xp_;
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for (int p = 0; p < k; p += SKSTEP) {
+        const int left = k - p;
+        const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 m1 = left >= 32  ? (__mmask16)0xffff
+                             : left > 16 ? (__mmask16)((1u << (left - 16)) - 1)
+                                         : (__mmask16)0;
+        const __m512 a = _mm512_maskz_loadu_ps(m0, x + p);
+        const __m512 b = _mm512_maskz_loadu_ps(m1, x + p + 16);
+        _mm512_storeu_ps(xp + p, _mm512_permutex2var_ps(a, even, b));
+        _mm512_storeu_ps(xp + p + 16, _mm512_permutex2var_ps(a, odd, b));
+    }
+}
+
+static inline __attribute__((always_inline)) void split_w(__m512i raw, __m512 *lo, __m512 *hi) {
+    *lo = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+    *hi = _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* RES = 0: bf16 weights, rows ldw elements apart; RES = 1: the fp32 copy, rows ldw floats apart.
+ * x: the packed activations (zero past k). pf: the next block's lines to prefetch, or NULL. */
+static inline __attribute__((always_inline)) void
+split_tile(const int RM, const int RN, const int RES, int kc, const float *x, size_t ldx,
+           const void *w, size_t ldw, float *y, size_t ldy, int add, const tw_dot_prefetch *pf) {
+    __m512 acc[4][8];
+#pragma GCC unroll 8
+    for (int i = 0; i < RM; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
+    const int nstep = (kc + SKSTEP - 1) / SKSTEP;
+    int pf_line = 0, pf_row = 0, pf_col = 0, pf_per = 0;
+    if (pf && pf->hi > pf->lo) {
+        pf_line = pf->lo, pf_row = pf->lo % pf->rows, pf_col = pf->lo / pf->rows;
+        pf_per = (pf->hi - pf->lo + nstep - 1) / nstep;
+    }
+    const uint16_t *wb = (const uint16_t *)w;
+    const float *wc = (const float *)w;
+    for (int p = 0; p < kc; p += SKSTEP) {
+        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {
+            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);
+            if (++pf_row == pf->rows) pf_row = 0, pf_col++;
+        }
+        /* the block's last partial step: the weights masked to zero (x is zero there too) */
+        const __mmask32 m =
+            kc - p >= SKSTEP ? (__mmask32)0xffffffffu : (__mmask32)((1u << (kc - p)) - 1);
+        __m512 xl[4], xh[4];
+#pragma GCC unroll 8
+        for (int i = 0; i < RM; i++) {
+            xl[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p);
+            xh[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p + 16);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) {
+            __m512 lo, hi;
+            if (RES) {
+                lo = _mm512_loadu_ps(wc + (size_t)j * ldw + p);
+                hi = _mm512_loadu_ps(wc + (size_t)j * ldw + p + 16);
+            } else {
+                const uint16_t *wj = wb + (size_t)j * ldw + p;
+                _mm_prefetch((const char *)wj + DPF, _MM_HINT_T0);
+                split_w(_mm512_maskz_loadu_epi16(m, wj), &lo, &hi);
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < RM; i++) {
+                acc[i][j] = _mm512_fmadd_ps(xl[i], lo, acc[i][j]);
+                acc[i][j] = _mm512_fmadd_ps(xh[i], hi, acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < RM; i++) TW_STORE_ROW16(RN, acc[i], y + (size_t)i * ldy, add);
+}
+
+/* Variants: res 0 = bf16 weights in memory (pf: lines to prefetch, or NULL), 1 = fp32 copy. */
+#define TW_STILE(RM, RN)                                                                           \
+    static void stile_##RM##x##RN(int res, int kc, const float *x, size_t ldx, const void *w,      \
+                                  size_t ldw, float *y, size_t ldy, int add,                       \
+                                  const tw_dot_prefetch *pf) {                                     \
+        if (res)                                                                                   \
+            split_tile(RM, RN, 1, kc, x, ldx, w, ldw, y, ldy, add, pf);                            \
+        else                                                                                       \
+            split_tile(RM, RN, 0, kc, x, ldx, w, ldw, y, ldy, add, pf);                            \
+    }
+TW_DOT_FOR_SHAPES(TW_STILE)
+typedef void (*stile_fn)(int, int, const float *, size_t, const void *, size_t, float *, size_t,
+                         int, const tw_dot_prefetch *);
+TW_DOT_TABLE(stile_fn, stile);
+
+static void dot_tile_split(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                           int wflags, size_t ldw, float *y, size_t ldy, int add) {
+    stiles[rm][rn]((wflags & TW_DOT_W_RESIDENT) ? 1 : 0, kc, (const float *)xp, ldxp, w, ldw, y,
+                   ldy, add, NULL);
+}
+
+static void dot_tile_pf_split(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                              int wflags, size_t ldw, float *y, size_t ldy, int add,
+                              const tw_dot_prefetch *pf) {
+    stiles[rm][rn]((wflags & TW_DOT_W_RESIDENT) ? 1 : 0, kc, (const float *)xp, ldxp, w, ldw, y,
+                   ldy, add, pf);
+}
+
+/* the fp32 copy in split_tile's order: per 32 k, the even weights then the odd (zero past kc) */
+static void widen_panel_split(int rn, int kc, const void *w, size_t ldw, float *out, size_t ldo) {
+    for (int j = 0; j < rn; j++) {
+        const uint16_t *src = (const uint16_t *)w + (size_t)j * ldw;
+        float *dst = out + (size_t)j * ldo;
+        for (int p = 0; p < kc; p += SKSTEP) {
+            const __mmask32 m =
+                kc - p >= SKSTEP ? (__mmask32)0xffffffffu : (__mmask32)((1u << (kc - p)) - 1);
+            _mm_prefetch((const char *)(src + p) + DPF, _MM_HINT_T0);
+            __m512 lo, hi;
+            split_w(_mm512_maskz_loadu_epi16(m, src + p), &lo, &hi);
+            _mm512_storeu_ps(dst + p, lo);
+            _mm512_storeu_ps(dst + p + 16, hi);
+        }
+    }
+}
+
+const tw_dot_kernels tw_dot_kernels_avx512split = {.name = "avx512",
+                                                   .path = "dot/avx512-split",
+                                                   .w_dtypes = TW_DOT_BF16,
+                                                   .kstep = SKSTEP,
+                                                   .xsize = sizeof(float),
+                                                   .pack_x = pack_x_split,
+                                                   .rm = 4,
+                                                   .rn = 6,
+                                                   .rn_small = 8,
+                                                   .max_m_bf16 = 1024,
+                                                   .max_m_f32 = 0,
+                                                   .tile = dot_tile_split,
+                                                   .widen_panel = widen_panel_split,
+                                                   .tile_pf = dot_tile_pf_split};
 
 /* ---- peak loop: 16 independent FMA chains -------------------------------------------------- */
 double tw_peak_fma_avx512(long iters, float *sink) {

@@ -116,7 +116,9 @@ static void dot_tile_bf16(int rm, int rn, int kc, const void *xp, size_t ldxp, c
 }
 
 static void dot_tile_pf_bf16(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
-                             size_t ldw, float *y, size_t ldy, int add, const tw_dot_prefetch *pf) {
+                             int wflags, size_t ldw, float *y, size_t ldy, int add,
+                             const tw_dot_prefetch *pf) {
+    (void)wflags; /* bf16 weights in memory only (no widen_panel) */
     tiles[rm][rn](kc, (const tw_bf16 *)xp, ldxp, (const tw_bf16 *)w, ldw, y, ldy, add, pf);
 }
 

@@ -28,6 +28,7 @@
 #define TW_DOT_MB           128 /* x rows per task in prefill (an mb x kc block stays in L2) */
 #define TW_DOT_MB_ONE       64  /* up to this many rows, one task takes all rows: w read once */
 #define TW_DOT_TASKS_PER    8   /* tasks per thread, for balance on a shared machine */
+#define TW_DOT_WIDEN_ROWS   16  /* bf16 weights: tasks of more rows tile an fp32 copy */
 #define TW_DOT_STREAM_BYTES ((size_t)1 << 20) /* x rows that stay in L2 whole */
 
 typedef struct {
@@ -61,7 +62,8 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     /* many tiles per micro-panel (> 4): widen bf16 weights once into an fp32 copy (in L1);
      * for a few, each tile widens in registers (the first one streams the panel from memory
      * with its prefetches, the others find it in L1) */
-    const int widen = bf16 && pl->kn->widen_panel && i1 - i0 > 4 * pl->rm && pl->kc <= TW_DOT_KC;
+    const int widen =
+        bf16 && pl->kn->widen_panel && i1 - i0 > TW_DOT_WIDEN_ROWS && pl->kc <= TW_DOT_KC;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */
     /* When the task's rows of x fit in L2 whole (decode, batched decode, short prompts):
      * micro-panel by micro-panel, each weight row's k blocks back to back, so a weight row
@@ -81,15 +83,17 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
             size_t ldw = (size_t)a->k;
             int wf = bf16 ? TW_DOT_W_BF16 : 0;
             if (widen) {
-                pl->kn->widen_panel(rn, kc, w, ldw, panel);
-                w = panel, ldw = (size_t)kc, wf = TW_DOT_W_RESIDENT;
+                const size_t ldo =
+                    (size_t)((kc + pl->kn->kstep - 1) / pl->kn->kstep) * (size_t)pl->kn->kstep;
+                pl->kn->widen_panel(rn, kc, w, ldw, panel, ldo);
+                w = panel, ldw = ldo, wf = TW_DOT_W_RESIDENT;
             }
             /* the tiles of this block prefetch the task's next block of weights between them
              * while they compute, so memory and arithmetic overlap */
             const int ntile = (i1 - i0 + pl->rm - 1) / pl->rm;
             tw_dot_prefetch pf = {0};
             int pf_lines = 0;
-            if (pl->kn->tile_pf && bf16 && !widen) {
+            if (pl->kn->tile_pf && bf16) {
                 int o2 = outer, in2 = inner + 1;
                 if (in2 == (stream ? nk : nj)) in2 = 0, o2++;
                 if (o2 < (stream ? nj : nk)) {
@@ -113,7 +117,7 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
                 if (pf_lines) {
                     pf.lo = (int)((long)pf_lines * q / ntile);
                     pf.hi = (int)((long)pf_lines * (q + 1) / ntile);
-                    pl->kn->tile_pf(rm, rn, kc, xt, pl->ldxp, w, ldw, yt, pl->ldy, add, &pf);
+                    pl->kn->tile_pf(rm, rn, kc, xt, pl->ldxp, w, wf, ldw, yt, pl->ldy, add, &pf);
                 } else {
                     pl->kn->tile(rm, rn, kc, xt, pl->ldxp, w, wf, ldw, yt, pl->ldy, add);
                 }
@@ -122,6 +126,9 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
 }
 
 tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threads) {
+    if (!(kn->w_dtypes & (a->w_dtype == TW_BF16 ? TW_DOT_BF16 : TW_DOT_F32)))
+        return TW_ERR(TW_ERR_INTERNAL, "gemm: the %s kernels do not take %s weights", kn->path,
+                      tw_dtype_name(a->w_dtype));
     tw_dot_plan pl;
     memset(&pl, 0, sizeof pl);
     pl.kn = kn;

@@ -65,8 +65,8 @@ typedef struct {
     int rows, lpr, lo, hi;
 } tw_dot_prefetch;
 typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp,
-                                  const void *w, size_t ldw, float *y, size_t ldy, int add,
-                                  const tw_dot_prefetch *pf);
+                                  const void *w, int wflags, size_t ldw, float *y, size_t ldy,
+                                  int add, const tw_dot_prefetch *pf);
 #define TW_DOT_W_BF16     1 /* wflags: weights are bf16 (else fp32) */
 #define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (no prefetching) */
 
@@ -92,12 +92,15 @@ typedef struct {
      * longer blocks (fewer horizontal sums and stores per multiply-add) */
     int kc;
     tw_dot_tile_fn tile;
-    /* optional, bf16 weights: out[j, p] = (float)w[j, p] (j < rn, p < kc, rows kc apart); the
-     * driver then runs the tiles on this fp32 copy when several tiles share the micro-panel.
+    /* optional, bf16 weights: an fp32 copy of the rn x kc micro-panel, rows ldo apart (ldo: kc
+     * rounded up to kstep), in the order the tile reads it: out[j, p] = (float)w[j, p] for the
+     * kernels that keep k in order, the kernel's own order otherwise. The driver then runs the
+     * tiles on this copy (wflags TW_DOT_W_RESIDENT) when several tiles share the micro-panel.
      * The tile must give bitwise the same results on the copy as on the bf16 original. */
-    void (*widen_panel)(int rn, int kc, const void *w, size_t ldw, float *out);
-    /* optional, bf16 weights in memory: tile with the lines of pf prefetched as it goes (the
-     * same arithmetic as tile) */
+    void (*widen_panel)(int rn, int kc, const void *w, size_t ldw, float *out, size_t ldo);
+    /* optional, bf16 weights (in memory, or the fp32 copy of widen_panel): tile with the lines
+     * of pf (the next block's bf16 weights in memory) prefetched as it goes; the same
+     * arithmetic as tile */
     tw_dot_tile_pf_fn tile_pf;
 } tw_dot_kernels;
 
@@ -157,6 +160,7 @@ extern const tw_gemm_kernels tw_gemm_kernels_avx512;
 extern const tw_gemm_kernels tw_gemm_kernels_avx512_l1_32k;
 extern const tw_dot_kernels tw_dot_kernels_avx2;
 extern const tw_dot_kernels tw_dot_kernels_avx512;
+extern const tw_dot_kernels tw_dot_kernels_avx512split;
 extern const tw_dot_kernels tw_dot_kernels_avx512bf16;
 #endif
 #if defined(__aarch64__) && defined(TW_NEON)

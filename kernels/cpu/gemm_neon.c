@@ -93,10 +93,10 @@ static void dot_tile_neon(int rm, int rn, int kc, const void *xp, size_t ldxp, c
                    add);
 }
 
-static void widen_panel_neon(int rn, int kc, const void *w, size_t ldw, float *out) {
+static void widen_panel_neon(int rn, int kc, const void *w, size_t ldw, float *out, size_t ldo) {
     for (int j = 0; j < rn; j++) {
         const uint16_t *src = (const uint16_t *)w + (size_t)j * ldw;
-        float *dst = out + (size_t)j * kc;
+        float *dst = out + (size_t)j * ldo;
         int p = 0;
         for (; p + 4 <= kc; p += 4) vst1q_f32(dst + p, load_w4(src, 1, (size_t)p));
         for (; p < kc; p++) dst[p] = tw_neon_bf16_to_f32(src[p]);
