@@ -158,7 +158,7 @@ typedef struct {
     int present;
     double membw_gbps, peak_gflops; /* NAN: not measured */
     char membw_source[160], peak_source[160];
-    char membw_method[256];  /* how the read ceiling was measured ("" when not) */
+    char membw_method[512];  /* how the read ceiling was measured ("" when not) */
     double peak_bf16_gflops; /* the bf16 ceiling (bf16 rows' MFU); NAN: not measured */
     char peak_bf16_source[272];
     /* schema 1.3: the measured peak's dtype; the device's datasheet figures (devices.json) */

@@ -217,6 +217,45 @@ Test(ceilings, a_run_result_carries_them_and_every_fraction) {
     cr_assert_eq(system(cmd), 0);
 }
 
+/* When measuring the ceilings again at the end of a run fails, the measured rows are kept with
+ * the first ceilings, and the sources say why (TW_TEST_END_CEILINGS_FAIL injects the failure). */
+Test(ceilings, a_failed_measurement_at_the_end_keeps_the_rows) {
+    snprintf(dir, sizeof dir, "/tmp/tw-registry-endfail-%d", (int)getpid());
+    cr_assert_eq(setenv("TW_TEST_END_CEILINGS_FAIL", "1", 1), 0);
+    tw_run_spec s;
+    memset(&s, 0, sizeof s);
+    s.model = "tiny", s.backend = "cpu", s.power = "none", s.sample_ms = 50, s.comm = "auto";
+    s.comm_timeout_s = 60;
+    s.batch[0] = 1, s.nbatch = 1, s.prompt[0] = 5, s.nprompt = 1, s.gen[0] = 3, s.ngen = 1;
+    s.tp[0] = 1, s.ntp = 1, s.dtype[0] = TW_BF16, s.ndtype = 1;
+    s.reps = 1, s.threads = 1, s.seed = 3, s.out_dir = dir; /* no ceilings given: measured */
+    cr_assert_eq(tw_mkdirs(dir), TW_OK, "%s", tw_last_error());
+    tw_run *r = NULL;
+    cr_assert_eq(tw_run_open(&s, NULL, &r), TW_OK, "%s", tw_last_error());
+    tw_result res;
+    tw_run_outcome oc;
+    cr_assert_eq(tw_run_execute(r, &res, &oc), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(res.nrows, 1, "the measured row is kept");
+    const tw_result_roofline *rf = &res.roofline;
+    cr_assert(rf->membw_gbps > 0 && rf->peak_gflops > 0, "the first ceilings are kept");
+    const char *why = "not measured again at the end: measuring the read ceiling: failure "
+                      "injected (TW_TEST_END_CEILINGS_FAIL)";
+    cr_assert(strstr(rf->membw_method, why), "%s", rf->membw_method);
+    cr_assert(strstr(rf->peak_source, "not measured again at the end: measuring the compute "
+                                      "peaks: failure injected"),
+              "%s", rf->peak_source);
+    const tw_metrics *m = &res.rows[0].metrics;
+    cr_assert(isfinite(m->decode_bandwidth_fraction) && m->decode_bandwidth_fraction > 0);
+    cr_assert_lt(fabs(m->decode_bandwidth_fraction - m->decode_bandwidth_gbps / rf->membw_gbps),
+                 1e-12 * m->decode_bandwidth_fraction);
+    cr_assert(isfinite(m->prefill_mfu) && m->prefill_mfu > 0);
+    tw_result_free(&res);
+    tw_run_close(r);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 /* Two CPU backends in one process keep their own SIMD level (the option lives in each backend's
  * context), and each computes a GEMM within tolerance of float64. */
 static double gemm_err_on(tw_backend *be, int m, int n, int k) {

@@ -45,7 +45,7 @@ struct tw_run {
     tw_dtype peak_dtype;                /* the dtype the measured peak is for */
     double peak_bf16;                   /* the bf16 rows' peak (the CPU: its fastest bf16
                                          * multiply-add; a bf16 peak itself), 0: none */
-    char membw_method[240], peak_bf16_src[260];
+    char membw_method[480], peak_bf16_src[260];
     int membw_measured;       /* the host's, measured here (not given): measured again at the end */
     int peak_measured;        /* the host's peaks, measured here: measured again at the end */
     double ds_membw, ds_peak; /* datasheet (configs/devices.json), 0: none */
