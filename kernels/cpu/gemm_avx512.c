@@ -262,38 +262,41 @@ split_tile(const int RM, const int RN, const int RES, int kc, const float *x, si
     }
     const uint16_t *wb = (const uint16_t *)w;
     const float *wc = (const float *)w;
-    for (int p = 0; p < kc; p += SKSTEP) {
-        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {
-            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);
-            if (++pf_row == pf->rows) pf_row = 0, pf_col++;
-        }
-        /* the block's last partial step: the weights masked to zero (x is zero there too) */
-        const __mmask32 m =
-            kc - p >= SKSTEP ? (__mmask32)0xffffffffu : (__mmask32)((1u << (kc - p)) - 1);
-        __m512 xl[4], xh[4];
-#pragma GCC unroll 8
-        for (int i = 0; i < RM; i++) {
-            xl[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p);
-            xh[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p + 16);
-        }
-#pragma GCC unroll 8
-        for (int j = 0; j < RN; j++) {
-            __m512 lo, hi;
-            if (RES) {
-                lo = _mm512_loadu_ps(wc + (size_t)j * ldw + p);
-                hi = _mm512_loadu_ps(wc + (size_t)j * ldw + p + 16);
-            } else {
-                const uint16_t *wj = wb + (size_t)j * ldw + p;
-                _mm_prefetch((const char *)wj + DPF, _MM_HINT_T0);
-                split_w(_mm512_maskz_loadu_epi16(m, wj), &lo, &hi);
-            }
-#pragma GCC unroll 8
-            for (int i = 0; i < RM; i++) {
-                acc[i][j] = _mm512_fmadd_ps(xl[i], lo, acc[i][j]);
-                acc[i][j] = _mm512_fmadd_ps(xh[i], hi, acc[i][j]);
-            }
-        }
-    }
+    /* one step of 32 k; FULL: a whole step (a plain load: a masked one costs a shuffle-port
+     * instruction more on Intel), else the block's last partial step, the weights masked to
+     * zero (x is zero there too) */
+#define SPLIT_STEP(FULL, M)                                                                        \
+    do {                                                                                           \
+        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {                          \
+            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);   \
+            if (++pf_row == pf->rows) pf_row = 0, pf_col++;                                        \
+        }                                                                                          \
+        __m512 xl[4], xh[4];                                                                       \
+        _Pragma("GCC unroll 8") for (int i = 0; i < RM; i++) {                                     \
+            xl[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p);                                      \
+            xh[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p + 16);                                 \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < RN; j++) {                                     \
+            __m512 lo, hi;                                                                         \
+            if (RES) {                                                                             \
+                lo = _mm512_loadu_ps(wc + (size_t)j * ldw + p);                                    \
+                hi = _mm512_loadu_ps(wc + (size_t)j * ldw + p + 16);                               \
+            } else {                                                                               \
+                const uint16_t *wj = wb + (size_t)j * ldw + p;                                     \
+                _mm_prefetch((const char *)wj + DPF, _MM_HINT_T0);                                 \
+                split_w((FULL) ? _mm512_loadu_si512(wj) : _mm512_maskz_loadu_epi16((M), wj), &lo,  \
+                        &hi);                                                                      \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int i = 0; i < RM; i++) {                                 \
+                acc[i][j] = _mm512_fmadd_ps(xl[i], lo, acc[i][j]);                                 \
+                acc[i][j] = _mm512_fmadd_ps(xh[i], hi, acc[i][j]);                                 \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+    int p = 0;
+    for (; p + SKSTEP <= kc; p += SKSTEP) SPLIT_STEP(1, 0);
+    if (p < kc) SPLIT_STEP(0, (__mmask32)((1u << (kc - p)) - 1));
+#undef SPLIT_STEP
 #pragma GCC unroll 8
     for (int i = 0; i < RM; i++) TW_STORE_ROW16(RN, acc[i], y + (size_t)i * ldy, add);
 }
@@ -332,11 +335,13 @@ static void widen_panel_split(int rn, int kc, const void *w, size_t ldw, float *
         const uint16_t *src = (const uint16_t *)w + (size_t)j * ldw;
         float *dst = out + (size_t)j * ldo;
         for (int p = 0; p < kc; p += SKSTEP) {
-            const __mmask32 m =
-                kc - p >= SKSTEP ? (__mmask32)0xffffffffu : (__mmask32)((1u << (kc - p)) - 1);
             _mm_prefetch((const char *)(src + p) + DPF, _MM_HINT_T0);
             __m512 lo, hi;
-            split_w(_mm512_maskz_loadu_epi16(m, src + p), &lo, &hi);
+            if (kc - p >= SKSTEP)
+                split_w(_mm512_loadu_si512(src + p), &lo, &hi);
+            else
+                split_w(_mm512_maskz_loadu_epi16((__mmask32)((1u << (kc - p)) - 1), src + p), &lo,
+                        &hi);
             _mm512_storeu_ps(dst + p, lo);
             _mm512_storeu_ps(dst + p + 16, hi);
         }
