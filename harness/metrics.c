@@ -100,16 +100,12 @@ double tw_metric_prefill_gflops(double flops, double ttft_s) {
     return flops / ttft_s / 1e9;
 }
 
-double tw_metric_prefill_mfu(double gflops, double peak_gflops) {
+double tw_metric_mfu(double gflops, double peak_gflops) {
     return peak_gflops > 0 ? gflops / peak_gflops : NAN;
 }
 
 double tw_metric_decode_flops_per_step(const tw_model_config *c, int batch, int ctx) {
     return (double)batch * tw_model_flops_per_token(c, ctx);
-}
-
-double tw_metric_decode_mfu(double gflops, double peak_gflops) {
-    return peak_gflops > 0 ? gflops / peak_gflops : NAN;
 }
 
 double tw_metric_decode_roofline_s(double bytes_per_step, double flops_per_step, double membw_gbps,
@@ -222,12 +218,12 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     out->prefill_flops = tw_metric_prefill_flops(in->cfg, in->batch, in->prompt);
     out->prefill_gflops =
         n ? tw_metric_prefill_gflops(out->prefill_flops, out->ttft_s.median) : NAN;
-    out->prefill_mfu = tw_metric_prefill_mfu(out->prefill_gflops, in->peak_gflops);
+    out->prefill_mfu = tw_metric_mfu(out->prefill_gflops, in->peak_gflops);
     out->decode_flops_per_step = tw_metric_decode_flops_per_step(
         in->cfg, in->batch, tw_metric_decode_context(in->prompt, in->gen));
     out->decode_gflops =
         out->tpot_s.n ? out->decode_flops_per_step / out->tpot_s.median / 1e9 : NAN;
-    out->decode_mfu = tw_metric_decode_mfu(out->decode_gflops, in->peak_gflops);
+    out->decode_mfu = tw_metric_mfu(out->decode_gflops, in->peak_gflops);
     out->decode_roofline_fraction =
         out->tpot_s.n ? tw_metric_decode_roofline_fraction(
                             tw_metric_decode_roofline_s(out->decode_bytes_per_step,
@@ -240,8 +236,7 @@ tw_status tw_metrics_summarise(const tw_metric_inputs *in, const tw_rep_times *r
     out->has_decode_flops = 1;
     out->decode_bandwidth_fraction_datasheet =
         tw_metric_decode_bandwidth_fraction(out->decode_bandwidth_gbps, in->datasheet_membw_gbps);
-    out->prefill_mfu_datasheet =
-        tw_metric_prefill_mfu(out->prefill_gflops, in->datasheet_peak_gflops);
+    out->prefill_mfu_datasheet = tw_metric_mfu(out->prefill_gflops, in->datasheet_peak_gflops);
     out->has_datasheet = 1;
     out->collective_share = in->have_comm ? tw_metric_collective_share(in->comm_s, measured_s) : 0;
     return TW_OK;
@@ -251,8 +246,8 @@ void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double p
     m->decode_bandwidth_fraction =
         tw_metric_decode_bandwidth_fraction(m->decode_bandwidth_gbps, membw_gbps);
     if (!isnan(peak_gflops)) {
-        m->prefill_mfu = tw_metric_prefill_mfu(m->prefill_gflops, peak_gflops);
-        m->decode_mfu = tw_metric_decode_mfu(m->decode_gflops, peak_gflops);
+        m->prefill_mfu = tw_metric_mfu(m->prefill_gflops, peak_gflops);
+        m->decode_mfu = tw_metric_mfu(m->decode_gflops, peak_gflops);
     }
     /* the compute side of the roofline from the MFU: FLOPs / peak = MFU x step */
     const double step_s = m->tpot_s.median, bytes_s = m->decode_bytes_per_step / (membw_gbps * 1e9);

@@ -59,10 +59,11 @@ double tw_metric_decode_bandwidth_fraction(double bandwidth_gbps, double membw_g
 /* B x P x FLOPs per token at context P/2 (tw_model_flops_per_token). */
 double tw_metric_prefill_flops(const tw_model_config *c, int batch, int prompt);
 double tw_metric_prefill_gflops(double flops, double ttft_s);
-double tw_metric_prefill_mfu(double gflops, double peak_gflops);
+/* Model FLOPs utilisation, prefill's or decode's: achieved GFLOP/s over the peak (NAN without one).
+ */
+double tw_metric_mfu(double gflops, double peak_gflops);
 /* B x FLOPs per token at the decode context ctx (tw_model_flops_per_token). */
 double tw_metric_decode_flops_per_step(const tw_model_config *c, int batch, int ctx);
-double tw_metric_decode_mfu(double gflops, double peak_gflops);
 /* The decode step's roofline: the larger of its bytes over the read ceiling and its FLOPs over
  * the compute ceiling (NAN unless both are known), and the measured step as a fraction of it
  * (roofline / step: 1 is the ceiling, above 1 the ceilings were measured too low). A batched
