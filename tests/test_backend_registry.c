@@ -163,8 +163,10 @@ Test(ceilings, the_cpu_slot_measures_through_the_host_hook) {
 
 static char dir[256];
 
-Test(ceilings, a_run_result_carries_them_and_every_fraction) {
-    snprintf(dir, sizeof dir, "/tmp/tw-registry-test-%d", (int)getpid());
+/* A tiny bf16 run on the CPU backend with no ceilings given (so measured), in a fresh folder
+ * named after tag; the caller frees res and closes the run. */
+static tw_run *run_tiny_measured(const char *tag, tw_result *res) {
+    snprintf(dir, sizeof dir, "/tmp/tw-registry-%s-%d", tag, (int)getpid());
     tw_run_spec s;
     memset(&s, 0, sizeof s);
     s.model = "tiny", s.backend = "cpu", s.power = "none", s.sample_ms = 50, s.comm = "auto";
@@ -175,9 +177,14 @@ Test(ceilings, a_run_result_carries_them_and_every_fraction) {
     cr_assert_eq(tw_mkdirs(dir), TW_OK, "%s", tw_last_error());
     tw_run *r = NULL;
     cr_assert_eq(tw_run_open(&s, NULL, &r), TW_OK, "%s", tw_last_error());
-    tw_result res;
     tw_run_outcome oc;
-    cr_assert_eq(tw_run_execute(r, &res, &oc), TW_OK, "%s", tw_last_error());
+    cr_assert_eq(tw_run_execute(r, res, &oc), TW_OK, "%s", tw_last_error());
+    return r;
+}
+
+Test(ceilings, a_run_result_carries_them_and_every_fraction) {
+    tw_result res;
+    tw_run *r = run_tiny_measured("test", &res);
     const tw_result_roofline *rf = &res.roofline;
     cr_assert(rf->membw_gbps > 0 && rf->peak_gflops > 0, "measured by the backend's slot");
     cr_assert_str_eq(rf->membw_source, "measured (tokwatt bench membw read)");
@@ -220,21 +227,9 @@ Test(ceilings, a_run_result_carries_them_and_every_fraction) {
 /* When measuring the ceilings again at the end of a run fails, the measured rows are kept with
  * the first ceilings, and the sources say why (TW_TEST_END_CEILINGS_FAIL injects the failure). */
 Test(ceilings, a_failed_measurement_at_the_end_keeps_the_rows) {
-    snprintf(dir, sizeof dir, "/tmp/tw-registry-endfail-%d", (int)getpid());
     cr_assert_eq(setenv("TW_TEST_END_CEILINGS_FAIL", "1", 1), 0);
-    tw_run_spec s;
-    memset(&s, 0, sizeof s);
-    s.model = "tiny", s.backend = "cpu", s.power = "none", s.sample_ms = 50, s.comm = "auto";
-    s.comm_timeout_s = 60;
-    s.batch[0] = 1, s.nbatch = 1, s.prompt[0] = 5, s.nprompt = 1, s.gen[0] = 3, s.ngen = 1;
-    s.tp[0] = 1, s.ntp = 1, s.dtype[0] = TW_BF16, s.ndtype = 1;
-    s.reps = 1, s.threads = 1, s.seed = 3, s.out_dir = dir; /* no ceilings given: measured */
-    cr_assert_eq(tw_mkdirs(dir), TW_OK, "%s", tw_last_error());
-    tw_run *r = NULL;
-    cr_assert_eq(tw_run_open(&s, NULL, &r), TW_OK, "%s", tw_last_error());
     tw_result res;
-    tw_run_outcome oc;
-    cr_assert_eq(tw_run_execute(r, &res, &oc), TW_OK, "%s", tw_last_error());
+    tw_run *r = run_tiny_measured("endfail", &res);
     cr_assert_eq(res.nrows, 1, "the measured row is kept");
     const tw_result_roofline *rf = &res.roofline;
     cr_assert(rf->membw_gbps > 0 && rf->peak_gflops > 0, "the first ceilings are kept");
