@@ -254,12 +254,7 @@ split_tile(const int RM, const int RN, const int RES, int kc, const float *x, si
     for (int i = 0; i < RM; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
-    const int nstep = (kc + SKSTEP - 1) / SKSTEP;
-    int pf_line = 0, pf_row = 0, pf_col = 0, pf_per = 0;
-    if (pf && pf->hi > pf->lo) {
-        pf_line = pf->lo, pf_row = pf->lo % pf->rows, pf_col = pf->lo / pf->rows;
-        pf_per = (pf->hi - pf->lo + nstep - 1) / nstep;
-    }
+    tw_pf_cursor pc = tw_pf_start(pf, (kc + SKSTEP - 1) / SKSTEP);
     const uint16_t *wb = (const uint16_t *)w;
     const float *wc = (const float *)w;
     /* one step of 32 k; FULL: a whole step (a plain load: a masked one costs a shuffle-port
@@ -267,10 +262,7 @@ split_tile(const int RM, const int RN, const int RES, int kc, const float *x, si
      * zero (x is zero there too) */
 #define SPLIT_STEP(FULL, M)                                                                        \
     do {                                                                                           \
-        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {                          \
-            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);   \
-            if (++pf_row == pf->rows) pf_row = 0, pf_col++;                                        \
-        }                                                                                          \
+        tw_pf_step(&pc);                                                                           \
         __m512 xl[4], xh[4];                                                                       \
         _Pragma("GCC unroll 8") for (int i = 0; i < RM; i++) {                                     \
             xl[i] = _mm512_loadu_ps(x + (size_t)i * ldx + p);                                      \
@@ -316,17 +308,16 @@ typedef void (*stile_fn)(int, int, const float *, size_t, const void *, size_t, 
                          int, const tw_dot_prefetch *);
 TW_DOT_TABLE(stile_fn, stile);
 
-static void dot_tile_split(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
-                           int wflags, size_t ldw, float *y, size_t ldy, int add) {
-    stiles[rm][rn]((wflags & TW_DOT_W_RESIDENT) ? 1 : 0, kc, (const float *)xp, ldxp, w, ldw, y,
-                   ldy, add, NULL);
-}
-
 static void dot_tile_pf_split(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
                               int wflags, size_t ldw, float *y, size_t ldy, int add,
                               const tw_dot_prefetch *pf) {
     stiles[rm][rn]((wflags & TW_DOT_W_RESIDENT) ? 1 : 0, kc, (const float *)xp, ldxp, w, ldw, y,
                    ldy, add, pf);
+}
+
+static void dot_tile_split(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                           int wflags, size_t ldw, float *y, size_t ldy, int add) {
+    dot_tile_pf_split(rm, rn, kc, xp, ldxp, w, wflags, ldw, y, ldy, add, NULL);
 }
 
 /* the fp32 copy in split_tile's order: per 32 k, the even weights then the odd (zero past kc) */

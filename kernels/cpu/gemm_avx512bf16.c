@@ -53,18 +53,10 @@ tile_bf16(const int RM, const int RN, int kc, const tw_bf16 *x, size_t ldx, cons
     const tw_bf16 *wr[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) wr[j] = w + (size_t)j * ldw;
-    /* the prefetch lines, spread evenly over the k steps: pf_per lines per step */
-    int pf_line = 0, pf_row = 0, pf_col = 0, pf_per = 0;
-    if (pf && pf->hi > pf->lo && nfull > 0) {
-        pf_line = pf->lo, pf_row = pf->lo % pf->rows, pf_col = pf->lo / pf->rows;
-        pf_per = (pf->hi - pf->lo + nfull - 1) / nfull;
-    }
+    tw_pf_cursor pc = tw_pf_start(pf, nfull); /* the prefetch lines, over the full steps */
     for (int s = 0; s < nfull; s++) {
         const size_t p = (size_t)s * KSTEP;
-        for (int c = 0; c < pf_per && pf_line < pf->hi; c++, pf_line++) {
-            _mm_prefetch(pf->base + (size_t)pf_row * pf->ld + (size_t)pf_col * 64, _MM_HINT_T1);
-            if (++pf_row == pf->rows) pf_row = 0, pf_col++;
-        }
+        tw_pf_step(&pc);
         __m512i wv[8];
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) {

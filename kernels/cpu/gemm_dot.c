@@ -59,9 +59,9 @@ static void tw_dot_tile_task(void *arg, long t, int worker) {
     const int i0 = ib * pl->mb, i1 = i0 + pl->mb < a->m ? i0 + pl->mb : a->m;
     const int j0 = jb * pl->nb, j1 = j0 + pl->nb < a->n ? j0 + pl->nb : a->n;
     const int bf16 = a->w_dtype == TW_BF16;
-    /* many tiles per micro-panel (> 4): widen bf16 weights once into an fp32 copy (in L1);
-     * for a few, each tile widens in registers (the first one streams the panel from memory
-     * with its prefetches, the others find it in L1) */
+    /* many tiles per micro-panel (more than TW_DOT_WIDEN_ROWS rows): widen bf16 weights once
+     * into an fp32 copy (in L1); for a few, each tile widens in registers (the first one streams
+     * the panel from memory with its prefetches, the others find it in L1) */
     const int widen =
         bf16 && pl->kn->widen_panel && i1 - i0 > TW_DOT_WIDEN_ROWS && pl->kc <= TW_DOT_KC;
     _Alignas(64) float panel[TW_DOT_RN_MAX * TW_DOT_KC]; /* 32 KiB */

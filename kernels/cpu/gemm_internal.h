@@ -68,7 +68,7 @@ typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t
                                   const void *w, int wflags, size_t ldw, float *y, size_t ldy,
                                   int add, const tw_dot_prefetch *pf);
 #define TW_DOT_W_BF16     1 /* wflags: weights are bf16 (else fp32) */
-#define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (no prefetching) */
+#define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (not prefetched) */
 
 #define TW_DOT_BF16 1 /* w_dtypes bits */
 #define TW_DOT_F32  2
