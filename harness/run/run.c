@@ -512,6 +512,15 @@ static tw_status tw_run_end_fault(const char *what) {
     return TW_OK;
 }
 
+/* A ceiling's source, whose measurement at the end of the run failed: the rows are measured, so
+ * they keep the first ceiling, and the source says why. */
+static void tw_run_note_end_failed(char *src, size_t n) {
+    size_t used = strlen(src);
+    if (used + 1 < n)
+        snprintf(src + used, n - used, "; not measured again at the end: %s", tw_error_text());
+    tw_clear_error();
+}
+
 /* A ceiling's source, which the measurement at the end of the run raised. */
 static void tw_run_note_end(char *src, size_t n) {
     size_t used = strlen(src);
@@ -931,12 +940,7 @@ stopped:
         tw_membw_result mb;
         if (tw_run_end_fault("the read ceiling") != TW_OK ||
             tw_machine_read_ceiling(x->nranks > 1 ? x->be->threads : 0, 5, &mb) != TW_OK) {
-            /* the rows are measured: keep them with the first ceiling, and say why */
-            size_t used = strlen(x->membw_method);
-            if (used + 1 < sizeof x->membw_method)
-                snprintf(x->membw_method + used, sizeof x->membw_method - used,
-                         "; not measured again at the end: %s", tw_error_text());
-            tw_clear_error();
+            tw_run_note_end_failed(x->membw_method, sizeof x->membw_method);
         } else if (mb.read_gbps > x->membw) {
             x->membw = mb.read_gbps;
             snprintf(x->membw_method, sizeof x->membw_method, "%.200s; at the end of the run",
@@ -951,12 +955,7 @@ stopped:
     if (x->peak_measured && !x->intr_sig) {
         if (tw_run_end_fault("the compute peaks") != TW_OK ||
             tw_machine_bf16_peak(x->be->threads, &bp) != TW_OK) {
-            /* the rows are measured: keep them with the first peaks, and say why */
-            size_t used = strlen(x->peak_src);
-            if (used + 1 < sizeof x->peak_src)
-                snprintf(x->peak_src + used, sizeof x->peak_src - used,
-                         "; not measured again at the end: %s", tw_error_text());
-            tw_clear_error();
+            tw_run_note_end_failed(x->peak_src, sizeof x->peak_src);
         } else {
             if (bp.fma_gflops > x->peak) {
                 x->peak = bp.fma_gflops;
