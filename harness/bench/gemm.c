@@ -351,16 +351,11 @@ static void openblas_run(const tw_bench_gemm_opts *o, int threads, const tw_benc
  * 2024 Xeon: 37 against SkylakeX's 216 GFLOP/s), which would make any kernel look several times
  * faster than "OpenBLAS". */
 static int openblas_cores_for_cpu(const char **out, int max) {
+    /* the kernels' own CPUID levels: avx512 is AVX-512F/BW/VL/DQ (SkylakeX's), avx2 AVX2 + FMA
+     * (Haswell's), each with the OS's register state */
     int n = 0;
-    const char *f = tw_cpu_features();
-    char buf[512];
-    snprintf(buf, sizeof buf, ",%s,", f ? f : "");
-#define TW_HAS(x) (strstr(buf, "," x ",") != NULL)
-    if (n < max && TW_HAS("avx512f") && TW_HAS("avx512bw") && TW_HAS("avx512vl") &&
-        TW_HAS("avx512dq"))
-        out[n++] = "SkylakeX";
-    if (n < max && TW_HAS("avx2") && TW_HAS("fma")) out[n++] = "Haswell";
-#undef TW_HAS
+    if (n < max && tw_cpu_simd_supported(TW_SIMD_AVX512)) out[n++] = "SkylakeX";
+    if (n < max && tw_cpu_simd_supported(TW_SIMD_AVX2)) out[n++] = "Haswell";
     return n;
 }
 
