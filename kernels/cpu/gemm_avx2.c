@@ -1,6 +1,7 @@
 /* AVX2 + FMA GEMM kernels (compiled with -mavx2 -mfma; only called when CPUID says so):
  * a 6x16 register-blocked micro-kernel for the packed (prefill) path, and the skinny
- * (decode/GEMV) kernel that streams fp32 or bf16 weight rows once for up to 4 rows of x. */
+ * (decode/GEMV, batched decode) kernel that streams fp32 or bf16 weight rows once for up to 4
+ * rows of x, in tiles of up to 12 accumulators (4 x 3, 2 x 6). */
 #include "gemm_internal.h"
 
 #include <immintrin.h>
@@ -107,15 +108,39 @@ static inline float load_w1(const void *w, int bf16, size_t p) {
 #define TW_SKINNY_PF 512 /* bytes ahead each weight row is prefetched */
 #endif
 
+/* One step of 8 k for MROWS x NW accumulators. With 16 ymm registers and FMA's latency of 4
+ * cycles on two pipes, at least 8 independent accumulators are needed to keep both pipes busy
+ * and 12 leave slack: the operands that are reused stay in registers, the others come one at a
+ * time (x rows first when MROWS <= NW: MROWS + MROWS * NW + 1 registers, else the weight rows:
+ * NW + MROWS * NW + 1). */
+#define SKINNY_STEP8(P)                                                                            \
+    do {                                                                                           \
+        if (MROWS <= NW) {                                                                         \
+            __m256 xv[4];                                                                          \
+            for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + (P));    \
+            for (int j = 0; j < NW; j++) {                                                         \
+                const __m256 wv = load_w8(wr[j], bf16, (size_t)(P));                               \
+                for (int i = 0; i < MROWS; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], wv, acc[i][j]); \
+            }                                                                                      \
+        } else {                                                                                   \
+            __m256 wv[8];                                                                          \
+            for (int j = 0; j < NW; j++) wv[j] = load_w8(wr[j], bf16, (size_t)(P));                \
+            for (int i = 0; i < MROWS; i++) {                                                      \
+                const __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + (P));                      \
+                for (int j = 0; j < NW; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);    \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 /* MROWS rows of x against NW weight rows (MROWS * NW accumulators, constant bounds so they stay
  * in registers). Each step consumes one 64-byte line of every weight row (32 bf16 or 16 fp32)
  * and prefetches TW_SKINNY_PF bytes ahead: several rows streamed at once plus software
  * prefetch keep more memory requests in flight than one hardware-prefetched stream does
- * (measured ~35 vs ~24 GB/s on this host). */
-static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, const int NW, int k,
-                                                              const float *x, size_t ldx,
-                                                              const void *w, size_t ldw, int bf16,
-                                                              float *y, size_t ldy, int add) {
+ * (measured ~35 vs ~24 GB/s on this host). pc: the next block's lines (tile_pf), a share per
+ * step, or NULL. */
+static inline __attribute__((always_inline)) void
+skinny_tile(const int MROWS, const int NW, int k, const float *x, size_t ldx, const void *w,
+            size_t ldw, const int bf16, float *y, size_t ldy, int add, tw_pf_cursor *pc) {
     const size_t wsz = bf16 ? 2 : 4;
     const int step = bf16 ? 32 : 16; /* elements per 64-byte line */
     const size_t rowbytes = (size_t)k * wsz, ldwb = ldw * wsz;
@@ -132,23 +157,10 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
         size_t off = (size_t)p * wsz + TW_SKINNY_PF;
         if (off >= rowbytes) off += (size_t)NW * ldwb - rowbytes;
         for (int j = 0; j < NW; j++) _mm_prefetch(wr[j] + off, _MM_HINT_T0);
-        for (int v = 0; v < step; v += 8) {
-            __m256 xv[4];
-            for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p + v);
-            for (int j = 0; j < NW; j++) {
-                __m256 wv = load_w8(wr[j], bf16, (size_t)(p + v));
-                for (int i = 0; i < MROWS; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], wv, acc[i][j]);
-            }
-        }
+        if (pc) tw_pf_step(pc);
+        for (int v = 0; v < step; v += 8) SKINNY_STEP8(p + v);
     }
-    for (; p + 8 <= k; p += 8) {
-        __m256 xv[4];
-        for (int i = 0; i < MROWS; i++) xv[i] = _mm256_loadu_ps(x + (size_t)i * ldx + p);
-        for (int j = 0; j < NW; j++) {
-            __m256 wv = load_w8(wr[j], bf16, (size_t)p);
-            for (int i = 0; i < MROWS; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], wv, acc[i][j]);
-        }
-    }
+    for (; p + 8 <= k; p += 8) SKINNY_STEP8(p);
     for (int i = 0; i < MROWS; i++) {
         for (int j = 0; j < NW; j++) {
             float s = hsum256(acc[i][j]);
@@ -158,34 +170,84 @@ static inline __attribute__((always_inline)) void skinny_tile(const int MROWS, c
         }
     }
 }
+#undef SKINNY_STEP8
 
 #define TW_SKINNY_CASE(MM, NWW)                                                                    \
     static void skinny_##MM##x##NWW(int k, const float *x, size_t ldx, const void *w, size_t ldw,  \
-                                    int bf16, float *y, size_t ldy, int add) {                     \
-        skinny_tile(MM, NWW, k, x, ldx, w, ldw, bf16, y, ldy, add);                                \
+                                    int bf16, float *y, size_t ldy, int add, tw_pf_cursor *pc) {   \
+        if (bf16) /* a constant inside: no weight-type branch in the loop */                       \
+            skinny_tile(MM, NWW, k, x, ldx, w, ldw, 1, y, ldy, add, pc);                           \
+        else                                                                                       \
+            skinny_tile(MM, NWW, k, x, ldx, w, ldw, 0, y, ldy, add, pc);                           \
     }
 TW_SKINNY_CASE(1, 8)
+TW_SKINNY_CASE(1, 6)
+TW_SKINNY_CASE(1, 4)
+TW_SKINNY_CASE(1, 2)
 TW_SKINNY_CASE(1, 1)
+TW_SKINNY_CASE(2, 6)
 TW_SKINNY_CASE(2, 4)
+TW_SKINNY_CASE(2, 2)
 TW_SKINNY_CASE(2, 1)
+TW_SKINNY_CASE(3, 3)
 TW_SKINNY_CASE(3, 2)
 TW_SKINNY_CASE(3, 1)
+TW_SKINNY_CASE(4, 3)
 TW_SKINNY_CASE(4, 2)
 TW_SKINNY_CASE(4, 1)
 
 typedef void (*skinny_fn)(int, const float *, size_t, const void *, size_t, int, float *, size_t,
-                          int);
+                          int, tw_pf_cursor *);
+
+/* The widths of weight-row groups per m, preferred first (0 ends a list). The group at each
+ * position is the first width that divides the rows left (tiles of the driver's rn = 6 or
+ * rn_small = 8 rows go in equal groups), else, when only 1 does, the widest that fits. */
+static const int skinny_widths[5][6] = {
+    {0}, {8, 6, 4, 2, 1, 0}, {4, 6, 2, 1, 0}, {3, 2, 1, 0}, {3, 2, 1, 0}};
+
+static int skinny_width(int m, int left) {
+    int widest = 1;
+    for (const int *wp = skinny_widths[m]; *wp; wp++) {
+        if (*wp <= left && *wp > widest) widest = *wp;
+        if (*wp > 1 && *wp <= left && left % *wp == 0) return *wp;
+    }
+    return widest;
+}
+
+static skinny_fn skinny_pick(int m, int nw) {
+    static const skinny_fn fns[5][9] = {
+        {0},
+        {0, skinny_1x1, skinny_1x2, 0, skinny_1x4, 0, skinny_1x6, 0, skinny_1x8},
+        {0, skinny_2x1, skinny_2x2, 0, skinny_2x4, 0, skinny_2x6, 0, 0},
+        {0, skinny_3x1, skinny_3x2, skinny_3x3, 0, 0, 0, 0, 0},
+        {0, skinny_4x1, skinny_4x2, skinny_4x3, 0, 0, 0, 0, 0},
+    };
+    return fns[m][nw];
+}
+
+/* m <= 4 rows of x against n weight rows, in groups (skinny_width); pf: the next block's lines
+ * to prefetch, spread over every group's steps, or NULL. */
+static void skinny_avx2_pf(int m, int n, int k, const float *x, size_t ldx, const void *w,
+                           size_t ldw, int bf16, float *y, size_t ldy, int add,
+                           const tw_dot_prefetch *pf) {
+    const size_t wrow = ldw * (bf16 ? 2 : 4);
+    tw_pf_cursor pc, *pcp = NULL;
+    if (pf) {
+        int groups = 0;
+        for (int j = 0; j < n; j += skinny_width(m, n - j)) groups++;
+        pc = tw_pf_start(pf, groups * (k / (bf16 ? 32 : 16)));
+        pcp = &pc;
+    }
+    for (int j = 0; j < n;) {
+        const int nw = skinny_width(m, n - j);
+        skinny_pick(m, nw)(k, x, ldx, (const char *)w + j * wrow, ldw, bf16, y + j, ldy, add, pcp);
+        j += nw;
+    }
+}
 
 static void skinny_avx2(int m, int n, int k, const float *x, size_t ldx, const void *w, size_t ldw,
                         int bf16, float *y, size_t ldy, int add) {
-    static const skinny_fn wide[5] = {0, skinny_1x8, skinny_2x4, skinny_3x2, skinny_4x2};
-    static const skinny_fn one[5] = {0, skinny_1x1, skinny_2x1, skinny_3x1, skinny_4x1};
-    static const int nw[5] = {0, 8, 4, 2, 2};
-    const size_t wrow = ldw * (bf16 ? 2 : 4);
-    int j = 0;
-    for (; j + nw[m] <= n; j += nw[m])
-        wide[m](k, x, ldx, (const char *)w + j * wrow, ldw, bf16, y + j, ldy, add);
-    for (; j < n; j++) one[m](k, x, ldx, (const char *)w + j * wrow, ldw, bf16, y + j, ldy, add);
+    skinny_avx2_pf(m, n, k, x, ldx, w, ldw, bf16, y, ldy, add, NULL);
 }
 
 /* 8x8 transpose of r[0..7] (rows) into columns, in place. */
@@ -252,6 +314,14 @@ const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
                                               .pack_a = pack_a_avx2};
 
 TW_DOT_FROM_SKINNY(dot_tile_avx2, skinny_avx2)
+
+/* bf16 weights in memory: the tile prefetches the next block's lines (tw_dot_prefetch) */
+static void dot_tile_pf_avx2(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,
+                             int wflags, size_t ldw, float *y, size_t ldy, int add,
+                             const tw_dot_prefetch *pf) {
+    skinny_avx2_pf(rm, rn, kc, (const float *)xp, ldxp, w, ldw, wflags & TW_DOT_W_BF16, y, ldy, add,
+                   pf);
+}
 const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
                                             .path = "dot/avx2",
                                             .w_dtypes = TW_DOT_BF16 | TW_DOT_F32,
@@ -259,11 +329,12 @@ const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
                                             .xsize = 0,
                                             .pack_x = NULL,
                                             .rm = TW_GEMM_SKINNY_ROWS,
-                                            .rn = 8,
+                                            .rn = 6,
                                             .rn_small = 8,
                                             .max_m_bf16 = 64,
                                             .max_m_f32 = 64,
-                                            .tile = dot_tile_avx2};
+                                            .tile = dot_tile_avx2,
+                                            .tile_pf = dot_tile_pf_avx2};
 
 /* ---- peak loop: 12 independent FMA chains (latency 4-5 x 2 pipes needs >= 10) ------------- */
 double tw_peak_fma_avx2(long iters, float *sink) {

@@ -7,30 +7,6 @@
 
 #include "gemm_internal.h"
 
-/* A tile's walk over the lines of pf (the next block's weights, tile_pf), spread evenly over its
- * nstep k steps: tw_pf_step issues the step's share (prefetcht1), line by line in pf's order. */
-typedef struct {
-    const tw_dot_prefetch *pf;
-    int line, row, col, per;
-} tw_pf_cursor;
-
-static inline __attribute__((always_inline)) tw_pf_cursor tw_pf_start(const tw_dot_prefetch *pf,
-                                                                      int nstep) {
-    tw_pf_cursor c = {pf, 0, 0, 0, 0};
-    if (pf && pf->hi > pf->lo && nstep > 0) {
-        c.line = pf->lo, c.row = pf->lo % pf->rows, c.col = pf->lo / pf->rows;
-        c.per = (pf->hi - pf->lo + nstep - 1) / nstep;
-    }
-    return c;
-}
-
-static inline __attribute__((always_inline)) void tw_pf_step(tw_pf_cursor *c) {
-    for (int i = 0; i < c->per && c->line < c->pf->hi; i++, c->line++) {
-        _mm_prefetch(c->pf->base + (size_t)c->row * c->pf->ld + (size_t)c->col * 64, _MM_HINT_T1);
-        if (++c->row == c->pf->rows) c->row = 0, c->col++;
-    }
-}
-
 /* The four horizontal sums of a, b, c, d (16 lanes each) as one __m128, every sum by the same
  * tree as one vector alone would get: s8[i] = v[i] + v[i+8], s4[i] = s8[i] + s8[i+4],
  * s2[i] = s4[i] + s4[i+2], sum = s2[0] + s2[1]. A tile's outputs are therefore bitwise the

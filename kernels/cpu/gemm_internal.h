@@ -67,6 +67,30 @@ typedef struct {
 typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t ldxp,
                                   const void *w, int wflags, size_t ldw, float *y, size_t ldy,
                                   int add, const tw_dot_prefetch *pf);
+/* A tile's walk over the lines of pf (the next block's weights, tile_pf), spread evenly over its
+ * nstep k steps: tw_pf_step issues the step's share (prefetcht1 on x86: locality 2), line by line in pf's order. */
+typedef struct {
+    const tw_dot_prefetch *pf;
+    int line, row, col, per;
+} tw_pf_cursor;
+
+static inline __attribute__((always_inline)) tw_pf_cursor tw_pf_start(const tw_dot_prefetch *pf,
+                                                                      int nstep) {
+    tw_pf_cursor c = {pf, 0, 0, 0, 0};
+    if (pf && pf->hi > pf->lo && nstep > 0) {
+        c.line = pf->lo, c.row = pf->lo % pf->rows, c.col = pf->lo / pf->rows;
+        c.per = (pf->hi - pf->lo + nstep - 1) / nstep;
+    }
+    return c;
+}
+
+static inline __attribute__((always_inline)) void tw_pf_step(tw_pf_cursor *c) {
+    for (int i = 0; i < c->per && c->line < c->pf->hi; i++, c->line++) {
+        __builtin_prefetch(c->pf->base + (size_t)c->row * c->pf->ld + (size_t)c->col * 64, 0, 2);
+        if (++c->row == c->pf->rows) c->row = 0, c->col++;
+    }
+}
+
 #define TW_DOT_W_BF16     1 /* wflags: weights are bf16 (else fp32) */
 #define TW_DOT_W_RESIDENT 2 /* wflags: weights are a copy already in L1 (not prefetched) */
 
