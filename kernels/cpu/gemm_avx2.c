@@ -12,6 +12,12 @@
 #endif
 #define MR 6
 #define NR 16
+#ifndef TW_AVX2_KC /* blocking of the packed path (-D overrides, for tuning) */
+#define TW_AVX2_KC 256
+#endif
+#ifndef TW_AVX2_MC
+#define TW_AVX2_MC 288
+#endif
 
 /* 12 accumulators (6 rows x 2 vectors of 8) + 2 B vectors + 1 broadcast = 15 of 16 ymm
  * registers: two FMAs per broadcast, 12 FMAs per 8 loads keeps both FMA pipes busy. */
@@ -306,8 +312,8 @@ const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
                                               .path = "blocked/avx2",
                                               .mr = MR,
                                               .nr = NR,
-                                              .kc = 256,
-                                              .mc = 144,
+                                              .kc = TW_AVX2_KC,
+                                              .mc = TW_AVX2_MC,
                                               .ukr = ukr_avx2_6x16,
                                               .skinny = skinny_avx2,
                                               .pack_b = pack_b_avx2,
