@@ -328,6 +328,8 @@ static void dot_tile_pf_avx2(int rm, int rn, int kc, const void *xp, size_t ldxp
     skinny_avx2_pf(rm, rn, kc, (const float *)xp, ldxp, w, ldw, wflags & TW_DOT_W_BF16, y, ldy, add,
                    pf);
 }
+/* 2 x 4 tiles have 8 accumulators, FMA-latency bound: from m = 3 the 4 x 3 tiles (the weights
+ * of a step still stream once per call, prefetched by the tiles) */
 const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
                                             .path = "dot/avx2",
                                             .w_dtypes = TW_DOT_BF16 | TW_DOT_F32,
@@ -337,6 +339,7 @@ const tw_dot_kernels tw_dot_kernels_avx2 = {.name = "avx2",
                                             .rm = TW_GEMM_SKINNY_ROWS,
                                             .rn = 6,
                                             .rn_small = 8,
+                                            .small_m_max = 2,
                                             .max_m_bf16 = 64,
                                             .max_m_f32 = 64,
                                             .tile = dot_tile_avx2,

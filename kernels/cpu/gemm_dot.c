@@ -138,8 +138,9 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
     pl.wsz = a->w_dtype == TW_BF16 ? 2 : 4;
     /* decode and small batches are bandwidth bound: 2-row tiles over rn_small weight rows, so
      * more weight rows stream side by side (memory-level parallelism) */
-    pl.rm = a->m <= 8 && kn->rm > 2 ? 2 : kn->rm;
-    pl.rn = a->m <= 8 ? kn->rn_small : kn->rn;
+    const int small = a->m <= (kn->small_m_max ? kn->small_m_max : 8);
+    pl.rm = small && kn->rm > 2 ? 2 : kn->rm;
+    pl.rn = small ? kn->rn_small : kn->rn;
     pl.kc = (kn->kc ? kn->kc : TW_DOT_KC) / kn->kstep * kn->kstep;
     if (pl.kc < kn->kstep) pl.kc = kn->kstep;
 

@@ -105,9 +105,12 @@ typedef struct {
     size_t xsize;     /* bytes per packed activation element; 0: x is used in place (fp32) */
     /* one row: k fp32 values -> ceil(k / kstep) * kstep packed elements, zero-padded */
     void (*pack_x)(int k, const float *x, void *xp);
-    int rm; /* largest tile: rm x rn, or rm_small x rn_small when m <= 2 */
+    int rm; /* largest tile: rm x rn, or 2 x rn_small for small m (small_m_max) */
     int rn;
-    int rn_small; /* rn when m <= 2 (decode): more weight rows streamed side by side */
+    int rn_small; /* rn for small m (decode): more weight rows streamed side by side */
+    /* the largest m that takes 2 x rn_small tiles (0: 8); a kernel whose 2-row tiles have too
+     * few accumulators to keep the FMA pipes busy takes its rm-row tiles sooner */
+    int small_m_max;
     /* largest m this driver takes per weight dtype; above, the blocked path is faster
      * (measured: packing W once pays off only over enough rows) */
     int max_m_bf16, max_m_f32;
