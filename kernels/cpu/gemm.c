@@ -263,7 +263,7 @@ static void tw_pack_b(int nr, int nc, int kc, const void *w, int bf16, size_t ld
  * shared by every thread; work items are (mc block of rows) x (chunk of columns), handed out
  * dynamically: on a shared or oversubscribed machine a descheduled thread then delays one small
  * item, not a fixed half of the matrix. */
-#define TW_GEMM_BPANEL_BYTES     ((size_t)16 << 20) /* packed W panel (nc x k fp32) budget: in L3 */
+#define TW_GEMM_BPANEL_BYTES ((size_t)16 << 20) /* packed W panel (nc x k fp32) budget: in L3 */
 #ifndef TW_GEMM_ITEMS_PER_THREAD
 #define TW_GEMM_ITEMS_PER_THREAD 16
 #endif
