@@ -58,6 +58,8 @@ static const shape SHAPES[] = {
      * tiles prefetching the next one) */
     {13, 30, 8300},
     {70, 9, 8200},
+    /* the blocked path with several column chunks per row block and a k tail */
+    {200, 300, 600},
     /* m above every dot-driver bound: the blocked path for both dtypes on every level */
     {1030, 35, 70},
 };
