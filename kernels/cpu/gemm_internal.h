@@ -68,7 +68,8 @@ typedef void (*tw_dot_tile_pf_fn)(int rm, int rn, int kc, const void *xp, size_t
                                   const void *w, int wflags, size_t ldw, float *y, size_t ldy,
                                   int add, const tw_dot_prefetch *pf);
 /* A tile's walk over the lines of pf (the next block's weights, tile_pf), spread evenly over its
- * nstep k steps: tw_pf_step issues the step's share (prefetcht1 on x86: locality 2), line by line in pf's order. */
+ * nstep k steps: tw_pf_step issues the step's share (locality 2: prefetcht1 on x86), line by
+ * line in pf's order. */
 typedef struct {
     const tw_dot_prefetch *pf;
     int line, row, col, per;
