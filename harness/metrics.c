@@ -249,13 +249,13 @@ void tw_metrics_set_ceiling_fractions(tw_metrics *m, double membw_gbps, double p
         m->prefill_mfu = tw_metric_mfu(m->prefill_gflops, peak_gflops);
         m->decode_mfu = tw_metric_mfu(m->decode_gflops, peak_gflops);
     }
-    /* the compute side of the roofline from the MFU: FLOPs / peak = MFU x step */
-    const double step_s = m->tpot_s.median, bytes_s = m->decode_bytes_per_step / (membw_gbps * 1e9);
-    const double flops_s = m->decode_mfu * step_s;
-    m->decode_roofline_fraction =
-        membw_gbps > 0 && isfinite(flops_s) && step_s > 0
-            ? tw_metric_decode_roofline_fraction(bytes_s > flops_s ? bytes_s : flops_s, step_s)
-            : NAN;
+    /* the peak the MFUs are now against (the one kept, when none is given: decode GFLOP/s over
+     * decode MFU; NAN without one, and then no roofline) */
+    const double peak = !isnan(peak_gflops) ? peak_gflops : m->decode_gflops / m->decode_mfu;
+    m->decode_roofline_fraction = tw_metric_decode_roofline_fraction(
+        tw_metric_decode_roofline_s(m->decode_bytes_per_step, m->decode_flops_per_step, membw_gbps,
+                                    peak),
+        m->tpot_s.median);
     m->exceeds_ceiling = m->decode_bandwidth_fraction > 1.0 || m->prefill_mfu > 1.0 ||
                          m->decode_mfu > 1.0 || m->decode_roofline_fraction > 1.0;
 }

@@ -95,7 +95,6 @@ const tw_gemm_kernels tw_gemm_kernels_portable = {.name = "portable",
                                                   .kc = 256,
                                                   .mc = 144,
                                                   .ukr = ukr_portable,
-                                                  .skinny = skinny_portable,
                                                   .pack_b = NULL,
                                                   .pack_a = NULL};
 

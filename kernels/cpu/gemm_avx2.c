@@ -315,7 +315,6 @@ const tw_gemm_kernels tw_gemm_kernels_avx2 = {.name = "avx2",
                                               .kc = TW_AVX2_KC,
                                               .mc = TW_AVX2_MC,
                                               .ukr = ukr_avx2_6x16,
-                                              .skinny = skinny_avx2,
                                               .pack_b = pack_b_avx2,
                                               .pack_a = pack_a_avx2};
 

@@ -13,11 +13,11 @@
 typedef void (*tw_gemm_ukr_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
                                int add);
 
-/* Skinny kernel for small m (1..4 rows of x): y[i, j] (+)= sum_{p < k} x[i, p] w[j, p] for
- * i < m, j < n; w rows are ldw elements apart, fp32 or bf16 (w_bf16 != 0). Streams each
- * weight row once for all m rows. Every output gets the same arithmetic whatever m and n are
- * (lanes along k, one fixed horizontal sum), so a row's result does not depend on the rows
- * computed with it. */
+/* Skinny kernel for small m (1..4 rows of x), the body of a dot-driver tile (TW_DOT_FROM_SKINNY,
+ * below): y[i, j] (+)= sum_{p < k} x[i, p] w[j, p] for i < m, j < n; w rows are ldw elements
+ * apart, fp32 or bf16 (w_bf16 != 0). Streams each weight row once for all m rows. Every output
+ * gets the same arithmetic whatever m and n are (lanes along k, one fixed horizontal sum), so a
+ * row's result does not depend on the rows computed with it. */
 typedef void (*tw_gemm_skinny_fn)(int m, int n, int k, const float *x, size_t ldx, const void *w,
                                   size_t ldw, int w_bf16, float *y, size_t ldy, int add);
 
@@ -37,7 +37,6 @@ typedef struct {
     int mr, nr;       /* micro-tile */
     int kc, mc;       /* blocking: kc x nr B micro-panel in L1, mc x kc A block in L2 */
     tw_gemm_ukr_fn ukr;
-    tw_gemm_skinny_fn skinny;
     tw_gemm_pack_b_fn pack_b; /* may be NULL */
     tw_gemm_pack_a_fn pack_a; /* may be NULL */
 } tw_gemm_kernels;
