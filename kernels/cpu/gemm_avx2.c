@@ -109,15 +109,12 @@ static inline __m256 load_w8(const void *w, int bf16, size_t p) {
 #ifndef TW_AVX2_SHUF_ROWS
 #define TW_AVX2_SHUF_ROWS 2 /* tiles of up to this many x rows widen by shuffle */
 #endif
-static inline __m256 load_w8_shuf(const void *w, int bf16, size_t p, __m256i ctl) {
-    if (bf16) {
-        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + p));
-        return _mm256_castsi256_ps(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(h), ctl));
-    }
-    return _mm256_loadu_ps((const float *)w + p);
+static inline __m256 load_w8_shuf(const void *w, size_t p, __m256i ctl) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + p));
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(h), ctl));
 }
 #define TW_W8(W, BF16, P)                                                                          \
-    (MROWS <= TW_AVX2_SHUF_ROWS ? load_w8_shuf(W, BF16, P, shufctl) : load_w8(W, BF16, P))
+    ((BF16) && MROWS <= TW_AVX2_SHUF_ROWS ? load_w8_shuf(W, P, shufctl) : load_w8(W, BF16, P))
 
 static inline float load_w1(const void *w, int bf16, size_t p) {
     if (bf16) {

@@ -13,14 +13,6 @@
 typedef void (*tw_gemm_ukr_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
                                int add);
 
-/* Skinny kernel for small m (1..4 rows of x), the body of a dot-driver tile (TW_DOT_FROM_SKINNY,
- * below): y[i, j] (+)= sum_{p < k} x[i, p] w[j, p] for i < m, j < n; w rows are ldw elements
- * apart, fp32 or bf16 (w_bf16 != 0). Streams each weight row once for all m rows. Every output
- * gets the same arithmetic whatever m and n are (lanes along k, one fixed horizontal sum), so a
- * row's result does not depend on the rows computed with it. */
-typedef void (*tw_gemm_skinny_fn)(int m, int n, int k, const float *x, size_t ldx, const void *w,
-                                  size_t ldw, int w_bf16, float *y, size_t ldy, int add);
-
 /* Optional fast packing of one B micro-panel: bp[p, jj] = w[jj, p] for p < kc, jj < nr, from nr
  * full weight rows ldw elements apart (fp32 or bf16). Returns 0 when it does not handle the
  * case (the driver then packs in plain C). */
@@ -155,7 +147,11 @@ tw_status tw_gemm_dot(const tw_dot_kernels *kn, const tw_gemm_args *a, int threa
         {0, P##_4x1, P##_4x2, P##_4x3, P##_4x4, P##_4x5, P##_4x6, 0, 0},                           \
     }
 
-/* tile adapters over a skinny kernel (fp32 activations in place) */
+/* A tile adapter over a skinny kernel (fp32 activations in place): SKINNY(m, n, k, x, ldx, w, ldw,
+ * w_bf16, y, ldy, add) computes y[i, j] (+)= sum_{p < k} x[i, p] w[j, p] for i < m (1..4 rows of
+ * x), j < n, w rows ldw elements apart, fp32 or bf16 (w_bf16 != 0), streaming each weight row once
+ * for all m rows; every output gets the same arithmetic whatever m and n are (lanes along k, one
+ * fixed horizontal sum), so a row's result does not depend on the rows computed with it. */
 #define TW_DOT_FROM_SKINNY(NAME, SKINNY)                                                           \
     static void NAME(int rm, int rn, int kc, const void *xp, size_t ldxp, const void *w,           \
                      int wflags, size_t ldw, float *y, size_t ldy, int add) {                      \
